@@ -1,0 +1,1 @@
+//! baton-api (to be written).

@@ -1,0 +1,1 @@
+//! baton-config (to be written).

@@ -1,0 +1,82 @@
+//! Durations written the way people write them in config: "30s", "2m", "1h 30m", "250ms".
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A `Duration` that (de)serializes as a human string such as `"30s"` or `"2m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn from_secs(s: u64) -> Self {
+        HumanDuration(Duration::from_secs(s))
+    }
+    pub const fn from_millis(ms: u64) -> Self {
+        HumanDuration(Duration::from_millis(ms))
+    }
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl From<Duration> for HumanDuration {
+    fn from(d: Duration) -> Self {
+        HumanDuration(d)
+    }
+}
+
+impl From<HumanDuration> for Duration {
+    fn from(d: HumanDuration) -> Self {
+        d.0
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s.trim())
+            .map(HumanDuration)
+            .map_err(|e| format!("invalid duration {s:?} ({e}); write it like \"500ms\", \"30s\" or \"2m\""))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_round_trip() {
+        let d: HumanDuration = "2m".parse().unwrap();
+        assert_eq!(d.0, Duration::from_secs(120));
+        assert_eq!(d.to_string(), "2m");
+        let d: HumanDuration = "250ms".parse().unwrap();
+        assert_eq!(d.0, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn rejects_garbage_with_a_hint() {
+        let e = "five".parse::<HumanDuration>().unwrap_err();
+        assert!(e.contains("\"30s\""), "{e}");
+    }
+}

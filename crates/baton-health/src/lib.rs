@@ -1,0 +1,1 @@
+//! baton-health (to be written).

@@ -1,0 +1,1 @@
+//! baton-proxy (to be written).

@@ -1,0 +1,1 @@
+//! Per-strategy logic (being written).

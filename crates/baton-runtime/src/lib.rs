@@ -1,0 +1,1 @@
+//! baton-runtime (to be written).

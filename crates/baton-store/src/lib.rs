@@ -1,0 +1,1 @@
+//! baton-store (to be written).

@@ -1,1 +1,45 @@
-//! baton-runtime (to be written).
+//! Where instances come from. One [`Runtime`] trait, several drivers: [`ProcessRuntime`]
+//! (the embedded default: spawns a command per instance) and [`StaticRuntime`] (addresses
+//! run by someone else). A container or cluster-service driver fits the same trait: it
+//! returns an [`InstanceHandle`] with its own [`HandleDetail`], and `adopt` answers "is this
+//! still the same running thing?" after a baton restart.
+
+mod error;
+mod handle;
+mod process;
+mod static_runtime;
+
+pub use error::RuntimeError;
+pub use handle::{HandleDetail, InstanceHandle, RuntimeEvent, StartRequest};
+pub use process::{ProcessRuntime, ProcessSpec};
+pub use static_runtime::StaticRuntime;
+
+use async_trait::async_trait;
+
+/// A driver that starts, stops, re-adopts and reads the logs of instances. Instances that
+/// end on their own are reported on the driver's event channel
+/// ([`RuntimeEvent::Exited`]), never those ended through [`Runtime::stop`].
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// `"process"`, `"static"`, ... (the `runtime` value in `baton.toml`).
+    fn kind(&self) -> &'static str;
+
+    /// Starts one instance. Returns once it is started, not once it is healthy: health
+    /// checks decide that.
+    async fn start(&self, req: StartRequest) -> Result<InstanceHandle, RuntimeError>;
+
+    /// Ends the instance gracefully, then forcefully (process: SIGTERM to the group,
+    /// `stop_timeout`, SIGKILL). `Ok` if it is already gone.
+    async fn stop(&self, handle: &InstanceHandle) -> Result<(), RuntimeError>;
+
+    /// After a baton restart: whether `handle` is still the same running instance (never a
+    /// reused pid). If it is, the runtime resumes watching it for exit.
+    async fn adopt(&self, handle: &InstanceHandle) -> Result<bool, RuntimeError>;
+
+    /// The last `max_lines` lines of the instance's output, oldest first.
+    async fn logs(
+        &self,
+        handle: &InstanceHandle,
+        max_lines: usize,
+    ) -> Result<Vec<String>, RuntimeError>;
+}

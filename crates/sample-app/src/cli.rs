@@ -1,0 +1,124 @@
+//! Process entry points: parse flags, boot (optionally slowly), serve until SIGTERM/SIGINT,
+//! or "crash" on purpose with `--exit-after-ms`.
+
+use std::future::Future;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{run, SampleAppError, SampleOptions};
+
+/// Exit status of a deliberate crash (`--exit-after-ms`).
+const CRASH_STATUS: u8 = 3;
+
+/// Runs the app with the process's own arguments and environment.
+pub fn run_main() -> ExitCode {
+    run_main_from(std::env::args())
+}
+
+/// Runs the app with `args` (the first item is the program name, as in `std::env::args()`).
+///
+/// Exit codes: 0 after a graceful shutdown, 1 when the app cannot start or serve,
+/// 2 on bad flags, 3 for a deliberate crash (`--exit-after-ms`).
+pub fn run_main_from(args: impl IntoIterator<Item = String>) -> ExitCode {
+    let opts = match SampleOptions::try_parse_from(args) {
+        Ok(opts) => opts,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(SampleAppError::Runtime);
+    match runtime.and_then(|rt| rt.block_on(serve_main(opts))) {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!(%error, "sample-app failed");
+            eprintln!("sample-app: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr (stdout carries only the `listening on` line); `RUST_LOG` filters.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Fails only when a subscriber is already set (e.g. inside `baton`): keep that one.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+async fn serve_main(opts: SampleOptions) -> Result<ExitCode, SampleAppError> {
+    if opts.startup_delay_ms > 0 {
+        tracing::info!(
+            delay_ms = opts.startup_delay_ms,
+            "slow start: waiting before binding"
+        );
+        tokio::time::sleep(Duration::from_millis(opts.startup_delay_ms)).await;
+    }
+    let shutdown = shutdown_signal().map_err(SampleAppError::Signals)?;
+    let addr = SocketAddr::new(opts.host, opts.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| SampleAppError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| SampleAppError::Bind { addr, source })?;
+    announce(local);
+    let crash = crash_after(opts.exit_after_ms.map(Duration::from_millis));
+    tokio::select! {
+        served = run(opts, listener, shutdown) => served.map(|()| ExitCode::SUCCESS).map_err(SampleAppError::Serve),
+        () = crash => Ok(ExitCode::from(CRASH_STATUS)),
+    }
+}
+
+/// Prints the bound address on stdout, the line launchers and tests wait for.
+fn announce(local: SocketAddr) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "listening on {local}");
+    let _ = stdout.flush();
+}
+
+/// Resolves on the first SIGTERM or SIGINT (handlers installed before returning).
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "graceful shutdown requested");
+    })
+}
+
+/// Resolves after `after` (never when `None`): the deliberate crash of `--exit-after-ms`.
+async fn crash_after(after: Option<Duration>) {
+    match after {
+        Some(after) => {
+            tokio::time::sleep(after).await;
+            tracing::warn!(
+                after_ms = after.as_millis() as u64,
+                status = CRASH_STATUS,
+                "exiting as asked by --exit-after-ms"
+            );
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,1 +1,192 @@
-//! baton-proxy (to be written).
+//! baton's data plane: an HTTP/1.1 + h2c reverse proxy that reads an immutable route
+//! snapshot per request, swaps snapshots atomically on `publish`, drains removed
+//! backends without failing their requests, retries only what provably was not
+//! processed, and records per-version metrics.
+//!
+//! **Architecture Invariant:** the request path takes no lock and waits on nothing but
+//! the forwarding itself; the control side (`publish`, `drain`) never pauses it.
+
+mod backend;
+mod body;
+mod config;
+mod conn;
+mod drain;
+mod error;
+mod forward;
+mod h1guard;
+mod headers;
+mod passive;
+mod pool;
+mod router;
+#[doc(hidden)]
+pub mod select;
+mod server;
+mod snapshot;
+mod upgrade;
+
+pub use body::ResponseBody;
+pub use config::ProxyConfig;
+pub use drain::DrainReport;
+pub use error::RouteError;
+pub use passive::PassiveEvent;
+
+use arc_swap::ArcSwap;
+use backend::Backend;
+use baton_core::RouteTableSpec;
+use baton_metrics::MetricsRegistry;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// The data plane. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    config: ProxyConfig,
+    metrics: Arc<MetricsRegistry>,
+    snapshot: ArcSwap<snapshot::Snapshot>,
+    /// Per-backend state by id. Also serialises publishers. Never touched per request.
+    registry: Mutex<Registry>,
+    /// Woken after every publish (held requests re-route).
+    published: Notify,
+    passive: passive::Passive,
+    /// Closes upgraded connections when `serve` has finished its graceful shutdown.
+    hard_stop: CancellationToken,
+}
+
+#[derive(Default)]
+struct Registry {
+    backends: HashMap<Arc<str>, Arc<Backend>>,
+    /// Removed backends still in `backends` because requests were in flight.
+    lingering: Vec<Arc<Backend>>,
+}
+
+impl Proxy {
+    pub fn new(config: ProxyConfig, metrics: Arc<MetricsRegistry>) -> Proxy {
+        let passive = passive::Passive::new(config.eject_after, config.eject_time);
+        Proxy {
+            inner: Arc::new(Inner {
+                config,
+                metrics,
+                snapshot: ArcSwap::from_pointee(snapshot::Snapshot::default()),
+                registry: Mutex::new(Registry::default()),
+                published: Notify::new(),
+                passive,
+                hard_stop: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Validate + compile + atomically swap. On Err nothing changes and the previous
+    /// snapshot keeps serving.
+    pub fn publish(&self, spec: &RouteTableSpec) -> Result<(), RouteError> {
+        let inner = &self.inner;
+        let mut registry = lock(&inner.registry);
+        let prev = inner.snapshot.load_full();
+        let compiled = snapshot::compile(
+            spec,
+            &snapshot::Env {
+                prev: &prev,
+                registry: &registry.backends,
+                metrics: &inner.metrics,
+                max_idle: inner.config.max_idle_per_backend,
+            },
+        )?;
+        for b in &compiled.created {
+            registry.backends.insert(b.id.clone(), b.clone());
+        }
+        for b in &compiled.readded {
+            b.set_removed(false);
+        }
+        // Swap first, then mark removals: a request that sees a removed backend
+        // re-reads the snapshot and must find the new one.
+        inner.snapshot.store(Arc::new(compiled.snapshot));
+        for b in &compiled.dropped {
+            b.set_removed(true);
+        }
+        registry.lingering.extend(compiled.dropped);
+        registry.forget_idle();
+        drop(registry);
+        inner.published.notify_waiters();
+        tracing::debug!(
+            apps = spec.apps.len(),
+            routes = spec.routes.len(),
+            "route table published"
+        );
+        Ok(())
+    }
+
+    /// The table currently serving.
+    pub fn current_spec(&self) -> Arc<RouteTableSpec> {
+        self.inner.snapshot.load().spec.clone()
+    }
+
+    /// Accept loop until `shutdown` resolves; then stop accepting and let open
+    /// connections finish gracefully (at most 30 s), then close upgraded connections.
+    /// Serves HTTP/1.1 and HTTP/2 prior-knowledge (h2c) on the same port.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        server::serve(self.inner.clone(), listener, shutdown).await
+    }
+
+    /// The backend must already be absent from the published snapshot. Closes its idle
+    /// pooled connections at once, waits until its in-flight count is 0 or `timeout`;
+    /// at the deadline closes upgraded connections cleanly (FIN) and cancels requests
+    /// still running. Idempotent; an unknown id returns at once.
+    pub async fn drain(&self, backend_id: &str, timeout: Duration) -> DrainReport {
+        let backend = lock(&self.inner.registry).backends.get(backend_id).cloned();
+        let Some(backend) = backend else {
+            return DrainReport::nothing();
+        };
+        let report = drain::drain(&backend, timeout).await;
+        lock(&self.inner.registry).forget_idle();
+        report
+    }
+
+    /// Requests (and upgraded connections) currently on this backend.
+    pub fn in_flight(&self, backend_id: &str) -> u64 {
+        lock(&self.inner.registry)
+            .backends
+            .get(backend_id)
+            .map_or(0, |b| b.in_flight())
+    }
+
+    /// Passive health signals (ejections / restorations) for the controller.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<PassiveEvent> {
+        self.inner.passive.subscribe()
+    }
+}
+
+impl Registry {
+    /// Drop removed backends that have nothing left in flight.
+    fn forget_idle(&mut self) {
+        let backends = &mut self.backends;
+        self.lingering.retain(|b| {
+            if !b.is_removed() {
+                return false;
+            }
+            if b.in_flight() > 0 {
+                return true;
+            }
+            if backends.get(&b.id).is_some_and(|r| Arc::ptr_eq(r, b)) {
+                backends.remove(&b.id);
+            }
+            false
+        });
+    }
+}
+
+/// Lock a control-plane mutex; a poisoned lock still holds consistent data here
+/// because every critical section only inserts or removes whole entries.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

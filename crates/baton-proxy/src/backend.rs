@@ -1,0 +1,172 @@
+//! Per-backend state shared by every snapshot that routes to it: the in-flight count, the
+//! idle upstream connections, the removed (draining) flag, passive ejection, and the
+//! signal that closes its upgraded connections. Publishing a new snapshot reuses these
+//! objects, so in-flight accounting survives any number of publishes.
+
+use crate::pool::IdlePool;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use tokio::sync::{watch, Notify};
+
+/// One backend instance, keyed by its stable id.
+pub(crate) struct Backend {
+    pub id: Arc<str>,
+    pub addr: SocketAddr,
+    pub app: Arc<str>,
+    pub version: Arc<str>,
+    /// Requests (and upgraded connections) currently using this backend.
+    in_flight: AtomicU64,
+    /// Upgraded connections currently open (a subset of `in_flight`).
+    upgraded: AtomicU64,
+    /// Absent from the published snapshot: gets no new requests, waits to be drained.
+    removed: AtomicBool,
+    ejected: AtomicBool,
+    failures: AtomicU32,
+    /// Woken when `in_flight` drops to zero while `removed` is set.
+    drained: Notify,
+    /// Bumped at a drain deadline: upgraded tunnels and upstream connections of this
+    /// backend that started before the bump close.
+    close_gen: watch::Sender<u64>,
+    pub idle: IdlePool,
+}
+
+/// Holds one unit of `in_flight` on a backend; releases it when dropped.
+pub(crate) struct InFlight(Arc<Backend>);
+
+impl Backend {
+    pub fn new(
+        id: Arc<str>,
+        addr: SocketAddr,
+        app: Arc<str>,
+        version: Arc<str>,
+        max_idle: usize,
+    ) -> Backend {
+        Backend {
+            id,
+            addr,
+            app,
+            version,
+            in_flight: AtomicU64::new(0),
+            upgraded: AtomicU64::new(0),
+            removed: AtomicBool::new(false),
+            ejected: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            drained: Notify::new(),
+            close_gen: watch::Sender::new(0),
+            idle: IdlePool::new(max_idle),
+        }
+    }
+
+    /// Whether this object can stand for `(addr, app, version)` in a new snapshot.
+    pub fn same_identity(&self, addr: SocketAddr, app: &str, version: &str) -> bool {
+        self.addr == addr && &*self.app == app && &*self.version == version
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(SeqCst)
+    }
+
+    pub fn upgraded(&self) -> u64 {
+        self.upgraded.load(SeqCst)
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(SeqCst)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Count a request on this backend unless it has been removed. The increment and
+    /// the check are both SeqCst and `drain` does the mirror image (set removed, then
+    /// read the count), so either drain sees this request or this request sees the
+    /// removal and goes elsewhere.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<InFlight> {
+        self.in_flight.fetch_add(1, SeqCst);
+        let guard = InFlight(self.clone());
+        (!self.is_removed()).then_some(guard)
+    }
+
+    /// Count a request on this backend even if it was removed meanwhile (a retry of a
+    /// request that already holds it).
+    pub fn acquire_anyway(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, SeqCst);
+        InFlight(self.clone())
+    }
+
+    pub fn set_removed(&self, removed: bool) {
+        self.removed.store(removed, SeqCst);
+        if removed {
+            self.idle.clear();
+        }
+        // A drain waiting on this backend re-checks its state.
+        self.drained.notify_waiters();
+    }
+
+    pub fn close_signal(&self) -> watch::Receiver<u64> {
+        self.close_gen.subscribe()
+    }
+
+    /// Close everything still attached to this backend (drain deadline).
+    pub fn close_all(&self) {
+        self.idle.clear();
+        self.close_gen.send_modify(|g| *g += 1);
+    }
+
+    pub fn drained(&self) -> &Notify {
+        &self.drained
+    }
+
+    pub fn upgrade_started(&self) {
+        self.upgraded.fetch_add(1, SeqCst);
+    }
+
+    pub fn upgrade_finished(&self) {
+        self.upgraded.fetch_sub(1, SeqCst);
+    }
+
+    /// Record a failed exchange; returns the consecutive failure count.
+    pub fn record_failure(&self) -> u32 {
+        self.failures.fetch_add(1, SeqCst).saturating_add(1)
+    }
+
+    pub fn record_success(&self) {
+        if self.failures.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+            self.failures.store(0, SeqCst);
+        }
+    }
+
+    pub fn set_ejected(&self, ejected: bool) {
+        self.ejected.store(ejected, SeqCst);
+        if !ejected {
+            self.failures.store(0, SeqCst);
+        }
+    }
+}
+
+impl InFlight {
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let b = &self.0;
+        if b.in_flight.fetch_sub(1, SeqCst) == 1 && b.is_removed() {
+            b.drained.notify_waiters();
+        }
+    }
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("id", &self.id)
+            .field("addr", &self.addr)
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}

@@ -1,0 +1,56 @@
+//! Tunables of the data plane: timeouts, limits, trusted peers and passive ejection.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// How the proxy treats clients and upstreams. `Default` gives production values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    /// TCP connect to a backend. A failed connect is retried once on another backend.
+    pub connect_timeout: Duration,
+    /// From the request being handed to the upstream connection to the response head.
+    /// Beyond it the client gets 504.
+    pub upstream_header_timeout: Duration,
+    /// A request head must arrive completely within this time of its first byte
+    /// (slowloris guard). The connection is then closed without a response.
+    pub client_header_timeout: Duration,
+    /// A client connection that sends nothing for this long is closed gracefully
+    /// (HTTP/1.1: after the response in progress, if any; HTTP/2: GOAWAY).
+    pub client_idle_timeout: Duration,
+    /// Pooled idle upstream connections older than this are discarded at checkout.
+    pub upstream_idle_timeout: Duration,
+    /// Largest request head accepted; beyond it the client gets 431.
+    pub max_header_bytes: usize,
+    /// Idle upstream connections kept per backend.
+    pub max_idle_per_backend: usize,
+    /// Peers whose `X-Forwarded-For` is extended; from anyone else it is replaced.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Consecutive 5xx / connect failures before a backend is skipped; 0 disables.
+    pub eject_after: u32,
+    /// How long an ejected backend is skipped.
+    pub eject_time: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(3),
+            upstream_header_timeout: Duration::from_secs(60),
+            client_header_timeout: Duration::from_secs(10),
+            client_idle_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(15),
+            max_header_bytes: 64 * 1024,
+            max_idle_per_backend: 64,
+            trusted_proxies: Vec::new(),
+            eject_after: 5,
+            eject_time: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// Whether `X-Forwarded-For` from this peer is kept and appended to.
+    pub(crate) fn trusts(&self, peer: IpAddr) -> bool {
+        self.trusted_proxies.contains(&peer)
+    }
+}

@@ -1,0 +1,414 @@
+//! The request path: check framing, route (holding the request while its app has no
+//! ready backend, if the app asks for that), rewrite headers, send upstream with the
+//! retries that are provably safe, and stream the answer back.
+
+use crate::backend::{Backend, InFlight};
+use crate::body::{Exchange, RequestBody, ResponseBody};
+use crate::error::{error_response, ProxyError};
+use crate::h1guard::ConnState;
+use crate::headers::{self, Peer};
+use crate::pool;
+use crate::select::{choose_pool, pick_backend, Choice};
+use crate::snapshot::{AppShared, CompiledApp, CompiledPool};
+use crate::upgrade;
+use crate::Inner;
+use http::request::Parts;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use hyper::body::{Body as _, Incoming};
+use hyper::upgrade::OnUpgrade;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the handler knows about the client connection.
+pub(crate) struct ClientConn {
+    pub peer: Peer,
+    pub state: Arc<ConnState>,
+}
+
+/// Where a request goes: the app as compiled in the snapshot it was routed with.
+struct Target {
+    app: Arc<CompiledApp>,
+    choice: Choice,
+}
+
+impl Target {
+    fn pool(&self) -> &CompiledPool {
+        &self.app.pools[self.choice.pool]
+    }
+}
+
+enum Pick {
+    Got(Choice, InFlight),
+    /// No pool with a ready backend takes this request.
+    Unavailable,
+    /// Every backend picked was removed by a publish racing this request.
+    Stale,
+}
+
+impl Inner {
+    pub(crate) async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: &ClientConn,
+    ) -> Response<ResponseBody> {
+        let start = Instant::now();
+        match self.forward(req, conn, start).await {
+            Ok(res) => res,
+            Err(error) => {
+                tracing::debug!(
+                    kind = error.kind(),
+                    status = error.status().as_u16(),
+                    "proxy answered with an error"
+                );
+                error_response(&error)
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        conn: &ClientConn,
+        start: Instant,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        if conn.state.next_request_is_bad() {
+            return Err(ProxyError::BadRequest(
+                "both Content-Length and Transfer-Encoding, or conflicting Content-Length",
+            ));
+        }
+        headers::check_framing(req.headers())?;
+        let upgrade = headers::wants_upgrade(req.version(), req.method(), req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let host = headers::request_host(&parts.uri, &parts.headers);
+        let (target, guard) = self.route(&parts, host.as_ref()).await?;
+        let mut exchange = Exchange::start(target.pool().metrics.clone(), start);
+        let backend_addr = guard.backend().addr;
+        exchange.set_in_flight(guard);
+
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        headers::add_forwarding(&mut parts.headers, &conn.peer, host.as_ref());
+        headers::to_http11(
+            &mut parts.version,
+            &mut parts.uri,
+            &mut parts.headers,
+            host.as_ref(),
+        );
+        if host.is_none() {
+            if let Ok(v) = HeaderValue::from_str(&backend_addr.to_string()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+        let replay = Replay::capture(&parts, &body, upgrade);
+        let (body, counter) = RequestBody::from_client(body);
+        exchange.set_bytes_in(counter);
+        let upstream_req = Request::from_parts(parts, body);
+        match self
+            .send(upstream_req, replay, &target, &mut exchange)
+            .await
+        {
+            Ok(resp) => self.respond(resp, &target, exchange, client_upgrade),
+            Err(error) => {
+                exchange.status = error.status().as_u16();
+                Err(error)
+            }
+        }
+    }
+
+    /// Route against the current snapshot; hold while the app has nothing ready.
+    async fn route(
+        &self,
+        parts: &Parts,
+        host: Option<&HeaderValue>,
+    ) -> Result<(Target, InFlight), ProxyError> {
+        let host = host.and_then(|h| h.to_str().ok()).unwrap_or("");
+        let path = parts.uri.path();
+        let mut ticket: Option<(HoldTicket, tokio::time::Instant)> = None;
+        let mut stale = 0;
+        loop {
+            let snapshot = self.snapshot.load_full();
+            let index = snapshot
+                .router
+                .route(host, path)
+                .ok_or(ProxyError::NoRoute)?;
+            let app = &snapshot.apps[index];
+            match pick(app, parts) {
+                Pick::Got(choice, guard) => {
+                    let target = Target {
+                        app: app.clone(),
+                        choice,
+                    };
+                    return Ok((target, guard));
+                }
+                Pick::Stale if stale < 4 => {
+                    stale += 1;
+                    continue;
+                }
+                Pick::Stale | Pick::Unavailable => {}
+            }
+            let Some(hold) = app.hold else {
+                return Err(unavailable(app));
+            };
+            let notified = self.published.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !Arc::ptr_eq(&snapshot, &*self.snapshot.load()) {
+                continue; // published meanwhile
+            }
+            if ticket.is_none() {
+                let t = HoldTicket::take(&app.shared, hold.max_requests).ok_or_else(|| {
+                    ProxyError::HoldFull {
+                        app: app.name.clone(),
+                    }
+                })?;
+                ticket = Some((t, tokio::time::Instant::now() + hold.timeout.get()));
+                tracing::debug!(app = %app.name, "holding request until a backend is ready");
+            }
+            let deadline = ticket
+                .as_ref()
+                .map_or_else(tokio::time::Instant::now, |t| t.1);
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(ProxyError::HoldTimeout { app: app.name.clone() });
+                }
+            }
+        }
+    }
+
+    /// Send with at most one retry, and only when the upstream provably did not
+    /// process the request (or the method is idempotent and nothing was answered).
+    async fn send(
+        &self,
+        mut req: Request<RequestBody>,
+        mut replay: Option<Replay>,
+        target: &Target,
+        exchange: &mut Exchange,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let cfg = &self.config;
+        let pool = target.pool();
+        let mut retried = false;
+        loop {
+            let Some(backend) = exchange.in_flight().map(|g| g.backend().clone()) else {
+                return Err(upstream_error(target));
+            };
+            let pooled = if retried {
+                None
+            } else {
+                backend.idle.checkout(cfg.upstream_idle_timeout)
+            };
+            let reused = pooled.is_some();
+            let mut sender = match pooled {
+                Some(s) => s,
+                None => match pool::connect(&backend, cfg.connect_timeout).await {
+                    Ok(s) => s,
+                    Err(error) => {
+                        tracing::warn!(backend = %backend.id, %error, retried, "upstream connect failed");
+                        self.passive
+                            .failure(&backend, &pool.backends, "connect failed");
+                        if retried {
+                            return Err(ProxyError::Connect {
+                                app: target.app.name.clone(),
+                                version: pool.version.clone(),
+                            });
+                        }
+                        retried = true;
+                        move_to_other(exchange, pool);
+                        continue;
+                    }
+                },
+            };
+            let sent =
+                tokio::time::timeout(cfg.upstream_header_timeout, sender.try_send_request(req))
+                    .await;
+            let mut failed = match sent {
+                Err(_) => {
+                    tracing::warn!(backend = %backend.id, "upstream response header timeout");
+                    self.passive
+                        .failure(&backend, &pool.backends, "response header timeout");
+                    return Err(ProxyError::UpstreamTimeout {
+                        app: target.app.name.clone(),
+                        version: pool.version.clone(),
+                    });
+                }
+                Ok(Ok(resp)) => {
+                    if resp.status().is_server_error() {
+                        self.passive
+                            .failure(&backend, &pool.backends, "5xx response");
+                    } else {
+                        self.passive.success(&backend);
+                    }
+                    exchange.set_conn(sender);
+                    return Ok(resp);
+                }
+                Ok(Err(failed)) => failed,
+            };
+            req = match (failed.take_message(), retried) {
+                (Some(unsent), false) => {
+                    tracing::debug!(backend = %backend.id, reused, "connection closed before the request was written; retrying");
+                    if !reused {
+                        self.passive
+                            .failure(&backend, &pool.backends, "connection closed");
+                    }
+                    unsent
+                }
+                _ => {
+                    let error = failed.into_error();
+                    if !error.is_user() {
+                        self.passive
+                            .failure(&backend, &pool.backends, "upstream error");
+                    }
+                    match replay.take().filter(|_| !retried) {
+                        Some(r) => {
+                            tracing::debug!(backend = %backend.id, %error, "idempotent request failed before any answer; retrying");
+                            r.into_request()
+                        }
+                        None => {
+                            tracing::warn!(backend = %backend.id, %error, "upstream request failed");
+                            return Err(upstream_error(target));
+                        }
+                    }
+                }
+            };
+            retried = true;
+            move_to_other(exchange, pool);
+        }
+    }
+
+    fn respond(
+        &self,
+        mut resp: Response<Incoming>,
+        target: &Target,
+        mut exchange: Exchange,
+        client_upgrade: Option<OnUpgrade>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        exchange.status = resp.status().as_u16();
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client) = client_upgrade else {
+                return Err(upstream_error(target));
+            };
+            let upstream = hyper::upgrade::on(&mut resp);
+            let guard = exchange.take_in_flight();
+            exchange.finish(false);
+            let (mut parts, _) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers, true);
+            if let Some(guard) = guard {
+                upgrade::spawn_tunnel(client, upstream, guard, self.hard_stop.clone());
+            }
+            return Ok(Response::from_parts(parts, ResponseBody::empty()));
+        }
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        if target.choice.set_cookie {
+            if let Some(cookie) = &target.pool().set_cookie {
+                parts.headers.append(header::SET_COOKIE, cookie.clone());
+            }
+        }
+        Ok(Response::from_parts(
+            parts,
+            ResponseBody::upstream(body, exchange),
+        ))
+    }
+}
+
+fn pick(app: &CompiledApp, parts: &Parts) -> Pick {
+    let Some(choice) = choose_pool(app, parts) else {
+        return Pick::Unavailable;
+    };
+    let pool = &app.pools[choice.pool];
+    // A racing publish may remove the backend between the pick and the count.
+    for _ in 0..2 {
+        let Some(backend) = pick_backend(&pool.backends, None) else {
+            return Pick::Stale;
+        };
+        if let Some(guard) = backend.try_acquire() {
+            return Pick::Got(choice, guard);
+        }
+    }
+    Pick::Stale
+}
+
+fn unavailable(app: &CompiledApp) -> ProxyError {
+    if app.pools.iter().any(CompiledPool::has_backends) {
+        ProxyError::NoVersion {
+            app: app.name.clone(),
+        }
+    } else {
+        ProxyError::NoBackend {
+            app: app.name.clone(),
+        }
+    }
+}
+
+fn upstream_error(target: &Target) -> ProxyError {
+    ProxyError::Upstream {
+        app: target.app.name.clone(),
+        version: target.pool().version.clone(),
+    }
+}
+
+/// Move the exchange to another backend of the same pool, or keep the same one when
+/// it is the only one left.
+fn move_to_other(exchange: &mut Exchange, pool: &CompiledPool) {
+    let Some(current) = exchange.take_in_flight() else {
+        return;
+    };
+    let next = pick_backend(&pool.backends, Some(current.backend()))
+        .and_then(Backend::try_acquire)
+        .unwrap_or_else(|| current.backend().acquire_anyway());
+    exchange.set_in_flight(next);
+}
+
+/// The head of an idempotent request without a body, kept to resend it once.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn capture(parts: &Parts, body: &Incoming, upgrade: bool) -> Option<Replay> {
+        let idempotent = matches!(
+            parts.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
+        (idempotent && !upgrade && body.is_end_stream()).then(|| Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
+
+    fn into_request(self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::Empty);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.headers_mut() = self.headers;
+        req
+    }
+}
+
+/// A place in an app's hold queue; released on drop.
+struct HoldTicket(Arc<AppShared>);
+
+impl HoldTicket {
+    fn take(shared: &Arc<AppShared>, max: usize) -> Option<HoldTicket> {
+        if shared.held.fetch_add(1, SeqCst) >= max {
+            shared.held.fetch_sub(1, SeqCst);
+            return None;
+        }
+        Some(HoldTicket(shared.clone()))
+    }
+}
+
+impl Drop for HoldTicket {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, SeqCst);
+    }
+}

@@ -1,0 +1,299 @@
+//! Header hygiene: framing checks against request smuggling, hop-by-hop stripping
+//! (including every header a `Connection` header names), and only then the proxy's own
+//! `X-Forwarded-*` and `X-Request-Id`. Also the HTTP/2 → HTTP/1.1 request rewrite.
+
+use crate::error::ProxyError;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Uri, Version};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers removed in both directions (RFC 9110 §7.6.1 plus the usual
+/// non-standard ones).
+fn hop_by_hop() -> [&'static HeaderName; 9] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHORIZATION,
+        &header::PROXY_AUTHENTICATE,
+    ]
+}
+
+/// Headers a `Connection` header may not make us drop: routing and framing need them.
+fn protected(name: &HeaderName) -> bool {
+    name == header::HOST || name == header::CONTENT_LENGTH
+}
+
+/// Refuse framing that two HTTP parsers could read differently.
+pub(crate) fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            return Err(ProxyError::BadRequest(
+                "both Content-Length and Transfer-Encoding are present",
+            ));
+        }
+        if lengths.any(|other| other != first) {
+            return Err(ProxyError::BadRequest("conflicting Content-Length headers"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the request asks for a protocol upgrade (WebSocket) that we forward.
+pub(crate) fn wants_upgrade(version: Version, method: &Method, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11
+        && method == Method::GET
+        && headers.contains_key(header::UPGRADE)
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Remove hop-by-hop headers and everything `Connection` names. For an upgrade, keep
+/// `Upgrade` and send `Connection: upgrade`.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .filter(|n| !protected(n))
+        .collect();
+    let upgrade_value = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in named {
+        headers.remove(name);
+    }
+    for name in hop_by_hop() {
+        headers.remove(name);
+    }
+    if let Some(value) = upgrade_value {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, value);
+    }
+}
+
+/// What the client connection tells us about the request.
+pub(crate) struct Peer {
+    /// The client's IP as a header value, computed once per connection.
+    pub ip: HeaderValue,
+    /// Whether to extend an incoming `X-Forwarded-For` instead of replacing it.
+    pub trusted: bool,
+}
+
+/// Add the proxy's own headers. Must run after `strip_hop_by_hop`, so nothing the
+/// client put in `Connection` can remove them.
+pub(crate) fn add_forwarding(headers: &mut HeaderMap, peer: &Peer, host: Option<&HeaderValue>) {
+    let xff = if peer.trusted && headers.contains_key(&X_FORWARDED_FOR) {
+        let mut joined = Vec::with_capacity(64);
+        for v in headers.get_all(&X_FORWARDED_FOR) {
+            joined.extend_from_slice(v.as_bytes());
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(peer.ip.as_bytes());
+        HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer.ip.clone())
+    } else {
+        peer.ip.clone()
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    match host {
+        Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+    if !headers.contains_key(&X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID.clone(), request_id());
+    }
+}
+
+/// 128 random bits as 32 hex digits.
+fn request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut buf = [0u8; 32];
+    for b in buf.iter_mut().rev() {
+        *b = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The host the client asked for: `:authority` / absolute-form URI, else `Host`.
+pub(crate) fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
+    match uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => headers.get(header::HOST).cloned(),
+    }
+}
+
+/// Make the request an HTTP/1.1 origin-form request with a `Host` header, joining
+/// HTTP/2's split `cookie` headers (RFC 9113 §8.2.3).
+pub(crate) fn to_http11(
+    version: &mut Version,
+    uri: &mut Uri,
+    headers: &mut HeaderMap,
+    host: Option<&HeaderValue>,
+) {
+    if *version == Version::HTTP_2 {
+        join_cookies(headers);
+    }
+    *version = Version::HTTP_11;
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        let origin = uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+        *uri = origin;
+    }
+    match host {
+        Some(h) => {
+            if headers.get(header::HOST) != Some(h) {
+                headers.insert(header::HOST, h.clone());
+            }
+        }
+        None => {
+            headers.remove(header::HOST);
+        }
+    }
+}
+
+fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for (i, v) in headers.get_all(header::COOKIE).iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn peer(trusted: bool) -> Peer {
+        Peer {
+            ip: HeaderValue::from_static("10.0.0.9"),
+            trusted,
+        }
+    }
+
+    #[test]
+    fn connection_named_headers_go_but_the_proxy_headers_are_added_after() {
+        let mut h = map(&[
+            ("connection", "close, X-Forwarded-For"),
+            ("Connection", "x-custom"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-custom", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("host", "example.com"),
+            ("x-keep", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let host = h.get("host").cloned();
+        add_forwarding(&mut h, &peer(false), host.as_ref());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-request-id"].len(), 32);
+        assert_eq!(h["x-keep"], "yes");
+        for gone in ["connection", "x-custom", "keep-alive", "te"] {
+            assert!(!h.contains_key(gone), "{gone} should be stripped");
+        }
+    }
+
+    #[test]
+    fn trusted_peers_extend_x_forwarded_for_and_request_ids_are_kept() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("x-request-id", "abc"),
+        ]);
+        add_forwarding(&mut h, &peer(true), None);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
+        assert_eq!(h["x-request-id"], "abc");
+    }
+
+    #[test]
+    fn host_and_content_length_survive_connection_nomination() {
+        let mut h = map(&[
+            ("connection", "Host, content-length"),
+            ("host", "a"),
+            ("content-length", "3"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.contains_key("host") && h.contains_key("content-length"));
+    }
+
+    #[test]
+    fn upgrade_keeps_upgrade_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert!(wants_upgrade(Version::HTTP_11, &Method::GET, &h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+    }
+
+    #[test]
+    fn framing_conflicts_are_refused() {
+        let cl_te = map(&[("content-length", "3"), ("transfer-encoding", "chunked")]);
+        assert!(check_framing(&cl_te).is_err());
+        let two = map(&[("content-length", "3"), ("content-length", "4")]);
+        assert!(check_framing(&two).is_err());
+        let same = map(&[("content-length", "3"), ("content-length", "3")]);
+        assert!(check_framing(&same).is_ok());
+    }
+
+    #[test]
+    fn http2_requests_become_origin_form_with_host_and_one_cookie_header() {
+        let mut version = Version::HTTP_2;
+        let mut uri: Uri = "http://example.com:8080/a?b=1".parse().unwrap();
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2")]);
+        let host = request_host(&uri, &h);
+        to_http11(&mut version, &mut uri, &mut h, host.as_ref());
+        assert_eq!(version, Version::HTTP_11);
+        assert_eq!(uri, "/a?b=1");
+        assert_eq!(h["host"], "example.com:8080");
+        assert_eq!(h["cookie"], "a=1; b=2");
+    }
+}

@@ -1,0 +1,135 @@
+//! Upstream HTTP/1.1 connections: connecting with a timeout, and a lock-free per-backend
+//! queue of idle keep-alive connections. The proxy is the client here, so it alone
+//! decides when an idle connection is closed (on drain, or when it is too old).
+
+use crate::backend::Backend;
+use crate::body::RequestBody;
+use crossbeam_queue::ArrayQueue;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+pub(crate) type Sender = SendRequest<RequestBody>;
+
+/// How long a connection whose response just finished may take to become reusable.
+const READY_GRACE: Duration = Duration::from_secs(1);
+
+/// Idle connections of one backend, oldest first.
+pub(crate) struct IdlePool {
+    queue: Option<ArrayQueue<Idle>>,
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+impl IdlePool {
+    pub fn new(capacity: usize) -> IdlePool {
+        IdlePool {
+            queue: (capacity > 0).then(|| ArrayQueue::new(capacity)),
+        }
+    }
+
+    /// A connection that is open, ready and idle for less than `max_idle`.
+    pub fn checkout(&self, max_idle: Duration) -> Option<Sender> {
+        let queue = self.queue.as_ref()?;
+        while let Some(idle) = queue.pop() {
+            if idle.since.elapsed() < max_idle && idle.sender.is_ready() {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    fn push(&self, sender: Sender) {
+        if let Some(queue) = &self.queue {
+            // Full: the connection is dropped, which closes it.
+            let _ = queue.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Drop (and so close) every idle connection.
+    pub fn clear(&self) {
+        if let Some(queue) = &self.queue {
+            while queue.pop().is_some() {}
+        }
+    }
+}
+
+/// Return a connection whose exchange completed to its backend's idle queue.
+pub(crate) fn checkin(backend: Arc<Backend>, mut sender: Sender) {
+    if backend.is_removed() || sender.is_closed() {
+        return;
+    }
+    if sender.is_ready() {
+        backend.idle.push(sender);
+        return;
+    }
+    // The connection task has not yet seen the end of the response: wait briefly.
+    tokio::spawn(async move {
+        if let Ok(Ok(())) = tokio::time::timeout(READY_GRACE, sender.ready()).await {
+            if !backend.is_removed() {
+                backend.idle.push(sender);
+            }
+        }
+    });
+}
+
+/// Why a new upstream connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("connect to {addr} timed out")]
+    Timeout { addr: std::net::SocketAddr },
+    #[error("connect to {addr}: {source}")]
+    Io {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP handshake with {addr}: {source}")]
+    Handshake {
+        addr: std::net::SocketAddr,
+        source: hyper::Error,
+    },
+}
+
+/// Open a new connection to `backend` and spawn its connection task. The task ends
+/// when the connection closes, when every sender is dropped, or when the backend's
+/// drain deadline closes everything attached to it.
+pub(crate) async fn connect(
+    backend: &Arc<Backend>,
+    timeout: Duration,
+) -> Result<Sender, ConnectError> {
+    let addr = backend.addr;
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ConnectError::Timeout { addr }),
+        Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| ConnectError::Handshake { addr, source })?;
+    let mut close = backend.close_signal();
+    let generation = *close.borrow_and_update();
+    let id = backend.id.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            res = conn.with_upgrades() => {
+                if let Err(error) = res {
+                    tracing::debug!(backend = %id, %error, "upstream connection ended with an error");
+                }
+            }
+            _ = close.wait_for(|g| *g != generation) => {
+                tracing::debug!(backend = %id, "upstream connection closed at drain deadline");
+            }
+        }
+    });
+    Ok(sender)
+}

@@ -1,0 +1,197 @@
+//! Accepting client connections: HTTP/1.1 and h2c on one port, a per-connection
+//! watchdog for the slow-header and idle timeouts, and graceful shutdown.
+//!
+//! hyper's own `header_read_timeout` is not used: in hyper 1.x its timer also runs
+//! while an HTTP/1.1 keep-alive connection waits for its next request, so it would
+//! close idle connections after the header timeout (and it closes without a 408).
+//! The watchdog here times only heads that have started to arrive; a slow head gets
+//! its connection closed without a response, the same as hyper would.
+
+use crate::conn::TrackedIo;
+use crate::forward::ClientConn;
+use crate::h1guard::{ConnState, MAX_HEADERS};
+use crate::headers::Peer;
+use crate::Inner;
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long open connections may take to finish after the shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// hyper refuses a read buffer smaller than this.
+const MIN_BUF: usize = 8192;
+
+pub(crate) async fn serve(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let builder = Arc::new(builder(&inner));
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let conn = serve_conn(inner.clone(), builder.clone(), stream, peer, stop.clone());
+                    tracker.spawn(conn);
+                }
+                Err(error) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        connections = tracker.len(),
+        "proxy stops accepting; finishing open connections"
+    );
+    stop.cancel();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = tracker.len(),
+            "shutdown grace period over; dropping connections"
+        );
+    }
+    inner.hard_stop.cancel();
+    Ok(())
+}
+
+fn builder(inner: &Inner) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .keep_alive(true)
+        .header_read_timeout(None)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(inner.config.max_header_bytes.max(MIN_BUF));
+    b.http2()
+        .max_concurrent_streams(256)
+        .max_header_list_size(u32::try_from(inner.config.max_header_bytes).unwrap_or(u32::MAX));
+    b
+}
+
+async fn serve_conn(
+    inner: Arc<Inner>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let state = Arc::new(ConnState::new());
+    let io = TrackedIo::new(stream, state.clone(), inner.config.max_header_bytes);
+    let client = Arc::new(ClientConn {
+        peer: Peer {
+            ip: HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            trusted: inner.config.trusts(peer.ip()),
+        },
+        state: state.clone(),
+    });
+    let handler = inner.clone();
+    let service = service_fn(move |req| {
+        let inner = handler.clone();
+        let client = client.clone();
+        async move { Ok::<_, Infallible>(inner.handle(req, &client).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut watchdog = Watchdog::new(&inner, &state);
+    let mut tick = tokio::time::interval(watchdog.period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(error) = res {
+                    tracing::debug!(%peer, %error, "client connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tick.tick() => match watchdog.check(&state) {
+                Verdict::Fine => {}
+                Verdict::Idle => if !closing {
+                    tracing::debug!(%peer, "closing idle client connection");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                },
+                Verdict::SlowHeader => {
+                    tracing::debug!(%peer, "closing client connection: request head too slow");
+                    return;
+                }
+            },
+        }
+    }
+}
+
+enum Verdict {
+    Fine,
+    Idle,
+    SlowHeader,
+}
+
+/// Tracks one connection's read activity between ticks.
+struct Watchdog {
+    period: Duration,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    last_reads: u64,
+    quiet_since: Instant,
+}
+
+impl Watchdog {
+    fn new(inner: &Inner, state: &ConnState) -> Watchdog {
+        let cfg = &inner.config;
+        let shortest = cfg.client_header_timeout.min(cfg.client_idle_timeout);
+        Watchdog {
+            period: (shortest / 4).clamp(Duration::from_millis(10), Duration::from_millis(2500)),
+            header_timeout: cfg.client_header_timeout,
+            idle_timeout: cfg.client_idle_timeout,
+            last_reads: state.reads(),
+            quiet_since: Instant::now(),
+        }
+    }
+
+    fn check(&mut self, state: &ConnState) -> Verdict {
+        if state
+            .head_age()
+            .is_some_and(|age| age >= self.header_timeout)
+        {
+            return Verdict::SlowHeader;
+        }
+        let reads = state.reads();
+        if reads != self.last_reads {
+            self.last_reads = reads;
+            self.quiet_since = Instant::now();
+            return Verdict::Fine;
+        }
+        if self.quiet_since.elapsed() >= self.idle_timeout {
+            Verdict::Idle
+        } else {
+            Verdict::Fine
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! The immutable route snapshot the request path reads, and its compilation from a
+//! `RouteTableSpec` with validation. Apps whose spec did not change keep their previous
+//! compiled `Arc`, so a publish costs little more than the apps that changed.
+
+use crate::backend::Backend;
+use crate::error::RouteError;
+use crate::router::Router;
+use crate::select::Weights;
+use baton_core::{
+    AppRouteSpec, BackendSpec, HoldSpec, MatchSpec, RouteTableSpec, StickySpec, ValueMatch,
+};
+use baton_metrics::{MetricsRegistry, VersionMetrics};
+use http::{HeaderName, HeaderValue};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+/// Everything one request needs to be routed, swapped as a whole.
+#[derive(Default)]
+pub(crate) struct Snapshot {
+    pub spec: Arc<RouteTableSpec>,
+    pub router: Arc<Router>,
+    /// Sorted by name (the spec's `BTreeMap` order); the router points into it.
+    pub apps: Vec<Arc<CompiledApp>>,
+}
+
+pub(crate) struct CompiledApp {
+    pub name: Arc<str>,
+    pub pools: Vec<CompiledPool>,
+    pub rules: Vec<CompiledRule>,
+    pub sticky: Option<CompiledSticky>,
+    /// Pool weights, counting only pools that have backends.
+    pub weights: Weights,
+    pub hold: Option<HoldSpec>,
+    /// State that outlives snapshots (the hold queue's length).
+    pub shared: Arc<AppShared>,
+}
+
+#[derive(Default)]
+pub(crate) struct AppShared {
+    pub held: AtomicUsize,
+}
+
+pub(crate) struct CompiledPool {
+    pub version: Arc<str>,
+    pub backends: Vec<Arc<Backend>>,
+    pub metrics: Arc<VersionMetrics>,
+    /// A sticky cookie naming this version is honoured (weight > 0 or a rule targets it).
+    pub sticky_ok: bool,
+    /// `Set-Cookie` value in sticky-cookie mode.
+    pub set_cookie: Option<HeaderValue>,
+}
+
+pub(crate) struct CompiledRule {
+    pub matcher: Matcher,
+    pub pool: usize,
+}
+
+pub(crate) enum Matcher {
+    Header(HeaderName, ValueMatcher),
+    Cookie(Box<str>, ValueMatcher),
+    Query(Box<str>, ValueMatcher),
+}
+
+pub(crate) enum ValueMatcher {
+    Exact(Box<str>),
+    Regex(regex::bytes::Regex),
+    Present,
+}
+
+pub(crate) enum CompiledSticky {
+    Cookie { name: Box<str> },
+    Header(HeaderName),
+    HashCookie(Box<str>),
+}
+
+impl CompiledPool {
+    pub fn has_backends(&self) -> bool {
+        !self.backends.is_empty()
+    }
+}
+
+/// The result of compiling a spec, applied by the caller only if compilation succeeded.
+pub(crate) struct Compiled {
+    pub snapshot: Snapshot,
+    /// Backend objects that are new and must enter the registry.
+    pub created: Vec<Arc<Backend>>,
+    /// Existing backends routed again (their removed flag is cleared before the swap).
+    pub readded: Vec<Arc<Backend>>,
+    /// Backends of changed or deleted apps that the new snapshot no longer routes to.
+    pub dropped: Vec<Arc<Backend>>,
+}
+
+/// Inputs that compilation reads but does not change.
+pub(crate) struct Env<'a> {
+    pub prev: &'a Snapshot,
+    pub registry: &'a HashMap<Arc<str>, Arc<Backend>>,
+    pub metrics: &'a MetricsRegistry,
+    pub max_idle: usize,
+}
+
+pub(crate) fn compile(spec: &RouteTableSpec, env: &Env<'_>) -> Result<Compiled, RouteError> {
+    let mut cx = Cx {
+        env,
+        created: Vec::new(),
+        readded: Vec::new(),
+        ids: HashMap::new(),
+    };
+    let prev = env.prev;
+    let mut apps = Vec::with_capacity(spec.apps.len());
+    let mut dropped_from: Vec<&Arc<CompiledApp>> = Vec::new();
+    let mut changed: Vec<usize> = Vec::new();
+    let mut p = 0; // merge walk over the previous (sorted) apps
+    let mut same_names = spec.apps.len() == prev.apps.len();
+    for (name, app_spec) in &spec.apps {
+        while p < prev.apps.len() && *prev.apps[p].name < **name {
+            dropped_from.push(&prev.apps[p]);
+            p += 1;
+        }
+        let old = prev.apps.get(p).filter(|a| *a.name == **name);
+        same_names &= old.is_some();
+        match old {
+            Some(old) if prev.spec.apps.get(name) == Some(app_spec) => apps.push(old.clone()),
+            _ => {
+                changed.push(apps.len());
+                apps.push(Arc::new(cx.app(name, app_spec, old)?));
+                dropped_from.extend(old);
+            }
+        }
+        p += usize::from(old.is_some());
+    }
+    dropped_from.extend(&prev.apps[p.min(prev.apps.len())..]);
+
+    let router = if same_names && spec.routes == prev.spec.routes {
+        prev.router.clone()
+    } else {
+        let names: Vec<&str> = apps.iter().map(|a| &*a.name).collect();
+        Arc::new(Router::build(&spec.routes, |n| {
+            names.binary_search(&n).ok()
+        })?)
+    };
+
+    let kept: std::collections::HashSet<*const Backend> = changed
+        .iter()
+        .flat_map(|i| apps[*i].pools.iter().flat_map(|p| p.backends.iter()))
+        .map(Arc::as_ptr)
+        .collect();
+    let dropped = dropped_from
+        .iter()
+        .flat_map(|a| a.pools.iter().flat_map(|p| p.backends.iter()))
+        .filter(|b| !kept.contains(&Arc::as_ptr(b)))
+        .cloned()
+        .collect();
+    Ok(Compiled {
+        snapshot: Snapshot {
+            spec: Arc::new(spec.clone()),
+            router,
+            apps,
+        },
+        created: cx.created,
+        readded: cx.readded,
+        dropped,
+    })
+}
+
+struct Cx<'a> {
+    env: &'a Env<'a>,
+    created: Vec<Arc<Backend>>,
+    readded: Vec<Arc<Backend>>,
+    /// Backend id -> app, over the apps compiled in this publish.
+    ids: HashMap<String, String>,
+}
+
+impl Cx<'_> {
+    fn app(
+        &mut self,
+        name: &str,
+        spec: &AppRouteSpec,
+        old: Option<&Arc<CompiledApp>>,
+    ) -> Result<CompiledApp, RouteError> {
+        baton_core::validate_app_name(name).map_err(|source| RouteError::InvalidName {
+            app: name.to_string(),
+            source,
+        })?;
+        if spec.pools.iter().all(|p| p.weight == 0) && spec.rules.is_empty() && spec.hold.is_none()
+        {
+            return Err(RouteError::NoTraffic { app: name.into() });
+        }
+        let app: Arc<str> = name.into();
+        let mut pools = Vec::with_capacity(spec.pools.len());
+        for (i, pool) in spec.pools.iter().enumerate() {
+            baton_core::validate_version(&pool.version).map_err(|source| {
+                RouteError::InvalidName {
+                    app: name.to_string(),
+                    source,
+                }
+            })?;
+            if spec.pools[..i].iter().any(|p| p.version == pool.version) {
+                return Err(RouteError::DuplicateVersion {
+                    app: name.into(),
+                    version: pool.version.clone(),
+                });
+            }
+            pools.push(self.pool(&app, spec, i)?);
+        }
+        let rules = spec
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let pool = pool_index(name, spec, &r.version, &format!("rule {}", i + 1))?;
+                let matcher = matcher(name, i + 1, &r.matcher)?;
+                Ok(CompiledRule { matcher, pool })
+            })
+            .collect::<Result<Vec<_>, RouteError>>()?;
+        let sticky = spec.sticky.as_ref().map(|s| sticky(name, s)).transpose()?;
+        let effective: Vec<u32> = pools
+            .iter()
+            .zip(&spec.pools)
+            .map(|(c, s)| if c.has_backends() { s.weight } else { 0 })
+            .collect();
+        Ok(CompiledApp {
+            name: app,
+            pools,
+            rules,
+            sticky,
+            weights: Weights::new(&effective),
+            hold: spec.hold,
+            shared: old.map(|o| o.shared.clone()).unwrap_or_default(),
+        })
+    }
+
+    fn pool(
+        &mut self,
+        app: &Arc<str>,
+        spec: &AppRouteSpec,
+        i: usize,
+    ) -> Result<CompiledPool, RouteError> {
+        let pool = &spec.pools[i];
+        let version: Arc<str> = pool.version.as_str().into();
+        let backends = pool
+            .backends
+            .iter()
+            .map(|b| self.backend(b, app, &version))
+            .collect::<Result<Vec<_>, _>>()?;
+        let set_cookie = match &spec.sticky {
+            Some(StickySpec::Cookie { name, max_age }) => HeaderValue::from_str(&format!(
+                "{name}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+                pool.version,
+                max_age.get().as_secs()
+            ))
+            .ok(),
+            _ => None,
+        };
+        Ok(CompiledPool {
+            metrics: self.env.metrics.version(app, &version),
+            sticky_ok: pool.weight > 0 || spec.rules.iter().any(|r| r.version == pool.version),
+            version,
+            backends,
+            set_cookie,
+        })
+    }
+
+    fn backend(
+        &mut self,
+        spec: &BackendSpec,
+        app: &Arc<str>,
+        version: &Arc<str>,
+    ) -> Result<Arc<Backend>, RouteError> {
+        if let Some(first) = self.ids.insert(spec.id.clone(), app.to_string()) {
+            return Err(RouteError::DuplicateBackend {
+                id: spec.id.clone(),
+                first,
+                second: app.to_string(),
+            });
+        }
+        if let Some(b) = self.env.registry.get(spec.id.as_str()) {
+            if b.same_identity(spec.addr, app, version) {
+                if b.is_removed() {
+                    self.readded.push(b.clone());
+                }
+                return Ok(b.clone());
+            }
+            if !b.is_removed() && *b.app != **app {
+                return Err(RouteError::DuplicateBackend {
+                    id: spec.id.clone(),
+                    first: b.app.to_string(),
+                    second: app.to_string(),
+                });
+            }
+        }
+        let b = Arc::new(Backend::new(
+            spec.id.as_str().into(),
+            spec.addr,
+            app.clone(),
+            version.clone(),
+            self.env.max_idle,
+        ));
+        self.created.push(b.clone());
+        Ok(b)
+    }
+}
+
+fn pool_index(
+    app: &str,
+    spec: &AppRouteSpec,
+    version: &str,
+    used_by: &str,
+) -> Result<usize, RouteError> {
+    spec.pools
+        .iter()
+        .position(|p| p.version == version)
+        .ok_or_else(|| RouteError::UnknownVersion {
+            app: app.into(),
+            version: version.into(),
+            used_by: used_by.into(),
+            known: spec
+                .pools
+                .iter()
+                .map(|p| p.version.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+fn matcher(app: &str, rule: usize, spec: &MatchSpec) -> Result<Matcher, RouteError> {
+    let value = |v: &ValueMatch| -> Result<ValueMatcher, RouteError> {
+        Ok(match v {
+            ValueMatch::Exact(s) => ValueMatcher::Exact(s.as_str().into()),
+            ValueMatch::Present => ValueMatcher::Present,
+            ValueMatch::Regex(p) => {
+                ValueMatcher::Regex(regex::bytes::Regex::new(p).map_err(|source| {
+                    RouteError::InvalidRegex {
+                        app: app.into(),
+                        rule,
+                        pattern: p.clone(),
+                        source,
+                    }
+                })?)
+            }
+        })
+    };
+    Ok(match spec {
+        MatchSpec::Header { name, value: v } => {
+            Matcher::Header(header_name(app, "rule header", name)?, value(v)?)
+        }
+        MatchSpec::Cookie { name, value: v } => {
+            Matcher::Cookie(cookie_name(app, "rule cookie", name)?, value(v)?)
+        }
+        MatchSpec::Query { name, value: v } => {
+            if name.is_empty() {
+                return Err(bad_name(app, "rule query parameter", name));
+            }
+            Matcher::Query(name.as_str().into(), value(v)?)
+        }
+    })
+}
+
+fn sticky(app: &str, spec: &StickySpec) -> Result<CompiledSticky, RouteError> {
+    Ok(match spec {
+        StickySpec::Cookie { name, .. } => CompiledSticky::Cookie {
+            name: cookie_name(app, "sticky cookie", name)?,
+        },
+        StickySpec::Header { name } => {
+            CompiledSticky::Header(header_name(app, "sticky header", name)?)
+        }
+        StickySpec::HashCookie { name } => {
+            CompiledSticky::HashCookie(cookie_name(app, "sticky cookie", name)?)
+        }
+    })
+}
+
+fn header_name(app: &str, what: &'static str, name: &str) -> Result<HeaderName, RouteError> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad_name(app, what, name))
+}
+
+fn cookie_name(app: &str, what: &'static str, name: &str) -> Result<Box<str>, RouteError> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(bad_name(app, what, name));
+    }
+    Ok(name.into())
+}
+
+fn bad_name(app: &str, what: &'static str, name: &str) -> RouteError {
+    RouteError::BadName {
+        app: app.into(),
+        what,
+        name: name.into(),
+    }
+}

@@ -16,11 +16,33 @@
 //!   that instance; the controller drains it, stops it and answers `Input::Stopped`.
 //! - `Command::Finish` ends the deployment; afterwards `handle` emits nothing.
 //! - `Input::Tick` is sent at least at [`Rollout::next_deadline`].
+//! - A `Stop` is answered by `Stopped`, or by `Failed` when the instance's start failed
+//!   after the stop was asked (both mean: gone). Each instance is stopped at most once.
+//!
+//! Decisions where SPEC §3 is silent:
+//! - Every ending goes through one path (`converge`): route the side that stays, stop the
+//!   other, restore the old count if the strategy had stopped old instances (recreate,
+//!   rolling), `Finish` once nothing else runs. Rolling reverts as a rolling update under
+//!   the same surge/unavailable bounds, so a failure never drops capacity further.
+//! - A new-version instance failing fails the deployment until it is decided; after the
+//!   commit point (canary/rolling/recreate at full size) it is noted and stopped, and the
+//!   controller's healing replaces it. Blue/green's warm phase is not committed: a green
+//!   failure (or a failed verdict) flips back to blue.
+//! - A stable instance failing is not the deployment's doing: noted, unrouted, stopped,
+//!   and the deployment goes on.
+//! - Pause freezes progress and timers; it does not apply once a deployment is decided.
+//!   `promote` and `abort` lift it. A restore instance that fails is not retried.
+//! - With no running instance of the previous version, any strategy starts the new
+//!   version directly (nothing to shift traffic from).
 
-pub mod spec;
+mod book;
+mod converge;
+mod error;
 mod machine;
+pub mod spec;
 mod strategies;
 
+pub use error::SpecError;
 pub use machine::{Rollout, RolloutStatus};
 pub use spec::*;
 
@@ -37,17 +59,28 @@ pub enum Input {
     /// Time passed (also the first input after `Rollout::new` and after a restart).
     Tick,
     /// The instance passed its health checks and may receive traffic.
-    Ready { instance: InstanceId },
+    Ready {
+        instance: InstanceId,
+    },
     /// The instance failed to start, exited, missed `startup_timeout` or turned
     /// unhealthy. `reason` is for people ("exited with status 1: <last log line>").
-    Failed { instance: InstanceId, reason: String },
+    Failed {
+        instance: InstanceId,
+        reason: String,
+    },
     /// The instance was drained and stopped after a `Command::Stop`.
-    Stopped { instance: InstanceId },
+    Stopped {
+        instance: InstanceId,
+    },
     /// Operator: skip the remaining pauses and finish (canary, blue/green), or choose the
     /// winning variant (`to`, ab_test).
-    Promote { to: Option<String> },
+    Promote {
+        to: Option<String>,
+    },
     /// Operator: back to stable now.
-    Abort { reason: String },
+    Abort {
+        reason: String,
+    },
     Pause,
     Resume,
     /// Operator: after a successful switch, while the previous version is still warm
@@ -70,7 +103,10 @@ pub enum Verdict {
 #[serde(rename_all = "snake_case", tag = "command")]
 pub enum Command {
     /// Start a new instance of `version` with this id.
-    Start { instance: InstanceId, version: String },
+    Start {
+        instance: InstanceId,
+        version: String,
+    },
     /// Drain and stop this instance (already out of routing).
     Stop { instance: InstanceId },
     /// Publish this routing for the app.

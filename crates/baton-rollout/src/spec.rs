@@ -129,8 +129,12 @@ impl Default for CanarySpec {
 #[serde(untagged)]
 pub enum CanaryStep {
     /// Percentage of traffic (0-100) sent to the canary.
-    Weight { weight: u32 },
-    Pause { pause: PauseSpec },
+    Weight {
+        weight: u32,
+    },
+    Pause {
+        pause: PauseSpec,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,191 @@
+//! blue_green: start a full set of green beside blue (which keeps 100%), wait for all of
+//! it to be ready, then for `auto_promote_after` or a manual `promote`, switch 100% at
+//! once, and keep blue warm for `scale_down_delay` so `rollback` is an instant flip.
+
+use super::{ready_of, Cx, Next, Progress, Refusal};
+use crate::book::{Book, Side};
+use crate::converge::Converge;
+use crate::{BlueGreenSpec, Outcome, RolloutSpec, RoutePlan, StrategySpec};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct BlueGreen {
+    phase: Phase,
+    /// `promote` came while green was still starting: switch as soon as it is ready.
+    promote_early: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Phase {
+    /// Green starting; blue serves.
+    Starting,
+    /// Green ready; switching after `auto_promote_after` (the timer).
+    AutoWait,
+    /// Green ready; waiting for `promote`.
+    ManualWait,
+    /// Green serves; blue kept warm until the timer (`scale_down_delay`).
+    Warm,
+}
+
+fn bg(spec: &RolloutSpec) -> BlueGreenSpec {
+    match &spec.strategy {
+        StrategySpec::BlueGreen(b) => b.clone(),
+        _ => BlueGreenSpec::default(),
+    }
+}
+
+// === impl BlueGreen ===
+
+impl BlueGreen {
+    pub(crate) fn new() -> BlueGreen {
+        BlueGreen {
+            phase: Phase::Starting,
+            promote_early: false,
+        }
+    }
+
+    pub(crate) fn reconcile(&mut self, cx: &mut Cx<'_>) -> Next {
+        match self.phase {
+            Phase::Starting => self.start_green(cx),
+            Phase::AutoWait if cx.book.timer_done(cx.now) => self.switch(cx),
+            Phase::AutoWait | Phase::ManualWait => Next::Idle,
+            Phase::Warm if cx.book.timer_done(cx.now) => {
+                cx.book.disarm();
+                Next::End(Converge::succeed(None))
+            }
+            Phase::Warm => Next::Idle,
+        }
+    }
+
+    fn start_green(&mut self, cx: &mut Cx<'_>) -> Next {
+        while cx.book.present(Side::New) < cx.spec.replicas {
+            cx.book.start(Side::New);
+        }
+        if cx.book.ready(Side::New) < cx.spec.replicas {
+            return Next::Idle;
+        }
+        let spec = bg(cx.spec);
+        if self.promote_early {
+            return self.switch(cx);
+        }
+        if spec.auto_promote {
+            cx.book.arm(cx.now, spec.auto_promote_after.get());
+            self.phase = Phase::AutoWait;
+            return Next::Again;
+        }
+        self.phase = Phase::ManualWait;
+        cx.book.note(format!(
+            "green ({}) is ready; waiting for `baton promote {}` to switch traffic",
+            cx.spec.to_version, cx.spec.app
+        ));
+        Next::Idle
+    }
+
+    /// All traffic to green at once; blue stays warm for the scale-down delay.
+    fn switch(&mut self, cx: &mut Cx<'_>) -> Next {
+        let delay = bg(cx.spec).scale_down_delay;
+        cx.book.arm(cx.now, delay.get());
+        self.phase = Phase::Warm;
+        let from = cx
+            .spec
+            .from_version
+            .as_deref()
+            .unwrap_or("the previous version");
+        cx.book.note(format!(
+            "switched 100% to {}; {from} stays warm for {delay} so `rollback` is instant",
+            cx.spec.to_version
+        ));
+        Next::Again
+    }
+
+    pub(crate) fn promote(&mut self, cx: &mut Cx<'_>) -> Next {
+        match self.phase {
+            Phase::Starting => {
+                self.promote_early = true;
+                cx.book.note("promote: switching as soon as green is ready");
+                Next::Idle
+            }
+            Phase::AutoWait | Phase::ManualWait => {
+                cx.book.disarm();
+                self.switch(cx)
+            }
+            Phase::Warm => {
+                cx.book.disarm();
+                cx.book.note("promote: stopping the previous version now");
+                Next::End(Converge::succeed(None))
+            }
+        }
+    }
+
+    pub(crate) fn rollback(&mut self, cx: &mut Cx<'_>) -> Result<Next, Refusal> {
+        if self.phase != Phase::Warm {
+            return Err("traffic has not switched yet: `abort` keeps the current version".into());
+        }
+        cx.book.disarm();
+        let from = cx
+            .spec
+            .from_version
+            .as_deref()
+            .unwrap_or("the previous version");
+        let reason = format!("rolled back to {from} by the operator");
+        cx.book.note(reason.clone());
+        Ok(Next::End(Converge::keep(
+            Side::Old,
+            Outcome::RolledBack,
+            Some(reason),
+        )))
+    }
+
+    pub(crate) fn switched(&self) -> bool {
+        self.phase == Phase::Warm
+    }
+
+    pub(crate) fn waiting_for_promote(&self) -> bool {
+        self.phase == Phase::ManualWait
+    }
+
+    pub(crate) fn waiting(&self, spec: &RolloutSpec) -> Option<String> {
+        self.waiting_for_promote().then(|| {
+            format!(
+                "waiting for promote: green ({}) is ready; `baton promote {}` switches traffic",
+                spec.to_version, spec.app
+            )
+        })
+    }
+
+    pub(crate) fn route(&self, book: &Book) -> RoutePlan {
+        let side = if self.phase == Phase::Warm {
+            Side::New
+        } else {
+            Side::Old
+        };
+        book.plan(&[(side, 100)], Vec::new(), None)
+    }
+
+    pub(crate) fn progress(&self, spec: &RolloutSpec, book: &Book) -> Progress {
+        let from = spec
+            .from_version
+            .as_deref()
+            .unwrap_or("the previous version");
+        let (index, step) = match self.phase {
+            Phase::Starting => (
+                0,
+                format!(
+                    "starting green ({}): {}",
+                    spec.to_version,
+                    ready_of(book, Side::New, spec.replicas)
+                ),
+            ),
+            Phase::AutoWait => (1, "green ready; switching soon".to_string()),
+            Phase::ManualWait => (1, "green ready; waiting for promote".to_string()),
+            Phase::Warm => (2, format!("switched; keeping {from} warm for rollback")),
+        };
+        Progress {
+            step,
+            index,
+            total: 4,
+            reason: None,
+        }
+    }
+}

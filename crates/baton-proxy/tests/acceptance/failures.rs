@@ -1,0 +1,250 @@
+//! Upstream failures: backends closing idle connections, dead backends, slow and
+//! failing backends. Only provably unprocessed requests are retried; errors are
+//! 502/503/504 with a reason; failing backends are ejected and restored.
+
+use crate::common::*;
+use baton_proxy::{PassiveEvent, ProxyConfig};
+use http::StatusCode;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_closing_idle_connections_early_causes_no_client_error() {
+    // The backend drops keep-alive connections after 100 ms; the proxy's pool would
+    // keep them for 15 s. Clients pause 150-300 ms, so most pooled connections are
+    // closed by the backend when the next request comes.
+    let backend = sample("a1", "v1", Some(100)).await;
+    let p = start_proxy(ProxyConfig::default()).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![backend.spec()])])))
+        .unwrap();
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let addr = p.addr;
+        clients.push(tokio::spawn(async move {
+            let mut c = h1(addr).await;
+            let mut posts = 0;
+            for n in 0..12 {
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(150..300))).await;
+                let post = (i + n) % 2 == 0;
+                let req = if post {
+                    request("POST", "/write", &[], "x")
+                } else {
+                    request("GET", "/", &[], "")
+                };
+                let answer = try_send(&mut c, req).await.unwrap();
+                assert_eq!(
+                    answer.0,
+                    StatusCode::OK,
+                    "client {i} request {n}: {:?}",
+                    answer.2
+                );
+                posts += u64::from(post);
+            }
+            posts
+        }));
+    }
+    let mut posts = 0;
+    for c in clients {
+        posts += c.await.unwrap();
+    }
+    assert_eq!(backend.writes().await, posts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_racing_idle_closes_are_never_delivered_twice() {
+    // Pauses straddle the backend's idle timeout, so requests race its close: some may
+    // fail with 502, but none may be processed twice.
+    let backend = sample("a1", "v1", Some(40)).await;
+    let p = start_proxy(ProxyConfig::default()).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![backend.spec()])])))
+        .unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let addr = p.addr;
+        clients.push(tokio::spawn(async move {
+            let mut c = h1(addr).await;
+            let mut ok = 0u64;
+            for _ in 0..40 {
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(30..50))).await;
+                let answer = try_send(&mut c, request("POST", "/write", &[], "x"))
+                    .await
+                    .unwrap();
+                if answer.0.is_success() {
+                    ok += 1;
+                } else {
+                    assert_eq!(answer.0, StatusCode::BAD_GATEWAY, "{:?}", answer.2);
+                }
+            }
+            ok
+        }));
+    }
+    let mut ok = 0;
+    for c in clients {
+        ok += c.await.unwrap();
+    }
+    assert_eq!(
+        backend.writes().await,
+        ok,
+        "a POST was delivered twice (or lost after a 2xx)"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_backend_is_retried_on_the_live_one() {
+    for eject_after in [0, 5] {
+        let live = sample("live", "v1", None).await;
+        let dead = baton_core::BackendSpec {
+            id: "dead".into(),
+            addr: dead_addr().await,
+        };
+        let p = start_proxy(ProxyConfig {
+            eject_after,
+            ..ProxyConfig::default()
+        })
+        .await;
+        p.proxy
+            .publish(&table(pools(vec![pool(
+                "v1",
+                100,
+                vec![dead, live.spec()],
+            )])))
+            .unwrap();
+        let mut c = h1(p.addr).await;
+        for n in 0..40 {
+            let req = if n % 2 == 0 {
+                request("GET", "/", &[], "")
+            } else {
+                request("POST", "/write", &[], "x")
+            };
+            let answer = try_send(&mut c, req).await.unwrap();
+            assert_eq!(answer.0, StatusCode::OK, "request {n}: {:?}", answer.2);
+        }
+        assert_eq!(live.writes().await, 20);
+    }
+}
+
+#[tokio::test]
+async fn failures_are_502_503_504_with_a_reason() {
+    let p = start_proxy(ProxyConfig {
+        upstream_header_timeout: Duration::from_millis(300),
+        ..ProxyConfig::default()
+    })
+    .await;
+    let dead = baton_core::BackendSpec {
+        id: "dead".into(),
+        addr: dead_addr().await,
+    };
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![dead])])))
+        .unwrap();
+    let answer = get_once(p.addr, "/", &[]).await;
+    assert_eq!(answer.0, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.1["x-baton-error"], "connect");
+    assert_eq!(answer.2, "baton: cannot connect to app web version v1\n");
+
+    let slow = sample("slow", "v1", None).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![slow.spec()])])))
+        .unwrap();
+    let answer = get_once(p.addr, "/slow?ms=3000", &[]).await;
+    assert_eq!(answer.0, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(answer.1["x-baton-error"], "upstream_timeout");
+
+    let mut zero = table(pools(vec![pool("v1", 0, vec![slow.spec()])]));
+    zero.apps
+        .get_mut(APP)
+        .unwrap()
+        .rules
+        .push(baton_core::RuleSpec {
+            matcher: baton_core::MatchSpec::Header {
+                name: "x-beta".into(),
+                value: baton_core::ValueMatch::Present,
+            },
+            version: "v1".into(),
+        });
+    p.proxy.publish(&zero).unwrap();
+    let answer = get_once(p.addr, "/", &[]).await;
+    assert_eq!(answer.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.1["x-baton-error"], "no_version");
+    assert_eq!(
+        get_once(p.addr, "/", &[("x-beta", "1")]).await.0,
+        StatusCode::OK
+    );
+
+    let v1 = p.metrics.snapshot(APP, "v1").unwrap();
+    assert_eq!(v1.by_class[5], 2, "{v1:?}");
+}
+
+#[tokio::test]
+async fn failing_backends_are_ejected_and_restored_but_never_the_last_one() {
+    let bad = counting("bad", "v1", 500).await;
+    let good = counting("good", "v1", 200).await;
+    let lonely = counting("lonely", "v2", 500).await;
+    let p = start_proxy(ProxyConfig {
+        eject_after: 3,
+        eject_time: Duration::from_millis(300),
+        ..ProxyConfig::default()
+    })
+    .await;
+    let mut events = p.proxy.subscribe_events();
+    let mut spec = table(pools(vec![
+        pool("v1", 100, vec![bad.spec(), good.spec()]),
+        pool("v2", 0, vec![lonely.spec()]),
+    ]));
+    spec.apps
+        .get_mut(APP)
+        .unwrap()
+        .rules
+        .push(baton_core::RuleSpec {
+            matcher: baton_core::MatchSpec::Header {
+                name: "x-v2".into(),
+                value: baton_core::ValueMatch::Present,
+            },
+            version: "v2".into(),
+        });
+    p.proxy.publish(&spec).unwrap();
+    let mut c = h1(p.addr).await;
+    for _ in 0..10 {
+        let answer = try_send(&mut c, request("GET", "/", &[("x-v2", "1")], ""))
+            .await
+            .unwrap();
+        assert_eq!(answer.0, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert_eq!(
+        lonely.count(),
+        10,
+        "the last backend of v2 must keep serving"
+    );
+
+    let mut ejected = false;
+    for _ in 0..100 {
+        try_send(&mut c, request("GET", "/", &[], ""))
+            .await
+            .unwrap();
+        if let Ok(PassiveEvent::Ejected {
+            backend_id, reason, ..
+        }) = events.try_recv()
+        {
+            assert_eq!(backend_id, "bad");
+            assert!(reason.contains("3 consecutive"), "{reason}");
+            ejected = true;
+            break;
+        }
+    }
+    assert!(ejected, "the failing backend was never ejected");
+    let before = bad.count();
+    for _ in 0..20 {
+        let answer = try_send(&mut c, request("GET", "/", &[], ""))
+            .await
+            .unwrap();
+        if bad.count() == before {
+            assert_eq!(answer.0, StatusCode::OK);
+        }
+    }
+    let restored = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+    match restored.unwrap().unwrap() {
+        PassiveEvent::Restored { backend_id, .. } => assert_eq!(backend_id, "bad"),
+        other => panic!("unexpected event {other:?}"),
+    }
+}

@@ -1,0 +1,11 @@
+//! Acceptance tests of the data plane with real sockets: real proxy, real backends,
+//! real clients. No mocks and no timed assertions.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod draining;
+mod failures;
+mod publish;
+mod selection;
+mod smuggling;
+mod switching;

@@ -1,0 +1,164 @@
+//! The typed configuration: every section of `baton.toml` with its defaults. Paths in a
+//! loaded `Config` are already resolved against the directory of the file.
+
+use crate::kinds::{AdminListen, RuntimeKind, StrategyKind};
+use crate::strategy;
+use baton_core::{HealthSpec, HumanDuration, PortRange};
+use baton_rollout::spec::{AbTestSpec, BlueGreenSpec, CanarySpec, RecreateSpec, RollingSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// A loaded and validated `baton.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// The file it was read from, as given.
+    pub path: PathBuf,
+    /// The directory of the file (absolute); relative paths in the file resolve against it.
+    pub base_dir: PathBuf,
+    pub proxy: ProxySection,
+    pub admin: AdminSection,
+    pub store: StoreSection,
+    /// Apps by name (names are checked with `baton_core::validate_app_name`).
+    pub apps: BTreeMap<String, AppConfig>,
+}
+
+/// `[proxy]`: the data plane's listeners and limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    /// Addresses clients connect to. Default `["127.0.0.1:8080"]`.
+    pub listen: Vec<SocketAddr>,
+    /// Peers whose `X-Forwarded-For` is extended rather than replaced.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// TCP connect to an instance. Default 3s.
+    pub connect_timeout: HumanDuration,
+    /// From forwarding a request to the instance's response head. Default 60s.
+    pub upstream_header_timeout: HumanDuration,
+    /// A client's request head must arrive within this. Default 10s.
+    pub client_header_timeout: HumanDuration,
+    /// An idle client connection is closed after this. Default 60s.
+    pub client_idle_timeout: HumanDuration,
+    /// Largest request head accepted (431 beyond). Default 64 KiB.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            trusted_proxies: Vec::new(),
+            connect_timeout: HumanDuration::from_secs(3),
+            upstream_header_timeout: HumanDuration::from_secs(60),
+            client_header_timeout: HumanDuration::from_secs(10),
+            client_idle_timeout: HumanDuration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[admin]`: where the admin API (CLI, dashboard) listens.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Default `unix:.baton/baton.sock` (mode 0600). TCP requires `token_file`.
+    pub listen: AdminListen,
+    /// A file holding the bearer token that TCP clients must send.
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[store]`: the embedded store file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Default `.baton/state`.
+    pub path: PathBuf,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            path: PathBuf::from(".baton/state"),
+        }
+    }
+}
+
+/// `[apps.NAME]`: one app, how to run it, route to it, check it and deploy it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppConfig {
+    /// Default `process`.
+    pub runtime: RuntimeKind,
+    /// Process runtime: the command line, with `{port}` and `{version}` substituted.
+    pub command: Option<String>,
+    /// Process runtime: working directory (relative to the config file's directory).
+    pub cwd: Option<PathBuf>,
+    /// Process runtime: extra environment (besides `PORT`, `BATON_VERSION`, `BATON_APP`).
+    pub env: BTreeMap<String, String>,
+    /// Process runtime: where instance ports are picked. Default `20000-29999`.
+    pub ports: PortRange,
+    /// Instances of the serving version. Default 1; at least 1.
+    pub replicas: u32,
+    /// Default strategy of `baton deploy`. Default `rolling`.
+    pub strategy: StrategyKind,
+    /// Hosts routed to this app (`"example.com"`, `"*.example.com"`); empty = any host.
+    pub hosts: Vec<String>,
+    /// Path prefix routed to this app. Default `"/"`.
+    pub path: String,
+    pub health: HealthSpec,
+    /// How long in-flight requests of a removed instance may take. Default 30s.
+    pub drain_timeout: HumanDuration,
+    /// SIGTERM to SIGKILL. Default 10s.
+    pub stop_timeout: HumanDuration,
+    /// Recreate: how long requests wait while no instance is ready. Default 30s.
+    pub hold_timeout: HumanDuration,
+    pub recreate: RecreateSpec,
+    pub blue_green: BlueGreenSpec,
+    pub rolling: RollingSpec,
+    #[serde(deserialize_with = "strategy::canary")]
+    pub canary: CanarySpec,
+    #[serde(deserialize_with = "strategy::ab_test")]
+    pub ab_test: AbTestSpec,
+    /// Docker / swarm runtime (a later issue): the image.
+    pub image: Option<String>,
+    /// Docker / swarm runtime (a later issue): the port the container listens on.
+    pub container_port: Option<u16>,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            runtime: RuntimeKind::Process,
+            command: None,
+            cwd: None,
+            env: BTreeMap::new(),
+            ports: PortRange::default(),
+            replicas: 1,
+            strategy: StrategyKind::Rolling,
+            hosts: Vec::new(),
+            path: "/".into(),
+            health: HealthSpec::default(),
+            drain_timeout: HumanDuration::from_secs(30),
+            stop_timeout: HumanDuration::from_secs(10),
+            hold_timeout: HumanDuration::from_secs(30),
+            recreate: RecreateSpec::default(),
+            blue_green: BlueGreenSpec::default(),
+            rolling: RollingSpec::default(),
+            canary: CanarySpec::default(),
+            ab_test: AbTestSpec::default(),
+            image: None,
+            container_port: None,
+        }
+    }
+}
+
+/// The file as written, before paths are resolved and the whole is validated.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawConfig {
+    pub proxy: ProxySection,
+    pub admin: AdminSection,
+    pub store: StoreSection,
+    pub apps: BTreeMap<String, AppConfig>,
+}

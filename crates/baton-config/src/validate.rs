@@ -1,0 +1,139 @@
+//! Checks that need the whole file or more than one key: listeners, the admin token rule,
+//! and routes shared by two apps. Per-app checks are in `validate_app`.
+
+use crate::kinds::AdminListen;
+use crate::locate::{key, KeyPath};
+use crate::model::{AppConfig, RawConfig};
+use crate::validate_app;
+use baton_core::HumanDuration;
+use std::collections::BTreeMap;
+
+/// A problem found by a semantic check: where (a key path) and what.
+pub(crate) type Issue = (KeyPath, String);
+
+pub(crate) fn validate(raw: &RawConfig) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    proxy(raw, &mut issues);
+    admin(raw, &mut issues);
+    for (name, app) in &raw.apps {
+        validate_app::check(name, app, &mut issues);
+    }
+    routes(&raw.apps, &mut issues);
+    issues
+}
+
+fn proxy(raw: &RawConfig, issues: &mut Vec<Issue>) {
+    let p = &raw.proxy;
+    if p.listen.is_empty() {
+        issues.push((
+            key!["proxy", "listen"],
+            "`listen` in [proxy] is empty: give at least one address, e.g. listen = [\"127.0.0.1:8080\"]".into(),
+        ));
+    }
+    for (i, addr) in p.listen.iter().enumerate() {
+        if p.listen[..i].contains(addr) {
+            issues.push((
+                key!["proxy", "listen", i],
+                format!("{addr} is listed twice in `listen` in [proxy]: remove the duplicate"),
+            ));
+        }
+    }
+    let timeouts = [
+        ("connect_timeout", p.connect_timeout),
+        ("upstream_header_timeout", p.upstream_header_timeout),
+        ("client_header_timeout", p.client_header_timeout),
+        ("client_idle_timeout", p.client_idle_timeout),
+    ];
+    for (key, value) in timeouts {
+        positive(key!["proxy", key], value, issues);
+    }
+    if p.max_header_bytes < 1024 {
+        issues.push((
+            key!["proxy", "max_header_bytes"],
+            format!(
+                "`max_header_bytes` in [proxy] is {}: use at least 1024 (the default is 65536)",
+                p.max_header_bytes
+            ),
+        ));
+    }
+}
+
+fn admin(raw: &RawConfig, issues: &mut Vec<Issue>) {
+    let AdminListen::Tcp(addr) = raw.admin.listen else {
+        return;
+    };
+    if raw.admin.token_file.is_none() {
+        let reach = if addr.ip().is_loopback() {
+            "any local user"
+        } else {
+            "anyone on the network"
+        };
+        issues.push((
+            key!["admin", "listen"],
+            format!(
+                "the admin API on TCP ({addr}) requires `token_file` in [admin], otherwise {reach} \
+                 could deploy: add token_file = \"admin.token\" (a file holding a secret), or \
+                 listen on a Unix socket: listen = \"unix:.baton/baton.sock\""
+            ),
+        ));
+    }
+    if raw.proxy.listen.contains(&addr) {
+        issues.push((
+            key!["admin", "listen"],
+            format!("the admin API and the proxy both listen on {addr}: give them different ports"),
+        ));
+    }
+}
+
+/// A duration that must be above zero.
+pub(crate) fn positive(key: KeyPath, value: HumanDuration, issues: &mut Vec<Issue>) {
+    if value.get().is_zero() {
+        let leaf = key.leaf().unwrap_or("value").to_string();
+        let table = key.parent().describe_as_container();
+        issues.push((
+            key,
+            format!("`{leaf}` {table} must be longer than zero, e.g. \"1s\""),
+        ));
+    }
+}
+
+/// Two apps may not claim the same host and path prefix.
+fn routes(apps: &BTreeMap<String, AppConfig>, issues: &mut Vec<Issue>) {
+    let mut claimed: BTreeMap<(Option<String>, String), &str> = BTreeMap::new();
+    for (name, app) in apps {
+        let path = normalize_path(&app.path);
+        let hosts: Vec<Option<String>> = if app.hosts.is_empty() {
+            vec![None]
+        } else {
+            app.hosts
+                .iter()
+                .map(|h| Some(h.to_ascii_lowercase()))
+                .collect()
+        };
+        for host in hosts {
+            let key = (host.clone(), path.clone());
+            if let Some(other) = claimed.get(&key) {
+                let host = host.map_or("any host".to_string(), |h| format!("host {h}"));
+                issues.push((
+                    key!["apps", name, "path"],
+                    format!(
+                        "apps `{other}` and `{name}` both route {host} with path {path}: \
+                         give one of them different `hosts` or a different `path`"
+                    ),
+                ));
+            } else {
+                claimed.insert(key, name);
+            }
+        }
+    }
+}
+
+/// `/api/` and `/api` are the same prefix.
+fn normalize_path(path: &str) -> String {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.into()
+    }
+}

@@ -124,7 +124,7 @@ impl Proxy {
 
     /// The table currently serving.
     pub fn current_spec(&self) -> Arc<RouteTableSpec> {
-        self.inner.snapshot.load().spec.clone()
+        self.inner.snapshot.load().spec()
     }
 
     /// Accept loop until `shutdown` resolves; then stop accepting and let open

@@ -7,25 +7,30 @@ use crate::error::RouteError;
 use crate::router::Router;
 use crate::select::Weights;
 use baton_core::{
-    AppRouteSpec, BackendSpec, HoldSpec, MatchSpec, RouteTableSpec, StickySpec, ValueMatch,
+    AppRouteSpec, BackendSpec, HoldSpec, MatchSpec, RouteSpec, RouteTableSpec, StickySpec,
+    ValueMatch,
 };
 use baton_metrics::{MetricsRegistry, VersionMetrics};
 use http::{HeaderName, HeaderValue};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Everything one request needs to be routed, swapped as a whole.
 #[derive(Default)]
 pub(crate) struct Snapshot {
-    pub spec: Arc<RouteTableSpec>,
+    pub routes: Arc<Vec<RouteSpec>>,
     pub router: Arc<Router>,
     /// Sorted by name (the spec's `BTreeMap` order); the router points into it.
     pub apps: Vec<Arc<CompiledApp>>,
+    /// The whole table, rebuilt from the parts on first request (control plane only).
+    spec: OnceLock<Arc<RouteTableSpec>>,
 }
 
 pub(crate) struct CompiledApp {
     pub name: Arc<str>,
+    /// What this was compiled from; an identical spec reuses this compiled app.
+    pub spec: AppRouteSpec,
     pub pools: Vec<CompiledPool>,
     pub rules: Vec<CompiledRule>,
     pub sticky: Option<CompiledSticky>,
@@ -74,6 +79,24 @@ pub(crate) enum CompiledSticky {
     HashCookie(Box<str>),
 }
 
+impl Snapshot {
+    /// The table this snapshot serves.
+    pub fn spec(&self) -> Arc<RouteTableSpec> {
+        self.spec
+            .get_or_init(|| {
+                Arc::new(RouteTableSpec {
+                    routes: (*self.routes).clone(),
+                    apps: self
+                        .apps
+                        .iter()
+                        .map(|a| (a.name.to_string(), a.spec.clone()))
+                        .collect(),
+                })
+            })
+            .clone()
+    }
+}
+
 impl CompiledPool {
     pub fn has_backends(&self) -> bool {
         !self.backends.is_empty()
@@ -120,7 +143,7 @@ pub(crate) fn compile(spec: &RouteTableSpec, env: &Env<'_>) -> Result<Compiled, 
         let old = prev.apps.get(p).filter(|a| *a.name == **name);
         same_names &= old.is_some();
         match old {
-            Some(old) if prev.spec.apps.get(name) == Some(app_spec) => apps.push(old.clone()),
+            Some(old) if old.spec == *app_spec => apps.push(old.clone()),
             _ => {
                 changed.push(apps.len());
                 apps.push(Arc::new(cx.app(name, app_spec, old)?));
@@ -131,7 +154,13 @@ pub(crate) fn compile(spec: &RouteTableSpec, env: &Env<'_>) -> Result<Compiled, 
     }
     dropped_from.extend(&prev.apps[p.min(prev.apps.len())..]);
 
-    let router = if same_names && spec.routes == prev.spec.routes {
+    let same_routes = *prev.routes == spec.routes;
+    let routes = if same_routes {
+        prev.routes.clone()
+    } else {
+        Arc::new(spec.routes.clone())
+    };
+    let router = if same_names && same_routes {
         prev.router.clone()
     } else {
         let names: Vec<&str> = apps.iter().map(|a| &*a.name).collect();
@@ -153,9 +182,10 @@ pub(crate) fn compile(spec: &RouteTableSpec, env: &Env<'_>) -> Result<Compiled, 
         .collect();
     Ok(Compiled {
         snapshot: Snapshot {
-            spec: Arc::new(spec.clone()),
+            routes,
             router,
             apps,
+            spec: OnceLock::new(),
         },
         created: cx.created,
         readded: cx.readded,
@@ -221,6 +251,7 @@ impl Cx<'_> {
             .collect();
         Ok(CompiledApp {
             name: app,
+            spec: spec.clone(),
             pools,
             rules,
             sticky,

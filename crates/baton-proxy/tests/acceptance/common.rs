@@ -29,6 +29,7 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     pub metrics: Arc<MetricsRegistry>,
     stop: CancellationToken,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 pub async fn start_proxy(config: ProxyConfig) -> TestProxy {
@@ -38,12 +39,21 @@ pub async fn start_proxy(config: ProxyConfig) -> TestProxy {
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     let (p, s) = (proxy.clone(), stop.clone());
-    tokio::spawn(async move { p.serve(listener, s.cancelled_owned()).await });
+    let served = tokio::spawn(async move { p.serve(listener, s.cancelled_owned()).await });
     TestProxy {
         proxy,
         addr,
         metrics,
         stop,
+        served: Some(served),
+    }
+}
+
+impl TestProxy {
+    /// Signal shutdown; the returned task ends when `serve` returns.
+    pub fn shutdown(&mut self) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        self.stop.cancel();
+        self.served.take().unwrap()
     }
 }
 

@@ -171,3 +171,35 @@ async fn ws_echo(s: &mut TcpStream, msg: &str) -> io::Result<String> {
     s.read_exact(&mut payload).await?;
     Ok(String::from_utf8(payload).unwrap())
 }
+
+#[tokio::test]
+async fn proxy_shutdown_stops_accepting_and_finishes_open_requests() {
+    let a = sample("a1", "v1", None).await;
+    let mut p = start_proxy(ProxyConfig::default()).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![a.spec()])])))
+        .unwrap();
+    let mut idle = h1(p.addr).await;
+    assert_eq!(get(&mut idle, "/").await.0, StatusCode::OK);
+    let addr = p.addr;
+    let slow = tokio::spawn(async move { get_once(addr, "/slow?ms=1000", &[]).await });
+    assert!(eventually(300, || p.proxy.in_flight("a1") == 1).await);
+
+    let served = p.shutdown();
+    let mut refused = false;
+    for _ in 0..300 {
+        if TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "the proxy kept accepting after shutdown");
+    let answer = slow.await.unwrap();
+    assert_eq!(answer.0, StatusCode::OK);
+    served.await.unwrap().unwrap();
+    // The idle keep-alive connection was closed, not left hanging.
+    assert!(try_send(&mut idle, request("GET", "/", &[], ""))
+        .await
+        .is_err());
+}

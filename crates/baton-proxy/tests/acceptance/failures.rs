@@ -248,3 +248,55 @@ async fn failing_backends_are_ejected_and_restored_but_never_the_last_one() {
         other => panic!("unexpected event {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn connect_timeouts_are_retried_then_answered_502() {
+    // A listener that never accepts, with its backlog full: new SYNs are dropped, so
+    // connecting to it hangs until the proxy's connect timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        fillers.push(tokio::spawn(tokio::net::TcpStream::connect(addr)));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let probe = tokio::time::timeout(
+        Duration::from_millis(300),
+        tokio::net::TcpStream::connect(addr),
+    );
+    if probe.await.is_ok() {
+        eprintln!("skipping: this kernel accepts connections beyond the backlog");
+        return;
+    }
+    let live = sample("live", "v1", None).await;
+    let hung = baton_core::BackendSpec {
+        id: "hung".into(),
+        addr,
+    };
+    let p = start_proxy(ProxyConfig {
+        connect_timeout: Duration::from_millis(200),
+        eject_after: 0,
+        ..ProxyConfig::default()
+    })
+    .await;
+    p.proxy
+        .publish(&table(pools(vec![pool(
+            "v1",
+            100,
+            vec![hung.clone(), live.spec()],
+        )])))
+        .unwrap();
+    for n in 0..6 {
+        let answer = get_once(p.addr, "/", &[]).await;
+        assert_eq!(answer.0, StatusCode::OK, "request {n}: {:?}", answer.2);
+    }
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![hung])])))
+        .unwrap();
+    let answer = get_once(p.addr, "/", &[]).await;
+    assert_eq!(answer.0, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.1["x-baton-error"], "connect");
+    drop(listener);
+}

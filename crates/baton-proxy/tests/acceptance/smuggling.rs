@@ -178,3 +178,28 @@ async fn connection_header_cannot_strip_the_proxy_headers() {
     get_once(trusting.addr, "/", &[("x-forwarded-for", "1.2.3.4")]).await;
     assert_eq!(backend.headers()["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
 }
+
+#[tokio::test]
+async fn http2_requests_reach_http11_backends_with_host_and_joined_cookies() {
+    let (p, backend) = setup(ProxyConfig::default()).await;
+    let mut c = h2(p.addr).await;
+    let req = request("GET", "/x?y=1", &[("cookie", "a=1"), ("cookie", "b=2")], "");
+    let answer = try_send_h2(&mut c, req, p.addr).await.unwrap();
+    assert_eq!(answer.0, StatusCode::OK);
+    let seen = backend.headers();
+    let authority = format!("proxy.test:{}", p.addr.port());
+    assert_eq!(seen["host"], authority.as_str());
+    assert_eq!(seen["x-forwarded-host"], authority.as_str());
+    assert_eq!(seen["cookie"], "a=1; b=2");
+}
+
+#[tokio::test]
+async fn http10_requests_without_host_are_served() {
+    let (p, backend) = setup(ProxyConfig::default()).await;
+    let answer = raw_exchange(p.addr, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+    assert_eq!(backend.headers()["host"], backend.addr.to_string().as_str());
+}

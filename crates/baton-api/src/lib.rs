@@ -1,1 +1,11 @@
-//! baton-api (to be written).
+//! The admin interface (SPEC §5): JSON over HTTP on the admin listener (a Unix socket by
+//! default, TCP only with a bearer token), a Server-Sent Events stream of deployment
+//! events, Prometheus metrics and the OpenAPI document describing it all. The CLI talks
+//! to it through [`client::AdminClient`].
+
+pub mod client;
+mod router;
+mod serve;
+
+pub use router::{router, OPENAPI};
+pub use serve::{serve_admin, AdminError};

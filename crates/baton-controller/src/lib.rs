@@ -1,1 +1,22 @@
-//! baton-controller (to be written).
+//! The controller (SPEC §2): owns desired vs observed state. One actor per app drives
+//! that app's rollout state machine (`baton-rollout`) against its runtime, the health
+//! checks, the proxy's route table and the store. Start-up is recovery: the stored state
+//! is applied before the proxy accepts a request.
+
+mod actor;
+mod controller;
+mod error;
+pub mod model;
+mod orphans;
+pub mod plan;
+mod recovery;
+mod routes;
+pub mod sampler;
+mod shared;
+pub mod status;
+
+pub use actor::Op;
+pub use controller::Controller;
+pub use error::ControlError;
+pub use plan::PlanReport;
+pub use status::AppStatus;

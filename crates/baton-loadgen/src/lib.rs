@@ -95,7 +95,7 @@ impl Load {
             }
             let _ = hist.add(&w.hist);
         }
-        if hist.len() > 0 {
+        if !hist.is_empty() {
             report.p50_ms = hist.value_at_quantile(0.5) as f64 / 1000.0;
             report.p99_ms = hist.value_at_quantile(0.99) as f64 / 1000.0;
             report.max_ms = hist.max() as f64 / 1000.0;
@@ -215,7 +215,11 @@ async fn run_worker(spec: LoadSpec, stop: Arc<AtomicBool>) -> Worker {
                 }
             }
             Err(e) => {
-                w.fail(if e.is_incomplete_message() { "reset" } else { "send" });
+                w.fail(if e.is_incomplete_message() {
+                    "reset"
+                } else {
+                    "send"
+                });
                 conn = None;
             }
         }

@@ -1,1 +1,236 @@
-fn main() {}
+//! `baton`: the CLI (SPEC §5). `serve` runs proxy + controller + admin API; the other
+//! commands talk to a running server through the admin API. Exit codes: 0 ok, 1 failed
+//! deployment or error, 2 usage or config error.
+
+mod client_cmds;
+mod demo;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "baton",
+    version,
+    about = "Zero-downtime deployments in one binary"
+)]
+struct Cli {
+    /// Config file (client commands read the admin address from it).
+    #[arg(short, long, global = true, default_value = "baton.toml")]
+    config: PathBuf,
+    /// Admin address (`unix:PATH` or `HOST:PORT`), instead of reading it from the config.
+    #[arg(long, global = true, env = "BATON_ADMIN")]
+    admin: Option<String>,
+    /// Bearer token file for a TCP admin address.
+    #[arg(long, global = true, env = "BATON_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run proxy, controller and admin API.
+    Serve {
+        /// Stop every app instance when baton exits (default: leave them running; the next
+        /// `baton serve` re-adopts them).
+        #[arg(long)]
+        stop_instances: bool,
+    },
+    /// Deploy VERSION of APP and follow it; exits 0 only if it succeeded.
+    Deploy {
+        app: String,
+        version: String,
+        /// recreate | blue_green | rolling | canary | ab_test (default: the app's `strategy`).
+        #[arg(long)]
+        strategy: Option<String>,
+        /// An instance address for the static runtime (repeat per instance).
+        #[arg(long = "target")]
+        targets: Vec<String>,
+        /// Return as soon as the deployment started.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Versions, instances, weights, health, live rates, current step.
+    Status { app: Option<String> },
+    /// Skip the remaining pauses (or choose the A/B winner with --to).
+    Promote {
+        app: String,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Back to the stable version now.
+    Abort { app: String },
+    /// Freeze the running deployment.
+    Pause { app: String },
+    /// Continue a paused deployment.
+    Resume { app: String },
+    /// Back to the previous version (instant while it is still warm).
+    Rollback { app: String },
+    /// Past deployments with outcome, duration and reason.
+    History {
+        app: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Instance output.
+    Logs {
+        app: String,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        lines: usize,
+    },
+    /// Check the config without starting anything.
+    Validate,
+    /// Dry run: steps, peak instance count, estimated extra memory.
+    Plan {
+        app: String,
+        version: String,
+        #[arg(long)]
+        strategy: Option<String>,
+    },
+    /// Self-contained demo: sample app, live load, a canary deploy, a broken deploy rolled back.
+    Demo {
+        /// Shorter pauses (for tests).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// The bundled sample app (used by the demo, tests and benchmarks).
+    #[command(hide = true, disable_version_flag = true)]
+    SampleApp {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    if let Cmd::SampleApp { args } = cli.command {
+        let argv = std::iter::once("sample-app".to_string()).chain(broken_version(args));
+        return sample_app::run_main_from(argv);
+    }
+    // The demo prints its own timeline; the server logs what it does.
+    let default_level = if matches!(cli.command, Cmd::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(run(cli))
+}
+
+/// Test and demo switches for the bundled app, consumed here and not passed on:
+/// `--broken-version X` makes version X fail its health checks; `--crash-version X`
+/// makes version X exit 1.5 s after it started (a crash after becoming healthy).
+fn broken_version(args: Vec<String>) -> Vec<String> {
+    let value_after = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let version = value_after("--version");
+    let broken = value_after("--broken-version");
+    let crash = value_after("--crash-version");
+    let mut out = Vec::with_capacity(args.len());
+    let mut skip = false;
+    for a in &args {
+        if skip {
+            skip = false;
+        } else if a == "--broken-version" || a == "--crash-version" {
+            skip = true;
+        } else {
+            out.push(a.clone());
+        }
+    }
+    if version.is_some() && broken == version {
+        out.push("--fail-health".into());
+    }
+    if version.is_some() && crash == version {
+        out.extend(["--exit-after-ms".to_string(), "1500".to_string()]);
+    }
+    out
+}
+
+/// An error with the exit code it deserves.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    pub fn failed(message: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Cmd::Serve { stop_instances } => serve::run(&cli.config, stop_instances).await,
+        Cmd::Validate => client_cmds::validate(&cli.config, cli.json),
+        Cmd::Demo { quick } => demo::run(quick).await,
+        Cmd::SampleApp { .. } => Ok(()),
+        command => {
+            let ctx = client_cmds::Ctx::new(
+                &cli.config,
+                cli.admin.as_deref(),
+                cli.token_file.as_deref(),
+                cli.json,
+            );
+            match ctx {
+                Ok(ctx) => client_cmds::dispatch(&ctx, command).await,
+                Err(f) => Err(f),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprintln!("error: {}", f.message);
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}

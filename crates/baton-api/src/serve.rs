@@ -1,0 +1,142 @@
+//! Serving the admin router: on a Unix socket with mode 0600 (the default), or on TCP
+//! where every request must carry `Authorization: Bearer <token>`.
+
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use baton_config::AdminListen;
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum AdminError {
+    #[error("admin socket {path}: another baton is already listening there; stop it or change [admin] listen")]
+    SocketInUse { path: PathBuf },
+    #[error("admin listener {what}: {source}; check [admin] listen")]
+    Bind {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("admin listener on TCP {addr} needs `token_file` in [admin]: the API can deploy and stop apps")]
+    TokenRequired { addr: std::net::SocketAddr },
+}
+
+/// Binds the admin listener now (so errors surface before anything else starts) and
+/// returns the future that serves it until `shutdown`.
+pub async fn serve_admin(
+    listen: &AdminListen,
+    token: Option<String>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<impl Future<Output = std::io::Result<()>>, AdminError> {
+    enum Bound {
+        Unix(tokio::net::UnixListener, PathBuf),
+        Tcp(tokio::net::TcpListener),
+    }
+    let bound = match listen {
+        AdminListen::Unix(path) => Bound::Unix(bind_unix(path).await?, path.clone()),
+        AdminListen::Tcp(addr) => {
+            if token.is_none() {
+                return Err(AdminError::TokenRequired { addr: *addr });
+            }
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AdminError::Bind {
+                    what: addr.to_string(),
+                    source,
+                })?;
+            Bound::Tcp(l)
+        }
+    };
+    let app = match token {
+        Some(t) => {
+            let t = Arc::new(t);
+            app.layer(middleware::from_fn(move |req: Request, next: Next| {
+                let t = t.clone();
+                async move { check_token(&t, req, next).await }
+            }))
+        }
+        None => app,
+    };
+    Ok(async move {
+        match bound {
+            Bound::Unix(l, path) => {
+                let r = axum::serve(l, app).with_graceful_shutdown(shutdown).await;
+                let _ = std::fs::remove_file(&path);
+                r
+            }
+            Bound::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+        }
+    })
+}
+
+async fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, AdminError> {
+    let err = |source| AdminError::Bind {
+        what: format!("unix:{}", path.display()),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(AdminError::SocketInUse {
+                path: path.to_path_buf(),
+            });
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+async fn check_token(token: &str, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Bearer")],
+            "{\"error\":\"missing or wrong bearer token: send `Authorization: Bearer <contents of token_file>`\"}",
+        )
+            .into_response()
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn compares_exactly() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret1"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,44 @@
+//! Errors the controller returns to the API and CLI: each says what is wrong and what to do.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ControlError {
+    #[error("unknown app {app:?}; apps in this config: {known}")]
+    UnknownApp { app: String, known: String },
+    #[error("a deployment of {app} is in progress ({id}: {version} by {strategy}, {state}); wait for it, or `baton abort {app}`")]
+    InProgress {
+        app: String,
+        id: String,
+        version: String,
+        strategy: String,
+        state: String,
+    },
+    #[error("no deployment of {app} is in progress")]
+    NoDeployment { app: String },
+    #[error("nothing to roll back to: {app} has no previous version")]
+    NothingToRollBack { app: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("store: {0}")]
+    Store(#[from] baton_store::StoreError),
+    #[error("runtime: {0}")]
+    Runtime(#[from] baton_runtime::RuntimeError),
+    #[error("baton is shutting down")]
+    ShuttingDown,
+}
+
+impl ControlError {
+    /// HTTP status for the admin API.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            ControlError::UnknownApp { .. } => 404,
+            ControlError::InProgress { .. }
+            | ControlError::NoDeployment { .. }
+            | ControlError::NothingToRollBack { .. } => 409,
+            ControlError::BadRequest(_) => 400,
+            ControlError::Store(_) | ControlError::Runtime(_) => 500,
+            ControlError::ShuttingDown => 503,
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! What the controller stores per app: enough to rebuild routing and resume a deployment
+//! after `kill -9` (issue 3 point 6). These are the JSON values in `baton-store`.
+
+use baton_core::Millis;
+use baton_rollout::{Outcome, Rollout, RoutePlan};
+use baton_runtime::InstanceHandle;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// The durable state of one app.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub name: String,
+    /// The version serving when no deployment runs.
+    pub stable_version: Option<String>,
+    /// The version that served before the last successful deployment (for `rollback`).
+    pub previous_version: Option<String>,
+    /// Every instance baton started and has not stopped yet, whatever its version.
+    pub instances: Vec<InstanceHandle>,
+    /// The routing last asked for (published restricted to healthy instances).
+    pub route: RoutePlan,
+    pub deployment: Option<DeploymentRecord>,
+    /// Sequence for deployment ids (`{app}-{seq}`) and replacement instances.
+    pub seq: u64,
+}
+
+impl AppRecord {
+    pub fn new(name: &str) -> Self {
+        AppRecord {
+            name: name.to_string(),
+            stable_version: None,
+            previous_version: None,
+            instances: Vec::new(),
+            route: RoutePlan::default(),
+            deployment: None,
+            seq: 0,
+        }
+    }
+
+    pub fn instance(&self, id: &str) -> Option<&InstanceHandle> {
+        self.instances.iter().find(|i| i.id == id)
+    }
+}
+
+/// A deployment in progress: the state machine itself plus what it was started with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub id: String,
+    pub version: String,
+    pub strategy: String,
+    pub started_at: Millis,
+    pub rollout: Rollout,
+    /// `--target` addresses for the static runtime.
+    pub targets: Vec<SocketAddr>,
+    /// Instances the rollout asked to start whose start has not been confirmed yet.
+    pub pending_starts: Vec<String>,
+}
+
+/// One line of `baton history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub id: String,
+    pub app: String,
+    pub from_version: Option<String>,
+    pub to_version: String,
+    pub strategy: String,
+    pub outcome: Outcome,
+    pub started_at: Millis,
+    pub finished_at: Millis,
+    pub duration_ms: u64,
+    pub reason: Option<String>,
+}
+
+/// A deployment event, streamed over SSE and stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at: Millis,
+    pub app: String,
+    pub deployment: Option<String>,
+    pub kind: String,
+    pub message: String,
+}

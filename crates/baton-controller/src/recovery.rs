@@ -1,0 +1,90 @@
+//! Start-up is "apply the stored state": load each app's record, re-adopt the instances
+//! still running (same pid *and* start time), stop processes no record owns, probe the
+//! survivors, and hand the rest to the app actor as lost.
+
+use crate::model::{AppRecord, HistoryEntry};
+use crate::orphans;
+use baton_config::AppConfig;
+use baton_runtime::Runtime;
+use baton_store::Store;
+use std::collections::{BTreeSet, HashSet};
+
+pub struct Recovered {
+    pub record: AppRecord,
+    pub healthy: BTreeSet<String>,
+    /// (instance id, why it is gone)
+    pub lost: Vec<(String, String)>,
+    pub last_finished: Option<HistoryEntry>,
+}
+
+pub async fn recover(
+    name: &str,
+    cfg: &AppConfig,
+    runtime: &dyn Runtime,
+    store: &Store,
+    owner: &str,
+) -> Result<Recovered, crate::ControlError> {
+    let mut record: AppRecord = store.get_app(name)?.unwrap_or_else(|| AppRecord::new(name));
+    let last_finished = store.history::<HistoryEntry>(name, 1)?.pop();
+    let mut lost = Vec::new();
+    let mut alive = Vec::new();
+    for h in std::mem::take(&mut record.instances) {
+        match runtime.adopt(&h).await {
+            Ok(true) => alive.push(h),
+            Ok(false) => lost.push((
+                h.id.clone(),
+                format!("{} was gone when baton restarted", h.id),
+            )),
+            Err(e) => lost.push((
+                h.id.clone(),
+                format!("{} could not be re-adopted: {e}", h.id),
+            )),
+        }
+    }
+    record.instances = alive;
+    if let Some(d) = &mut record.deployment {
+        for id in std::mem::take(&mut d.pending_starts) {
+            lost.push((
+                id.clone(),
+                format!("baton restarted while {id} was starting"),
+            ));
+        }
+    }
+    if runtime.kind() == "process" {
+        let known: HashSet<String> = record.instances.iter().map(|h| h.id.clone()).collect();
+        let strays = orphans::find(owner, name, &known);
+        orphans::reap(&strays, cfg.stop_timeout.get()).await;
+    }
+    // Probe before routing: only instances that answer now get traffic at once.
+    let probes = record.instances.iter().map(|h| {
+        let spec = cfg.health.clone();
+        let (id, addr) = (h.id.clone(), h.addr);
+        async move { (id, baton_health::probe(addr, &spec).await.is_ok()) }
+    });
+    let healthy = join_all(probes)
+        .await
+        .into_iter()
+        .filter_map(|(id, ok)| ok.then_some(id))
+        .collect();
+    Ok(Recovered {
+        record,
+        healthy,
+        lost,
+        last_finished,
+    })
+}
+
+async fn join_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}

@@ -1,0 +1,180 @@
+//! `baton demo`: everything in one command — baton on free ports, the bundled sample app
+//! v1 ×3, live load through the proxy, a canary deploy of v2, a broken v3 that is rolled
+//! back by itself, and a summary with the failed-request count. Leaves nothing behind,
+//! even on Ctrl-C.
+
+use crate::serve::{self, Running};
+use crate::Failure;
+use baton_controller::status::AppStatus;
+use baton_loadgen::{Load, LoadSpec};
+use baton_rollout::State;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub async fn run(quick: bool) -> Result<(), Failure> {
+    let dir = std::env::temp_dir().join(format!("baton-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Failure::failed(format!("cannot create {} ({e})", dir.display())))?;
+    let result = run_in(&dir, quick).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn write_config(dir: &Path, quick: bool) -> Result<PathBuf, Failure> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::failed(format!("cannot find the baton binary ({e})")))?;
+    let port = free_port()?;
+    let pause = if quick { "2s" } else { "8s" };
+    let text = format!(
+        r#"[proxy]
+listen = ["127.0.0.1:{port}"]
+
+[admin]
+listen = "unix:{dir}/baton.sock"
+
+[store]
+path = "{dir}/state"
+
+[apps.demo]
+runtime = "process"
+command = "'{exe}' sample-app --port {{port}} --version {{version}} --broken-version v3"
+replicas = 3
+strategy = "canary"
+drain_timeout = "5s"
+stop_timeout = "5s"
+
+[apps.demo.health]
+path = "/health"
+interval = "200ms"
+startup_timeout = "4s"
+
+[apps.demo.canary]
+steps = [{{ weight = 10 }}, {{ pause = "{pause}" }}, {{ weight = 50 }}, {{ pause = "{pause}" }}]
+"#,
+        dir = dir.display(),
+        exe = exe.display(),
+    );
+    let path = dir.join("baton.toml");
+    std::fs::write(&path, text)
+        .map_err(|e| Failure::failed(format!("cannot write {} ({e})", path.display())))?;
+    Ok(path)
+}
+
+fn free_port() -> Result<u16, Failure> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Failure::failed(format!("no free port on 127.0.0.1 ({e})")))
+}
+
+async fn run_in(dir: &Path, quick: bool) -> Result<(), Failure> {
+    let path = write_config(dir, quick)?;
+    let config = serve::load_config(&path)?;
+    let running = serve::start(&config).await?;
+    let addr = running
+        .proxy_addrs
+        .first()
+        .copied()
+        .ok_or_else(|| Failure::failed("no proxy listener"))?;
+    println!(
+        "baton demo: proxy on http://{addr}, sample app \"demo\" ×3 (config: {})\n",
+        path.display()
+    );
+    let outcome = tokio::select! {
+        r = scenario(&running, addr) => r,
+        _ = tokio::signal::ctrl_c() => Err(Failure::failed("interrupted; cleaning up")),
+    };
+    running.shutdown(true).await;
+    outcome
+}
+
+async fn scenario(running: &Running, addr: SocketAddr) -> Result<(), Failure> {
+    let ctl = running.controller.clone();
+    let t0 = Instant::now();
+    let mut events = ctl.subscribe();
+    // The timeline, printed as it happens.
+    tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            println!("{:>6.1}s  {}", t0.elapsed().as_secs_f64(), e.message);
+        }
+    });
+    deploy_and_wait(running, "v1").await?;
+    let load = Load::start(LoadSpec {
+        host: "demo".into(),
+        ..LoadSpec::new(addr)
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let v2 = deploy_and_wait(running, "v2").await?;
+    let v3 = deploy_and_wait(running, "v3").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = load.stop().await;
+    let st = ctl
+        .status("demo")
+        .map_err(|e| Failure::failed(e.to_string()))?;
+    println!("\n=== summary ===");
+    println!("deploy v2 (canary 10% → 50% → 100%): {}", state_word(v2));
+    println!(
+        "deploy v3 (never healthy):           {} — rolled back automatically",
+        state_word(v3)
+    );
+    println!(
+        "now serving: {}",
+        st.stable_version.as_deref().unwrap_or("nothing")
+    );
+    println!("requests sent: {}   failed: {}", stats.sent, stats.failed);
+    for (kind, n) in &stats.failures {
+        println!("  failure {kind}: {n}");
+    }
+    println!(
+        "latency p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
+        stats.p50_ms, stats.p99_ms, stats.max_ms
+    );
+    println!(
+        "served by version: {}",
+        stats
+            .by_version
+            .iter()
+            .map(|(v, n)| format!("{v}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    if stats.failed > 0 {
+        return Err(Failure::failed(format!(
+            "{} requests failed during the demo",
+            stats.failed
+        )));
+    }
+    Ok(())
+}
+
+fn state_word(s: State) -> &'static str {
+    match s {
+        State::Succeeded => "succeeded",
+        State::Failed => "failed",
+        State::Aborted => "aborted",
+        State::Running => "running",
+        State::Paused => "paused",
+    }
+}
+
+async fn deploy_and_wait(running: &Running, version: &str) -> Result<State, Failure> {
+    let ctl = &running.controller;
+    let id = ctl
+        .deploy("demo", version, None, Vec::new())
+        .await
+        .map_err(|e| Failure::failed(e.to_string()))?;
+    loop {
+        let st: AppStatus = ctl
+            .status("demo")
+            .map_err(|e| Failure::failed(e.to_string()))?;
+        // Finished, not merely switched: the old version is drained and stopped.
+        if let Some(d) = st
+            .deployment
+            .filter(|d| d.id == id && d.finished_at.is_some())
+        {
+            return Ok(d.state);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

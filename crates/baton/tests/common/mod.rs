@@ -1,0 +1,264 @@
+//! End-to-end harness: a real `baton serve` process on free ports with the bundled sample
+//! app as the process runtime's command, the real CLI, and load through the proxy.
+//! Everything a test starts is stopped when the `Baton` is dropped, even on failure.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
+
+pub struct Baton {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub proxy: SocketAddr,
+    server: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A port range unlikely to collide with parallel tests.
+fn port_range() -> String {
+    let base = 21000 + u32::from(fastrand_u16() % 400) * 100;
+    format!("{base}-{}", base + 99)
+}
+
+fn fastrand_u16() -> u16 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    (t.subsec_nanos() % 65_000) as u16
+}
+
+/// The app section every test starts from; `extra` is appended (more TOML).
+pub fn app_config(strategy: &str, replicas: u32, extra: &str) -> String {
+    format!(
+        r#"[apps.web]
+runtime = "process"
+command = "'{BATON}' sample-app --port {{port}} --version {{version}} --broken-version bad --crash-version crash"
+ports = "{ports}"
+replicas = {replicas}
+strategy = "{strategy}"
+drain_timeout = "3s"
+stop_timeout = "3s"
+
+[apps.web.health]
+path = "/health"
+interval = "100ms"
+startup_timeout = "5s"
+unhealthy = 2
+
+[apps.web.blue_green]
+scale_down_delay = "1s"
+
+[apps.web.canary]
+steps = [{{ weight = 20 }}, {{ pause = "1s" }}, {{ weight = 60 }}, {{ pause = "1s" }}]
+{extra}"#,
+        ports = port_range(),
+    )
+}
+
+impl Baton {
+    /// Writes baton.toml (proxy + admin + store in a temp dir, then `apps`) and starts
+    /// `baton serve`, waiting until its admin API answers.
+    pub fn start(apps: &str) -> Baton {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let text = format!(
+            "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\n\n[admin]\nlisten = \"unix:{d}/baton.sock\"\n\n[store]\npath = \"{d}/state\"\n\n{apps}",
+            d = dir.path().display()
+        );
+        let config = dir.path().join("baton.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut b = Baton {
+            dir,
+            config,
+            proxy: format!("127.0.0.1:{port}").parse().unwrap(),
+            server: None,
+        };
+        b.serve();
+        b
+    }
+
+    pub fn serve(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("serve.log"))
+            .unwrap();
+        let child = Command::new(BATON)
+            .args(["serve", "--stop-instances", "-c"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.server = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.cli(&["status", "--json"]).status.success() {
+                return;
+            }
+            if let Some(s) = self
+                .server
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("baton serve exited with {s}: {}", self.serve_log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "baton serve did not come up: {}",
+                self.serve_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn serve_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BATON)
+            .args(args)
+            .arg("-c")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the CLI and asserts the exit code, returning stdout.
+    pub fn cli_ok(&self, args: &[&str], code: i32) -> String {
+        let out = self.cli(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "baton {args:?} exited {:?}\nstdout: {}\nstderr: {}\nserve log:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.serve_log(), 60)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn status(&self) -> Value {
+        let out = self.cli_ok(&["status", "web", "--json"], 0);
+        serde_json::from_str(&out).unwrap()
+    }
+
+    pub fn history(&self) -> Value {
+        let out = self.cli_ok(&["history", "web", "--json"], 0);
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// Polls status until `pred` holds (bounded).
+    pub fn wait_status(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let st = self.status();
+            if pred(&st) {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last status: {st:#}\n{}",
+                tail(&self.serve_log(), 60)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn store_path(&self) -> String {
+        self.dir.path().join("state").display().to_string()
+    }
+
+    /// `kill -9` of the server (instances survive, as after a crash).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Processes started for this baton (by their BATON_OWNER environment).
+    pub fn instance_pids(&self) -> Vec<i32> {
+        owned_pids(&self.store_path())
+    }
+}
+
+impl Drop for Baton {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for pid in owned_pids(&self.store_path()) {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+}
+
+pub fn owned_pids(owner: &str) -> Vec<i32> {
+    let needle = format!("BATON_OWNER={owner}");
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        // Zombies have an empty environ; only count live processes.
+        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn state(st: &Value) -> &str {
+    st["deployment"]["state"].as_str().unwrap_or("")
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}

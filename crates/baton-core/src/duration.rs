@@ -38,7 +38,9 @@ impl FromStr for HumanDuration {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         humantime::parse_duration(s.trim())
             .map(HumanDuration)
-            .map_err(|e| format!("invalid duration {s:?} ({e}); write it like \"500ms\", \"30s\" or \"2m\""))
+            .map_err(|e| {
+                format!("invalid duration {s:?} ({e}); write it like \"500ms\", \"30s\" or \"2m\"")
+            })
     }
 }
 

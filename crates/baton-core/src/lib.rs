@@ -16,7 +16,7 @@ pub use names::{validate_app_name, validate_version, NameError};
 pub use ports::PortRange;
 pub use quantity::Quantity;
 pub use route::{
-    AppRouteSpec, BackendSpec, HoldSpec, MatchSpec, PoolSpec, RouteSpec, RouteTableSpec,
-    RuleSpec, StickySpec, ValueMatch,
+    AppRouteSpec, BackendSpec, HoldSpec, MatchSpec, PoolSpec, RouteSpec, RouteTableSpec, RuleSpec,
+    StickySpec, ValueMatch,
 };
 pub use time::Millis;

@@ -16,7 +16,10 @@ pub enum NameError {
 fn check(kind: &'static str, value: &str, max: usize) -> Result<(), NameError> {
     let ok = !value.is_empty()
         && value.len() <= max
-        && value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && value
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));

@@ -34,7 +34,9 @@ impl PortRange {
 impl FromStr for PortRange {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("invalid port range {s:?}: write it as \"FIRST-LAST\", e.g. \"20000-29999\" (1-65535, FIRST <= LAST)");
+        let bad = || {
+            format!("invalid port range {s:?}: write it as \"FIRST-LAST\", e.g. \"20000-29999\" (1-65535, FIRST <= LAST)")
+        };
         let (a, b) = s.split_once('-').ok_or_else(bad)?;
         let first: u16 = a.trim().parse().map_err(|_| bad())?;
         let last: u16 = b.trim().parse().map_err(|_| bad())?;

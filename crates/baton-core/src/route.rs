@@ -88,7 +88,10 @@ pub enum ValueMatch {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum StickySpec {
     /// The proxy sets a cookie naming the version that served the client.
-    Cookie { name: String, max_age: HumanDuration },
+    Cookie {
+        name: String,
+        max_age: HumanDuration,
+    },
     /// A hash of this header's value picks the version (e.g. a user id header).
     Header { name: String },
     /// A hash of this cookie's value picks the version (e.g. a session cookie).

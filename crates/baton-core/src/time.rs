@@ -5,7 +5,9 @@ use std::time::Duration;
 
 /// Milliseconds since the Unix epoch (wall clock), so a value stored before a crash still
 /// means the same instant after a restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Millis(pub u64);
 

@@ -38,6 +38,14 @@ impl Target {
     }
 }
 
+/// The outcome of one try on one backend.
+enum Attempt {
+    Answered(Response<Incoming>, pool::Sender),
+    /// The request is back in hand and may be sent once more.
+    Retry(Request<RequestBody>),
+    Failed(ProxyError),
+}
+
 enum Pick {
     Got(Choice, InFlight),
     /// No pool with a ready backend takes this request.
@@ -186,93 +194,103 @@ impl Inner {
         target: &Target,
         exchange: &mut Exchange,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let cfg = &self.config;
-        let pool = target.pool();
         let mut retried = false;
         loop {
             let Some(backend) = exchange.in_flight().map(|g| g.backend().clone()) else {
                 return Err(upstream_error(target));
             };
-            let pooled = if retried {
-                None
-            } else {
-                backend.idle.checkout(cfg.upstream_idle_timeout)
-            };
-            let reused = pooled.is_some();
-            let mut sender = match pooled {
-                Some(s) => s,
-                None => match pool::connect(&backend, cfg.connect_timeout).await {
-                    Ok(s) => s,
-                    Err(error) => {
-                        tracing::warn!(backend = %backend.id, %error, retried, "upstream connect failed");
-                        self.passive
-                            .failure(&backend, &pool.backends, "connect failed");
-                        if retried {
-                            return Err(ProxyError::Connect {
-                                app: target.app.name.clone(),
-                                version: pool.version.clone(),
-                            });
-                        }
-                        retried = true;
-                        move_to_other(exchange, pool);
-                        continue;
+            match self
+                .attempt(&backend, req, &mut replay, retried, target)
+                .await
+            {
+                Attempt::Answered(resp, sender) => {
+                    exchange.set_conn(sender);
+                    return Ok(resp);
+                }
+                Attempt::Failed(error) => return Err(error),
+                Attempt::Retry(again) => req = again,
+            }
+            retried = true;
+            move_to_other(exchange, target.pool());
+        }
+    }
+
+    /// One try on one backend: a pooled connection (fresh on a retry), the request,
+    /// and the response head within the timeout.
+    async fn attempt(
+        &self,
+        backend: &Arc<Backend>,
+        req: Request<RequestBody>,
+        replay: &mut Option<Replay>,
+        retried: bool,
+        target: &Target,
+    ) -> Attempt {
+        let (cfg, pool) = (&self.config, target.pool());
+        let fail = |reason| self.passive.failure(backend, &pool.backends, reason);
+        let pooled = if retried {
+            None
+        } else {
+            backend.idle.checkout(cfg.upstream_idle_timeout)
+        };
+        let reused = pooled.is_some();
+        let mut sender = match pooled {
+            Some(s) => s,
+            None => match pool::connect(backend, cfg.connect_timeout).await {
+                Ok(s) => s,
+                Err(error) => {
+                    tracing::warn!(backend = %backend.id, %error, retried, "upstream connect failed");
+                    fail("connect failed");
+                    if !retried {
+                        return Attempt::Retry(req);
                     }
-                },
-            };
-            let sent =
-                tokio::time::timeout(cfg.upstream_header_timeout, sender.try_send_request(req))
-                    .await;
-            let mut failed = match sent {
-                Err(_) => {
-                    tracing::warn!(backend = %backend.id, "upstream response header timeout");
-                    self.passive
-                        .failure(&backend, &pool.backends, "response header timeout");
-                    return Err(ProxyError::UpstreamTimeout {
+                    return Attempt::Failed(ProxyError::Connect {
                         app: target.app.name.clone(),
                         version: pool.version.clone(),
                     });
                 }
-                Ok(Ok(resp)) => {
-                    if resp.status().is_server_error() {
-                        self.passive
-                            .failure(&backend, &pool.backends, "5xx response");
-                    } else {
-                        self.passive.success(&backend);
-                    }
-                    exchange.set_conn(sender);
-                    return Ok(resp);
+            },
+        };
+        let sent = tokio::time::timeout(cfg.upstream_header_timeout, sender.try_send_request(req));
+        let mut failed = match sent.await {
+            Ok(Ok(resp)) => {
+                if resp.status().is_server_error() {
+                    fail("5xx response");
+                } else {
+                    self.passive.success(backend);
                 }
-                Ok(Err(failed)) => failed,
-            };
-            req = match (failed.take_message(), retried) {
-                (Some(unsent), false) => {
-                    tracing::debug!(backend = %backend.id, reused, "connection closed before the request was written; retrying");
-                    if !reused {
-                        self.passive
-                            .failure(&backend, &pool.backends, "connection closed");
-                    }
-                    unsent
-                }
-                _ => {
-                    let error = failed.into_error();
-                    if !error.is_user() {
-                        self.passive
-                            .failure(&backend, &pool.backends, "upstream error");
-                    }
-                    match replay.take().filter(|_| !retried) {
-                        Some(r) => {
-                            tracing::debug!(backend = %backend.id, %error, "idempotent request failed before any answer; retrying");
-                            r.into_request()
-                        }
-                        None => {
-                            tracing::warn!(backend = %backend.id, %error, "upstream request failed");
-                            return Err(upstream_error(target));
-                        }
-                    }
-                }
-            };
-            retried = true;
-            move_to_other(exchange, pool);
+                return Attempt::Answered(resp, sender);
+            }
+            Ok(Err(failed)) => failed,
+            Err(_) => {
+                tracing::warn!(backend = %backend.id, "upstream response header timeout");
+                fail("response header timeout");
+                return Attempt::Failed(ProxyError::UpstreamTimeout {
+                    app: target.app.name.clone(),
+                    version: pool.version.clone(),
+                });
+            }
+        };
+        if let Some(unsent) = failed.take_message().filter(|_| !retried) {
+            // The connection closed before the request was written: nothing was sent.
+            tracing::debug!(backend = %backend.id, reused, "upstream connection closed before the request was written; retrying");
+            if !reused {
+                fail("connection closed");
+            }
+            return Attempt::Retry(unsent);
+        }
+        let error = failed.into_error();
+        if !error.is_user() {
+            fail("upstream error");
+        }
+        match replay.take().filter(|_| !retried) {
+            Some(r) => {
+                tracing::debug!(backend = %backend.id, %error, "idempotent request failed before any answer; retrying");
+                Attempt::Retry(r.into_request())
+            }
+            None => {
+                tracing::warn!(backend = %backend.id, %error, "upstream request failed");
+                Attempt::Failed(upstream_error(target))
+            }
         }
     }
 

@@ -51,32 +51,40 @@ async fn a_backend_closing_idle_connections_early_causes_no_client_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn posts_racing_idle_closes_are_never_delivered_twice() {
-    // Pauses straddle the backend's idle timeout, so requests race its close: some may
-    // fail with 502, but none may be processed twice.
+async fn requests_racing_idle_closes_are_retried_only_when_safe() {
+    // Pauses straddle the backend's idle timeout, so requests race its close. A GET
+    // may always be retried and must never fail; a POST is retried only if it was
+    // provably not written, so it may fail with 502 but is never processed twice.
     let backend = sample("a1", "v1", Some(40)).await;
     let p = start_proxy(ProxyConfig::default()).await;
     p.proxy
         .publish(&table(pools(vec![pool("v1", 100, vec![backend.spec()])])))
         .unwrap();
     let mut clients = Vec::new();
-    for _ in 0..4 {
+    for i in 0..4 {
         let addr = p.addr;
         clients.push(tokio::spawn(async move {
             let mut c = h1(addr).await;
-            let mut ok = 0u64;
-            for _ in 0..40 {
+            let mut ok_posts = 0u64;
+            for n in 0..60 {
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(30..50))).await;
+                if (i + n) % 2 == 0 {
+                    let answer = try_send(&mut c, request("GET", "/", &[], ""))
+                        .await
+                        .unwrap();
+                    assert_eq!(answer.0, StatusCode::OK, "GET failed: {:?}", answer.2);
+                    continue;
+                }
                 let answer = try_send(&mut c, request("POST", "/write", &[], "x"))
                     .await
                     .unwrap();
                 if answer.0.is_success() {
-                    ok += 1;
+                    ok_posts += 1;
                 } else {
                     assert_eq!(answer.0, StatusCode::BAD_GATEWAY, "{:?}", answer.2);
                 }
             }
-            ok
+            ok_posts
         }));
     }
     let mut ok = 0;
@@ -299,4 +307,185 @@ async fn connect_timeouts_are_retried_then_answered_502() {
     assert_eq!(answer.0, StatusCode::BAD_GATEWAY);
     assert_eq!(answer.1["x-baton-error"], "connect");
     drop(listener);
+}
+
+/// A blocking HTTP/1.1 backend on its own threads that answers every request with
+/// `200 ok`, counts requests by method, and on command closes all its connections
+/// (FIN). A request to `/die` is read, counted and answered by closing the
+/// connection, as a crashing app would.
+struct Closer {
+    addr: std::net::SocketAddr,
+    posts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    gets: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Closer {
+    fn start() -> Closer {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let posts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let gets = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (p, g, c) = (posts.clone(), gets.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                c.lock().unwrap().push(stream.try_clone().unwrap());
+                let (p, g) = (p.clone(), g.clone());
+                std::thread::spawn(move || {
+                    let mut out = stream.try_clone().unwrap();
+                    let mut reader = BufReader::new(stream);
+                    loop {
+                        let (mut first, mut length) = (String::new(), 0usize);
+                        if reader.read_line(&mut first).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            let lower = line.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap();
+                            }
+                        }
+                        let mut body = vec![0u8; length];
+                        reader.read_exact(&mut body).unwrap();
+                        let counter = if first.starts_with("POST") { &p } else { &g };
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if first.contains(" /die ") {
+                            let _ = out.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        let ok = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                        if ok.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Closer {
+            addr,
+            posts,
+            gets,
+            conns,
+        }
+    }
+
+    /// Close every open connection with a FIN and wait until that is done.
+    fn close_all(&self) {
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// The RFC 9112 §9.3.1 race made deterministic: the request reaches the proxy, then
+/// the backend closes the pooled connection, and only then does the proxy's (single)
+/// runtime thread run. The proxy finds the connection closed before it could write
+/// the POST, gets the request back from hyper and sends it on a fresh connection.
+#[tokio::test(flavor = "current_thread")]
+async fn a_post_on_a_pooled_connection_closed_before_the_write_is_sent_once_elsewhere() {
+    use std::io::Write;
+    let backend = Closer::start();
+    let p = start_proxy(ProxyConfig::default()).await;
+    let spec = baton_core::BackendSpec {
+        id: "b".into(),
+        addr: backend.addr,
+    };
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![spec])])))
+        .unwrap();
+    let post = b"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx";
+
+    let mut client = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    for round in 0..3 {
+        tokio::io::AsyncWriteExt::write_all(&mut client, post)
+            .await
+            .unwrap();
+        let mut head = vec![0u8; 256];
+        let n = tokio::io::AsyncReadExt::read(&mut client, &mut head)
+            .await
+            .unwrap();
+        let answer = String::from_utf8_lossy(&head[..n]).into_owned();
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "round {round}: {answer}"
+        );
+        assert_eq!(
+            backend.posts.load(std::sync::atomic::Ordering::SeqCst),
+            2 * round + 1
+        );
+        // Let the proxy return its upstream connection to the pool.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        // Without yielding to the runtime: the next POST arrives at the proxy, then the
+        // backend closes the idle pooled connection.
+        let mut std_client = client.into_std().unwrap();
+        std_client.set_nonblocking(false).unwrap();
+        std_client.write_all(post).unwrap();
+        backend.close_all();
+        std::thread::sleep(Duration::from_millis(50));
+        std_client.set_nonblocking(true).unwrap();
+        client = tokio::net::TcpStream::from_std(std_client).unwrap();
+
+        let mut head = vec![0u8; 256];
+        let n = tokio::io::AsyncReadExt::read(&mut client, &mut head)
+            .await
+            .unwrap();
+        let answer = String::from_utf8_lossy(&head[..n]).into_owned();
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "round {round}: {answer}"
+        );
+        assert_eq!(
+            backend.posts.load(std::sync::atomic::Ordering::SeqCst),
+            2 * round + 2
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_request_the_backend_may_have_processed_is_never_sent_twice() {
+    let backend = Closer::start();
+    let p = start_proxy(ProxyConfig {
+        eject_after: 0,
+        ..ProxyConfig::default()
+    })
+    .await;
+    let spec = baton_core::BackendSpec {
+        id: "b".into(),
+        addr: backend.addr,
+    };
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![spec])])))
+        .unwrap();
+    let mut c = h1(p.addr).await;
+
+    // The backend reads the POST and dies without answering: 502, never resent.
+    let answer = try_send(&mut c, request("POST", "/die", &[], "x"))
+        .await
+        .unwrap();
+    assert_eq!(answer.0, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.1["x-baton-error"], "upstream");
+    assert_eq!(backend.posts.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // A GET without a body may be resent once: the backend sees it twice and the
+    // client gets the (second) failure only because the backend died both times.
+    let answer = try_send(&mut c, request("GET", "/die", &[], ""))
+        .await
+        .unwrap();
+    assert_eq!(answer.0, StatusCode::BAD_GATEWAY);
+    assert_eq!(backend.gets.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let answer = try_send(&mut c, request("GET", "/", &[], ""))
+        .await
+        .unwrap();
+    assert_eq!(answer.0, StatusCode::OK);
 }

@@ -72,13 +72,32 @@ pub enum RouteError {
 pub(crate) enum ProxyError {
     NoRoute,
     BadRequest(&'static str),
-    NoVersion { app: Arc<str> },
-    NoBackend { app: Arc<str> },
-    HoldTimeout { app: Arc<str> },
-    HoldFull { app: Arc<str> },
-    Connect { app: Arc<str>, version: Arc<str> },
-    Upstream { app: Arc<str>, version: Arc<str> },
-    UpstreamTimeout { app: Arc<str>, version: Arc<str> },
+    /// CONNECT: baton is a reverse proxy, not a forward proxy.
+    MethodNotAllowed,
+    NoVersion {
+        app: Arc<str>,
+    },
+    NoBackend {
+        app: Arc<str>,
+    },
+    HoldTimeout {
+        app: Arc<str>,
+    },
+    HoldFull {
+        app: Arc<str>,
+    },
+    Connect {
+        app: Arc<str>,
+        version: Arc<str>,
+    },
+    Upstream {
+        app: Arc<str>,
+        version: Arc<str>,
+    },
+    UpstreamTimeout {
+        app: Arc<str>,
+        version: Arc<str>,
+    },
 }
 
 impl ProxyError {
@@ -86,6 +105,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoVersion { .. }
             | ProxyError::NoBackend { .. }
             | ProxyError::HoldTimeout { .. }
@@ -100,6 +120,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no_route",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
             ProxyError::NoVersion { .. } => "no_version",
             ProxyError::NoBackend { .. } => "no_backend",
             ProxyError::HoldTimeout { .. } => "hold_timeout",
@@ -114,6 +135,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "baton: no route for this host and path\n".into(),
             ProxyError::BadRequest(why) => format!("baton: bad request: {why}\n"),
+            ProxyError::MethodNotAllowed => "baton: CONNECT is not supported\n".into(),
             ProxyError::NoVersion { app } => {
                 format!("baton: no version of app {app} takes this traffic\n")
             }
@@ -139,7 +161,10 @@ impl ProxyError {
     /// Whether the client connection must be closed after the answer (request framing
     /// could not be trusted).
     fn closes_connection(&self) -> bool {
-        matches!(self, ProxyError::BadRequest(_))
+        matches!(
+            self,
+            ProxyError::BadRequest(_) | ProxyError::MethodNotAllowed
+        )
     }
 }
 

@@ -47,11 +47,11 @@ enum Attempt {
 }
 
 enum Pick {
-    Got(Choice, InFlight),
+    Got(Target, InFlight),
     /// No pool with a ready backend takes this request.
-    Unavailable,
+    Unavailable(Arc<CompiledApp>),
     /// Every backend picked was removed by a publish racing this request.
-    Stale,
+    Stale(Arc<CompiledApp>),
 }
 
 impl Inner {
@@ -86,6 +86,9 @@ impl Inner {
             ));
         }
         headers::check_framing(req.headers())?;
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed);
+        }
         let upgrade = headers::wants_upgrade(req.version(), req.method(), req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -131,37 +134,25 @@ impl Inner {
         host: Option<&HeaderValue>,
     ) -> Result<(Target, InFlight), ProxyError> {
         let host = host.and_then(|h| h.to_str().ok()).unwrap_or("");
-        let path = parts.uri.path();
         let mut ticket: Option<(HoldTicket, tokio::time::Instant)> = None;
         let mut stale = 0;
         loop {
-            let snapshot = self.snapshot.load_full();
-            let index = snapshot
-                .router
-                .route(host, path)
-                .ok_or(ProxyError::NoRoute)?;
-            let app = &snapshot.apps[index];
-            match pick(app, parts) {
-                Pick::Got(choice, guard) => {
-                    let target = Target {
-                        app: app.clone(),
-                        choice,
-                    };
-                    return Ok((target, guard));
-                }
-                Pick::Stale if stale < 4 => {
+            let generation = self.generation.load(SeqCst);
+            let app = match self.pick(host, parts)? {
+                Pick::Got(target, guard) => return Ok((target, guard)),
+                Pick::Stale(_) if stale < 4 => {
                     stale += 1;
                     continue;
                 }
-                Pick::Stale | Pick::Unavailable => {}
-            }
+                Pick::Stale(app) | Pick::Unavailable(app) => app,
+            };
             let Some(hold) = app.hold else {
-                return Err(unavailable(app));
+                return Err(unavailable(&app));
             };
             let notified = self.published.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if !Arc::ptr_eq(&snapshot, &*self.snapshot.load()) {
+            if self.generation.load(SeqCst) != generation {
                 continue; // published meanwhile
             }
             if ticket.is_none() {
@@ -183,6 +174,35 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// One routing decision against the current snapshot, read through a short-lived
+    /// guard (no reference count traffic on the snapshot itself).
+    fn pick(&self, host: &str, parts: &Parts) -> Result<Pick, ProxyError> {
+        let snapshot = self.snapshot.load();
+        let index = snapshot
+            .router
+            .route(host, parts.uri.path())
+            .ok_or(ProxyError::NoRoute)?;
+        let app = &snapshot.apps[index];
+        let Some(choice) = choose_pool(app, parts) else {
+            return Ok(Pick::Unavailable(app.clone()));
+        };
+        let pool = &app.pools[choice.pool];
+        // A racing publish may remove the backend between the pick and the count.
+        for _ in 0..2 {
+            let Some(backend) = pick_backend(&pool.backends, None) else {
+                break;
+            };
+            if let Some(guard) = backend.try_acquire() {
+                let target = Target {
+                    app: app.clone(),
+                    choice,
+                };
+                return Ok(Pick::Got(target, guard));
+            }
+        }
+        Ok(Pick::Stale(app.clone()))
     }
 
     /// Send with at most one retry, and only when the upstream provably did not
@@ -328,23 +348,6 @@ impl Inner {
             ResponseBody::upstream(body, exchange),
         ))
     }
-}
-
-fn pick(app: &CompiledApp, parts: &Parts) -> Pick {
-    let Some(choice) = choose_pool(app, parts) else {
-        return Pick::Unavailable;
-    };
-    let pool = &app.pools[choice.pool];
-    // A racing publish may remove the backend between the pick and the count.
-    for _ in 0..2 {
-        let Some(backend) = pick_backend(&pool.backends, None) else {
-            return Pick::Stale;
-        };
-        if let Some(guard) = backend.try_acquire() {
-            return Pick::Got(choice, guard);
-        }
-    }
-    Pick::Stale
 }
 
 fn unavailable(app: &CompiledApp) -> ProxyError {

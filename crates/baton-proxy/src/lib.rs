@@ -36,6 +36,7 @@ use baton_core::RouteTableSpec;
 use baton_metrics::MetricsRegistry;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
@@ -55,6 +56,8 @@ pub(crate) struct Inner {
     registry: Mutex<Registry>,
     /// Woken after every publish (held requests re-route).
     published: Notify,
+    /// Incremented after every snapshot swap.
+    generation: AtomicU64,
     passive: passive::Passive,
     /// Closes upgraded connections when `serve` has finished its graceful shutdown.
     hard_stop: CancellationToken,
@@ -77,6 +80,7 @@ impl Proxy {
                 snapshot: ArcSwap::from_pointee(snapshot::Snapshot::default()),
                 registry: Mutex::new(Registry::default()),
                 published: Notify::new(),
+                generation: AtomicU64::new(0),
                 passive,
                 hard_stop: CancellationToken::new(),
             }),
@@ -113,6 +117,7 @@ impl Proxy {
         registry.lingering.extend(compiled.dropped);
         registry.forget_idle();
         drop(registry);
+        inner.generation.fetch_add(1, SeqCst);
         inner.published.notify_waiters();
         tracing::debug!(
             apps = spec.apps.len(),

@@ -194,6 +194,18 @@ async fn http2_requests_reach_http11_backends_with_host_and_joined_cookies() {
 }
 
 #[tokio::test]
+async fn connect_requests_are_refused() {
+    let (p, backend) = setup(ProxyConfig::default()).await;
+    let answer = raw_exchange(
+        p.addr,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test]
 async fn http10_requests_without_host_are_served() {
     let (p, backend) = setup(ProxyConfig::default()).await;
     let answer = raw_exchange(p.addr, b"GET / HTTP/1.0\r\n\r\n").await;

@@ -60,8 +60,7 @@ impl Inner {
         req: Request<Incoming>,
         conn: &ClientConn,
     ) -> Response<ResponseBody> {
-        let start = Instant::now();
-        match self.forward(req, conn, start).await {
+        match self.forward(req, conn).await {
             Ok(res) => res,
             Err(error) => {
                 tracing::debug!(
@@ -78,7 +77,6 @@ impl Inner {
         &self,
         mut req: Request<Incoming>,
         conn: &ClientConn,
-        start: Instant,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         if conn.state.next_request_is_bad() {
             return Err(ProxyError::BadRequest(
@@ -94,7 +92,8 @@ impl Inner {
         let (mut parts, body) = req.into_parts();
         let host = headers::request_host(&parts.uri, &parts.headers);
         let (target, guard) = self.route(&parts, host.as_ref()).await?;
-        let mut exchange = Exchange::start(target.pool().metrics.clone(), start);
+        // Latency is the version's: from routing (after any hold) to the body's end.
+        let mut exchange = Exchange::start(target.pool().metrics.clone(), Instant::now());
         let backend_addr = guard.backend().addr;
         exchange.set_in_flight(guard);
 

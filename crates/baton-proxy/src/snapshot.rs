@@ -420,3 +420,119 @@ fn bad_name(app: &str, what: &'static str, name: &str) -> RouteError {
         name: name.into(),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn app(version: &str, weight: u32, ids: &[&str]) -> AppRouteSpec {
+        let backends = ids
+            .iter()
+            .map(|id| BackendSpec {
+                id: id.to_string(),
+                addr: "127.0.0.1:1".parse().unwrap(),
+            })
+            .collect();
+        let mut a = AppRouteSpec::single(version, backends);
+        a.pools[0].weight = weight;
+        a
+    }
+
+    fn spec(apps: &[(&str, AppRouteSpec)]) -> RouteTableSpec {
+        let mut t = RouteTableSpec::default();
+        for (name, a) in apps {
+            t.routes.push(RouteSpec {
+                host: Some(format!("{name}.example.com")),
+                path_prefix: "/".into(),
+                app: name.to_string(),
+            });
+            t.apps.insert(name.to_string(), a.clone());
+        }
+        t
+    }
+
+    /// Compile `next` after `prev` the way `publish` does, registering new backends.
+    fn publish(
+        prev: &Snapshot,
+        next: &RouteTableSpec,
+        registry: &mut HashMap<Arc<str>, Arc<Backend>>,
+    ) -> Compiled {
+        let metrics = MetricsRegistry::new();
+        let env = Env {
+            prev,
+            registry,
+            metrics: &metrics,
+            max_idle: 4,
+        };
+        let compiled = compile(next, &env).unwrap();
+        for b in &compiled.created {
+            registry.insert(b.id.clone(), b.clone());
+        }
+        for b in &compiled.dropped {
+            b.set_removed(true);
+        }
+        compiled
+    }
+
+    #[test]
+    fn unchanged_apps_keep_their_compiled_arc_and_removed_backends_are_reported() {
+        let mut registry = HashMap::new();
+        let first = spec(&[
+            ("a", app("v1", 100, &["a1"])),
+            ("b", app("v1", 100, &["b1", "b2"])),
+        ]);
+        let s1 = publish(&Snapshot::default(), &first, &mut registry).snapshot;
+        assert_eq!(s1.apps.len(), 2);
+        assert_eq!(*s1.spec(), first);
+
+        let second = spec(&[
+            ("a", app("v1", 100, &["a1"])),
+            ("b", app("v2", 100, &["b2", "b3"])),
+        ]);
+        let c2 = publish(&s1, &second, &mut registry);
+        assert!(
+            Arc::ptr_eq(&s1.apps[0], &c2.snapshot.apps[0]),
+            "app a was recompiled"
+        );
+        assert!(!Arc::ptr_eq(&s1.apps[1], &c2.snapshot.apps[1]));
+        assert!(
+            Arc::ptr_eq(&s1.router, &c2.snapshot.router),
+            "same routes, same router"
+        );
+        let dropped: Vec<&str> = c2.dropped.iter().map(|b| &*b.id).collect();
+        // b2 changed version, so its old object is dropped too and a new one created.
+        assert_eq!(dropped, ["b1", "b2"]);
+        let created: Vec<&str> = c2.created.iter().map(|b| &*b.id).collect();
+        assert_eq!(created, ["b2", "b3"]);
+
+        // Deleting app b drops its backends; putting b1 back re-adds the same object.
+        let third = spec(&[("a", app("v1", 100, &["a1"]))]);
+        let c3 = publish(&c2.snapshot, &third, &mut registry);
+        assert_eq!(c3.dropped.len(), 2);
+        let fourth = spec(&[
+            ("a", app("v1", 100, &["a1"])),
+            ("b", app("v1", 100, &["b1"])),
+        ]);
+        let c4 = publish(&c3.snapshot, &fourth, &mut registry);
+        assert_eq!(c4.readded.len(), 1);
+        assert!(Arc::ptr_eq(&c4.readded[0], &registry["b1"]));
+    }
+
+    #[test]
+    fn weights_only_count_pools_with_backends() {
+        let mut a = app("v1", 30, &["a1"]);
+        a.pools.push(baton_core::PoolSpec {
+            version: "v2".into(),
+            weight: 70,
+            backends: vec![],
+        });
+        let s = publish(
+            &Snapshot::default(),
+            &spec(&[("a", a)]),
+            &mut HashMap::new(),
+        )
+        .snapshot;
+        assert_eq!(s.apps[0].weights, Weights::new(&[30, 0]));
+    }
+}

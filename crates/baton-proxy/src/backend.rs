@@ -22,6 +22,8 @@ pub(crate) struct Backend {
     /// Absent from the published snapshot: gets no new requests, waits to be drained.
     removed: AtomicBool,
     ejected: AtomicBool,
+    /// Past its drain deadline: nothing new (not even a retry) may start on it.
+    closed: AtomicBool,
     failures: AtomicU32,
     /// Woken when `in_flight` drops to zero while `removed` is set.
     drained: Notify,
@@ -51,6 +53,7 @@ impl Backend {
             upgraded: AtomicU64::new(0),
             removed: AtomicBool::new(false),
             ejected: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             failures: AtomicU32::new(0),
             drained: Notify::new(),
             close_gen: watch::Sender::new(0),
@@ -100,6 +103,8 @@ impl Backend {
         self.removed.store(removed, SeqCst);
         if removed {
             self.idle.clear();
+        } else {
+            self.closed.store(false, SeqCst);
         }
         // A drain waiting on this backend re-checks its state.
         self.drained.notify_waiters();
@@ -109,8 +114,13 @@ impl Backend {
         self.close_gen.subscribe()
     }
 
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(SeqCst)
+    }
+
     /// Close everything still attached to this backend (drain deadline).
     pub fn close_all(&self) {
+        self.closed.store(true, SeqCst);
         self.idle.clear();
         self.close_gen.send_modify(|g| *g += 1);
     }

@@ -369,15 +369,21 @@ fn upstream_error(target: &Target) -> ProxyError {
 }
 
 /// Move the exchange to another backend of the same pool, or keep the same one when
-/// it is the only one left.
+/// it is the only one left and its drain deadline has not passed (then the exchange is
+/// left without a backend and fails).
 fn move_to_other(exchange: &mut Exchange, pool: &CompiledPool) {
     let Some(current) = exchange.take_in_flight() else {
         return;
     };
     let next = pick_backend(&pool.backends, Some(current.backend()))
         .and_then(Backend::try_acquire)
-        .unwrap_or_else(|| current.backend().acquire_anyway());
-    exchange.set_in_flight(next);
+        .or_else(|| {
+            let same = current.backend();
+            (!same.is_closed()).then(|| same.acquire_anyway())
+        });
+    if let Some(next) = next {
+        exchange.set_in_flight(next);
+    }
 }
 
 /// The head of an idempotent request without a body, kept to resend it once.

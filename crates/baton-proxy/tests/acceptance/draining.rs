@@ -203,3 +203,32 @@ async fn proxy_shutdown_stops_accepting_and_finishes_open_requests() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn requests_still_running_at_the_drain_deadline_are_cancelled_not_retried() {
+    let (a, b) = (
+        sample("a1", "v1", None).await,
+        sample("b1", "v2", None).await,
+    );
+    let p = start_proxy(ProxyConfig::default()).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![a.spec()])])))
+        .unwrap();
+    let addr = p.addr;
+    let slow = tokio::spawn(async move { get_once(addr, "/slow?ms=30000", &[]).await });
+    assert!(eventually(300, || p.proxy.in_flight("a1") == 1).await);
+    p.proxy
+        .publish(&table(pools(vec![pool("v2", 100, vec![b.spec()])])))
+        .unwrap();
+
+    let report = p.proxy.drain("a1", Duration::from_millis(300)).await;
+    assert!(!report.completed);
+    assert_eq!(
+        (report.in_flight_at_deadline, report.upgraded_closed),
+        (1, 0)
+    );
+    let answer = tokio::time::timeout(Duration::from_secs(10), slow).await;
+    let answer = answer.expect("the cancelled request kept running").unwrap();
+    assert_eq!(answer.0, StatusCode::BAD_GATEWAY);
+    assert!(eventually(300, || p.proxy.in_flight("a1") == 0).await);
+}

@@ -98,7 +98,6 @@ impl AppActor {
     ) -> Self {
         let (health_tx, health_rx) = mpsc::channel(256);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let reported_ready = healthy.iter().cloned().collect();
         AppActor {
             name,
             cfg,
@@ -109,7 +108,9 @@ impl AppActor {
             monitors: HashMap::new(),
             stopping: HashSet::new(),
             stop_after_start: HashSet::new(),
-            reported_ready,
+            // Empty even after a restart: the monitors' first Healthy re-reports every
+            // adopted instance, and the rollout treats a repeated Ready as a no-op.
+            reported_ready: HashSet::new(),
             healing: HashSet::new(),
             heal_after: Millis(0),
             last_finished,
@@ -129,12 +130,21 @@ impl AppActor {
         mut runtime_rx: mpsc::UnboundedReceiver<RuntimeEvent>,
         lost: Vec<(String, String)>,
     ) {
+        // Stops interrupted by a crash: finish those still running; the rollout hears
+        // about the ones already gone through `lost` (a failure while stopping = stopped).
+        let mut resume_stops = std::mem::take(&mut self.record.stopping);
+        resume_stops.retain(|id| self.record.instance(id).is_some());
         for h in self.record.instances.clone() {
-            self.watch_health(&h);
+            if !resume_stops.contains(&h.id) {
+                self.watch_health(&h);
+            }
         }
         self.publish();
         for (id, reason) in lost {
             self.instance_gone(&id, reason).await;
+        }
+        for id in resume_stops {
+            self.stop_instance(&id);
         }
         if self.record.deployment.is_some() {
             self.feed(Input::Tick).await;
@@ -329,7 +339,7 @@ impl AppActor {
                 }
                 self.healthy.insert(id.clone());
                 self.publish();
-                if self.owned_by_deployment(&id) && self.reported_ready.insert(id.clone()) {
+                if self.record.deployment.is_some() && self.reported_ready.insert(id.clone()) {
                     self.feed(Input::Ready { instance: id }).await;
                 } else if self.record.deployment.is_none() {
                     self.route_steady();
@@ -342,8 +352,9 @@ impl AppActor {
                 }
                 self.healthy.remove(&id);
                 self.publish();
-                let ev = self.event("unhealthy", format!("{id} turned unhealthy: {reason}"));
-                if self.owned_by_deployment(&id) {
+                let reason = format!("{id} turned unhealthy: {reason}");
+                let ev = self.event("unhealthy", reason.clone());
+                if self.record.deployment.is_some() {
                     self.feed_with(
                         Input::Failed {
                             instance: id,
@@ -364,7 +375,7 @@ impl AppActor {
                     "{id} was not healthy within startup_timeout ({}): {last_error}",
                     self.cfg.health.startup_timeout
                 );
-                if self.owned_by_deployment(&id) {
+                if self.record.deployment.is_some() {
                     let ev = self.event("failed", reason.clone());
                     self.feed_with(
                         Input::Failed {
@@ -407,7 +418,7 @@ impl AppActor {
         self.record.instances.retain(|h| h.id != id);
         self.publish();
         let ev = self.event("exited", reason.clone());
-        if self.owned_by_deployment(id) {
+        if self.record.deployment.is_some() {
             self.feed_with(
                 Input::Failed {
                     instance: id.to_string(),
@@ -450,7 +461,7 @@ impl AppActor {
                     Err(reason) => {
                         self.stop_after_start.remove(&id);
                         let ev = self.event("failed", format!("{id} could not start: {reason}"));
-                        if self.owned_by_deployment(&id) {
+                        if self.record.deployment.is_some() {
                             self.feed_with(
                                 Input::Failed {
                                     instance: id,
@@ -467,6 +478,7 @@ impl AppActor {
             }
             Done::Stopped { id } => {
                 self.stopping.remove(&id);
+                self.record.stopping.retain(|s| s != &id);
                 self.record.instances.retain(|h| h.id != id);
                 if self.record.deployment.is_some() {
                     self.feed(Input::Stopped { instance: id }).await;
@@ -505,7 +517,12 @@ impl AppActor {
                     }
                     starts.push((instance, version));
                 }
-                Command::Stop { instance } => stops.push(instance),
+                Command::Stop { instance } => {
+                    if !self.record.stopping.contains(&instance) {
+                        self.record.stopping.push(instance.clone());
+                    }
+                    stops.push(instance)
+                }
                 Command::Route(plan) => {
                     self.record.route = plan;
                     route_changed = true;
@@ -621,6 +638,9 @@ impl AppActor {
         };
         if !self.stopping.insert(id.to_string()) {
             return;
+        }
+        if !self.record.stopping.iter().any(|s| s == id) {
+            self.record.stopping.push(id.to_string());
         }
         self.monitors.remove(id);
         self.healthy.remove(id);
@@ -793,13 +813,6 @@ impl AppActor {
                 .collect(),
             None => Vec::new(),
         }
-    }
-
-    fn owned_by_deployment(&self, id: &str) -> bool {
-        self.record
-            .deployment
-            .as_ref()
-            .is_some_and(|d| id.starts_with(&format!("{}-", d.id)))
     }
 
     fn event(&self, kind: &str, message: String) -> Event {

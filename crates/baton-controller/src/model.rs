@@ -20,6 +20,9 @@ pub struct AppRecord {
     /// The routing last asked for (published restricted to healthy instances).
     pub route: RoutePlan,
     pub deployment: Option<DeploymentRecord>,
+    /// Instances being drained and stopped; a restarted baton finishes these stops.
+    #[serde(default)]
+    pub stopping: Vec<String>,
     /// Sequence for deployment ids (`{app}-{seq}`) and replacement instances.
     pub seq: u64,
 }
@@ -33,6 +36,7 @@ impl AppRecord {
             instances: Vec::new(),
             route: RoutePlan::default(),
             deployment: None,
+            stopping: Vec::new(),
             seq: 0,
         }
     }

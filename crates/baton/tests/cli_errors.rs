@@ -85,7 +85,7 @@ fn bad_requests_to_a_running_server_change_nothing() {
         err.contains("in progress") && err.contains("baton abort web"),
         "{err}"
     );
-    let st = b.wait_status("v2 done", |st| state(st) == "succeeded");
+    let st = b.wait_status("v2 done", |st| finished(st) && state(st) == "succeeded");
     assert_eq!(st["stable_version"], "v2");
     let h = b.history();
     assert!(h

@@ -45,7 +45,7 @@ fn crash_at_steps(strategy: &str, kill_after: &[Duration]) {
             st["deployment"]["id"]
                 .as_str()
                 .is_some_and(|id| id.ends_with(&format!("-{version}")))
-                && matches!(state(st), "succeeded" | "failed" | "aborted")
+                && finished(st)
         });
         let stable = st["stable_version"].as_str().unwrap().to_string();
         let st = b.wait_status("instances settled", |st| {

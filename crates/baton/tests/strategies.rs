@@ -94,7 +94,7 @@ fn ab_test_splits_until_promoted() {
     });
     std::thread::sleep(Duration::from_millis(500));
     b.cli_ok(&["promote", "web", "--to", "v2"], 0);
-    let st = b.wait_status("v2 promoted", |st| state(st) == "succeeded");
+    let st = b.wait_status("v2 promoted", |st| finished(st) && state(st) == "succeeded");
     let report = rt.block_on(load.stop());
     assert_eq!(report.failed, 0, "{report:?}");
     assert!(

@@ -259,6 +259,11 @@ pub fn state(st: &Value) -> &str {
     st["deployment"]["state"].as_str().unwrap_or("")
 }
 
+/// The deployment is over (not merely switched): its end state is the app's state.
+pub fn finished(st: &Value) -> bool {
+    !st["deployment"]["finished_at"].is_null()
+}
+
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }

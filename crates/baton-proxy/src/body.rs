@@ -6,6 +6,7 @@
 //! that pass through, not from `Content-Length`.
 
 use crate::backend::InFlight;
+use crate::h1guard::Active;
 use crate::pool::{self, Sender};
 use baton_metrics::VersionMetrics;
 use bytes::Bytes;
@@ -156,6 +157,8 @@ impl Drop for Exchange {
 /// What the proxy sends to the client.
 pub struct ResponseBody {
     kind: Kind,
+    /// Keeps the client connection marked busy until the response is done.
+    active: Option<Active>,
 }
 
 enum Kind {
@@ -167,19 +170,26 @@ impl ResponseBody {
     pub(crate) fn full(bytes: Bytes) -> ResponseBody {
         ResponseBody {
             kind: Kind::Full(Some(bytes)),
+            active: None,
         }
     }
 
     pub(crate) fn empty() -> ResponseBody {
         ResponseBody {
             kind: Kind::Full(None),
+            active: None,
         }
     }
 
     pub(crate) fn upstream(inner: Incoming, exchange: Exchange) -> ResponseBody {
         ResponseBody {
             kind: Kind::Upstream { inner, exchange },
+            active: None,
         }
+    }
+
+    pub(crate) fn set_active(&mut self, active: Active) {
+        self.active = Some(active);
     }
 }
 
@@ -191,7 +201,8 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream { inner, exchange } => {
                 let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
@@ -206,6 +217,9 @@ impl Body for ResponseBody {
                     }
                     None => exchange.finish(true),
                     Some(Err(_)) => exchange.finish(false),
+                }
+                if frame.is_none() || inner.is_end_stream() {
+                    this.active = None;
                 }
                 Poll::Ready(frame)
             }

@@ -11,15 +11,17 @@ pub struct ProxyConfig {
     /// From the request being handed to the upstream connection to the response head.
     /// Beyond it the client gets 504.
     pub upstream_header_timeout: Duration,
-    /// A request head must arrive completely within this time of its first byte
-    /// (slowloris guard). The connection is then closed without a response.
+    /// An HTTP/1.1 request head must arrive completely within this time of its first
+    /// byte (slowloris guard); otherwise the connection is closed without a response.
+    /// An idle keep-alive connection is not affected.
     pub client_header_timeout: Duration,
-    /// A client connection that sends nothing for this long is closed gracefully
-    /// (HTTP/1.1: after the response in progress, if any; HTTP/2: GOAWAY).
+    /// A client connection with no request in progress that sends nothing for this
+    /// long is closed gracefully (HTTP/2: GOAWAY).
     pub client_idle_timeout: Duration,
     /// Pooled idle upstream connections older than this are discarded at checkout.
     pub upstream_idle_timeout: Duration,
-    /// Largest request head accepted; beyond it the client gets 431.
+    /// Largest request head accepted; beyond it the client gets 431. hyper's buffer
+    /// cannot be smaller than 8 KiB, so smaller values act as 8 KiB.
     pub max_header_bytes: usize,
     /// Idle upstream connections kept per backend.
     pub max_idle_per_backend: usize,

@@ -60,7 +60,8 @@ impl Inner {
         req: Request<Incoming>,
         conn: &ClientConn,
     ) -> Response<ResponseBody> {
-        match self.forward(req, conn).await {
+        let active = conn.state.begin();
+        let mut res = match self.forward(req, conn).await {
             Ok(res) => res,
             Err(error) => {
                 tracing::debug!(
@@ -70,7 +71,9 @@ impl Inner {
                 );
                 error_response(&error)
             }
-        }
+        };
+        res.body_mut().set_active(active);
+        res
     }
 
     async fn forward(

@@ -10,6 +10,7 @@
 //! re-frames every message, so nothing ambiguous ever reaches a backend.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// hyper's default header count limit; the server is configured with the same value.
@@ -26,7 +27,18 @@ pub(crate) struct ConnState {
     reads: AtomicU64,
     /// Requests handed to the handler so far.
     served: AtomicU64,
+    /// Requests whose response is not finished yet.
+    active: AtomicU64,
     epoch: Instant,
+}
+
+/// Marks a request in progress on its connection until dropped (with the response).
+pub(crate) struct Active(Arc<ConnState>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Relaxed);
+    }
 }
 
 impl ConnState {
@@ -36,6 +48,7 @@ impl ConnState {
             head_started: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             served: AtomicU64::new(0),
+            active: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
@@ -45,6 +58,16 @@ impl ConnState {
     pub fn next_request_is_bad(&self) -> bool {
         let index = self.served.fetch_add(1, Relaxed);
         index >= self.bad_head.load(Relaxed)
+    }
+
+    pub fn begin(self: &Arc<Self>) -> Active {
+        self.active.fetch_add(1, Relaxed);
+        Active(self.clone())
+    }
+
+    /// Whether a request on this connection is still being answered.
+    pub fn busy(&self) -> bool {
+        self.active.load(Relaxed) > 0
     }
 
     pub fn reads(&self) -> u64 {

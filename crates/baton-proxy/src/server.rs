@@ -5,7 +5,9 @@
 //! while an HTTP/1.1 keep-alive connection waits for its next request, so it would
 //! close idle connections after the header timeout (and it closes without a 408).
 //! The watchdog here times only heads that have started to arrive; a slow head gets
-//! its connection closed without a response, the same as hyper would.
+//! its connection closed without a response (no 408, the same as hyper would), after
+//! the response in progress if the head was pipelined behind one. Idle means no
+//! request in progress and no bytes from the client.
 
 use crate::conn::TrackedIo;
 use crate::forward::ClientConn;
@@ -133,13 +135,21 @@ async fn serve_conn(
             }
             _ = tick.tick() => match watchdog.check(&state) {
                 Verdict::Fine => {}
-                Verdict::Idle => if !closing {
+                Verdict::Idle | Verdict::SlowHeader if closing => {}
+                Verdict::Idle => {
                     tracing::debug!(%peer, "closing idle client connection");
                     closing = true;
                     conn.as_mut().graceful_shutdown();
-                },
+                }
+                // A partial head closes at once; a pipelined head behind a request
+                // still in progress waits for that response first.
                 Verdict::SlowHeader => {
                     tracing::debug!(%peer, "closing client connection: request head too slow");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                Verdict::Overdue => {
+                    tracing::debug!(%peer, "dropping client connection: head still incomplete");
                     return;
                 }
             },
@@ -151,6 +161,9 @@ enum Verdict {
     Fine,
     Idle,
     SlowHeader,
+    /// The head is still incomplete a second header timeout after the first, and no
+    /// response is in progress any more.
+    Overdue,
 }
 
 /// Tracks one connection's read activity between ticks.
@@ -176,14 +189,15 @@ impl Watchdog {
     }
 
     fn check(&mut self, state: &ConnState) -> Verdict {
-        if state
-            .head_age()
-            .is_some_and(|age| age >= self.header_timeout)
-        {
-            return Verdict::SlowHeader;
+        match state.head_age() {
+            Some(age) if age >= self.header_timeout * 2 && !state.busy() => {
+                return Verdict::Overdue
+            }
+            Some(age) if age >= self.header_timeout => return Verdict::SlowHeader,
+            _ => {}
         }
         let reads = state.reads();
-        if reads != self.last_reads {
+        if reads != self.last_reads || state.busy() {
             self.last_reads = reads;
             self.quiet_since = Instant::now();
             return Verdict::Fine;

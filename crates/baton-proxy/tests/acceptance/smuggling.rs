@@ -215,3 +215,27 @@ async fn http10_requests_without_host_are_served() {
     );
     assert_eq!(backend.headers()["host"], backend.addr.to_string().as_str());
 }
+
+#[tokio::test]
+async fn a_pipelined_partial_head_does_not_cut_the_response_in_progress() {
+    let a = sample("a1", "v1", None).await;
+    let p = start_proxy(ProxyConfig {
+        client_header_timeout: Duration::from_millis(200),
+        ..ProxyConfig::default()
+    })
+    .await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![a.spec()])])))
+        .unwrap();
+    // A slow request, and right behind it the start of a head that never ends.
+    let answer = raw_exchange(
+        p.addr,
+        b"GET /slow?ms=1000 HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHo",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.ends_with("v1\n") || answer.contains("slept"),
+        "{answer}"
+    );
+}

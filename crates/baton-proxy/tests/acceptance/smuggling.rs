@@ -234,8 +234,5 @@ async fn a_pipelined_partial_head_does_not_cut_the_response_in_progress() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(
-        answer.ends_with("v1\n") || answer.contains("slept"),
-        "{answer}"
-    );
+    assert!(answer.ends_with("v1\n"), "{answer}");
 }

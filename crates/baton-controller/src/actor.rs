@@ -354,18 +354,7 @@ impl AppActor {
                 self.publish();
                 let reason = format!("{id} turned unhealthy: {reason}");
                 let ev = self.event("unhealthy", reason.clone());
-                if self.record.deployment.is_some() {
-                    self.feed_with(
-                        Input::Failed {
-                            instance: id,
-                            reason,
-                        },
-                        vec![ev],
-                    )
-                    .await;
-                } else {
-                    self.persist(None, vec![ev]).await;
-                }
+                self.report_failure(id, reason, ev).await;
             }
             HealthEvent::StartupTimeout { id, last_error } => {
                 if self.stopping.contains(&id) {
@@ -461,18 +450,7 @@ impl AppActor {
                     Err(reason) => {
                         self.stop_after_start.remove(&id);
                         let ev = self.event("failed", format!("{id} could not start: {reason}"));
-                        if self.record.deployment.is_some() {
-                            self.feed_with(
-                                Input::Failed {
-                                    instance: id,
-                                    reason,
-                                },
-                                vec![ev],
-                            )
-                            .await;
-                        } else {
-                            self.persist(None, vec![ev]).await;
-                        }
+                        self.report_failure(id, reason, ev).await;
                     }
                 }
             }
@@ -487,6 +465,23 @@ impl AppActor {
                     self.heal().await;
                 }
             }
+        }
+    }
+
+    /// A running deployment decides what an instance failure means; otherwise it is
+    /// only recorded.
+    async fn report_failure(&mut self, id: String, reason: String, ev: Event) {
+        if self.record.deployment.is_some() {
+            self.feed_with(
+                Input::Failed {
+                    instance: id,
+                    reason,
+                },
+                vec![ev],
+            )
+            .await;
+        } else {
+            self.persist(None, vec![ev]).await;
         }
     }
 

@@ -14,7 +14,7 @@ use crate::ControlError;
 use baton_config::{AppConfig, Config, RuntimeKind, StrategyKind};
 use baton_core::RouteSpec;
 use baton_metrics::MetricsRegistry;
-use baton_proxy::Proxy;
+use baton_proxy::{PassiveEvent, Proxy};
 use baton_runtime::{ProcessRuntime, ProcessSpec, Runtime, StaticRuntime};
 use baton_store::Store;
 use std::collections::BTreeMap;
@@ -61,6 +61,7 @@ impl Controller {
             metrics,
             sampler,
         });
+        forward_passive_events(&shared);
         let mut apps = BTreeMap::new();
         for (name, cfg) in &config.apps {
             let (rt_tx, rt_rx) = mpsc::unbounded_channel();
@@ -226,6 +227,51 @@ impl Controller {
     pub fn sampler(&self) -> &Sampler {
         &self.shared.sampler
     }
+}
+
+/// The proxy ejects failing backends by itself (passive health); the controller turns
+/// its signals into deployment events so `baton` users see them.
+fn forward_passive_events(shared: &Arc<Shared>) {
+    let mut rx = shared.routes.proxy().subscribe_events();
+    let events = shared.events.clone();
+    tokio::spawn(async move {
+        loop {
+            let ev = match rx.recv().await {
+                Ok(ev) => ev,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => break,
+            };
+            let (app, kind, message) = match ev {
+                PassiveEvent::Ejected {
+                    backend_id,
+                    app,
+                    version,
+                    reason,
+                } => (
+                    app,
+                    "ejected",
+                    format!("{backend_id} ({version}) ejected by passive health: {reason}"),
+                ),
+                PassiveEvent::Restored {
+                    backend_id,
+                    app,
+                    version,
+                } => (
+                    app,
+                    "restored",
+                    format!("{backend_id} ({version}) back in rotation"),
+                ),
+            };
+            tracing::warn!(%app, kind, "{message}");
+            let _ = events.send(Event {
+                at: baton_core::Millis::now(),
+                app,
+                deployment: None,
+                kind: kind.to_string(),
+                message,
+            });
+        }
+    });
 }
 
 /// Host/path routes from the config; an app with no `hosts` answers for any host.

@@ -113,6 +113,20 @@ async fn a_restarted_runtime_adopts_the_same_process_and_never_a_reused_pid() {
         "adopting twice is harmless"
     );
 
+    // The shell may not have written its line yet: wait (bounded) until it has, so the
+    // last log line reported with the exit is known.
+    for _ in 0..250 {
+        if restarted
+            .logs(&h, 5)
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| l == "up")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     // Its exit is noticed by polling, since it is not the restarted runtime's child.
     let (pid, _, _) = process_of(&h);
     killpg(Pid::from_raw(pid), Signal::SIGKILL).unwrap();

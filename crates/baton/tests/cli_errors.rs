@@ -197,3 +197,17 @@ fn wrong_admin_token_is_refused() {
     assert!(err.contains("token"), "{err}");
     assert_eq!(code_none, Some(1));
 }
+
+#[test]
+fn a_second_server_on_the_same_store_refuses_to_start() {
+    let b = Baton::start(&app_config("rolling", 1, ""));
+    let out = Command::new(BATON)
+        .args(["serve", "-c", b.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another baton"), "{err}");
+    // The first server is untouched.
+    b.cli_ok(&["deploy", "web", "v1"], 0);
+}

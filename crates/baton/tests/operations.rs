@@ -194,3 +194,46 @@ fn plan_and_logs_describe_the_app() {
         "{logs}"
     );
 }
+
+/// A raw HTTP/1.1 GET over the admin Unix socket.
+fn admin_get(b: &Baton, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(b.dir.path().join("baton.sock")).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: baton\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn admin_socket_is_private_and_serves_metrics_and_openapi() {
+    use std::os::unix::fs::PermissionsExt;
+    let b = Baton::start(&app_config("rolling", 1, ""));
+    let mode = std::fs::metadata(b.dir.path().join("baton.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "admin socket mode {:o}", mode & 0o777);
+    b.cli_ok(&["deploy", "web", "v1"], 0);
+    let rt = rt();
+    let load = rt.block_on(async { Load::start(LoadSpec::new(b.proxy)) });
+    std::thread::sleep(Duration::from_millis(300));
+    let report = rt.block_on(load.stop());
+    let metrics = admin_get(&b, "/metrics");
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("baton_requests_total{")
+                && l.contains("version=\"v1\"")
+                && l.contains("2xx")
+        })
+        .unwrap_or_else(|| panic!("no 2xx counter for v1 in:\n{metrics}"));
+    let counted: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(counted, report.ok, "{line}");
+    let doc = admin_get(&b, "/openapi.json");
+    assert!(doc.starts_with("HTTP/1.1 200") && doc.contains("\"openapi\": \"3.1.0\""));
+}

@@ -155,7 +155,7 @@ impl Drop for Exchange {
 }
 
 /// What the proxy sends to the client.
-pub struct ResponseBody {
+pub(crate) struct ResponseBody {
     kind: Kind,
     /// Keeps the client connection marked busy until the response is done.
     active: Option<Active>,

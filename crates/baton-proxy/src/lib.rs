@@ -5,6 +5,30 @@
 //!
 //! **Architecture Invariant:** the request path takes no lock and waits on nothing but
 //! the forwarding itself; the control side (`publish`, `drain`) never pauses it.
+//!
+//! **Architecture Invariant:** a request that may have reached a backend is never sent
+//! again, except an idempotent request without a body that got no answer at all.
+//!
+//! Behaviour worth knowing:
+//! - Retries (at most one per request): a connect failure, or a pooled connection that
+//!   hyper reports closed before the request was written (`try_send_request` gives the
+//!   request back), go to another backend of the same version, or to the same one on a
+//!   fresh connection. A GET/HEAD/OPTIONS/PUT/DELETE/TRACE without a body is also resent
+//!   after a reset before any response byte. Nothing is retried onto a backend whose
+//!   drain deadline has passed.
+//! - hyper accepts `Content-Length` + `Transfer-Encoding` by silently dropping the
+//!   length; a shadow framing tracker on the socket (`h1guard`) catches it so the
+//!   client gets 400 and the connection is closed. Differing duplicate lengths are
+//!   refused by hyper itself (400), oversized heads get 431 from hyper.
+//! - A slow request head gets its connection closed without a response (hyper's own
+//!   `header_read_timeout` is not used because it also closes idle keep-alive
+//!   connections; it sends no 408 either).
+//! - Metrics per version: started when the request is routed (after any hold),
+//!   finished when the response body ends or is dropped, with the status (0 when the
+//!   client left before an answer), the latency from routing to the end of the body,
+//!   and body bytes counted from the data frames. A 101 is recorded when it is sent.
+//! - In flight on a backend: from routing until the response body is done, and for
+//!   the whole life of an upgraded (WebSocket) connection.
 
 mod backend;
 mod body;
@@ -24,7 +48,6 @@ mod server;
 mod snapshot;
 mod upgrade;
 
-pub use body::ResponseBody;
 pub use config::ProxyConfig;
 pub use drain::DrainReport;
 pub use error::RouteError;

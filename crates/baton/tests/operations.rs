@@ -237,3 +237,41 @@ fn admin_socket_is_private_and_serves_metrics_and_openapi() {
     let doc = admin_get(&b, "/openapi.json");
     assert!(doc.starts_with("HTTP/1.1 200") && doc.contains("\"openapi\": \"3.1.0\""));
 }
+
+#[test]
+fn event_stream_reports_a_deployment_as_it_happens() {
+    use std::io::{BufRead, BufReader, Write};
+    let b = Baton::start(&app_config("rolling", 1, ""));
+    let mut s = std::os::unix::net::UnixStream::connect(b.dir.path().join("baton.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET /v1/events?app=web HTTP/1.1\r\nHost: baton\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(s);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    b.cli_ok(&["deploy", "web", "v1"], 0);
+    // Read event names until the deployment's end arrives (bounded by the read timeout).
+    let mut kinds = Vec::new();
+    for _ in 0..200 {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(kind) = line.trim().strip_prefix("event: ") {
+            kinds.push(kind.to_string());
+            if kind == "finished" {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("started"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("finished"),
+        "{kinds:?}"
+    );
+}

@@ -56,35 +56,22 @@ pub async fn recover(
         orphans::reap(&strays, cfg.stop_timeout.get()).await;
     }
     // Probe before routing: only instances that answer now get traffic at once.
-    let probes = record.instances.iter().map(|h| {
+    let mut probes = tokio::task::JoinSet::new();
+    for h in &record.instances {
         let spec = cfg.health.clone();
         let (id, addr) = (h.id.clone(), h.addr);
-        async move { (id, baton_health::probe(addr, &spec).await.is_ok()) }
-    });
-    let healthy = join_all(probes)
-        .await
-        .into_iter()
-        .filter_map(|(id, ok)| ok.then_some(id))
-        .collect();
+        probes.spawn(async move { (id, baton_health::probe(addr, &spec).await.is_ok()) });
+    }
+    let mut healthy = BTreeSet::new();
+    while let Some(done) = probes.join_next().await {
+        if let Ok((id, true)) = done {
+            healthy.insert(id);
+        }
+    }
     Ok(Recovered {
         record,
         healthy,
         lost,
         last_finished,
     })
-}
-
-async fn join_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futs.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
 }

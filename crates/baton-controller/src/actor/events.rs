@@ -46,14 +46,7 @@ impl AppActor {
                 );
                 if self.record.deployment.is_some() {
                     let ev = self.event("failed", reason.clone());
-                    self.feed_with(
-                        Input::Failed {
-                            instance: id,
-                            reason,
-                        },
-                        vec![ev],
-                    )
-                    .await;
+                    self.report_failure(id, reason, ev).await;
                 } else {
                     let ev = self.event("replacing", reason);
                     self.persist(None, vec![ev]).await;
@@ -88,14 +81,7 @@ impl AppActor {
         self.publish();
         let ev = self.event("exited", reason.clone());
         if self.record.deployment.is_some() {
-            self.feed_with(
-                Input::Failed {
-                    instance: id.to_string(),
-                    reason,
-                },
-                vec![ev],
-            )
-            .await;
+            self.report_failure(id.to_string(), reason, ev).await;
         } else {
             self.route_steady_if_idle();
             self.persist(None, vec![ev]).await;

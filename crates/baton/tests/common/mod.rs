@@ -26,9 +26,10 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A port range unlikely to collide with parallel tests.
+/// A port range unlikely to collide with parallel tests, below Linux's ephemeral range
+/// (32768+) so outgoing connections cannot take an instance's port meanwhile.
 fn port_range() -> String {
-    let base = 21000 + u32::from(fastrand_u16() % 400) * 100;
+    let base = 21000 + u32::from(fastrand_u16() % 110) * 100;
     format!("{base}-{}", base + 99)
 }
 

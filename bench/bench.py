@@ -533,8 +533,9 @@ def main():
     out = Path(args.out)
     text = table(summary, switch)
     print(text)
-    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "results.svg").write_text(svg_chart(summary))
+    stem = "results-quick" if args.quick else "results"  # quick runs keep the full figures
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{stem}.svg").write_text(svg_chart(summary))
     if not args.quick:
         write_results_md(out / "RESULTS.md", result, text)
     missing = missing_figures(summary, switch)

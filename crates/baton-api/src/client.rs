@@ -49,25 +49,12 @@ impl AdminClient {
         AdminClient { addr, token }
     }
 
-    pub fn addr(&self) -> &AdminAddr {
-        &self.addr
-    }
-
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.call("GET", path, None).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Result<Value, ClientError> {
         self.call("POST", path, Some(body)).await
-    }
-
-    /// GET returning the raw body (for `/metrics`).
-    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
-        let (status, body) = self.send("GET", path, None).await?;
-        if status >= 400 {
-            return Err(api_error(status, &body));
-        }
-        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     async fn call(

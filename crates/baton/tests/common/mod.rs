@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -263,8 +263,4 @@ pub fn state(st: &Value) -> &str {
 /// The deployment is over (not merely switched): its end state is the app's state.
 pub fn finished(st: &Value) -> bool {
     !st["deployment"]["finished_at"].is_null()
-}
-
-pub fn path_exists(p: &Path) -> bool {
-    p.exists()
 }

@@ -28,6 +28,8 @@ static CHUNK: [u8; CHUNK_LEN] = [b'x'; CHUNK_LEN];
 pub struct RepeatBody {
     /// Bytes still to send.
     remaining: u64,
+    /// Bytes promised on top of `remaining` but never sent (a truncated body).
+    missing: u64,
 }
 
 // === impl RepeatBody ===
@@ -35,7 +37,19 @@ pub struct RepeatBody {
 impl RepeatBody {
     /// A body of exactly `len` bytes.
     pub fn new(len: u64) -> AppBody {
-        Either::Right(RepeatBody { remaining: len })
+        Either::Right(RepeatBody {
+            remaining: len,
+            missing: 0,
+        })
+    }
+
+    /// Promises `2 * sent` bytes (`Content-Length`) but ends after `sent`: hyper then
+    /// closes the connection mid-response, as a backend dying while it answers would.
+    pub fn truncated(sent: u64) -> AppBody {
+        Either::Right(RepeatBody {
+            remaining: sent,
+            missing: sent.max(1),
+        })
     }
 }
 
@@ -60,7 +74,7 @@ impl Body for RepeatBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
+        SizeHint::with_exact(self.remaining + self.missing)
     }
 }
 

@@ -26,6 +26,13 @@ pub fn run_main() -> ExitCode {
 /// Exit codes: 0 after a graceful shutdown, 1 when the app cannot start or serve,
 /// 2 on bad flags, 3 for a deliberate crash (`--exit-after-ms`).
 pub fn run_main_from(args: impl IntoIterator<Item = String>) -> ExitCode {
+    let args = match per_version_faults(args.into_iter().collect()) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = match SampleOptions::try_parse_from(args) {
         Ok(opts) => opts,
         Err(error) => {
@@ -50,6 +57,62 @@ pub fn run_main_from(args: impl IntoIterator<Item = String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--error-rate-for-version V=RATE` and `--latency-ms-for-version V=MS` (repeatable):
+/// faults for one version only, so one command line can run a healthy stable and a
+/// faulty canary. Consumed here: when the instance's version (`--version`, else
+/// `BATON_VERSION`, else `v1`) is `V`, they become `--error-rate` / `--latency-ms`.
+pub(crate) fn per_version_faults(args: Vec<String>) -> Result<Vec<String>, String> {
+    const FLAGS: [(&str, &str); 2] = [
+        ("--error-rate-for-version", "--error-rate"),
+        ("--latency-ms-for-version", "--latency-ms"),
+    ];
+    let value_of = |flag: &str| {
+        let eq = format!("{flag}=");
+        args.iter().enumerate().find_map(|(i, a)| {
+            if a == flag {
+                args.get(i + 1).cloned()
+            } else {
+                a.strip_prefix(&eq).map(str::to_string)
+            }
+        })
+    };
+    let version = value_of("--version")
+        .or_else(|| std::env::var("BATON_VERSION").ok())
+        .unwrap_or_else(|| "v1".into());
+    let mut out = Vec::with_capacity(args.len());
+    let mut extra = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let found = FLAGS.iter().find_map(|(flag, to)| {
+            if a == *flag {
+                Some((*flag, *to, None))
+            } else {
+                a.strip_prefix(&format!("{flag}="))
+                    .map(|v| (*flag, *to, Some(v.to_string())))
+            }
+        });
+        let Some((flag, to, inline)) = found else {
+            out.push(a);
+            continue;
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => it
+                .next()
+                .ok_or_else(|| format!("{flag} needs VERSION=VALUE, e.g. {flag} v2=0.05"))?,
+        };
+        let (v, x) = value
+            .split_once('=')
+            .ok_or_else(|| format!("{flag} {value:?}: write VERSION=VALUE, e.g. {flag} v2=0.05"))?;
+        if v == version {
+            extra.push(to.to_string());
+            extra.push(x.to_string());
+        }
+    }
+    out.extend(extra);
+    Ok(out)
 }
 
 /// Logs to stderr (stdout carries only the `listening on` line); `RUST_LOG` filters.
@@ -120,5 +183,49 @@ async fn crash_after(after: Option<Duration>) {
             );
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::per_version_faults;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn per_version_faults_apply_to_their_version_only() {
+        let a = args(&[
+            "sample-app",
+            "--version",
+            "v2",
+            "--error-rate-for-version",
+            "v2=0.05",
+            "--latency-ms-for-version=v1=50",
+        ]);
+        assert_eq!(
+            per_version_faults(a).unwrap(),
+            args(&["sample-app", "--version", "v2", "--error-rate", "0.05"])
+        );
+        let a = args(&[
+            "sample-app",
+            "--version=v1",
+            "--latency-ms-for-version",
+            "v1=50",
+        ]);
+        assert_eq!(
+            per_version_faults(a).unwrap(),
+            args(&["sample-app", "--version=v1", "--latency-ms", "50"])
+        );
+    }
+
+    #[test]
+    fn a_malformed_per_version_fault_is_refused_with_the_fix() {
+        let e = per_version_faults(args(&["x", "--error-rate-for-version", "0.05"])).unwrap_err();
+        assert!(e.contains("VERSION=VALUE"), "{e}");
+        let e = per_version_faults(args(&["x", "--latency-ms-for-version"])).unwrap_err();
+        assert!(e.contains("needs"), "{e}");
     }
 }

@@ -23,7 +23,7 @@ pub const X_INSTANCE: HeaderName = HeaderName::from_static("x-instance");
 const MAX_WRITE_BODY: usize = 1024 * 1024;
 
 /// Paths the app serves, to answer 405 rather than 404 on a wrong method.
-const KNOWN_PATHS: [&str; 8] = [
+const KNOWN_PATHS: [&str; 11] = [
     "/",
     "/health",
     "/slow",
@@ -32,6 +32,9 @@ const KNOWN_PATHS: [&str; 8] = [
     "/ws",
     "/bytes",
     "/admin/health",
+    "/echo",
+    "/abort",
+    "/admin/hang",
 ];
 
 /// Everything the handlers share for the life of the process.
@@ -48,6 +51,9 @@ pub(crate) struct AppState {
     pub latency: Duration,
     /// `/health` answers 503 while set; toggled by `POST /admin/health`.
     pub health_failing: AtomicBool,
+    /// While set, every request except `/admin/*` is accepted and never answered (a hung
+    /// backend, for fault tests); toggled by `POST /admin/hang`.
+    pub hanging: AtomicBool,
     /// Number of `POST /write` requests served.
     pub writes: AtomicU64,
     /// Cancelled when the server shuts down (WebSockets send a close frame then).
@@ -69,6 +75,13 @@ async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<AppBod
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     let post = req.method() == Method::POST;
     let query = req.uri().query();
+    if state.hanging.load(Relaxed) && !req.uri().path().starts_with("/admin/") {
+        tracing::debug!(
+            path = req.uri().path(),
+            "hanging: this request is never answered"
+        );
+        return std::future::pending().await;
+    }
     match req.uri().path() {
         "/" if get => root(state).await,
         "/health" if get => health(state),
@@ -78,6 +91,9 @@ async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<AppBod
         "/ws" if get => crate::ws::upgrade(req, state),
         "/bytes" if get => bytes(query),
         "/admin/health" if post => admin_health(query, state),
+        "/admin/hang" if post => admin_hang(query, state),
+        "/echo" if post => echo(req).await,
+        "/abort" if get => abort(query),
         path if KNOWN_PATHS.contains(&path) => method_not_allowed(path),
         path => text(StatusCode::NOT_FOUND, format!("no route for {path}\n")),
     }
@@ -164,6 +180,60 @@ fn admin_health(query: Option<&str>, state: &AppState) -> Response<AppBody> {
             "health ok\n"
         },
     )
+}
+
+/// Sets or clears hang mode (`POST /admin/hang?on=1` / `on=0`).
+fn admin_hang(query: Option<&str>, state: &AppState) -> Response<AppBody> {
+    let on = match query_param(query, "on") {
+        Some("1" | "true") => true,
+        Some("0" | "false") => false,
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "usage: POST /admin/hang?on=1 (or on=0)\n",
+            )
+        }
+    };
+    state.hanging.store(on, Relaxed);
+    tracing::info!(hanging = on, "hang mode toggled");
+    text(StatusCode::OK, if on { "hanging\n" } else { "answering\n" })
+}
+
+/// `POST /echo`: answers the request body unchanged (up to the `/write` limit), so a
+/// client can check that its whole body arrived.
+async fn echo(req: Request<Incoming>) -> Response<AppBody> {
+    match Limited::new(req.into_body(), MAX_WRITE_BODY)
+        .collect()
+        .await
+    {
+        Ok(body) => with_type(
+            Response::new(full(body.to_bytes())),
+            "application/octet-stream",
+        ),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("echo body over {MAX_WRITE_BODY} bytes; send less\n"),
+        ),
+        Err(error) => text(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the body: {error}\n"),
+        ),
+    }
+}
+
+/// `GET /abort?n=N`: promises `2N` body bytes, sends `N`, then fails the body so the
+/// connection is cut mid-response (a backend that dies while answering).
+fn abort(query: Option<&str>) -> Response<AppBody> {
+    match query_param(query, "n").and_then(|v| v.parse::<u64>().ok()) {
+        Some(n) => with_type(
+            Response::new(RepeatBody::truncated(n)),
+            "application/octet-stream",
+        ),
+        None => text(
+            StatusCode::BAD_REQUEST,
+            "usage: /abort?n=N (send N of 2N promised bytes, then cut the connection)\n",
+        ),
+    }
 }
 
 /// The version body, or a 500 for the configured fraction of requests.

@@ -85,6 +85,7 @@ fn app_state(opts: &SampleOptions, local: SocketAddr) -> io::Result<AppState> {
         error_rate: opts.error_rate,
         latency: Duration::from_millis(opts.latency_ms),
         health_failing: AtomicBool::new(opts.fail_health),
+        hanging: AtomicBool::new(false),
         writes: AtomicU64::new(0),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),

@@ -205,3 +205,59 @@ async fn error_rate_extremes_and_slow_endpoint() {
     assert_eq!(count_errors(&never, "/", 200).await, 0);
     never.stop().await;
 }
+
+#[tokio::test]
+async fn echo_answers_the_body_unchanged() {
+    let app = TestApp::start(opts()).await;
+    let body = "0123456789".repeat(1000);
+    let reply = app.post("/echo", &body).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), body);
+    assert_eq!(
+        app.get("/echo").await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn hang_mode_accepts_requests_and_never_answers_until_cleared() {
+    let app = TestApp::start(opts()).await;
+    assert_eq!(
+        app.post("/admin/hang?on=1", "").await.status,
+        StatusCode::OK
+    );
+    let mut client = app.client().await;
+    let hung = tokio::time::timeout(Duration::from_millis(500), client.send("GET", "/", "")).await;
+    assert!(hung.is_err(), "a hung app answered: {hung:?}");
+    assert_eq!(
+        app.post("/admin/hang?on=0", "").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(app.get("/").await.status, StatusCode::OK);
+    assert_eq!(
+        app.post("/admin/hang?on=maybe", "").await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn abort_cuts_the_connection_mid_response() {
+    let app = TestApp::start(opts()).await;
+    let stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::get("/abort?n=1000")
+        .header("host", "sample.test")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-length"], "2000");
+    let body = http_body_util::BodyExt::collect(response.into_body()).await;
+    assert!(body.is_err(), "the body was not cut");
+    app.stop().await;
+}

@@ -6,6 +6,10 @@ use crate::backend::Backend;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long a drain waits, after its deadline, for upgraded tunnels to finish their
+/// close handshake (each tunnel bounds its own handshake to about 4 s).
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// What a drain found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainReport {
@@ -82,6 +86,22 @@ pub(crate) async fn drain(backend: &Arc<Backend>, timeout: Duration) -> DrainRep
     tracing::warn!(backend = %backend.id, in_flight, upgraded,
         "drain deadline reached; closing upgraded connections and cancelling requests");
     backend.close_all();
+    // WebSocket tunnels now run their close handshake (bounded inside the tunnel) and
+    // cancelled requests unwind. Wait for that, briefly, so the caller does not stop the
+    // instance under a handshake still in progress and lose the echoes it owes.
+    let grace = tokio::time::Instant::now() + CLOSE_GRACE;
+    loop {
+        let notified = backend.drained().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if backend.in_flight() == 0 {
+            break;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(grace) => break,
+        }
+    }
     DrainReport {
         completed: false,
         in_flight_at_deadline: in_flight,

@@ -1,6 +1,6 @@
 //! Draining a removed backend: slow requests finish with 200, idle upstream connections
 //! are closed by the proxy, and a WebSocket keeps working until the drain deadline,
-//! then ends with a clean close (EOF, not a reset).
+//! then ends with a Going Away close frame and a clean close (EOF, not a reset).
 
 use crate::common::*;
 use baton_proxy::ProxyConfig;
@@ -108,9 +108,9 @@ async fn websocket_keeps_echoing_until_the_drain_deadline_then_closes_cleanly() 
                 assert_eq!(back, msg);
                 echoed += 1;
             }
-            // Only the deadline may end it, and only with a clean EOF.
+            // Only the deadline may end it, and only with a Going Away close.
             Err(e) => {
-                assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+                assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted, "{e}");
                 break;
             }
         }
@@ -125,12 +125,15 @@ async fn websocket_keeps_echoing_until_the_drain_deadline_then_closes_cleanly() 
     assert_eq!(report.upgraded_closed, 1);
     assert_eq!(report.in_flight_at_deadline, 1);
 
-    let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(Duration::from_secs(10), ws.read(&mut buf)).await;
-    let n = read
-        .expect("the proxy never closed the WebSocket")
+    // Then EOF (after the close frame, if the loop above did not read it).
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), ws.read_to_end(&mut rest)).await;
+    read.expect("the proxy never closed the WebSocket")
         .expect("reset instead of FIN");
-    assert_eq!(n, 0, "expected EOF");
+    assert!(
+        rest.is_empty() || (rest[0] == 0x88 && rest[2..4] == [0x03, 0xe9]),
+        "{rest:?}"
+    );
     assert!(eventually(300, || p.proxy.in_flight("a1") == 0).await);
     assert_eq!(version_of(&get_once(p.addr, "/", &[]).await), "v2");
 }
@@ -166,6 +169,15 @@ async fn ws_echo(s: &mut TcpStream, msg: &str) -> io::Result<String> {
     s.write_all(&frame).await?;
     let mut head = [0u8; 2];
     s.read_exact(&mut head).await?;
+    if head[0] == 0x88 {
+        let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
+        s.read_exact(&mut payload).await?;
+        assert_eq!(payload[..2], [0x03, 0xe9], "close status 1001");
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "close 1001",
+        ));
+    }
     assert_eq!(head[0], 0x81, "not a text frame");
     let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
     s.read_exact(&mut payload).await?;

@@ -12,8 +12,8 @@ pub struct ProxyConfig {
     /// Beyond it the client gets 504.
     pub upstream_header_timeout: Duration,
     /// An HTTP/1.1 request head must arrive completely within this time of its first
-    /// byte (slowloris guard); otherwise the connection is closed without a response.
-    /// An idle keep-alive connection is not affected.
+    /// byte (slowloris guard); otherwise the client gets 408 and the connection is
+    /// closed. An idle keep-alive connection is not affected.
     pub client_header_timeout: Duration,
     /// A client connection with no request in progress that sends nothing for this
     /// long is closed gracefully (HTTP/2: GOAWAY).

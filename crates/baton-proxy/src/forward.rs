@@ -81,10 +81,8 @@ impl Inner {
         mut req: Request<Incoming>,
         conn: &ClientConn,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        if conn.state.next_request_is_bad() {
-            return Err(ProxyError::BadRequest(
-                "both Content-Length and Transfer-Encoding, or conflicting Content-Length",
-            ));
+        if let Some(why) = conn.state.next_request_is_bad() {
+            return Err(ProxyError::BadRequest(why));
         }
         headers::check_framing(req.headers())?;
         if req.method() == Method::CONNECT {
@@ -182,11 +180,9 @@ impl Inner {
     /// guard (no reference count traffic on the snapshot itself).
     fn pick(&self, host: &str, parts: &Parts) -> Result<Pick, ProxyError> {
         let snapshot = self.snapshot.load();
-        let index = snapshot
-            .router
+        let app = snapshot
             .route(host, parts.uri.path())
             .ok_or(ProxyError::NoRoute)?;
-        let app = &snapshot.apps[index];
         let Some(choice) = choose_pool(app, parts) else {
             return Ok(Pick::Unavailable(app.clone()));
         };
@@ -334,7 +330,8 @@ impl Inner {
             let (mut parts, _) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers, true);
             if let Some(guard) = guard {
-                upgrade::spawn_tunnel(client, upstream, guard, self.hard_stop.clone());
+                let websocket = upgrade::is_websocket(&parts.headers);
+                upgrade::spawn_tunnel(client, upstream, guard, self.hard_stop.clone(), websocket);
             }
             return Ok(Response::from_parts(parts, ResponseBody::empty()));
         }

@@ -1,25 +1,79 @@
 //! A shadow tracker of HTTP/1 message framing on the client's read side. hyper resolves
-//! `Content-Length` + `Transfer-Encoding` by silently dropping `Content-Length`, so
-//! the request handler could never see the conflict; this tracker sees the raw head
-//! first, marks such a request as bad (the handler answers 400 and closes), and notes
-//! when a head started arriving, for the slowloris timeout.
+//! `Content-Length` + `Transfer-Encoding` by silently dropping `Content-Length` (and
+//! drops an equal duplicate length), so the request handler could never see such
+//! conflicts; this tracker sees the raw head first, marks a request with ambiguous
+//! framing as bad (the handler answers 400 and closes), and notes when a head started
+//! arriving, for the slowloris timeout.
+//!
+//! Bad (refused with 400, see docs/SECURITY.md): `Content-Length` together with
+//! `Transfer-Encoding`; more than one `Content-Length` (even equal ones, or a list);
+//! a length that is not plain digits; any `Transfer-Encoding` other than exactly one
+//! `chunked`, or any in HTTP/1.0; more than one `Host`; a bare LF line ending in the
+//! head; and invalid chunked framing (size not hex or over 15 digits, a chunk
+//! extension over 4 KiB, a missing CRLF) when it arrives before the request is sent
+//! on. Everything hyper itself refuses (obs-fold, spaces before the colon, bare CR,
+//! bad lengths) gets hyper's own 400.
 //!
 //! It follows heads and body lengths (fixed or chunked) exactly and switches itself off
 //! for good at anything it is unsure about (HTTP/2 preface, upgrades, CONNECT, parse
 //! errors). Off means "no verdicts", never a wrong verdict: hyper still parses and
 //! re-frames every message, so nothing ambiguous ever reaches a backend.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// hyper's default header count limit; the server is configured with the same value.
 pub(crate) const MAX_HEADERS: usize = 100;
+/// Longest chunk extension accepted on one chunk-size line. Nothing legitimate uses
+/// extensions; hyper allows 16 KiB over the whole body.
+const MAX_CHUNK_EXT: u16 = 4096;
+
+/// Why a request head was refused; the text is the 400 answer's reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bad {
+    LengthAndChunked,
+    DuplicateLength,
+    InvalidLength,
+    TransferEncoding,
+    Http10TransferEncoding,
+    DuplicateHost,
+    BareLf,
+    Chunked,
+}
+
+impl Bad {
+    const ALL: [Bad; 8] = [
+        Bad::LengthAndChunked,
+        Bad::DuplicateLength,
+        Bad::InvalidLength,
+        Bad::TransferEncoding,
+        Bad::Http10TransferEncoding,
+        Bad::DuplicateHost,
+        Bad::BareLf,
+        Bad::Chunked,
+    ];
+
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Bad::LengthAndChunked => "both Content-Length and Transfer-Encoding are present",
+            Bad::DuplicateLength => "more than one Content-Length",
+            Bad::InvalidLength => "Content-Length is not a plain decimal number",
+            Bad::TransferEncoding => "Transfer-Encoding other than a single `chunked`",
+            Bad::Http10TransferEncoding => "Transfer-Encoding in an HTTP/1.0 request",
+            Bad::DuplicateHost => "more than one Host header",
+            Bad::BareLf => "a header line ends in LF without CR",
+            Bad::Chunked => "invalid chunked body framing",
+        }
+    }
+}
 
 /// Connection facts shared between the read side, the request handler and the watchdog.
 pub(crate) struct ConnState {
-    /// Index of the first request head with conflicting framing; `u64::MAX`: none.
+    /// Index of the first request head with ambiguous framing; `u64::MAX`: none.
     bad_head: AtomicU64,
+    /// Why that head is bad: an index into `Bad::ALL`.
+    bad_reason: AtomicU8,
     /// Milliseconds after `epoch` (plus one) when the current head's first byte
     /// arrived; 0 while no head is being received.
     head_started: AtomicU64,
@@ -45,6 +99,7 @@ impl ConnState {
     pub fn new() -> ConnState {
         ConnState {
             bad_head: AtomicU64::new(u64::MAX),
+            bad_reason: AtomicU8::new(0),
             head_started: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             served: AtomicU64::new(0),
@@ -53,11 +108,22 @@ impl ConnState {
         }
     }
 
-    /// Called once per request by the handler: whether this request's head had
-    /// conflicting framing.
-    pub fn next_request_is_bad(&self) -> bool {
+    /// Called once per request by the handler: why this request (or one before it
+    /// on the connection) has framing that must be refused, if it does.
+    pub fn next_request_is_bad(&self) -> Option<&'static str> {
         let index = self.served.fetch_add(1, Relaxed);
-        index >= self.bad_head.load(Relaxed)
+        (index >= self.bad_head.load(Relaxed)).then(|| {
+            let i = usize::from(self.bad_reason.load(Relaxed));
+            Bad::ALL.get(i).map_or("ambiguous framing", |b| b.reason())
+        })
+    }
+
+    /// Record that head `index` is bad; the earliest bad head wins.
+    fn mark_bad(&self, index: u64, why: Bad) {
+        if index < self.bad_head.fetch_min(index, Relaxed) {
+            let code = Bad::ALL.iter().position(|b| *b == why).unwrap_or(0);
+            self.bad_reason.store(code as u8, Relaxed);
+        }
     }
 
     pub fn begin(self: &Arc<Self>) -> Active {
@@ -106,14 +172,27 @@ impl ConnState {
 enum Phase {
     Head,
     Body(u64),
-    ChunkSize { size: u64, digits: u8, ws: bool },
-    ChunkExt { size: u64 },
-    ChunkSizeLf { size: u64 },
+    ChunkSize {
+        size: u64,
+        digits: u8,
+        ws: bool,
+    },
+    ChunkExt {
+        size: u64,
+        len: u16,
+    },
+    ChunkSizeLf {
+        size: u64,
+    },
     ChunkData(u64),
     ChunkDataCr,
     ChunkDataLf,
-    Trailer { line: usize },
+    Trailer {
+        line: usize,
+    },
     Off,
+    /// Chunked framing that hyper will refuse too; the body's request is bad.
+    BadChunk,
 }
 
 /// The framing tracker of one connection.
@@ -167,6 +246,12 @@ impl Sniffer {
                 }
                 _ => {
                     self.phase = chunk_step(self.phase, data[0]);
+                    if self.phase == Phase::BadChunk {
+                        // The body belongs to the last head parsed.
+                        state.mark_bad(self.heads.saturating_sub(1), Bad::Chunked);
+                        self.off(state);
+                        return;
+                    }
                     &data[1..]
                 }
             };
@@ -232,47 +317,20 @@ impl Sniffer {
         }
         let index = self.heads;
         self.heads += 1;
-        let mut length: Option<&[u8]> = None;
-        let mut conflict = false;
-        let mut te: Option<&[u8]> = None;
-        let mut upgrade = req.method == Some("CONNECT");
-        for h in req.headers.iter() {
-            let value = h.value.trim_ascii();
-            if h.name.eq_ignore_ascii_case("content-length") {
-                conflict |= length.is_some_and(|l| l != value);
-                length = Some(value);
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                te = Some(value);
-            } else if h.name.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
+        match framing(&req, head) {
+            Err(why) => {
+                state.mark_bad(index, why);
+                Phase::Off
             }
-        }
-        if conflict || (length.is_some() && te.is_some()) {
-            state.bad_head.fetch_min(index, Relaxed);
-            return Phase::Off;
-        }
-        if upgrade {
-            return Phase::Off;
-        }
-        match (te, length) {
-            (Some(te), _) => {
-                let last = te.rsplit(|b| *b == b',').next().unwrap_or(te).trim_ascii();
-                if last.eq_ignore_ascii_case(b"chunked") {
-                    Phase::ChunkSize {
-                        size: 0,
-                        digits: 0,
-                        ws: false,
-                    }
-                } else {
-                    Phase::Off
-                }
-            }
-            (None, Some(len)) => match std::str::from_utf8(len).ok().and_then(|s| s.parse().ok()) {
-                Some(0) => Phase::Head,
-                Some(n) => Phase::Body(n),
-                None => Phase::Off,
+            Ok(_) if req.method == Some("CONNECT") => Phase::Off,
+            Ok(Framing::Upgrade) => Phase::Off,
+            Ok(Framing::Chunked) => Phase::ChunkSize {
+                size: 0,
+                digits: 0,
+                ws: false,
             },
-            (None, None) => Phase::Head,
+            Ok(Framing::Length(0)) => Phase::Head,
+            Ok(Framing::Length(n)) => Phase::Body(n),
         }
     }
 
@@ -283,6 +341,78 @@ impl Sniffer {
     }
 }
 
+/// How a head says its body is framed.
+enum Framing {
+    Length(u64),
+    Chunked,
+    /// A protocol switch: the tracker stops following.
+    Upgrade,
+}
+
+/// The framing of a parsed head, or why it is ambiguous.
+fn framing(req: &httparse::Request<'_, '_>, raw: &[u8]) -> Result<Framing, Bad> {
+    let mut length: Option<&[u8]> = None;
+    let mut te_count = 0usize;
+    let mut chunked = false;
+    let mut hosts = 0;
+    let mut upgrade = false;
+    for h in req.headers.iter() {
+        let value = h.value.trim_ascii();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            if length.is_some() {
+                return Err(Bad::DuplicateLength);
+            }
+            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                return Err(Bad::InvalidLength);
+            }
+            length = Some(value);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                te_count += 1;
+                chunked = coding.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if h.name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = true;
+        }
+    }
+    if te_count > 0 && req.version == Some(0) {
+        return Err(Bad::Http10TransferEncoding);
+    }
+    if te_count > 0 && length.is_some() {
+        return Err(Bad::LengthAndChunked);
+    }
+    if te_count > 1 || (te_count == 1 && !chunked) {
+        return Err(Bad::TransferEncoding);
+    }
+    if hosts > 1 {
+        return Err(Bad::DuplicateHost);
+    }
+    if raw
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
+    {
+        return Err(Bad::BareLf);
+    }
+    if upgrade {
+        return Ok(Framing::Upgrade);
+    }
+    if chunked {
+        return Ok(Framing::Chunked);
+    }
+    match length {
+        // Digits only, but maybe more than fit: hyper answers that with its own 400.
+        Some(len) => std::str::from_utf8(len)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Framing::Length)
+            .ok_or(Bad::InvalidLength),
+        None => Ok(Framing::Length(0)),
+    }
+}
+
 /// One byte of chunked framing outside chunk data.
 fn chunk_step(phase: Phase, b: u8) -> Phase {
     match phase {
@@ -290,7 +420,7 @@ fn chunk_step(phase: Phase, b: u8) -> Phase {
             b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' if !ws => {
                 let d = u64::from((b as char).to_digit(16).unwrap_or(0));
                 if digits >= 15 {
-                    return Phase::Off;
+                    return Phase::BadChunk;
                 }
                 Phase::ChunkSize {
                     size: size * 16 + d,
@@ -303,20 +433,21 @@ fn chunk_step(phase: Phase, b: u8) -> Phase {
                 digits,
                 ws: true,
             },
-            b';' if digits > 0 => Phase::ChunkExt { size },
+            b';' if digits > 0 => Phase::ChunkExt { size, len: 0 },
             b'\r' if digits > 0 => Phase::ChunkSizeLf { size },
-            _ => Phase::Off,
+            _ => Phase::BadChunk,
         },
         // A chunk extension runs to the end of the line.
-        Phase::ChunkExt { size } => match b {
+        Phase::ChunkExt { size, len } => match b {
             b'\r' => Phase::ChunkSizeLf { size },
-            b'\n' => Phase::Off,
-            _ => Phase::ChunkExt { size },
+            b'\n' => Phase::BadChunk,
+            _ if len >= MAX_CHUNK_EXT => Phase::BadChunk,
+            _ => Phase::ChunkExt { size, len: len + 1 },
         },
         Phase::ChunkSizeLf { size } => match b {
             b'\n' if size == 0 => Phase::Trailer { line: 0 },
             b'\n' => Phase::ChunkData(size),
-            _ => Phase::Off,
+            _ => Phase::BadChunk,
         },
         Phase::ChunkDataCr if b == b'\r' => Phase::ChunkDataLf,
         Phase::ChunkDataLf if b == b'\n' => Phase::ChunkSize {
@@ -330,7 +461,41 @@ fn chunk_step(phase: Phase, b: u8) -> Phase {
             b'\n' => Phase::Trailer { line: 0 },
             _ => Phase::Trailer { line: line + 1 },
         },
+        Phase::ChunkDataCr | Phase::ChunkDataLf => Phase::BadChunk,
         _ => Phase::Off,
+    }
+}
+
+/// What the tracker concluded about a byte stream, for fuzzing.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SniffVerdict {
+    /// Complete heads parsed.
+    pub heads: u64,
+    /// Index of the first head with conflicting framing.
+    pub bad_head: Option<u64>,
+    /// Whether the tracker switched itself off.
+    pub off: bool,
+    /// Whether a head is still arriving (the slowloris clock runs).
+    pub head_pending: bool,
+}
+
+/// Fuzzing entry point, not an API: feed `chunks` in order, as successive socket reads.
+#[doc(hidden)]
+pub fn fuzz_sniff<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> SniffVerdict {
+    let state = ConnState::new();
+    let mut sniffer = Sniffer::new(1 << 20);
+    for chunk in chunks {
+        sniffer.feed(chunk, &state);
+    }
+    SniffVerdict {
+        heads: sniffer.heads,
+        bad_head: match state.bad_head.load(Relaxed) {
+            u64::MAX => None,
+            i => Some(i),
+        },
+        off: sniffer.phase == Phase::Off,
+        head_pending: state.head_age().is_some(),
     }
 }
 
@@ -381,14 +546,89 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_differing_lengths_are_bad_and_equal_ones_are_not() {
-        let (_, state) =
-            run(&[b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"]);
-        assert_eq!(bad_index(&state), Some(0));
-        let (s, state) =
-            run(&[b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx"]);
+    fn any_second_length_or_odd_length_is_bad() {
+        for cl in [
+            "Content-Length: 1\r\nContent-Length: 2",
+            "Content-Length: 1\r\nContent-Length: 1",
+            "Content-Length: 1, 1",
+            "Content-Length: ",
+            "Content-Length: +1",
+            "Content-Length: 0x1",
+            "Content-Length: 99999999999999999999999",
+        ] {
+            let head = format!("POST / HTTP/1.1\r\n{cl}\r\n\r\nx");
+            let (_, state) = run(&[head.as_bytes()]);
+            assert_eq!(bad_index(&state), Some(0), "{cl}");
+        }
+        let (s, state) = run(&[b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx"]);
         assert_eq!(bad_index(&state), None);
         assert_eq!(s.phase, Phase::Head);
+    }
+
+    #[test]
+    fn transfer_codings_other_than_one_chunked_are_bad() {
+        for te in [
+            "Transfer-Encoding: chunked, identity",
+            "Transfer-Encoding: identity",
+            "Transfer-Encoding: gzip, chunked",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+            "Transfer-Encoding: ",
+        ] {
+            let head = format!("POST / HTTP/1.1\r\n{te}\r\n\r\n");
+            let (_, state) = run(&[head.as_bytes()]);
+            assert_eq!(bad_index(&state), Some(0), "{te}");
+        }
+        let (_, state) = run(&[b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"]);
+        assert_eq!(
+            state.next_request_is_bad(),
+            Some(Bad::Http10TransferEncoding.reason())
+        );
+        let (s, state) = run(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: CHUNKED\r\n\r\n0\r\n\r\n"]);
+        assert_eq!(bad_index(&state), None);
+        assert_eq!(s.phase, Phase::Head);
+    }
+
+    #[test]
+    fn bare_lf_and_two_hosts_are_bad() {
+        let (_, state) = run(&[b"GET / HTTP/1.1\nHost: x\n\n"]);
+        assert_eq!(state.next_request_is_bad(), Some(Bad::BareLf.reason()));
+        let (_, state) = run(&[b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"]);
+        assert_eq!(
+            state.next_request_is_bad(),
+            Some(Bad::DuplicateHost.reason())
+        );
+    }
+
+    #[test]
+    fn invalid_chunk_framing_marks_its_request_bad() {
+        for body in [
+            &b"zz\r\n"[..],
+            b"-1\r\n",
+            b"1ffffffffffffffff\r\n",
+            b"5 5\r\nhello\r\n",
+            b"5\nhello\r\n",
+            b"5;a\nhello\r\n",
+            b"5\r\nhelloX0\r\n\r\n",
+        ] {
+            let (s, state) = run(&[
+                b"GET /ok HTTP/1.1\r\n\r\n",
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                body,
+            ]);
+            assert_eq!(
+                bad_index(&state),
+                Some(1),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(s.phase, Phase::Off);
+        }
+        let long_ext = format!("5;{}\r\nhello\r\n", "e".repeat(5000));
+        let (_, state) = run(&[
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            long_ext.as_bytes(),
+        ]);
+        assert_eq!(bad_index(&state), Some(0));
     }
 
     #[test]

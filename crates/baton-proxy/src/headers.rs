@@ -34,7 +34,9 @@ fn protected(name: &HeaderName) -> bool {
     name == header::HOST || name == header::CONTENT_LENGTH
 }
 
-/// Refuse framing that two HTTP parsers could read differently.
+/// Refuse framing that two HTTP parsers could read differently. The HTTP/1 framing
+/// tracker (`h1guard`) sees the raw head and refuses more; this is the check on what
+/// hyper parsed, for HTTP/2 and for connections the tracker stopped following.
 pub(crate) fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
     if let Some(first) = lengths.next() {
@@ -46,6 +48,20 @@ pub(crate) fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
         if lengths.any(|other| other != first) {
             return Err(ProxyError::BadRequest("conflicting Content-Length headers"));
         }
+    }
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','));
+    if let Some(first) = codings.next() {
+        if !first.trim_ascii().eq_ignore_ascii_case(b"chunked") || codings.next().is_some() {
+            return Err(ProxyError::BadRequest(
+                "Transfer-Encoding other than a single `chunked`",
+            ));
+        }
+    }
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
     }
     Ok(())
 }
@@ -83,8 +99,13 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     for name in named {
         headers.remove(name);
     }
-    for name in hop_by_hop() {
-        headers.remove(name);
+    // Most messages carry none of them: one pass over the names is cheaper than nine
+    // hashed removals (those were ~5% of the proxy's instructions per request).
+    let hop = hop_by_hop();
+    if headers.keys().any(|k| hop.contains(&k)) {
+        for name in hop {
+            headers.remove(name);
+        }
     }
     if let Some(value) = upgrade_value {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -282,6 +303,20 @@ mod tests {
         assert!(check_framing(&two).is_err());
         let same = map(&[("content-length", "3"), ("content-length", "3")]);
         assert!(check_framing(&same).is_ok());
+        for te in ["gzip, chunked", "chunked, identity", "identity", ""] {
+            assert!(
+                check_framing(&map(&[("transfer-encoding", te)])).is_err(),
+                "{te}"
+            );
+        }
+        let twice = map(&[
+            ("transfer-encoding", "chunked"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        assert!(check_framing(&twice).is_err());
+        assert!(check_framing(&map(&[("transfer-encoding", "Chunked")])).is_ok());
+        let hosts = map(&[("host", "a"), ("host", "b")]);
+        assert!(check_framing(&hosts).is_err());
     }
 
     #[test]

@@ -17,12 +17,13 @@
 //!   after a reset before any response byte. Nothing is retried onto a backend whose
 //!   drain deadline has passed.
 //! - hyper accepts `Content-Length` + `Transfer-Encoding` by silently dropping the
-//!   length; a shadow framing tracker on the socket (`h1guard`) catches it so the
-//!   client gets 400 and the connection is closed. Differing duplicate lengths are
-//!   refused by hyper itself (400), oversized heads get 431 from hyper.
-//! - A slow request head gets its connection closed without a response (hyper's own
+//!   length (and drops equal duplicate lengths); a shadow framing tracker on the socket
+//!   (`h1guard`) catches these and every other ambiguous framing, so the client gets
+//!   400 and the connection is closed before anything reaches a backend. Oversized
+//!   heads get 431 from hyper. docs/SECURITY.md lists every case and its status.
+//! - A slow request head gets 408 and its connection closed (hyper's own
 //!   `header_read_timeout` is not used because it also closes idle keep-alive
-//!   connections; it sends no 408 either).
+//!   connections, and it sends no 408).
 //! - Metrics per version: started when the request is routed (after any hold),
 //!   finished when the response body ends or is dropped, with the status (0 when the
 //!   client left before an answer), the latency from routing to the end of the body,
@@ -48,6 +49,13 @@ mod server;
 mod snapshot;
 mod upgrade;
 
+/// Entry points for the cargo-fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::h1guard::{fuzz_sniff, SniffVerdict};
+    pub use crate::router::fuzz_route;
+}
+
 pub use config::ProxyConfig;
 pub use drain::DrainReport;
 pub use error::RouteError;
@@ -55,7 +63,7 @@ pub use passive::PassiveEvent;
 
 use arc_swap::ArcSwap;
 use backend::Backend;
-use baton_core::RouteTableSpec;
+use baton_core::{AppRouteSpec, RouteTableSpec};
 use baton_metrics::MetricsRegistry;
 use std::collections::HashMap;
 use std::future::Future;
@@ -114,38 +122,37 @@ impl Proxy {
     /// snapshot keeps serving.
     pub fn publish(&self, spec: &RouteTableSpec) -> Result<(), RouteError> {
         let inner = &self.inner;
-        let mut registry = lock(&inner.registry);
+        let registry = lock(&inner.registry);
         let prev = inner.snapshot.load_full();
-        let compiled = snapshot::compile(
-            spec,
-            &snapshot::Env {
-                prev: &prev,
-                registry: &registry.backends,
-                metrics: &inner.metrics,
-                max_idle: inner.config.max_idle_per_backend,
-            },
-        )?;
-        for b in &compiled.created {
-            registry.backends.insert(b.id.clone(), b.clone());
-        }
-        for b in &compiled.readded {
-            b.set_removed(false);
-        }
-        // Swap first, then mark removals: a request that sees a removed backend
-        // re-reads the snapshot and must find the new one.
-        inner.snapshot.store(Arc::new(compiled.snapshot));
-        for b in &compiled.dropped {
-            b.set_removed(true);
-        }
-        registry.lingering.extend(compiled.dropped);
-        registry.forget_idle();
-        drop(registry);
-        inner.generation.fetch_add(1, SeqCst);
-        inner.published.notify_waiters();
+        let compiled = snapshot::compile(spec, &inner.env(&prev, &registry))?;
+        inner.apply(registry, compiled);
         tracing::debug!(
             apps = spec.apps.len(),
             routes = spec.routes.len(),
             "route table published"
+        );
+        Ok(())
+    }
+
+    /// Publish a change to one app (`None` removes it), keeping every other app and
+    /// the routes as currently published. The same validation and atomic swap as
+    /// [`Proxy::publish`], but the cost does not grow with the other apps' specs: the
+    /// controller changes one app at a time, and with 10,000 apps comparing the whole
+    /// table on each change would dominate. Adding or removing an app rebuilds the
+    /// router. On Err nothing changes.
+    pub fn publish_app(&self, name: &str, spec: Option<&AppRouteSpec>) -> Result<(), RouteError> {
+        let inner = &self.inner;
+        let registry = lock(&inner.registry);
+        let prev = inner.snapshot.load_full();
+        let Some(compiled) = snapshot::compile_app(name, spec, &inner.env(&prev, &registry))?
+        else {
+            return Ok(());
+        };
+        inner.apply(registry, compiled);
+        tracing::debug!(
+            app = name,
+            removed = spec.is_none(),
+            "app routing published"
         );
         Ok(())
     }
@@ -168,8 +175,9 @@ impl Proxy {
 
     /// The backend must already be absent from the published snapshot. Closes its idle
     /// pooled connections at once, waits until its in-flight count is 0 or `timeout`;
-    /// at the deadline closes upgraded connections cleanly (FIN) and cancels requests
-    /// still running. Idempotent; an unknown id returns at once.
+    /// at the deadline ends WebSocket tunnels with a close handshake (1001; other
+    /// upgrades with FIN), cancels requests still running, and waits briefly for both
+    /// to finish. Idempotent; an unknown id returns at once.
     pub async fn drain(&self, backend_id: &str, timeout: Duration) -> DrainReport {
         let backend = lock(&self.inner.registry).backends.get(backend_id).cloned();
         let Some(backend) = backend else {
@@ -191,6 +199,48 @@ impl Proxy {
     /// Passive health signals (ejections / restorations) for the controller.
     pub fn subscribe_events(&self) -> broadcast::Receiver<PassiveEvent> {
         self.inner.passive.subscribe()
+    }
+
+    /// The per-version metrics this proxy records (canary analysis reads them).
+    pub fn metrics(&self) -> &Arc<MetricsRegistry> {
+        &self.inner.metrics
+    }
+}
+
+impl Inner {
+    fn env<'a>(
+        &'a self,
+        prev: &'a snapshot::Snapshot,
+        registry: &'a Registry,
+    ) -> snapshot::Env<'a> {
+        snapshot::Env {
+            prev,
+            registry: &registry.backends,
+            metrics: &self.metrics,
+            max_idle: self.config.max_idle_per_backend,
+        }
+    }
+
+    /// Swap in a compiled snapshot and settle the backends it created, re-added and
+    /// dropped. Holding the registry lock serialises publishers.
+    fn apply(&self, mut registry: MutexGuard<'_, Registry>, compiled: snapshot::Compiled) {
+        for b in &compiled.created {
+            registry.backends.insert(b.id.clone(), b.clone());
+        }
+        for b in &compiled.readded {
+            b.set_removed(false);
+        }
+        // Swap first, then mark removals: a request that sees a removed backend
+        // re-reads the snapshot and must find the new one.
+        self.snapshot.store(Arc::new(compiled.snapshot));
+        for b in &compiled.dropped {
+            b.set_removed(true);
+        }
+        registry.lingering.extend(compiled.dropped);
+        registry.forget_idle();
+        drop(registry);
+        self.generation.fetch_add(1, SeqCst);
+        self.published.notify_waiters();
     }
 }
 

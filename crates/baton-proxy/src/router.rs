@@ -7,13 +7,18 @@ use crate::error::RouteError;
 use baton_core::RouteSpec;
 use std::collections::HashMap;
 
-/// Compiled routes; app targets are indexes into the snapshot's app list.
+/// Compiled routes. A route's target is an index into `names` (the distinct app names
+/// the routes mention), not into the snapshot's app list: the router depends on the
+/// routes alone, so adding or removing an app only re-resolves the small `targets`
+/// table (see [`Router::resolve`]) instead of rebuilding every host table.
 #[derive(Debug, Default)]
 pub(crate) struct Router {
     exact: HashMap<Box<str>, PathTable>,
     /// `(".example.com", table)`, longest suffix first.
     wildcard: Vec<(Box<str>, PathTable)>,
     any: PathTable,
+    /// App names in order of first mention; route targets index into this.
+    names: Vec<Box<str>>,
 }
 
 /// Path prefixes of one host class, longest first.
@@ -23,19 +28,17 @@ struct PathTable {
 }
 
 impl Router {
-    /// Build from route specs; `app_index` resolves an app name to its index.
-    pub fn build(
-        routes: &[RouteSpec],
-        app_index: impl Fn(&str) -> Option<usize>,
-    ) -> Result<Router, RouteError> {
+    /// Build from route specs, checking hosts, prefixes and duplicates.
+    pub fn build(routes: &[RouteSpec]) -> Result<Router, RouteError> {
         let mut router = Router::default();
+        let mut name_index: HashMap<&str, usize> = HashMap::new();
         for r in routes {
             let shown_host = r.host.clone().unwrap_or_else(|| "*".into());
-            let app = app_index(&r.app).ok_or_else(|| RouteError::UnknownApp {
-                host: shown_host.clone(),
-                path: r.path_prefix.clone(),
-                app: r.app.clone(),
-            })?;
+            let next = name_index.len();
+            let app = *name_index.entry(r.app.as_str()).or_insert(next);
+            if app == next {
+                router.names.push(r.app.as_str().into());
+            }
             if !r.path_prefix.starts_with('/') {
                 return Err(RouteError::BadPathPrefix {
                     app: r.app.clone(),
@@ -57,6 +60,32 @@ impl Router {
         Ok(router)
     }
 
+    /// For each name this router targets, its index in the app list (`app_index`).
+    /// `routes` must be what the router was built from; it names the route in the error
+    /// when an app does not exist.
+    pub fn resolve(
+        &self,
+        routes: &[RouteSpec],
+        app_index: impl Fn(&str) -> Option<usize>,
+    ) -> Result<Vec<usize>, RouteError> {
+        (0..self.names.len())
+            .map(|t| app_index(&self.names[t]).ok_or_else(|| self.unknown_app(routes, t)))
+            .collect()
+    }
+
+    /// The error for target `t` naming an app that does not exist, at its first route.
+    pub fn unknown_app(&self, routes: &[RouteSpec], t: usize) -> RouteError {
+        let name = self.names.get(t).map_or("", |n| &**n);
+        let route = routes.iter().find(|r| r.app == name);
+        RouteError::UnknownApp {
+            host: route
+                .and_then(|r| r.host.clone())
+                .unwrap_or_else(|| "*".into()),
+            path: route.map(|r| r.path_prefix.clone()).unwrap_or_default(),
+            app: name.to_string(),
+        }
+    }
+
     fn wildcard_table(&mut self, suffix: String) -> &mut PathTable {
         let i = match self.wildcard.iter().position(|(s, _)| **s == *suffix) {
             Some(i) => i,
@@ -68,7 +97,8 @@ impl Router {
         &mut self.wildcard[i].1
     }
 
-    /// The app index for a request's host (as sent, any case, maybe with a port) and path.
+    /// The target (an index into the names, mapped to an app by the snapshot's
+    /// `targets`) for a request's host (as sent, any case, maybe with a port) and path.
     pub fn route(&self, host: &str, path: &str) -> Option<usize> {
         let host = strip_port(host);
         let host = host.strip_suffix('.').unwrap_or(host);
@@ -171,6 +201,30 @@ fn check_host(host: &str) -> Result<HostPattern, RouteError> {
     Ok(pattern)
 }
 
+/// Fuzzing entry point, not an API: publish each table in turn through a fresh
+/// [`crate::Proxy`] (the same validation and compilation as production), then route one
+/// request against the last table that was accepted. Returns the app and version the
+/// request would go to. Panics only if routing breaks its own invariants.
+#[doc(hidden)]
+pub fn fuzz_route(
+    tables: &[baton_core::RouteTableSpec],
+    req: &http::request::Parts,
+) -> Option<(String, String)> {
+    let metrics = std::sync::Arc::new(baton_metrics::MetricsRegistry::new());
+    let proxy = crate::Proxy::new(crate::ProxyConfig::default(), metrics);
+    for table in tables {
+        let _ = proxy.publish(table);
+    }
+    let snapshot = proxy.inner.snapshot.load();
+    let host = crate::headers::request_host(&req.uri, &req.headers);
+    let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+    let app = snapshot.route(host, req.uri.path())?;
+    let choice = crate::select::choose_pool(app, req)?;
+    let pool = &app.pools[choice.pool];
+    assert!(pool.has_backends(), "routed to a pool without backends");
+    Some((app.name.to_string(), pool.version.to_string()))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -190,18 +244,31 @@ mod tests {
             .position(|n| *n == name)
     }
 
+    /// Routes built and resolved against `index`, answering app indexes.
+    #[derive(Debug)]
+    struct Resolved(Router, Vec<usize>);
+
+    impl Resolved {
+        fn route(&self, host: &str, path: &str) -> Option<usize> {
+            self.0.route(host, path).map(|t| self.1[t])
+        }
+    }
+
+    fn build(routes: &[RouteSpec]) -> Result<Resolved, RouteError> {
+        let r = Router::build(routes)?;
+        let targets = r.resolve(routes, index)?;
+        Ok(Resolved(r, targets))
+    }
+
     #[test]
     fn exact_beats_wildcard_beats_any_and_longest_prefix_wins() {
-        let r = Router::build(
-            &[
-                route(None, "/", "any"),
-                route(None, "/api", "api"),
-                route(Some("Example.com"), "/", "exact"),
-                route(Some("*.example.com"), "/", "wild"),
-                route(Some("*.b.example.com"), "/", "deep"),
-            ],
-            index,
-        )
+        let r = build(&[
+            route(None, "/", "any"),
+            route(None, "/api", "api"),
+            route(Some("Example.com"), "/", "exact"),
+            route(Some("*.example.com"), "/", "wild"),
+            route(Some("*.b.example.com"), "/", "deep"),
+        ])
         .unwrap();
         assert_eq!(r.route("example.com:8080", "/x"), index("exact"));
         assert_eq!(r.route("EXAMPLE.COM", "/"), index("exact"));
@@ -214,32 +281,28 @@ mod tests {
 
     #[test]
     fn falls_through_host_classes_when_no_prefix_matches() {
-        let r = Router::build(
-            &[
-                route(Some("example.com"), "/admin", "exact"),
-                route(None, "/", "any"),
-            ],
-            index,
-        )
+        let r = build(&[
+            route(Some("example.com"), "/admin", "exact"),
+            route(None, "/", "any"),
+        ])
         .unwrap();
         assert_eq!(r.route("example.com", "/admin/x"), index("exact"));
         assert_eq!(r.route("example.com", "/"), index("any"));
-        let none = Router::build(&[route(Some("example.com"), "/", "exact")], index).unwrap();
+        let none = build(&[route(Some("example.com"), "/", "exact")]).unwrap();
         assert_eq!(none.route("other.com", "/"), None);
     }
 
     #[test]
     fn rejects_bad_hosts_unknown_apps_and_duplicates() {
         for host in ["", "a.*.com", "example.com:80", "exa mple.com", "*."] {
-            let e = Router::build(&[route(Some(host), "/", "any")], index).unwrap_err();
+            let e = build(&[route(Some(host), "/", "any")]).unwrap_err();
             assert!(matches!(e, RouteError::BadHost { .. }), "{host}: {e}");
         }
-        let e = Router::build(&[route(None, "/", "nope")], index).unwrap_err();
+        let e = build(&[route(None, "/", "nope")]).unwrap_err();
         assert!(e.to_string().contains("\"nope\""), "{e}");
-        let e = Router::build(&[route(None, "api", "api")], index).unwrap_err();
+        let e = build(&[route(None, "api", "api")]).unwrap_err();
         assert!(matches!(e, RouteError::BadPathPrefix { .. }));
-        let e =
-            Router::build(&[route(None, "/", "api"), route(None, "/", "any")], index).unwrap_err();
+        let e = build(&[route(None, "/", "api"), route(None, "/", "any")]).unwrap_err();
         assert!(matches!(e, RouteError::DuplicateRoute { .. }));
     }
 }

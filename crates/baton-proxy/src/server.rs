@@ -5,9 +5,13 @@
 //! while an HTTP/1.1 keep-alive connection waits for its next request, so it would
 //! close idle connections after the header timeout (and it closes without a 408).
 //! The watchdog here times only heads that have started to arrive; a slow head gets
-//! its connection closed without a response (no 408, the same as hyper would), after
-//! the response in progress if the head was pipelined behind one. Idle means no
-//! request in progress and no bytes from the client.
+//! `408 Request Timeout` written straight to the socket and the connection closed, or,
+//! if the head was pipelined behind a response still in progress, the connection
+//! closed after that response. Idle means no request in progress and no bytes from
+//! the client.
+//!
+//! HTTP/2 limits (CVE-2023-44487 rapid reset, CVE-2024-27316-class CONTINUATION
+//! floods) are set explicitly in `builder`; docs/SECURITY.md lists them.
 
 use crate::conn::TrackedIo;
 use crate::forward::ClientConn;
@@ -32,6 +36,17 @@ use tokio_util::task::TaskTracker;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// hyper refuses a read buffer smaller than this.
 const MIN_BUF: usize = 8192;
+/// Streams one HTTP/2 connection may have open at once.
+pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Streams a client may reset before the server accepted them (rapid reset); one more
+/// and the connection gets GOAWAY `ENHANCE_YOUR_CALM`.
+pub(crate) const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams the server may reset because of client protocol errors before it sends
+/// GOAWAY `ENHANCE_YOUR_CALM`.
+pub(crate) const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// What a too-slow request head gets before its connection is closed.
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 
 pub(crate) async fn serve(
     inner: Arc<Inner>,
@@ -85,8 +100,12 @@ fn builder(inner: &Inner) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(None)
         .max_headers(MAX_HEADERS)
         .max_buf_size(inner.config.max_header_bytes.max(MIN_BUF));
+    // The header list limit also bounds CONTINUATION frames: h2 allows only as many
+    // as that limit needs and answers more with GOAWAY ENHANCE_YOUR_CALM.
     b.http2()
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
         .max_header_list_size(u32::try_from(inner.config.max_header_bytes).unwrap_or(u32::MAX));
     b
 }
@@ -99,6 +118,8 @@ async fn serve_conn(
     stop: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    // Valid while `conn` (which owns the stream) lives; used only for the 408.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let state = Arc::new(ConnState::new());
     let io = TrackedIo::new(stream, state.clone(), inner.config.max_header_bytes);
     let client = Arc::new(ClientConn {
@@ -121,6 +142,7 @@ async fn serve_conn(
     let mut tick = tokio::time::interval(watchdog.period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut closing = false;
+    let mut drain: Option<Drain> = None;
     loop {
         tokio::select! {
             res = conn.as_mut() => {
@@ -129,13 +151,27 @@ async fn serve_conn(
                 }
                 return;
             }
-            _ = stop.cancelled(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
+            _ = stop.cancelled(), if !closing && drain.is_none() => {
+                drain = Some(Drain::new(&state));
+            }
+            _ = tokio::time::sleep(DRAIN_POLL), if !closing && drain.is_some() => {
+                if drain.as_mut().is_some_and(|d| d.may_close(&state)) {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
             _ = tick.tick() => match watchdog.check(&state) {
                 Verdict::Fine => {}
                 Verdict::Idle | Verdict::SlowHeader if closing => {}
+                // Nothing is being answered, so nothing else writes to the socket:
+                // say why, then close.
+                Verdict::SlowHeader if !state.busy() => {
+                    tracing::debug!(%peer, "closing client connection: request head too slow (408)");
+                    let flags = nix::sys::socket::MsgFlags::MSG_NOSIGNAL
+                        | nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+                    let _ = nix::sys::socket::send(fd, REQUEST_TIMEOUT, flags);
+                    return;
+                }
                 Verdict::Idle => {
                     tracing::debug!(%peer, "closing idle client connection");
                     closing = true;
@@ -154,6 +190,43 @@ async fn serve_conn(
                 }
             },
         }
+    }
+}
+
+/// How often a connection being drained at shutdown is looked at.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+/// A connection quiet this long at shutdown is closed without waiting for a request.
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
+
+/// Closing a client connection at shutdown without failing a request. An HTTP/1.1
+/// connection closed while idle races with the client's next request (the client may
+/// have sent it already), so the close waits for a request in progress — hyper then
+/// answers it with `Connection: close` and closes — or for the connection to stay quiet
+/// for `DRAIN_IDLE`. HTTP/2 gets GOAWAY at the same moments, which is race-free anyway.
+struct Drain {
+    last_reads: u64,
+    quiet_since: Instant,
+}
+
+impl Drain {
+    fn new(state: &ConnState) -> Drain {
+        Drain {
+            last_reads: state.reads(),
+            quiet_since: Instant::now(),
+        }
+    }
+
+    fn may_close(&mut self, state: &ConnState) -> bool {
+        if state.busy() {
+            return true;
+        }
+        let reads = state.reads();
+        if reads != self.last_reads {
+            self.last_reads = reads;
+            self.quiet_since = Instant::now();
+            return false;
+        }
+        self.quiet_since.elapsed() >= DRAIN_IDLE
     }
 }
 

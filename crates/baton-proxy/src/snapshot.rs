@@ -21,7 +21,9 @@ use std::sync::{Arc, OnceLock};
 pub(crate) struct Snapshot {
     pub routes: Arc<Vec<RouteSpec>>,
     pub router: Arc<Router>,
-    /// Sorted by name (the spec's `BTreeMap` order); the router points into it.
+    /// For each router target, its index in `apps`.
+    pub targets: Arc<[usize]>,
+    /// Sorted by name (the spec's `BTreeMap` order).
     pub apps: Vec<Arc<CompiledApp>>,
     /// The whole table, rebuilt from the parts on first request (control plane only).
     spec: OnceLock<Arc<RouteTableSpec>>,
@@ -80,6 +82,12 @@ pub(crate) enum CompiledSticky {
 }
 
 impl Snapshot {
+    /// The app a request's host and path route to.
+    pub fn route(&self, host: &str, path: &str) -> Option<&Arc<CompiledApp>> {
+        let target = self.router.route(host, path)?;
+        self.apps.get(*self.targets.get(target)?)
+    }
+
     /// The table this snapshot serves.
     pub fn spec(&self) -> Arc<RouteTableSpec> {
         self.spec
@@ -160,30 +168,26 @@ pub(crate) fn compile(spec: &RouteTableSpec, env: &Env<'_>) -> Result<Compiled, 
     } else {
         Arc::new(spec.routes.clone())
     };
-    let router = if same_names && same_routes {
+    let router = if same_routes {
         prev.router.clone()
     } else {
+        Arc::new(Router::build(&spec.routes)?)
+    };
+    let targets = if same_names && same_routes {
+        prev.targets.clone()
+    } else {
         let names: Vec<&str> = apps.iter().map(|a| &*a.name).collect();
-        Arc::new(Router::build(&spec.routes, |n| {
-            names.binary_search(&n).ok()
-        })?)
+        router
+            .resolve(&spec.routes, |n| names.binary_search(&n).ok())?
+            .into()
     };
 
-    let kept: std::collections::HashSet<*const Backend> = changed
-        .iter()
-        .flat_map(|i| apps[*i].pools.iter().flat_map(|p| p.backends.iter()))
-        .map(Arc::as_ptr)
-        .collect();
-    let dropped = dropped_from
-        .iter()
-        .flat_map(|a| a.pools.iter().flat_map(|p| p.backends.iter()))
-        .filter(|b| !kept.contains(&Arc::as_ptr(b)))
-        .cloned()
-        .collect();
+    let dropped = dropped_backends(changed.iter().map(|i| &apps[*i]), dropped_from);
     Ok(Compiled {
         snapshot: Snapshot {
             routes,
             router,
+            targets,
             apps,
             spec: OnceLock::new(),
         },
@@ -191,6 +195,100 @@ pub(crate) fn compile(spec: &RouteTableSpec, env: &Env<'_>) -> Result<Compiled, 
         readded: cx.readded,
         dropped,
     })
+}
+
+/// Backends of `replaced` apps that none of the `changed` (newly compiled) apps uses.
+fn dropped_backends<'a>(
+    changed: impl Iterator<Item = &'a Arc<CompiledApp>>,
+    replaced: Vec<&Arc<CompiledApp>>,
+) -> Vec<Arc<Backend>> {
+    let kept: std::collections::HashSet<*const Backend> = changed
+        .flat_map(|a| a.pools.iter().flat_map(|p| p.backends.iter()))
+        .map(Arc::as_ptr)
+        .collect();
+    replaced
+        .iter()
+        .flat_map(|a| a.pools.iter().flat_map(|p| p.backends.iter()))
+        .filter(|b| !kept.contains(&Arc::as_ptr(b)))
+        .cloned()
+        .collect()
+}
+
+/// Compile a change to one app (`None` deletes it) against the previous snapshot, the
+/// other apps and the routes kept as they are. Costs the one app plus a copy of the
+/// app pointer list; when an app appears or disappears, the route targets past it
+/// shift by one (the router itself is kept). `Ok(None)`: the app is already exactly
+/// so, nothing to publish.
+pub(crate) fn compile_app(
+    name: &str,
+    spec: Option<&AppRouteSpec>,
+    env: &Env<'_>,
+) -> Result<Option<Compiled>, RouteError> {
+    let prev = env.prev;
+    let found = prev.apps.binary_search_by(|a| (*a.name).cmp(name));
+    let mut cx = Cx {
+        env,
+        created: Vec::new(),
+        readded: Vec::new(),
+        ids: HashMap::new(),
+    };
+    let old = found.ok().map(|i| &prev.apps[i]);
+    let mut apps = prev.apps.clone();
+    let mut changed = None;
+    // How the app indexes move: an insert at i shifts i.. up, a removal shifts i+1.. down.
+    let mut shift: Option<(usize, bool)> = None;
+    match (spec, found) {
+        (Some(spec), Ok(i)) => {
+            if apps[i].spec == *spec {
+                return Ok(None);
+            }
+            let app = Arc::new(cx.app(name, spec, old)?);
+            changed = Some(app.clone());
+            apps[i] = app;
+        }
+        (Some(spec), Err(i)) => {
+            let app = Arc::new(cx.app(name, spec, None)?);
+            changed = Some(app.clone());
+            apps.insert(i, app);
+            shift = Some((i, true));
+        }
+        (None, Ok(i)) => {
+            apps.remove(i);
+            shift = Some((i, false));
+        }
+        (None, Err(_)) => return Ok(None),
+    }
+    let targets = match shift {
+        None => prev.targets.clone(),
+        Some((i, true)) => prev
+            .targets
+            .iter()
+            .map(|&t| t + usize::from(t >= i))
+            .collect(),
+        Some((i, false)) => {
+            if let Some(t) = prev.targets.iter().position(|&t| t == i) {
+                // A route still names the removed app: the error a full publish gives.
+                return Err(prev.router.unknown_app(&prev.routes, t));
+            }
+            prev.targets
+                .iter()
+                .map(|&t| t - usize::from(t > i))
+                .collect()
+        }
+    };
+    let dropped = dropped_backends(changed.iter(), old.into_iter().collect());
+    Ok(Some(Compiled {
+        snapshot: Snapshot {
+            routes: prev.routes.clone(),
+            router: prev.router.clone(),
+            targets,
+            apps,
+            spec: OnceLock::new(),
+        },
+        created: cx.created,
+        readded: cx.readded,
+        dropped,
+    }))
 }
 
 struct Cx<'a> {
@@ -534,5 +632,68 @@ mod tests {
         )
         .snapshot;
         assert_eq!(s.apps[0].weights, Weights::new(&[30, 0]));
+    }
+
+    /// `compile_app` the way `publish_app` does.
+    fn publish_app(
+        prev: &Snapshot,
+        name: &str,
+        spec: Option<&AppRouteSpec>,
+        registry: &mut HashMap<Arc<str>, Arc<Backend>>,
+    ) -> Result<Snapshot, RouteError> {
+        let metrics = MetricsRegistry::new();
+        let env = Env {
+            prev,
+            registry,
+            metrics: &metrics,
+            max_idle: 4,
+        };
+        let compiled = compile_app(name, spec, &env)?.unwrap();
+        for b in &compiled.created {
+            registry.insert(b.id.clone(), b.clone());
+        }
+        Ok(compiled.snapshot)
+    }
+
+    fn routed<'a>(s: &'a Snapshot, host: &str) -> Option<&'a str> {
+        s.route(host, "/").map(|a| &*a.name)
+    }
+
+    #[test]
+    fn adding_and_removing_apps_keeps_the_router_and_every_route_on_its_app() {
+        let mut registry = HashMap::new();
+        let first = spec(&[
+            ("b", app("v1", 100, &["b1"])),
+            ("d", app("v1", 100, &["d1"])),
+        ]);
+        let s1 = publish(&Snapshot::default(), &first, &mut registry).snapshot;
+        // Unrouted apps appear before, between and after the routed ones.
+        let mut s = s1;
+        let both_routed = |s: &Snapshot, when: &str| {
+            assert_eq!(routed(s, "b.example.com"), Some("b"), "{when}");
+            assert_eq!(routed(s, "d.example.com"), Some("d"), "{when}");
+        };
+        for name in ["a", "c", "e"] {
+            let id = format!("{name}1");
+            let next = publish_app(&s, name, Some(&app("v1", 100, &[&id])), &mut registry).unwrap();
+            assert!(
+                Arc::ptr_eq(&s.router, &next.router),
+                "router rebuilt for {name}"
+            );
+            s = next;
+            both_routed(&s, &format!("after adding {name}"));
+        }
+        for name in ["a", "e", "c"] {
+            s = publish_app(&s, name, None, &mut registry).unwrap();
+            both_routed(&s, &format!("after removing {name}"));
+        }
+        assert_eq!(s.apps.len(), 2);
+        // An app a route still names cannot be removed alone.
+        let e = publish_app(&s, "b", None, &mut registry).err().unwrap();
+        assert!(
+            matches!(e, RouteError::UnknownApp { ref app, .. } if app == "b"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("b.example.com"), "{e}");
     }
 }

@@ -9,3 +9,4 @@ mod publish;
 mod selection;
 mod smuggling;
 mod switching;
+mod ws_close;

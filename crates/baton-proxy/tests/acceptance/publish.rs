@@ -2,7 +2,9 @@
 //! hold mode keeps requests waiting for a ready backend, bounded in time and count.
 
 use crate::common::*;
-use baton_core::{HoldSpec, HumanDuration, MatchSpec, RuleSpec, ValueMatch};
+use baton_core::{
+    HoldSpec, HumanDuration, MatchSpec, RouteSpec, RouteTableSpec, RuleSpec, ValueMatch,
+};
 use baton_proxy::{ProxyConfig, RouteError};
 use http::StatusCode;
 
@@ -181,4 +183,90 @@ async fn without_hold_an_app_with_no_backend_answers_503_and_unknown_hosts_404()
     let answer = get_once(p.addr, "/", &[("host", "example.org")]).await;
     assert_eq!(answer.0, StatusCode::NOT_FOUND);
     assert_eq!(answer.1["x-baton-error"], "no_route");
+}
+
+/// `web` on host web.test, `api` on api.test.
+fn two_apps(web: baton_core::AppRouteSpec, api: baton_core::AppRouteSpec) -> RouteTableSpec {
+    let mut t = RouteTableSpec::default();
+    for (name, app) in [("web", web), ("api", api)] {
+        t.routes.push(RouteSpec {
+            host: Some(format!("{name}.test")),
+            path_prefix: "/".into(),
+            app: name.into(),
+        });
+        t.apps.insert(name.into(), app);
+    }
+    t
+}
+
+#[tokio::test]
+async fn publish_app_changes_one_app_and_refuses_a_bad_change_whole() {
+    let (w1, w2, a1) = (
+        sample("w1", "v1", None).await,
+        sample("w2", "v2", None).await,
+        sample("a1", "v1", None).await,
+    );
+    let p = start_proxy(ProxyConfig::default()).await;
+    let first = two_apps(
+        pools(vec![pool("v1", 100, vec![w1.spec()])]),
+        pools(vec![pool("v1", 100, vec![a1.spec()])]),
+    );
+    p.proxy.publish(&first).unwrap();
+    let version_at = |host: &'static str| {
+        let addr = p.addr;
+        async move { version_of(&get_once(addr, "/", &[("host", host)]).await) }
+    };
+    assert_eq!(version_at("web.test").await, "v1");
+
+    // One app changes; the other app and the routes stay as published.
+    let web_v2 = pools(vec![
+        pool("v1", 0, vec![w1.spec()]),
+        pool("v2", 100, vec![w2.spec()]),
+    ]);
+    p.proxy.publish_app("web", Some(&web_v2)).unwrap();
+    assert_eq!(version_at("web.test").await, "v2");
+    assert_eq!(version_at("api.test").await, "v1");
+    let mut expected = first.clone();
+    expected.apps.insert("web".into(), web_v2.clone());
+    assert_eq!(*p.proxy.current_spec(), expected);
+
+    // A bad change is refused with the same errors as a full publish; nothing changes.
+    let err = p
+        .proxy
+        .publish_app("web", Some(&pools(vec![pool("v1", 0, vec![w1.spec()])])))
+        .unwrap_err();
+    assert!(matches!(err, RouteError::NoTraffic { .. }), "{err}");
+    let err = p
+        .proxy
+        .publish_app("web", Some(&pools(vec![pool("v1", 100, vec![a1.spec()])])))
+        .unwrap_err();
+    assert!(matches!(err, RouteError::DuplicateBackend { .. }), "{err}");
+    let err = p.proxy.publish_app("api", None).unwrap_err();
+    assert!(
+        matches!(err, RouteError::UnknownApp { .. }) && err.to_string().contains("api"),
+        "removing a routed app must be refused: {err}"
+    );
+    assert_eq!(*p.proxy.current_spec(), expected);
+    assert_eq!(version_at("web.test").await, "v2");
+    assert_eq!(version_at("api.test").await, "v1");
+
+    // An app without a route can be added and removed again.
+    let extra = pools(vec![pool("v1", 100, vec![])]);
+    p.proxy.publish_app("extra", Some(&extra)).unwrap();
+    expected.apps.insert("extra".into(), extra);
+    assert_eq!(*p.proxy.current_spec(), expected);
+    // "extra" sorts between "api" and "web": the rebuilt router still finds web.
+    assert_eq!(version_at("web.test").await, "v2");
+    p.proxy.publish_app("extra", None).unwrap();
+    expected.apps.remove("extra");
+    assert_eq!(*p.proxy.current_spec(), expected);
+    assert_eq!(version_at("api.test").await, "v1");
+
+    // Back to v1 only: w2 is dropped from routing and drains at once (nothing in flight).
+    let web_v1 = pools(vec![pool("v1", 100, vec![w1.spec()])]);
+    p.proxy.publish_app("web", Some(&web_v1)).unwrap();
+    assert_eq!(version_at("web.test").await, "v1");
+    let report = p.proxy.drain("w2", std::time::Duration::from_secs(5)).await;
+    assert!(report.completed);
+    assert_eq!(p.proxy.in_flight("w2"), 0);
 }

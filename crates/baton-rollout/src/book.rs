@@ -6,7 +6,7 @@
 //! does so in an order the controller can rely on: a route is computed from `Ready`
 //! instances only, and stops queued during a step are emitted after that step's route.
 
-use crate::{Command, Finish, InstanceId, PoolPlan, RolloutSpec, RoutePlan, Verdict};
+use crate::{Command, Finish, Gate, InstanceId, PoolPlan, RolloutSpec, RoutePlan, Verdict};
 use baton_core::{Millis, RuleSpec, StickySpec};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -20,15 +20,28 @@ use std::time::Duration;
 pub(crate) enum Side {
     Old,
     New,
+    /// The fair baseline: the old version, routed as its own pool (canary only). It is
+    /// never kept by an ending.
+    Baseline,
 }
 
 impl Side {
+    /// The side an ending keeping `self` stops (`Baseline` is never kept).
     pub(crate) fn other(self) -> Side {
         match self {
-            Side::Old => Side::New,
+            Side::Old | Side::Baseline => Side::New,
             Side::New => Side::Old,
         }
     }
+}
+
+/// One gate the machine asks about: which, and at which canary step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct GateAsk {
+    pub gate: Gate,
+    pub step: Option<usize>,
+    /// The canary weight about to apply (fixed by gate and step).
+    pub weight: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,8 +103,17 @@ pub(crate) struct Book {
     timer: Option<Timer>,
     /// Paused by the operator.
     pub paused: bool,
-    /// Latest analysis verdict (the hook for a later issue).
+    /// Latest analysis verdict.
     pub verdict: Option<Verdict>,
+    /// Gates configured for this deployment (`RolloutSpec::gates`).
+    #[serde(default)]
+    gates: Vec<Gate>,
+    /// The gate asked and not answered yet.
+    #[serde(default)]
+    gate_pending: Option<GateAsk>,
+    /// Gates answered "go"; each is asked once.
+    #[serde(default)]
+    gates_passed: Vec<GateAsk>,
     finished: Option<Finish>,
     /// Commands of the current `handle` call (always empty between calls).
     #[serde(skip)]
@@ -129,16 +151,28 @@ impl Book {
             timer: None,
             paused: false,
             verdict: None,
+            gates: spec.gates.clone(),
+            gate_pending: None,
+            gates_passed: Vec::new(),
             finished: None,
             out: Vec::new(),
             stops: Vec::new(),
         }
     }
 
+    /// The version `side`'s instances run.
     pub(crate) fn version(&self, side: Side) -> Option<&str> {
         match side {
-            Side::Old => self.old_version.as_deref(),
+            Side::Old | Side::Baseline => self.old_version.as_deref(),
             Side::New => Some(&self.new_version),
+        }
+    }
+
+    /// The name of `side`'s route pool: its version, or the baseline's own label.
+    fn pool_name(&self, side: Side) -> Option<String> {
+        match side {
+            Side::Baseline => crate::baseline_label(self.old_version.as_deref()?),
+            _ => self.version(side).map(str::to_string),
         }
     }
 
@@ -293,7 +327,7 @@ impl Book {
     ) -> RoutePlan {
         let mut out: Vec<PoolPlan> = Vec::new();
         for &(side, weight) in pools {
-            let Some(version) = self.version(side) else {
+            let Some(version) = self.pool_name(side) else {
                 continue;
             };
             let instances = self.ids(side, Phase::Ready);
@@ -306,7 +340,7 @@ impl Book {
                     pool.instances.extend(instances);
                 }
                 None => out.push(PoolPlan {
-                    version: version.to_string(),
+                    version,
                     weight,
                     instances,
                 }),
@@ -318,6 +352,46 @@ impl Book {
             sticky,
             hold: self.hold,
         }
+    }
+
+    // --- gates ---
+
+    /// Whether the deployment may go past `gate` (at canary `step`): yes when the gate is
+    /// not configured or was answered "go". Otherwise it asks (once: `Command::Gate`) and
+    /// answers no; the strategy waits and calls again on a later input.
+    pub(crate) fn gate(&mut self, gate: Gate, step: Option<usize>, weight: Option<u32>) -> bool {
+        let ask = GateAsk { gate, step, weight };
+        if !self.gates.contains(&gate) || self.gates_passed.contains(&ask) {
+            return true;
+        }
+        if self.gate_pending != Some(ask) {
+            self.gate_pending = Some(ask);
+            self.out.push(Command::Gate { gate, step, weight });
+        }
+        false
+    }
+
+    /// The gate being waited at, if any.
+    pub(crate) fn gate_pending(&self) -> Option<GateAsk> {
+        self.gate_pending
+    }
+
+    /// An answer for `ask`: `None` if the machine is not waiting at it (stale answer),
+    /// else whether it said go (then it is remembered as passed).
+    pub(crate) fn on_gate(&mut self, gate: Gate, step: Option<usize>, ok: bool) -> Option<bool> {
+        let ask = self
+            .gate_pending
+            .filter(|a| a.gate == gate && a.step == step)?;
+        self.gate_pending = None;
+        if ok {
+            self.gates_passed.push(ask);
+        }
+        Some(ok)
+    }
+
+    /// The deployment is decided: no gate is waited for any more.
+    pub(crate) fn clear_gate(&mut self) {
+        self.gate_pending = None;
     }
 
     // --- inputs ---

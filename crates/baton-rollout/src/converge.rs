@@ -101,6 +101,12 @@ impl Converge {
     }
 
     pub(crate) fn reconcile(&mut self, book: &mut Book) {
+        // The baseline only exists for the comparison: every ending stops it at once.
+        for phase in [Phase::Starting, Phase::Ready, Phase::Failed] {
+            for id in book.ids(Side::Baseline, phase) {
+                book.stop(&id);
+            }
+        }
         let other = self.keep.other();
         for id in book.ids(other, Phase::Starting) {
             book.stop(&id);

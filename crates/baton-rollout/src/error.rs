@@ -80,6 +80,8 @@ mod tests {
             to_version: "v2".into(),
             replicas: 2,
             strategy,
+            gates: Vec::new(),
+            baseline: false,
         }
     }
 

@@ -34,6 +34,18 @@
 //!   `promote` and `abort` lift it. A restore instance that fails is not retried.
 //! - With no running instance of the previous version, any strategy starts the new
 //!   version directly (nothing to shift traffic from).
+//! - External gates (`RolloutSpec::gates`): the machine emits `Command::Gate` and waits,
+//!   doing nothing else on its own, until `Input::GateResult` answers that very gate.
+//!   `pre_rollout` comes before anything starts (a failure changes nothing), `step`
+//!   before each canary weight step, `pre_promote` before the final full rollout, the
+//!   blue/green switch or an A/B promotion of the new variant. A failed gate reverts.
+//!   `post_promote` and `rollback` happen after the machine is finished: the controller
+//!   calls those itself.
+//! - A fair baseline (`RolloutSpec::baseline`, canary only): one extra instance of the
+//!   previous version, routed as its own pool named [`baseline_label`] with the canary's
+//!   share (at most the rest when the canary is above 50%), so analysis compares like with
+//!   like. It is started with the first weight step, never replaced if it fails (analysis
+//!   then compares with the whole stable fleet) and stopped by every ending.
 
 mod book;
 mod converge;
@@ -86,8 +98,51 @@ pub enum Input {
     /// Operator: after a successful switch, while the previous version is still warm
     /// (blue/green `scale_down_delay`), flip traffic back.
     Rollback,
-    /// An analysis verdict (issue 6 plugs in here).
+    /// An analysis verdict.
     Verdict(Verdict),
+    /// The answer to `Command::Gate` (the webhook's reply, or its timeout). An answer for
+    /// a gate the machine is not waiting at is noted and ignored.
+    GateResult {
+        gate: Gate,
+        step: Option<usize>,
+        ok: bool,
+        reason: Option<String>,
+    },
+}
+
+/// The points where an external check (a webhook) may stop a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    /// Before anything starts.
+    PreRollout,
+    /// Before each canary weight step applies.
+    Step,
+    /// Before the final full rollout, the blue/green switch or an A/B promotion.
+    PrePromote,
+    /// After a successful finish (the controller's, not the machine's).
+    PostPromote,
+    /// When a deployment goes back to the previous version (notification only).
+    Rollback,
+}
+
+impl Gate {
+    pub fn name(self) -> &'static str {
+        match self {
+            Gate::PreRollout => "pre_rollout",
+            Gate::Step => "step",
+            Gate::PrePromote => "pre_promote",
+            Gate::PostPromote => "post_promote",
+            Gate::Rollback => "rollback",
+        }
+    }
+}
+
+/// The route pool name (and metrics label) of the fair baseline of `version`. `None` when
+/// it would not be a valid version label (too long), in which case no baseline runs.
+pub fn baseline_label(version: &str) -> Option<String> {
+    let label = format!("{version}.baseline");
+    baton_core::validate_version(&label).ok().map(|_| label)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +168,13 @@ pub enum Command {
     Route(RoutePlan),
     /// Something worth telling people (goes to events and history).
     Note { message: String },
+    /// Ask the external check at `gate` and answer with `Input::GateResult`; the
+    /// deployment waits there until then. `weight` is the canary weight about to apply.
+    Gate {
+        gate: Gate,
+        step: Option<usize>,
+        weight: Option<u32>,
+    },
     /// The deployment is over.
     Finish(Finish),
 }

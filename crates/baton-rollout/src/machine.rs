@@ -7,9 +7,9 @@ mod invariants;
 mod status;
 
 use crate::book::{Book, Failure, Phase, Side};
-use crate::converge::Converge;
+use crate::converge::{Converge, RevertShape};
 use crate::strategies::{Cx, Next, Plan};
-use crate::{Command, Input, InstanceId, Outcome, RolloutSpec, State, StrategySpec, Verdict};
+use crate::{Command, Gate, Input, InstanceId, Outcome, RolloutSpec, State, StrategySpec, Verdict};
 use baton_core::Millis;
 use serde::{Deserialize, Serialize};
 
@@ -93,6 +93,12 @@ impl Rollout {
         self.book.finished().is_some()
     }
 
+    /// The gate the deployment waits at, with its step and weight: after a restart the
+    /// controller asks it again (the answer to the first ask was lost with the process).
+    pub fn pending_gate(&self) -> Option<(Gate, Option<usize>, Option<u32>)> {
+        self.book.gate_pending().map(|a| (a.gate, a.step, a.weight))
+    }
+
     /// Blue/green after the switch while the previous version still runs:
     /// `Input::Rollback` now flips traffic back at once, with nothing to start.
     pub fn can_roll_back_instantly(&self) -> bool {
@@ -125,6 +131,12 @@ impl Rollout {
             Input::Resume => self.on_resume(now),
             Input::Rollback => self.on_rollback(now),
             Input::Verdict(v) => self.on_verdict(v),
+            Input::GateResult {
+                gate,
+                step,
+                ok,
+                reason,
+            } => self.on_gate_result(gate, step, ok, reason),
         }
     }
 
@@ -139,6 +151,7 @@ impl Rollout {
                     Next::Idle
                 }
                 None if self.book.paused => Next::Idle,
+                None if !self.book.gate(Gate::PreRollout, None, None) => Next::Idle,
                 None => {
                     let mut cx = Cx {
                         spec: &self.spec,
@@ -179,6 +192,7 @@ impl Rollout {
     fn end(&mut self, c: Converge) {
         self.book.paused = false;
         self.book.disarm();
+        self.book.clear_gate();
         self.ending = Some(c);
     }
 
@@ -259,6 +273,14 @@ impl Rollout {
                 ));
             }
             Failure::Fresh {
+                side: Side::Baseline,
+                ..
+            } => {
+                self.book.note(format!(
+                    "baseline instance {id} failed: {reason}; it is stopped and analysis compares the canary with the stable fleet"
+                ));
+            }
+            Failure::Fresh {
                 side: Side::Old,
                 owned,
             } => {
@@ -332,6 +354,44 @@ impl Rollout {
         }
         let result = self.with_plan(now, |plan, cx| plan.rollback(cx));
         self.operator(result, now);
+    }
+
+    /// The answer of an external gate: go on, or fail the deployment. A refused
+    /// `pre_rollout` changes nothing (nothing has started).
+    fn on_gate_result(
+        &mut self,
+        gate: Gate,
+        step: Option<usize>,
+        ok: bool,
+        reason: Option<String>,
+    ) {
+        let name = gate.name();
+        let why = reason.unwrap_or_else(|| "no reason given".into());
+        if self.ending.is_some() {
+            self.book.note(format!(
+                "{name} gate answered after the deployment was decided; ignored"
+            ));
+            return;
+        }
+        match self.book.on_gate(gate, step, ok) {
+            None => self.book.note(format!(
+                "ignored a {name} gate answer: the deployment is not waiting at it"
+            )),
+            Some(true) => self.book.note(format!("{name} gate passed")),
+            Some(false) if gate == Gate::PreRollout => {
+                let reason = format!("{name} gate refused the deployment: {why}");
+                self.book.note(format!("{reason}; nothing was changed"));
+                let c =
+                    Converge::revert(&self.book, RevertShape::UNTOUCHED, Outcome::Failed, reason);
+                self.end(c);
+            }
+            Some(false) => {
+                let at = step
+                    .map(|s| format!(" (step {})", s + 1))
+                    .unwrap_or_default();
+                self.revert(Outcome::Failed, format!("{name} gate{at} failed: {why}"));
+            }
+        }
     }
 
     /// The analysis hook: `Fail` fails the deployment (back to stable) unless it is

@@ -24,6 +24,12 @@ pub struct RolloutSpec {
     /// Desired instance count of the final version (and of each ab_test variant).
     pub replicas: u32,
     pub strategy: StrategySpec,
+    /// External gates this deployment waits at (`Command::Gate`); empty: none.
+    #[serde(default)]
+    pub gates: Vec<crate::Gate>,
+    /// Canary only: run a fair baseline instance of the previous version.
+    #[serde(default)]
+    pub baseline: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -80,6 +80,12 @@ impl Rollout {
                     debug_assert_eq!(n + 1, out.len(), "Finish must be the last command: {out:?}");
                 }
                 Command::Note { .. } => {}
+                Command::Gate { .. } => {
+                    debug_assert!(
+                        self.book.gate_pending().is_some() || self.ending.is_some(),
+                        "a Gate is emitted only while waiting at it: {out:?}"
+                    );
+                }
             }
         }
         let finishes = out

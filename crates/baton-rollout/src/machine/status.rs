@@ -58,7 +58,7 @@ impl Rollout {
         let (step, step_index) = self.step_text(p);
         let weights = self.book.last_route().map(percentages).unwrap_or_default();
         let mut instances = Vec::new();
-        for side in [Side::New, Side::Old] {
+        for side in [Side::New, Side::Old, Side::Baseline] {
             let Some(version) = self.book.version(side) else {
                 continue;
             };
@@ -98,6 +98,16 @@ impl Rollout {
         }
         if let Some(why) = self.plan.waiting(&self.spec) {
             return (State::Paused, Some(why));
+        }
+        if let Some(ask) = self.book.gate_pending() {
+            let at = ask
+                .step
+                .map(|s| format!(" (step {})", s + 1))
+                .unwrap_or_default();
+            return (
+                State::Running,
+                Some(format!("waiting for the {} gate{at}", ask.gate.name())),
+            );
         }
         (State::Running, p.reason.clone())
     }

@@ -5,13 +5,16 @@
 use super::{ready_of, rules, Cx, Next, Progress, Refusal};
 use crate::book::{Book, Side};
 use crate::converge::{Converge, RevertShape};
-use crate::{AbTestSpec, Outcome, RolloutSpec, RoutePlan, StrategySpec};
+use crate::{AbTestSpec, Gate, Outcome, RolloutSpec, RoutePlan, StrategySpec};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct AbTest {
     /// The variant is fully ready and traffic is split.
     testing: bool,
+    /// `promote --to` the new variant came: it wins once the `pre_promote` gate says go.
+    #[serde(default)]
+    promoting: bool,
 }
 
 fn ab(spec: &RolloutSpec) -> AbTestSpec {
@@ -32,7 +35,10 @@ fn variants(spec: &RolloutSpec) -> String {
 
 impl AbTest {
     pub(crate) fn new() -> AbTest {
-        AbTest { testing: false }
+        AbTest {
+            testing: false,
+            promoting: false,
+        }
     }
 
     pub(crate) fn reconcile(&mut self, cx: &mut Cx<'_>) -> Next {
@@ -60,7 +66,21 @@ impl AbTest {
                 cx.spec.app
             ));
         }
+        if self.promoting {
+            return self.promote_new(cx);
+        }
         Next::Idle
+    }
+
+    /// The new variant wins, once the `pre_promote` gate (if any) says go.
+    fn promote_new(&mut self, cx: &mut Cx<'_>) -> Next {
+        if !cx.book.gate(Gate::PrePromote, None, Some(100)) {
+            return Next::Idle;
+        }
+        self.promoting = false;
+        let reason = format!("{} won the A/B test", cx.spec.to_version);
+        cx.book.note(reason.clone());
+        Next::End(Converge::succeed(Some(reason)))
     }
 
     pub(crate) fn promote(&mut self, cx: &mut Cx<'_>, to: Option<&str>) -> Result<Next, Refusal> {
@@ -78,9 +98,8 @@ impl AbTest {
                     ready_of(cx.book, Side::New, cx.spec.replicas)
                 ));
             }
-            let reason = format!("{winner} won the A/B test");
-            cx.book.note(reason.clone());
-            return Ok(Next::End(Converge::succeed(Some(reason))));
+            self.promoting = true;
+            return Ok(self.promote_new(cx));
         }
         if cx.spec.from_version.as_deref() == Some(winner) {
             let reason = format!(

@@ -5,7 +5,7 @@
 use super::{ready_of, Cx, Next, Progress, Refusal};
 use crate::book::{Book, Side};
 use crate::converge::Converge;
-use crate::{BlueGreenSpec, Outcome, RolloutSpec, RoutePlan, StrategySpec};
+use crate::{BlueGreenSpec, Gate, Outcome, RolloutSpec, RoutePlan, StrategySpec};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,6 +13,9 @@ pub(crate) struct BlueGreen {
     phase: Phase,
     /// `promote` came while green was still starting: switch as soon as it is ready.
     promote_early: bool,
+    /// `promote` came while green waited: switch once the `pre_promote` gate says go.
+    #[serde(default)]
+    switching: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,13 +45,19 @@ impl BlueGreen {
         BlueGreen {
             phase: Phase::Starting,
             promote_early: false,
+            switching: false,
         }
     }
 
     pub(crate) fn reconcile(&mut self, cx: &mut Cx<'_>) -> Next {
         match self.phase {
             Phase::Starting => self.start_green(cx),
-            Phase::AutoWait if cx.book.timer_done(cx.now) => self.switch(cx),
+            Phase::AutoWait if cx.book.timer_done(cx.now) => {
+                // No deadline left behind while the `pre_promote` gate is asked.
+                cx.book.disarm();
+                self.switch(cx)
+            }
+            Phase::AutoWait | Phase::ManualWait if self.switching => self.switch(cx),
             Phase::AutoWait | Phase::ManualWait => Next::Idle,
             Phase::Warm if cx.book.timer_done(cx.now) => {
                 cx.book.disarm();
@@ -82,8 +91,12 @@ impl BlueGreen {
         Next::Idle
     }
 
-    /// All traffic to green at once; blue stays warm for the scale-down delay.
+    /// All traffic to green at once (once the `pre_promote` gate, if any, says go); blue
+    /// stays warm for the scale-down delay.
     fn switch(&mut self, cx: &mut Cx<'_>) -> Next {
+        if !cx.book.gate(Gate::PrePromote, None, Some(100)) {
+            return Next::Idle;
+        }
         let delay = bg(cx.spec).scale_down_delay;
         cx.book.arm(cx.now, delay.get());
         self.phase = Phase::Warm;
@@ -108,6 +121,7 @@ impl BlueGreen {
             }
             Phase::AutoWait | Phase::ManualWait => {
                 cx.book.disarm();
+                self.switching = true;
                 self.switch(cx)
             }
             Phase::Warm => {
@@ -142,7 +156,7 @@ impl BlueGreen {
     }
 
     pub(crate) fn waiting_for_promote(&self) -> bool {
-        self.phase == Phase::ManualWait
+        self.phase == Phase::ManualWait && !self.switching
     }
 
     pub(crate) fn waiting(&self, spec: &RolloutSpec) -> Option<String> {

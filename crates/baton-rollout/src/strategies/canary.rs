@@ -6,12 +6,16 @@
 //!
 //! Analysis hook: `Verdict::Fail` aborts (in `machine`); an `Inconclusive` latest verdict
 //! holds a timed pause at its end until a later verdict says otherwise.
+//!
+//! Gates: `step` before each weight step (before its instances start), `pre_promote`
+//! before the full rollout. Baseline: started with the first weight step, which waits for
+//! it; it gets the canary's weight (at most what the canary leaves to stable).
 
 use super::{ready_of, rules, Cx, Next, Progress, Refusal};
 use crate::book::{Book, Side};
 use crate::converge::{Converge, RevertShape};
 use crate::{
-    CanarySpec, CanaryStep, Outcome, PauseSpec, RolloutSpec, RoutePlan, StrategySpec, Verdict,
+    CanarySpec, CanaryStep, Gate, Outcome, PauseSpec, RolloutSpec, RoutePlan, StrategySpec, Verdict,
 };
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +29,9 @@ pub(crate) struct Canary {
     armed: bool,
     /// The current pause is over but held by an inconclusive verdict.
     held: Option<String>,
+    /// The fair baseline was started (it is started once, never replaced).
+    #[serde(default)]
+    baseline_started: bool,
 }
 
 fn canary(spec: &RolloutSpec) -> CanarySpec {
@@ -61,6 +68,7 @@ impl Canary {
             weight: None,
             armed: false,
             held: None,
+            baseline_started: false,
         }
     }
 
@@ -104,11 +112,25 @@ impl Canary {
     }
 
     fn weight_step(&mut self, weight: u32, cx: &mut Cx<'_>) -> Next {
+        if !cx.book.gate(Gate::Step, Some(self.step), Some(weight)) {
+            return Next::Idle;
+        }
         let need = needed(cx.spec.replicas, weight);
         while cx.book.present(Side::New) < need {
             cx.book.start(Side::New);
         }
-        if cx.book.ready(Side::New) < need {
+        if cx.spec.baseline && !self.baseline_started {
+            self.baseline_started = true;
+            match cx.spec.from_version.as_deref().map(crate::baseline_label) {
+                Some(Some(_)) => {
+                    cx.book.start(Side::Baseline);
+                }
+                _ => cx.book.note(
+                    "no fair baseline: the version label is too long for its pool name; analysis compares with the stable fleet",
+                ),
+            }
+        }
+        if cx.book.ready(Side::New) < need || cx.book.starting(Side::Baseline) > 0 {
             return Next::Idle;
         }
         self.weight = Some(weight);
@@ -135,6 +157,9 @@ impl Canary {
 
     /// After the last step: scale the canary to `replicas`, then give it everything.
     fn full_rollout(&mut self, cx: &mut Cx<'_>) -> Next {
+        if !cx.book.gate(Gate::PrePromote, None, Some(100)) {
+            return Next::Idle;
+        }
         while cx.book.present(Side::New) < cx.spec.replicas {
             cx.book.start(Side::New);
         }
@@ -196,7 +221,17 @@ impl Canary {
         };
         let c = canary(spec);
         let rules = rules(&c.rules, &spec.to_version).unwrap_or_default();
-        book.plan(&[(Side::New, w), (Side::Old, 100 - w)], rules, c.sticky)
+        let b = if book.ready(Side::Baseline) > 0 {
+            w.min(100 - w)
+        } else {
+            0
+        };
+        let pools = [
+            (Side::New, w),
+            (Side::Baseline, b),
+            (Side::Old, 100 - w - b),
+        ];
+        book.plan(&pools, rules, c.sticky)
     }
 
     pub(crate) fn progress(&self, spec: &RolloutSpec, book: &Book) -> Progress {

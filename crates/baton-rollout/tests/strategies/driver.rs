@@ -59,6 +59,12 @@ pub struct World {
     pub exclusive: bool,
     /// Non-zero: each instance's delays vary (deterministically) with this seed.
     pub jitter: u64,
+    /// Gates answered "no" with this reason (every other gate says go).
+    pub gate_fail: BTreeMap<Gate, String>,
+    /// Every `Command::Gate` received: (gate, step, weight).
+    pub gates_asked: Vec<(Gate, Option<usize>, Option<u32>)>,
+    /// How long a gate takes to answer.
+    pub gate_delay: u64,
 }
 
 pub fn spec(strategy: StrategySpec, replicas: u32, from: u32) -> RolloutSpec {
@@ -70,7 +76,14 @@ pub fn spec(strategy: StrategySpec, replicas: u32, from: u32) -> RolloutSpec {
         to_version: "v2".into(),
         replicas,
         strategy,
+        gates: Vec::new(),
+        baseline: false,
     }
+}
+
+/// Every gate the machine waits at.
+pub fn all_gates() -> Vec<Gate> {
+    vec![Gate::PreRollout, Gate::Step, Gate::PrePromote]
 }
 
 pub fn first_spec(strategy: StrategySpec, replicas: u32) -> RolloutSpec {
@@ -169,6 +182,9 @@ impl World {
             roundtrip: false,
             exclusive: false,
             jitter: 0,
+            gate_fail: BTreeMap::new(),
+            gates_asked: Vec::new(),
+            gate_delay: 200,
         }
     }
 
@@ -238,6 +254,17 @@ impl World {
                 self.routes.push(plan);
             }
             Command::Note { message } => self.notes.push(message),
+            Command::Gate { gate, step, weight } => {
+                self.gates_asked.push((gate, step, weight));
+                let refusal = self.gate_fail.get(&gate).cloned();
+                let input = Input::GateResult {
+                    gate,
+                    step,
+                    ok: refusal.is_none(),
+                    reason: refusal,
+                };
+                self.schedule(self.gate_delay, input);
+            }
             Command::Finish(f) => self.finish = Some(f),
         }
     }

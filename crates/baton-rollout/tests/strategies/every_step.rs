@@ -69,6 +69,35 @@ pub fn scenarios() -> Vec<Scenario> {
         ),
         sc("ab_test", spec(ab.clone(), 2, 2), None),
         sc(
+            "canary gated with baseline",
+            RolloutSpec {
+                gates: all_gates(),
+                baseline: true,
+                ..spec(
+                    canary(vec![weight(20), pause_for(10), weight(60), pause_for(10)]),
+                    3,
+                    3,
+                )
+            },
+            None,
+        ),
+        sc(
+            "blue_green gated",
+            RolloutSpec {
+                gates: all_gates(),
+                ..spec(blue_green(false, 0, 30), 2, 2)
+            },
+            None,
+        ),
+        sc(
+            "ab_test gated",
+            RolloutSpec {
+                gates: all_gates(),
+                ..spec(ab.clone(), 2, 2)
+            },
+            None,
+        ),
+        sc(
             "first deploy canary",
             first_spec(StrategySpec::Canary(CanarySpec::default()), 2),
             None,

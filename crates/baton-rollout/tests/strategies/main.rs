@@ -9,6 +9,7 @@ mod canary;
 mod driver;
 mod every_step;
 mod first_deploy;
+mod gates;
 mod operator;
 mod recreate;
 mod rolling;

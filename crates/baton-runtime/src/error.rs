@@ -70,4 +70,7 @@ pub enum RuntimeError {
 
     #[error(transparent)]
     Name(#[from] NameError),
+
+    #[error(transparent)]
+    Docker(#[from] crate::docker::DockerError),
 }

@@ -35,6 +35,15 @@ pub enum HandleDetail {
         log_path: PathBuf,
     },
     Static {},
+    /// A container on the Docker Engine (labels `baton.owner`, `baton.app`,
+    /// `baton.version`, `baton.instance` say whose it is).
+    Docker {
+        /// The engine's full container id: identifies it across a baton restart.
+        container_id: String,
+        container_name: String,
+        /// The image reference it was created from (`myorg/app:v3`).
+        image: String,
+    },
 }
 
 impl HandleDetail {
@@ -43,6 +52,7 @@ impl HandleDetail {
         match self {
             HandleDetail::Process { .. } => "process",
             HandleDetail::Static {} => "static",
+            HandleDetail::Docker { .. } => "docker",
         }
     }
 }

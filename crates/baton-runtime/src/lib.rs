@@ -1,20 +1,24 @@
 //! Where instances come from. One [`Runtime`] trait, several drivers: [`ProcessRuntime`]
-//! (the embedded default: spawns a command per instance) and [`StaticRuntime`] (addresses
-//! run by someone else). A container or cluster-service driver fits the same trait: it
+//! (the embedded default: spawns a command per instance), [`StaticRuntime`] (addresses
+//! run by someone else) and [`DockerRuntime`] (a container per instance, through the
+//! Docker Engine API). A container or cluster-service driver fits the same trait: it
 //! returns an [`InstanceHandle`] with its own [`HandleDetail`], and `adopt` answers "is this
 //! still the same running thing?" after a baton restart.
 
+mod docker;
 mod error;
 mod handle;
 mod process;
 mod static_runtime;
 
+pub use docker::{default_host, DockerError, DockerRuntime, DockerSpec, Pull, DEFAULT_HOST};
 pub use error::RuntimeError;
 pub use handle::{HandleDetail, InstanceHandle, RuntimeEvent, StartRequest};
 pub use process::{ProcessRuntime, ProcessSpec};
 pub use static_runtime::StaticRuntime;
 
 use async_trait::async_trait;
+use std::collections::HashSet;
 
 /// A driver that starts, stops, re-adopts and reads the logs of instances. Instances that
 /// end on their own are reported on the driver's event channel
@@ -42,4 +46,22 @@ pub trait Runtime: Send + Sync {
         handle: &InstanceHandle,
         max_lines: usize,
     ) -> Result<Vec<String>, RuntimeError>;
+
+    /// Before a deployment of `version` begins: checks (and, where allowed, fetches) what
+    /// starting it needs, so a deployment that cannot start fails with nothing changed.
+    /// The docker runtime checks the image is on the engine (pulling it if `pull` allows).
+    async fn prepare(&self, _app: &str, _version: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    /// After a restart, once the stored instances were adopted: removes the instances of
+    /// `app` this runtime finds that belong to this baton but are not in `known`, and
+    /// returns their ids. Drivers whose instances cannot be listed do nothing.
+    async fn remove_strays(
+        &self,
+        _app: &str,
+        _known: &HashSet<String>,
+    ) -> Result<Vec<String>, RuntimeError> {
+        Ok(Vec::new())
+    }
 }

@@ -8,9 +8,14 @@ use thiserror::Error;
 /// An error from the store. Every variant names the store file.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    /// Another process (or another `Store` in this process) has the file open.
-    #[error("the store at {} is in use by another baton (is `baton serve` already running?)", .path.display())]
-    Locked { path: PathBuf },
+    /// Another process (or another `Store` in this process) has the file open. `holder`
+    /// is what the holder wrote in the `<store>.lock-owner` sidecar, when it is a live
+    /// process: information for the operator only, the file lock decides.
+    #[error("the store at {} is in use by another baton ({}): stop it or set [store] path elsewhere", .path.display(), describe_holder(.holder.as_ref()))]
+    Locked {
+        path: PathBuf,
+        holder: Option<LockHolder>,
+    },
 
     /// The file is not a readable baton store. It is never reset or repaired silently.
     #[error("the store at {} is damaged: {detail}; it was left untouched — move it aside to start empty, or restore a backup", .path.display())]
@@ -28,6 +33,17 @@ pub enum StoreError {
     #[error("no space left to write the store at {} ({source}): free disk space (or raise the quota or file size limit) and retry; nothing was written by the failed operation", .path.display())]
     NoSpace {
         path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The file system is full (or the quota or file size limit is reached) while creating
+    /// the store. Nothing is left behind: the partly written temporary file is removed.
+    #[error("no space left to create the store at {} ({source}): free space on {} (or raise the quota or file size limit) or set [store] path elsewhere; nothing was left behind", .path.display(), .fs.display())]
+    NoSpaceToCreate {
+        path: PathBuf,
+        /// The mount point of the file system the store would live on.
+        fs: PathBuf,
         #[source]
         source: io::Error,
     },
@@ -64,6 +80,22 @@ pub enum StoreError {
     Failed { path: PathBuf, detail: String },
 }
 
+/// The process holding the store, as it recorded itself when it took the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    /// Its process id.
+    pub pid: u32,
+    /// When it opened the store (RFC 3339, UTC).
+    pub started: String,
+}
+
+fn describe_holder(holder: Option<&LockHolder>) -> String {
+    match holder {
+        Some(h) => format!("baton pid {}, started {}", h.pid, h.started),
+        None => "is `baton serve` already running?".into(),
+    }
+}
+
 // === impl StoreError ===
 
 impl StoreError {
@@ -83,6 +115,7 @@ impl StoreError {
         match err {
             redb::Error::DatabaseAlreadyOpen => StoreError::Locked {
                 path: path.to_path_buf(),
+                holder: None,
             },
             redb::Error::Io(source) => StoreError::io(path, source),
             redb::Error::Corrupted(detail) => corrupt(path, detail),
@@ -140,7 +173,26 @@ mod tests {
     #[test]
     fn redb_lock_errors_become_locked() {
         let err = StoreError::redb(Path::new("s"), redb::DatabaseError::DatabaseAlreadyOpen);
-        assert!(matches!(err, StoreError::Locked { .. }));
-        assert!(err.to_string().contains("baton serve"));
+        assert!(matches!(err, StoreError::Locked { holder: None, .. }));
+        let msg = err.to_string();
+        assert!(msg.contains("in use by another baton"), "{msg}");
+        assert!(msg.contains("baton serve"), "{msg}");
+        assert!(msg.contains("set [store] path elsewhere"), "{msg}");
+    }
+
+    #[test]
+    fn a_known_holder_is_named_by_pid() {
+        let err = StoreError::Locked {
+            path: PathBuf::from("/var/lib/baton/state"),
+            holder: Some(LockHolder {
+                pid: 1234,
+                started: "2026-01-02T03:04:05Z".into(),
+            }),
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.contains("the store at /var/lib/baton/state is in use by another baton (baton pid 1234, started 2026-01-02T03:04:05Z): stop it or set [store] path elsewhere"),
+            "{msg}"
+        );
     }
 }

@@ -8,16 +8,18 @@
 //! Every write is one redb transaction with `Durability::Immediate` (fsync'd before the
 //! call returns), so a write either happened entirely or not at all, even across `kill -9`
 //! or power loss. The file is locked while open: a second `Store::open` of the same file, in
-//! this process or another, fails with [`StoreError::Locked`]. A file that cannot be read
+//! this process or another, fails with [`StoreError::Locked`], which names the holder's pid
+//! from the `<store>.lock-owner` sidecar the holder writes (information only). A file that cannot be read
 //! is reported as [`StoreError::Corrupt`] and never reset.
 //!
 //! All methods block on disk I/O; call them from a blocking thread, not an async task.
 
 mod error;
 mod open;
+mod owner;
 mod tables;
 
-pub use error::StoreError;
+pub use error::{LockHolder, StoreError};
 
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::de::DeserializeOwned;
@@ -41,7 +43,15 @@ impl Store {
     /// open, [`StoreError::Corrupt`] if the file is not a readable store (it is left
     /// untouched), [`StoreError::SchemaTooNew`], or an I/O error naming the path.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = open::open_database(path)?;
+        let db = match open::open_database(path) {
+            Ok(db) => db,
+            Err(StoreError::Locked { path, .. }) => {
+                let holder = owner::holder(&path);
+                return Err(StoreError::Locked { path, holder });
+            }
+            Err(e) => return Err(e),
+        };
+        owner::record(path);
         tracing::debug!(path = %path.display(), "store opened");
         Ok(Store {
             db,
@@ -287,6 +297,14 @@ impl Store {
 
     fn fail(&self, err: impl Into<redb::Error>) -> StoreError {
         StoreError::redb(&self.path, err)
+    }
+}
+
+/// Removes the holder record while the lock is still held (the fields, and with them the
+/// lock, are dropped after this runs), so it can never remove a later holder's record.
+impl Drop for Store {
+    fn drop(&mut self) {
+        owner::clear(&self.path);
     }
 }
 

@@ -7,8 +7,10 @@ use redb::Database;
 use std::any::Any;
 use std::fs;
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::panic::{catch_unwind, set_hook, take_hook, AssertUnwindSafe, PanicHookInfo};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Opens the store at `path`, creating it (and its parent directory) if it does not exist.
 pub(crate) fn open_database(path: &Path) -> Result<Database, StoreError> {
@@ -32,8 +34,10 @@ fn exists(path: &Path) -> Result<bool, StoreError> {
 }
 
 /// Builds a complete store beside `path` and links it into place only when it is whole,
-/// so an existing file at `path` is always a store that was once complete. A crash during
-/// creation leaves at most a stray `.NAME.init-PID` file, never a half-made store.
+/// so an existing file at `path` is always a store that was once complete. A failed
+/// creation removes its temporary `.NAME.init-PID` file (best effort; only a crash can
+/// leave one behind) and its error names `path`, the file the operator configured, not the
+/// temporary file they never asked for.
 fn create_new(path: &Path) -> Result<(), StoreError> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     let tmp = path.with_file_name(format!(
@@ -41,21 +45,68 @@ fn create_new(path: &Path) -> Result<(), StoreError> {
         name.unwrap_or_else(|| "store".into()),
         std::process::id()
     ));
-    remove_if_present(&tmp)?;
-    let db = Database::create(&tmp).map_err(|e| StoreError::redb(&tmp, e))?;
-    initialize(&tmp, &db)?;
-    drop(db);
-    // `hard_link` refuses to replace: if another process created the store meanwhile, its
-    // file wins and ours is discarded.
-    match fs::hard_link(&tmp, path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(StoreError::io(path, e)),
+    remove_if_present(&tmp).map_err(|e| creation_error(path, e))?;
+    if let Err(e) = build_and_link(path, &tmp) {
+        if let Err(cleanup) = remove_if_present(&tmp) {
+            tracing::warn!(tmp = %tmp.display(), error = %cleanup, "could not remove the temporary store file of a failed creation");
+        }
+        return Err(creation_error(path, e));
     }
     remove_if_present(&tmp)?;
     sync_dir(path)?;
     tracing::info!(path = %path.display(), schema = SCHEMA_VERSION, "created a new store");
     Ok(())
+}
+
+/// Writes a whole store into `tmp` (closed again on return, also on error) and links it at
+/// `path`. Errors name `path`.
+fn build_and_link(path: &Path, tmp: &Path) -> Result<(), StoreError> {
+    let db = Database::create(tmp).map_err(|e| StoreError::redb(path, e))?;
+    initialize(path, &db)?;
+    drop(db);
+    // `hard_link` refuses to replace: if another process created the store meanwhile, its
+    // file wins and ours is discarded.
+    match fs::hard_link(tmp, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::io(path, e)),
+    }
+}
+
+/// A full disk while creating gets its own error naming the file system to free space on,
+/// since the usual "retry" advice cannot help a store that does not exist yet.
+fn creation_error(path: &Path, err: StoreError) -> StoreError {
+    match err {
+        StoreError::NoSpace { source, .. } => StoreError::NoSpaceToCreate {
+            path: path.to_path_buf(),
+            fs: mount_point(path),
+            source,
+        },
+        other => other,
+    }
+}
+
+/// The mount point of the file system `path` would live on: the highest ancestor of its
+/// directory on the same device. Falls back to the directory itself.
+fn mount_point(path: &Path) -> PathBuf {
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    let Ok(dir) = fs::canonicalize(&dir) else {
+        return dir;
+    };
+    let Ok(dev) = fs::metadata(&dir).map(|m| m.dev()) else {
+        return dir;
+    };
+    let mut top = dir.clone();
+    for ancestor in dir.ancestors().skip(1) {
+        match fs::metadata(ancestor) {
+            Ok(m) if m.dev() == dev => top = ancestor.to_path_buf(),
+            _ => break,
+        }
+    }
+    top
 }
 
 fn initialize(path: &Path, db: &Database) -> Result<(), StoreError> {
@@ -99,9 +150,10 @@ fn sync_dir(path: &Path) -> Result<(), StoreError> {
 
 /// Opens a file that must already be a store. redb never initializes an existing file in
 /// this mode; a file it cannot read (bad header, truncated) becomes `Corrupt`. redb answers
-/// some truncations with a panic (an internal assertion), which is caught here.
+/// some truncations with a panic (an internal assertion), which is caught here, quietly:
+/// the caller reports it as `Corrupt`.
 fn open_existing(path: &Path) -> Result<Database, StoreError> {
-    let outcome = catch_unwind(AssertUnwindSafe(|| Database::open(path)));
+    let outcome = quietly(|| Database::open(path));
     match outcome {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
@@ -117,6 +169,40 @@ fn open_existing(path: &Path) -> Result<Database, StoreError> {
         Ok(Err(e)) => Err(StoreError::redb(path, e)),
         Err(panic) => Err(corrupt(path, describe_panic(&panic))),
     }
+}
+
+/// Runs `f`, catching a panic without the panic hook printing it.
+///
+/// redb 2 has no non-panicking check for a file shorter than its header records (it
+/// asserts), and the default hook would print redb's internal message to stderr before
+/// our clear `Corrupt` error. The hook is process-global, so: only panics of this thread
+/// are silenced (others go to the previous hook), the previous hook is put back right
+/// after, and a lock keeps two opens from interleaving their swaps.
+fn quietly<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    static SWAP: Mutex<()> = Mutex::new(());
+    // A panicking thread must not touch the hook (`take_hook` would panic); it is not
+    // opening stores either, but be safe.
+    if std::thread::panicking() {
+        return catch_unwind(AssertUnwindSafe(f));
+    }
+    let _swap = SWAP.lock().unwrap_or_else(|p| p.into_inner());
+    let previous = Arc::new(take_hook());
+    let guarded = std::thread::current().id();
+    let others = Arc::clone(&previous);
+    set_hook(Box::new(move |info| {
+        if std::thread::current().id() != guarded {
+            others(info);
+        }
+    }));
+    let outcome = catch_unwind(AssertUnwindSafe(f));
+    // Dropping our hook leaves `previous` with one owner: put the very same hook back
+    // (not a wrapper, which would nest one level deeper on every open).
+    drop(take_hook());
+    match Arc::try_unwrap(previous) {
+        Ok(hook) => set_hook(hook),
+        Err(shared) => set_hook(Box::new(move |info: &PanicHookInfo<'_>| shared(info))),
+    }
+    outcome
 }
 
 fn describe_bad_header(path: &Path) -> String {

@@ -42,6 +42,7 @@ fn child_entry() {
         "hold" => hold(path),
         "write" => write_forever(path),
         "fill" => fill(path),
+        "open" => open_once(path),
         other => panic!("unknown child mode {other}"),
     }
 }
@@ -107,6 +108,21 @@ fn fill(path: &Path) {
     say("never failed");
 }
 
+/// Opens the store once and reports the outcome ("opened", or "error KIND MESSAGE").
+fn open_once(path: &Path) {
+    match Store::open(path) {
+        Ok(_) => say("opened"),
+        Err(e) => {
+            let kind = match e {
+                StoreError::NoSpaceToCreate { .. } => "nospace-create",
+                StoreError::Corrupt { .. } => "corrupt",
+                _ => "other",
+            };
+            say(&format!("error {kind} {e}"));
+        }
+    }
+}
+
 // --- parent side ---
 
 /// A child process that is killed and reaped when dropped, so a failing test leaves no
@@ -138,7 +154,11 @@ fn spawn_child(mode: &str, path: &Path) -> ChildGuard {
     ))
 }
 
-fn child_command(mode: &str, path: &Path, mut command: Command) -> Child {
+fn child_command(mode: &str, path: &Path, command: Command) -> Child {
+    child_command_with(mode, path, command, Stdio::inherit())
+}
+
+fn child_command_with(mode: &str, path: &Path, mut command: Command, stderr: Stdio) -> Child {
     command
         .args([
             "--exact",
@@ -151,7 +171,7 @@ fn child_command(mode: &str, path: &Path, mut command: Command) -> Child {
         .env(PATH_VAR, path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .unwrap()
 }
@@ -192,14 +212,112 @@ fn a_second_process_is_refused_while_the_first_holds_the_store() {
 
     let err = Store::open(&path).unwrap_err();
     assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
-    assert!(err.to_string().contains("in use by another baton"), "{err}");
+    // The error names the holder, so the operator knows what to stop.
+    let msg = err.to_string();
+    let pid = child.0.id();
+    assert!(
+        msg.contains(&format!(
+            "in use by another baton (baton pid {pid}, started "
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
 
-    // The lock dies with its holder, even on SIGKILL, and its commit is there.
+    // The lock dies with its holder, even on SIGKILL, and its commit is there. The
+    // holder's record it could not remove does not stand in the way.
     child.kill();
+    assert!(dir.join("state.lock-owner").exists());
     let store = Store::open(&path).unwrap();
     assert_eq!(
         store.get_app::<Counter>("held").unwrap(),
         Some(Counter { n: 1 })
+    );
+}
+
+/// Runs a child in `mode` to completion (bounded), with its stderr captured: (the line
+/// it said, its stderr).
+fn run_child(mode: &str, path: &Path, command: Command) -> (String, String) {
+    let mut child = ChildGuard(child_command_with(mode, path, command, Stdio::piped()));
+    let mut out = child.stdout();
+    let said = next_line(&mut out, "").expect("child ended without reporting");
+    let mut stderr = child.0.stderr.take().unwrap();
+    // The child exits right after saying its line; its stderr ends with it. The guard
+    // kills it if it does not (reading stops at the kill).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "child did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).unwrap();
+    (said, err)
+}
+
+/// Creating the store where it cannot fit (here a file size limit, which fails the writes
+/// as a full disk does): the error names the configured path, the cause and the fix, and
+/// the temporary file the store was being built in is gone.
+#[test]
+fn a_store_that_cannot_be_created_leaves_nothing_behind() {
+    let dir = TestDir::new("create-full");
+    let path = dir.join("state");
+    let mut shell = Command::new("sh");
+    // 8 blocks of 512 bytes: far less than an empty store needs.
+    shell
+        .arg("-c")
+        .arg("ulimit -f 8 && trap '' XFSZ && exec \"$0\" \"$@\"")
+        .arg(std::env::current_exe().unwrap());
+    let (said, _) = run_child("open", &path, shell);
+    eprintln!("{said}");
+    let error = said
+        .strip_prefix("error ")
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(error.starts_with("nospace-create "), "{error}");
+    assert!(
+        error.contains(&format!(
+            "no space left to create the store at {}",
+            path.display()
+        )),
+        "{error}"
+    );
+    assert!(error.contains("free space on /"), "{error}");
+    assert!(error.contains("set [store] path elsewhere"), "{error}");
+    assert!(!error.contains(".init-"), "{error}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // With room, the same path becomes a store.
+    drop(Store::open(&path).unwrap());
+}
+
+/// A truncated store is refused with our error only: redb's internal panic, caught by the
+/// store, is not printed to stderr.
+#[test]
+fn a_truncated_store_is_refused_without_panic_noise() {
+    let dir = TestDir::new("quiet-panic");
+    let path = dir.join("state");
+    {
+        let store = Store::open(&path).unwrap();
+        for n in 0..50u64 {
+            let record = serde_json::json!({ "n": n, "pad": "x".repeat(500) });
+            store
+                .commit(&app_of(n), Some(&record), None::<&u64>, &[n])
+                .unwrap();
+        }
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let (said, stderr) = run_child(
+        "open",
+        &path,
+        Command::new(std::env::current_exe().unwrap()),
+    );
+    assert!(said.starts_with("error corrupt "), "{said}");
+    assert!(said.contains("truncated"), "{said}");
+    assert!(
+        !stderr.contains("panicked"),
+        "panic text on stderr: {stderr}"
     );
 }
 

@@ -234,9 +234,65 @@ fn a_second_open_in_the_same_process_is_locked_until_the_first_closes() {
     assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains(&path.display().to_string()), "{msg}");
-    assert!(msg.contains("is `baton serve` already running?"), "{msg}");
+    // The holder recorded itself: here, this very process.
+    let pid = std::process::id();
+    assert!(
+        matches!(&err, StoreError::Locked { holder: Some(h), .. } if h.pid == pid),
+        "{err:?}"
+    );
+    assert!(
+        msg.contains(&format!(
+            "in use by another baton (baton pid {pid}, started "
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("stop it or set [store] path elsewhere"),
+        "{msg}"
+    );
+    let sidecar = dir.join("state.lock-owner");
+    assert!(sidecar.exists(), "no holder record while open");
     drop(first);
+    assert!(
+        !sidecar.exists(),
+        "a clean close left its holder record behind"
+    );
     Store::open(&path).unwrap();
+}
+
+/// The holder record is only information: one left by a process that is gone (killed
+/// before it could remove it) neither blocks an open nor is named in an error.
+#[test]
+fn a_stale_holder_record_blocks_nothing_and_is_not_named() {
+    let dir = TestDir::new("stale-owner");
+    let path = dir.join("state");
+    drop(Store::open(&path).unwrap());
+    let sidecar = dir.join("state.lock-owner");
+    // A pid above the kernel's maximum (4194304) is never a live process.
+    let stale = r#"{"pid":4294967295,"started":"2000-01-01T00:00:00Z"}"#;
+    std::fs::write(&sidecar, stale).unwrap();
+    let store = Store::open(&path).unwrap();
+    // The new holder replaced the stale record with its own.
+    let now = std::fs::read_to_string(&sidecar).unwrap();
+    assert!(
+        now.contains(&format!("\"pid\":{}", std::process::id())),
+        "{now}"
+    );
+    drop(store);
+
+    // Garbage in the record: still no obstacle, and not repeated to the operator.
+    std::fs::write(&sidecar, b"\0\0not json").unwrap();
+    let store = Store::open(&path).unwrap();
+    std::fs::write(&sidecar, stale).unwrap();
+    let err = Store::open(&path).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Locked { holder: None, .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(!msg.contains("4294967295"), "{msg}");
+    assert!(msg.contains("is `baton serve` already running?"), "{msg}");
+    drop(store);
 }
 
 #[test]

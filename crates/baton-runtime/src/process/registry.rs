@@ -150,13 +150,18 @@ mod tests {
     use super::*;
 
     fn free_range(n: u16) -> PortRange {
-        // Ports near one the OS just handed out are very likely free.
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let first = l.local_addr().unwrap().port().min(65535 - n);
-        PortRange {
-            first,
-            last: first + n - 1,
-        }
+        // Below the kernel's ephemeral range (32768+), where the many connections other
+        // tests open cannot take a port between our check and the reservation; spread by
+        // pid so parallel test processes rarely look at the same block.
+        let start = 12_000 + (std::process::id() % 800) as u16 * 10;
+        (start..20_000)
+            .step_by(usize::from(n))
+            .map(|first| PortRange {
+                first,
+                last: first + n - 1,
+            })
+            .find(|r| (r.first..=r.last).all(is_free))
+            .unwrap()
     }
 
     #[test]

@@ -24,7 +24,9 @@ mod validate_app;
 
 pub use error::{ConfigError, Problem};
 pub use kinds::{AdminListen, RuntimeKind, StrategyKind};
-pub use model::{AdminSection, AppConfig, Config, ProxySection, StoreSection};
+pub use model::{
+    parse_memory, AdminSection, AppConfig, Config, ProxySection, PullPolicy, StoreSection,
+};
 
 use diagnose::Found;
 use locate::{line_col, Locator};

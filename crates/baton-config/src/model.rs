@@ -3,6 +3,7 @@
 
 use crate::kinds::{AdminListen, RuntimeKind, StrategyKind};
 use crate::strategy;
+use baton_analysis::AnalysisSpec;
 use baton_core::{HealthSpec, HumanDuration, PortRange};
 use baton_rollout::spec::{AbTestSpec, BlueGreenSpec, CanarySpec, RecreateSpec, RollingSpec};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,9 @@ pub struct ProxySection {
     pub client_idle_timeout: HumanDuration,
     /// Largest request head accepted (431 beyond). Default 64 KiB.
     pub max_header_bytes: usize,
+    /// Threads serving traffic (and the control plane). Default 0 = one per CPU core;
+    /// `1` makes baton a single event loop, like one nginx or HAProxy worker.
+    pub workers: usize,
 }
 
 impl Default for ProxySection {
@@ -54,6 +58,7 @@ impl Default for ProxySection {
             client_header_timeout: HumanDuration::from_secs(10),
             client_idle_timeout: HumanDuration::from_secs(60),
             max_header_bytes: 64 * 1024,
+            workers: 0,
         }
     }
 }
@@ -113,6 +118,10 @@ pub struct AppConfig {
     pub stop_timeout: HumanDuration,
     /// Recreate: how long requests wait while no instance is ready. Default 30s.
     pub hold_timeout: HumanDuration,
+    /// `[apps.NAME.analysis]`: judging canary and ab_test rollouts from the proxy's own
+    /// per-version metrics, plus webhook and Prometheus gates. Absent = disabled.
+    #[serde(default)]
+    pub analysis: AnalysisSpec,
     pub recreate: RecreateSpec,
     pub blue_green: BlueGreenSpec,
     pub rolling: RollingSpec,
@@ -120,10 +129,78 @@ pub struct AppConfig {
     pub canary: CanarySpec,
     #[serde(deserialize_with = "strategy::ab_test")]
     pub ab_test: AbTestSpec,
-    /// Docker / swarm runtime (a later issue): the image.
+    /// Docker runtime: the image, with `{version}` substituted (`"myorg/app:{version}"`).
     pub image: Option<String>,
-    /// Docker / swarm runtime (a later issue): the port the container listens on.
+    /// Docker runtime: the port the container listens on.
     pub container_port: Option<u16>,
+    /// Docker runtime: `"host_path:container_path[:ro]"` or `"volume_name:container_path[:ro]"`.
+    pub volumes: Vec<String>,
+    /// Docker runtime: a network to attach containers to; they are then reached at their
+    /// address on it instead of at a port published on 127.0.0.1.
+    pub network: Option<String>,
+    /// Docker runtime: memory limit, e.g. `"512MiB"` (checked with [`parse_memory`]).
+    pub memory: Option<String>,
+    /// Docker runtime: CPU limit in CPUs, e.g. `1.5`.
+    pub cpus: Option<f64>,
+    /// Docker runtime: whether baton pulls the image. Default `never`.
+    pub pull: PullPolicy,
+    /// Docker runtime: also wait for the image's own HEALTHCHECK to report healthy.
+    pub wait_healthcheck: bool,
+}
+
+/// `pull = "never" | "missing" | "always"`: whether the docker runtime pulls the image
+/// before a deployment. baton never pulls unless told to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullPolicy {
+    /// The image must already be on the engine (the default).
+    #[default]
+    Never,
+    /// Pull only when the engine does not have the image.
+    Missing,
+    /// Pull before every deployment.
+    Always,
+}
+
+/// Parses a memory size such as `"512MiB"`, `"1GiB"`, `"256m"`, `"1g"` or `"1048576"`
+/// (bytes) into bytes. Binary (`KiB`, `MiB`, `GiB`, and Docker's `k`, `m`, `g`) and
+/// decimal (`KB`, `MB`, `GB`) units are accepted; the result must be at least 6 MiB, the
+/// smallest limit Docker accepts.
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    const MIN: u64 = 6 << 20;
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let unit = unit.trim();
+    let fix = "write a size such as \"512MiB\" or \"2GiB\"";
+    let Ok(n) = digits.parse::<u64>() else {
+        return Err(format!("memory {text:?} is not a size: {fix}"));
+    };
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "memory {text:?} has an unknown unit {unit:?}: {fix} (units: KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+            ))
+        }
+    };
+    let bytes = n
+        .checked_mul(factor)
+        .ok_or_else(|| format!("memory {text:?} is too large: {fix}"))?;
+    if bytes < MIN {
+        return Err(format!(
+            "memory {text:?} is below 6MiB, the smallest limit Docker accepts: {fix}"
+        ));
+    }
+    Ok(bytes)
 }
 
 impl Default for AppConfig {
@@ -142,6 +219,7 @@ impl Default for AppConfig {
             drain_timeout: HumanDuration::from_secs(30),
             stop_timeout: HumanDuration::from_secs(10),
             hold_timeout: HumanDuration::from_secs(30),
+            analysis: AnalysisSpec::default(),
             recreate: RecreateSpec::default(),
             blue_green: BlueGreenSpec::default(),
             rolling: RollingSpec::default(),
@@ -149,6 +227,12 @@ impl Default for AppConfig {
             ab_test: AbTestSpec::default(),
             image: None,
             container_port: None,
+            volumes: Vec::new(),
+            network: None,
+            memory: None,
+            cpus: None,
+            pull: PullPolicy::Never,
+            wait_healthcheck: false,
         }
     }
 }

@@ -56,7 +56,19 @@ fn proxy(raw: &RawConfig, issues: &mut Vec<Issue>) {
             ),
         ));
     }
+    if p.workers > MAX_WORKERS {
+        issues.push((
+            key!["proxy", "workers"],
+            format!(
+                "`workers` in [proxy] is {}: use 1 to {MAX_WORKERS}, or 0 for one per CPU core (the default)",
+                p.workers
+            ),
+        ));
+    }
 }
+
+/// More threads than this only adds scheduling overhead on any machine baton targets.
+const MAX_WORKERS: usize = 256;
 
 fn admin(raw: &RawConfig, issues: &mut Vec<Issue>) {
     let AdminListen::Tcp(addr) = raw.admin.listen else {

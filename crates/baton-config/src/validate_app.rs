@@ -1,9 +1,10 @@
 //! Checks of one `[apps.NAME]` section: runtime, routing, health and strategy parameters.
 
 use crate::kinds::RuntimeKind;
-use crate::locate::{key, KeyPath};
+use crate::locate::{key, KeyPath, Seg};
 use crate::model::AppConfig;
 use crate::validate::{positive, Issue};
+use baton_analysis::KeyPart;
 use baton_core::{validate_app_name, Quantity};
 use baton_rollout::spec::{CanaryRule, CanaryStep};
 
@@ -23,6 +24,7 @@ pub(crate) fn check(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {
     rolling(name, app, issues);
     canary(name, app, issues);
     ab_test(name, app, issues);
+    analysis(name, app, issues);
 }
 
 fn runtime(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {
@@ -68,6 +70,123 @@ fn runtime(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {
             "`container_port` must be a port from 1 to 65535".into(),
         ));
     }
+    docker(name, app, issues);
+}
+
+/// The docker keys: required ones for `runtime = "docker"`, well-formed values always, and
+/// no docker-only key on a runtime that would ignore it.
+fn docker(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {
+    let at = |k: &str| key!["apps", name, k];
+    if app.runtime == RuntimeKind::Docker {
+        match app.image.as_deref().map(str::trim) {
+            None | Some("") => issues.push((
+                at("image"),
+                format!(
+                    "[apps.{name}] uses the docker runtime but has no `image`: add the image to \
+                     run, e.g. image = \"myorg/{name}:{{version}}\" ({{version}} is replaced by \
+                     the deployed version)"
+                ),
+            )),
+            Some(image) if image.chars().any(char::is_whitespace) => issues.push((
+                at("image"),
+                format!("`image` in [apps.{name}] is {image:?}: an image reference has no spaces"),
+            )),
+            Some(_) => {}
+        }
+        if app.container_port.is_none() {
+            issues.push((
+                at("container_port"),
+                format!(
+                    "[apps.{name}] uses the docker runtime but has no `container_port`: add the \
+                     port the container listens on, e.g. container_port = 8080"
+                ),
+            ));
+        }
+        if app.cwd.is_some() {
+            issues.push((
+                at("cwd"),
+                format!(
+                    "`cwd` in [apps.{name}] has no effect with runtime = \"docker\" (the image \
+                     sets the working directory): remove it"
+                ),
+            ));
+        }
+    } else if matches!(app.runtime, RuntimeKind::Process | RuntimeKind::Static) {
+        for (key, set) in [
+            ("volumes", !app.volumes.is_empty()),
+            ("network", app.network.is_some()),
+            ("memory", app.memory.is_some()),
+            ("cpus", app.cpus.is_some()),
+            ("pull", app.pull != crate::model::PullPolicy::Never),
+            ("wait_healthcheck", app.wait_healthcheck),
+        ] {
+            if set {
+                issues.push((
+                    at(key),
+                    format!(
+                        "`{key}` in [apps.{name}] only applies to runtime = \"docker\", and \
+                         this app uses runtime = \"{}\": remove it, or set runtime = \"docker\"",
+                        app.runtime
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(memory) = &app.memory {
+        if let Err(e) = crate::model::parse_memory(memory) {
+            issues.push((at("memory"), format!("`memory` in [apps.{name}]: {e}")));
+        }
+    }
+    if let Some(cpus) = app.cpus {
+        if !(cpus.is_finite() && cpus > 0.0) {
+            issues.push((
+                at("cpus"),
+                format!(
+                    "`cpus` in [apps.{name}] is {cpus}: give a number of CPUs above zero, e.g. \
+                     cpus = 0.5 or cpus = 2"
+                ),
+            ));
+        }
+    }
+    if app.network.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        issues.push((
+            at("network"),
+            format!(
+                "`network` in [apps.{name}] is empty: name a Docker network, or remove the key"
+            ),
+        ));
+    }
+    for (i, volume) in app.volumes.iter().enumerate() {
+        if let Err(why) = check_volume(volume) {
+            issues.push((
+                key!["apps", name, "volumes", i],
+                format!(
+                    "volume {volume:?} in [apps.{name}] {why}: write \"HOST_PATH:CONTAINER_PATH\" \
+                     or \"VOLUME_NAME:CONTAINER_PATH\", optionally followed by \":ro\""
+                ),
+            ));
+        }
+    }
+}
+
+/// `source:target[:ro|:rw]` with an absolute target.
+fn check_volume(volume: &str) -> Result<(), &'static str> {
+    let parts: Vec<&str> = volume.split(':').collect();
+    let (source, target) = match parts.as_slice() {
+        [s, t] | [s, t, "ro" | "rw"] => (*s, *t),
+        [_, _, _] => return Err("has an unknown mode (use ro or rw)"),
+        _ => return Err("is not of the form source:target"),
+    };
+    if source.trim().is_empty() {
+        return Err("has no source");
+    }
+    if source.contains('/') && !source.starts_with('/') {
+        return Err("has a relative host path (Docker needs it absolute)");
+    }
+    if !target.starts_with('/') {
+        return Err("needs an absolute path inside the container");
+    }
+    Ok(())
 }
 
 fn routing(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {
@@ -251,5 +370,99 @@ fn rules(at: &KeyPath, rules: &[CanaryRule], issues: &mut Vec<Issue>) {
             here.0.push("regex".into());
             issues.push((here, message));
         }
+    }
+}
+
+/// `[apps.NAME.analysis]`: the spec checks itself (baton-analysis owns its rules); here its
+/// key paths become file positions.
+fn analysis(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {
+    for e in app.analysis.validate_all() {
+        let mut at = key!["apps", name, "analysis"];
+        at.0.extend(e.key.iter().map(|part| match part {
+            KeyPart::Key(k) => Seg::Key(k.clone()),
+            KeyPart::Index(i) => Seg::Index(*i),
+        }));
+        issues.push((at, format!("[apps.{name}.analysis] {}", e.message)));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod docker_tests {
+    use crate::{parse, parse_memory, PullPolicy};
+    use std::path::Path;
+
+    const BASE: &str = "[apps.web]\nruntime = \"docker\"\n";
+
+    fn err(extra: &str) -> String {
+        let text = format!("{BASE}{extra}");
+        parse(&text, Path::new("baton.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn docker_keys_parse_with_their_defaults() {
+        let text = format!(
+            "{BASE}image = \"myorg/web:{{version}}\"\ncontainer_port = 8080\n\
+             volumes = [\"/srv/data:/data:ro\", \"cache:/cache\"]\nnetwork = \"backend\"\n\
+             command = \"serve --fast\"\nmemory = \"512MiB\"\ncpus = 1.5\npull = \"missing\"\n\
+             wait_healthcheck = true\n"
+        );
+        let cfg = parse(&text, Path::new("baton.toml")).unwrap();
+        let web = &cfg.apps["web"];
+        assert_eq!(web.image.as_deref(), Some("myorg/web:{version}"));
+        assert_eq!(web.container_port, Some(8080));
+        assert_eq!(web.volumes.len(), 2);
+        assert_eq!(web.network.as_deref(), Some("backend"));
+        assert_eq!(web.memory.as_deref(), Some("512MiB"));
+        assert_eq!(web.cpus, Some(1.5));
+        assert_eq!(web.pull, PullPolicy::Missing);
+        assert!(web.wait_healthcheck);
+        let min = format!("{BASE}image = \"web\"\ncontainer_port = 80\n");
+        let web = parse(&min, Path::new("baton.toml")).unwrap().apps["web"].clone();
+        assert_eq!((web.pull, web.wait_healthcheck), (PullPolicy::Never, false));
+    }
+
+    #[test]
+    fn docker_nonsense_is_refused_with_its_line() {
+        let e = err("container_port = 80\n");
+        assert!(e.contains("no `image`"), "{e}");
+        let e = err("image = \"web\"\n");
+        assert!(e.contains("no `container_port`"), "{e}");
+        let ok = "image = \"web\"\ncontainer_port = 80\n";
+        let e = err(&format!("{ok}memory = \"12 parsecs\"\n"));
+        assert!(
+            e.contains("baton.toml:5") && e.contains("unknown unit"),
+            "{e}"
+        );
+        let e = err(&format!("{ok}cpus = 0\n"));
+        assert!(
+            e.contains("baton.toml:5") && e.contains("above zero"),
+            "{e}"
+        );
+        let e = err(&format!("{ok}volumes = [\"data\"]\n"));
+        assert!(e.contains("source:target"), "{e}");
+        let e = err(&format!("{ok}volumes = [\"data:rel\"]\n"));
+        assert!(e.contains("absolute path"), "{e}");
+        let e = err(&format!("{ok}volumes = [\"./data:/data\"]\n"));
+        assert!(e.contains("relative host path"), "{e}");
+        let e = err(&format!("{ok}pull = \"sometimes\"\n"));
+        assert!(e.contains("baton.toml:5"), "{e}");
+        let text = "[apps.web]\ncommand = \"./web\"\nmemory = \"1GiB\"\n";
+        let e = parse(text, Path::new("baton.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only applies to runtime = \"docker\""), "{e}");
+    }
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_memory("1g"), Ok(1 << 30));
+        assert_eq!(parse_memory("100MB"), Ok(100_000_000));
+        assert!(parse_memory("1KiB").unwrap_err().contains("6MiB"));
+        assert!(parse_memory("lots").is_err());
+        assert!(parse_memory("99999999999999TiB").is_err());
     }
 }

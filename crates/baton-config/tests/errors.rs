@@ -182,6 +182,16 @@ fn wrong_types_and_bad_values_name_the_key() {
         &["invalid `listen[0]` in [proxy]", "write IP:PORT"],
     );
     assert_error(
+        "[proxy]\nworkers = 1000\n",
+        "2:1",
+        &["`workers` in [proxy] is 1000", "0 for one per CPU core"],
+    );
+    assert_error(
+        "[proxy]\nworkers = -1\n",
+        "2:11",
+        &["invalid `workers` in [proxy]"],
+    );
+    assert_error(
         "[admin]\nlisten = \"tcp://x\"\n",
         "2:10",
         &["invalid `listen` in [admin]", "unix:PATH"],

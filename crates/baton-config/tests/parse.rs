@@ -29,6 +29,7 @@ fn every_default() {
     assert_eq!(p.client_header_timeout, HumanDuration::from_secs(10));
     assert_eq!(p.client_idle_timeout, HumanDuration::from_secs(60));
     assert_eq!(p.max_header_bytes, 65536);
+    assert_eq!(p.workers, 0);
 
     assert_eq!(
         cfg.admin.listen,

@@ -57,6 +57,14 @@ impl AdminClient {
         self.call("POST", path, Some(body)).await
     }
 
+    /// `POST /v1/upgrade`: the server starts the binary at its path, hands it the
+    /// listeners and answers once the new process is ready (or failed to be).
+    /// `timeout` bounds the wait for the new process, e.g. `"30s"`.
+    pub async fn upgrade(&self, timeout: Option<&str>) -> Result<Value, ClientError> {
+        self.post("/v1/upgrade", serde_json::json!({ "timeout": timeout }))
+            .await
+    }
+
     async fn call(
         &self,
         method: &str,

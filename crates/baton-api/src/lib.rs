@@ -7,5 +7,9 @@ pub mod client;
 mod router;
 mod serve;
 
-pub use router::{router, OPENAPI};
-pub use serve::{serve_admin, AdminError};
+#[doc(hidden)]
+pub use router::fuzz_body;
+pub use router::{
+    router, upgrade_router, UpgradeDone, UpgradeFailed, UpgradeHook, UpgradeRequest, OPENAPI,
+};
+pub use serve::{bind_admin, serve_admin, serve_admin_on, AdminError, AdminListener};

@@ -42,6 +42,72 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .with_state(controller)
 }
 
+/// What `POST /v1/upgrade` asks of the server binary: start the new process, hand it
+/// the listeners and wait for its verdict. The server supplies it (see
+/// [`upgrade_router`]); the API only carries the request and the answer.
+pub type UpgradeHook = Arc<
+    dyn Fn(
+            UpgradeRequest,
+        ) -> futures_util::future::BoxFuture<'static, Result<UpgradeDone, UpgradeFailed>>
+        + Send
+        + Sync,
+>;
+
+/// The body of `POST /v1/upgrade` (all optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeRequest {
+    /// How long the new process may take to report ready, e.g. `"30s"`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// A handover that happened: the old process now drains and exits.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpgradeDone {
+    pub old_pid: u32,
+    pub new_pid: u32,
+    pub binary: String,
+}
+
+/// A handover that did not happen: the running process keeps serving.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpgradeFailed {
+    /// 409 (another upgrade is running), 400 (bad request) or 500 (the new process
+    /// failed).
+    #[serde(skip)]
+    pub status: u16,
+    pub error: String,
+    /// The last lines the new process wrote to stderr.
+    pub stderr: Vec<String>,
+}
+
+/// `POST /v1/upgrade`, merged into the admin router by servers that can upgrade.
+pub fn upgrade_router(hook: UpgradeHook) -> Router {
+    Router::new()
+        .route("/v1/upgrade", post(upgrade))
+        .with_state(hook)
+}
+
+async fn upgrade(State(hook): State<UpgradeHook>, body: axum::body::Bytes) -> Response {
+    let req = if body.iter().all(u8::is_ascii_whitespace) {
+        UpgradeRequest::default()
+    } else {
+        match serde_json::from_slice::<UpgradeRequest>(&body) {
+            Ok(r) => r,
+            Err(e) => return bad(format!("invalid upgrade request: {e}")).into_response(),
+        }
+    };
+    match hook(req).await {
+        Ok(done) => Json(done).into_response(),
+        Err(failed) => {
+            let code =
+                StatusCode::from_u16(failed.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (code, Json(failed)).into_response()
+        }
+    }
+}
+
 /// Controller errors become JSON `{"error": "..."}` with a fitting status.
 struct ApiError(ControlError);
 
@@ -228,6 +294,31 @@ async fn metrics(State(c): State<Ctl>) -> impl IntoResponse {
 
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// Fuzzing entry point, not an API: decode a request body the way the endpoint does
+/// (`endpoint` 0: deploy, else promote) and run the checks made before anything is
+/// handed to the controller. `Err` is the message the client would get.
+#[doc(hidden)]
+pub fn fuzz_body(endpoint: u8, body: &[u8]) -> Result<(), String> {
+    let msg = |e: ApiError| e.0.to_string();
+    if endpoint == 0 {
+        let Json(body) = Json::<DeployBody>::from_bytes(body)
+            .map_err(|e| format!("invalid deploy request: {}", e.body_text()))?;
+        parse_strategy(body.strategy.as_deref()).map_err(msg)?;
+        for t in &body.targets {
+            t.parse::<std::net::SocketAddr>()
+                .map_err(|e| format!("invalid target {t:?}: {e}"))?;
+        }
+        baton_core::validate_version(&body.version).map_err(|e| e.to_string())
+    } else {
+        let Json(body) = Json::<PromoteBody>::from_bytes(body)
+            .map_err(|e| format!("invalid promote request: {}", e.body_text()))?;
+        match body.to {
+            Some(v) => baton_core::validate_version(&v).map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use baton_config::AdminListen;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -35,14 +36,55 @@ pub async fn serve_admin(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<impl Future<Output = std::io::Result<()>>, AdminError> {
-    enum Bound {
-        Unix(tokio::net::UnixListener, PathBuf),
-        Tcp(tokio::net::TcpListener),
+    let bound = bind_admin(listen, token.is_some()).await?;
+    Ok(serve_admin_on(
+        bound,
+        token,
+        app,
+        shutdown,
+        Arc::new(AtomicBool::new(false)),
+    ))
+}
+
+/// A bound admin listener: made by [`bind_admin`], or inherited from the baton process
+/// that handed over to this one (`baton upgrade`).
+pub enum AdminListener {
+    Unix(tokio::net::UnixListener, PathBuf),
+    Tcp(tokio::net::TcpListener),
+}
+
+impl AdminListener {
+    /// Whether this listener is the one `listen` asks for.
+    pub fn is(&self, listen: &AdminListen) -> bool {
+        match (self, listen) {
+            (AdminListener::Unix(_, p), AdminListen::Unix(want)) => p == want,
+            (AdminListener::Tcp(l), AdminListen::Tcp(want)) => {
+                l.local_addr().is_ok_and(|a| a == *want)
+            }
+            _ => false,
+        }
     }
-    let bound = match listen {
-        AdminListen::Unix(path) => Bound::Unix(bind_unix(path).await?, path.clone()),
+}
+
+impl std::os::fd::AsFd for AdminListener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            AdminListener::Unix(l, _) => l.as_fd(),
+            AdminListener::Tcp(l) => l.as_fd(),
+        }
+    }
+}
+
+/// Binds `listen`: a Unix socket (mode 0600; refused if another baton answers on it)
+/// or TCP, which needs a token (`has_token`).
+pub async fn bind_admin(
+    listen: &AdminListen,
+    has_token: bool,
+) -> Result<AdminListener, AdminError> {
+    Ok(match listen {
+        AdminListen::Unix(path) => AdminListener::Unix(bind_unix(path).await?, path.clone()),
         AdminListen::Tcp(addr) => {
-            if token.is_none() {
+            if !has_token {
                 return Err(AdminError::TokenRequired { addr: *addr });
             }
             let l = tokio::net::TcpListener::bind(addr)
@@ -51,9 +93,20 @@ pub async fn serve_admin(
                     what: addr.to_string(),
                     source,
                 })?;
-            Bound::Tcp(l)
+            AdminListener::Tcp(l)
         }
-    };
+    })
+}
+
+/// Serves `app` on `listener` until `shutdown`. A Unix socket file is removed at the
+/// end unless `keep_socket` is set by then (the socket was handed to a new process).
+pub fn serve_admin_on(
+    listener: AdminListener,
+    token: Option<String>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    keep_socket: Arc<AtomicBool>,
+) -> impl Future<Output = std::io::Result<()>> {
     let app = match token {
         Some(t) => {
             let t = Arc::new(t);
@@ -64,16 +117,18 @@ pub async fn serve_admin(
         }
         None => app,
     };
-    Ok(async move {
-        match bound {
-            Bound::Unix(l, path) => {
+    async move {
+        match listener {
+            AdminListener::Unix(l, path) => {
                 let r = axum::serve(l, app).with_graceful_shutdown(shutdown).await;
-                let _ = std::fs::remove_file(&path);
+                if !keep_socket.load(Ordering::SeqCst) {
+                    let _ = std::fs::remove_file(&path);
+                }
                 r
             }
-            Bound::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+            AdminListener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
         }
-    })
+    }
 }
 
 async fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, AdminError> {

@@ -19,20 +19,47 @@ use baton_runtime::{ProcessRuntime, ProcessSpec, Runtime, StaticRuntime};
 use baton_store::Store;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
 struct AppHandle {
-    tx: mpsc::Sender<Msg>,
+    /// `None` while suspended: operator requests are refused until `resume`.
+    tx: Option<mpsc::Sender<Msg>>,
     view: watch::Receiver<AppView>,
     runtime: Arc<dyn Runtime>,
     cfg: AppConfig,
 }
 
-pub struct Controller {
-    shared: Arc<Shared>,
+/// What a running (or suspended) controller is made of; swapped as a whole by
+/// `suspend`/`resume`, so a request in progress keeps the state it started with.
+struct Live {
+    /// `None` while suspended (the store is closed).
+    shared: Option<Arc<Shared>>,
     apps: BTreeMap<String, AppHandle>,
 }
+
+/// What survives a suspend/resume: the config, the data plane and the event stream.
+struct Boot {
+    config: Config,
+    proxy: Proxy,
+    metrics: Arc<MetricsRegistry>,
+    events: broadcast::Sender<Event>,
+    sampler: Arc<Sampler>,
+}
+
+pub struct Controller {
+    boot: Boot,
+    live: RwLock<Arc<Live>>,
+    /// The app actors of the current `Live`, awaited by `suspend`.
+    actors: Mutex<Vec<JoinHandle<()>>>,
+    /// Serializes `suspend` and `resume`.
+    transition: tokio::sync::Mutex<()>,
+}
+
+/// How long `resume` waits for another process to release the store.
+const STORE_RELEASE_WAIT: Duration = Duration::from_secs(15);
 
 impl Controller {
     /// Recovers every app from `store`, publishes its routing to `proxy` (before this
@@ -43,71 +70,133 @@ impl Controller {
         proxy: Proxy,
         metrics: Arc<MetricsRegistry>,
     ) -> Result<Controller, ControlError> {
-        let store = Arc::new(store);
-        let owner = store.path().display().to_string();
-        let log_dir = store
-            .path()
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."))
-            .join("logs");
         let (events, _) = broadcast::channel(1024);
         let sampler = Arc::new(Sampler::default());
         sampler::spawn(metrics.clone(), sampler.clone());
-        let shared = Arc::new(Shared {
-            routes: RouteBook::new(proxy, routes_of(config)),
-            store,
-            events,
+        let boot = Boot {
+            config: config.clone(),
+            proxy,
             metrics,
+            events,
             sampler,
-        });
-        forward_passive_events(&shared);
-        let mut apps = BTreeMap::new();
-        for (name, cfg) in &config.apps {
-            let (rt_tx, rt_rx) = mpsc::unbounded_channel();
-            let runtime = build_runtime(name, cfg, &log_dir, &owner, rt_tx)?;
-            let rec = recover(name, cfg, runtime.as_ref(), &shared.store, &owner).await?;
-            let (view_tx, view_rx) = watch::channel(AppView {
-                record: rec.record.clone(),
-                healthy: rec.healthy.clone(),
-                rollout: None,
-                last_finished: rec.last_finished.clone(),
-            });
-            let actor = AppActor::new(
-                name.clone(),
-                cfg.clone(),
-                rec.record,
-                runtime.clone(),
-                shared.clone(),
-                rec.healthy,
-                rec.last_finished,
-                view_tx,
-            );
-            actor.publish();
-            let (tx, rx) = mpsc::channel(64);
-            tokio::spawn(actor.run(rx, rt_rx, rec.lost));
-            apps.insert(
-                name.clone(),
-                AppHandle {
-                    tx,
-                    view: view_rx,
-                    runtime,
-                    cfg: cfg.clone(),
-                },
-            );
-        }
-        Ok(Controller { shared, apps })
-    }
-
-    fn app(&self, app: &str) -> Result<&AppHandle, ControlError> {
-        self.apps.get(app).ok_or_else(|| ControlError::UnknownApp {
-            app: app.to_string(),
-            known: self.apps.keys().cloned().collect::<Vec<_>>().join(", "),
+        };
+        forward_passive_events(&boot.proxy, boot.events.clone());
+        let (live, actors) = boot.go_live(store).await?;
+        Ok(Controller {
+            boot,
+            live: RwLock::new(Arc::new(live)),
+            actors: Mutex::new(actors),
+            transition: tokio::sync::Mutex::new(()),
         })
     }
 
+    /// Quiesces the controller for a handover to another baton process (`baton
+    /// upgrade`): each app actor finishes the step it is in (its record is stored), then
+    /// stops; instances keep running and the proxy keeps its current routes. When this
+    /// returns the store is closed, so another process can open it. Operator requests
+    /// are refused meanwhile; status, logs and plans still answer from the last state.
+    pub async fn suspend(&self) -> Result<(), ControlError> {
+        let _turn = self.transition.lock().await;
+        let old = {
+            let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+            let Some(shared) = live.shared.clone() else {
+                return Ok(());
+            };
+            let frozen = Live {
+                shared: None,
+                apps: live
+                    .apps
+                    .iter()
+                    .map(|(name, h)| {
+                        let h = AppHandle {
+                            tx: None,
+                            view: h.view.clone(),
+                            runtime: h.runtime.clone(),
+                            cfg: h.cfg.clone(),
+                        };
+                        (name.clone(), h)
+                    })
+                    .collect(),
+            };
+            *live = Arc::new(frozen);
+            shared
+        };
+        // The actors stop once their inbox closes: when the requests in progress (which
+        // hold the previous `Live`) have their answers.
+        let store = Arc::downgrade(&old.store);
+        drop(old);
+        let actors = std::mem::take(&mut *self.actors.lock().unwrap_or_else(|p| p.into_inner()));
+        for a in actors {
+            let _ = a.await;
+        }
+        // Stored records are all written; wait for the last reference to the store.
+        let deadline = tokio::time::Instant::now() + STORE_RELEASE_WAIT;
+        while store.strong_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ControlError::BadRequest(
+                    "the store is still in use after the app actors stopped; not handing over"
+                        .into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!("controller suspended: store closed, instances left running");
+        Ok(())
+    }
+
+    /// Undoes `suspend` (the handover did not happen): reopens the store, waiting up to
+    /// 15 s for another process to release it, and recovers every app as at start-up —
+    /// the instances are re-adopted, deployments continue where their record says.
+    pub async fn resume(&self) -> Result<(), ControlError> {
+        let _turn = self.transition.lock().await;
+        if self.live().shared.is_some() {
+            return Ok(());
+        }
+        let path = self.boot.config.store.path.clone();
+        let deadline = tokio::time::Instant::now() + STORE_RELEASE_WAIT;
+        let store = loop {
+            let p = path.clone();
+            let opened = tokio::task::spawn_blocking(move || Store::open(&p))
+                .await
+                .map_err(|e| ControlError::BadRequest(format!("opening the store: {e}")))?;
+            match opened {
+                Ok(store) => break store,
+                Err(baton_store::StoreError::Locked { .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let (live, actors) = self.boot.go_live(store).await?;
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+        *self.actors.lock().unwrap_or_else(|p| p.into_inner()) = actors;
+        tracing::info!("controller resumed");
+        Ok(())
+    }
+
+    /// Whether `suspend` is in effect.
+    pub fn is_suspended(&self) -> bool {
+        self.live().shared.is_none()
+    }
+
+    fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn shared(&self) -> Result<Arc<Shared>, ControlError> {
+        self.live().shared.clone().ok_or(ControlError::Suspended)
+    }
+
+    /// The sender to `app`'s actor; refused while suspended.
+    fn sender(&self, app: &str) -> Result<mpsc::Sender<Msg>, ControlError> {
+        let live = self.live();
+        live.app(app)?.tx.clone().ok_or(ControlError::Suspended)
+    }
+
     pub fn app_names(&self) -> Vec<String> {
-        self.apps.keys().cloned().collect()
+        self.live().apps.keys().cloned().collect()
     }
 
     pub async fn deploy(
@@ -117,45 +206,48 @@ impl Controller {
         strategy: Option<StrategyKind>,
         targets: Vec<std::net::SocketAddr>,
     ) -> Result<String, ControlError> {
-        let h = self.app(app)?;
+        let tx = self.sender(app)?;
+        let runtime = self.live().app(app)?.runtime.clone();
+        crate::docker::preflight(runtime.as_ref(), app, version).await?;
         let (reply, rx) = oneshot::channel();
         let req = DeployRequest {
             version: version.to_string(),
             strategy,
             targets,
         };
-        h.tx.send(Msg::Deploy { req, reply })
+        tx.send(Msg::Deploy { req, reply })
             .await
             .map_err(|_| ControlError::ShuttingDown)?;
         rx.await.map_err(|_| ControlError::ShuttingDown)?
     }
 
     pub async fn op(&self, app: &str, op: Op) -> Result<(), ControlError> {
-        let h = self.app(app)?;
+        let tx = self.sender(app)?;
         let (reply, rx) = oneshot::channel();
-        h.tx.send(Msg::Op { op, reply })
+        tx.send(Msg::Op { op, reply })
             .await
             .map_err(|_| ControlError::ShuttingDown)?;
         rx.await.map_err(|_| ControlError::ShuttingDown)?
     }
 
     pub fn status(&self, app: &str) -> Result<AppStatus, ControlError> {
-        let h = self.app(app)?;
-        let view = h.view.borrow().clone();
-        let proxy = self.shared.routes.proxy();
-        Ok(view.status(|id| proxy.in_flight(id), &self.shared.sampler))
+        let live = self.live();
+        let view = live.app(app)?.view.borrow().clone();
+        let proxy = &self.boot.proxy;
+        Ok(view.status(|id| proxy.in_flight(id), &self.boot.sampler))
     }
 
     pub fn statuses(&self) -> Vec<AppStatus> {
-        self.apps
+        self.live()
+            .apps
             .keys()
             .filter_map(|a| self.status(a).ok())
             .collect()
     }
 
     pub fn history(&self, app: &str, limit: usize) -> Result<Vec<HistoryEntry>, ControlError> {
-        self.app(app)?;
-        Ok(self.shared.store.history(app, limit)?)
+        self.live().app(app)?;
+        Ok(self.shared()?.store.history(app, limit)?)
     }
 
     /// The last `lines` lines of each instance's output (optionally one version's).
@@ -165,7 +257,8 @@ impl Controller {
         version: Option<&str>,
         lines: usize,
     ) -> Result<Vec<(String, String, Vec<String>)>, ControlError> {
-        let h = self.app(app)?;
+        let live = self.live();
+        let h = live.app(app)?;
         let instances = h.view.borrow().record.instances.clone();
         let mut out = Vec::new();
         for inst in instances
@@ -184,7 +277,8 @@ impl Controller {
         version: &str,
         strategy: Option<StrategyKind>,
     ) -> Result<PlanReport, ControlError> {
-        let h = self.app(app)?;
+        let live = self.live();
+        let h = live.app(app)?;
         let view = h.view.borrow().clone();
         Ok(plan::plan(&h.cfg, &view.record, version, strategy))
     }
@@ -193,7 +287,8 @@ impl Controller {
     /// and by the demo). Traffic must already be stopped.
     pub async fn stop_all(&self) {
         let mut tasks = Vec::new();
-        for h in self.apps.values() {
+        let live = self.live();
+        for h in live.apps.values() {
             for inst in h.view.borrow().record.instances.clone() {
                 let runtime = h.runtime.clone();
                 tasks.push(tokio::spawn(async move {
@@ -209,7 +304,7 @@ impl Controller {
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.shared.events.subscribe()
+        self.boot.events.subscribe()
     }
 
     pub fn events_since(
@@ -217,23 +312,92 @@ impl Controller {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Event)>, ControlError> {
-        Ok(self.shared.store.events_since(after, limit)?)
+        Ok(self.shared()?.store.events_since(after, limit)?)
     }
 
     pub fn metrics(&self) -> &MetricsRegistry {
-        &self.shared.metrics
+        &self.boot.metrics
     }
 
     pub fn sampler(&self) -> &Sampler {
-        &self.shared.sampler
+        &self.boot.sampler
+    }
+}
+
+impl Live {
+    fn app(&self, app: &str) -> Result<&AppHandle, ControlError> {
+        self.apps.get(app).ok_or_else(|| ControlError::UnknownApp {
+            app: app.to_string(),
+            known: self.apps.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+}
+
+impl Boot {
+    /// Recovers every app from `store` and starts its actor (routes are published
+    /// before this returns).
+    async fn go_live(&self, store: Store) -> Result<(Live, Vec<JoinHandle<()>>), ControlError> {
+        let store = Arc::new(store);
+        let owner = store.path().display().to_string();
+        let log_dir = store
+            .path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("logs");
+        let shared = Arc::new(Shared {
+            routes: RouteBook::new(self.proxy.clone(), routes_of(&self.config)),
+            store,
+            events: self.events.clone(),
+        });
+        let mut apps = BTreeMap::new();
+        let mut actors = Vec::new();
+        for (name, cfg) in &self.config.apps {
+            let (rt_tx, rt_rx) = mpsc::unbounded_channel();
+            let runtime = build_runtime(name, cfg, &log_dir, &owner, rt_tx)?;
+            let rec = recover(name, cfg, runtime.as_ref(), &shared.store, &owner).await?;
+            let (view_tx, view_rx) = watch::channel(AppView {
+                record: rec.record.clone(),
+                healthy: rec.healthy.clone(),
+                rollout: None,
+                last_finished: rec.last_finished.clone(),
+                experiment: None,
+            });
+            let actor = AppActor::new(
+                name.clone(),
+                cfg.clone(),
+                rec.record,
+                runtime.clone(),
+                shared.clone(),
+                rec.healthy,
+                rec.last_finished,
+                view_tx,
+            );
+            actor.publish();
+            let (tx, rx) = mpsc::channel(64);
+            actors.push(tokio::spawn(actor.run(rx, rt_rx, rec.lost)));
+            apps.insert(
+                name.clone(),
+                AppHandle {
+                    tx: Some(tx),
+                    view: view_rx,
+                    runtime,
+                    cfg: cfg.clone(),
+                },
+            );
+        }
+        let live = Live {
+            shared: Some(shared),
+            apps,
+        };
+        Ok((live, actors))
     }
 }
 
 /// The proxy ejects failing backends by itself (passive health); the controller turns
 /// its signals into deployment events so `baton` users see them.
-fn forward_passive_events(shared: &Arc<Shared>) {
-    let mut rx = shared.routes.proxy().subscribe_events();
-    let events = shared.events.clone();
+fn forward_passive_events(proxy: &Proxy, events: broadcast::Sender<Event>) {
+    let mut rx = proxy.subscribe_events();
     tokio::spawn(async move {
         loop {
             let ev = match rx.recv().await {
@@ -324,6 +488,7 @@ fn build_runtime(
             Ok(Arc::new(ProcessRuntime::new(spec, events)))
         }
         RuntimeKind::Static => Ok(Arc::new(StaticRuntime::new())),
+        RuntimeKind::Docker => crate::docker::runtime(name, cfg, owner, events),
         other => Err(ControlError::BadRequest(format!(
             "[apps.{name}] runtime = \"{other:?}\" is not available in this build; use \"process\" or \"static\""
         ))),

@@ -26,6 +26,8 @@ pub enum ControlError {
     Runtime(#[from] baton_runtime::RuntimeError),
     #[error("baton is shutting down")]
     ShuttingDown,
+    #[error("baton is handing over to a new process (`baton upgrade`); retry in a moment")]
+    Suspended,
 }
 
 impl ControlError {
@@ -38,7 +40,7 @@ impl ControlError {
             | ControlError::NothingToRollBack { .. } => 409,
             ControlError::BadRequest(_) => 400,
             ControlError::Store(_) | ControlError::Runtime(_) => 500,
-            ControlError::ShuttingDown => 503,
+            ControlError::ShuttingDown | ControlError::Suspended => 503,
         }
     }
 }

@@ -5,7 +5,9 @@
 
 mod actor;
 mod controller;
+mod docker;
 mod error;
+pub mod gates;
 pub mod model;
 mod orphans;
 pub mod plan;

@@ -73,6 +73,9 @@ pub struct HistoryEntry {
     pub finished_at: Millis,
     pub duration_ms: u64,
     pub reason: Option<String>,
+    /// The last analysis verdict with its figures (canary analysis), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<String>,
 }
 
 /// A deployment event, streamed over SSE and stored.

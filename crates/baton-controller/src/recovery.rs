@@ -1,6 +1,7 @@
 //! Start-up is "apply the stored state": load each app's record, re-adopt the instances
-//! still running (same pid *and* start time), stop processes no record owns, probe the
-//! survivors, and hand the rest to the app actor as lost.
+//! still running (same pid *and* start time, or the same container), stop processes and
+//! remove containers no record owns, probe the survivors, and hand the rest to the app
+//! actor as lost.
 
 use crate::model::{AppRecord, HistoryEntry};
 use crate::orphans;
@@ -54,6 +55,10 @@ pub async fn recover(
         let known: HashSet<String> = record.instances.iter().map(|h| h.id.clone()).collect();
         let strays = orphans::find(owner, name, &known);
         orphans::reap(&strays, cfg.stop_timeout.get()).await;
+    } else {
+        // Runtimes that can list their instances (docker: by label) remove strays here.
+        let known: HashSet<String> = record.instances.iter().map(|h| h.id.clone()).collect();
+        runtime.remove_strays(name, &known).await?;
     }
     // Probe before routing: only instances that answer now get traffic at once.
     let mut probes = tokio::task::JoinSet::new();

@@ -5,11 +5,15 @@
 
 use baton_core::{AppRouteSpec, RouteSpec, RouteTableSpec};
 use baton_proxy::{Proxy, RouteError};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
 
 pub struct RouteBook {
     proxy: Proxy,
     table: Mutex<RouteTableSpec>,
+    /// The proxy serves exactly `table` (set by the first full publish); from then on
+    /// one app's change publishes only that app.
+    synced: AtomicBool,
 }
 
 impl RouteBook {
@@ -20,6 +24,7 @@ impl RouteBook {
                 routes,
                 apps: Default::default(),
             }),
+            synced: AtomicBool::new(false),
         }
     }
 
@@ -27,6 +32,12 @@ impl RouteBook {
     /// table and so does the book.
     pub fn set_app(&self, app: &str, spec: AppRouteSpec) -> Result<(), RouteError> {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if self.synced.load(Relaxed) {
+            // `publish_app` costs this one app, not the whole table (10,000 apps).
+            self.proxy.publish_app(app, Some(&spec))?;
+            table.apps.insert(app.to_string(), spec);
+            return Ok(());
+        }
         let previous = table.apps.insert(app.to_string(), spec);
         if let Err(e) = self.proxy.publish(&table) {
             match previous {
@@ -35,6 +46,7 @@ impl RouteBook {
             };
             return Err(e);
         }
+        self.synced.store(true, Relaxed);
         Ok(())
     }
 

@@ -1,9 +1,8 @@
-//! What every app actor shares: the route book, the store, the event stream, metrics.
+//! What every app actor shares: the route book, the store, the event stream. (Metrics and
+//! the sampler live in the controller, which outlives a suspend/resume.)
 
 use crate::model::Event;
 use crate::routes::RouteBook;
-use crate::sampler::Sampler;
-use baton_metrics::MetricsRegistry;
 use baton_store::Store;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -12,6 +11,4 @@ pub struct Shared {
     pub routes: RouteBook,
     pub store: Arc<Store>,
     pub events: broadcast::Sender<Event>,
-    pub metrics: Arc<MetricsRegistry>,
-    pub sampler: Arc<Sampler>,
 }

@@ -21,6 +21,27 @@ pub struct AppStatus {
     pub deployment: Option<DeploymentStatus>,
     /// Live per-version traffic over the last few seconds.
     pub traffic: Vec<VersionTraffic>,
+    /// During an ab_test with `[apps.X.analysis]`: each variant's figures and whether
+    /// it differs significantly from the control (the current version). Null otherwise.
+    #[serde(default)]
+    pub experiment: Option<ExperimentStatus>,
+}
+
+/// An A/B experiment as `status` shows it (refreshed every analysis `interval`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentStatus {
+    /// The version every variant is compared with (the one serving before the test).
+    pub control: String,
+    /// When the variant first received traffic: the figures count from here.
+    pub since: Millis,
+    pub confidence: f64,
+    /// The error-rate difference the sample size is computed for (0.01 = 1 point).
+    pub mde_error_rate: f64,
+    /// Requests, error rate and latency percentiles of each variant, control first.
+    pub variants: Vec<baton_analysis::VariantStats>,
+    /// Each non-control variant against the control: p-values, confidence intervals,
+    /// significance, and the sample still needed per variant.
+    pub comparisons: Vec<baton_analysis::VariantComparison>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +67,9 @@ pub struct DeploymentStatus {
     pub reason: Option<String>,
     pub started_at: Millis,
     pub finished_at: Option<Millis>,
+    /// The latest canary-analysis verdict of the running deployment, if any.
+    #[serde(default)]
+    pub verdict: Option<baton_rollout::Verdict>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +101,8 @@ pub struct AppView {
     pub healthy: BTreeSet<String>,
     pub rollout: Option<RolloutStatus>,
     pub last_finished: Option<HistoryEntry>,
+    /// The running A/B experiment's comparison (the actor refreshes it).
+    pub experiment: Option<ExperimentStatus>,
 }
 
 impl AppView {
@@ -113,6 +139,7 @@ impl AppView {
                 reason: s.reason.clone(),
                 started_at: d.started_at,
                 finished_at: None,
+                verdict: s.verdict.clone(),
             }),
             (_, _, Some(h)) => Some(DeploymentStatus {
                 id: h.id.clone(),
@@ -126,10 +153,17 @@ impl AppView {
                 reason: h.reason.clone(),
                 started_at: h.started_at,
                 finished_at: Some(h.finished_at),
+                verdict: None,
             }),
             _ => None,
         };
-        let mut versions: Vec<String> = r.instances.iter().map(|h| h.version.clone()).collect();
+        // Route pools too: the fair baseline is a pool of its own (`v1.baseline`).
+        let mut versions: Vec<String> = r
+            .instances
+            .iter()
+            .map(|h| h.version.clone())
+            .chain(r.route.pools.iter().map(|p| p.version.clone()))
+            .collect();
         versions.sort();
         versions.dedup();
         let traffic = versions
@@ -157,6 +191,10 @@ impl AppView {
             weights,
             deployment,
             traffic,
+            experiment: self
+                .experiment
+                .clone()
+                .filter(|_| self.record.deployment.is_some()),
         }
     }
 }

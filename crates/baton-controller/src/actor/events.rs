@@ -131,6 +131,7 @@ impl AppActor {
                     self.heal().await;
                 }
             }
+            other => self.on_analysis_done(other).await,
         }
     }
 

@@ -29,6 +29,7 @@ impl AppActor {
         let mut stops = Vec::new();
         let mut history = None;
         let mut route_changed = false;
+        let mut gates = Vec::new();
         for cmd in commands {
             match cmd {
                 Command::Start { instance, version } => {
@@ -48,6 +49,7 @@ impl AppActor {
                     route_changed = true;
                 }
                 Command::Note { message } => events.push(self.event("note", message)),
+                Command::Gate { gate, step, weight } => gates.push((gate, step, weight)),
                 Command::Finish(f) => {
                     let (entry, ev) = self.finish(f);
                     events.push(ev);
@@ -66,11 +68,15 @@ impl AppActor {
         for (id, version) in starts {
             self.start_instance(id, version);
         }
+        for (gate, step, weight) in gates {
+            self.ask_gate(gate, step, weight);
+        }
     }
 
     /// The deployment is over: its verdict becomes the app's stable state.
     pub(super) fn finish(&mut self, f: Finish) -> (HistoryEntry, Event) {
         let now = Millis::now();
+        let notify = self.finish_payload(f.reason.clone(), f.outcome);
         let dep = self.record.deployment.take();
         let from = dep
             .as_ref()
@@ -113,7 +119,11 @@ impl AppActor {
             finished_at: now,
             duration_ms: now.since(started).as_millis() as u64,
             reason: f.reason.clone(),
+            analysis: self.analysis.last_summary.take(),
         };
+        if let Some(p) = notify {
+            self.notify_finished(p, f.outcome);
+        }
         let outcome = format!("{:?}", f.outcome).to_lowercase();
         let reason = f.reason.map(|r| format!(": {r}")).unwrap_or_default();
         let ev = self.event("finished", format!("{id} ({to}) {outcome}{reason}"));

@@ -9,6 +9,7 @@
 //! of the rollout and carrying out its commands; `routing.rs`: publishing routes,
 //! self-healing and bookkeeping.
 
+mod analysis;
 mod events;
 mod exec;
 mod routing;
@@ -64,6 +65,20 @@ enum Done {
     Stopped {
         id: String,
     },
+    /// An external gate answered (`Err`: why it refused).
+    Gate {
+        gate: baton_rollout::Gate,
+        step: Option<usize>,
+        result: Result<(), String>,
+    },
+    /// An analysis round whose Prometheus checks are done.
+    Analysis(Box<analysis::Round>),
+    /// A `post_promote` / `rollback` notification answered.
+    Notified {
+        gate: baton_rollout::Gate,
+        deployment: String,
+        result: Result<(), String>,
+    },
 }
 
 pub struct AppActor {
@@ -85,6 +100,8 @@ pub struct AppActor {
     /// No replacement is attempted before this (backoff after a failed replacement).
     heal_after: Millis,
     last_finished: Option<HistoryEntry>,
+    /// Canary analysis / A/B comparison of the running deployment.
+    analysis: analysis::AnalysisRun,
     view: watch::Sender<AppView>,
     health_tx: mpsc::Sender<HealthEvent>,
     health_rx: mpsc::Receiver<HealthEvent>,
@@ -122,6 +139,7 @@ impl AppActor {
             healing: HashSet::new(),
             heal_after: Millis(0),
             last_finished,
+            analysis: analysis::AnalysisRun::default(),
             view,
             health_tx,
             health_rx,
@@ -156,6 +174,15 @@ impl AppActor {
         }
         if self.record.deployment.is_some() {
             self.feed(Input::Tick).await;
+            // The answer to a gate asked before the restart was lost: ask again.
+            let pending = self
+                .record
+                .deployment
+                .as_ref()
+                .and_then(|d| d.rollout.pending_gate());
+            if let Some((gate, step, weight)) = pending {
+                self.ask_gate(gate, step, weight);
+            }
         } else {
             self.heal().await;
         }
@@ -174,6 +201,7 @@ impl AppActor {
                 _ = tick.tick() => {
                     if self.record.deployment.is_some() {
                         self.feed(Input::Tick).await;
+                        self.analyze().await;
                     } else {
                         self.heal().await;
                     }
@@ -232,6 +260,7 @@ impl AppActor {
         }
         let kind = req.strategy.unwrap_or(self.cfg.strategy);
         let strategy = self.cfg.strategy_spec(kind);
+        let is_canary = matches!(strategy, baton_rollout::StrategySpec::Canary(_));
         let replicas = if is_static {
             req.targets.len() as u32
         } else {
@@ -248,6 +277,8 @@ impl AppActor {
             to_version: req.version.clone(),
             replicas,
             strategy,
+            gates: self.configured_gates(),
+            baseline: self.analysis_active() && self.cfg.analysis.baseline && is_canary,
         };
         spec.validate()
             .map_err(|e| ControlError::BadRequest(e.to_string()))?;
@@ -272,6 +303,7 @@ impl AppActor {
         let msg = format!("deploying {} (from {from}) by {strategy_name}", req.version);
         self.feed_with(Input::Tick, vec![self.event("started", msg)])
             .await;
+        self.analysis_started().await;
         Ok(id)
     }
 

@@ -175,6 +175,7 @@ impl AppActor {
             healthy: self.healthy.clone(),
             rollout,
             last_finished: self.last_finished.clone(),
+            experiment: self.analysis.experiment.clone(),
         });
     }
 }

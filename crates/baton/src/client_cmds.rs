@@ -168,7 +168,12 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
             ctx.print(&p, human_plan);
             Ok(())
         }
-        Cmd::Serve { .. } | Cmd::Validate | Cmd::Demo { .. } | Cmd::SampleApp { .. } => Ok(()),
+        Cmd::Upgrade { timeout } => crate::upgrade::command(c, timeout.as_deref(), ctx.json).await,
+        Cmd::Serve { .. }
+        | Cmd::Validate
+        | Cmd::Demo { .. }
+        | Cmd::SampleApp { .. }
+        | Cmd::Import { .. } => Ok(()),
     }
 }
 
@@ -208,10 +213,11 @@ async fn follow(ctx: &Ctx, app: &str, id: &str) -> Result<(), Failure> {
                 println!("{line}");
                 last = line;
             }
-            // Done when finished; blue/green is done at the switch (blue stays warm on purpose).
-            let finished = !d["finished_at"].is_null() || d["strategy"] == "blue_green";
+            // Done when finished (history has the record, a rollback has completed);
+            // a successful blue/green is done at the switch (blue stays warm on purpose).
+            let finished = !d["finished_at"].is_null();
             match d["state"].as_str() {
-                Some("succeeded") if finished => {
+                Some("succeeded") if finished || d["strategy"] == "blue_green" => {
                     if ctx.json {
                         println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
                     } else {
@@ -222,7 +228,7 @@ async fn follow(ctx: &Ctx, app: &str, id: &str) -> Result<(), Failure> {
                     }
                     return Ok(());
                 }
-                Some(state @ ("failed" | "aborted")) => {
+                Some(state @ ("failed" | "aborted")) if finished => {
                     if ctx.json {
                         println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
                     }
@@ -337,6 +343,66 @@ fn human_status(st: &Value) -> String {
             t["p50_ms"].as_f64().unwrap_or(0.0),
             t["p99_ms"].as_f64().unwrap_or(0.0)
         ));
+    }
+    out.push_str(&human_experiment(&st["experiment"]));
+    out
+}
+
+/// The A/B experiment: each variant's figures, then each variant against the control.
+fn human_experiment(e: &Value) -> String {
+    if e.is_null() {
+        return String::new();
+    }
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let mut out = format!(
+        "  experiment (control {}, {:.0}% confidence):\n",
+        s(&e["control"]),
+        f(&e["confidence"]) * 100.0
+    );
+    for v in e["variants"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "    {:<12} {:>8} req  {:>6.2}% err  p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms\n",
+            s(&v["version"]),
+            s(&v["requests"]),
+            f(&v["error_rate"]) * 100.0,
+            f(&v["p50_ms"]),
+            f(&v["p95_ms"]),
+            f(&v["p99_ms"])
+        ));
+    }
+    for c in e["comparisons"].as_array().into_iter().flatten() {
+        let (er, lat) = (&c["errors"], &c["latency"]);
+        let yes = |b: &Value| {
+            if b == &Value::Bool(true) {
+                "significant"
+            } else {
+                "not significant"
+            }
+        };
+        let ci = |v: &Value, scale: f64| match v.as_array().map(|a| a.as_slice()) {
+            Some([lo, hi]) => format!("[{:+.2}, {:+.2}]", f(lo) * scale, f(hi) * scale),
+            _ => "-".into(),
+        };
+        out.push_str(&format!(
+            "    {} vs {}: error rate {:+.2} pts {} (p={:.4}, CI {} pts); latency shift {:+.2} ms {} (p={:.4}, CI {} ms)\n",
+            s(&c["variant"]),
+            s(&c["control"]),
+            f(&er["diff"]) * 100.0,
+            yes(&c["error_significant"]),
+            f(&er["p_value"]),
+            ci(&er["diff_ci"], 100.0),
+            f(&lat["shift_us"]) / 1000.0,
+            yes(&c["latency_significant"]),
+            f(&lat["p_value"]),
+            ci(&lat["shift_ci_us"], 0.001),
+        ));
+        if let Some(n) = c["needed_per_variant"].as_u64() {
+            out.push_str(&format!(
+                "    {} more requests per variant to detect a {:.1}-point error-rate difference\n",
+                n,
+                f(&c["mde_error_rate"]) * 100.0
+            ));
+        }
     }
     out
 }

@@ -4,7 +4,9 @@
 
 mod client_cmds;
 mod demo;
+mod import_compose;
 mod serve;
+mod upgrade;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -95,17 +97,55 @@ enum Cmd {
         #[arg(long)]
         strategy: Option<String>,
     },
+    /// Upgrade the running server to the binary now at its path, with no failed request:
+    /// it hands its listening sockets to the new process, which takes over the apps; if
+    /// the new process fails to start, the old one keeps serving (exit 1). SIGUSR2 to
+    /// the server does the same.
+    Upgrade {
+        /// How long the new process may take to be ready, e.g. "30s" (default 60s).
+        #[arg(long)]
+        timeout: Option<String>,
+    },
     /// Self-contained demo: sample app, live load, a canary deploy, a broken deploy rolled back.
     Demo {
         /// Shorter pauses (for tests).
         #[arg(long)]
         quick: bool,
     },
+    /// Write a baton.toml app from another tool's configuration.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
     /// The bundled sample app (used by the demo, tests and benchmarks).
     #[command(hide = true, disable_version_flag = true)]
     SampleApp {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// A docker-compose service becomes an app on the docker runtime; every key that could
+    /// not be translated is named with the reason.
+    Compose {
+        /// The compose file (docker-compose.yml, compose.yaml).
+        file: PathBuf,
+        /// The service to import (required when the file has several apps).
+        service: Option<String>,
+        /// Write the config to this file instead of printing it.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Overwrite the -o file if it exists.
+        #[arg(long)]
+        force: bool,
+        /// App name (default: the service name, or `was` for was_blue/was_green).
+        #[arg(long)]
+        app: Option<String>,
+        /// The port the container listens on, when compose does not say.
+        #[arg(long)]
+        container_port: Option<u16>,
     },
 }
 
@@ -125,6 +165,18 @@ fn main() -> ExitCode {
         let argv = std::iter::once("sample-app".to_string()).chain(broken_version(args));
         return sample_app::run_main_from(argv);
     }
+    upgrade::remember_exe();
+    // Before any thread exists: this takes variables out of the environment.
+    let inherited = match &cli.command {
+        Cmd::Serve { .. } => match upgrade::take_inherited() {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     // The demo prints its own timeline; the server logs what it does.
     let default_level = if matches!(cli.command, Cmd::Demo { .. }) {
         "warn"
@@ -138,17 +190,30 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads(&cli) {
+        builder.worker_threads(n);
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    rt.block_on(run(cli))
+    rt.block_on(run(cli, inherited))
+}
+
+/// `[proxy] workers` for `serve`, when set. A config that does not load falls back to
+/// the default here; `serve` itself then reports the problem.
+fn worker_threads(cli: &Cli) -> Option<usize> {
+    match cli.command {
+        Cmd::Serve { .. } => baton_config::load(&cli.config)
+            .ok()
+            .map(|c| c.proxy.workers)
+            .filter(|&n| n > 0),
+        _ => None,
+    }
 }
 
 /// Test and demo switches for the bundled app, consumed here and not passed on:
@@ -205,11 +270,30 @@ impl Failure {
     }
 }
 
-async fn run(cli: Cli) -> ExitCode {
+async fn run(cli: Cli, inherited: Option<upgrade::Inherited>) -> ExitCode {
     let result = match cli.command {
-        Cmd::Serve { stop_instances } => serve::run(&cli.config, stop_instances).await,
+        Cmd::Serve { stop_instances } => serve::run(&cli.config, stop_instances, inherited).await,
         Cmd::Validate => client_cmds::validate(&cli.config, cli.json),
         Cmd::Demo { quick } => demo::run(quick).await,
+        Cmd::Import {
+            from:
+                ImportFrom::Compose {
+                    file,
+                    service,
+                    output,
+                    force,
+                    app,
+                    container_port,
+                },
+        } => import_compose::run(import_compose::Args {
+            file,
+            service,
+            output,
+            force,
+            app,
+            container_port,
+            json: cli.json,
+        }),
         Cmd::SampleApp { .. } => Ok(()),
         command => {
             let ctx = client_cmds::Ctx::new(

@@ -1,15 +1,23 @@
 //! `baton serve`: open the store (refusing a second server), bind the proxy listeners,
 //! recover and publish the stored routes, then accept traffic and admin requests until
-//! SIGINT/SIGTERM.
+//! SIGINT/SIGTERM. `baton upgrade` (or SIGUSR2) hands the listeners and the apps over to
+//! the binary now at baton's path (see `upgrade.rs`); this process then drains and exits.
 
+use crate::upgrade::{self, Inherited, Listeners};
 use crate::Failure;
+use baton_api::{UpgradeDone, UpgradeFailed, UpgradeHook, UpgradeRequest};
 use baton_config::Config;
 use baton_controller::Controller;
 use baton_metrics::MetricsRegistry;
 use baton_proxy::{Proxy, ProxyConfig};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::watch;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How long a new process (upgrade) waits for the old one to release the store.
+const STORE_HANDOVER_WAIT: Duration = Duration::from_secs(30);
 
 pub fn proxy_config(config: &Config) -> ProxyConfig {
     let p = &config.proxy;
@@ -32,18 +40,90 @@ pub fn load_config(path: &Path) -> Result<Config, Failure> {
     baton_config::load(path).map_err(|e| Failure::usage(e.to_string()))
 }
 
-pub async fn run(config_path: &Path, stop_instances: bool) -> Result<(), Failure> {
+type UpgradeCall = (
+    UpgradeRequest,
+    oneshot::Sender<Result<UpgradeDone, UpgradeFailed>>,
+);
+
+pub async fn run(
+    config_path: &Path,
+    stop_instances: bool,
+    mut inherited: Option<Inherited>,
+) -> Result<(), Failure> {
     let config = load_config(config_path)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    // Installed first: SIGUSR2's default action would end the process.
+    let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
+        .map_err(|e| Failure::failed(format!("cannot install the SIGUSR2 handler ({e})")))?;
+    let (stop_tx, mut stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
         let _ = stop_tx.send(true);
     });
-    let running = start(&config).await?;
-    let mut rx = stop_rx.clone();
-    let _ = rx.wait_for(|s| *s).await;
-    running.shutdown(stop_instances).await;
-    Ok(())
+    let (calls_tx, mut calls) = mpsc::channel::<UpgradeCall>(1);
+    let upgrading = Arc::new(AtomicBool::new(false));
+    let hook = upgrade_hook(calls_tx, upgrading.clone());
+    let running = start_with(&config, inherited.as_mut(), Some(hook)).await?;
+    if let Some(i) = inherited.as_mut() {
+        i.report_ready();
+        tracing::info!(
+            pid = std::process::id(),
+            "took over from the previous baton process"
+        );
+    }
+    loop {
+        let (req, reply) = tokio::select! {
+            _ = stop_rx.wait_for(|s| *s) => {
+                running.shutdown(stop_instances).await;
+                return Ok(());
+            }
+            Some(_) = usr2.recv() => {
+                if upgrading.swap(true, Ordering::SeqCst) {
+                    tracing::warn!("SIGUSR2 ignored: an upgrade is already in progress");
+                    continue;
+                }
+                tracing::info!("SIGUSR2: upgrading");
+                (UpgradeRequest::default(), None)
+            }
+            Some(call) = calls.recv() => (call.0, Some(call.1)),
+        };
+        let outcome = running.upgrade(&req).await;
+        let done = outcome.as_ref().ok().map(|d| d.new_pid);
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
+        }
+        if let Some(new_pid) = done {
+            running.hand_off(new_pid).await;
+            return Ok(());
+        }
+        upgrading.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The admin API's `POST /v1/upgrade`: one upgrade at a time, carried out by `run`'s loop.
+fn upgrade_hook(calls: mpsc::Sender<UpgradeCall>, upgrading: Arc<AtomicBool>) -> UpgradeHook {
+    Arc::new(move |req| {
+        let calls = calls.clone();
+        let upgrading = upgrading.clone();
+        Box::pin(async move {
+            let busy = |error: &str| UpgradeFailed {
+                status: 409,
+                error: error.to_string(),
+                stderr: Vec::new(),
+            };
+            if upgrading.swap(true, Ordering::SeqCst) {
+                return Err(busy(
+                    "an upgrade is already in progress; wait for its outcome",
+                ));
+            }
+            let (reply, answer) = oneshot::channel();
+            if calls.send((req, reply)).await.is_err() {
+                return Err(busy("baton is shutting down"));
+            }
+            answer
+                .await
+                .unwrap_or_else(|_| Err(busy("baton is shutting down")))
+        })
+    })
 }
 
 /// A running server: what `serve` and `demo` share.
@@ -52,21 +132,79 @@ pub struct Running {
     pub proxy_addrs: Vec<std::net::SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Copies of the listening sockets, for a handover.
+    listeners: Listeners,
+    /// Set when the admin socket file belongs to the next process.
+    keep_socket: Arc<AtomicBool>,
 }
 
 pub async fn start(config: &Config) -> Result<Running, Failure> {
-    let store =
-        baton_store::Store::open(&config.store.path).map_err(|e| Failure::failed(e.to_string()))?;
+    start_with(config, None, None).await
+}
+
+/// Opens the store; the new process of an upgrade waits (bounded) for the old one to
+/// close it.
+async fn open_store(config: &Config, handover: bool) -> Result<baton_store::Store, Failure> {
+    let deadline = tokio::time::Instant::now() + STORE_HANDOVER_WAIT;
+    loop {
+        let path = config.store.path.clone();
+        let opened = tokio::task::spawn_blocking(move || baton_store::Store::open(&path))
+            .await
+            .map_err(|e| Failure::failed(format!("opening the store: {e}")))?;
+        match opened {
+            Ok(store) => return Ok(store),
+            Err(baton_store::StoreError::Locked { .. })
+                if handover && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(Failure::failed(e.to_string())),
+        }
+    }
+}
+
+/// Starts proxy, controller and admin API. `inherited`: listeners handed over by the
+/// previous process (used for the addresses the config still lists; others are bound).
+/// `upgrade`: serve `POST /v1/upgrade` with it.
+async fn start_with(
+    config: &Config,
+    inherited: Option<&mut Inherited>,
+    upgrade: Option<UpgradeHook>,
+) -> Result<Running, Failure> {
+    let handover = inherited.is_some();
+    let (mut old_proxy, old_admin) = match inherited {
+        Some(i) => (std::mem::take(&mut i.proxy), i.admin.take()),
+        None => (Vec::new(), None),
+    };
+    let store = open_store(config, handover).await?;
     let metrics = Arc::new(MetricsRegistry::new());
     let proxy = Proxy::new(proxy_config(config), metrics.clone());
+    let mut copies = Listeners::default();
     let mut listeners = Vec::new();
     for addr in &config.proxy.listen {
-        let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let pos = old_proxy
+            .iter()
+            .position(|l| l.local_addr().is_ok_and(|a| a == *addr));
+        let l = match pos.map(|p| old_proxy.swap_remove(p)) {
+            Some(l) => l
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(l)),
+            None => tokio::net::TcpListener::bind(addr).await,
+        };
+        let l = l.map_err(|e| {
             Failure::failed(format!(
                 "cannot listen on {addr} ({e}); change [proxy] listen or stop what uses it"
             ))
         })?;
+        copies.add_proxy(&l).map_err(|e| {
+            Failure::failed(format!(
+                "cannot keep a copy of the listener on {addr} ({e})"
+            ))
+        })?;
         listeners.push(l);
+    }
+    for l in old_proxy {
+        tracing::info!(addr = ?l.local_addr().ok(), "inherited proxy listener no longer in [proxy] listen; closing it");
     }
     let proxy_addrs = listeners
         .iter()
@@ -91,14 +229,40 @@ pub async fn start(config: &Config) -> Result<Running, Failure> {
     let until_stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let admin = baton_api::serve_admin(
-        &config.admin.listen,
+    let admin_listener = match old_admin {
+        Some(old) => {
+            let old = old
+                .into_tokio()
+                .map_err(|e| Failure::failed(format!("inherited admin listener: {e}")))?;
+            if old.is(&config.admin.listen) {
+                Some(old)
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
+    let admin_listener = match admin_listener {
+        Some(l) => l,
+        None => baton_api::bind_admin(&config.admin.listen, token.is_some())
+            .await
+            .map_err(|e| Failure::failed(e.to_string()))?,
+    };
+    copies
+        .add_admin(&admin_listener)
+        .map_err(|e| Failure::failed(format!("cannot keep a copy of the admin listener ({e})")))?;
+    let mut api = baton_api::router(controller.clone());
+    if let Some(hook) = upgrade {
+        api = api.merge(baton_api::upgrade_router(hook));
+    }
+    let keep_socket = Arc::new(AtomicBool::new(false));
+    let admin = baton_api::serve_admin_on(
+        admin_listener,
         token,
-        baton_api::router(controller.clone()),
+        api,
         until_stop(stop_rx.clone()),
-    )
-    .await
-    .map_err(|e| Failure::failed(e.to_string()))?;
+        keep_socket.clone(),
+    );
     let mut tasks = vec![tokio::spawn(async move {
         if let Err(error) = admin.await {
             tracing::error!(%error, "admin API stopped");
@@ -114,12 +278,14 @@ pub async fn start(config: &Config) -> Result<Running, Failure> {
             }
         }));
     }
-    tracing::info!(proxy = ?config.proxy.listen, admin = ?config.admin.listen, "baton is serving");
+    tracing::info!(proxy = ?config.proxy.listen, admin = ?config.admin.listen, pid = std::process::id(), "baton is serving");
     Ok(Running {
         controller,
         proxy_addrs,
         stop,
         tasks,
+        listeners: copies,
+        keep_socket,
     })
 }
 
@@ -135,6 +301,58 @@ impl Running {
         } else {
             tracing::info!("app instances left running; the next `baton serve` re-adopts them");
         }
+    }
+
+    /// Hands the apps and the listeners to a new baton process (see `upgrade.rs`). On
+    /// error this process is serving as before.
+    async fn upgrade(&self, req: &UpgradeRequest) -> Result<UpgradeDone, UpgradeFailed> {
+        let fail = |status, error: String| UpgradeFailed {
+            status,
+            error,
+            stderr: Vec::new(),
+        };
+        let timeout = match req.timeout.as_deref() {
+            Some(t) => t
+                .parse::<baton_core::HumanDuration>()
+                .map_err(|e| fail(400, format!("upgrade timeout: {e}")))?
+                .get(),
+            None => upgrade::DEFAULT_TIMEOUT,
+        };
+        if let Err(e) = self.controller.suspend().await {
+            let mut msg =
+                format!("cannot pause the controller for the handover ({e}); not upgrading");
+            if let Err(e) = self.controller.resume().await {
+                msg.push_str(&format!("; resuming failed too ({e}): restart baton"));
+            }
+            return Err(fail(500, msg));
+        }
+        match upgrade::start_successor(&self.listeners, timeout).await {
+            Ok(done) => Ok(done),
+            Err(mut failed) => {
+                if let Err(e) = self.controller.resume().await {
+                    failed.error.push_str(&format!(
+                        "\nresuming this baton's controller failed too ({e}): the proxy still serves its last routes, but deployments are stopped; restart baton"
+                    ));
+                    tracing::error!(error = %e, "could not resume the controller after a failed upgrade");
+                }
+                Err(failed)
+            }
+        }
+    }
+
+    /// After a successful handover: stop accepting, finish open connections, leave the
+    /// instances and the admin socket file to the new process.
+    async fn hand_off(self, new_pid: u32) {
+        tracing::info!(
+            new_pid,
+            "handed over; finishing open connections, then exiting"
+        );
+        self.keep_socket.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        tracing::info!(new_pid, "open connections finished; exiting");
     }
 }
 

@@ -190,12 +190,56 @@ fn wrong_admin_token_is_refused() {
         wrong.to_str().unwrap(),
     ]);
     let (code_none, _) = run(&["status", "--admin", &admin]);
+    // Raw requests that would change something: refused, and nothing changes.
+    let http = |method: &str, path: &str, auth: Option<&str>| -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(&admin) else {
+            return "connect failed".into();
+        };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+        let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        let body = "{\"version\":\"v1\"}";
+        let _ = write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: baton\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let deploy_none = http("POST", "/v1/apps/web/deployments", None);
+    let deploy_wrong = http("POST", "/v1/apps/web/deployments", Some("Bearer guess"));
+    let deploy_basic = http(
+        "POST",
+        "/v1/apps/web/deployments",
+        Some("Basic czNjcmV0LXRva2Vu"),
+    );
+    let rollback_wrong = http(
+        "POST",
+        "/v1/apps/web/rollback",
+        Some("Bearer s3cret-token-x"),
+    );
+    let history = http("GET", "/v1/apps/web/history", Some("Bearer s3cret-token"));
+    let status = http("GET", "/v1/apps/web", Some("Bearer s3cret-token"));
     let _ = Command::new("kill").arg(server.id().to_string()).status();
     let _ = server.wait();
     assert!(ok, "server with the right token never answered");
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("token"), "{err}");
     assert_eq!(code_none, Some(1));
+    for answer in [&deploy_none, &deploy_wrong, &deploy_basic, &rollback_wrong] {
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    assert!(history.starts_with("HTTP/1.1 200"), "{history}");
+    assert!(
+        history.trim_end().ends_with("[]"),
+        "a refused request changed something: {history}"
+    );
+    assert!(
+        status.starts_with("HTTP/1.1 200") && status.contains("\"deployment\":null"),
+        "a refused request started a deployment: {status}"
+    );
 }
 
 #[test]

@@ -26,18 +26,42 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A port range unlikely to collide with parallel tests, below Linux's ephemeral range
-/// (32768+) so outgoing connections cannot take an instance's port meanwhile.
-fn port_range() -> String {
-    let base = 21000 + u32::from(fastrand_u16() % 110) * 100;
-    format!("{base}-{}", base + 99)
+/// A block of 100 host ports that no other test process holds, below Linux's ephemeral
+/// range (32768+) so outgoing connections cannot take an instance's port meanwhile.
+///
+/// Every harness (process and Docker tests alike) takes its blocks here: each block is
+/// claimed with an exclusive `flock` on a file in the temp dir, and the lock is kept until
+/// this test process exits (nextest runs one test per process), so two concurrent tests can
+/// never be handed overlapping ranges.
+pub fn port_range() -> String {
+    use std::sync::Mutex;
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    const FIRST: u32 = 20_000;
+    const BLOCKS: u32 = 127; // 20000..=32699
+    let dir = std::env::temp_dir().join("baton-test-port-blocks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = u32::from(fastrand_u16()) % BLOCKS;
+    for i in 0..BLOCKS {
+        let base = FIRST + (start + i) % BLOCKS * 100;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{base}.lock")))
+            .unwrap();
+        if file.try_lock().is_ok() {
+            HELD.lock().unwrap().push(file);
+            return format!("{base}-{}", base + 99);
+        }
+    }
+    panic!("all {BLOCKS} test port blocks are held by other test processes");
 }
 
 fn fastrand_u16() -> u16 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
-    (t.subsec_nanos() % 65_000) as u16
+    (t.subsec_nanos() ^ std::process::id()) as u16
 }
 
 /// The app section every test starts from; `extra` is appended (more TOML).
@@ -263,4 +287,56 @@ pub fn state(st: &Value) -> &str {
 /// The deployment is over (not merely switched): its end state is the app's state.
 pub fn finished(st: &Value) -> bool {
     !st["deployment"]["finished_at"].is_null()
+}
+
+/// Deploys v1 on `b`, then v2 (by the app's strategy) while `profile` load runs through the
+/// proxy. Asserts 0 failed requests, that v2 served, and that the deployment succeeded
+/// with only v2 instances, `replicas` of them, left. Returns the load report and the final
+/// status. Shared by the process-runtime and Docker runs of the same acceptance.
+pub fn deploy_v2_under_load(
+    b: &Baton,
+    strategy: &str,
+    replicas: u32,
+    profile: baton_loadgen::Profile,
+) -> (baton_loadgen::Report, Value) {
+    use baton_loadgen::{Load, LoadSpec};
+    b.cli_ok(&["deploy", "web", "v1"], 0);
+    let rt = rt();
+    let load = rt.block_on(async {
+        Load::start(LoadSpec {
+            clients: 4,
+            profile,
+            gap: Duration::from_millis(3),
+            ..LoadSpec::new(b.proxy)
+        })
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    b.cli_ok(&["deploy", "web", "v2"], 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let report = rt.block_on(load.stop());
+    assert_eq!(
+        report.failed,
+        0,
+        "{strategy}: failed requests: {report:?}\n{}",
+        tail(&b.serve_log(), 40)
+    );
+    assert!(
+        report.by_version.get("v2").copied().unwrap_or(0) > 0,
+        "{report:?}"
+    );
+    let st = b.wait_status("old instances gone", |st| {
+        st["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["version"] == "v2")
+    });
+    assert_eq!(st["stable_version"], "v2");
+    assert_eq!(state(&st), "succeeded");
+    assert_eq!(
+        st["instances"].as_array().unwrap().len(),
+        replicas as usize,
+        "{st:#}"
+    );
+    (report, st)
 }

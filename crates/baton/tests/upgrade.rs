@@ -1,0 +1,439 @@
+//! Issue 7 point 4: upgrading baton itself with no failed request. The real binary, the
+//! real CLI, real app processes and continuous load: `baton upgrade` (and SIGUSR2)
+//! hands the listening sockets and the apps to the binary now at the server's path;
+//! a new binary that fails to start leaves the old one serving.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use baton_loadgen::{Load, LoadSpec, Profile, Report};
+use common::*;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `baton serve` started from `binary` (a private copy when a test replaces it). The
+/// server's pid changes with every upgrade, so the servers are found by their command
+/// line; all of them, and the app instances, are stopped on drop.
+struct Server {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    binary: PathBuf,
+    proxy: SocketAddr,
+    first: Option<Child>,
+}
+
+impl Server {
+    fn start(apps: &str, private_binary: bool) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = if private_binary {
+            let bin = dir.path().join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            let copy = bin.join("baton");
+            std::fs::copy(BATON, &copy).unwrap();
+            copy
+        } else {
+            PathBuf::from(BATON)
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = format!(
+            "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\n\n[admin]\nlisten = \"unix:{d}/baton.sock\"\n\n[store]\npath = \"{d}/state\"\n\n{apps}",
+            d = dir.path().display()
+        );
+        let config = dir.path().join("baton.toml");
+        std::fs::write(&config, text).unwrap();
+        let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+        let child = Command::new(&binary)
+            .args(["serve", "-c"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let s = Server {
+            dir,
+            config,
+            binary,
+            proxy: format!("127.0.0.1:{port}").parse().unwrap(),
+            first: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !s.cli(&["status", "--json"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "baton serve did not come up:\n{}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    fn log(&self) -> String {
+        tail(
+            &std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default(),
+            60,
+        )
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BATON)
+            .args(args)
+            .arg("-c")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn cli_ok(&self, args: &[&str], code: i32) -> Output {
+        let out = self.cli(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "baton {args:?}\nstdout: {}\nstderr: {}\nserve log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        out
+    }
+
+    fn status(&self) -> Value {
+        serde_json::from_slice(&self.cli_ok(&["status", "web", "--json"], 0).stdout).unwrap()
+    }
+
+    fn wait_status(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = self.status();
+            if pred(&st) {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {st:#}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn store(&self) -> String {
+        self.dir.path().join("state").display().to_string()
+    }
+
+    fn instance_pids(&self) -> Vec<i32> {
+        let mut p = owned_pids(&self.store());
+        p.sort_unstable();
+        p
+    }
+
+    /// Live `baton serve` processes of this config.
+    fn server_pids(&self) -> Vec<i32> {
+        let config = self.config.display().to_string();
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            if args.contains(&&b"serve"[..]) && args.contains(&config.as_bytes()) {
+                pids.push(pid);
+            }
+        }
+        pids.sort_unstable();
+        pids
+    }
+
+    /// The one server left once the old ones have drained and exited (bounded).
+    fn wait_single_server(&mut self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            // The first server is our child: reap it so it does not linger as a zombie.
+            if let Some(c) = self.first.as_mut() {
+                if c.try_wait().ok().flatten().is_some() {
+                    self.first = None;
+                }
+            }
+            let pids = self.server_pids();
+            if pids.len() == 1 {
+                return pids[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "servers still running: {pids:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `baton upgrade --json` must succeed; returns (old pid, new pid).
+    fn upgrade(&self) -> (i64, i64) {
+        let out = self.cli_ok(&["upgrade", "--json"], 0);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            v["old_pid"].as_i64().unwrap(),
+            v["new_pid"].as_i64().unwrap(),
+        )
+    }
+
+    /// Replaces the binary at the server's path the way an install does (rename).
+    fn install(&self, from: &Path) {
+        let tmp = self.binary.with_extension("new");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, &self.binary).unwrap();
+    }
+
+    fn install_script(&self, script: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = self.binary.with_extension("new");
+        std::fs::write(&tmp, script).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &self.binary).unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let signal = |sig: &str, pid: i32| {
+            let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+        };
+        for pid in self.server_pids() {
+            signal("-TERM", pid);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.server_pids().is_empty() && Instant::now() < deadline {
+            if let Some(c) = self.first.as_mut() {
+                let _ = c.try_wait();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for pid in self.server_pids() {
+            signal("-KILL", pid);
+        }
+        if let Some(mut c) = self.first.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for pid in owned_pids(&self.store()) {
+            signal("-KILL", pid);
+        }
+    }
+}
+
+/// Keep-alive, new-connection-per-request and HTTP/2 clients at once.
+fn mixed_load(proxy: SocketAddr) -> Load {
+    let spec = |profile| LoadSpec {
+        clients: 2,
+        gap: Duration::from_millis(2),
+        ..LoadSpec::with_profile(proxy, profile)
+    };
+    Load::start_mixed(vec![
+        spec(Profile::KeepAlive),
+        spec(Profile::NewConnection),
+        spec(Profile::Http2),
+    ])
+}
+
+fn assert_no_failure(what: &str, report: &Report, s: &Server) {
+    println!(
+        "{what}: {} requests, {} failed, failures {:?}, p99 {:.1} ms, max {:.1} ms, by profile {:?}",
+        report.sent,
+        report.failed,
+        report.failures,
+        report.p99_ms,
+        report.max_ms,
+        report
+            .by_profile
+            .iter()
+            .map(|(k, v)| (k.clone(), v.sent, v.failed))
+            .collect::<Vec<_>>()
+    );
+    assert!(report.sent > 0, "{what}: no request was sent");
+    assert_eq!(report.failed, 0, "{what}: {report:?}\n{}", s.log());
+}
+
+#[test]
+fn twenty_upgrades_under_load_fail_no_request() {
+    let mut s = Server::start(&app_config("rolling", 2, ""), false);
+    s.cli_ok(&["deploy", "web", "v1"], 0);
+    let instances = s.instance_pids();
+    assert_eq!(instances.len(), 2, "{instances:?}");
+    let rt = rt();
+    let load = rt.block_on(async { mixed_load(s.proxy) });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut server = s.wait_single_server();
+    let upgrades = 20;
+    for i in 0..upgrades {
+        let (old, new) = s.upgrade();
+        assert_eq!(
+            old,
+            i64::from(server),
+            "upgrade {i}: answered by another server"
+        );
+        assert_ne!(new, old, "upgrade {i}: the server pid did not change");
+        let now = s.wait_single_server();
+        assert_eq!(i64::from(now), new, "upgrade {i}");
+        server = now;
+        // The apps stayed with the same processes.
+        assert_eq!(s.instance_pids(), instances, "upgrade {i}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let report = rt.block_on(load.stop());
+    println!("upgrades: {upgrades}");
+    assert_no_failure("20 upgrades under mixed load", &report, &s);
+    let st = s.status();
+    assert_eq!(st["stable_version"], "v1");
+    assert!(
+        st["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["healthy"] == true),
+        "{st:#}"
+    );
+    // The controller works under the last process: a deploy goes through.
+    s.cli_ok(&["deploy", "web", "v2"], 0);
+    assert_eq!(s.status()["stable_version"], "v2");
+}
+
+#[test]
+fn upgrade_in_a_paused_canary_keeps_its_step() {
+    let mut s = Server::start(&app_config("canary", 2, ""), false);
+    s.cli_ok(&["deploy", "web", "v1"], 0);
+    let rt = rt();
+    let load = rt.block_on(async { mixed_load(s.proxy) });
+    s.cli_ok(&["deploy", "web", "v2", "--detach"], 0);
+    s.wait_status("canary at 20%", |st| st["weights"]["v2"] == 20);
+    s.cli_ok(&["pause", "web"], 0);
+    let before = s.wait_status("paused", |st| state(st) == "paused");
+    let instances = s.instance_pids();
+    let old = s.wait_single_server();
+    let (_, new) = s.upgrade();
+    assert_eq!(i64::from(s.wait_single_server()), new);
+    assert_ne!(i64::from(old), new);
+    let after = s.status();
+    for field in ["state", "step", "step_index", "id", "version"] {
+        assert_eq!(
+            after["deployment"][field], before["deployment"][field],
+            "{field} changed across the upgrade:\nbefore {before:#}\nafter {after:#}"
+        );
+    }
+    assert_eq!(after["weights"], before["weights"]);
+    assert_eq!(s.instance_pids(), instances, "instances changed");
+    s.cli_ok(&["resume", "web"], 0);
+    s.cli_ok(&["promote", "web"], 0);
+    let st = s.wait_status("canary finished", finished);
+    assert_eq!(state(&st), "succeeded", "{st:#}");
+    assert_eq!(st["stable_version"], "v2");
+    let report = rt.block_on(load.stop());
+    assert_no_failure("upgrade during a paused canary", &report, &s);
+}
+
+#[test]
+fn a_new_binary_that_fails_leaves_the_old_one_serving() {
+    let mut s = Server::start(&app_config("rolling", 1, ""), true);
+    s.cli_ok(&["deploy", "web", "v1"], 0);
+    let instances = s.instance_pids();
+    let server = s.wait_single_server();
+    let rt = rt();
+    let load = rt.block_on(async { mixed_load(s.proxy) });
+
+    // A broken build: the new "binary" exits 1 at once.
+    s.install_script("#!/bin/sh\necho \"boom: this build is broken\" >&2\nexit 1\n");
+    let out = s.cli_ok(&["upgrade"], 1);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!("baton upgrade (broken binary): {err}");
+    assert!(err.contains("exited with status 1"), "{err}");
+    assert!(err.contains("boom: this build is broken"), "{err}");
+    assert!(err.contains("keeps serving"), "{err}");
+
+    // A binary that cannot load the config (it changed on disk meanwhile).
+    s.install(Path::new(BATON));
+    let good = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, format!("{good}\n[proxy.oops]\n")).unwrap();
+    // The CLI is told the admin socket, since it cannot read the config either.
+    let sock = format!("unix:{}", s.dir.path().join("baton.sock").display());
+    let out = s.cli_ok(&["upgrade", "--admin", &sock], 1);
+    std::fs::write(&s.config, &good).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!("baton upgrade (config that does not load): {err}");
+    assert!(err.contains("exited with status 2"), "{err}");
+    assert!(err.contains("oops"), "{err}");
+
+    // Still the same server, same instances, and its controller works again.
+    assert_eq!(s.server_pids(), vec![server]);
+    assert_eq!(s.instance_pids(), instances);
+    s.cli_ok(&["deploy", "web", "v2"], 0);
+    assert_eq!(s.status()["stable_version"], "v2");
+    let report = rt.block_on(load.stop());
+    assert_no_failure("failed upgrades", &report, &s);
+
+    // And with a working binary back in place, the upgrade goes through.
+    let (old, new) = s.upgrade();
+    assert_eq!(old, i64::from(server));
+    assert_eq!(i64::from(s.wait_single_server()), new);
+}
+
+#[test]
+fn sigusr2_upgrades_too() {
+    let mut s = Server::start(&app_config("rolling", 2, ""), false);
+    s.cli_ok(&["deploy", "web", "v1"], 0);
+    let instances = s.instance_pids();
+    let rt = rt();
+    let load = rt.block_on(async { mixed_load(s.proxy) });
+    std::thread::sleep(Duration::from_millis(200));
+    let old = s.wait_single_server();
+    let ok = Command::new("kill")
+        .args(["-USR2", &old.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let new = loop {
+        let pids = s.server_pids();
+        if pids.len() == 1 && pids[0] != old {
+            break pids[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no handover: {pids:?}\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let report = rt.block_on(load.stop());
+    assert_no_failure("SIGUSR2 upgrade", &report, &s);
+    assert_ne!(new, old);
+    assert_eq!(s.instance_pids(), instances);
+    assert_eq!(s.status()["stable_version"], "v1");
+}
+
+#[test]
+fn a_hand_set_handover_variable_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BATON)
+        .args(["serve", "-c"])
+        .arg(dir.path().join("baton.toml"))
+        .env("BATON_UPGRADE_FDS", "proxy:99")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("descriptor 99 was not passed"), "{err}");
+    assert!(err.contains("set by `baton upgrade`"), "{err}");
+}

@@ -6,6 +6,7 @@ Writes bench/results.json, bench/results.svg and (full mode) bench/RESULTS.md.
 """
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -87,6 +88,62 @@ def get_body(port, timeout=2.0):
         return resp.read().decode(errors="replace")
 
 
+def raise_nofile():
+    """1,000 client connections need more than the usual soft limit of 1,024 fds (the
+    proxies inherit it from here)."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError) as exc:
+        log(f"cannot raise the open-files limit: {exc}")
+
+
+def proc_tree(pid):
+    """pid and all its descendants (nginx: master + workers, including old ones)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def cpu_seconds(pid):
+    """utime + stime of the process tree, in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in proc_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
+
+
+def rss_mib(pid):
+    """Summed VmRSS of the process tree, MiB."""
+    kib = 0
+    for p in proc_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        kib += int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    return kib / 1024
+
+
 # ---------------------------------------------------------------- wrk
 
 
@@ -146,6 +203,8 @@ class Bench:
         self.backends = {}
         self.ports = {}
         self.version = "v1"  # which backend the proxies currently route to
+        self.pids = {}  # proxy -> pid of its (master) process
+        self.h2_ports = {}  # proxy -> h2c (prior knowledge) port
 
     def start_backends(self):
         for ver in ("v1", "v2"):
@@ -169,6 +228,7 @@ class Bench:
         (self.tmp / "baton.toml").write_text(f"""
 [proxy]
 listen = ["127.0.0.1:{port}"]
+workers = 1
 
 [admin]
 listen = "unix:{self.tmp}/baton.sock"
@@ -184,24 +244,77 @@ drain_timeout = "2s"
 [apps.web.blue_green]
 auto_promote = true
 scale_down_delay = "0s"
+
+[apps.web.canary]
+steps = [{{ weight = 10 }}, {{ pause = "1s" }}, {{ weight = 50 }}, {{ pause = "1s" }}]
 """)
-        spawn(pin(0) + [self.baton, "-c", str(self.tmp / "baton.toml"), "serve"],
-              self.tmp / "baton.log", env={**os.environ, "RUST_LOG": "warn"})
+        proc = spawn(pin(0) + [self.baton, "-c", str(self.tmp / "baton.toml"), "serve"],
+                     self.tmp / "baton.log", env={**os.environ, "BATON_LOG": "warn"})
+        self.pids["baton"] = proc.pid
         wait_port(port, "baton serve")
         self.baton_seq = 1
         self.baton_cmd("deploy", "web", "v1", "--target", f"127.0.0.1:{self.backends['v1']}")
         self.ports["baton"] = port
+        self.h2_ports["baton"] = port  # h2c and HTTP/1.1 share the listener
+
+    def baton_api(self, method, path, body=None):
+        """The admin API on its unix socket (what `baton deploy --detach` calls)."""
+        conn = UnixHTTP(str(self.tmp / "baton.sock"))
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            conn.request(method, path, body=data,
+                         headers={"content-type": "application/json"} if data else {})
+            resp = conn.getresponse()
+            text = resp.read().decode(errors="replace")
+            if resp.status >= 300:
+                raise RuntimeError(f"baton API {method} {path}: {resp.status} {text[:300]}")
+            return json.loads(text) if text else None
+        finally:
+            conn.close()
+
+    def baton_deploy(self, ver, strategy=None):
+        """Start a deployment through the API (detached); returns its id."""
+        self.baton_seq += 1
+        r = self.baton_api("POST", "/v1/apps/web/deployments",
+                           {"version": f"{ver}-{self.baton_seq}", "strategy": strategy,
+                            "targets": [f"127.0.0.1:{self.backends[ver]}"]})
+        return r.get("id") if isinstance(r, dict) else None
+
+    def baton_wait(self, dep_id, timeout=30.0):
+        """Poll the status until deployment `dep_id` is no longer running."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.baton_api("GET", "/v1/apps/web")
+            d = st.get("deployment") or {}
+            if d.get("id") == dep_id and d.get("state") not in ("running", "paused"):
+                if d.get("state") != "succeeded":
+                    raise RuntimeError(f"baton deployment {dep_id} ended {d.get('state')}")
+                return
+            time.sleep(0.01)
+        raise RuntimeError(f"baton deployment {dep_id} still running after {timeout}s")
 
     def baton_switch(self, ver):
-        self.baton_seq += 1
-        self.baton_cmd("deploy", "web", f"{ver}-{self.baton_seq}",
-                       "--target", f"127.0.0.1:{self.backends[ver]}")
+        self.baton_deploy(ver)
+
+    def baton_settle(self):
+        st = self.baton_api("GET", "/v1/apps/web")
+        d = st.get("deployment") or {}
+        if d.get("id"):
+            self.baton_wait(d["id"])
 
     # -- nginx
-    def nginx_conf(self, ver):
+    def nginx_conf(self, ver, weights=None):
+        """`weights`: {version: weight} for a split (0 = `down`); else all to `ver`."""
         t = self.tmp / "nginx"
+        if weights:
+            upstreams = "\n".join(
+                f"        server 127.0.0.1:{self.backends[v]} weight={max(w, 1)}"
+                + (" down" if w == 0 else "") + ";" for v, w in weights.items())
+        else:
+            upstreams = f"        server 127.0.0.1:{self.backends[ver]};"
         return f"""
 worker_processes 1;
+worker_rlimit_nofile 16384;
 daemon off;
 pid {t}/nginx.pid;
 error_log {t}/error.log warn;
@@ -214,11 +327,12 @@ http {{
     uwsgi_temp_path {t}/uwsgi;
     scgi_temp_path {t}/scgi;
     upstream be {{
-        server 127.0.0.1:{self.backends[ver]};
+{upstreams}
         keepalive 64;
     }}
     server {{
         listen 127.0.0.1:{self.ports['nginx']};
+        listen 127.0.0.1:{self.h2_ports['nginx']} http2;
         location / {{
             proxy_pass http://be;
             proxy_http_version 1.1;
@@ -234,15 +348,17 @@ http {{
     def start_nginx(self):
         (self.tmp / "nginx").mkdir()
         self.ports["nginx"] = free_port()
+        self.h2_ports["nginx"] = free_port()
         conf = self.tmp / "nginx" / "nginx.conf"
         conf.write_text(self.nginx_conf("v1"))
-        spawn(pin(0) + [self.nginx_bin(), "-e", str(self.tmp / "nginx" / "error.log"),
-                        "-c", str(conf)], self.tmp / "nginx.log")
+        proc = spawn(pin(0) + [self.nginx_bin(), "-e", str(self.tmp / "nginx" / "error.log"),
+                               "-c", str(conf)], self.tmp / "nginx.log")
+        self.pids["nginx"] = proc.pid
         wait_port(self.ports["nginx"], "nginx")
 
-    def nginx_switch(self, ver):
+    def nginx_switch(self, ver, weights=None):
         conf = self.tmp / "nginx" / "nginx.conf"
-        conf.write_text(self.nginx_conf(ver))
+        conf.write_text(self.nginx_conf(ver, weights))
         out = subprocess.run([self.nginx_bin(), "-e", str(self.tmp / "nginx" / "error.log"),
                               "-c", str(conf), "-s", "reload"],
                              capture_output=True, text=True, timeout=30)
@@ -252,6 +368,7 @@ http {{
     # -- haproxy
     def start_haproxy(self):
         self.ports["haproxy"] = free_port()
+        self.h2_ports["haproxy"] = free_port()
         sock = self.tmp / "haproxy.sock"
         conf = self.tmp / "haproxy.cfg"
         conf.write_text(f"""
@@ -271,11 +388,16 @@ frontend fe
     bind 127.0.0.1:{self.ports['haproxy']}
     default_backend be
 
+frontend fe_h2c
+    bind 127.0.0.1:{self.h2_ports['haproxy']} proto h2
+    default_backend be
+
 backend be
     server s1 127.0.0.1:{self.backends['v1']}
     server s2 127.0.0.1:{self.backends['v2']} disabled
 """)
-        spawn(pin(0) + ["haproxy", "-db", "-f", str(conf)], self.tmp / "haproxy.log")
+        proc = spawn(pin(0) + ["haproxy", "-db", "-f", str(conf)], self.tmp / "haproxy.log")
+        self.pids["haproxy"] = proc.pid
         wait_port(self.ports["haproxy"], "haproxy")
 
     def haproxy_api(self, cmd):
@@ -291,73 +413,251 @@ backend be
             raise RuntimeError(f"haproxy runtime API `{cmd}`: {text}")
 
     def haproxy_switch(self, ver):
-        new, old = ("s2", "s1") if ver == "v2" else ("s1", "s2")
-        self.haproxy_api(f"set server be/{new} state ready")
-        self.haproxy_api(f"set server be/{old} state drain")
+        self.haproxy_weights({ver: 1, "v1" if ver == "v2" else "v2": 0})
+
+    def haproxy_weights(self, weights):
+        """Weights first to the servers that gain, so no moment has none ready."""
+        for ver, w in sorted(weights.items(), key=lambda kv: -kv[1]):
+            srv = "s1" if ver == "v1" else "s2"
+            self.haproxy_api(f"set server be/{srv} weight {w}")
+            self.haproxy_api(f"set server be/{srv} state {'ready' if w else 'drain'}")
 
     def switch(self, proxy, ver):
         getattr(self, f"{proxy}_switch")(ver)
 
 
-# ---------------------------------------------------------------- runs
+class UnixHTTP(http.client.HTTPConnection):
+    """HTTP over a unix socket (baton's admin API)."""
+
+    def __init__(self, path):
+        super().__init__("localhost", timeout=10)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(10)
+        self.sock.connect(self.path)
 
 
-def switch_under_load(bench, proxy, mode, switches, conns):
-    """wrk runs while the upstream flips v1->v2->v1...; returns wrk figures + switch count."""
-    port = bench.ports[proxy]
-    wrk = subprocess.Popen(wrk_argv(port, mode, 300, conns), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, start_new_session=True)
-    CHILDREN.append(wrk)
-    done, errors, t0, to_new = 0, [], time.monotonic(), []
+# ---------------------------------------------------------------- bench-client runs
+
+
+def client_argv(client, port, *extra):
+    return pin(1) + [client, "--addr", f"127.0.0.1:{port}", *extra]
+
+
+def run_client(client, port, *extra, timeout=120):
+    out = subprocess.run(client_argv(client, port, *extra), capture_output=True, text=True,
+                         timeout=timeout)
+    try:
+        return json.loads(out.stdout)
+    except json.JSONDecodeError:
+        log(f"bench-client produced no figures: {out.stdout[-300:]} {out.stderr[-300:]}")
+        return {}
+
+
+def fixed_rate(client, port, rate, seconds, conns):
+    r = run_client(client, port, "--rate", str(rate), "--conns", str(conns),
+                   "--seconds", str(seconds))
+    return {k: r.get(k) for k in ("rps", "target_rps", "p50_ms", "p99_ms", "p99_9_ms",
+                                  "max_ms", "failed", "sent")}
+
+
+PROFILES = {  # switch-under-load client profiles
+    "keepalive": ["--conns", "32"],
+    "idle50ms": ["--conns", "32", "--gap-ms", "50"],
+    "close": ["--conns", "32", "--close"],
+}
+
+
+class TimedLoad:
+    """bench-client running until stopped, recording a timeline of responses."""
+
+    def __init__(self, bench, client, proxy, profile, name):
+        self.timeline = bench.tmp / f"timeline-{name}.txt"
+        self.proc = subprocess.Popen(
+            client_argv(client, bench.ports[proxy], *PROFILES[profile], "--until-stdin",
+                        "--timeline", str(self.timeline)),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
+        CHILDREN.append(self.proc)
+
+    def stop(self):
+        out, err = self.proc.communicate("stop\n", timeout=60)
+        try:
+            res = json.loads(out)
+        except json.JSONDecodeError:
+            log(f"bench-client (switch) produced no figures: {out[-300:]} {err[-300:]}")
+            res = {}
+        events = {}
+        try:
+            for line in self.timeline.read_text().splitlines():
+                t, v = line.split(" ", 1)
+                events.setdefault(v, []).append(int(t) / 1e6)
+        except (OSError, ValueError) as exc:
+            log(f"cannot read the timeline: {exc}")
+        for v in events.values():
+            v.sort()
+        return res, events
+
+
+def switch_timing(events, switches):
+    """Per command (t, old, new, t_next): ms to the first response from `new`, and ms to
+    the last response from `old` before the next command (0 when none came after)."""
+    import bisect
+    to_new, drained, missing = [], [], 0
+    for t, old, new, t_next in switches:
+        news = events.get(new, [])
+        i = bisect.bisect_left(news, t)
+        if i < len(news) and news[i] < t_next:
+            to_new.append((news[i] - t) * 1000)
+        else:
+            missing += 1
+        olds = events.get(old, [])
+        j = bisect.bisect_left(olds, t_next) - 1
+        drained.append((olds[j] - t) * 1000 if j >= 0 and olds[j] >= t else 0.0)
+    return to_new, drained, missing
+
+
+def switch_profile(bench, client, proxy, profile, switches, interval):
+    """A -> B -> A switches under one client profile; failures, time to new, drain."""
+    load = TimedLoad(bench, client, proxy, profile, f"{proxy}-{profile}")
+    errors, cmds = [], []
     try:
         time.sleep(0.5)
         for i in range(switches):
-            ver = "v2" if i % 2 == 0 else "v1"
-            start = time.monotonic()
+            new = "v2" if bench.version == "v1" else "v1"
+            t = time.time()
             try:
-                bench.switch(proxy, ver)
-                done += 1
-                ms = first_response_from(port, ver, start)
-                if ms is None:
-                    errors.append(f"switch {i + 1}: no response from {ver} within 3s")
+                if proxy == "baton":
+                    bench.baton_wait(bench.baton_deploy(new))
                 else:
-                    to_new.append(ms)
+                    bench.switch(proxy, new)
+                cmds.append((t, bench.version, new))
+                bench.version = new
             except Exception as exc:  # noqa: BLE001 - reported, not fatal
                 errors.append(str(exc)[:300])
-            time.sleep(0.2)
+            time.sleep(max(0.0, t + interval - time.time()))
+        time.sleep(0.3)
+    finally:
+        res, events = load.stop()
+    spans = [(t, o, n, cmds[k + 1][0] if k + 1 < len(cmds) else float("inf"))
+             for k, (t, o, n) in enumerate(cmds)]
+    to_new, drained, missing = switch_timing(events, spans)
+    return {"switches_requested": switches, "switches_done": len(cmds), "switch_errors": errors,
+            "requests": res.get("sent"), "failed": res.get("failed"),
+            "failures": res.get("failures"), "rps": res.get("rps"),
+            "to_new_ms_median": median(to_new), "to_new_ms_max": max(to_new) if to_new else None,
+            "old_last_seen_ms_median": median(drained),
+            "old_last_seen_ms_max": max(drained) if drained else None,
+            "switches_without_new_response": missing}
+
+
+WEIGHT_STEPS = [10, 50, 100]  # v2's share; the rest stays on v1
+
+
+def weight_steps(bench, client, proxy, profile, step_s=1.0):
+    """v1 -> v2 in weight steps 0 -> 10 -> 50 -> 100 under load. baton: a canary deploy
+    whose steps (weight 10, 1 s, weight 50, 1 s, then all) baton applies itself; nginx:
+    weighted upstream + reload per step; HAProxy: `set server ... weight` per step."""
+    assert bench.version == "v1", "weight steps start from v1"
+    load = TimedLoad(bench, client, proxy, profile, f"{proxy}-{profile}-weights")
+    errors, t0 = [], None
+    try:
+        time.sleep(0.5)
+        t0 = time.time()
+        try:
+            if proxy == "baton":
+                bench.baton_wait(bench.baton_deploy("v2", strategy="canary"))
+            else:
+                for k, w in enumerate(WEIGHT_STEPS):
+                    weights = {"v1": 100 - w, "v2": w}
+                    if proxy == "nginx":
+                        bench.nginx_switch("v2", weights)
+                    else:
+                        bench.haproxy_weights(weights)
+                    if k + 1 < len(WEIGHT_STEPS):
+                        time.sleep(max(0.0, t0 + (k + 1) * step_s - time.time()))
+            bench.version = "v2"
+        except Exception as exc:  # noqa: BLE001 - reported, not fatal
+            errors.append(str(exc)[:300])
         time.sleep(0.5)
     finally:
-        wrk.send_signal(signal.SIGINT)
-        out, err = wrk.communicate(timeout=30)
-    elapsed = time.monotonic() - t0
-    res = parse_wrk(out)
-    final = None
+        res, events = load.stop()
+    v2 = [t for t in events.get("v2", []) if t >= (t0 or 0)]
+    v1 = [t for t in events.get("v1", []) if t >= (t0 or 0)]
+    # back to v1 (plain switch) for whatever runs next
     try:
-        final = get_body(port)
-    except OSError as exc:
-        errors.append(f"final GET failed: {exc}")
-    want = "v1" if switches % 2 == 0 else "v2"
-    res.update({"switches_requested": switches, "switches_done": done,
-                "switch_errors": errors,
-                "to_new_backend_ms_median": median(to_new),
-                "to_new_backend_ms_max": max(to_new) if to_new else None,
-                "seconds": round(elapsed, 2),
-                "final_routes_to_expected": final is not None and want in final})
-    if res["rps"] is None:
-        log(f"wrk (switch) produced no figures: {out[-400:]} {err[-400:]}")
-    return res
+        if proxy == "baton":
+            bench.baton_wait(bench.baton_deploy("v1"))
+        elif proxy == "nginx":
+            bench.nginx_switch("v1")
+        else:
+            bench.haproxy_weights({"v1": 1, "v2": 0})
+        bench.version = "v1"
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"back to v1: {str(exc)[:300]}")
+    return {"requests": res.get("sent"), "failed": res.get("failed"),
+            "failures": res.get("failures"), "switch_errors": errors,
+            "first_v2_ms": (v2[0] - t0) * 1000 if v2 and t0 else None,
+            "v1_last_seen_ms": (v1[-1] - t0) * 1000 if v1 and t0 else None}
 
 
-def first_response_from(port, ver, start, limit=3.0):
-    """ms from the switch command's start until a fresh connection gets `ver`'s response."""
-    while time.monotonic() - start < limit:
+def h2_throughput(port, seconds, conns=32, streams=10):
+    """h2load (nghttp2) over h2c prior knowledge."""
+    argv = pin(1) + ["h2load", "-t1", f"-c{conns}", f"-m{streams}", f"-D{seconds}",
+                     f"http://127.0.0.1:{port}/"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out.stdout)
+    f = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored", out.stdout)
+    if not m:
+        log(f"h2load produced no figures: {out.stdout[-300:]} {out.stderr[-300:]}")
+    return {"rps": float(m.group(1)) if m else None,
+            "succeeded": int(f.group(2)) if f else None,
+            "failed": int(f.group(3)) + int(f.group(4)) if f else None}
+
+
+def open_connections(port, n):
+    """n keep-alive client connections that each completed one request; left open."""
+    socks = []
+    req = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(req)
+        socks.append(s)
+    for s in socks:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise RuntimeError("connection closed before its response")
+            data += chunk
+    return socks
+
+
+def measure_memory(bench, conns):
+    out = {}
+    for proxy in PROXIES:
+        pid, port = bench.pids[proxy], bench.ports[proxy]
+        get_body(port)
+        time.sleep(0.2)
+        idle = rss_mib(pid)
+        socks = []
         try:
-            if get_body(port, timeout=1.0).strip() == ver:
-                return (time.monotonic() - start) * 1000
-        except OSError:
-            pass
-        time.sleep(0.002)
-    return None
+            socks = open_connections(port, conns)
+            time.sleep(0.3)
+            loaded = rss_mib(pid)
+        except (OSError, RuntimeError) as exc:
+            log(f"{proxy}: {conns} open connections failed: {exc}")
+            loaded = None
+        finally:
+            for s in socks:
+                s.close()
+        out[proxy] = {"idle_mib": round(idle, 2),
+                      "conns_mib": round(loaded, 2) if loaded is not None else None,
+                      "conns": conns}
+    return out
 
 
 def median(values):
@@ -365,25 +665,49 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def ratios(b, o, keys):
+    return {k: (b[k] / o[k] if b.get(k) and o.get(k) else None) for k in keys}
+
+
 def summarize(raw):
-    summary = {}
+    """Medians over rounds, and baton / nginx, baton / HAProxy ratios."""
+    summary = {"throughput": {}, "fixed_rate": {}, "h2": {}}
     for mode in MODES:
-        summary[mode] = {}
+        sm = summary["throughput"][mode] = {}
         for target in TARGETS:
-            runs = raw[mode][target]
-            summary[mode][target] = {
+            runs = raw["throughput"][mode][target]
+            sm[target] = {
                 "rps": median([r["rps"] for r in runs]),
                 "p50_ms": median([r["p50_ms"] for r in runs]),
                 "p99_ms": median([r["p99_ms"] for r in runs]),
+                "cpu_us_per_req": median([r.get("cpu_us_per_req") for r in runs]),
                 "socket_errors": sum(r["socket_errors"] for r in runs),
                 "non2xx": sum(r["non2xx"] for r in runs),
             }
-        b = summary[mode]["baton"]
         for other in ("nginx", "haproxy"):
-            o = summary[mode][other]
-            summary[mode][f"ratio_baton_{other}"] = {
-                k: (b[k] / o[k] if b[k] and o[k] else None) for k in ("rps", "p50_ms", "p99_ms")
-            }
+            sm[f"ratio_baton_{other}"] = ratios(sm["baton"], sm[other],
+                                                ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"))
+    for rate, per in raw["fixed_rate"].items():
+        sr = summary["fixed_rate"][rate] = {}
+        for target, runs in per.items():
+            sr[target] = {k: median([r.get(k) for r in runs])
+                          for k in ("rps", "p50_ms", "p99_ms", "p99_9_ms", "max_ms")}
+            sr[target]["failed"] = sum(r.get("failed") or 0 for r in runs)
+        direct = sr.get("direct", {})
+        for target in PROXIES:
+            t = sr[target]
+            t["added_p99_ms"] = (t["p99_ms"] - direct["p99_ms"]
+                                 if t.get("p99_ms") is not None
+                                 and direct.get("p99_ms") is not None else None)
+        for other in ("nginx", "haproxy"):
+            sr[f"ratio_baton_{other}"] = ratios(sr["baton"], sr[other],
+                                                ("p50_ms", "p99_ms", "p99_9_ms", "added_p99_ms"))
+    for target, runs in raw["h2"].items():
+        summary["h2"][target] = {"rps": median([r["rps"] for r in runs]),
+                                 "failed": sum(r.get("failed") or 0 for r in runs)}
+    for other in ("nginx", "haproxy"):
+        summary["h2"][f"ratio_baton_{other}"] = ratios(summary["h2"]["baton"],
+                                                       summary["h2"][other], ("rps",))
     return summary
 
 
@@ -391,40 +715,110 @@ def fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
 
-def table(summary, switch):
+def table(result):
+    summary, switch, weights = result["summary"], result["switch"], result["weights"]
+    memory, publish = result["memory"], result.get("publish")
     lines = []
     for mode in MODES:
-        lines.append(f"\n## Throughput, {mode} (median over rounds)\n")
-        lines.append("| target | req/s | p50 ms | p99 ms | socket errors | non-2xx |")
-        lines.append("|---|---:|---:|---:|---:|---:|")
+        sm = summary["throughput"][mode]
+        lines.append(f"\n## Throughput, {mode} (wrk, median over rounds)\n")
+        lines.append("| target | req/s | p50 ms | p99 ms | proxy CPU µs/req | socket errors | non-2xx |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|")
         for t in TARGETS:
-            s = summary[mode][t]
-            lines.append(f"| {t} | {fmt(s['rps'], ',.0f')} | {fmt(s['p50_ms'], '.3f')} | "
-                         f"{fmt(s['p99_ms'], '.3f')} | {s['socket_errors']} | {s['non2xx']} |")
+            x = sm[t]
+            lines.append(f"| {t} | {fmt(x['rps'], ',.0f')} | {fmt(x['p50_ms'], '.3f')} | "
+                         f"{fmt(x['p99_ms'], '.3f')} | {fmt(x['cpu_us_per_req'], '.2f')} | "
+                         f"{x['socket_errors']} | {x['non2xx']} |")
         for other in ("nginx", "haproxy"):
-            r = summary[mode][f"ratio_baton_{other}"]
+            r = sm[f"ratio_baton_{other}"]
             lines.append(f"| **baton / {other}** | {fmt(r['rps'], '.2f')}x | "
-                         f"{fmt(r['p50_ms'], '.2f')}x | {fmt(r['p99_ms'], '.2f')}x | | |")
-    lines.append("\n## Switch under load (upstream v1 -> v2 -> v1 ...)\n")
-    lines.append("| proxy | profile | switches | req/s | socket errors | non-2xx | "
-                 "command to new backend, median / max ms | final route ok | switch errors |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---|---:|")
+                         f"{fmt(r['p50_ms'], '.2f')}x | {fmt(r['p99_ms'], '.2f')}x | "
+                         f"{fmt(r['cpu_us_per_req'], '.2f')}x | | |")
+    lines.append("\n## Latency at fixed request rates (open loop, corrected for coordinated "
+                 "omission; median over rounds)\n")
+    lines.append("| rate req/s | target | achieved | p50 ms | p99 ms | p99.9 ms | added p99 ms "
+                 "(vs direct) | failed |")
+    lines.append("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for rate, sr in summary["fixed_rate"].items():
+        for t in TARGETS:
+            x = sr[t]
+            lines.append(f"| {rate} | {t} | {fmt(x['rps'], ',.0f')} | {fmt(x['p50_ms'], '.3f')} | "
+                         f"{fmt(x['p99_ms'], '.3f')} | {fmt(x['p99_9_ms'], '.3f')} | "
+                         f"{fmt(x.get('added_p99_ms'), '.3f')} | {x['failed']} |")
+        for other in ("nginx", "haproxy"):
+            r = sr[f"ratio_baton_{other}"]
+            lines.append(f"| {rate} | **baton / {other}** | | {fmt(r['p50_ms'], '.2f')}x | "
+                         f"{fmt(r['p99_ms'], '.2f')}x | {fmt(r['p99_9_ms'], '.2f')}x | "
+                         f"{fmt(r['added_p99_ms'], '.2f')}x | |")
+    lines.append("\n## HTTP/2 (h2c, h2load -c32 -m10, median over rounds)\n")
+    lines.append("| proxy | req/s | failed |")
+    lines.append("|---|---:|---:|")
+    for p in PROXIES:
+        lines.append(f"| {p} | {fmt(summary['h2'][p]['rps'], ',.0f')} | "
+                     f"{summary['h2'][p]['failed']} |")
+    for other in ("nginx", "haproxy"):
+        lines.append(f"| **baton / {other}** | "
+                     f"{fmt(summary['h2'][f'ratio_baton_{other}']['rps'], '.2f')}x | |")
+    lines.append("\n## Memory (RSS of the whole process tree, MiB)\n")
+    lines.append("| proxy | idle at start | with 1,000 open client connections | idle after the load |")
+    lines.append("|---|---:|---:|---:|")
+    for p in PROXIES:
+        m = memory[p]
+        lines.append(f"| {p} | {fmt(m['idle_mib'], '.1f')} | {fmt(m['conns_mib'], '.1f')} | "
+                     f"{fmt(m.get('idle_after_mib'), '.1f')} |")
+    for other in ("nginx", "haproxy"):
+        b, o = memory["baton"], memory[other]
+        r = ratios(b, o, ("idle_mib", "conns_mib", "idle_after_mib"))
+        lines.append(f"| **baton / {other}** | {fmt(r['idle_mib'], '.2f')}x | "
+                     f"{fmt(r['conns_mib'], '.2f')}x | {fmt(r['idle_after_mib'], '.2f')}x |")
+    lines.append("\n## Switch under load (v1 -> v2 -> v1 ...)\n")
+    lines.append("| proxy | profile | switches | requests | failed | command to first response "
+                 "from new, median / max ms | old backend last seen after command, median / max ms |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|")
     for proxy in PROXIES:
-        for mode in MODES:
-            s = switch[proxy][mode]
-            detail = s.get("socket_detail", {})
-            errs = f"{s['socket_errors']}" + (f" ({detail})" if s["socket_errors"] else "")
-            lines.append(f"| {proxy} | {mode} | {s['switches_done']}/{s['switches_requested']} | "
-                         f"{fmt(s['rps'], ',.0f')} | {errs} | {s['non2xx']} | "
-                         f"{fmt(s['to_new_backend_ms_median'], '.1f')} / "
-                         f"{fmt(s['to_new_backend_ms_max'], '.1f')} | "
-                         f"{s['final_routes_to_expected']} | {len(s['switch_errors'])} |")
+        for prof in PROFILES:
+            x = switch[proxy][prof]
+            failed = f"{x['failed']}" + (f" {x['failures']}" if x["failed"] else "")
+            lines.append(f"| {proxy} | {prof} | {x['switches_done']}/{x['switches_requested']} | "
+                         f"{fmt(x['requests'], ',')} | {failed} | "
+                         f"{fmt(x['to_new_ms_median'], '.1f')} / {fmt(x['to_new_ms_max'], '.1f')} | "
+                         f"{fmt(x['old_last_seen_ms_median'], '.1f')} / "
+                         f"{fmt(x['old_last_seen_ms_max'], '.1f')} |")
+    lines.append("\n## Weight steps under load (v2 at 0 -> 10 -> 50 -> 100 %, 1 s apart)\n")
+    lines.append("| proxy | profile | requests | failed | first v2 response ms | v1 last seen ms |")
+    lines.append("|---|---|---:|---:|---:|---:|")
+    for proxy in PROXIES:
+        for prof in PROFILES:
+            x = weights[proxy][prof]
+            failed = f"{x['failed']}" + (f" {x['failures']}" if x["failed"] else "")
+            lines.append(f"| {proxy} | {prof} | {fmt(x['requests'], ',')} | {failed} | "
+                         f"{fmt(x['first_v2_ms'], '.1f')} | {fmt(x['v1_last_seen_ms'], '.1f')} |")
+    if publish:
+        lines.append(f"\n## Control plane: {publish['apps']:,}-app route table (baton only)\n")
+        lines.append("| operation | p50 µs | p99 µs |")
+        lines.append("|---|---:|---:|")
+        for key, label in (("publish_app_weight_changed", "`publish_app`: one app's weights change"),
+                           ("publish_app_backends_changed", "`publish_app`: one app's backends change"),
+                           ("publish_app_add_or_remove", "`publish_app`: add or remove an app (router kept, targets shifted)"),
+                           ("publish_unchanged", "`publish` of the whole table, nothing changed"),
+                           ("publish_full_one_app_changed", "`publish` of the whole table, one app changed")):
+            x = publish.get(key) or {}
+            lines.append(f"| {label} | {fmt(x.get('p50_us'), ',.1f')} | {fmt(x.get('p99_us'), ',.1f')} |")
+        q, b = publish.get("latency_quiet", {}), publish.get("latency_while_publishing", {})
+        lines.append(f"\nFirst publish of the whole table: {fmt(publish.get('first_publish_ms'), '.1f')} ms. "
+                     f"Request latency (one keep-alive client, in process) quiet: p50 "
+                     f"{fmt(q.get('p50_ms'), '.3f')} / p99 {fmt(q.get('p99_ms'), '.3f')} / p99.9 "
+                     f"{fmt(q.get('p99_9_ms'), '.3f')} ms; while publishing continuously "
+                     f"({fmt(publish.get('publishes_per_s_during_load'), ',.0f')} publishes/s): p50 "
+                     f"{fmt(b.get('p50_ms'), '.3f')} / p99 {fmt(b.get('p99_ms'), '.3f')} / p99.9 "
+                     f"{fmt(b.get('p99_9_ms'), '.3f')} ms.")
     return "\n".join(lines) + "\n"
 
 
 def svg_chart(summary):
     colors = {"direct": "#999999", "baton": "#d9534f", "nginx": "#5cb85c", "haproxy": "#428bca"}
     width, bar, gap, group_gap, top, h = 640, 40, 8, 60, 40, 260
+    summary = summary["throughput"]
     vals = [summary[m][t]["rps"] or 0 for m in MODES for t in TARGETS]
     vmax = max(vals) or 1
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{top + h + 70}" '
@@ -461,42 +855,72 @@ def machine_info():
             return ""
     return {"nproc": sh("nproc"), "lscpu": sh("lscpu | head -15"), "kernel": platform.release(),
             "nginx": sh("nginx -v 2>&1"), "haproxy": sh("haproxy -v 2>&1 | head -1"),
-            "wrk": sh("wrk -v 2>&1 | head -1"), "taskset": bool(shutil.which("taskset"))}
+            "wrk": sh("wrk -v 2>&1 | head -1"),
+            "h2load": sh("h2load --version 2>&1 | head -1"), "taskset": bool(shutil.which("taskset"))}
 
 
-def missing_figures(summary, switch):
-    missing = []
+def missing_figures(result):
+    summary, missing = result["summary"], []
     for mode in MODES:
         for t in TARGETS:
             for k in ("rps", "p50_ms", "p99_ms"):
-                if summary[mode][t][k] is None:
+                if summary["throughput"][mode][t][k] is None:
                     missing.append(f"{mode}/{t}/{k}")
         for other in ("nginx", "haproxy"):
-            if summary[mode][f"ratio_baton_{other}"]["rps"] is None:
-                missing.append(f"{mode}/ratio_baton_{other}")
-    for proxy in PROXIES:
-        for mode in MODES:
-            s = switch[proxy][mode]
-            if s["rps"] is None:
-                missing.append(f"switch/{proxy}/{mode}")
-            if s["to_new_backend_ms_median"] is None:
-                missing.append(f"switch/{proxy}/{mode}/to_new_backend_ms")
+            r = summary["throughput"][mode][f"ratio_baton_{other}"]
+            for k in ("rps", "cpu_us_per_req"):
+                if r[k] is None:
+                    missing.append(f"{mode}/ratio_baton_{other}/{k}")
+    for rate, sr in summary["fixed_rate"].items():
+        for t in TARGETS:
+            for k in ("p50_ms", "p99_ms", "p99_9_ms"):
+                if sr[t][k] is None:
+                    missing.append(f"fixed_rate/{rate}/{t}/{k}")
+    for p in PROXIES:
+        if summary["h2"][p]["rps"] is None:
+            missing.append(f"h2/{p}")
+        m = result["memory"][p]
+        for k in ("idle_mib", "conns_mib", "idle_after_mib"):
+            if m.get(k) is None:
+                missing.append(f"memory/{p}/{k}")
+        for prof in PROFILES:
+            s = result["switch"][p][prof]
+            if s["failed"] is None or s["to_new_ms_median"] is None:
+                missing.append(f"switch/{p}/{prof}")
             if s["switches_done"] != s["switches_requested"]:
-                missing.append(f"switch/{proxy}/{mode}: only {s['switches_done']} switches ran")
+                missing.append(f"switch/{p}/{prof}: only {s['switches_done']} switches ran")
+            w = result["weights"][p][prof]
+            if w["failed"] is None or w["first_v2_ms"] is None or w["switch_errors"]:
+                missing.append(f"weights/{p}/{prof} {w['switch_errors']}")
+    pub = result.get("publish") or {}
+    for k in ("publish_app_weight_changed", "publish_unchanged", "latency_while_publishing"):
+        if not pub.get(k):
+            missing.append(f"publish/{k}")
     return missing
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--baton", required=True)
+    ap.add_argument("--client", required=True, help="the bench-client binary (baton-loadgen)")
+    ap.add_argument("--publish-json", help="output of the publish_scale bench")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(BENCH_DIR))
     args = ap.parse_args()
-    rounds, seconds, conns, switches = (1, 2, 32, 4) if args.quick else (3, 10, 32, 20)
+    if args.quick:
+        rounds, seconds, rate_s, conns, switches, rates, mem_conns = 1, 2, 2, 32, 4, [2000], 200
+    else:
+        rounds, seconds, rate_s, conns, switches, rates, mem_conns = 3, 10, 8, 32, 20, [5000, 20000], 1000
+    interval = 0.8  # seconds between switch commands
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    raise_nofile()
+    client = str(Path(args.client).resolve())
     tmp = tempfile.mkdtemp(prefix="baton-bench-")
     os.chmod(tmp, 0o755)
     bench = Bench(args.baton, tmp)
+    raw = {"throughput": {m: {t: [] for t in TARGETS} for m in MODES},
+           "fixed_rate": {r: {t: [] for t in TARGETS} for r in rates},
+           "h2": {p: [] for p in PROXIES}}
     try:
         bench.start_backends()
         bench.start_baton()
@@ -506,48 +930,90 @@ def main():
             body = get_body(bench.ports[proxy])
             if "v1" not in body:
                 raise RuntimeError(f"{proxy} does not route to v1: {body[:200]}")
-        raw = {m: {t: [] for t in TARGETS} for m in MODES}
+        log(f"memory: idle and with {mem_conns} open connections")
+        memory = measure_memory(bench, mem_conns)
         for rnd in range(rounds):
-            order = TARGETS[rnd % len(TARGETS):] + TARGETS[:rnd % len(TARGETS)]
+            k = rnd % len(TARGETS)
+            order = TARGETS[k:] + TARGETS[:k]
             for mode in MODES:
                 for t in order:
                     log(f"round {rnd + 1}/{rounds} {mode} {t} ({seconds}s)")
-                    raw[mode][t].append(run_wrk(bench.ports[t], mode, seconds, conns))
+                    pid = bench.pids.get(t)
+                    c0 = cpu_seconds(pid) if pid else None
+                    r = run_wrk(bench.ports[t], mode, seconds, conns)
+                    if pid and r.get("requests"):
+                        r["cpu_us_per_req"] = (cpu_seconds(pid) - c0) * 1e6 / r["requests"]
+                    raw["throughput"][mode][t].append(r)
+            for rate in rates:
+                for t in order:
+                    log(f"round {rnd + 1}/{rounds} fixed rate {rate}/s {t} ({rate_s}s)")
+                    raw["fixed_rate"][rate][t].append(
+                        fixed_rate(client, bench.ports[t], rate, rate_s, conns))
+            for p in [x for x in order if x in PROXIES]:
+                log(f"round {rnd + 1}/{rounds} h2c {p} ({seconds}s)")
+                raw["h2"][p].append(h2_throughput(bench.h2_ports[p], seconds))
         switch = {p: {} for p in PROXIES}
+        weights = {p: {} for p in PROXIES}
         for proxy in PROXIES:
-            for mode in MODES:
-                log(f"switch under load: {proxy} {mode} ({switches} switches)")
-                switch[proxy][mode] = switch_under_load(bench, proxy, mode, switches, conns)
+            for prof in PROFILES:
+                log(f"switch under load: {proxy} {prof} ({switches} switches)")
+                switch[proxy][prof] = switch_profile(bench, client, proxy, prof, switches,
+                                                     interval)
+                if bench.version != "v1":  # weight steps start from v1
+                    if proxy == "baton":
+                        bench.baton_wait(bench.baton_deploy("v1"))
+                    else:
+                        bench.switch(proxy, "v1")
+                    bench.version = "v1"
+                log(f"weight steps under load: {proxy} {prof}")
+                weights[proxy][prof] = weight_steps(bench, client, proxy, prof)
+        time.sleep(1.0)
+        for proxy in PROXIES:
+            memory[proxy]["idle_after_mib"] = round(rss_mib(bench.pids[proxy]), 2)
     finally:
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    summary = summarize(raw)
+    publish = None
+    if args.publish_json:
+        try:
+            publish = json.loads(Path(args.publish_json).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            log(f"no control-plane figures: {exc}")
     cmd = "bench/run" + (" --quick" if args.quick else "")
     result = {"command": cmd, "mode": "quick" if args.quick else "full",
               "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "params": {"rounds": rounds, "seconds": seconds, "connections": conns,
-                         "wrk_threads": 1, "switches": switches, "proxy_core": 0,
-                         "loadgen_core": 1},
-              "machine": machine_info(), "summary": summary, "switch": switch, "raw": raw}
+                         "wrk_threads": 1, "switches": switches, "switch_interval_s": interval,
+                         "rates": rates, "rate_seconds": rate_s, "memory_connections": mem_conns,
+                         "proxy_core": 0, "loadgen_core": 1},
+              "machine": machine_info(), "summary": summarize(raw), "switch": switch,
+              "weights": weights, "memory": memory, "publish": publish, "raw": raw}
     out = Path(args.out)
-    text = table(summary, switch)
+    text = table(result)
     print(text)
     stem = "results-quick" if args.quick else "results"  # quick runs keep the full figures
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / f"{stem}.svg").write_text(svg_chart(summary))
+    (out / f"{stem}.svg").write_text(svg_chart(result["summary"]))
     if not args.quick:
         write_results_md(out / "RESULTS.md", result, text)
-    missing = missing_figures(summary, switch)
+    missing = missing_figures(result)
     if missing:
         log("figures missing: " + ", ".join(missing))
         return 1
     return 0
 
 
+# A hand-written reading of the figures at the end of RESULTS.md, from this heading on,
+# survives regeneration (the engineer updates it after each full run).
+READING = "\n## Reading the figures"
+
+
 def write_results_md(path, result, text):
     m = result["machine"]
     p = result["params"]
+    old = path.read_text() if path.exists() else ""
+    reading = old[old.index(READING):] if READING in old else ""
     path.write_text(f"""# Benchmark results: baton vs nginx vs HAProxy
 
 Produced by `{result['command']}` on {result['date_utc']} (figures below are copied from
@@ -555,27 +1021,47 @@ Produced by `{result['command']}` on {result['date_utc']} (figures below are cop
 
 Setup: two `baton sample-app` backends (v1, v2) on loopback; each proxy with one worker
 (nginx `worker_processes 1` + upstream `keepalive 64` + `access_log off`; HAProxy
-`nbthread 1` + `http-reuse always`, no logging; baton pinned to one core with `taskset`, static
-runtime). Proxies on core {p['proxy_core']}, wrk (`-t1 -c{p['connections']} --latency`) and the backends
-on core {p['loadgen_core']}. {p['rounds']} rounds x {p['seconds']} s per target, targets interleaved with
-a rotating order; medians over rounds. `close` = wrk with `Connection: close` (one new client
-connection per request). Switch under load: {p['switches']} switches v1 -> v2 -> v1 while wrk
-runs (baton: `baton deploy web vN --target`, blue/green; nginx: rewrite upstream +
-`nginx -s reload`; HAProxy: runtime API `set server be/sX state ready|drain`).
+`nbthread 1` + `http-reuse always`, no logging; baton `[proxy] workers = 1`, static
+runtime). Every proxy is pinned to its core with `taskset`. Proxies on core {p['proxy_core']}; load
+generators and the backends on core {p['loadgen_core']}. {p['rounds']} rounds, targets
+interleaved with a rotating order; medians over rounds.
 
-Caveat: a 2-core machine shared with other work; the backends share the load generator's
-core, so absolute figures are low and noisy. Ratios are the point.
+- Throughput: wrk `-t1 -c{p['connections']} --latency`, {p['seconds']} s per target;
+  `close` = `Connection: close` (one new client connection per request). CPU µs/request =
+  the proxy's process tree utime+stime (`/proc/<pid>/stat`) over the run / requests.
+- Fixed rates ({', '.join(str(r) for r in p['rates'])} req/s): `bench-client` (crates/baton-loadgen),
+  {p['connections']} connections, open loop: latency counts from each request's scheduled send
+  time, so stalls are charged to the requests queued behind them (coordinated-omission
+  correction). "added p99" = target p99 − direct p99.
+- HTTP/2: h2load over h2c prior knowledge (nginx `listen ... http2`, HAProxy `proto h2`).
+- Memory: VmRSS summed over the process tree (nginx: master + worker); idle, then with
+  {p['memory_connections']} keep-alive client connections open (each made one request), and idle after all runs.
+- Switches: {p['switches']} switches v1 -> v2 -> v1, one every {p['switch_interval_s']} s, under three
+  `bench-client` profiles (32 connections each): keep-alive back to back, keep-alive with
+  50 ms idle gaps, a new connection per request. baton: `POST /v1/apps/web/deployments`
+  (what `baton deploy --detach` sends; blue/green, static targets) then status polling until
+  it finished; nginx: rewrite the upstream + `nginx -s reload`; HAProxy: runtime API
+  `set server be/sX weight|state`. Failed = any error or non-2xx, nothing retried.
+  "Old backend last seen" = the last response from the old backend after the command.
+- Weight steps: v2 at 10 %, 50 %, 100 % one second apart (baton: one canary deploy with
+  steps `weight 10, pause 1s, weight 50, pause 1s`; nginx: weighted upstream + reload per step;
+  HAProxy: `set server ... weight` per step).
+- Control plane: `cargo bench -p baton-proxy --bench publish_scale` (in process, no nginx /
+  HAProxy counterpart).
+
+Caveat: a 2-core machine shared with other work (other engineers compiling); the backends
+share the load generator's core, so absolute figures are low and noisy. Ratios are the point.
 
 ## Machine
 
 - nproc: {m['nproc']}
 - kernel: {m['kernel']}
-- {m['nginx']}; {m['haproxy']}; {m['wrk']}
+- {m['nginx']}; {m['haproxy']}; {m['wrk']}; {m.get('h2load', '')}
 
 ```
 {m['lscpu']}
 ```
-{text}""")
+{text}{reading}""")
 
 
 if __name__ == "__main__":

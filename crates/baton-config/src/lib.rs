@@ -25,7 +25,8 @@ mod validate_app;
 pub use error::{ConfigError, Problem};
 pub use kinds::{AdminListen, RuntimeKind, StrategyKind};
 pub use model::{
-    parse_memory, AdminSection, AppConfig, Config, ProxySection, PullPolicy, StoreSection,
+    parse_memory, parse_size, AdminSection, AppConfig, Config, ProxySection, PullPolicy,
+    StoreSection,
 };
 
 use diagnose::Found;

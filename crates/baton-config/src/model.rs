@@ -43,9 +43,21 @@ pub struct ProxySection {
     pub client_idle_timeout: HumanDuration,
     /// Largest request head accepted (431 beyond). Default 64 KiB.
     pub max_header_bytes: usize,
+    /// Largest request body accepted (413 beyond), e.g. `"10MiB"`. Default: no limit,
+    /// as HAProxy and kamal-proxy (nginx's `client_max_body_size` defaults to 1m).
+    pub max_request_body: Option<String>,
     /// Threads serving traffic (and the control plane). Default 0 = one per CPU core;
     /// `1` makes baton a single event loop, like one nginx or HAProxy worker.
     pub workers: usize,
+}
+
+impl ProxySection {
+    /// `max_request_body` in bytes; `None` when unset (validation has refused a value
+    /// that does not parse, so one that does not is treated as unset).
+    pub fn max_request_body_bytes(&self) -> Option<u64> {
+        let text = self.max_request_body.as_deref()?;
+        parse_size("max_request_body", text).ok()
+    }
 }
 
 impl Default for ProxySection {
@@ -58,6 +70,7 @@ impl Default for ProxySection {
             client_header_timeout: HumanDuration::from_secs(10),
             client_idle_timeout: HumanDuration::from_secs(60),
             max_header_bytes: 64 * 1024,
+            max_request_body: None,
             workers: 0,
         }
     }
@@ -162,19 +175,17 @@ pub enum PullPolicy {
     Always,
 }
 
-/// Parses a memory size such as `"512MiB"`, `"1GiB"`, `"256m"`, `"1g"` or `"1048576"`
-/// (bytes) into bytes. Binary (`KiB`, `MiB`, `GiB`, and Docker's `k`, `m`, `g`) and
-/// decimal (`KB`, `MB`, `GB`) units are accepted; the result must be at least 6 MiB, the
-/// smallest limit Docker accepts.
-pub fn parse_memory(text: &str) -> Result<u64, String> {
-    const MIN: u64 = 6 << 20;
+/// Parses a size such as `"512MiB"`, `"1GiB"`, `"256m"`, `"1g"` or `"1048576"` (bytes)
+/// into bytes. Binary (`KiB`, `MiB`, `GiB`, and Docker's `k`, `m`, `g`) and decimal
+/// (`KB`, `MB`, `GB`) units are accepted. `what` names the setting in errors.
+pub fn parse_size(what: &str, text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     let unit = unit.trim();
     let fix = "write a size such as \"512MiB\" or \"2GiB\"";
     let Ok(n) = digits.parse::<u64>() else {
-        return Err(format!("memory {text:?} is not a size: {fix}"));
+        return Err(format!("{what} {text:?} is not a size: {fix}"));
     };
     let factor: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -188,16 +199,22 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         "tb" => 1_000_000_000_000,
         _ => {
             return Err(format!(
-                "memory {text:?} has an unknown unit {unit:?}: {fix} (units: KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+                "{what} {text:?} has an unknown unit {unit:?}: {fix} (units: KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
             ))
         }
     };
-    let bytes = n
-        .checked_mul(factor)
-        .ok_or_else(|| format!("memory {text:?} is too large: {fix}"))?;
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{what} {text:?} is too large: {fix}"))
+}
+
+/// Parses a Docker memory limit ([`parse_size`]); it must be at least 6 MiB, the
+/// smallest limit Docker accepts.
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    const MIN: u64 = 6 << 20;
+    let bytes = parse_size("memory", text)?;
     if bytes < MIN {
         return Err(format!(
-            "memory {text:?} is below 6MiB, the smallest limit Docker accepts: {fix}"
+            "memory {text:?} is below 6MiB, the smallest limit Docker accepts: write a size such as \"512MiB\" or \"2GiB\""
         ));
     }
     Ok(bytes)

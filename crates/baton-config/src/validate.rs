@@ -56,6 +56,18 @@ fn proxy(raw: &RawConfig, issues: &mut Vec<Issue>) {
             ),
         ));
     }
+    if let Some(text) = &p.max_request_body {
+        match crate::model::parse_size("max_request_body", text) {
+            Err(e) => issues.push((key!["proxy", "max_request_body"], e)),
+            Ok(0) => issues.push((
+                key!["proxy", "max_request_body"],
+                "`max_request_body` in [proxy] is 0, which refuses every body: give a size such \
+                 as \"10MiB\", or remove the key for no limit"
+                    .into(),
+            )),
+            Ok(_) => {}
+        }
+    }
     if p.workers > MAX_WORKERS {
         issues.push((
             key!["proxy", "workers"],

@@ -187,6 +187,22 @@ fn wrong_types_and_bad_values_name_the_key() {
         &["`workers` in [proxy] is 1000", "0 for one per CPU core"],
     );
     assert_error(
+        "[proxy]\nmax_request_body = \"12 parsecs\"\n",
+        "2:1",
+        &[
+            "max_request_body \"12 parsecs\" has an unknown unit",
+            "\"512MiB\"",
+        ],
+    );
+    assert_error(
+        "[proxy]\nmax_request_body = \"0MiB\"\n",
+        "2:1",
+        &[
+            "`max_request_body` in [proxy] is 0",
+            "remove the key for no limit",
+        ],
+    );
+    assert_error(
         "[proxy]\nworkers = -1\n",
         "2:11",
         &["invalid `workers` in [proxy]"],

@@ -29,6 +29,8 @@ fn every_default() {
     assert_eq!(p.client_header_timeout, HumanDuration::from_secs(10));
     assert_eq!(p.client_idle_timeout, HumanDuration::from_secs(60));
     assert_eq!(p.max_header_bytes, 65536);
+    assert_eq!(p.max_request_body, None);
+    assert_eq!(p.max_request_body_bytes(), None);
     assert_eq!(p.workers, 0);
 
     assert_eq!(
@@ -290,4 +292,13 @@ fn load_reads_the_file_and_explains_a_missing_one() {
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn max_request_body_takes_a_size_with_units() {
+    for (text, bytes) in [("10MiB", 10 << 20), ("1g", 1 << 30), ("500KB", 500_000)] {
+        let toml = format!("[proxy]\nmax_request_body = \"{text}\"\n{MINIMAL}");
+        let cfg = parse(&toml, Path::new("/srv/baton.toml")).unwrap();
+        assert_eq!(cfg.proxy.max_request_body_bytes(), Some(bytes), "{text}");
+    }
 }

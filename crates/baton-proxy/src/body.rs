@@ -20,17 +20,33 @@ use std::time::Instant;
 
 /// What the proxy sends upstream.
 pub(crate) enum RequestBody {
-    /// The client's body, with a byte counter shared with the exchange.
+    /// The client's body, with a byte counter shared with the exchange and the most
+    /// bytes it may carry (`max_request_body`; `u64::MAX` when unlimited).
     Client {
         inner: Incoming,
         counter: Arc<AtomicU64>,
+        limit: u64,
     },
     Empty,
 }
 
+/// Why the request body stopped: the client's stream failed, or it grew past
+/// `max_request_body` (the upstream request is then aborted, so the backend never
+/// gets a complete request, and the client gets 413).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RequestBodyError {
+    #[error(transparent)]
+    Client(#[from] hyper::Error),
+    #[error("the request body is larger than max_request_body ({limit} bytes)")]
+    TooLarge { limit: u64 },
+}
+
 impl RequestBody {
     /// Wrap the client's body; bodiless requests allocate nothing.
-    pub fn from_client(inner: Incoming) -> (RequestBody, Option<Arc<AtomicU64>>) {
+    pub fn from_client(
+        inner: Incoming,
+        limit: Option<u64>,
+    ) -> (RequestBody, Option<Arc<AtomicU64>>) {
         if inner.is_end_stream() {
             return (RequestBody::Empty, None);
         }
@@ -39,6 +55,7 @@ impl RequestBody {
             RequestBody::Client {
                 inner,
                 counter: counter.clone(),
+                limit: limit.unwrap_or(u64::MAX),
             },
             Some(counter),
         )
@@ -47,22 +64,31 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = RequestBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Client { inner, counter } => {
+            RequestBody::Client {
+                inner,
+                counter,
+                limit,
+            } => {
                 let frame = ready!(Pin::new(inner).poll_frame(cx));
                 if let Some(Ok(Some(data))) =
                     frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref))
                 {
-                    counter.fetch_add(data.len() as u64, Relaxed);
+                    let total = counter.fetch_add(data.len() as u64, Relaxed) + data.len() as u64;
+                    if total > *limit {
+                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge {
+                            limit: *limit,
+                        })));
+                    }
                 }
-                Poll::Ready(frame)
+                Poll::Ready(frame.map(|f| f.map_err(RequestBodyError::from)))
             }
         }
     }
@@ -114,6 +140,11 @@ impl Exchange {
         self.bytes_in = counter;
     }
 
+    /// Request body bytes read from the client so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.as_ref().map_or(0, |c| c.load(Relaxed))
+    }
+
     /// The backend serving the request (moves on a retry).
     pub fn set_in_flight(&mut self, guard: InFlight) {
         self.in_flight = Some(guard);
@@ -142,9 +173,12 @@ impl Exchange {
         }
         self.conn = None;
         self.in_flight = None;
-        let bytes_in = self.bytes_in.as_ref().map_or(0, |c| c.load(Relaxed));
-        self.metrics
-            .request_finished(self.status, self.start.elapsed(), bytes_in, self.bytes_out);
+        self.metrics.request_finished(
+            self.status,
+            self.start.elapsed(),
+            self.bytes_in(),
+            self.bytes_out,
+        );
     }
 }
 

@@ -23,6 +23,11 @@ pub struct ProxyConfig {
     /// Largest request head accepted; beyond it the client gets 431. hyper's buffer
     /// cannot be smaller than 8 KiB, so smaller values act as 8 KiB.
     pub max_header_bytes: usize,
+    /// Largest request body accepted; beyond it the client gets 413. A larger
+    /// `Content-Length` is refused before any backend is contacted; a body without one
+    /// (chunked, HTTP/2) that grows past the limit aborts its upstream request, so the
+    /// backend never gets it complete. `None` = no limit (as HAProxy and kamal-proxy).
+    pub max_request_body: Option<u64>,
     /// Idle upstream connections kept per backend.
     pub max_idle_per_backend: usize,
     /// Peers whose `X-Forwarded-For` is extended; from anyone else it is replaced.
@@ -42,6 +47,7 @@ impl Default for ProxyConfig {
             client_idle_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(15),
             max_header_bytes: 64 * 1024,
+            max_request_body: None,
             max_idle_per_backend: 64,
             trusted_proxies: Vec::new(),
             eject_after: 5,

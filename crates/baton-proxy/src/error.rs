@@ -98,6 +98,10 @@ pub(crate) enum ProxyError {
         app: Arc<str>,
         version: Arc<str>,
     },
+    /// The request body is (or declares itself) larger than `max_request_body`.
+    BodyTooLarge {
+        limit: u64,
+    },
 }
 
 impl ProxyError {
@@ -112,6 +116,7 @@ impl ProxyError {
             | ProxyError::HoldFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -128,6 +133,7 @@ impl ProxyError {
             ProxyError::Connect { .. } => "connect",
             ProxyError::Upstream { .. } => "upstream",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
         }
     }
 
@@ -155,15 +161,20 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { app, version } => {
                 format!("baton: app {app} version {version} did not answer in time\n")
             }
+            ProxyError::BodyTooLarge { limit } => {
+                format!("baton: the request body is larger than the {limit} bytes this server accepts\n")
+            }
         }
     }
 
     /// Whether the client connection must be closed after the answer (request framing
-    /// could not be trusted).
+    /// could not be trusted, or a body is left unread).
     fn closes_connection(&self) -> bool {
         matches!(
             self,
-            ProxyError::BadRequest(_) | ProxyError::MethodNotAllowed
+            ProxyError::BadRequest(_)
+                | ProxyError::MethodNotAllowed
+                | ProxyError::BodyTooLarge { .. }
         )
     }
 }

@@ -88,6 +88,17 @@ impl Inner {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed);
         }
+        let body_limit = self.config.max_request_body;
+        if let Some(limit) = body_limit {
+            // check_framing has refused every unparsable or conflicting length.
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if declared.is_some_and(|len| len > limit) {
+                return Err(ProxyError::BodyTooLarge { limit });
+            }
+        }
         let upgrade = headers::wants_upgrade(req.version(), req.method(), req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -112,7 +123,7 @@ impl Inner {
             }
         }
         let replay = Replay::capture(&parts, &body, upgrade);
-        let (body, counter) = RequestBody::from_client(body);
+        let (body, counter) = RequestBody::from_client(body, body_limit);
         exchange.set_bytes_in(counter);
         let upstream_req = Request::from_parts(parts, body);
         match self
@@ -121,6 +132,13 @@ impl Inner {
         {
             Ok(resp) => self.respond(resp, &target, exchange, client_upgrade),
             Err(error) => {
+                // A body cut off at the limit fails the upstream request; say why.
+                let error = match body_limit {
+                    Some(limit) if exchange.bytes_in() > limit => {
+                        ProxyError::BodyTooLarge { limit }
+                    }
+                    _ => error,
+                };
                 exchange.status = error.status().as_u16();
                 Err(error)
             }

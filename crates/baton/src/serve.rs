@@ -29,6 +29,7 @@ pub fn proxy_config(config: &Config) -> ProxyConfig {
         client_header_timeout: p.client_header_timeout.get(),
         client_idle_timeout: p.client_idle_timeout.get(),
         max_header_bytes: p.max_header_bytes,
+        max_request_body: p.max_request_body_bytes(),
         trusted_proxies: p.trusted_proxies.clone(),
         eject_after: eject.clone().map(|h| h.eject_after).min().unwrap_or(5),
         eject_time: eject.map(|h| h.eject_time.get()).max().unwrap_or_default(),
@@ -368,5 +369,27 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn proxy_keys_reach_the_data_plane() {
+        let toml = "[proxy]\nmax_request_body = \"2MiB\"\nmax_header_bytes = 8192\n\
+                    [apps.web]\ncommand = \"./web {port}\"\n";
+        let config = baton_config::parse(toml, Path::new("/srv/baton.toml")).unwrap();
+        let p = proxy_config(&config);
+        assert_eq!(p.max_request_body, Some(2 << 20));
+        assert_eq!(p.max_header_bytes, 8192);
+        let unset = baton_config::parse(
+            "[apps.web]\ncommand = \"./web {port}\"\n",
+            Path::new("/srv/baton.toml"),
+        )
+        .unwrap();
+        assert_eq!(proxy_config(&unset).max_request_body, None);
     }
 }

@@ -126,6 +126,10 @@ pub struct Counting {
     pub addr: SocketAddr,
     pub id: String,
     pub requests: Arc<AtomicU64>,
+    /// Requests whose body arrived complete (read by the hostile suite, which shares
+    /// this file).
+    #[allow(dead_code)]
+    pub complete: Arc<AtomicU64>,
     pub last_headers: Arc<Mutex<Option<HeaderMap>>>,
     /// Connections currently open to this backend.
     pub open: Arc<AtomicU64>,
@@ -136,11 +140,13 @@ pub async fn counting(id: &str, version: &str, status: u16) -> Counting {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicU64::new(0));
+    let complete = Arc::new(AtomicU64::new(0));
     let last_headers = Arc::new(Mutex::new(None));
     let stop = CancellationToken::new();
     let open = Arc::new(AtomicU64::new(0));
-    let (r, l, s, o) = (
+    let (r, c, l, s, o) = (
         requests.clone(),
+        complete.clone(),
         last_headers.clone(),
         stop.clone(),
         open.clone(),
@@ -152,13 +158,15 @@ pub async fn counting(id: &str, version: &str, status: u16) -> Counting {
                 _ = s.cancelled() => return,
                 accepted = listener.accept() => accepted.unwrap().0,
             };
-            let (r, l, v) = (r.clone(), l.clone(), version.clone());
+            let (r, c, l, v) = (r.clone(), c.clone(), l.clone(), version.clone());
             let service = service_fn(move |req: Request<Incoming>| {
-                let (r, l, v) = (r.clone(), l.clone(), v.clone());
+                let (r, c, l, v) = (r.clone(), c.clone(), l.clone(), v.clone());
                 async move {
                     r.fetch_add(1, SeqCst);
                     *l.lock().unwrap() = Some(req.headers().clone());
-                    let _ = req.into_body().collect().await;
+                    if req.into_body().collect().await.is_ok() {
+                        c.fetch_add(1, SeqCst);
+                    }
                     let mut res = Response::new(Full::new(Bytes::from(v.clone())));
                     *res.status_mut() = StatusCode::from_u16(status).unwrap();
                     res.headers_mut().insert("x-version", v.parse().unwrap());
@@ -180,6 +188,7 @@ pub async fn counting(id: &str, version: &str, status: u16) -> Counting {
         addr,
         id: id.to_string(),
         requests,
+        complete,
         last_headers,
         open,
         stop,

@@ -1,10 +1,11 @@
 //! Hostile input against the real proxy over real sockets: a request-smuggling corpus,
-//! oversized and too-slow heads, `Connection` abuse, spoofed `X-Forwarded-For`, HTTP/2
+//! oversized and too-slow heads, oversized bodies, `Connection` abuse, spoofed `X-Forwarded-For`, HTTP/2
 //! rapid reset and CONTINUATION floods. Every refused case also proves that nothing
 //! reached the backend (it counts what it receives). docs/SECURITY.md lists the cases
 //! and the status each gets.
 #![allow(clippy::unwrap_used)]
 
+mod body;
 #[allow(dead_code)]
 #[path = "../acceptance/common.rs"]
 mod common;

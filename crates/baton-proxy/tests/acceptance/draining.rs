@@ -138,27 +138,6 @@ async fn websocket_keeps_echoing_until_the_drain_deadline_then_closes_cleanly() 
     assert_eq!(version_of(&get_once(p.addr, "/", &[]).await), "v2");
 }
 
-/// RFC 6455 opening handshake over a raw socket.
-async fn ws_connect(addr: std::net::SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: proxy.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        s.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
-    s
-}
-
 /// Send one masked text frame and read the echoed (unmasked) frame.
 async fn ws_echo(s: &mut TcpStream, msg: &str) -> io::Result<String> {
     assert!(msg.len() < 126);

@@ -185,26 +185,6 @@ async fn held_websocket_gets_every_echo_then_going_away_at_the_drain_deadline() 
     assert!(eventually(300, || p.proxy.in_flight("a1") == 0).await);
 }
 
-/// RFC 6455 opening handshake over a raw socket.
-async fn raw_connect(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: proxy.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        s.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    s
-}
-
 /// Read one unmasked frame: (first byte, payload).
 async fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
     let mut head = [0u8; 2];
@@ -244,7 +224,7 @@ async fn a_frame_in_transfer_at_the_deadline_is_finished_before_the_close() {
     let backend = echo_backend().await;
     let other = sample("b1", "v2", None).await;
     let p = proxy_to(&backend).await;
-    let mut s = raw_connect(p.addr).await;
+    let mut s = ws_connect(p.addr).await;
     let small = masked_frame(0x81, b"before");
     s.write_all(&small).await.unwrap();
     assert_eq!(read_frame(&mut s).await, (0x81, b"before".to_vec()));

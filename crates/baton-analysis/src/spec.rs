@@ -13,7 +13,7 @@
 //! progress_deadline = "10m"
 //!
 //! [apps.web.analysis.webhooks]
-//! pre_promote = "http://127.0.0.1:9000/gate"
+//! pre_promote = "https://ci.example.com/gate"
 //!
 //! [[apps.web.analysis.prometheus]]
 //! name = "queue depth"
@@ -517,13 +517,14 @@ impl AnalysisSpec {
     }
 }
 
-/// `Ok` for `http://host[:port][/path]`; otherwise why not (completes "url ... ").
+/// `Ok` for `http://` or `https://host[:port][/path]`; otherwise why not (completes
+/// "url ... ").
 fn check_http_url(url: &str) -> Result<(), String> {
-    if url.starts_with("https://") {
-        return Err("uses https, which baton's analysis client does not speak: use an http:// URL (e.g. a local sidecar)".into());
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err("is not an http:// URL: write it like \"http://127.0.0.1:9000/hook\"".into());
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return Err("is not an http:// or https:// URL: write it like \"https://ci.example.com/hook\" or \"http://127.0.0.1:9000/hook\"".into());
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let (host, port) = match authority.strip_prefix('[') {
@@ -629,7 +630,7 @@ mod tests {
             ("window = \"0s\"", "window", "positive"),
             ("max_latency = { p99 = \"0ms\" }", "max_latency.p99", "is 0"),
             ("webhooks = { step = \"ftp://x\" }", "webhooks.step", "http://"),
-            ("webhooks = { step = \"https://x\" }", "webhooks.step", "https"),
+            ("webhooks = { step = \"https://:443/\" }", "webhooks.step", "no host"),
             ("webhooks = { step = \"http://:80/\" }", "webhooks.step", "no host"),
             ("webhooks = { step = \"http://h:0/\" }", "webhooks.step", "port"),
             (
@@ -658,11 +659,12 @@ mod tests {
     #[test]
     fn good_gates_pass() {
         let spec = parse(
-            "webhooks = { pre_promote = \"http://127.0.0.1:9000/gate\", rollback = \"http://[::1]:80\" }\n\
-             [[prometheus]]\nname = \"q\"\nurl = \"http://prom:9090\"\nquery = \"up{app='{app}'}\"\nmin = 1",
+            "webhooks = { pre_promote = \"http://127.0.0.1:9000/gate\", rollback = \"http://[::1]:80\", \
+             step = \"https://ci.example.com:8443/hook\" }\n\
+             [[prometheus]]\nname = \"q\"\nurl = \"https://prom.example.com\"\nquery = \"up{app='{app}'}\"\nmin = 1",
         )
         .unwrap();
         spec.validate().unwrap();
-        assert_eq!(spec.webhooks.configured().count(), 2);
+        assert_eq!(spec.webhooks.configured().count(), 3);
     }
 }

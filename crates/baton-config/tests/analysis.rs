@@ -130,9 +130,9 @@ fn unknown_keys_and_bad_gates_are_refused() {
         &["`confidence` is 95", "e.g. 0.95"],
     );
     assert_error(
-        &web("[apps.web.analysis.webhooks]\nstep = \"https://ci.example.com/hook\"\n"),
+        &web("[apps.web.analysis.webhooks]\nstep = \"ci.example.com/hook\"\n"),
         "5:1",
-        &["webhook `step`", "http://"],
+        &["webhook `step`", "https://"],
     );
     assert_error(
         &web(

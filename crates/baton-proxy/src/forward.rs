@@ -90,12 +90,9 @@ impl Inner {
         }
         let body_limit = self.config.max_request_body;
         if let Some(limit) = body_limit {
-            // check_framing has refused every unparsable or conflicting length.
-            let declared = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-            if declared.is_some_and(|len| len > limit) {
+            // hyper knows a declared length (HTTP/1.1 Content-Length, HTTP/2
+            // content-length) as the body's lower size bound.
+            if req.body().size_hint().lower() > limit {
                 return Err(ProxyError::BodyTooLarge { limit });
             }
         }

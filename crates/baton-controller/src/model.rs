@@ -25,6 +25,23 @@ pub struct AppRecord {
     pub stopping: Vec<String>,
     /// Sequence for deployment ids (`{app}-{seq}`) and replacement instances.
     pub seq: u64,
+    /// Blue/green after its switch: the previous version, out of routing, kept running
+    /// so that switching back is instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<WarmSet>,
+}
+
+/// The previous version's instances a blue/green switch left running outside routing.
+/// `rollback`, a deploy of that version, or a failure of the new version switches back
+/// to them at once; at `until`, or when another version deploys, they are drained and
+/// stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WarmSet {
+    pub version: String,
+    pub instances: Vec<String>,
+    pub until: Millis,
+    /// The deployment whose switch left them warm.
+    pub deployment: String,
 }
 
 impl AppRecord {
@@ -38,11 +55,19 @@ impl AppRecord {
             deployment: None,
             stopping: Vec::new(),
             seq: 0,
+            warm: None,
         }
     }
 
     pub fn instance(&self, id: &str) -> Option<&InstanceHandle> {
         self.instances.iter().find(|i| i.id == id)
+    }
+
+    /// Whether `id` is kept warm (running, never routed by the steady route).
+    pub fn is_warm(&self, id: &str) -> bool {
+        self.warm
+            .as_ref()
+            .is_some_and(|w| w.instances.iter().any(|i| i == id))
     }
 }
 
@@ -71,8 +96,12 @@ pub struct HistoryEntry {
     pub outcome: Outcome,
     pub started_at: Millis,
     pub finished_at: Millis,
+    /// From the start to the end of the deployment; for blue/green, to the switch.
     pub duration_ms: u64,
     pub reason: Option<String>,
+    /// Blue/green: until when the previous version was kept warm after the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_until: Option<Millis>,
     /// The last analysis verdict with its figures (canary analysis), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<String>,

@@ -1,7 +1,7 @@
 //! The status view scripts depend on (`baton status APP --json`, issue 3 point 8). Field
 //! names here are a public contract.
 
-use crate::model::{AppRecord, HistoryEntry};
+use crate::model::{AppRecord, HistoryEntry, WarmSet};
 use crate::sampler::Sampler;
 use baton_core::Millis;
 use baton_rollout::{Outcome, RolloutStatus, State};
@@ -25,6 +25,10 @@ pub struct AppStatus {
     /// it differs significantly from the control (the current version). Null otherwise.
     #[serde(default)]
     pub experiment: Option<ExperimentStatus>,
+    /// Blue/green after a switch: the previous version kept warm (out of routing) until
+    /// `until`; `rollback` or a deploy of that version switches back at once.
+    #[serde(default)]
+    pub warm: Option<WarmSet>,
 }
 
 /// An A/B experiment as `status` shows it (refreshed every analysis `interval`).
@@ -195,6 +199,7 @@ impl AppView {
                 .experiment
                 .clone()
                 .filter(|_| self.record.deployment.is_some()),
+            warm: r.warm.clone(),
         }
     }
 }

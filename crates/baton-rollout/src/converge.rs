@@ -8,7 +8,7 @@
 //! and `Finish` comes only when nothing but ready kept instances is left running.
 
 use crate::book::{Book, Phase, Side};
-use crate::{Finish, Outcome, RoutePlan};
+use crate::{Finish, Outcome, RoutePlan, Warm};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +24,10 @@ pub(crate) struct Converge {
     pub min_ready: u32,
     /// Never run both sides at once (recreate): restore only once the other side is gone.
     pub exclusive: bool,
+    /// Blue/green's warm hand-over: the other side's ready instances are unrouted but
+    /// left running, and handed to the controller in `Finish::warm` for this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +67,15 @@ impl Converge {
         Converge::keep(Side::New, Outcome::Succeeded, reason)
     }
 
+    /// Keep the new version and leave the old side's ready instances running, out of
+    /// routing, for the controller to keep warm for `keep_for_ms`.
+    pub(crate) fn succeed_warm(keep_for_ms: u64) -> Converge {
+        Converge {
+            warm_ms: Some(keep_for_ms),
+            ..Converge::succeed(None)
+        }
+    }
+
     /// Keep one side with nothing to restore.
     pub(crate) fn keep(keep: Side, outcome: Outcome, reason: Option<String>) -> Converge {
         Converge {
@@ -72,6 +85,7 @@ impl Converge {
             restore: None,
             min_ready: 0,
             exclusive: false,
+            warm_ms: None,
         }
     }
 
@@ -97,6 +111,7 @@ impl Converge {
             restore,
             min_ready: shape.min_ready,
             exclusive: shape.exclusive,
+            warm_ms: None,
         }
     }
 
@@ -110,6 +125,10 @@ impl Converge {
         let other = self.keep.other();
         for id in book.ids(other, Phase::Starting) {
             book.stop(&id);
+        }
+        if self.warm_ms.is_some() {
+            // Handed over warm in `finish`: unrouted, not stopped.
+            return;
         }
         while book.ready(other) > 0 {
             let capacity_ok = book.ready(self.keep) + book.ready(other) > self.min_ready;
@@ -156,7 +175,7 @@ impl Converge {
 
     pub(crate) fn route(&self, book: &Book) -> RoutePlan {
         let other = self.keep.other();
-        if book.ready(other) == 0 {
+        if book.ready(other) == 0 || self.warm_ms.is_some() {
             return book.plan(&[(self.keep, 100)], Vec::new(), None);
         }
         let pools = [
@@ -166,19 +185,33 @@ impl Converge {
         book.plan(&pools, Vec::new(), None)
     }
 
-    /// Everything but ready kept instances has stopped, and nothing more will start.
+    /// Everything but ready kept instances (and, handing over warm, the other side's
+    /// ready ones) has stopped, and nothing more will start.
     pub(crate) fn done(&self, book: &Book) -> bool {
-        book.insts()
-            .iter()
-            .all(|i| i.phase == Phase::Stopped || (i.side == self.keep && i.phase == Phase::Ready))
+        let warm = self.warm_ms.is_some();
+        book.insts().iter().all(|i| {
+            i.phase == Phase::Stopped
+                || (i.phase == Phase::Ready
+                    && (i.side == self.keep || (warm && i.side != Side::Baseline)))
+        })
     }
 
     pub(crate) fn finish(&self, book: &Book) -> Finish {
+        let other = self.keep.other();
+        let warm = match (self.warm_ms, book.version(other)) {
+            (Some(keep_for_ms), Some(version)) if book.ready(other) > 0 => Some(Warm {
+                version: version.to_string(),
+                instances: book.ids(other, Phase::Ready),
+                keep_for_ms,
+            }),
+            _ => None,
+        };
         Finish {
             outcome: self.outcome,
             stable_version: book.version(self.keep).map(str::to_string),
             instances: book.ids(self.keep, Phase::Ready),
             reason: self.reason.clone(),
+            warm,
         }
     }
 

@@ -26,8 +26,13 @@
 //!   the same surge/unavailable bounds, so a failure never drops capacity further.
 //! - A new-version instance failing fails the deployment until it is decided; after the
 //!   commit point (canary/rolling/recreate at full size) it is noted and stopped, and the
-//!   controller's healing replaces it. Blue/green's warm phase is not committed: a green
-//!   failure (or a failed verdict) flips back to blue.
+//!   controller's healing replaces it.
+//! - Blue/green finishes at the switch: the deployment is over for the operator (the new
+//!   version is stable, history has the switch time, the next deploy is accepted). With a
+//!   `scale_down_delay` the previous version's ready instances are handed over in
+//!   `Finish::warm` instead of being stopped; the controller keeps them warm (a failure
+//!   of the new version, a `rollback` or a deploy of the warm version switches back at
+//!   once) and drains and stops them when the delay ends or another version deploys.
 //! - A stable instance failing is not the deployment's doing: noted, unrouted, stopped,
 //!   and the deployment goes on.
 //! - Pause freezes progress and timers; it does not apply once a deployment is decided.
@@ -95,8 +100,10 @@ pub enum Input {
     },
     Pause,
     Resume,
-    /// Operator: after a successful switch, while the previous version is still warm
-    /// (blue/green `scale_down_delay`), flip traffic back.
+    /// Operator: flip traffic back to the previous version while it still runs. Only a
+    /// blue/green deployment stored by an older baton in its warm phase accepts it;
+    /// since then a blue/green deployment finishes at the switch and the controller
+    /// keeps the previous version warm itself ([`Finish::warm`]).
     Rollback,
     /// An analysis verdict.
     Verdict(Verdict),
@@ -204,6 +211,20 @@ pub struct Finish {
     pub stable_version: Option<String>,
     pub instances: Vec<InstanceId>,
     pub reason: Option<String>,
+    /// Blue/green with a `scale_down_delay`: the previous version's instances are left
+    /// running, out of routing, for the controller to keep warm (an instant switch back)
+    /// and then drain and stop. Every other ending leaves nothing behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<Warm>,
+}
+
+/// Instances a finished deployment leaves running outside routing (see [`Finish::warm`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Warm {
+    pub version: String,
+    pub instances: Vec<InstanceId>,
+    /// How long the controller keeps them before draining and stopping them.
+    pub keep_for_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,8 +25,17 @@ use std::collections::HashSet;
 /// ([`RuntimeEvent::Exited`]), never those ended through [`Runtime::stop`].
 #[async_trait]
 pub trait Runtime: Send + Sync {
-    /// `"process"`, `"static"`, ... (the `runtime` value in `baton.toml`).
+    /// `"process"`, `"static"`, ... (the `runtime` value in `baton.toml`), for messages;
+    /// what the controller may ask of a runtime is told by the methods below, never by
+    /// comparing this name.
     fn kind(&self) -> &'static str;
+
+    /// Whether the operator names each deployment's instances (`--target HOST:PORT`)
+    /// instead of this runtime starting them. The controller then never starts a
+    /// replacement on its own: it cannot run what it did not start.
+    fn operator_targets(&self) -> bool {
+        false
+    }
 
     /// Starts one instance. Returns once it is started, not once it is healthy: health
     /// checks decide that.

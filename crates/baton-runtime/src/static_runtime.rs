@@ -22,6 +22,10 @@ impl Runtime for StaticRuntime {
         "static"
     }
 
+    fn operator_targets(&self) -> bool {
+        true
+    }
+
     async fn start(&self, req: StartRequest) -> Result<InstanceHandle, RuntimeError> {
         let Some(addr) = req.target else {
             return Err(RuntimeError::NoTarget {

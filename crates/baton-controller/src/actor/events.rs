@@ -32,9 +32,11 @@ impl AppActor {
                 }
                 self.healthy.remove(&id);
                 self.publish();
+                let version = self.record.instance(&id).map(|h| h.version.clone());
                 let reason = format!("{id} turned unhealthy: {reason}");
                 let ev = self.event("unhealthy", reason.clone());
-                self.report_failure(id, reason, ev).await;
+                self.report_failure(id, reason.clone(), ev).await;
+                self.fail_back_to_warm(version.as_deref(), &reason).await;
             }
             HealthEvent::StartupTimeout { id, last_error } => {
                 if self.stopping.contains(&id) {
@@ -75,9 +77,11 @@ impl AppActor {
 
     /// An instance vanished on its own (exit, or lost across a restart).
     pub(super) async fn instance_gone(&mut self, id: &str, reason: String) {
+        let version = self.record.instance(id).map(|h| h.version.clone());
         self.monitors.remove(id);
         self.healthy.remove(id);
         self.record.instances.retain(|h| h.id != id);
+        self.forget_warm(id);
         self.publish();
         let ev = self.event("exited", reason.clone());
         if self.record.deployment.is_some() {
@@ -85,6 +89,7 @@ impl AppActor {
         } else {
             self.route_steady_if_idle();
             self.persist(None, vec![ev]).await;
+            self.fail_back_to_warm(version.as_deref(), &reason).await;
             self.heal().await;
         }
     }
@@ -124,6 +129,7 @@ impl AppActor {
                 self.stopping.remove(&id);
                 self.record.stopping.retain(|s| s != &id);
                 self.record.instances.retain(|h| h.id != id);
+                self.forget_warm(&id);
                 if self.record.deployment.is_some() {
                     self.feed(Input::Stopped { instance: id }).await;
                 } else {

@@ -2,12 +2,13 @@
 //! then publish routes, then stop (drain first) and start instances.
 
 use super::{AppActor, Done};
-use crate::model::{Event, HistoryEntry};
+use crate::model::{Event, HistoryEntry, WarmSet};
 use baton_core::Millis;
 use baton_health::spawn_monitor;
 use baton_rollout::{Command, Finish, Input, Outcome};
 use baton_runtime::{InstanceHandle, StartRequest};
 use std::collections::HashSet;
+use std::time::Duration;
 
 impl AppActor {
     // === the rollout ===
@@ -85,8 +86,23 @@ impl AppActor {
             self.record.previous_version = from.clone();
         }
         self.record.stable_version = f.stable_version.clone();
-        // Anything not kept by the final state and not already stopping is cleaned up.
-        let keep: HashSet<&String> = f.instances.iter().collect();
+        let warm_until = f
+            .warm
+            .as_ref()
+            .map(|w| now.plus(Duration::from_millis(w.keep_for_ms)));
+        self.record.warm = match (&f.warm, warm_until) {
+            (Some(w), Some(until)) => Some(WarmSet {
+                version: w.version.clone(),
+                instances: w.instances.clone(),
+                until,
+                deployment: dep.as_ref().map(|d| d.id.clone()).unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        // Anything not kept by the final state (as stable or warm) and not already
+        // stopping is cleaned up.
+        let warm: Vec<String> = f.warm.iter().flat_map(|w| w.instances.clone()).collect();
+        let keep: HashSet<&String> = f.instances.iter().chain(warm.iter()).collect();
         let strays: Vec<String> = self
             .record
             .instances
@@ -119,6 +135,7 @@ impl AppActor {
             finished_at: now,
             duration_ms: now.since(started).as_millis() as u64,
             reason: f.reason.clone(),
+            warm_until,
             analysis: self.analysis.last_summary.take(),
         };
         if let Some(p) = notify {

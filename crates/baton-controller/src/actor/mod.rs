@@ -7,12 +7,13 @@
 //!
 //! `events.rs`: what happened (health, exits, background work); `exec.rs`: one step
 //! of the rollout and carrying out its commands; `routing.rs`: publishing routes,
-//! self-healing and bookkeeping.
+//! self-healing and bookkeeping; `warm.rs`: blue/green's warm window after a switch.
 
 mod analysis;
 mod events;
 mod exec;
 mod routing;
+mod warm;
 
 use crate::model::{AppRecord, DeploymentRecord, HistoryEntry};
 use crate::shared::Shared;
@@ -21,7 +22,7 @@ use crate::ControlError;
 use baton_config::AppConfig;
 use baton_core::Millis;
 use baton_health::{HealthEvent, MonitorHandle};
-use baton_rollout::{Input, Rollout, State};
+use baton_rollout::{Input, Outcome, Rollout};
 use baton_runtime::{InstanceHandle, Runtime, RuntimeEvent};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -203,6 +204,7 @@ impl AppActor {
                         self.feed(Input::Tick).await;
                         self.analyze().await;
                     } else {
+                        self.expire_warm().await;
                         self.heal().await;
                     }
                 }
@@ -229,39 +231,44 @@ impl AppActor {
     async fn deploy(&mut self, req: DeployRequest) -> Result<String, ControlError> {
         if let Some(d) = &self.record.deployment {
             let s = d.rollout.status();
-            let hint = if s.state == State::Succeeded {
-                format!("succeeded, keeping the previous version warm; `baton promote {}` finishes it now", self.name)
-            } else {
-                format!("{:?}", s.state).to_lowercase()
-            };
             return Err(ControlError::InProgress {
                 app: self.name.clone(),
                 id: d.id.clone(),
                 version: d.version.clone(),
                 strategy: d.strategy.clone(),
-                state: hint,
+                state: format!("{:?}", s.state).to_lowercase(),
             });
         }
         baton_core::validate_version(&req.version)
             .map_err(|e| ControlError::BadRequest(e.to_string()))?;
-        let is_static = self.runtime.kind() == "static";
-        if is_static && req.targets.is_empty() {
+        let operator_targets = self.runtime.operator_targets();
+        if operator_targets && req.targets.is_empty() {
             return Err(ControlError::BadRequest(format!(
                 "app {} uses the static runtime: pass the instances with --target HOST:PORT (once per instance)",
                 self.name
             )));
         }
-        if !is_static && !req.targets.is_empty() {
+        if !operator_targets && !req.targets.is_empty() {
             return Err(ControlError::BadRequest(format!(
                 "--target is only for apps with runtime = \"static\"; {} uses runtime = \"{}\"",
                 self.name,
                 self.runtime.kind()
             )));
         }
+        if self.can_switch_to_warm(&req.version) && self.targets_are_warm(&req.targets) {
+            let reason = format!("{} was still warm: switched back at once", req.version);
+            let keep_for = self.cfg.blue_green.scale_down_delay.get();
+            if let Some(id) = self
+                .switch_to_warm(Outcome::Succeeded, reason, Some(keep_for))
+                .await
+            {
+                return Ok(id);
+            }
+        }
         let kind = req.strategy.unwrap_or(self.cfg.strategy);
         let strategy = self.cfg.strategy_spec(kind);
         let is_canary = matches!(strategy, baton_rollout::StrategySpec::Canary(_));
-        let replicas = if is_static {
+        let replicas = if operator_targets {
             req.targets.len() as u32
         } else {
             self.cfg.replicas
@@ -282,6 +289,9 @@ impl AppActor {
         };
         spec.validate()
             .map_err(|e| ControlError::BadRequest(e.to_string()))?;
+        // Another version replaces the serving one: the warm version's time is over.
+        let why = format!("deploying {}", req.version);
+        self.end_warm(&why).await;
         self.record.seq = seq;
         let now = Millis::now();
         let strategy_name = spec.strategy.name().to_string();
@@ -308,6 +318,9 @@ impl AppActor {
     }
 
     async fn op(&mut self, op: Op) -> Result<(), ControlError> {
+        if self.record.deployment.is_none() {
+            return self.op_after_deployment(op).await;
+        }
         if let Op::Rollback = op {
             let warm = self
                 .record
@@ -315,13 +328,11 @@ impl AppActor {
                 .as_ref()
                 .is_some_and(|d| d.rollout.can_roll_back_instantly());
             if !warm {
-                return self.rollback_by_redeploy().await;
+                return Err(ControlError::BadRequest(format!(
+                    "a deployment of {} is running: use `baton abort {}` to go back to the stable version",
+                    self.name, self.name
+                )));
             }
-        }
-        if self.record.deployment.is_none() {
-            return Err(ControlError::NoDeployment {
-                app: self.name.clone(),
-            });
         }
         let (input, what) = match op {
             Op::Promote { to } => (Input::Promote { to }, "promote"),
@@ -340,32 +351,69 @@ impl AppActor {
         Ok(())
     }
 
-    async fn rollback_by_redeploy(&mut self) -> Result<(), ControlError> {
-        if self.record.deployment.is_some() {
-            return Err(ControlError::BadRequest(format!(
-                "a deployment of {} is running: use `baton abort {}` to go back to the stable version",
-                self.name, self.name
-            )));
-        }
-        let Some(prev) = self.record.previous_version.clone() else {
-            return Err(ControlError::NothingToRollBack {
+    /// Operator requests with no deployment running: `rollback` switches back to the
+    /// warm version, or deploys the previous one; `promote` ends the warm window now.
+    async fn op_after_deployment(&mut self, op: Op) -> Result<(), ControlError> {
+        match op {
+            Op::Rollback => {
+                let Some(prev) = self.record.previous_version.clone() else {
+                    return Err(ControlError::NothingToRollBack {
+                        app: self.name.clone(),
+                    });
+                };
+                if self.can_switch_to_warm(&prev) {
+                    let reason = format!("rolled back to {prev} by the operator");
+                    if self
+                        .switch_to_warm(Outcome::RolledBack, reason, None)
+                        .await
+                        .is_some()
+                    {
+                        return Ok(());
+                    }
+                }
+                if self.runtime.operator_targets() {
+                    return Err(ControlError::BadRequest(format!(
+                        "{} uses the static runtime and {prev} is no longer running: `baton deploy {} {prev} --target ...`",
+                        self.name, self.name
+                    )));
+                }
+                self.deploy(DeployRequest {
+                    version: prev,
+                    strategy: None,
+                    targets: Vec::new(),
+                })
+                .await
+                .map(|_| ())
+            }
+            Op::Promote { .. } if self.record.warm.is_some() => {
+                self.end_warm("promote").await;
+                Ok(())
+            }
+            _ => Err(ControlError::NoDeployment {
                 app: self.name.clone(),
-            });
-        };
-        let targets = if self.runtime.kind() == "static" {
-            return Err(ControlError::BadRequest(format!(
-                "{} uses the static runtime and {prev} is no longer running: `baton deploy {} {prev} --target ...`",
-                self.name, self.name
-            )));
-        } else {
-            Vec::new()
-        };
-        self.deploy(DeployRequest {
-            version: prev,
-            strategy: None,
-            targets,
-        })
-        .await
-        .map(|_| ())
+            }),
+        }
+    }
+
+    /// For the static runtime, a deploy of the warm version switches back only when it
+    /// names exactly the warm instances' addresses.
+    fn targets_are_warm(&self, targets: &[std::net::SocketAddr]) -> bool {
+        if targets.is_empty() {
+            return true;
+        }
+        let mut warm: Vec<std::net::SocketAddr> = self
+            .record
+            .warm
+            .iter()
+            .flat_map(|w| w.instances.iter())
+            .filter_map(|id| self.record.instance(id))
+            .map(|h| h.addr)
+            .collect();
+        let mut want = targets.to_vec();
+        warm.sort();
+        want.sort();
+        warm.dedup();
+        want.dedup();
+        warm == want
     }
 }

@@ -76,7 +76,7 @@ impl AppActor {
                         .record
                         .instances
                         .iter()
-                        .filter(|h| &h.version == v)
+                        .filter(|h| &h.version == v && !self.record.is_warm(&h.id))
                         .map(|h| h.id.clone())
                         .collect(),
                 }],
@@ -95,7 +95,7 @@ impl AppActor {
     /// Outside deployments, keep `replicas` instances of the stable version running.
     pub(super) async fn heal(&mut self) {
         if self.record.deployment.is_some()
-            || self.runtime.kind() == "static"
+            || self.runtime.operator_targets()
             || Millis::now() < self.heal_after
         {
             return;
@@ -107,7 +107,9 @@ impl AppActor {
             .record
             .instances
             .iter()
-            .filter(|h| h.version == v && !self.stopping.contains(&h.id))
+            .filter(|h| {
+                h.version == v && !self.stopping.contains(&h.id) && !self.record.is_warm(&h.id)
+            })
             .count() as u32;
         let starting = self.healing.len() as u32;
         for _ in (have + starting)..self.cfg.replicas {
@@ -131,7 +133,9 @@ impl AppActor {
                 .record
                 .instances
                 .iter()
-                .filter(|h| &h.version == v && self.healthy.contains(&h.id))
+                .filter(|h| {
+                    &h.version == v && self.healthy.contains(&h.id) && !self.record.is_warm(&h.id)
+                })
                 .map(|h| h.id.clone())
                 .collect(),
             None => Vec::new(),

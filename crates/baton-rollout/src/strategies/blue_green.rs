@@ -1,6 +1,8 @@
 //! blue_green: start a full set of green beside blue (which keeps 100%), wait for all of
 //! it to be ready, then for `auto_promote_after` or a manual `promote`, switch 100% at
-//! once, and keep blue warm for `scale_down_delay` so `rollback` is an instant flip.
+//! once and finish. With a `scale_down_delay`, blue's instances are handed to the
+//! controller warm (`Finish::warm`) so a switch back is instant; without one they are
+//! drained and stopped before the deployment finishes.
 
 use super::{ready_of, Cx, Next, Progress, Refusal};
 use crate::book::{Book, Side};
@@ -27,7 +29,9 @@ enum Phase {
     AutoWait,
     /// Green ready; waiting for `promote`.
     ManualWait,
-    /// Green serves; blue kept warm until the timer (`scale_down_delay`).
+    /// Green serves; blue kept warm until the timer. Only deployments stored by an older
+    /// baton are in this phase (the switch now finishes the deployment); it is honoured
+    /// by handing blue over warm for the rest of the delay.
     Warm,
 }
 
@@ -59,11 +63,14 @@ impl BlueGreen {
             }
             Phase::AutoWait | Phase::ManualWait if self.switching => self.switch(cx),
             Phase::AutoWait | Phase::ManualWait => Next::Idle,
-            Phase::Warm if cx.book.timer_done(cx.now) => {
+            Phase::Warm => {
+                let left = cx
+                    .book
+                    .deadline()
+                    .map_or(0, |d| d.0.saturating_sub(cx.now.0));
                 cx.book.disarm();
-                Next::End(Converge::succeed(None))
+                Next::End(Converge::succeed_warm(left))
             }
-            Phase::Warm => Next::Idle,
         }
     }
 
@@ -91,25 +98,30 @@ impl BlueGreen {
         Next::Idle
     }
 
-    /// All traffic to green at once (once the `pre_promote` gate, if any, says go); blue
-    /// stays warm for the scale-down delay.
+    /// All traffic to green at once (once the `pre_promote` gate, if any, says go), and
+    /// the deployment is over; blue is handed over warm for the scale-down delay.
     fn switch(&mut self, cx: &mut Cx<'_>) -> Next {
         if !cx.book.gate(Gate::PrePromote, None, Some(100)) {
             return Next::Idle;
         }
         let delay = bg(cx.spec).scale_down_delay;
-        cx.book.arm(cx.now, delay.get());
-        self.phase = Phase::Warm;
         let from = cx
             .spec
             .from_version
             .as_deref()
             .unwrap_or("the previous version");
+        let to = &cx.spec.to_version;
+        let keep_for_ms = delay.get().as_millis() as u64;
+        if keep_for_ms == 0 {
+            cx.book
+                .note(format!("switched 100% to {to}; stopping {from}"));
+            return Next::End(Converge::succeed(None));
+        }
         cx.book.note(format!(
-            "switched 100% to {}; {from} stays warm for {delay} so `rollback` is instant",
-            cx.spec.to_version
+            "switched 100% to {to}; {from} stays warm for {delay}: `baton rollback {app}` or `baton deploy {app} {from}` switches back at once",
+            app = cx.spec.app
         ));
-        Next::Again
+        Next::End(Converge::succeed_warm(keep_for_ms))
     }
 
     pub(crate) fn promote(&mut self, cx: &mut Cx<'_>) -> Next {

@@ -1,5 +1,5 @@
-//! blue_green: green beside blue, switch at once, blue kept warm for an instant
-//! rollback, then stopped.
+//! blue_green: green beside blue, switch at once and finish, blue handed over warm
+//! (the controller keeps it for an instant switch back, then stops it).
 
 use crate::driver::*;
 use baton_core::Millis;
@@ -22,7 +22,7 @@ fn until_green_ready(w: &mut World) {
 }
 
 #[test]
-fn auto_promote_switches_after_the_delay_and_stops_blue_later() {
+fn auto_promote_switches_after_the_delay_and_finishes_with_blue_warm() {
     let mut w = bg(true, 5, 30);
     assert_eq!(w.starts(), 2);
     until_green_ready(&mut w);
@@ -35,23 +35,38 @@ fn auto_promote_switches_after_the_delay_and_stops_blue_later() {
         vec![("v2".into(), 100, 2)],
         "switched all at once"
     );
-    assert_eq!(w.state(), State::Succeeded);
-    assert!(w.running("v1").len() == 2, "blue stays warm");
-    assert_eq!(w.rollout.next_deadline(), Some(Millis(ready_at + 35_000)));
-    w.step();
-    let stops: Vec<_> = w
-        .commands
-        .iter()
-        .filter(|c| matches!(c, Command::Stop { .. }))
-        .collect();
-    assert_eq!(stops.len(), 2);
-    w.run();
+    // The switch is the end of the deployment: nothing is stopped, blue is handed over.
+    assert!(!w.commands.iter().any(|c| matches!(c, Command::Stop { .. })));
+    assert_eq!(w.rollout.next_deadline(), None);
     let f = w.assert_clean_finish();
     assert_eq!(
         (f.outcome, f.stable_version.as_deref()),
         (Outcome::Succeeded, Some("v2"))
     );
     assert_eq!(f.instances, vec!["web-7-1", "web-7-2"]);
+    assert_eq!(
+        f.warm,
+        Some(Warm {
+            version: "v1".into(),
+            instances: vec!["web-3-1".into(), "web-3-2".into()],
+            keep_for_ms: 30_000,
+        })
+    );
+}
+
+#[test]
+fn without_a_scale_down_delay_blue_is_stopped_before_the_finish() {
+    let mut w = bg(true, 0, 0);
+    w.run();
+    let stops = w
+        .commands
+        .iter()
+        .filter(|c| matches!(c, Command::Stop { .. }))
+        .count();
+    assert_eq!(stops, 2);
+    let f = w.assert_clean_finish();
+    assert_eq!(f.outcome, Outcome::Succeeded);
+    assert_eq!(f.warm, None);
 }
 
 #[test]
@@ -69,38 +84,6 @@ fn manual_promote_waits_in_paused_state() {
     assert_eq!(w.pools(), vec![("v2".into(), 100, 2)]);
     w.run();
     assert_eq!(w.assert_clean_finish().outcome, Outcome::Succeeded);
-}
-
-#[test]
-fn rollback_while_blue_is_warm_is_an_instant_flip() {
-    let mut w = bg(true, 1, 60);
-    until_green_ready(&mut w);
-    assert!(!w.rollout.can_roll_back_instantly());
-    w.step();
-    assert_eq!(w.state(), State::Succeeded);
-    assert!(w.rollout.can_roll_back_instantly());
-    let starts = w.starts();
-    w.feed(Input::Rollback);
-    assert!(blue_only(&w), "traffic back on blue in the same step");
-    assert!(!w.rollout.can_roll_back_instantly());
-    assert_eq!(w.starts(), starts, "nothing to start");
-    w.run();
-    let f = w.assert_clean_finish();
-    assert_eq!(f.outcome, Outcome::RolledBack);
-    assert_eq!(f.stable_version.as_deref(), Some("v1"));
-    assert_eq!(f.instances, vec!["web-3-1", "web-3-2"]);
-}
-
-#[test]
-fn promote_while_warm_stops_blue_now() {
-    let mut w = bg(true, 1, 600);
-    until_green_ready(&mut w);
-    w.step();
-    let switched_at = w.now;
-    w.feed(Input::Promote { to: None });
-    w.run();
-    assert_eq!(w.assert_clean_finish().outcome, Outcome::Succeeded);
-    assert!(w.now < switched_at + 600_000);
 }
 
 #[test]
@@ -137,16 +120,16 @@ fn abort_after_the_switch_is_refused_and_rollback_before_it_too() {
 }
 
 #[test]
-fn a_green_failure_after_the_switch_flips_back_to_blue() {
-    let mut w = bg(true, 1, 60);
+fn a_green_failure_before_the_switch_keeps_blue_serving() {
+    let mut w = bg(false, 0, 60);
     until_green_ready(&mut w);
-    w.step();
     w.fail("web-7-2");
     assert!(blue_only(&w));
     w.run();
     let f = w.assert_clean_finish();
     assert_eq!(f.outcome, Outcome::Failed);
     assert!(f.reason.as_ref().unwrap().contains("web-7-2"));
+    assert_eq!(f.warm, None);
 }
 
 #[test]

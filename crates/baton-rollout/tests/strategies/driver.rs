@@ -494,7 +494,8 @@ impl World {
     }
 
     /// The common end-of-deployment checks: one Finish, the app's instances are exactly
-    /// the finished stable set, and nothing else runs.
+    /// the finished stable set plus the warm hand-over (blue/green), none of the warm
+    /// ones routed, and nothing else runs.
     pub fn assert_clean_finish(&self) -> &Finish {
         let f = self
             .finish
@@ -513,9 +514,25 @@ impl World {
             .map(|(id, _)| id.clone())
             .collect();
         let mut kept = f.instances.clone();
+        if let Some(w) = &f.warm {
+            assert!(w.keep_for_ms > 0, "{w:?}");
+            for id in &w.instances {
+                assert_eq!(Some(&w.version), self.fakes.get(id).map(|x| &x.version));
+                assert!(
+                    self.pools().iter().all(|(v, _, _)| v != &w.version),
+                    "warm instances are out of routing: {:?}",
+                    self.pools()
+                );
+            }
+            assert_ne!(Some(&w.version), f.stable_version.as_ref());
+            kept.extend(w.instances.iter().cloned());
+        }
         running.sort();
         kept.sort();
-        assert_eq!(running, kept, "exactly the finished instances keep running");
+        assert_eq!(
+            running, kept,
+            "exactly the finished and warm instances keep running"
+        );
         for id in &f.instances {
             assert_eq!(
                 Some(&f.stable_version.clone().unwrap_or_default()),

@@ -1,0 +1,195 @@
+//! Blue/green's warm window. The deployment finished at the switch; the previous
+//! version's instances stay running outside routing (`AppRecord::warm`) until the
+//! window ends. Meanwhile `rollback`, a deploy of that version, or a failure of the
+//! version now serving switches all traffic back to them at once, with nothing to start;
+//! a deploy of any other version, `promote`, or the end of the window drains and stops
+//! them.
+
+use super::AppActor;
+use crate::gates::GatePayload;
+use crate::model::{Event, HistoryEntry, WarmSet};
+use baton_core::Millis;
+use baton_rollout::Outcome;
+
+impl AppActor {
+    /// The warm instances that are running and healthy now.
+    pub(super) fn warm_ready(&self) -> Vec<String> {
+        self.record
+            .warm
+            .iter()
+            .flat_map(|w| w.instances.iter())
+            .filter(|id| self.record.instance(id).is_some() && self.healthy.contains(*id))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether a deploy of `version` can be an instant switch back to the warm set.
+    pub(super) fn can_switch_to_warm(&self, version: &str) -> bool {
+        self.record.warm.as_ref().is_some_and(|w| {
+            w.version == version && self.record.stable_version.as_deref() != Some(version)
+        }) && !self.warm_ready().is_empty()
+    }
+
+    /// Ends the window once its time is up.
+    pub(super) async fn expire_warm(&mut self) {
+        let due = self
+            .record
+            .warm
+            .as_ref()
+            .is_some_and(|w| Millis::now() >= w.until);
+        if due {
+            self.end_warm("the warm window is over").await;
+        }
+    }
+
+    /// Drains and stops the warm instances (they are out of routing already). The record
+    /// saying so is stored before the first stop.
+    pub(super) async fn end_warm(&mut self, why: &str) {
+        let Some(w) = self.record.warm.take() else {
+            return;
+        };
+        let ids: Vec<String> = w
+            .instances
+            .iter()
+            .filter(|id| self.record.instance(id).is_some())
+            .cloned()
+            .collect();
+        for id in &ids {
+            if !self.record.stopping.contains(id) {
+                self.record.stopping.push(id.clone());
+            }
+        }
+        let msg = format!(
+            "{why}: stopping the warm {} ({})",
+            w.version,
+            ids.join(", ")
+        );
+        let ev = self.event("warm_ended", msg);
+        self.persist(None, vec![ev]).await;
+        for id in ids {
+            self.stop_instance(&id);
+        }
+    }
+
+    /// A warm instance that exited or was stopped is no longer part of the set.
+    pub(super) fn forget_warm(&mut self, id: &str) {
+        if let Some(w) = &mut self.record.warm {
+            w.instances.retain(|i| i != id);
+            if w.instances.is_empty() {
+                self.record.warm = None;
+            }
+        }
+    }
+
+    /// Moves all traffic back to the warm version at once: it becomes the stable version,
+    /// and the switch is recorded in history like a deployment (id `{app}-{seq}`, no time
+    /// spent). The version that was serving is kept warm in turn for `keep_for` (a deploy
+    /// that alternates two versions switches instantly every time), or, with `None`
+    /// (rollback, failure), drained and stopped. `None` when there is no healthy warm
+    /// instance to switch to.
+    pub(super) async fn switch_to_warm(
+        &mut self,
+        outcome: Outcome,
+        reason: String,
+        keep_for: Option<std::time::Duration>,
+    ) -> Option<String> {
+        if self.warm_ready().is_empty() {
+            return None;
+        }
+        let w = self.record.warm.take()?;
+        let now = Millis::now();
+        self.record.seq += 1;
+        let id = format!("{}-{}", self.name, self.record.seq);
+        let from = self.record.stable_version.clone();
+        let mut leaving: Vec<String> = self
+            .record
+            .instances
+            .iter()
+            .filter(|h| !w.instances.contains(&h.id) && !self.stopping.contains(&h.id))
+            .map(|h| h.id.clone())
+            .collect();
+        self.record.stable_version = Some(w.version.clone());
+        self.record.previous_version = from.clone();
+        self.route_steady();
+        let keep = match (keep_for, &from) {
+            (Some(d), Some(v)) if !leaving.is_empty() && !d.is_zero() => Some(WarmSet {
+                version: v.clone(),
+                instances: std::mem::take(&mut leaving),
+                until: now.plus(d),
+                deployment: id.clone(),
+            }),
+            _ => None,
+        };
+        let warm_until = keep.as_ref().map(|k| k.until);
+        self.record.warm = keep;
+        for l in &leaving {
+            if !self.record.stopping.contains(l) {
+                self.record.stopping.push(l.clone());
+            }
+        }
+        let entry = HistoryEntry {
+            id: id.clone(),
+            app: self.name.clone(),
+            from_version: from.clone(),
+            to_version: w.version.clone(),
+            strategy: "blue_green".into(),
+            outcome,
+            started_at: now,
+            finished_at: now,
+            duration_ms: 0,
+            reason: Some(reason.clone()),
+            warm_until,
+            analysis: None,
+        };
+        let word = format!("{outcome:?}").to_lowercase();
+        let ev = Event {
+            at: now,
+            app: self.name.clone(),
+            deployment: Some(id.clone()),
+            kind: "finished".into(),
+            message: format!("{id} ({}) {word}: {reason}", w.version),
+        };
+        self.last_finished = Some(entry.clone());
+        self.persist(Some(entry), vec![ev]).await;
+        self.publish();
+        for l in leaving {
+            self.stop_instance(&l);
+        }
+        if self.analysis_active() {
+            let payload = GatePayload {
+                app: self.name.clone(),
+                deployment: id.clone(),
+                from_version: from,
+                to_version: w.version,
+                strategy: "blue_green".into(),
+                gate: String::new(),
+                step: None,
+                weight: None,
+                outcome: Some(word),
+                reason: Some(reason),
+            };
+            self.notify_finished(payload, outcome);
+        }
+        Some(id)
+    }
+
+    /// An instance of the serving version failed while the previous version is warm:
+    /// the switch is not trusted any more, so traffic goes back at once. Returns whether
+    /// it switched.
+    pub(super) async fn fail_back_to_warm(&mut self, version: Option<&str>, why: &str) -> bool {
+        let serving = version.is_some() && version == self.record.stable_version.as_deref();
+        if self.record.deployment.is_some() || !serving || self.record.warm.is_none() {
+            return false;
+        }
+        let back_to = self
+            .record
+            .warm
+            .as_ref()
+            .map(|w| w.version.clone())
+            .unwrap_or_default();
+        let reason = format!("{why}; switched back to the warm {back_to}");
+        self.switch_to_warm(Outcome::Failed, reason, None)
+            .await
+            .is_some()
+    }
+}

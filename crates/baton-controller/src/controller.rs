@@ -355,13 +355,14 @@ impl Boot {
         for (name, cfg) in &self.config.apps {
             let (rt_tx, rt_rx) = mpsc::unbounded_channel();
             let runtime = build_runtime(name, cfg, &log_dir, &owner, rt_tx)?;
-            let rec = recover(name, cfg, runtime.as_ref(), &shared.store, &owner).await?;
+            let rec = recover(name, cfg, runtime.as_ref(), &shared.store).await?;
             let (view_tx, view_rx) = watch::channel(AppView {
                 record: rec.record.clone(),
                 healthy: rec.healthy.clone(),
                 rollout: None,
                 last_finished: rec.last_finished.clone(),
                 experiment: None,
+                store_error: None,
             });
             let actor = AppActor::new(
                 name.clone(),

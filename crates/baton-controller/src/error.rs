@@ -22,6 +22,9 @@ pub enum ControlError {
     BadRequest(String),
     #[error("store: {0}")]
     Store(#[from] baton_store::StoreError),
+    /// An app's record could not be stored, so what depended on it did not happen.
+    #[error("store: {0}")]
+    StoreFailed(String),
     #[error("runtime: {0}")]
     Runtime(#[from] baton_runtime::RuntimeError),
     #[error("baton is shutting down")]
@@ -39,7 +42,7 @@ impl ControlError {
             | ControlError::NoDeployment { .. }
             | ControlError::NothingToRollBack { .. } => 409,
             ControlError::BadRequest(_) => 400,
-            ControlError::Store(_) | ControlError::Runtime(_) => 500,
+            ControlError::Store(_) | ControlError::StoreFailed(_) | ControlError::Runtime(_) => 500,
             ControlError::ShuttingDown | ControlError::Suspended => 503,
         }
     }

@@ -9,7 +9,6 @@ mod docker;
 mod error;
 pub mod gates;
 pub mod model;
-mod orphans;
 pub mod plan;
 mod recovery;
 mod routes;

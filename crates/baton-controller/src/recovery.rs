@@ -4,7 +4,6 @@
 //! actor as lost.
 
 use crate::model::{AppRecord, HistoryEntry};
-use crate::orphans;
 use baton_config::AppConfig;
 use baton_runtime::Runtime;
 use baton_store::Store;
@@ -23,7 +22,6 @@ pub async fn recover(
     cfg: &AppConfig,
     runtime: &dyn Runtime,
     store: &Store,
-    owner: &str,
 ) -> Result<Recovered, crate::ControlError> {
     let mut record: AppRecord = store.get_app(name)?.unwrap_or_else(|| AppRecord::new(name));
     let last_finished = store.history::<HistoryEntry>(name, 1)?.pop();
@@ -51,15 +49,10 @@ pub async fn recover(
             ));
         }
     }
-    if runtime.kind() == "process" {
-        let known: HashSet<String> = record.instances.iter().map(|h| h.id.clone()).collect();
-        let strays = orphans::find(owner, name, &known);
-        orphans::reap(&strays, cfg.stop_timeout.get()).await;
-    } else {
-        // Runtimes that can list their instances (docker: by label) remove strays here.
-        let known: HashSet<String> = record.instances.iter().map(|h| h.id.clone()).collect();
-        runtime.remove_strays(name, &known).await?;
-    }
+    // Instances of this baton that no record owns (started, then baton died before
+    // storing them): each runtime finds and removes its own.
+    let known: HashSet<String> = record.instances.iter().map(|h| h.id.clone()).collect();
+    runtime.remove_strays(name, &known).await?;
     // Probe before routing: only instances that answer now get traffic at once.
     let mut probes = tokio::task::JoinSet::new();
     for h in &record.instances {

@@ -29,6 +29,11 @@ pub struct AppStatus {
     /// `until`; `rollback` or a deploy of that version switches back at once.
     #[serde(default)]
     pub warm: Option<WarmSet>,
+    /// Why the app's record could not be stored, while that lasts. Nothing that depends
+    /// on a new record (a deployment step, a new deployment) happens meanwhile; traffic
+    /// keeps its current routing.
+    #[serde(default)]
+    pub store_error: Option<String>,
 }
 
 /// An A/B experiment as `status` shows it (refreshed every analysis `interval`).
@@ -107,6 +112,8 @@ pub struct AppView {
     pub last_finished: Option<HistoryEntry>,
     /// The running A/B experiment's comparison (the actor refreshes it).
     pub experiment: Option<ExperimentStatus>,
+    /// The last store failure, until a store succeeds.
+    pub store_error: Option<String>,
 }
 
 impl AppView {
@@ -200,6 +207,7 @@ impl AppView {
                 .clone()
                 .filter(|_| self.record.deployment.is_some()),
             warm: r.warm.clone(),
+            store_error: self.store_error.clone(),
         }
     }
 }

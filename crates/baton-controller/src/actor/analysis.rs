@@ -490,7 +490,7 @@ impl AppActor {
                 }
                 let mut ev = self.event("gate", msg);
                 ev.deployment = Some(deployment);
-                self.persist(None, vec![ev]).await;
+                self.record_fact(vec![ev]).await;
             }
             Done::Started { .. } | Done::Stopped { .. } => {}
         }

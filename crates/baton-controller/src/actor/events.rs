@@ -23,7 +23,7 @@ impl AppActor {
                     self.feed(Input::Ready { instance: id }).await;
                 } else if self.record.deployment.is_none() {
                     self.route_steady();
-                    self.persist(None, Vec::new()).await;
+                    self.record_fact(Vec::new()).await;
                 }
             }
             HealthEvent::Unhealthy { id, reason } => {
@@ -51,7 +51,7 @@ impl AppActor {
                     self.report_failure(id, reason, ev).await;
                 } else {
                     let ev = self.event("replacing", reason);
-                    self.persist(None, vec![ev]).await;
+                    self.record_fact(vec![ev]).await;
                     self.stop_instance(&id);
                 }
             }
@@ -88,7 +88,7 @@ impl AppActor {
             self.report_failure(id.to_string(), reason, ev).await;
         } else {
             self.route_steady_if_idle();
-            self.persist(None, vec![ev]).await;
+            self.record_fact(vec![ev]).await;
             self.fail_back_to_warm(version.as_deref(), &reason).await;
             self.heal().await;
         }
@@ -107,11 +107,8 @@ impl AppActor {
                 match result {
                     Ok(handle) => {
                         self.record.instances.push(handle.clone());
-                        self.persist(
-                            None,
-                            vec![self.event("started", format!("{id} started at {}", handle.addr))],
-                        )
-                        .await;
+                        let ev = self.event("started", format!("{id} started at {}", handle.addr));
+                        self.record_fact(vec![ev]).await;
                         if self.stop_after_start.remove(&id) {
                             self.stop_instance(&id);
                         } else {
@@ -133,7 +130,7 @@ impl AppActor {
                 if self.record.deployment.is_some() {
                     self.feed(Input::Stopped { instance: id }).await;
                 } else {
-                    self.persist(None, Vec::new()).await;
+                    self.record_fact(Vec::new()).await;
                     self.heal().await;
                 }
             }
@@ -154,7 +151,7 @@ impl AppActor {
             )
             .await;
         } else {
-            self.persist(None, vec![ev]).await;
+            self.record_fact(vec![ev]).await;
         }
     }
 }

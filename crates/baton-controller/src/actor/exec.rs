@@ -2,9 +2,11 @@
 //! then publish routes, then stop (drain first) and start instances.
 
 use super::{AppActor, Done};
+use crate::gates::GatePayload;
 use crate::model::{Event, HistoryEntry, WarmSet};
 use baton_core::Millis;
 use baton_health::spawn_monitor;
+use baton_rollout::Gate;
 use baton_rollout::{Command, Finish, Input, Outcome};
 use baton_runtime::{InstanceHandle, StartRequest};
 use std::collections::HashSet;
@@ -18,6 +20,9 @@ impl AppActor {
     }
 
     /// One step of the state machine: store the outcome, then carry out its commands.
+    /// Nothing takes effect before the record saying so is stored: when the store fails,
+    /// the effects wait in `pending` and go out, in order, after the next successful
+    /// store (retried every tick).
     pub(super) async fn feed_with(&mut self, input: Input, mut events: Vec<Event>) {
         let Some(dep) = self.record.deployment.as_mut() else {
             return;
@@ -26,56 +31,73 @@ impl AppActor {
         if commands.is_empty() && events.is_empty() {
             return;
         }
-        let mut starts = Vec::new();
-        let mut stops = Vec::new();
-        let mut history = None;
-        let mut route_changed = false;
-        let mut gates = Vec::new();
+        let mut fx = Effects::default();
         for cmd in commands {
             match cmd {
                 Command::Start { instance, version } => {
                     if let Some(d) = self.record.deployment.as_mut() {
                         d.pending_starts.push(instance.clone());
                     }
-                    starts.push((instance, version));
+                    fx.starts.push((instance, version));
                 }
                 Command::Stop { instance } => {
                     if !self.record.stopping.contains(&instance) {
                         self.record.stopping.push(instance.clone());
                     }
-                    stops.push(instance)
+                    fx.stops.push(instance)
                 }
                 Command::Route(plan) => {
                     self.record.route = plan;
-                    route_changed = true;
+                    fx.route_changed = true;
                 }
                 Command::Note { message } => events.push(self.event("note", message)),
-                Command::Gate { gate, step, weight } => gates.push((gate, step, weight)),
+                Command::Gate { gate, step, weight } => fx.gates.push((gate, step, weight)),
                 Command::Finish(f) => {
-                    let (entry, ev) = self.finish(f);
+                    let (entry, ev, strays) = self.finish(f);
                     events.push(ev);
-                    history = Some(entry);
-                    route_changed = true;
+                    fx.history = Some(entry);
+                    fx.stops.extend(strays);
+                    fx.route_changed = true;
                 }
             }
         }
-        self.persist(history, events).await;
-        if route_changed {
+        fx.events = events;
+        self.pending.merge(fx);
+        self.flush().await;
+    }
+
+    /// Stores the record with the pending history and events, then carries out the
+    /// pending effects: publish, stop (drain first), start, ask gates, notify.
+    pub(super) async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let history = self.pending.history.clone();
+        let events = self.pending.events.clone();
+        if self.persist(history, events).await.is_err() {
+            return;
+        }
+        let fx = std::mem::take(&mut self.pending);
+        if fx.route_changed {
             self.publish();
         }
-        for id in stops {
+        for id in fx.stops {
             self.stop_instance(&id);
         }
-        for (id, version) in starts {
+        for (id, version) in fx.starts {
             self.start_instance(id, version);
         }
-        for (gate, step, weight) in gates {
+        for (gate, step, weight) in fx.gates {
             self.ask_gate(gate, step, weight);
+        }
+        if let Some((payload, outcome)) = fx.notify {
+            self.notify_finished(payload, outcome);
         }
     }
 
-    /// The deployment is over: its verdict becomes the app's stable state.
-    pub(super) fn finish(&mut self, f: Finish) -> (HistoryEntry, Event) {
+    /// The deployment is over: its verdict becomes the app's stable state. Returns the
+    /// history entry, the event, and the instances left behind to stop (after storing).
+    pub(super) fn finish(&mut self, f: Finish) -> (HistoryEntry, Event, Vec<String>) {
         let now = Millis::now();
         let notify = self.finish_payload(f.reason.clone(), f.outcome);
         let dep = self.record.deployment.take();
@@ -111,9 +133,11 @@ impl AppActor {
             .map(|h| h.id.clone())
             .collect();
         self.route_steady();
-        for id in strays {
+        for id in &strays {
             tracing::warn!(app = %self.name, instance = %id, "stopping an instance the finished deployment left behind");
-            self.stop_instance(&id);
+            if !self.record.stopping.contains(id) {
+                self.record.stopping.push(id.clone());
+            }
         }
         let (id, to, strategy, started) = match &dep {
             Some(d) => (
@@ -138,15 +162,13 @@ impl AppActor {
             warm_until,
             analysis: self.analysis.last_summary.take(),
         };
-        if let Some(p) = notify {
-            self.notify_finished(p, f.outcome);
-        }
+        self.pending.notify = notify.map(|p| (p, f.outcome));
         let outcome = format!("{:?}", f.outcome).to_lowercase();
         let reason = f.reason.map(|r| format!(": {r}")).unwrap_or_default();
         let ev = self.event("finished", format!("{id} ({to}) {outcome}{reason}"));
         self.last_finished = Some(entry.clone());
         self.reported_ready.clear();
-        (entry, ev)
+        (entry, ev, strays)
     }
 
     // === carrying out commands ===
@@ -229,6 +251,46 @@ impl AppActor {
             dep.targets.iter().copied().find(|t| !running.contains(t))
         } else {
             None
+        }
+    }
+}
+
+/// What rollout steps asked for that has not taken effect yet, because the record that
+/// says so is not stored yet.
+#[derive(Default)]
+pub(super) struct Effects {
+    route_changed: bool,
+    stops: Vec<String>,
+    starts: Vec<(String, String)>,
+    gates: Vec<(Gate, Option<usize>, Option<u32>)>,
+    history: Option<HistoryEntry>,
+    events: Vec<Event>,
+    notify: Option<(GatePayload, Outcome)>,
+}
+
+impl Effects {
+    fn is_empty(&self) -> bool {
+        !self.route_changed
+            && self.stops.is_empty()
+            && self.starts.is_empty()
+            && self.gates.is_empty()
+            && self.history.is_none()
+            && self.events.is_empty()
+            && self.notify.is_none()
+    }
+
+    /// Appends a later step's effects (they go out after these).
+    fn merge(&mut self, later: Effects) {
+        self.route_changed |= later.route_changed;
+        self.stops.extend(later.stops);
+        self.starts.extend(later.starts);
+        self.gates.extend(later.gates);
+        if later.history.is_some() {
+            self.history = later.history;
+        }
+        self.events.extend(later.events);
+        if later.notify.is_some() {
+            self.notify = later.notify;
         }
     }
 }

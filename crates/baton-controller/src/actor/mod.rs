@@ -103,6 +103,10 @@ pub struct AppActor {
     last_finished: Option<HistoryEntry>,
     /// Canary analysis / A/B comparison of the running deployment.
     analysis: analysis::AnalysisRun,
+    /// Effects of rollout steps waiting for their record to be stored.
+    pending: exec::Effects,
+    /// The last store failure, until a store succeeds (shown in `status`).
+    store_error: Option<String>,
     view: watch::Sender<AppView>,
     health_tx: mpsc::Sender<HealthEvent>,
     health_rx: mpsc::Receiver<HealthEvent>,
@@ -141,6 +145,8 @@ impl AppActor {
             heal_after: Millis(0),
             last_finished,
             analysis: analysis::AnalysisRun::default(),
+            pending: exec::Effects::default(),
+            store_error: None,
             view,
             health_tx,
             health_rx,
@@ -200,6 +206,8 @@ impl AppActor {
                 Some(ev) = runtime_rx.recv() => self.on_runtime(ev).await,
                 Some(done) = self.done_rx.recv() => self.on_done(done).await,
                 _ = tick.tick() => {
+                    // Effects held back by a failed store: store again, then carry out.
+                    self.flush().await;
                     if self.record.deployment.is_some() {
                         self.feed(Input::Tick).await;
                         self.analyze().await;
@@ -292,6 +300,7 @@ impl AppActor {
         // Another version replaces the serving one: the warm version's time is over.
         let why = format!("deploying {}", req.version);
         self.end_warm(&why).await;
+        let before = self.record.clone();
         self.record.seq = seq;
         let now = Millis::now();
         let strategy_name = spec.strategy.name().to_string();
@@ -304,6 +313,13 @@ impl AppActor {
             targets: req.targets,
             pending_starts: Vec::new(),
         });
+        // The deployment exists once it is stored; if it cannot be, nothing changed.
+        if let Err(error) = self.persist(None, Vec::new()).await {
+            self.record = before;
+            return Err(ControlError::StoreFailed(format!(
+                "{error}; the deployment was not started and nothing changed (fix the store, e.g. free disk space, and deploy again)"
+            )));
+        }
         self.reported_ready.clear();
         let from = self
             .record

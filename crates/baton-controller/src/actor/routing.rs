@@ -119,7 +119,9 @@ impl AppActor {
                 "replacing",
                 format!("starting {id} ({v}) to keep {} replicas", self.cfg.replicas),
             );
-            self.persist(None, vec![ev]).await;
+            if self.persist(None, vec![ev]).await.is_err() {
+                return;
+            }
             self.healing.insert(id.clone());
             self.start_instance(id, v.clone());
         }
@@ -152,7 +154,14 @@ impl AppActor {
         }
     }
 
-    pub(super) async fn persist(&mut self, history: Option<HistoryEntry>, events: Vec<Event>) {
+    /// Stores the record with `history` and `events`, then tells event watchers. A store
+    /// that fails is logged, shown in `status` (`store_error`) and returned: the caller
+    /// must not carry out what the record was to make durable.
+    pub(super) async fn persist(
+        &mut self,
+        history: Option<HistoryEntry>,
+        events: Vec<Event>,
+    ) -> Result<(), String> {
         let store = self.shared.store.clone();
         let record = self.record.clone();
         let app = self.name.clone();
@@ -161,15 +170,29 @@ impl AppActor {
             store.commit(&app, Some(&record), history.as_ref(), &evs)
         })
         .await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(app = %self.name, %error, "could not store state"),
-            Err(error) => tracing::error!(app = %self.name, %error, "store task failed"),
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(error) => Some(format!("the store task failed: {error}")),
+        };
+        if let Some(error) = failure {
+            tracing::error!(app = %self.name, %error, "could not store state; nothing that depends on it happens until a store succeeds");
+            self.store_error = Some(error.clone());
+            return Err(error);
         }
+        self.store_error = None;
         for e in events {
             tracing::info!(app = %e.app, kind = %e.kind, "{}", e.message);
             let _ = self.shared.events.send(e);
         }
+        Ok(())
+    }
+
+    /// Stores a fact that already happened (an instance became healthy, exited, was
+    /// started or stopped). Nothing waits on it: a failure is logged and shown, and the
+    /// next successful store carries the record.
+    pub(super) async fn record_fact(&mut self, events: Vec<Event>) {
+        let _ = self.persist(None, events).await;
     }
 
     pub(super) fn share(&self) {
@@ -180,6 +203,7 @@ impl AppActor {
             rollout,
             last_finished: self.last_finished.clone(),
             experiment: self.analysis.experiment.clone(),
+            store_error: self.store_error.clone(),
         });
     }
 }

@@ -45,6 +45,7 @@ impl AppActor {
     /// Drains and stops the warm instances (they are out of routing already). The record
     /// saying so is stored before the first stop.
     pub(super) async fn end_warm(&mut self, why: &str) {
+        let before = self.record.clone();
         let Some(w) = self.record.warm.take() else {
             return;
         };
@@ -65,7 +66,10 @@ impl AppActor {
             ids.join(", ")
         );
         let ev = self.event("warm_ended", msg);
-        self.persist(None, vec![ev]).await;
+        if self.persist(None, vec![ev]).await.is_err() {
+            self.record = before;
+            return;
+        }
         for id in ids {
             self.stop_instance(&id);
         }
@@ -96,6 +100,7 @@ impl AppActor {
         if self.warm_ready().is_empty() {
             return None;
         }
+        let before = self.record.clone();
         let w = self.record.warm.take()?;
         let now = Millis::now();
         self.record.seq += 1;
@@ -149,8 +154,11 @@ impl AppActor {
             kind: "finished".into(),
             message: format!("{id} ({}) {word}: {reason}", w.version),
         };
-        self.last_finished = Some(entry.clone());
-        self.persist(Some(entry), vec![ev]).await;
+        if self.persist(Some(entry.clone()), vec![ev]).await.is_err() {
+            self.record = before;
+            return None;
+        }
+        self.last_finished = Some(entry);
         self.publish();
         for l in leaving {
             self.stop_instance(&l);

@@ -4,6 +4,7 @@
 //! it by pid + `/proc` start time.
 
 mod logs;
+mod orphans;
 mod procfs;
 mod registry;
 mod stop;
@@ -14,7 +15,7 @@ use crate::{HandleDetail, InstanceHandle, Runtime, RuntimeError, RuntimeEvent, S
 use async_trait::async_trait;
 use baton_core::{validate_app_name, validate_version, Millis, PortRange};
 use registry::{Registry, Reservation};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -31,7 +32,9 @@ pub struct ProcessSpec {
     /// Template with `{port}` `{version}` `{app}` `{instance}`, split with shell rules.
     pub command: String,
     pub cwd: Option<PathBuf>,
-    /// Extra environment (values may use the same placeholders).
+    /// Extra environment (values may use the same placeholders). `BATON_OWNER` here
+    /// marks the instances as this baton's: after a restart, a process with the same
+    /// owner and app that no record knows is stopped (`remove_strays`).
     pub env: BTreeMap<String, String>,
     pub ports: PortRange,
     /// Between SIGTERM and SIGKILL.
@@ -279,6 +282,22 @@ impl Runtime for ProcessRuntime {
         }
         tracing::info!(instance = %handle.id, pid, "adopted running instance");
         Ok(true)
+    }
+
+    /// Processes a previous baton started but never recorded (killed between spawning and
+    /// storing), found by their `BATON_OWNER` / `BATON_APP` / `BATON_INSTANCE`
+    /// environment: SIGTERM to each group, SIGKILL after `stop_timeout`.
+    async fn remove_strays(
+        &self,
+        app: &str,
+        known: &HashSet<String>,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let Some(owner) = self.spec.env.get("BATON_OWNER") else {
+            return Ok(Vec::new());
+        };
+        let strays = orphans::find(owner, app, known);
+        orphans::reap(&strays, self.spec.stop_timeout).await;
+        Ok(strays.into_iter().map(|o| o.instance).collect())
     }
 
     async fn logs(

@@ -35,9 +35,33 @@ type Ctl = Arc<Controller>;
         version = "1",
         description = "Deploy and observe apps behind baton. Served on the admin listener (a Unix socket by default; TCP requires `Authorization: Bearer <token>`, answered with 401 and an `ErrorBody` otherwise). Every error answer is an `ErrorBody`."
     ),
-    components(schemas(ErrorBody))
+    components(schemas(ErrorBody)),
+    modifiers(&BearerOnTcp)
 )]
 struct ApiDoc;
+
+/// The bearer token a TCP admin listener requires (`[admin] token_file`); on the Unix
+/// socket no credentials are needed, so either requirement satisfies the document.
+struct BearerOnTcp;
+
+impl utoipa::Modify for BearerOnTcp {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+        };
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+        openapi.security = Some(vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+        ]);
+    }
+}
 
 /// The admin API over `controller`; with `upgrade`, also `POST /v1/upgrade` (servers
 /// that can replace themselves supply it). `/openapi.json` describes exactly the routes

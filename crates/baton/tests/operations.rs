@@ -433,6 +433,12 @@ fn served_openapi_document_matches_the_router_and_the_answers() {
     assert_eq!(code, 200, "{text}");
     let doc: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
+    // A TCP admin listener's bearer token is described.
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer",
+        "{}",
+        doc["components"]["securitySchemes"]
+    );
     let paths = doc["paths"].as_object().unwrap();
     // `baton serve` can upgrade itself, so its document has that endpoint too.
     for p in ["/v1/apps/{app}/deployments", "/v1/upgrade", "/openapi.json"] {

@@ -117,6 +117,9 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
         Cmd::Status { app: None } => {
             let all = c.apps().await.map_err(api)?;
             ctx.print(&all, |all| {
+                if all.is_empty() {
+                    return "no apps in this config\n".into();
+                }
                 all.iter().map(human_status).collect::<Vec<_>>().join("\n")
             });
             Ok(())

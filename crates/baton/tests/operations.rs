@@ -562,7 +562,7 @@ fn served_openapi_document_matches_the_router_and_the_answers() {
     assert!(check_schema(&doc, &documented, &renamed, "renamed").is_err());
 }
 
-/// `baton status` ends its output with a newline (one app or all), and `baton history`
+/// `baton status` ends its output with a newline (one app, all, or none), and `baton history`
 /// lines its columns up whatever the widths of ids, versions and strategies.
 #[test]
 fn status_ends_with_a_newline_and_history_columns_line_up() {
@@ -583,6 +583,12 @@ fn status_ends_with_a_newline_and_history_columns_line_up() {
         assert!(out.ends_with('\n'), "baton {args:?}: {out:?}");
         assert!(!out.ends_with("\n\n"), "baton {args:?}: {out:?}");
     }
+    // Without apps too, where there is nothing else to print.
+    let empty = Baton::start("");
+    let out = empty.cli_ok(&["status"], 0);
+    assert_eq!(out, "no apps in this config\n");
+    drop(empty);
+
     let out = b.cli_ok(&["history", "web"], 0);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_POWER: f64 = 0.8;
 
 /// What one variant did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VariantStats {
     pub version: String,
     pub requests: u64,
@@ -35,7 +35,7 @@ pub fn variant_stats(version: &str, s: &MetricsSnapshot) -> VariantStats {
 }
 
 /// A variant against the control: a = control, b = variant in both comparisons.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VariantComparison {
     pub control: String,
     pub variant: String,

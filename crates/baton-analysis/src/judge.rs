@@ -67,7 +67,7 @@ pub struct CheckResult {
 
 /// Mann–Whitney U and Hodges–Lehmann comparison of latencies: a = stable / control,
 /// b = canary / variant. Positive shifts and effect sizes mean b is slower.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LatencyComparison {
     /// `mann_whitney_exact` or `mann_whitney_normal`.
     pub test: String,
@@ -91,7 +91,7 @@ pub struct LatencyComparison {
 }
 
 /// Comparison of error rates: a = stable / control, b = canary / variant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProportionComparison {
     /// `fisher_exact` (an expected cell count below 5) or `two_proportion_z`.
     pub test: String,

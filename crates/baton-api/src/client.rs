@@ -1,11 +1,16 @@
 //! The CLI's side of the admin API: plain HTTP/1.1 over the Unix socket or TCP (with the
-//! bearer token), JSON in and out.
+//! bearer token), the request and response types of [`crate::types`] in and out.
 
+use crate::types::{
+    AppStatus, DeployCreated, DeployRequest, ErrorBody, HistoryEntry, InstanceLogs, PlanReport,
+    PromoteRequest, UpgradeDone, UpgradeRequest,
+};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::path::PathBuf;
 use thiserror::Error;
 
@@ -39,6 +44,26 @@ pub enum ClientError {
     Api { status: u16, message: String },
 }
 
+/// The operations on a running deployment that take no body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Abort,
+    Pause,
+    Resume,
+    Rollback,
+}
+
+impl Action {
+    fn path(self) -> &'static str {
+        match self {
+            Action::Abort => "abort",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Rollback => "rollback",
+        }
+    }
+}
+
 pub struct AdminClient {
     addr: AdminAddr,
     token: Option<String>,
@@ -49,35 +74,118 @@ impl AdminClient {
         AdminClient { addr, token }
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
-        self.call("GET", path, None).await
+    /// `GET /v1/apps`.
+    pub async fn apps(&self) -> Result<Vec<AppStatus>, ClientError> {
+        self.get("/v1/apps").await
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> Result<Value, ClientError> {
-        self.call("POST", path, Some(body)).await
+    /// `GET /v1/apps/{app}`.
+    pub async fn status(&self, app: &str) -> Result<AppStatus, ClientError> {
+        self.get(&format!("/v1/apps/{app}")).await
+    }
+
+    /// `POST /v1/apps/{app}/deployments`.
+    pub async fn deploy(
+        &self,
+        app: &str,
+        req: &DeployRequest,
+    ) -> Result<DeployCreated, ClientError> {
+        self.post(&format!("/v1/apps/{app}/deployments"), Some(req))
+            .await
+    }
+
+    /// `POST /v1/apps/{app}/promote`; `to` picks an A/B test's winner.
+    pub async fn promote(&self, app: &str, to: Option<String>) -> Result<AppStatus, ClientError> {
+        self.post(
+            &format!("/v1/apps/{app}/promote"),
+            Some(&PromoteRequest { to }),
+        )
+        .await
+    }
+
+    /// `POST /v1/apps/{app}/{action}` for the operations without a body: `abort`,
+    /// `pause`, `resume`, `rollback`.
+    pub async fn operate(&self, app: &str, action: Action) -> Result<AppStatus, ClientError> {
+        self.post::<(), _>(&format!("/v1/apps/{app}/{}", action.path()), None)
+            .await
+    }
+
+    /// `GET /v1/apps/{app}/history`.
+    pub async fn history(&self, app: &str, limit: usize) -> Result<Vec<HistoryEntry>, ClientError> {
+        self.get(&format!("/v1/apps/{app}/history?limit={limit}"))
+            .await
+    }
+
+    /// `GET /v1/apps/{app}/logs`.
+    pub async fn logs(
+        &self,
+        app: &str,
+        version: Option<&str>,
+        lines: usize,
+    ) -> Result<Vec<InstanceLogs>, ClientError> {
+        let mut path = format!("/v1/apps/{app}/logs?lines={lines}");
+        if let Some(v) = version {
+            path.push_str(&format!("&version={v}"));
+        }
+        self.get(&path).await
+    }
+
+    /// `GET /v1/apps/{app}/plan`.
+    pub async fn plan(
+        &self,
+        app: &str,
+        version: &str,
+        strategy: Option<&str>,
+    ) -> Result<PlanReport, ClientError> {
+        let mut path = format!("/v1/apps/{app}/plan?version={version}");
+        if let Some(st) = strategy {
+            path.push_str(&format!("&strategy={st}"));
+        }
+        self.get(&path).await
     }
 
     /// `POST /v1/upgrade`: the server starts the binary at its path, hands it the
     /// listeners and answers once the new process is ready (or failed to be).
     /// `timeout` bounds the wait for the new process, e.g. `"30s"`.
-    pub async fn upgrade(&self, timeout: Option<&str>) -> Result<Value, ClientError> {
-        self.post("/v1/upgrade", serde_json::json!({ "timeout": timeout }))
-            .await
+    pub async fn upgrade(&self, timeout: Option<&str>) -> Result<UpgradeDone, ClientError> {
+        let req = UpgradeRequest {
+            timeout: timeout.map(str::to_string),
+        };
+        self.post("/v1/upgrade", Some(&req)).await
     }
 
-    async fn call(
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call("GET", path, None).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let payload =
+            body.map(serde_json::to_vec)
+                .transpose()
+                .map_err(|e| ClientError::Protocol {
+                    addr: self.addr.to_string(),
+                    detail: format!("cannot encode the request: {e}"),
+                })?;
+        self.call("POST", path, payload).await
+    }
+
+    async fn call<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, ClientError> {
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
         let (status, bytes) = self.send(method, path, body).await?;
         if status >= 400 {
             return Err(api_error(status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
             addr: self.addr.to_string(),
-            detail: format!("invalid JSON in answer: {e}"),
+            detail: format!("unexpected answer to {method} {path}: {e}"),
         })
     }
 
@@ -85,7 +193,7 @@ impl AdminClient {
         &self,
         method: &str,
         path: &str,
-        body: Option<Value>,
+        body: Option<Vec<u8>>,
     ) -> Result<(u16, Bytes), ClientError> {
         let addr = self.addr.to_string();
         let unreachable = |source| ClientError::Unreachable {
@@ -96,7 +204,7 @@ impl AdminClient {
             addr: addr.clone(),
             detail,
         };
-        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let payload = body.unwrap_or_default();
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -139,9 +247,8 @@ where
 }
 
 fn api_error(status: u16, body: &[u8]) -> ClientError {
-    let message = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    let message = serde_json::from_slice::<ErrorBody>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_string());
     ClientError::Api { status, message }
 }

@@ -6,10 +6,10 @@
 pub mod client;
 mod router;
 mod serve;
+pub mod types;
 
 #[doc(hidden)]
 pub use router::fuzz_body;
-pub use router::{
-    router, upgrade_router, UpgradeDone, UpgradeFailed, UpgradeHook, UpgradeRequest, OPENAPI,
-};
+pub use router::{router, UpgradeFailed, UpgradeHook};
 pub use serve::{bind_admin, serve_admin, serve_admin_on, AdminError, AdminListener};
+pub use types::{UpgradeDone, UpgradeRequest};

@@ -165,7 +165,9 @@ async fn check_token(token: &str, req: Request, next: Next) -> Response {
         (
             StatusCode::UNAUTHORIZED,
             [("www-authenticate", "Bearer")],
-            "{\"error\":\"missing or wrong bearer token: send `Authorization: Bearer <contents of token_file>`\"}",
+            axum::Json(crate::types::ErrorBody::new(
+                "missing or wrong bearer token: send `Authorization: Bearer <contents of token_file>`",
+            )),
         )
             .into_response()
     }

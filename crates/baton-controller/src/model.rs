@@ -86,7 +86,7 @@ pub struct DeploymentRecord {
 }
 
 /// One line of `baton history`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub id: String,
     pub app: String,
@@ -108,7 +108,7 @@ pub struct HistoryEntry {
 }
 
 /// A deployment event, streamed over SSE and stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub at: Millis,
     pub app: String,

@@ -8,7 +8,7 @@ use baton_rollout::{CanaryStep, PauseSpec, StrategySpec};
 use baton_runtime::HandleDetail;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlanReport {
     pub app: String,
     pub from_version: Option<String>,

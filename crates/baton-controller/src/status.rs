@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppStatus {
     pub app: String,
     pub stable_version: Option<String>,
@@ -37,7 +37,7 @@ pub struct AppStatus {
 }
 
 /// An A/B experiment as `status` shows it (refreshed every analysis `interval`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExperimentStatus {
     /// The version every variant is compared with (the one serving before the test).
     pub control: String,
@@ -53,7 +53,7 @@ pub struct ExperimentStatus {
     pub comparisons: Vec<baton_analysis::VariantComparison>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceStatus {
     pub id: String,
     pub version: String,
@@ -63,7 +63,7 @@ pub struct InstanceStatus {
     pub started_at: Millis,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeploymentStatus {
     pub id: String,
     pub version: String,
@@ -81,7 +81,7 @@ pub struct DeploymentStatus {
     pub verdict: Option<baton_rollout::Verdict>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionTraffic {
     pub version: String,
     /// Requests per second over the window.

@@ -6,7 +6,18 @@ use std::time::Duration;
 /// Milliseconds since the Unix epoch (wall clock), so a value stored before a crash still
 /// means the same instant after a restart.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(transparent)]
 pub struct Millis(pub u64);

@@ -1,8 +1,14 @@
 //! Client commands: each is one or two admin API calls plus human or `--json` output.
 
 use crate::{Cmd, Failure};
-use baton_api::client::{AdminAddr, AdminClient, ClientError};
-use serde_json::{json, Value};
+use baton_api::client::{Action, AdminAddr, AdminClient, ClientError};
+use baton_api::types::{
+    AppStatus, DeployRequest, DeploymentStatus, HistoryEntry, InstanceLogs, PlanReport,
+};
+use baton_config::StrategyKind;
+use baton_rollout::{Outcome, State};
+use serde::Serialize;
+use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 
@@ -51,9 +57,10 @@ impl Ctx {
         })
     }
 
-    fn print(&self, v: &Value, human: impl FnOnce(&Value) -> String) {
+    /// `--json`: the answer as JSON; otherwise its human form.
+    fn print<T: Serialize>(&self, v: &T, human: impl FnOnce(&T) -> String) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+            println!("{}", pretty(v));
         } else {
             print!("{}", human(v));
         }
@@ -90,43 +97,45 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
             targets,
             detach,
         } => {
-            let body = json!({"version": version, "strategy": strategy, "targets": targets});
-            let r = c
-                .post(&format!("/v1/apps/{app}/deployments"), body)
-                .await
-                .map_err(api)?;
-            let id = r["id"].as_str().unwrap_or_default().to_string();
+            let req = DeployRequest {
+                version,
+                strategy,
+                targets,
+            };
+            let created = c.deploy(&app, &req).await.map_err(api)?;
             if detach {
-                ctx.print(&r, |_| format!("started deployment {id}\n"));
+                ctx.print(&created, |d| format!("started deployment {}\n", d.id));
                 return Ok(());
             }
-            follow(ctx, &app, &id).await
+            follow(ctx, &app, &created.id).await
         }
         Cmd::Status { app: Some(app) } => {
-            let s = c.get(&format!("/v1/apps/{app}")).await.map_err(api)?;
-            ctx.print(&s, human_status);
+            let st = c.status(&app).await.map_err(api)?;
+            ctx.print(&st, human_status);
             Ok(())
         }
         Cmd::Status { app: None } => {
-            let all = c.get("/v1/apps").await.map_err(api)?;
-            ctx.print(&all, |v| {
-                v.as_array()
-                    .map(|a| a.iter().map(human_status).collect::<Vec<_>>().join("\n"))
-                    .unwrap_or_default()
+            let all = c.apps().await.map_err(api)?;
+            ctx.print(&all, |all| {
+                if all.is_empty() {
+                    return "no apps in this config\n".into();
+                }
+                all.iter().map(human_status).collect::<Vec<_>>().join("\n")
             });
             Ok(())
         }
-        Cmd::Promote { app, to } => op(ctx, &app, "promote", json!({"to": to})).await,
-        Cmd::Abort { app } => op(ctx, &app, "abort", json!({})).await,
-        Cmd::Pause { app } => op(ctx, &app, "pause", json!({})).await,
-        Cmd::Resume { app } => op(ctx, &app, "resume", json!({})).await,
-        Cmd::Rollback { app } => op(ctx, &app, "rollback", json!({})).await,
+        Cmd::Promote { app, to } => {
+            let st = c.promote(&app, to).await.map_err(api)?;
+            ctx.print(&st, human_status);
+            Ok(())
+        }
+        Cmd::Abort { app } => op(ctx, &app, Action::Abort).await,
+        Cmd::Pause { app } => op(ctx, &app, Action::Pause).await,
+        Cmd::Resume { app } => op(ctx, &app, Action::Resume).await,
+        Cmd::Rollback { app } => op(ctx, &app, Action::Rollback).await,
         Cmd::History { app, limit } => {
-            let h = c
-                .get(&format!("/v1/apps/{app}/history?limit={limit}"))
-                .await
-                .map_err(api)?;
-            ctx.print(&h, human_history);
+            let h = c.history(&app, limit).await.map_err(api)?;
+            ctx.print(&h, |h| human_history(h));
             Ok(())
         }
         Cmd::Logs {
@@ -134,25 +143,8 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
             version,
             lines,
         } => {
-            let mut path = format!("/v1/apps/{app}/logs?lines={lines}");
-            if let Some(v) = version {
-                path.push_str(&format!("&version={v}"));
-            }
-            let l = c.get(&path).await.map_err(api)?;
-            ctx.print(&l, |v| {
-                let mut out = String::new();
-                for inst in v.as_array().into_iter().flatten() {
-                    out.push_str(&format!(
-                        "==> {} ({}) <==\n",
-                        s(&inst["instance"]),
-                        s(&inst["version"])
-                    ));
-                    for line in inst["lines"].as_array().into_iter().flatten() {
-                        out.push_str(&format!("{}\n", s(line)));
-                    }
-                }
-                out
-            });
+            let l = c.logs(&app, version.as_deref(), lines).await.map_err(api)?;
+            ctx.print(&l, |l| human_logs(l));
             Ok(())
         }
         Cmd::Plan {
@@ -160,11 +152,10 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
             version,
             strategy,
         } => {
-            let mut path = format!("/v1/apps/{app}/plan?version={version}");
-            if let Some(st) = strategy {
-                path.push_str(&format!("&strategy={st}"));
-            }
-            let p = c.get(&path).await.map_err(api)?;
+            let p = c
+                .plan(&app, &version, strategy.as_deref())
+                .await
+                .map_err(api)?;
             ctx.print(&p, human_plan);
             Ok(())
         }
@@ -177,14 +168,17 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
     }
 }
 
-async fn op(ctx: &Ctx, app: &str, what: &str, body: Value) -> Result<(), Failure> {
-    let st = ctx
-        .client
-        .post(&format!("/v1/apps/{app}/{what}"), body)
-        .await
-        .map_err(api)?;
+async fn op(ctx: &Ctx, app: &str, action: Action) -> Result<(), Failure> {
+    let st = ctx.client.operate(app, action).await.map_err(api)?;
     ctx.print(&st, human_status);
     Ok(())
+}
+
+/// Pretty JSON of an answer, keys in the order the server's JSON objects print in.
+pub(crate) fn pretty<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_default()
 }
 
 /// Follows a deployment until it ends, printing each change; exit 0 only on success.
@@ -192,7 +186,7 @@ async fn follow(ctx: &Ctx, app: &str, id: &str) -> Result<(), Failure> {
     let mut last = String::new();
     let mut misses = 0;
     loop {
-        let st = match ctx.client.get(&format!("/v1/apps/{app}")).await {
+        let st = match ctx.client.status(app).await {
             Ok(s) => {
                 misses = 0;
                 s
@@ -206,36 +200,34 @@ async fn follow(ctx: &Ctx, app: &str, id: &str) -> Result<(), Failure> {
                 continue;
             }
         };
-        let d = &st["deployment"];
-        if d["id"].as_str() == Some(id) {
-            let line = progress_line(&st);
+        if let Some(d) = st.deployment.as_ref().filter(|d| d.id == id) {
+            let line = progress_line(&st, d);
             if line != last && !ctx.json {
                 println!("{line}");
                 last = line;
             }
             // Done when finished (history has the record, a rollback has completed);
             // a successful blue/green is done at the switch (blue stays warm on purpose).
-            let finished = !d["finished_at"].is_null();
-            match d["state"].as_str() {
-                Some("succeeded") if finished || d["strategy"] == "blue_green" => {
+            let finished = d.finished_at.is_some();
+            let blue_green = d.strategy.parse::<StrategyKind>() == Ok(StrategyKind::BlueGreen);
+            match d.state {
+                State::Succeeded if finished || blue_green => {
                     if ctx.json {
-                        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+                        println!("{}", pretty(&st));
                     } else {
-                        println!(
-                            "deployment {id} succeeded: {app} now serves {}",
-                            s(&d["version"])
-                        );
+                        println!("deployment {id} succeeded: {app} now serves {}", d.version);
                     }
                     return Ok(());
                 }
-                Some(state @ ("failed" | "aborted")) if finished => {
+                State::Failed | State::Aborted if finished => {
                     if ctx.json {
-                        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+                        println!("{}", pretty(&st));
                     }
                     return Err(Failure::failed(format!(
-                        "deployment {id} {state}: {}; {app} serves {}",
-                        d["reason"].as_str().unwrap_or("no reason recorded"),
-                        st["stable_version"].as_str().unwrap_or("nothing")
+                        "deployment {id} {}: {}; {app} serves {}",
+                        state_name(d.state),
+                        d.reason.as_deref().unwrap_or("no reason recorded"),
+                        st.stable_version.as_deref().unwrap_or("nothing")
                     )));
                 }
                 _ => {}
@@ -245,216 +237,247 @@ async fn follow(ctx: &Ctx, app: &str, id: &str) -> Result<(), Failure> {
     }
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
+/// How `status --json` names a state.
+fn state_name(s: State) -> &'static str {
+    match s {
+        State::Running => "running",
+        State::Paused => "paused",
+        State::Succeeded => "succeeded",
+        State::Failed => "failed",
+        State::Aborted => "aborted",
     }
 }
 
-fn weights(st: &Value) -> String {
-    st["weights"]
-        .as_object()
-        .map(|w| {
-            w.iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
+/// How `history --json` names an outcome.
+fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Failed => "failed",
+        Outcome::Aborted => "aborted",
+        Outcome::RolledBack => "rolled_back",
+    }
 }
 
-fn progress_line(st: &Value) -> String {
-    let d = &st["deployment"];
-    let inst = st["instances"].as_array().cloned().unwrap_or_default();
-    let healthy = inst
+/// An optional value, `-` when absent.
+fn or_dash(v: Option<&str>) -> &str {
+    v.unwrap_or("-")
+}
+
+fn weights(st: &AppStatus) -> String {
+    st.weights
         .iter()
-        .filter(|i| i["healthy"] == Value::Bool(true))
-        .count();
-    let traffic: Vec<String> = st["traffic"]
-        .as_array()
-        .into_iter()
-        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn progress_line(st: &AppStatus, d: &DeploymentStatus) -> String {
+    let healthy = st.instances.iter().filter(|i| i.healthy).count();
+    let traffic: Vec<String> = st
+        .traffic
+        .iter()
         .map(|t| {
             format!(
                 "{} {:.0} req/s {:.1}% err",
-                s(&t["version"]),
-                t["rps"].as_f64().unwrap_or(0.0),
-                t["error_rate"].as_f64().unwrap_or(0.0) * 100.0
+                t.version,
+                t.rps,
+                t.error_rate * 100.0
             )
         })
         .collect();
     format!(
         "[{}] {} | weights {} | healthy {}/{} | {}",
-        s(&d["state"]),
-        s(&d["step"]),
+        state_name(d.state),
+        d.step,
         weights(st),
         healthy,
-        inst.len(),
+        st.instances.len(),
         traffic.join(", ")
     )
 }
 
-fn human_status(st: &Value) -> String {
+fn human_status(st: &AppStatus) -> String {
     let mut out = format!(
         "app {}: stable {} (previous {})\n  weights: {}\n",
-        s(&st["app"]),
-        s(&st["stable_version"]),
-        s(&st["previous_version"]),
+        st.app,
+        or_dash(st.stable_version.as_deref()),
+        or_dash(st.previous_version.as_deref()),
         weights(st)
     );
-    let d = &st["deployment"];
-    if !d.is_null() {
+    if let Some(d) = &st.deployment {
         out.push_str(&format!(
             "  deployment {} ({} → {} by {}): {} — {}{}\n",
-            s(&d["id"]),
-            s(&d["from_version"]),
-            s(&d["version"]),
-            s(&d["strategy"]),
-            s(&d["state"]),
-            s(&d["step"]),
-            d["reason"]
-                .as_str()
+            d.id,
+            or_dash(d.from_version.as_deref()),
+            d.version,
+            d.strategy,
+            state_name(d.state),
+            d.step,
+            d.reason
+                .as_deref()
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         ));
     }
-    for i in st["instances"].as_array().into_iter().flatten() {
+    for i in &st.instances {
         out.push_str(&format!(
             "  {:<16} {:<10} {:<22} {}  in-flight {}\n",
-            s(&i["id"]),
-            s(&i["version"]),
-            s(&i["address"]),
-            if i["healthy"] == Value::Bool(true) {
-                "healthy  "
-            } else {
-                "unhealthy"
-            },
-            s(&i["in_flight"])
+            i.id,
+            i.version,
+            i.address,
+            if i.healthy { "healthy  " } else { "unhealthy" },
+            i.in_flight
         ));
     }
-    for t in st["traffic"].as_array().into_iter().flatten() {
+    for t in &st.traffic {
         out.push_str(&format!(
             "  traffic {}: {:.1} req/s, {:.2}% errors, p50 {:.1} ms, p99 {:.1} ms\n",
-            s(&t["version"]),
-            t["rps"].as_f64().unwrap_or(0.0),
-            t["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
-            t["p50_ms"].as_f64().unwrap_or(0.0),
-            t["p99_ms"].as_f64().unwrap_or(0.0)
+            t.version,
+            t.rps,
+            t.error_rate * 100.0,
+            t.p50_ms,
+            t.p99_ms
         ));
     }
-    out.push_str(&human_experiment(&st["experiment"]));
+    if let Some(e) = &st.experiment {
+        out.push_str(&human_experiment(e));
+    }
     out
 }
 
 /// The A/B experiment: each variant's figures, then each variant against the control.
-fn human_experiment(e: &Value) -> String {
-    if e.is_null() {
-        return String::new();
-    }
-    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+fn human_experiment(e: &baton_api::types::ExperimentStatus) -> String {
     let mut out = format!(
         "  experiment (control {}, {:.0}% confidence):\n",
-        s(&e["control"]),
-        f(&e["confidence"]) * 100.0
+        e.control,
+        e.confidence * 100.0
     );
-    for v in e["variants"].as_array().into_iter().flatten() {
+    for v in &e.variants {
         out.push_str(&format!(
             "    {:<12} {:>8} req  {:>6.2}% err  p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms\n",
-            s(&v["version"]),
-            s(&v["requests"]),
-            f(&v["error_rate"]) * 100.0,
-            f(&v["p50_ms"]),
-            f(&v["p95_ms"]),
-            f(&v["p99_ms"])
+            v.version,
+            v.requests,
+            v.error_rate * 100.0,
+            v.p50_ms,
+            v.p95_ms,
+            v.p99_ms
         ));
     }
-    for c in e["comparisons"].as_array().into_iter().flatten() {
-        let (er, lat) = (&c["errors"], &c["latency"]);
-        let yes = |b: &Value| {
-            if b == &Value::Bool(true) {
-                "significant"
-            } else {
-                "not significant"
-            }
-        };
-        let ci = |v: &Value, scale: f64| match v.as_array().map(|a| a.as_slice()) {
-            Some([lo, hi]) => format!("[{:+.2}, {:+.2}]", f(lo) * scale, f(hi) * scale),
-            _ => "-".into(),
-        };
+    for c in &e.comparisons {
+        let (er, lat) = (&c.errors, &c.latency);
+        let yes = |b: bool| if b { "significant" } else { "not significant" };
+        let ci =
+            |(lo, hi): (f64, f64), scale: f64| format!("[{:+.2}, {:+.2}]", lo * scale, hi * scale);
         out.push_str(&format!(
             "    {} vs {}: error rate {:+.2} pts {} (p={:.4}, CI {} pts); latency shift {:+.2} ms {} (p={:.4}, CI {} ms)\n",
-            s(&c["variant"]),
-            s(&c["control"]),
-            f(&er["diff"]) * 100.0,
-            yes(&c["error_significant"]),
-            f(&er["p_value"]),
-            ci(&er["diff_ci"], 100.0),
-            f(&lat["shift_us"]) / 1000.0,
-            yes(&c["latency_significant"]),
-            f(&lat["p_value"]),
-            ci(&lat["shift_ci_us"], 0.001),
+            c.variant,
+            c.control,
+            er.diff * 100.0,
+            yes(c.error_significant),
+            er.p_value,
+            ci(er.diff_ci, 100.0),
+            lat.shift_us / 1000.0,
+            yes(c.latency_significant),
+            lat.p_value,
+            ci(lat.shift_ci_us, 0.001),
         ));
-        if let Some(n) = c["needed_per_variant"].as_u64() {
+        if let Some(n) = c.needed_per_variant {
             out.push_str(&format!(
                 "    {} more requests per variant to detect a {:.1}-point error-rate difference\n",
                 n,
-                f(&c["mde_error_rate"]) * 100.0
+                c.mde_error_rate * 100.0
             ));
         }
     }
     out
 }
 
-fn human_history(h: &Value) -> String {
+fn human_logs(logs: &[InstanceLogs]) -> String {
     let mut out = String::new();
-    for e in h.as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "{:<10} {} → {:<8} {:<10} {:<11} {:>7.1}s  {}\n",
-            s(&e["id"]),
-            s(&e["from_version"]),
-            s(&e["to_version"]),
-            s(&e["strategy"]),
-            s(&e["outcome"]),
-            e["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0,
-            e["reason"].as_str().unwrap_or("")
-        ));
-    }
-    if out.is_empty() {
-        out.push_str("no deployments yet\n");
+    for inst in logs {
+        out.push_str(&format!("==> {} ({}) <==\n", inst.instance, inst.version));
+        for line in &inst.lines {
+            out.push_str(&format!("{line}\n"));
+        }
     }
     out
 }
 
-fn human_plan(p: &Value) -> String {
+/// One line per deployment, each column as wide as its widest cell.
+fn human_history(h: &[HistoryEntry]) -> String {
+    if h.is_empty() {
+        return "no deployments yet\n".into();
+    }
+    let rows: Vec<[String; 6]> = h
+        .iter()
+        .map(|e| {
+            [
+                e.id.clone(),
+                or_dash(e.from_version.as_deref()).to_string(),
+                e.to_version.clone(),
+                e.strategy.clone(),
+                outcome_name(e.outcome).to_string(),
+                format!("{:.1}s", e.duration_ms as f64 / 1000.0),
+            ]
+        })
+        .collect();
+    let width = |col: usize| {
+        rows.iter()
+            .map(|r| r[col].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let w: [usize; 6] = std::array::from_fn(width);
+    let mut out = String::new();
+    for (r, e) in rows.iter().zip(h) {
+        let line = format!(
+            "{:<w0$}  {:<w1$} → {:<w2$}  {:<w3$}  {:<w4$}  {:>w5$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            e.reason.as_deref().unwrap_or(""),
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3],
+            w4 = w[4],
+            w5 = w[5],
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn human_plan(p: &PlanReport) -> String {
     let mut out = format!(
         "plan: {} {} → {} by {}\n",
-        s(&p["app"]),
-        s(&p["from_version"]),
-        s(&p["to_version"]),
-        s(&p["strategy"])
+        p.app,
+        or_dash(p.from_version.as_deref()),
+        p.to_version,
+        p.strategy
     );
-    for (i, step) in p["steps"].as_array().into_iter().flatten().enumerate() {
-        out.push_str(&format!("  {}. {}\n", i + 1, s(step)));
+    for (i, step) in p.steps.iter().enumerate() {
+        out.push_str(&format!("  {}. {}\n", i + 1, step));
     }
     out.push_str(&format!(
         "peak instances: {} ({} extra)\n",
-        s(&p["peak_instances"]),
-        s(&p["extra_instances"])
+        p.peak_instances, p.extra_instances
     ));
-    let mib = |v: &Value| {
-        v.as_u64()
-            .map(|b| format!("{} MiB", b >> 20))
+    let mib = |v: Option<u64>| {
+        v.map(|b| format!("{} MiB", b >> 20))
             .unwrap_or_else(|| "unknown".into())
     };
     out.push_str(&format!(
         "memory: ~{} per instance, ~{} extra at peak, {} available\n",
-        mib(&p["rss_per_instance_bytes"]),
-        mib(&p["extra_memory_bytes"]),
-        mib(&p["available_memory_bytes"])
+        mib(p.rss_per_instance_bytes),
+        mib(p.extra_memory_bytes),
+        mib(p.available_memory_bytes)
     ));
-    if let Some(w) = p["warning"].as_str() {
+    if let Some(w) = &p.warning {
         out.push_str(&format!("WARNING: {w}\n"));
     }
     out

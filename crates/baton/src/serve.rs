@@ -252,10 +252,7 @@ async fn start_with(
     copies
         .add_admin(&admin_listener)
         .map_err(|e| Failure::failed(format!("cannot keep a copy of the admin listener ({e})")))?;
-    let mut api = baton_api::router(controller.clone());
-    if let Some(hook) = upgrade {
-        api = api.merge(baton_api::upgrade_router(hook));
-    }
+    let api = baton_api::router(controller.clone(), upgrade);
     let keep_socket = Arc::new(AtomicBool::new(false));
     let admin = baton_api::serve_admin_on(
         admin_listener,

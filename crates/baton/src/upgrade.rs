@@ -379,13 +379,14 @@ pub async fn command(
     json: bool,
 ) -> Result<(), crate::Failure> {
     match client.upgrade(timeout).await {
-        Ok(v) => {
+        Ok(done) => {
             if json {
+                let v = serde_json::to_value(&done).unwrap_or_default();
                 println!("{v}");
             } else {
                 println!(
                     "upgraded: baton pid {} handed over to pid {} ({}); the old process finishes its requests and exits",
-                    v["old_pid"], v["new_pid"], v["binary"].as_str().unwrap_or("?")
+                    done.old_pid, done.new_pid, done.binary
                 );
             }
             Ok(())

@@ -35,7 +35,7 @@ pub struct AppRecord {
 /// `rollback`, a deploy of that version, or a failure of the new version switches back
 /// to them at once; at `until`, or when another version deploys, they are drained and
 /// stopped.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WarmSet {
     pub version: String,
     pub instances: Vec<String>,

@@ -5,7 +5,6 @@ use baton_api::client::{Action, AdminAddr, AdminClient, ClientError};
 use baton_api::types::{
     AppStatus, DeployRequest, DeploymentStatus, HistoryEntry, InstanceLogs, PlanReport,
 };
-use baton_config::StrategyKind;
 use baton_rollout::{Outcome, State};
 use serde::Serialize;
 use serde_json::json;
@@ -206,12 +205,11 @@ async fn follow(ctx: &Ctx, app: &str, id: &str) -> Result<(), Failure> {
                 println!("{line}");
                 last = line;
             }
-            // Done when finished (history has the record, a rollback has completed);
-            // a successful blue/green is done at the switch (blue stays warm on purpose).
+            // Done when finished (history has the record; a blue/green deployment
+            // finishes at its switch, with the previous version kept warm).
             let finished = d.finished_at.is_some();
-            let blue_green = d.strategy.parse::<StrategyKind>() == Ok(StrategyKind::BlueGreen);
             match d.state {
-                State::Succeeded if finished || blue_green => {
+                State::Succeeded if finished => {
                     if ctx.json {
                         println!("{}", pretty(&st));
                     } else {

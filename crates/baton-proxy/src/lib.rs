@@ -56,7 +56,7 @@ pub mod fuzzing {
     pub use crate::router::fuzz_route;
 }
 
-pub use config::ProxyConfig;
+pub use config::{ProxyConfig, DEFAULT_REQUEST_BUFFERING};
 pub use drain::DrainReport;
 pub use error::RouteError;
 pub use passive::PassiveEvent;

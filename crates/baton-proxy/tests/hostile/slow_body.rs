@@ -213,16 +213,24 @@ async fn with_buffering_a_body_growing_past_the_limit_gets_413_before_any_backen
     let chunk = format!("320\r\n{}\r\n", "a".repeat(0x320)); // 800 bytes
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     s.write_all(
-        format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}")
+        format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}")
             .as_bytes(),
     )
     .await
     .unwrap();
+    // Another request completes meanwhile (streaming would have forwarded the head by
+    // now); then the second chunk takes the body past the limit.
+    let mut c = h1(p.addr).await;
+    let answer = try_send(&mut c, request("GET", "/", &[], ""))
+        .await
+        .unwrap();
+    assert_eq!(answer.0, StatusCode::OK);
+    s.write_all(chunk.as_bytes()).await.unwrap();
     let seen = read_rest(&mut s, Duration::from_secs(5)).await;
     assert_eq!(seen.statuses, vec![413], "{}", seen.text);
     assert_eq!(
         backend.count(),
-        0,
+        1,
         "the oversized request reached the backend"
     );
 }

@@ -235,6 +235,25 @@ async fn with_buffering_a_body_growing_past_the_limit_gets_413_before_any_backen
     );
 }
 
+#[tokio::test]
+async fn a_broken_chunk_while_read_ahead_gets_400_before_any_backend() {
+    let (p, backend) = setup(ProxyConfig::default()).await;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        .await
+        .unwrap();
+    let mut c = h1(p.addr).await;
+    let answer = try_send(&mut c, request("GET", "/", &[], ""))
+        .await
+        .unwrap();
+    assert_eq!(answer.0, StatusCode::OK);
+    s.write_all(b"zz\r\n").await.unwrap();
+    let seen = read_rest(&mut s, Duration::from_secs(5)).await;
+    assert_eq!(seen.statuses, vec![400], "{}", seen.text);
+    assert!(seen.closed, "connection left open: {}", seen.text);
+    assert_eq!(backend.count(), 1, "the broken request reached the backend");
+}
+
 /// A `Stream` over an mpsc receiver.
 fn tokio_stream_from<T>(
     mut rx: tokio::sync::mpsc::Receiver<T>,

@@ -1,6 +1,7 @@
 //! Slow and stalled request bodies. With `request_buffering` a body is read before any
-//! backend is chosen, so many clients trickling bodies byte by byte hold no backend
-//! connection and no in-flight slot, while other requests are served; their requests
+//! backend is chosen, so many clients (or HTTP/2 streams) trickling bodies byte by
+//! byte hold no backend connection and no in-flight slot, while other requests are
+//! served; their requests
 //! reach the backend complete once their bodies are in. With `body_read_timeout` a
 //! body whose client stops sending is cut: 408 to the client, the backend never gets a
 //! complete request (an upstream request already streaming is aborted), and
@@ -102,6 +103,64 @@ async fn slow_bodies_hold_no_backend_connection_while_they_are_buffered() {
     }
     assert_eq!(backend.count(), (NORMAL + SLOW) as u64);
     assert_eq!(backend.complete.load(SeqCst), (NORMAL + SLOW) as u64);
+}
+
+#[tokio::test]
+async fn slow_h2_streams_hold_no_backend_connection_while_they_are_buffered() {
+    const STREAMS: usize = 50;
+    let (p, backend) = setup(ProxyConfig::default()).await;
+    let stream = TcpStream::connect(p.addr).await.unwrap();
+    let (c, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // Every stream sends one byte of its body and then waits.
+    let mut senders = Vec::new();
+    let mut answers = Vec::new();
+    for _ in 0..STREAMS {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+        tx.send(Ok(Frame::data(Bytes::from_static(b"a"))))
+            .await
+            .unwrap();
+        senders.push(tx);
+        let req = Request::post(format!("http://proxy.test:{}/", p.addr.port()))
+            .body(StreamBody::new(tokio_stream_from(rx)))
+            .unwrap();
+        let mut c = c.clone();
+        answers.push(tokio::spawn(async move {
+            let res = c.send_request(req).await.unwrap();
+            let status = res.status();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            (status, body)
+        }));
+    }
+    // Another client is served meanwhile.
+    let mut other = h1(p.addr).await;
+    for _ in 0..NORMAL {
+        let answer = try_send(&mut other, request("POST", "/", &[], "hello"))
+            .await
+            .unwrap();
+        assert_eq!(answer.0, StatusCode::OK);
+    }
+    assert_eq!(
+        backend.count(),
+        NORMAL as u64,
+        "streams whose bodies are still arriving reached the backend"
+    );
+    assert_eq!(p.proxy.in_flight("c1"), 0);
+    // The rest of every body, then its end.
+    for tx in senders {
+        tx.send(Ok(Frame::data(Bytes::from_static(b"bc"))))
+            .await
+            .unwrap();
+    }
+    for answer in answers {
+        let (status, body) = answer.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&body[..], b"v1");
+    }
+    assert_eq!(backend.count(), (NORMAL + STREAMS) as u64);
+    assert_eq!(backend.complete.load(SeqCst), (NORMAL + STREAMS) as u64);
 }
 
 #[tokio::test]

@@ -46,6 +46,14 @@ pub struct ProxySection {
     /// Largest request body accepted (413 beyond), e.g. `"10MiB"`. Default: no limit,
     /// as HAProxy and kamal-proxy (nginx's `client_max_body_size` defaults to 1m).
     pub max_request_body: Option<String>,
+    /// How much of a request body is read before an instance is chosen, so a slow
+    /// client holds no instance connection while sending it, e.g. `"1MiB"` (the
+    /// default), or `"off"` to stream every body at once (docs/SECURITY.md).
+    pub request_buffering: String,
+    /// The longest a client may pause while sending a request body (408 beyond; a
+    /// body already streaming to the instance is aborted). Default 60s, as nginx's
+    /// `client_body_timeout`.
+    pub body_read_timeout: HumanDuration,
     /// Threads serving traffic (and the control plane). Default 0 = one per CPU core;
     /// `1` makes baton a single event loop, like one nginx or HAProxy worker.
     pub workers: usize,
@@ -57,6 +65,16 @@ impl ProxySection {
     pub fn max_request_body_bytes(&self) -> Option<u64> {
         let text = self.max_request_body.as_deref()?;
         parse_size("max_request_body", text).ok()
+    }
+
+    /// `request_buffering` in bytes; `None` when `"off"` (validation has refused a
+    /// value that does not parse, so one that does not is treated as off).
+    pub fn request_buffering_bytes(&self) -> Option<u64> {
+        let text = self.request_buffering.trim();
+        if text.eq_ignore_ascii_case("off") {
+            return None;
+        }
+        parse_size("request_buffering", text).ok()
     }
 }
 
@@ -71,6 +89,8 @@ impl Default for ProxySection {
             client_idle_timeout: HumanDuration::from_secs(60),
             max_header_bytes: 64 * 1024,
             max_request_body: None,
+            request_buffering: "1MiB".into(),
+            body_read_timeout: HumanDuration::from_secs(60),
             workers: 0,
         }
     }

@@ -43,6 +43,7 @@ fn proxy(raw: &RawConfig, issues: &mut Vec<Issue>) {
         ("upstream_header_timeout", p.upstream_header_timeout),
         ("client_header_timeout", p.client_header_timeout),
         ("client_idle_timeout", p.client_idle_timeout),
+        ("body_read_timeout", p.body_read_timeout),
     ];
     for (key, value) in timeouts {
         positive(key!["proxy", key], value, issues);
@@ -63,6 +64,21 @@ fn proxy(raw: &RawConfig, issues: &mut Vec<Issue>) {
                 key!["proxy", "max_request_body"],
                 "`max_request_body` in [proxy] is 0, which refuses every body: give a size such \
                  as \"10MiB\", or remove the key for no limit"
+                    .into(),
+            )),
+            Ok(_) => {}
+        }
+    }
+    if !p.request_buffering.trim().eq_ignore_ascii_case("off") {
+        match crate::model::parse_size("request_buffering", &p.request_buffering) {
+            Err(e) => issues.push((
+                key!["proxy", "request_buffering"],
+                format!("{e}, or \"off\" to stream every body at once"),
+            )),
+            Ok(0) => issues.push((
+                key!["proxy", "request_buffering"],
+                "`request_buffering` in [proxy] is 0: give a size such as \"1MiB\", or \"off\" \
+                 to stream every body at once"
                     .into(),
             )),
             Ok(_) => {}

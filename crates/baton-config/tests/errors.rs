@@ -203,6 +203,24 @@ fn wrong_types_and_bad_values_name_the_key() {
         ],
     );
     assert_error(
+        "[proxy]\nrequest_buffering = \"lots\"\n",
+        "2:1",
+        &[
+            "request_buffering \"lots\" is not a size",
+            "or \"off\" to stream every body at once",
+        ],
+    );
+    assert_error(
+        "[proxy]\nrequest_buffering = \"0KiB\"\n",
+        "2:1",
+        &["`request_buffering` in [proxy] is 0", "\"off\""],
+    );
+    assert_error(
+        "[proxy]\nbody_read_timeout = \"0s\"\n",
+        "2:1",
+        &["`body_read_timeout` in [proxy] must be longer than zero"],
+    );
+    assert_error(
         "[proxy]\nworkers = -1\n",
         "2:11",
         &["invalid `workers` in [proxy]"],

@@ -31,6 +31,8 @@ fn every_default() {
     assert_eq!(p.max_header_bytes, 65536);
     assert_eq!(p.max_request_body, None);
     assert_eq!(p.max_request_body_bytes(), None);
+    assert_eq!(p.request_buffering_bytes(), Some(1 << 20));
+    assert_eq!(p.body_read_timeout, HumanDuration::from_secs(60));
     assert_eq!(p.workers, 0);
 
     assert_eq!(
@@ -292,6 +294,22 @@ fn load_reads_the_file_and_explains_a_missing_one() {
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn request_buffering_takes_a_size_or_off() {
+    for (text, bytes) in [
+        ("64KiB", Some(64 << 10)),
+        ("2MiB", Some(2 << 20)),
+        ("off", None),
+    ] {
+        let toml = format!(
+            "[proxy]\nrequest_buffering = \"{text}\"\nbody_read_timeout = \"15s\"\n{MINIMAL}"
+        );
+        let cfg = parse(&toml, Path::new("/srv/baton.toml")).unwrap();
+        assert_eq!(cfg.proxy.request_buffering_bytes(), bytes, "{text}");
+        assert_eq!(cfg.proxy.body_read_timeout, HumanDuration::from_secs(15));
+    }
 }
 
 #[test]

@@ -86,6 +86,18 @@ pub(crate) fn render(rows: &[Row], out: &mut String) {
     }
 }
 
+/// Counters of the proxy as a whole (no app or version labels).
+pub(crate) fn render_proxy(body_timeouts: u64, out: &mut String) {
+    let name = "baton_request_body_timeouts_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Request bodies cut because the client sent nothing for body_read_timeout.",
+    );
+    let _ = writeln!(out, "{name} {body_timeouts}");
+}
+
 /// The `_bucket`, `_sum` and `_count` series of one version's latency histogram.
 fn duration_histogram(out: &mut String, app: &str, version: &str, snap: &MetricsSnapshot) {
     let name = "baton_request_duration_seconds";

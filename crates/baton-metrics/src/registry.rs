@@ -1,6 +1,7 @@
 //! The set of all app versions' metrics, keyed by app then version.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::{MetricsSnapshot, VersionMetrics};
@@ -16,6 +17,9 @@ type Versions = BTreeMap<String, BTreeMap<String, Arc<VersionMetrics>>>;
 #[derive(Debug, Default)]
 pub struct MetricsRegistry {
     versions: Mutex<Versions>,
+    /// Request bodies cut because the client sent nothing for the body read timeout.
+    /// Proxy-wide: a body can stall before its request is routed to a version.
+    body_timeouts: AtomicU64,
 }
 
 // === impl MetricsRegistry ===
@@ -82,9 +86,21 @@ impl MetricsRegistry {
         }
     }
 
-    /// Appends the Prometheus text exposition (format 0.0.4) of every version to `out`.
+    /// A request body was cut because the client stalled (`body_read_timeout`).
+    pub fn request_body_timed_out(&self) {
+        self.body_timeouts.fetch_add(1, Relaxed);
+    }
+
+    /// Request bodies cut so far because their client stalled.
+    pub fn request_body_timeouts(&self) -> u64 {
+        self.body_timeouts.load(Relaxed)
+    }
+
+    /// Appends the Prometheus text exposition (format 0.0.4) of every version, then the
+    /// proxy-wide counters, to `out`.
     pub fn render_prometheus(&self, out: &mut String) {
         crate::prometheus::render(&self.snapshot_all(), out);
+        crate::prometheus::render_proxy(self.request_body_timeouts(), out);
     }
 
     /// Locks the map; a panic elsewhere while holding it cannot leave it half-updated
@@ -143,5 +159,19 @@ mod tests {
         r.remove_version("web", "v1");
         r.remove_version("api", "v1");
         assert!(r.snapshot_all().is_empty());
+    }
+
+    #[test]
+    fn body_timeouts_are_counted_and_exported() {
+        let r = MetricsRegistry::new();
+        r.request_body_timed_out();
+        r.request_body_timed_out();
+        assert_eq!(r.request_body_timeouts(), 2);
+        let mut out = String::new();
+        r.render_prometheus(&mut out);
+        assert!(
+            out.contains("# TYPE baton_request_body_timeouts_total counter\nbaton_request_body_timeouts_total 2\n"),
+            "{out}"
+        );
     }
 }

@@ -1,64 +1,198 @@
 //! Body types on both sides of the proxy. The request body streams the client's body to
-//! the upstream (counting bytes only when there is a body). The response body streams
-//! the upstream's answer back and carries the exchange's accounting: when it ends, the
-//! upstream connection goes back to the idle pool, the backend's in-flight count drops
-//! and the version's metrics record the request. Bytes are counted from the data frames
-//! that pass through, not from `Content-Length`.
+//! the upstream (counting bytes only when there is a body), after reading ahead up to
+//! `request_buffering` bytes before any backend is chosen, and cuts a body whose client
+//! sends nothing for `body_read_timeout`. The response body streams the upstream's
+//! answer back and carries the exchange's accounting: when it ends, the upstream
+//! connection goes back to the idle pool, the backend's in-flight count drops and the
+//! version's metrics record the request. Bytes are counted from the data frames that
+//! pass through, not from `Content-Length`.
 
 use crate::backend::InFlight;
 use crate::h1guard::Active;
 use crate::pool::{self, Sender};
-use baton_metrics::VersionMetrics;
-use bytes::Bytes;
+use baton_metrics::{MetricsRegistry, VersionMetrics};
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::time::Sleep;
 
 /// What the proxy sends upstream.
 pub(crate) enum RequestBody {
-    /// The client's body, with a byte counter shared with the exchange and the most
-    /// bytes it may carry (`max_request_body`; `u64::MAX` when unlimited).
-    Client {
-        inner: Incoming,
-        counter: Arc<AtomicU64>,
-        limit: u64,
-    },
+    Client(Box<ClientBody>),
     Empty,
 }
 
-/// Why the request body stopped: the client's stream failed, or it grew past
-/// `max_request_body` (the upstream request is then aborted, so the backend never
-/// gets a complete request, and the client gets 413).
+/// The client's body: what was read ahead (sent first), then the rest as it arrives.
+pub(crate) struct ClientBody {
+    inner: Incoming,
+    /// Data read ahead before a backend was chosen, not yet sent upstream.
+    buffered: Option<Bytes>,
+    /// Trailers read ahead (only when the whole body was read ahead).
+    trailers: Option<HeaderMap>,
+    /// The client's body has ended; what is left is in `buffered` / `trailers`.
+    ended: bool,
+    progress: Arc<BodyProgress>,
+    /// The most bytes the body may carry (`max_request_body`; `u64::MAX` when unlimited).
+    limit: u64,
+    /// `body_read_timeout`: the longest wait for the client's next body bytes.
+    read_timeout: Duration,
+    /// Armed when a read finds nothing to read; fires after `read_timeout`.
+    stall: Pin<Box<Sleep>>,
+    waiting: bool,
+    metrics: Arc<MetricsRegistry>,
+}
+
+/// How far the client's body got, shared with the exchange.
+#[derive(Default)]
+pub(crate) struct BodyProgress {
+    bytes: AtomicU64,
+    stalled: AtomicBool,
+}
+
+/// Why the request body stopped: the client's stream failed, it grew past
+/// `max_request_body` (the client gets 413), or the client stopped sending it (408).
+/// Either of the last two aborts an upstream request already under way, so the backend
+/// never gets a complete request.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RequestBodyError {
     #[error(transparent)]
     Client(#[from] hyper::Error),
     #[error("the request body is larger than max_request_body ({limit} bytes)")]
     TooLarge { limit: u64 },
+    #[error("the client sent no request body bytes for {timeout:?} (body_read_timeout)")]
+    Stalled { timeout: Duration },
+}
+
+/// The limits a client body is read under.
+pub(crate) struct BodyLimits {
+    pub max_bytes: Option<u64>,
+    pub read_timeout: Duration,
 }
 
 impl RequestBody {
     /// Wrap the client's body; bodiless requests allocate nothing.
     pub fn from_client(
         inner: Incoming,
-        limit: Option<u64>,
-    ) -> (RequestBody, Option<Arc<AtomicU64>>) {
+        limits: &BodyLimits,
+        metrics: &Arc<MetricsRegistry>,
+    ) -> (RequestBody, Option<Arc<BodyProgress>>) {
         if inner.is_end_stream() {
             return (RequestBody::Empty, None);
         }
-        let counter = Arc::new(AtomicU64::new(0));
-        (
-            RequestBody::Client {
-                inner,
-                counter: counter.clone(),
-                limit: limit.unwrap_or(u64::MAX),
-            },
-            Some(counter),
-        )
+        let progress = Arc::new(BodyProgress::default());
+        let body = ClientBody {
+            inner,
+            buffered: None,
+            trailers: None,
+            ended: false,
+            progress: progress.clone(),
+            limit: limits.max_bytes.unwrap_or(u64::MAX),
+            read_timeout: limits.read_timeout,
+            stall: Box::pin(tokio::time::sleep(limits.read_timeout)),
+            waiting: false,
+            metrics: metrics.clone(),
+        };
+        (RequestBody::Client(Box::new(body)), Some(progress))
+    }
+
+    /// Read the body ahead until it ends or more than `max` bytes are in hand, so a
+    /// slow client holds no backend connection while it sends them. What was read is
+    /// sent first when the body is polled; a longer body then streams. Fails when the
+    /// client stalls or the body grows past `max_request_body`.
+    pub async fn read_ahead(&mut self, max: u64) -> Result<(), RequestBodyError> {
+        let RequestBody::Client(body) = self else {
+            return Ok(());
+        };
+        let mut data = BytesMut::new();
+        while !body.ended && (data.len() as u64) <= max {
+            let Some(frame) = poll_fn(|cx| body.poll_client(cx)).await else {
+                break;
+            };
+            match frame?.into_data() {
+                Ok(chunk) => data.extend_from_slice(&chunk),
+                Err(frame) => body.trailers = frame.into_trailers().ok(),
+            }
+            if body.inner.is_end_stream() {
+                body.ended = true;
+            }
+        }
+        if !data.is_empty() {
+            body.buffered = Some(data.freeze());
+        }
+        Ok(())
+    }
+}
+
+impl ClientBody {
+    /// The next frame from the client, counted, checked against the limit, and cut
+    /// when the client sends nothing for `read_timeout`.
+    fn poll_client(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if !self.waiting {
+                    self.waiting = true;
+                    let deadline = tokio::time::Instant::now() + self.read_timeout;
+                    self.stall.as_mut().reset(deadline);
+                }
+                if self.stall.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.ended = true;
+                self.progress.stalled.store(true, Relaxed);
+                self.metrics.request_body_timed_out();
+                return Poll::Ready(Some(Err(RequestBodyError::Stalled {
+                    timeout: self.read_timeout,
+                })));
+            }
+        };
+        self.waiting = false;
+        match frame {
+            None => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Some(Err(e)) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    let total = self.progress.bytes.fetch_add(len, Relaxed) + len;
+                    if total > self.limit {
+                        self.ended = true;
+                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge {
+                            limit: self.limit,
+                        })));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+}
+
+impl BodyProgress {
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Relaxed)
+    }
+
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Relaxed)
     }
 }
 
@@ -72,23 +206,14 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Client {
-                inner,
-                counter,
-                limit,
-            } => {
-                let frame = ready!(Pin::new(inner).poll_frame(cx));
-                if let Some(Ok(Some(data))) =
-                    frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref))
-                {
-                    let total = counter.fetch_add(data.len() as u64, Relaxed) + data.len() as u64;
-                    if total > *limit {
-                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge {
-                            limit: *limit,
-                        })));
-                    }
+            RequestBody::Client(body) => {
+                if let Some(data) = body.buffered.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Poll::Ready(frame.map(|f| f.map_err(RequestBodyError::from)))
+                if body.ended {
+                    return Poll::Ready(body.trailers.take().map(|t| Ok(Frame::trailers(t))));
+                }
+                body.poll_client(cx)
             }
         }
     }
@@ -96,14 +221,30 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
-            RequestBody::Client { inner, .. } => inner.is_end_stream(),
+            RequestBody::Client(body) => {
+                body.buffered.is_none()
+                    && body.trailers.is_none()
+                    && (body.ended || body.inner.is_end_stream())
+            }
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Client { inner, .. } => inner.size_hint(),
+            RequestBody::Client(body) => {
+                let ahead = body.buffered.as_ref().map_or(0, |b| b.len() as u64);
+                if body.ended {
+                    return SizeHint::with_exact(ahead);
+                }
+                let rest = body.inner.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower().saturating_add(ahead));
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper.saturating_add(ahead));
+                }
+                hint
+            }
         }
     }
 }
@@ -114,7 +255,7 @@ pub(crate) struct Exchange {
     start: Instant,
     /// 0 until a response (or a proxy error on this version's behalf) is known.
     pub status: u16,
-    bytes_in: Option<Arc<AtomicU64>>,
+    bytes_in: Option<Arc<BodyProgress>>,
     bytes_out: u64,
     in_flight: Option<InFlight>,
     conn: Option<Sender>,
@@ -136,13 +277,18 @@ impl Exchange {
         }
     }
 
-    pub fn set_bytes_in(&mut self, counter: Option<Arc<AtomicU64>>) {
-        self.bytes_in = counter;
+    pub fn set_bytes_in(&mut self, progress: Option<Arc<BodyProgress>>) {
+        self.bytes_in = progress;
     }
 
     /// Request body bytes read from the client so far.
     pub fn bytes_in(&self) -> u64 {
-        self.bytes_in.as_ref().map_or(0, |c| c.load(Relaxed))
+        self.bytes_in.as_ref().map_or(0, |p| p.bytes())
+    }
+
+    /// Whether the client stopped sending the request body (`body_read_timeout`).
+    pub fn body_stalled(&self) -> bool {
+        self.bytes_in.as_ref().is_some_and(|p| p.stalled())
     }
 
     /// The backend serving the request (moves on a retry).

@@ -3,6 +3,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// Default of [`ProxyConfig::request_buffering`]: 1 MiB (docs/SECURITY.md says why).
+pub const DEFAULT_REQUEST_BUFFERING: u64 = 1 << 20;
+
 /// How the proxy treats clients and upstreams. `Default` gives production values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyConfig {
@@ -28,6 +31,16 @@ pub struct ProxyConfig {
     /// (chunked, HTTP/2) that grows past the limit aborts its upstream request, so the
     /// backend never gets it complete. `None` = no limit (as HAProxy and kamal-proxy).
     pub max_request_body: Option<u64>,
+    /// A request body is read ahead up to this many bytes before a backend is chosen,
+    /// so a slow client holds no backend connection (and no in-flight slot) while it
+    /// sends them; a longer body streams once this much is in hand. Memory per request
+    /// grows with the bytes received, up to this. `None` = stream every body at once.
+    pub request_buffering: Option<u64>,
+    /// The longest a client may pause while sending a request body (measured between
+    /// reads, as nginx's `client_body_timeout`). A stalled body gets 408 and, if it
+    /// was already streaming upstream, the upstream request is aborted, so the backend
+    /// never gets it complete.
+    pub body_read_timeout: Duration,
     /// Idle upstream connections kept per backend.
     pub max_idle_per_backend: usize,
     /// Peers whose `X-Forwarded-For` is extended; from anyone else it is replaced.
@@ -48,6 +61,8 @@ impl Default for ProxyConfig {
             upstream_idle_timeout: Duration::from_secs(15),
             max_header_bytes: 64 * 1024,
             max_request_body: None,
+            request_buffering: Some(DEFAULT_REQUEST_BUFFERING),
+            body_read_timeout: Duration::from_secs(60),
             max_idle_per_backend: 64,
             trusted_proxies: Vec::new(),
             eject_after: 5,

@@ -102,6 +102,10 @@ pub(crate) enum ProxyError {
     BodyTooLarge {
         limit: u64,
     },
+    /// The client stopped sending the request body for `body_read_timeout`.
+    BodyTimeout {
+        timeout: std::time::Duration,
+    },
 }
 
 impl ProxyError {
@@ -117,6 +121,7 @@ impl ProxyError {
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -134,6 +139,7 @@ impl ProxyError {
             ProxyError::Upstream { .. } => "upstream",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::BodyTimeout { .. } => "body_timeout",
         }
     }
 
@@ -164,6 +170,10 @@ impl ProxyError {
             ProxyError::BodyTooLarge { limit } => {
                 format!("baton: the request body is larger than the {limit} bytes this server accepts\n")
             }
+            ProxyError::BodyTimeout { timeout } => format!(
+                "baton: the request body stalled: nothing arrived for {} ms\n",
+                timeout.as_millis()
+            ),
         }
     }
 
@@ -175,6 +185,7 @@ impl ProxyError {
             ProxyError::BadRequest(_)
                 | ProxyError::MethodNotAllowed
                 | ProxyError::BodyTooLarge { .. }
+                | ProxyError::BodyTimeout { .. }
         )
     }
 }

@@ -3,7 +3,7 @@
 //! retries that are provably safe, and stream the answer back.
 
 use crate::backend::{Backend, InFlight};
-use crate::body::{Exchange, RequestBody, ResponseBody};
+use crate::body::{BodyLimits, Exchange, RequestBody, RequestBodyError, ResponseBody};
 use crate::error::{error_response, ProxyError};
 use crate::h1guard::ConnState;
 use crate::headers::{self, Peer};
@@ -99,6 +99,24 @@ impl Inner {
         let upgrade = headers::wants_upgrade(req.version(), req.method(), req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        let has_body = !body.is_end_stream();
+        let limits = BodyLimits {
+            max_bytes: body_limit,
+            read_timeout: self.config.body_read_timeout,
+        };
+        let (mut body, progress) = RequestBody::from_client(body, &limits, &self.metrics);
+        // Before routing: a slow body holds neither a backend connection nor an
+        // in-flight slot (which would also hold up a drain) while it arrives.
+        if let Some(ahead) = self.config.request_buffering {
+            body.read_ahead(ahead).await.map_err(|e| match e {
+                RequestBodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
+                RequestBodyError::Stalled { timeout } => ProxyError::BodyTimeout { timeout },
+                RequestBodyError::Client(error) => {
+                    tracing::debug!(%error, "request body could not be read");
+                    ProxyError::BadRequest("the request body could not be read")
+                }
+            })?;
+        }
         let host = headers::request_host(&parts.uri, &parts.headers);
         let (target, guard) = self.route(&parts, host.as_ref()).await?;
         // Latency is the version's: from routing (after any hold) to the body's end.
@@ -119,9 +137,8 @@ impl Inner {
                 parts.headers.insert(header::HOST, v);
             }
         }
-        let replay = Replay::capture(&parts, &body, upgrade);
-        let (body, counter) = RequestBody::from_client(body, body_limit);
-        exchange.set_bytes_in(counter);
+        let replay = Replay::capture(&parts, has_body, upgrade);
+        exchange.set_bytes_in(progress);
         let upstream_req = Request::from_parts(parts, body);
         match self
             .send(upstream_req, replay, &target, &mut exchange)
@@ -129,8 +146,12 @@ impl Inner {
         {
             Ok(resp) => self.respond(resp, &target, exchange, client_upgrade),
             Err(error) => {
-                // A body cut off at the limit fails the upstream request; say why.
+                // A body cut off at the limit or stalled fails the upstream request;
+                // say why.
                 let error = match body_limit {
+                    _ if exchange.body_stalled() => ProxyError::BodyTimeout {
+                        timeout: self.config.body_read_timeout,
+                    },
                     Some(limit) if exchange.bytes_in() > limit => {
                         ProxyError::BodyTooLarge { limit }
                     }
@@ -409,7 +430,7 @@ struct Replay {
 }
 
 impl Replay {
-    fn capture(parts: &Parts, body: &Incoming, upgrade: bool) -> Option<Replay> {
+    fn capture(parts: &Parts, has_body: bool, upgrade: bool) -> Option<Replay> {
         let idempotent = matches!(
             parts.method,
             Method::GET
@@ -419,7 +440,7 @@ impl Replay {
                 | Method::DELETE
                 | Method::TRACE
         );
-        (idempotent && !upgrade && body.is_end_stream()).then(|| Replay {
+        (idempotent && !upgrade && !has_body).then(|| Replay {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),

@@ -24,6 +24,10 @@
 //! - A slow request head gets 408 and its connection closed (hyper's own
 //!   `header_read_timeout` is not used because it also closes idle keep-alive
 //!   connections, and it sends no 408).
+//! - A request body is read ahead (up to `request_buffering`) before the request is
+//!   routed, so a slow client holds no backend connection or in-flight slot while it
+//!   arrives; a body that stalls for `body_read_timeout` gets 408 (an upstream request
+//!   already streaming it is aborted) and is counted proxy-wide.
 //! - Metrics per version: started when the request is routed (after any hold),
 //!   finished when the response body ends or is dropped, with the status (0 when the
 //!   client left before an answer), the latency from routing to the end of the body,
@@ -56,7 +60,7 @@ pub mod fuzzing {
     pub use crate::router::fuzz_route;
 }
 
-pub use config::ProxyConfig;
+pub use config::{ProxyConfig, DEFAULT_REQUEST_BUFFERING};
 pub use drain::DrainReport;
 pub use error::RouteError;
 pub use passive::PassiveEvent;

@@ -30,6 +30,8 @@ pub fn proxy_config(config: &Config) -> ProxyConfig {
         client_idle_timeout: p.client_idle_timeout.get(),
         max_header_bytes: p.max_header_bytes,
         max_request_body: p.max_request_body_bytes(),
+        request_buffering: p.request_buffering_bytes(),
+        body_read_timeout: p.body_read_timeout.get(),
         trusted_proxies: p.trusted_proxies.clone(),
         eject_after: eject.clone().map(|h| h.eject_after).min().unwrap_or(5),
         eject_time: eject.map(|h| h.eject_time.get()).max().unwrap_or_default(),
@@ -377,16 +379,29 @@ mod tests {
     #[test]
     fn proxy_keys_reach_the_data_plane() {
         let toml = "[proxy]\nmax_request_body = \"2MiB\"\nmax_header_bytes = 8192\n\
+                    request_buffering = \"64KiB\"\nbody_read_timeout = \"5s\"\n\
                     [apps.web]\ncommand = \"./web {port}\"\n";
         let config = baton_config::parse(toml, Path::new("/srv/baton.toml")).unwrap();
         let p = proxy_config(&config);
         assert_eq!(p.max_request_body, Some(2 << 20));
         assert_eq!(p.max_header_bytes, 8192);
+        assert_eq!(p.request_buffering, Some(64 << 10));
+        assert_eq!(p.body_read_timeout, Duration::from_secs(5));
         let unset = baton_config::parse(
             "[apps.web]\ncommand = \"./web {port}\"\n",
             Path::new("/srv/baton.toml"),
         )
         .unwrap();
-        assert_eq!(proxy_config(&unset).max_request_body, None);
+        let unset = proxy_config(&unset);
+        assert_eq!(unset.max_request_body, None);
+        // The config file's defaults are the proxy's.
+        assert_eq!(
+            unset.request_buffering,
+            Some(baton_proxy::DEFAULT_REQUEST_BUFFERING)
+        );
+        assert_eq!(
+            unset.body_read_timeout,
+            ProxyConfig::default().body_read_timeout
+        );
     }
 }

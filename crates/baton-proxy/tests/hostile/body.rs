@@ -71,7 +71,12 @@ async fn a_declared_length_over_the_limit_gets_413_before_any_backend() {
 
 #[tokio::test]
 async fn a_chunked_body_growing_past_the_limit_is_cut_off_with_413() {
-    let (p, backend) = setup(limited()).await;
+    // Streaming (no read-ahead), so the head reaches the backend before the body ends.
+    let (p, backend) = setup(ProxyConfig {
+        request_buffering: None,
+        ..limited()
+    })
+    .await;
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     let chunk = format!("320\r\n{}\r\n", "a".repeat(0x320)); // 800 bytes
     s.write_all(

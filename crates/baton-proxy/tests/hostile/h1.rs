@@ -154,7 +154,12 @@ async fn valid_requests_that_look_alike_are_served() {
 /// complete request, and the client connection is closed.
 #[tokio::test]
 async fn a_late_chunk_error_aborts_the_upstream_request() {
-    let (p, backend) = setup(ProxyConfig::default()).await;
+    // Streaming (no read-ahead), so the head reaches the backend before the bad chunk.
+    let (p, backend) = setup(ProxyConfig {
+        request_buffering: None,
+        ..ProxyConfig::default()
+    })
+    .await;
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
         .await

@@ -1,6 +1,7 @@
 //! Hostile input against the real proxy over real sockets: a request-smuggling corpus,
-//! oversized and too-slow heads, oversized bodies, `Connection` abuse, spoofed `X-Forwarded-For`, HTTP/2
-//! rapid reset and CONTINUATION floods. Every refused case also proves that nothing
+//! oversized and too-slow heads, oversized, slow and stalled bodies, `Connection` abuse,
+//! spoofed `X-Forwarded-For`, HTTP/2 rapid reset, CONTINUATION floods and malformed
+//! streams. Every refused case also proves that nothing
 //! reached the backend (it counts what it receives). docs/SECURITY.md lists the cases
 //! and the status each gets.
 #![allow(clippy::unwrap_used)]
@@ -12,6 +13,7 @@ mod common;
 mod forwarding;
 mod h1;
 mod h2;
+mod slow_body;
 
 use common::*;
 use std::net::SocketAddr;

@@ -11,6 +11,7 @@ mod body;
 mod common;
 mod forwarding;
 mod h1;
+mod h1_edges;
 mod h2;
 
 use common::*;

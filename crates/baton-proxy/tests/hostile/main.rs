@@ -13,6 +13,7 @@ mod forwarding;
 mod h1;
 mod h1_edges;
 mod h2;
+mod requests;
 
 use common::*;
 use std::net::SocketAddr;

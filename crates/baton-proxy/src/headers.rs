@@ -420,6 +420,43 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_offers_keep_only_what_the_proxy_can_carry() {
+        let offer = |v: &str, app: &[&str]| {
+            let app: Vec<String> = app.iter().map(|s| s.to_string()).collect();
+            allowed_upgrade(&map(&[("upgrade", v)]), &app).map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(offer("websocket", &[]).as_deref(), Some("websocket"));
+        assert_eq!(offer("WebSocket", &[]).as_deref(), Some("WebSocket"));
+        assert_eq!(offer("h2c", &["h2c"]), None);
+        assert_eq!(offer("h2c/2, websocket", &[]).as_deref(), Some("websocket"));
+        assert_eq!(offer("foo/2", &[]), None);
+        assert_eq!(offer("foo/2, bar", &["FOO"]).as_deref(), Some("foo/2"));
+        assert_eq!(offer(" , ", &[]), None);
+    }
+
+    #[test]
+    fn underscore_names_never_shadow_and_lengths_become_canonical() {
+        let mut h = map(&[
+            ("x_forwarded_for", "6.6.6.6"),
+            ("X_REQUEST_ID", "x"),
+            ("transfer_encoding", "chunked"),
+            ("forwarded", "for=1.1.1.1"),
+            ("x_app", "1"),
+        ]);
+        filter_underscores(&mut h, UnderscoreHeaders::Forward);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["forwarded", "x_app"]);
+        filter_underscores(&mut h, UnderscoreHeaders::Drop);
+        assert!(!h.contains_key("x_app"));
+        for (given, want) in [("010", "10"), ("0", "0"), ("000", "0"), ("10", "10")] {
+            let mut h = map(&[("content-length", given)]);
+            canonical_length(&mut h);
+            assert_eq!(h["content-length"], want, "{given}");
+        }
+    }
+
+    #[test]
     fn framing_conflicts_are_refused() {
         let cl_te = map(&[("content-length", "3"), ("transfer-encoding", "chunked")]);
         assert!(check_framing(&cl_te).is_err());

@@ -44,7 +44,11 @@ impl AsyncRead for TrackedIo {
         let new = &mut buf.filled_mut()[before..];
         if !new.is_empty() {
             this.state.note_read();
-            this.sniffer.feed(new, &this.state);
+            let kept = this.sniffer.feed(new, &this.state);
+            if kept < new.len() {
+                // Poisoned: hyper gets nothing after the offending byte.
+                buf.set_filled(before + kept);
+            }
         }
         Poll::Ready(Ok(()))
     }

@@ -17,8 +17,10 @@
 //! A bare LF in a chunked trailer section is the one framing error hyper does not
 //! refuse: its trailer reader waits for a CR that never comes, holding a half request
 //! open upstream. The tracker marks that request bad (400 when it has not been sent on
-//! yet) and *poisons* the connection: the socket wrapper then reports end of input, so
-//! hyper fails the body at once and the upstream request is aborted, never completed.
+//! yet) and *poisons* the connection: the socket wrapper hands hyper nothing after the
+//! offending LF and then reports end of input, so hyper fails the body at once and the
+//! upstream request is aborted, never completed (nor ended early by a later blank
+//! line, with a request behind it the tracker never saw).
 //!
 //! It also rewrites one thing in place: the minor version of an HTTP/1.x request line
 //! above 1 (`HTTP/1.2` .. `HTTP/1.9`) becomes `HTTP/1.1`, which RFC 9110 §2.5 says a
@@ -249,10 +251,15 @@ impl Sniffer {
     }
 
     /// Follow newly read bytes (rewriting an `HTTP/1.2`+ request line's version).
-    pub fn feed(&mut self, mut data: &mut [u8], state: &ConnState) {
+    /// Returns how many of them may be handed on: all, unless they poison the
+    /// connection, and then none after the byte that did, so hyper never interprets
+    /// what follows (as more trailer lines, or as a request the tracker did not see).
+    pub fn feed(&mut self, mut data: &mut [u8], state: &ConnState) -> usize {
+        let total = data.len();
         while !data.is_empty() {
             data = match self.phase {
-                Phase::Off | Phase::Poisoned => return,
+                Phase::Off => return total,
+                Phase::Poisoned => return 0,
                 Phase::Head => self.head(data, state),
                 Phase::Body(n) => {
                     let take = n.min(data.len() as u64);
@@ -280,13 +287,13 @@ impl Sniffer {
                         Phase::BadChunk => {
                             state.mark_bad(body_of, Bad::Chunked);
                             self.off(state);
-                            return;
+                            return total;
                         }
                         Phase::Poisoned => {
                             state.mark_bad(body_of, Bad::TrailerBareLf);
                             self.buf = Vec::new();
                             state.head_ends();
-                            return;
+                            return total - data.len() + 1;
                         }
                         _ => {}
                     }
@@ -294,6 +301,7 @@ impl Sniffer {
                 }
             };
         }
+        total
     }
 
     /// Scan for the end of the head; returns the bytes after it.
@@ -542,13 +550,13 @@ pub struct SniffVerdict {
     pub poisoned: bool,
     /// Whether a head is still arriving (the slowloris clock runs).
     pub head_pending: bool,
-    /// The bytes as hyper would read them (request-line versions rewritten), up to
-    /// where the input was ended.
+    /// The bytes as hyper would read them: request-line versions rewritten, and
+    /// nothing after the byte that poisoned the connection.
     pub passed: Vec<u8>,
 }
 
 /// Fuzzing entry point, not an API: feed `chunks` in order, as successive socket reads,
-/// the way the socket wrapper does (nothing more is read once the input is poisoned).
+/// the way the socket wrapper does (cut after the poisoning byte, then no more input).
 #[doc(hidden)]
 pub fn fuzz_sniff<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> SniffVerdict {
     let state = ConnState::new();
@@ -560,7 +568,8 @@ pub fn fuzz_sniff<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> SniffVerdic
         }
         let at = passed.len();
         passed.extend_from_slice(chunk);
-        sniffer.feed(&mut passed[at..], &state);
+        let kept = sniffer.feed(&mut passed[at..], &state);
+        passed.truncate(at + kept);
     }
     SniffVerdict {
         heads: sniffer.heads,
@@ -729,6 +738,13 @@ mod tests {
         assert_eq!(s.phase, Phase::Head);
     }
 
+    /// Bytes of `trailer` up to and including its first bare LF.
+    fn cut(trailer: &[u8]) -> usize {
+        (0..trailer.len())
+            .find(|&i| trailer[i] == b'\n' && (i == 0 || trailer[i - 1] != b'\r'))
+            .map_or(trailer.len(), |i| i + 1)
+    }
+
     #[test]
     fn a_bare_lf_in_the_trailer_section_poisons_the_connection() {
         for trailer in [&b"0\r\nX-T: 1\n\r\n"[..], b"0\r\n\n", b"0\r\nX-T: 1\r\n\n"] {
@@ -743,6 +759,16 @@ mod tests {
                 assert!(s.poisoned(), "{:?}", String::from_utf8_lossy(trailer));
                 assert_eq!(bad_index(&state), Some(1));
                 assert!(state.head_age().is_none());
+            }
+            // Nothing after the offending LF is handed on, however it was read.
+            let smuggled = [&stream[..], b"\r\nGET /smuggled HTTP/1.1\r\n\r\n"].concat();
+            for size in [smuggled.len(), 3, 1] {
+                let verdict = fuzz_sniff(smuggled.chunks(size));
+                assert!(verdict.poisoned);
+                assert_eq!(
+                    verdict.passed,
+                    stream[..stream.len() - trailer.len() + cut(trailer)]
+                );
             }
         }
         // A CR without its LF is hyper's own error; a proper trailer is fine.

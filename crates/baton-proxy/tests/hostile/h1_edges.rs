@@ -14,11 +14,14 @@ use tokio::net::TcpStream;
 const CHUNKED_HEAD: &[u8] = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
 
 /// Trailer sections with a bare LF, each after a first chunk, as the client sent them.
-fn bare_lf_trailers() -> [&'static [u8]; 3] {
+/// In the last, hyper alone would read the bare LF as part of a trailer line, end the
+/// body at the blank line and serve the smuggled request behind it.
+fn bare_lf_trailers() -> [&'static [u8]; 4] {
     [
         b"0\r\nX-Trailer: 1\n\r\n",
         b"0\r\n\n",
         b"0\r\nX-Trailer: 1\r\n\n",
+        b"0\r\nX-Trailer: 1\n\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
     ]
 }
 

@@ -1,7 +1,9 @@
 //! Hostile input against the real proxy over real sockets: a request-smuggling corpus,
-//! oversized and too-slow heads, oversized bodies, `Connection` abuse, spoofed `X-Forwarded-For`, HTTP/2
-//! rapid reset and CONTINUATION floods. Every refused case also proves that nothing
-//! reached the backend (it counts what it receives). docs/SECURITY.md lists the cases
+//! oversized and too-slow heads, oversized bodies, `Connection` abuse, spoofed
+//! `X-Forwarded-For`, HTTP/2 rapid reset and CONTINUATION floods, and the request rules
+//! (`Upgrade`, underscore header names, Host and request-target checks, canonical
+//! lengths, GET bodies). Every refused case also proves that nothing reached the
+//! backend (it counts or records what it receives). docs/SECURITY.md lists the cases
 //! and the status each gets.
 #![allow(clippy::unwrap_used)]
 

@@ -149,6 +149,7 @@ fn app_spec(a: &App) -> AppRouteSpec {
         rules,
         sticky,
         hold: a.hold.then(HoldSpec::default),
+        ..AppRouteSpec::default()
     }
 }
 

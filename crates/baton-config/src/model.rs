@@ -4,7 +4,7 @@
 use crate::kinds::{AdminListen, RuntimeKind, StrategyKind};
 use crate::strategy;
 use baton_analysis::AnalysisSpec;
-use baton_core::{HealthSpec, HumanDuration, PortRange};
+use baton_core::{HealthSpec, HumanDuration, PortRange, UnderscoreHeaders};
 use baton_rollout::spec::{AbTestSpec, BlueGreenSpec, CanarySpec, RecreateSpec, RollingSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -151,6 +151,11 @@ pub struct AppConfig {
     pub stop_timeout: HumanDuration,
     /// Recreate: how long requests wait while no instance is ready. Default 30s.
     pub hold_timeout: HumanDuration,
+    /// `Upgrade` protocols the proxy forwards to this app besides `websocket`, by name
+    /// (an RFC 9110 token, e.g. `["myproto"]`); `h2c` is refused. Default none.
+    pub upgrade_protocols: Vec<String>,
+    /// `"drop"` (default) or `"forward"`: request header names containing `_`.
+    pub underscores_in_headers: UnderscoreHeaders,
     /// `[apps.NAME.analysis]`: judging canary and ab_test rollouts from the proxy's own
     /// per-version metrics, plus webhook and Prometheus gates. Absent = disabled.
     #[serde(default)]
@@ -256,6 +261,8 @@ impl Default for AppConfig {
             drain_timeout: HumanDuration::from_secs(30),
             stop_timeout: HumanDuration::from_secs(10),
             hold_timeout: HumanDuration::from_secs(30),
+            upgrade_protocols: Vec::new(),
+            underscores_in_headers: UnderscoreHeaders::Drop,
             analysis: AnalysisSpec::default(),
             recreate: RecreateSpec::default(),
             blue_green: BlueGreenSpec::default(),

@@ -217,6 +217,53 @@ fn routing(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {
             ));
         }
     }
+    upgrade_protocols(name, app, issues);
+}
+
+/// Each entry an RFC 9110 token naming a protocol the app speaks after `Upgrade`;
+/// `h2c` would tunnel HTTP/2 past the proxy's routing and header rules.
+fn upgrade_protocols(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b))
+            && !s.starts_with('/')
+            && !s.ends_with('/')
+            && s.matches('/').count() <= 1
+    };
+    for (i, proto) in app.upgrade_protocols.iter().enumerate() {
+        let at = key!["apps", name, "upgrade_protocols", i];
+        if !token(proto) {
+            issues.push((
+                at,
+                format!(
+                    "{proto:?} in `upgrade_protocols` of [apps.{name}] is not a protocol name: \
+                     write the name the client sends in `Upgrade`, e.g. \"myproto\" or \"myproto/2\""
+                ),
+            ));
+        } else if proto
+            .split('/')
+            .next()
+            .is_some_and(|n| n.eq_ignore_ascii_case("h2c"))
+        {
+            issues.push((
+                at,
+                format!(
+                    "`upgrade_protocols` of [apps.{name}] lists {proto:?}: baton never forwards an \
+                     h2c upgrade (the tunnelled HTTP/2 would bypass routing and the X-Forwarded-For \
+                     rewrite); remove it, clients can speak HTTP/2 to baton directly"
+                ),
+            ));
+        } else if app.upgrade_protocols[..i]
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(proto))
+        {
+            issues.push((
+                at,
+                format!("{proto:?} is listed twice in `upgrade_protocols` of [apps.{name}]: remove the duplicate"),
+            ));
+        }
+    }
 }
 
 fn check_host(host: &str) -> Result<(), &'static str> {
@@ -464,5 +511,53 @@ mod docker_tests {
         assert!(parse_memory("1KiB").unwrap_err().contains("6MiB"));
         assert!(parse_memory("lots").is_err());
         assert!(parse_memory("99999999999999TiB").is_err());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod request_policy_tests {
+    use crate::parse;
+    use baton_core::UnderscoreHeaders;
+    use std::path::Path;
+
+    const BASE: &str = "[apps.web]\ncommand = \"./web\"\n";
+
+    fn parsed(extra: &str) -> Result<crate::Config, String> {
+        parse(&format!("{BASE}{extra}"), Path::new("baton.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn upgrade_protocols_and_underscores_parse_with_their_defaults() {
+        let web = parsed("").unwrap().apps["web"].clone();
+        assert!(web.upgrade_protocols.is_empty());
+        assert_eq!(web.underscores_in_headers, UnderscoreHeaders::Drop);
+        let web = parsed(
+            "upgrade_protocols = [\"myproto\", \"other/2\"]\nunderscores_in_headers = \"forward\"\n",
+        )
+        .unwrap()
+        .apps["web"]
+            .clone();
+        assert_eq!(web.upgrade_protocols, ["myproto", "other/2"]);
+        assert_eq!(web.underscores_in_headers, UnderscoreHeaders::Forward);
+    }
+
+    #[test]
+    fn bad_upgrade_protocols_are_refused_with_their_line() {
+        let e = parsed("upgrade_protocols = [\"h2c\"]\n").unwrap_err();
+        assert!(
+            e.contains("baton.toml:3") && e.contains("never forwards an h2c"),
+            "{e}"
+        );
+        let e = parsed("upgrade_protocols = [\"H2C/1\"]\n").unwrap_err();
+        assert!(e.contains("h2c"), "{e}");
+        for bad in ["", "my proto", "a/b/c", "/x", "x,y"] {
+            let e = parsed(&format!("upgrade_protocols = [{bad:?}]\n")).unwrap_err();
+            assert!(e.contains("is not a protocol name"), "{bad:?}: {e}");
+        }
+        let e = parsed("upgrade_protocols = [\"a\", \"A\"]\n").unwrap_err();
+        assert!(e.contains("listed twice"), "{e}");
+        let e = parsed("underscores_in_headers = \"keep\"\n").unwrap_err();
+        assert!(e.contains("baton.toml:3"), "{e}");
     }
 }

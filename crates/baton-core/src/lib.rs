@@ -17,6 +17,6 @@ pub use ports::PortRange;
 pub use quantity::Quantity;
 pub use route::{
     AppRouteSpec, BackendSpec, HoldSpec, MatchSpec, PoolSpec, RouteSpec, RouteTableSpec, RuleSpec,
-    StickySpec, ValueMatch,
+    StickySpec, UnderscoreHeaders, ValueMatch,
 };
 pub use time::Millis;

@@ -42,6 +42,24 @@ pub struct AppRouteSpec {
     /// failing: the recreate strategy's restart gap.
     #[serde(default)]
     pub hold: Option<HoldSpec>,
+    /// `Upgrade` protocols forwarded besides WebSocket (names compared without case;
+    /// `h2c` is never forwarded, whatever this says).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upgrade_protocols: Vec<String>,
+    /// What the proxy does with request header names containing `_`.
+    #[serde(default)]
+    pub underscores_in_headers: UnderscoreHeaders,
+}
+
+/// `underscores_in_headers`: request header names with `_` are dropped (the default,
+/// like nginx) or forwarded. Forwarded ones never include a name that, with `_` read
+/// as `-`, is a header the proxy sets or a framing header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnderscoreHeaders {
+    #[default]
+    Drop,
+    Forward,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

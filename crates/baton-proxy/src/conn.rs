@@ -1,5 +1,7 @@
 //! The client connection's socket wrapper: feeds every read to the HTTP/1 framing
-//! tracker and counts reads for the idle timeout. Writes pass straight through.
+//! tracker (which may rewrite a request line's minor version in place, or end the
+//! input when hyper would hang on it) and counts reads for the idle timeout. Writes
+//! pass straight through.
 
 use crate::h1guard::{ConnState, Sniffer};
 use std::io;
@@ -32,12 +34,21 @@ impl AsyncRead for TrackedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.sniffer.poisoned() {
+            // hyper would wait for ever on what it has; end its input so the body
+            // fails and the upstream request is aborted.
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        let new = &buf.filled()[before..];
+        let new = &mut buf.filled_mut()[before..];
         if !new.is_empty() {
             this.state.note_read();
-            this.sniffer.feed(new, &this.state);
+            let kept = this.sniffer.feed(new, &this.state);
+            if kept < new.len() {
+                // Poisoned: hyper gets nothing after the offending byte.
+                buf.set_filled(before + kept);
+            }
         }
         Poll::Ready(Ok(()))
     }

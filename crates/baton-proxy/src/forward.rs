@@ -10,6 +10,7 @@ use crate::headers::{self, Peer};
 use crate::pool;
 use crate::select::{choose_pool, pick_backend, Choice};
 use crate::snapshot::{AppShared, CompiledApp, CompiledPool};
+use crate::target;
 use crate::upgrade;
 use crate::Inner;
 use http::request::Parts;
@@ -96,9 +97,10 @@ impl Inner {
                 return Err(ProxyError::BodyTooLarge { limit });
             }
         }
-        let upgrade = headers::wants_upgrade(req.version(), req.method(), req.headers());
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let mut upgrade = headers::wants_upgrade(req.version(), req.method(), req.headers());
+        let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        target::check(&mut parts)?;
         let has_body = !body.is_end_stream();
         let limits = BodyLimits {
             max_bytes: body_limit,
@@ -119,6 +121,16 @@ impl Inner {
         }
         let host = headers::request_host(&parts.uri, &parts.headers);
         let (target, guard) = self.route(&parts, host.as_ref()).await?;
+        if upgrade {
+            match headers::allowed_upgrade(&parts.headers, &target.app.spec.upgrade_protocols) {
+                Some(offer) => {
+                    parts.headers.insert(header::UPGRADE, offer);
+                }
+                None => (upgrade, client_upgrade) = (false, None),
+            }
+        }
+        headers::filter_underscores(&mut parts.headers, target.app.spec.underscores_in_headers);
+        headers::canonical_length(&mut parts.headers);
         // Latency is the version's: from routing (after any hold) to the body's end.
         let mut exchange = Exchange::start(target.pool().metrics.clone(), Instant::now());
         let backend_addr = guard.backend().addr;
@@ -137,6 +149,7 @@ impl Inner {
                 parts.headers.insert(header::HOST, v);
             }
         }
+        headers::frame_unknown_length(&parts.method, &mut parts.headers, has_body);
         let replay = Replay::capture(&parts, has_body, upgrade);
         exchange.set_bytes_in(progress);
         let upstream_req = Request::from_parts(parts, body);

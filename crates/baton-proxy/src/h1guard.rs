@@ -14,6 +14,20 @@
 //! on. Everything hyper itself refuses (obs-fold, spaces before the colon, bare CR,
 //! bad lengths) gets hyper's own 400.
 //!
+//! A bare LF in a chunked trailer section is the one framing error hyper does not
+//! refuse: its trailer reader waits for a CR that never comes, holding a half request
+//! open upstream. The tracker marks that request bad (400 when it has not been sent on
+//! yet) and *poisons* the connection: the socket wrapper hands hyper nothing after the
+//! offending LF and then reports end of input, so hyper fails the body at once and the
+//! upstream request is aborted, never completed (nor ended early by a later blank
+//! line, with a request behind it the tracker never saw).
+//!
+//! It also rewrites one thing in place: the minor version of an HTTP/1.x request line
+//! above 1 (`HTTP/1.2` .. `HTTP/1.9`) becomes `HTTP/1.1`, which RFC 9110 §2.5 says a
+//! recipient must treat it as (hyper's parser refuses any minor version but 0 and 1).
+//! The rewrite is one byte, the same length, in a request line the tracker is
+//! following, so hyper parses exactly the bytes the tracker judged.
+//!
 //! It follows heads and body lengths (fixed or chunked) exactly and switches itself off
 //! for good at anything it is unsure about (HTTP/2 preface, upgrades, CONNECT, parse
 //! errors). Off means "no verdicts", never a wrong verdict: hyper still parses and
@@ -40,10 +54,11 @@ pub(crate) enum Bad {
     DuplicateHost,
     BareLf,
     Chunked,
+    TrailerBareLf,
 }
 
 impl Bad {
-    const ALL: [Bad; 8] = [
+    const ALL: [Bad; 9] = [
         Bad::LengthAndChunked,
         Bad::DuplicateLength,
         Bad::InvalidLength,
@@ -52,6 +67,7 @@ impl Bad {
         Bad::DuplicateHost,
         Bad::BareLf,
         Bad::Chunked,
+        Bad::TrailerBareLf,
     ];
 
     pub(crate) fn reason(self) -> &'static str {
@@ -64,6 +80,7 @@ impl Bad {
             Bad::DuplicateHost => "more than one Host header",
             Bad::BareLf => "a header line ends in LF without CR",
             Bad::Chunked => "invalid chunked body framing",
+            Bad::TrailerBareLf => "a chunked trailer line ends in LF without CR",
         }
     }
 }
@@ -189,10 +206,14 @@ enum Phase {
     ChunkDataLf,
     Trailer {
         line: usize,
+        cr: bool,
     },
     Off,
     /// Chunked framing that hyper will refuse too; the body's request is bad.
     BadChunk,
+    /// A trailer section hyper would wait on forever; the body's request is bad and
+    /// the connection's input ends here.
+    Poisoned,
 }
 
 /// The framing tracker of one connection.
@@ -204,6 +225,9 @@ pub(crate) struct Sniffer {
     /// line was seen (leading empty lines are allowed before a request line).
     line: usize,
     seen_line: bool,
+    /// The request line's last bytes so far (big-endian, newest lowest), to find
+    /// ` HTTP/1.` followed by a minor version digit.
+    tail: u64,
     heads: u64,
     max_head: usize,
 }
@@ -215,16 +239,27 @@ impl Sniffer {
             buf: Vec::new(),
             line: 0,
             seen_line: false,
+            tail: 0,
             heads: 0,
             max_head,
         }
     }
 
-    /// Follow newly read bytes.
-    pub fn feed(&mut self, mut data: &[u8], state: &ConnState) {
+    /// Whether the connection's input must end: hyper would hang on what was read.
+    pub fn poisoned(&self) -> bool {
+        self.phase == Phase::Poisoned
+    }
+
+    /// Follow newly read bytes (rewriting an `HTTP/1.2`+ request line's version).
+    /// Returns how many of them may be handed on: all, unless they poison the
+    /// connection, and then none after the byte that did, so hyper never interprets
+    /// what follows (as more trailer lines, or as a request the tracker did not see).
+    pub fn feed(&mut self, mut data: &mut [u8], state: &ConnState) -> usize {
+        let total = data.len();
         while !data.is_empty() {
             data = match self.phase {
-                Phase::Off => return,
+                Phase::Off => return total,
+                Phase::Poisoned => return 0,
                 Phase::Head => self.head(data, state),
                 Phase::Body(n) => {
                     let take = n.min(data.len() as u64);
@@ -233,7 +268,7 @@ impl Sniffer {
                     } else {
                         Phase::Body(n - take)
                     };
-                    &data[take as usize..]
+                    &mut data[take as usize..]
                 }
                 Phase::ChunkData(n) => {
                     let take = n.min(data.len() as u64);
@@ -242,27 +277,38 @@ impl Sniffer {
                     } else {
                         Phase::ChunkData(n - take)
                     };
-                    &data[take as usize..]
+                    &mut data[take as usize..]
                 }
                 _ => {
                     self.phase = chunk_step(self.phase, data[0]);
-                    if self.phase == Phase::BadChunk {
-                        // The body belongs to the last head parsed.
-                        state.mark_bad(self.heads.saturating_sub(1), Bad::Chunked);
-                        self.off(state);
-                        return;
+                    // The body belongs to the last head parsed.
+                    let body_of = self.heads.saturating_sub(1);
+                    match self.phase {
+                        Phase::BadChunk => {
+                            state.mark_bad(body_of, Bad::Chunked);
+                            self.off(state);
+                            return total;
+                        }
+                        Phase::Poisoned => {
+                            state.mark_bad(body_of, Bad::TrailerBareLf);
+                            self.buf = Vec::new();
+                            state.head_ends();
+                            return total - data.len() + 1;
+                        }
+                        _ => {}
                     }
-                    &data[1..]
+                    &mut data[1..]
                 }
             };
         }
+        total
     }
 
     /// Scan for the end of the head; returns the bytes after it.
-    fn head<'a>(&mut self, data: &'a [u8], state: &ConnState) -> &'a [u8] {
+    fn head<'a>(&mut self, data: &'a mut [u8], state: &ConnState) -> &'a mut [u8] {
         let mut end = None;
-        for (i, b) in data.iter().enumerate() {
-            match b {
+        for (i, b) in data.iter_mut().enumerate() {
+            match *b {
                 b'\n' if self.line == 0 && self.seen_line => {
                     end = Some(i + 1);
                     break;
@@ -271,10 +317,14 @@ impl Sniffer {
                     self.seen_line |= self.line > 0;
                     self.line = 0;
                 }
-                b'\r' => {}
+                b'\r' => self.tail = 0,
                 _ => {
-                    if !self.seen_line && self.line == 0 {
-                        state.head_begins();
+                    if !self.seen_line {
+                        if self.line == 0 {
+                            state.head_begins();
+                            self.tail = 0;
+                        }
+                        self.request_line_byte(b);
                     }
                     self.line += 1;
                 }
@@ -285,9 +335,10 @@ impl Sniffer {
             if self.buf.len() > self.max_head {
                 self.off(state);
             }
-            return &[];
+            return &mut [];
         };
-        let (head, rest) = data.split_at(end);
+        let (head, rest) = data.split_at_mut(end);
+        let head = &*head;
         let phase = if self.buf.is_empty() {
             self.parse(head, state)
         } else {
@@ -332,6 +383,17 @@ impl Sniffer {
             Ok(Framing::Length(0)) => Phase::Head,
             Ok(Framing::Length(n)) => Phase::Body(n),
         }
+    }
+
+    /// Follow one byte of a request line; a minor version above 1 right after
+    /// ` HTTP/1.` becomes `1`. Anything after the digit but the line's end makes the
+    /// line invalid for hyper with or without the rewrite.
+    fn request_line_byte(&mut self, b: &mut u8) {
+        const VERSION_PREFIX: u64 = u64::from_be_bytes(*b" HTTP/1.");
+        if self.tail == VERSION_PREFIX && (b'2'..=b'9').contains(b) {
+            *b = b'1';
+        }
+        self.tail = (self.tail << 8) | u64::from(*b);
     }
 
     fn off(&mut self, state: &ConnState) {
@@ -445,7 +507,7 @@ fn chunk_step(phase: Phase, b: u8) -> Phase {
             _ => Phase::ChunkExt { size, len: len + 1 },
         },
         Phase::ChunkSizeLf { size } => match b {
-            b'\n' if size == 0 => Phase::Trailer { line: 0 },
+            b'\n' if size == 0 => Phase::Trailer { line: 0, cr: false },
             b'\n' => Phase::ChunkData(size),
             _ => Phase::BadChunk,
         },
@@ -455,11 +517,19 @@ fn chunk_step(phase: Phase, b: u8) -> Phase {
             digits: 0,
             ws: false,
         },
-        Phase::Trailer { line } => match b {
-            b'\r' => Phase::Trailer { line },
+        // hyper reads a trailer line up to CR LF; a LF alone is a line byte to it, so
+        // it would wait for the section's end for ever. A CR not followed by LF it
+        // refuses itself.
+        Phase::Trailer { line, cr } => match b {
+            b'\n' if !cr => Phase::Poisoned,
             b'\n' if line == 0 => Phase::Head,
-            b'\n' => Phase::Trailer { line: 0 },
-            _ => Phase::Trailer { line: line + 1 },
+            b'\n' => Phase::Trailer { line: 0, cr: false },
+            _ if cr => Phase::BadChunk,
+            b'\r' => Phase::Trailer { line, cr: true },
+            _ => Phase::Trailer {
+                line: line + 1,
+                cr: false,
+            },
         },
         Phase::ChunkDataCr | Phase::ChunkDataLf => Phase::BadChunk,
         _ => Phase::Off,
@@ -468,7 +538,7 @@ fn chunk_step(phase: Phase, b: u8) -> Phase {
 
 /// What the tracker concluded about a byte stream, for fuzzing.
 #[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SniffVerdict {
     /// Complete heads parsed.
     pub heads: u64,
@@ -476,17 +546,30 @@ pub struct SniffVerdict {
     pub bad_head: Option<u64>,
     /// Whether the tracker switched itself off.
     pub off: bool,
+    /// Whether the connection's input was ended (a trailer hyper would hang on).
+    pub poisoned: bool,
     /// Whether a head is still arriving (the slowloris clock runs).
     pub head_pending: bool,
+    /// The bytes as hyper would read them: request-line versions rewritten, and
+    /// nothing after the byte that poisoned the connection.
+    pub passed: Vec<u8>,
 }
 
-/// Fuzzing entry point, not an API: feed `chunks` in order, as successive socket reads.
+/// Fuzzing entry point, not an API: feed `chunks` in order, as successive socket reads,
+/// the way the socket wrapper does (cut after the poisoning byte, then no more input).
 #[doc(hidden)]
 pub fn fuzz_sniff<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> SniffVerdict {
     let state = ConnState::new();
     let mut sniffer = Sniffer::new(1 << 20);
+    let mut passed = Vec::new();
     for chunk in chunks {
-        sniffer.feed(chunk, &state);
+        if sniffer.poisoned() {
+            break;
+        }
+        let at = passed.len();
+        passed.extend_from_slice(chunk);
+        let kept = sniffer.feed(&mut passed[at..], &state);
+        passed.truncate(at + kept);
     }
     SniffVerdict {
         heads: sniffer.heads,
@@ -495,7 +578,9 @@ pub fn fuzz_sniff<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> SniffVerdic
             i => Some(i),
         },
         off: sniffer.phase == Phase::Off,
+        poisoned: sniffer.poisoned(),
         head_pending: state.head_age().is_some(),
+        passed,
     }
 }
 
@@ -507,7 +592,7 @@ mod tests {
         let state = ConnState::new();
         let mut s = Sniffer::new(64 * 1024);
         for c in chunks {
-            s.feed(c, &state);
+            s.feed(&mut c.to_vec(), &state);
         }
         (s, state)
     }
@@ -648,8 +733,71 @@ mod tests {
     fn a_partial_head_is_timed_until_it_completes() {
         let (mut s, state) = run(&[b"\r\nGET / HTTP/1.1\r\nHost: x\r\n"]);
         assert!(state.head_age().is_some());
-        s.feed(b"\r\n", &state);
+        s.feed(&mut b"\r\n".to_vec(), &state);
         assert!(state.head_age().is_none());
         assert_eq!(s.phase, Phase::Head);
+    }
+
+    /// Bytes of `trailer` up to and including its first bare LF.
+    fn cut(trailer: &[u8]) -> usize {
+        (0..trailer.len())
+            .find(|&i| trailer[i] == b'\n' && (i == 0 || trailer[i - 1] != b'\r'))
+            .map_or(trailer.len(), |i| i + 1)
+    }
+
+    #[test]
+    fn a_bare_lf_in_the_trailer_section_poisons_the_connection() {
+        for trailer in [&b"0\r\nX-T: 1\n\r\n"[..], b"0\r\n\n", b"0\r\nX-T: 1\r\n\n"] {
+            let stream = [
+                &b"GET /ok HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"[..],
+                trailer,
+            ]
+            .concat();
+            let singles: Vec<&[u8]> = stream.chunks(1).collect();
+            for chunks in [vec![&stream[..]], singles] {
+                let (s, state) = run(&chunks);
+                assert!(s.poisoned(), "{:?}", String::from_utf8_lossy(trailer));
+                assert_eq!(bad_index(&state), Some(1));
+                assert!(state.head_age().is_none());
+            }
+            // Nothing after the offending LF is handed on, however it was read.
+            let smuggled = [&stream[..], b"\r\nGET /smuggled HTTP/1.1\r\n\r\n"].concat();
+            for size in [smuggled.len(), 3, 1] {
+                let verdict = fuzz_sniff(smuggled.chunks(size));
+                assert!(verdict.poisoned);
+                assert_eq!(
+                    verdict.passed,
+                    stream[..stream.len() - trailer.len() + cut(trailer)]
+                );
+            }
+        }
+        // A CR without its LF is hyper's own error; a proper trailer is fine.
+        let (s, state) =
+            run(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: 1\rY\r\n\r\n"]);
+        assert_eq!((s.phase, bad_index(&state)), (Phase::Off, Some(0)));
+        let (s, state) = run(&[
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: 1\r\nY: 2\r\n\r\n",
+        ]);
+        assert_eq!((s.phase, bad_index(&state)), (Phase::Head, None));
+    }
+
+    #[test]
+    fn minor_versions_above_one_become_http_1_1_in_request_lines_only() {
+        let stream: &[u8] =
+            b"GET / HTTP/1.2\r\nX-A: GET / HTTP/1.3\r\nContent-Length: 14\r\n\r\nGET / HTTP/1.4\
+            \r\nGET /b HTTP/1.9\r\n\r\nGET /c HTTP/1.0\r\n\r\nGET /d HTTP/1.23\r\n\r\n";
+        let want: &[u8] =
+            b"GET / HTTP/1.1\r\nX-A: GET / HTTP/1.3\r\nContent-Length: 14\r\n\r\nGET / HTTP/1.4\
+            \r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.0\r\n\r\nGET /d HTTP/1.13\r\n\r\n";
+        for size in [stream.len(), 7, 1] {
+            let verdict = fuzz_sniff(stream.chunks(size));
+            assert_eq!(
+                String::from_utf8_lossy(&verdict.passed),
+                String::from_utf8_lossy(want),
+                "reads of {size}"
+            );
+            // The last line is invalid with or without the rewrite: hyper refuses it.
+            assert_eq!((verdict.heads, verdict.off), (3, true), "reads of {size}");
+        }
     }
 }

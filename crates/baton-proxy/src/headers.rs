@@ -3,6 +3,7 @@
 //! `X-Forwarded-*` and `X-Request-Id`. Also the HTTP/2 → HTTP/1.1 request rewrite.
 
 use crate::error::ProxyError;
+use baton_core::UnderscoreHeaders;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
 
@@ -12,11 +13,13 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Hop-by-hop headers removed in both directions (RFC 9110 §7.6.1 plus the usual
-/// non-standard ones).
-fn hop_by_hop() -> [&'static HeaderName; 9] {
+/// non-standard ones, and the h2c upgrade's `HTTP2-Settings`).
+fn hop_by_hop() -> [&'static HeaderName; 10] {
     [
+        &HTTP2_SETTINGS,
         &header::CONNECTION,
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
@@ -72,6 +75,127 @@ pub(crate) fn wants_upgrade(version: Version, method: &Method, headers: &HeaderM
         && method == Method::GET
         && headers.contains_key(header::UPGRADE)
         && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+}
+
+/// The `Upgrade` value to forward to an app: the offered protocols the proxy can
+/// carry, in the client's order. `websocket` always, the app's `upgrade_protocols`
+/// by name (the part before any `/version`, without case), `h2c` never: a tunnelled
+/// HTTP/2 connection would carry requests past routing and the forwarding headers.
+/// `None` when nothing offered may be forwarded; the request then goes on as a plain
+/// request without the upgrade (as nginx's plain proxy does).
+pub(crate) fn allowed_upgrade(
+    headers: &HeaderMap,
+    app_protocols: &[String],
+) -> Option<HeaderValue> {
+    let mut kept: Vec<u8> = Vec::new();
+    let offered = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|p| !p.is_empty());
+    for protocol in offered {
+        let name = protocol.split(|b| *b == b'/').next().unwrap_or(protocol);
+        let allowed = !name.eq_ignore_ascii_case(b"h2c")
+            && (name.eq_ignore_ascii_case(b"websocket")
+                || app_protocols.iter().any(|p| {
+                    let listed = p.split('/').next().unwrap_or(p);
+                    listed.as_bytes().eq_ignore_ascii_case(name)
+                }));
+        if allowed {
+            if !kept.is_empty() {
+                kept.extend_from_slice(b", ");
+            }
+            kept.extend_from_slice(protocol);
+        }
+    }
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_bytes(&kept).ok()
+}
+
+/// Header names that, with `_` read as `-`, must never come from a client under
+/// another spelling: the proxy's own headers, framing, and hop-by-hop headers.
+const SHADOWED: [&str; 18] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-request-id",
+    "forwarded",
+];
+
+/// Request header names with `_`: dropped (`drop`, the default), or kept (`forward`)
+/// unless one would read as a header in [`SHADOWED`] to a backend that maps `_` to `-`
+/// (CGI, WSGI, Rack and PHP all do).
+pub(crate) fn filter_underscores(headers: &mut HeaderMap, policy: UnderscoreHeaders) {
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .filter(|k| policy == UnderscoreHeaders::Drop || shadows(k.as_str()))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+fn shadows(name: &str) -> bool {
+    SHADOWED.iter().any(|s| {
+        s.len() == name.len()
+            && s.bytes().zip(name.bytes()).all(|(a, b)| {
+                let b = if b == b'_' { b'-' } else { b };
+                a.eq_ignore_ascii_case(&b)
+            })
+    })
+}
+
+/// `Content-Length` in canonical decimal: a backend that reads `010` with base
+/// detection (C's `strtol(.., 0)`) would see 8 where the proxy framed 10.
+pub(crate) fn canonical_length(headers: &mut HeaderMap) {
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
+        return;
+    };
+    let bytes = value.as_bytes();
+    if bytes.len() > 1 && bytes[0] == b'0' || bytes.iter().any(|b| !b.is_ascii_digit()) {
+        let canonical = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if let Some(n) = canonical {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
+}
+
+/// A GET or HEAD with a body of unknown length (chunked, or HTTP/2 without
+/// content-length) must say so upstream: hyper's client sends such a request with
+/// no body at all unless `Transfer-Encoding: chunked` is set.
+pub(crate) fn frame_unknown_length(method: &Method, headers: &mut HeaderMap, has_body: bool) {
+    if has_body
+        && matches!(*method, Method::GET | Method::HEAD)
+        && !headers.contains_key(header::CONTENT_LENGTH)
+    {
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
@@ -293,6 +417,43 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["upgrade"], "websocket");
+    }
+
+    #[test]
+    fn upgrade_offers_keep_only_what_the_proxy_can_carry() {
+        let offer = |v: &str, app: &[&str]| {
+            let app: Vec<String> = app.iter().map(|s| s.to_string()).collect();
+            allowed_upgrade(&map(&[("upgrade", v)]), &app).map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(offer("websocket", &[]).as_deref(), Some("websocket"));
+        assert_eq!(offer("WebSocket", &[]).as_deref(), Some("WebSocket"));
+        assert_eq!(offer("h2c", &["h2c"]), None);
+        assert_eq!(offer("h2c/2, websocket", &[]).as_deref(), Some("websocket"));
+        assert_eq!(offer("foo/2", &[]), None);
+        assert_eq!(offer("foo/2, bar", &["FOO"]).as_deref(), Some("foo/2"));
+        assert_eq!(offer(" , ", &[]), None);
+    }
+
+    #[test]
+    fn underscore_names_never_shadow_and_lengths_become_canonical() {
+        let mut h = map(&[
+            ("x_forwarded_for", "6.6.6.6"),
+            ("X_REQUEST_ID", "x"),
+            ("transfer_encoding", "chunked"),
+            ("forwarded", "for=1.1.1.1"),
+            ("x_app", "1"),
+        ]);
+        filter_underscores(&mut h, UnderscoreHeaders::Forward);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["forwarded", "x_app"]);
+        filter_underscores(&mut h, UnderscoreHeaders::Drop);
+        assert!(!h.contains_key("x_app"));
+        for (given, want) in [("010", "10"), ("0", "0"), ("000", "0"), ("10", "10")] {
+            let mut h = map(&[("content-length", given)]);
+            canonical_length(&mut h);
+            assert_eq!(h["content-length"], want, "{given}");
+        }
     }
 
     #[test]

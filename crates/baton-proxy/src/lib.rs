@@ -51,6 +51,7 @@ mod router;
 pub mod select;
 mod server;
 mod snapshot;
+mod target;
 mod upgrade;
 
 /// Entry points for the cargo-fuzz targets in `fuzz/`; not an API.
@@ -58,6 +59,7 @@ mod upgrade;
 pub mod fuzzing {
     pub use crate::h1guard::{fuzz_sniff, SniffVerdict};
     pub use crate::router::fuzz_route;
+    pub use crate::target::fuzz_target;
 }
 
 pub use config::{ProxyConfig, DEFAULT_REQUEST_BUFFERING};

@@ -62,6 +62,8 @@ impl AppActor {
                 timeout: self.cfg.hold_timeout,
                 ..HoldSpec::default()
             }),
+            upgrade_protocols: self.cfg.upgrade_protocols.clone(),
+            underscores_in_headers: self.cfg.underscores_in_headers,
         }
     }
 

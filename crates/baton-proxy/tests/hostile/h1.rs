@@ -79,7 +79,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, u16)> {
         ("CR inside a value", b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n".to_vec(), 400),
         ("NUL inside a value", b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n".to_vec(), 400),
         ("two spaces in request line", b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400),
-        ("unknown version", b"GET / HTTP/1.2\r\nHost: x\r\n\r\n".to_vec(), 400),
+        ("unknown major version", b"GET / HTTP/2.1\r\nHost: x\r\n\r\n".to_vec(), 400),
         ("request line junk", b"GET / HTTP/1.1 x\r\nHost: x\r\n\r\n".to_vec(), 400),
         // Sizes.
         (

@@ -1,8 +1,10 @@
 //! Hostile input against the real proxy over real sockets: a request-smuggling corpus,
 //! oversized and too-slow heads, oversized, slow and stalled bodies, `Connection` abuse,
 //! spoofed `X-Forwarded-For`, HTTP/2 rapid reset, CONTINUATION floods and malformed
-//! streams. Every refused case also proves that nothing
-//! reached the backend (it counts what it receives). docs/SECURITY.md lists the cases
+//! streams, and the request rules (`Upgrade`, underscore header names, Host and
+//! request-target checks, canonical lengths, GET bodies). Every refused case also proves
+//! that nothing reached the backend (it counts or records what it receives).
+//! docs/SECURITY.md lists the cases
 //! and the status each gets.
 #![allow(clippy::unwrap_used)]
 
@@ -12,7 +14,9 @@ mod body;
 mod common;
 mod forwarding;
 mod h1;
+mod h1_edges;
 mod h2;
+mod requests;
 mod slow_body;
 
 use common::*;

@@ -49,7 +49,12 @@ async fn a_bare_lf_in_a_trailer_arriving_with_the_head_gets_400_at_once() {
 /// hanging until the upstream timeout.
 #[tokio::test]
 async fn a_bare_lf_in_a_late_trailer_aborts_the_upstream_request() {
-    let (p, backend) = setup(ProxyConfig::default()).await;
+    // Streaming (no read-ahead): the head reaches the backend before the trailer.
+    let (p, backend) = setup(ProxyConfig {
+        request_buffering: None,
+        ..ProxyConfig::default()
+    })
+    .await;
     for (i, trailer) in bare_lf_trailers().into_iter().enumerate() {
         let mut s = TcpStream::connect(p.addr).await.unwrap();
         s.write_all(&[CHUNKED_HEAD, b"5\r\nhello\r\n"].concat())
@@ -79,6 +84,32 @@ async fn a_bare_lf_in_a_late_trailer_aborts_the_upstream_request() {
     .concat();
     let seen = exchange(p.addr, &ok).await;
     assert_eq!(seen.statuses, [200, 200], "{}", seen.text);
+}
+
+#[tokio::test]
+async fn a_bare_lf_in_a_late_trailer_read_ahead_gets_400_before_any_backend() {
+    // The default read-ahead reads the whole body, trailer included, before routing.
+    let (p, backend) = setup(ProxyConfig::default()).await;
+    for trailer in bare_lf_trailers() {
+        let mut s = TcpStream::connect(p.addr).await.unwrap();
+        s.write_all(&[CHUNKED_HEAD, b"5\r\nhello\r\n"].concat())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.write_all(trailer).await.unwrap();
+        let seen = read_rest(&mut s, Duration::from_secs(5)).await;
+        assert!(seen.closed, "connection left open: {}", seen.text);
+        assert!(
+            !seen.statuses.is_empty() && seen.statuses.iter().all(|c| *c >= 400),
+            "{}",
+            seen.text
+        );
+    }
+    assert_eq!(
+        backend.count(),
+        0,
+        "a request with a bad trailer reached the backend"
+    );
 }
 
 #[tokio::test]

@@ -317,6 +317,23 @@ fn human_status(st: &AppStatus) -> String {
                 .unwrap_or_default()
         ));
     }
+    if let Some(w) = &st.warm {
+        let left = w.until.since(baton_core::Millis::now()).as_secs();
+        out.push_str(&format!(
+            "  warm: {} ({} instance{}, out of routing) for {left}s more: `baton rollback {}` or `baton deploy {} {}` switches back at once\n",
+            w.version,
+            w.instances.len(),
+            if w.instances.len() == 1 { "" } else { "s" },
+            st.app,
+            st.app,
+            w.version
+        ));
+    }
+    if let Some(e) = &st.store_error {
+        out.push_str(&format!(
+            "  store error: {e} (nothing that needs a new record happens until a store succeeds)\n"
+        ));
+    }
     for i in &st.instances {
         out.push_str(&format!(
             "  {:<16} {:<10} {:<22} {}  in-flight {}\n",

@@ -70,6 +70,13 @@ fn twelve_blue_green_deploys_back_to_back_then_every_strategy_lose_nothing() {
         );
         expected.push(v.to_string());
     }
+    // After the 12th deploy v1 serves and v2 is warm: status says so in words too.
+    let human = b.cli_ok(&["status", "web"], 0);
+    assert!(
+        human.contains("app web: stable v1 (previous v2)")
+            && human.contains("warm: v2 (2 instances"),
+        "{human}"
+    );
     // Then one of each other strategy, each right after the one before.
     for (strategy, v) in [
         ("rolling", "v3"),

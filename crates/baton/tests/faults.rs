@@ -189,7 +189,18 @@ fn served_cleanly(b: &Baton) {
 /// POST it answered exactly once. The app ends served by two healthy instances.
 #[test]
 fn backend_killed_mid_request_retries_only_bodyless_gets() {
-    let b = Baton::start(&app_config("rolling", 2, ""));
+    // Bodies streamed as they arrive (`request_buffering = "off"`), so a POST is on the
+    // backend while its body is still coming. (With the default read-ahead, these POSTs
+    // would reach no backend before their bodies were complete.)
+    let mut b = Baton::start(&app_config("rolling", 2, ""));
+    b.kill9();
+    let text = std::fs::read_to_string(&b.config).unwrap().replacen(
+        "[admin]",
+        "request_buffering = \"off\"\n\n[admin]",
+        1,
+    );
+    std::fs::write(&b.config, text).unwrap();
+    b.serve();
     b.cli_ok(&["deploy", "web", "v1"], 0);
     let st = settled(&b, "v1", 2);
     let inst = instances(&st);

@@ -16,9 +16,10 @@ pub enum RuntimeKind {
     Process,
     /// Instances run elsewhere; `baton deploy --target HOST:PORT` names them.
     Static,
-    /// Docker containers (accepted by the parser; the controller may refuse it for now).
+    /// Docker containers on one engine.
     Docker,
-    /// Docker Swarm services (accepted by the parser; the controller may refuse it for now).
+    /// Docker Swarm services: parsed so that the error can name it, and refused by
+    /// validation (so by `baton validate` and `baton serve`) until a driver exists.
     Swarm,
 }
 
@@ -67,7 +68,7 @@ impl FromStr for RuntimeKind {
         RuntimeKind::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown runtime {s:?}: use process, static, docker or swarm"))
+            .ok_or_else(|| format!("unknown runtime {s:?}: use process, static or docker"))
     }
 }
 

@@ -54,6 +54,15 @@ fn runtime(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {
                 }
             }
         }
+        RuntimeKind::Swarm => issues.push((
+            key!["apps", name, "runtime"],
+            format!(
+                "runtime = \"swarm\" in [apps.{name}] is not available yet (this baton has no \
+                 Swarm driver): use runtime = \"docker\" for containers on this engine, \
+                 \"process\" for a command baton starts, or \"static\" for instances run \
+                 elsewhere"
+            ),
+        )),
         _ => {}
     }
     for key in app.env.keys() {

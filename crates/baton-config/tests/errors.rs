@@ -277,6 +277,20 @@ fn the_process_runtime_needs_a_command_and_static_refuses_one() {
 }
 
 #[test]
+fn the_swarm_runtime_is_refused_naming_the_runtimes_that_work() {
+    assert_error(
+        "[apps.web]\nruntime = \"swarm\"\nimage = \"web:{version}\"\n",
+        "2:1",
+        &[
+            "runtime = \"swarm\" in [apps.web] is not available yet",
+            "runtime = \"docker\"",
+            "\"process\"",
+            "\"static\"",
+        ],
+    );
+}
+
+#[test]
 fn replicas_must_be_at_least_one() {
     assert_error(
         &web("replicas = 0\n"),

@@ -105,7 +105,7 @@ listen = "unix:.baton/baton.sock"   # TCP ("127.0.0.1:9901") requires token_file
 path = ".baton/state"
 
 [apps.web]
-runtime  = "process"                # process | static | docker | swarm
+runtime  = "process"                # process | static | docker
 command  = "java -jar app-{version}.jar --server.port={port}"
 ports    = "20000-29999"            # where the process runtime picks instance ports
 replicas = 2

@@ -5,11 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/prerequisite.rs"]
+mod prerequisite;
 
 use baton_loadgen::{Load, LoadSpec};
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Empty, Full};
+use prerequisite::{prometheus_binary, run, tests, Test, PROMETHEUS};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,6 +20,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+fn main() {
+    run(tests![
+        a_canary_with_errors_is_aborted_and_stable_users_see_no_failure,
+        a_canary_with_added_latency_is_aborted_on_latency,
+        an_equal_canary_passes_and_is_promoted,
+        too_little_traffic_is_inconclusive_not_pass,
+        ab_test_reports_a_clear_error_rate_difference_as_significant,
+        ab_test_reports_no_difference_as_not_significant,
+        a_webhook_answering_500_stops_the_rollout_at_that_gate,
+        a_failing_prometheus_rule_aborts_the_canary[&PROMETHEUS],
+        a_fair_baseline_takes_the_canarys_share_is_judged_against_and_is_stopped,
+    ]);
+}
 
 /// The common app config with per-version faults on the sample app's command line,
 /// these canary steps, and `analysis` as the `[apps.web.analysis]` body.
@@ -134,7 +151,6 @@ fn deploy(b: &Baton, version: &str, code: i32) -> String {
 const LONG_STEPS: &str =
     r#"[{ weight = 20 }, { pause = "40s" }, { weight = 60 }, { pause = "40s" }]"#;
 
-#[test]
 fn a_canary_with_errors_is_aborted_and_stable_users_see_no_failure() {
     let b = Baton::start(&config(
         "canary",
@@ -173,7 +189,6 @@ fn a_canary_with_errors_is_aborted_and_stable_users_see_no_failure() {
     assert_eq!(st["stable_version"], "v1");
 }
 
-#[test]
 fn a_canary_with_added_latency_is_aborted_on_latency() {
     let b = Baton::start(&config(
         "canary",
@@ -195,7 +210,6 @@ fn a_canary_with_added_latency_is_aborted_on_latency() {
     assert_eq!(b.status()["stable_version"], "v1");
 }
 
-#[test]
 fn an_equal_canary_passes_and_is_promoted() {
     let rt = rt();
     let h = rt.block_on(hooks());
@@ -239,7 +253,6 @@ fn an_equal_canary_passes_and_is_promoted() {
     assert_eq!(b.status()["stable_version"], "v2");
 }
 
-#[test]
 fn too_little_traffic_is_inconclusive_not_pass() {
     let b = Baton::start(&config(
         "canary",
@@ -297,7 +310,6 @@ fn ab_test(faults: &str, ready: impl Fn(&Value) -> bool) -> Value {
     st
 }
 
-#[test]
 fn ab_test_reports_a_clear_error_rate_difference_as_significant() {
     let st = ab_test("--error-rate-for-version v2=0.3", |c| {
         c["variant_stats"]["requests"].as_u64().unwrap_or(0) >= 200
@@ -321,7 +333,6 @@ fn ab_test_reports_a_clear_error_rate_difference_as_significant() {
     }
 }
 
-#[test]
 fn ab_test_reports_no_difference_as_not_significant() {
     let st = ab_test("", |c| {
         c["variant_stats"]["requests"].as_u64().unwrap_or(0) >= 300
@@ -381,7 +392,6 @@ async fn hooks() -> Hooks {
     Hooks { addr, calls }
 }
 
-#[test]
 fn a_webhook_answering_500_stops_the_rollout_at_that_gate() {
     let rt = rt();
     let h = rt.block_on(hooks());
@@ -473,13 +483,6 @@ impl Drop for Prometheus {
     }
 }
 
-fn prometheus_binary() -> Option<String> {
-    ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .map(str::to_string)
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -504,12 +507,9 @@ async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-#[test]
 fn a_failing_prometheus_rule_aborts_the_canary() {
-    let Some(bin) = prometheus_binary() else {
-        eprintln!("skipped: no prometheus binary (apt-get install prometheus)");
-        return;
-    };
+    // The harness checked it is there (PROMETHEUS) before this test started.
+    let bin = prometheus_binary().unwrap();
     let rt = rt();
     let prom_port = free_port();
     let prom_addr: SocketAddr = format!("127.0.0.1:{prom_port}").parse().unwrap();
@@ -578,7 +578,6 @@ fn a_failing_prometheus_rule_aborts_the_canary() {
     assert!(h["reason"].as_str().unwrap().contains("> max 0"), "{h:#}");
 }
 
-#[test]
 fn a_fair_baseline_takes_the_canarys_share_is_judged_against_and_is_stopped() {
     let b = Baton::start(&config(
         "canary",

@@ -1,17 +1,36 @@
 //! Issue 5 acceptance on the real Docker Engine: strategies under load with 0 failed
 //! requests, broken images rolled back, `kill -9` mid-rollout without leaked containers,
 //! and clear errors that change nothing. Images are `FROM scratch` around the statically
-//! linked sample app, built locally once. Every test skips (saying why) without a socket.
+//! linked sample app, built locally once. Every test needs a reachable engine: without
+//! one it is reported as skipped, and fails in CI (see common/prerequisite.rs).
 #![allow(clippy::unwrap_used)]
 
 mod common;
 #[path = "common/docker.rs"]
 mod docker_common;
+#[path = "common/prerequisite.rs"]
+mod prerequisite;
 
 use baton_loadgen::{Load, LoadSpec, Profile};
 use common::*;
 use docker_common::*;
+use prerequisite::{run, tests, Test, DOCKER_ENGINE};
 use std::time::{Duration, Instant};
+
+fn main() {
+    run(tests![
+        docker_blue_green_under_load_fails_no_request[&DOCKER_ENGINE],
+        docker_rolling_under_load_fails_no_request[&DOCKER_ENGINE],
+        docker_canary_under_load_fails_no_request[&DOCKER_ENGINE],
+        docker_recreate_holds_requests_instead_of_failing_them[&DOCKER_ENGINE],
+        docker_ab_test_splits_until_promoted[&DOCKER_ENGINE],
+        docker_broken_images_are_rolled_back[&DOCKER_ENGINE],
+        docker_kill_9_mid_rollout_recovers_without_leaks[&DOCKER_ENGINE],
+        docker_errors_are_clear_and_change_nothing[&DOCKER_ENGINE],
+        docker_wait_healthcheck_follows_the_images_healthcheck[&DOCKER_ENGINE],
+        docker_network_reaches_containers_at_their_address[&DOCKER_ENGINE],
+    ]);
+}
 
 /// A baton running one docker app, and the guard that removes its containers afterwards
 /// (declared first, so it drops after baton has stopped).
@@ -52,9 +71,6 @@ fn assert_no_leaks(b: &Baton) {
 }
 
 fn deploy_under_load(strategy: &str, replicas: u32, profile: Profile) {
-    if available(strategy).is_none() {
-        return;
-    }
     let (_guard, b) = start(strategy, replicas, "");
     let (report, _) = deploy_v2_under_load(&b, strategy, replicas, profile);
     assert_no_leaks(&b);
@@ -64,33 +80,25 @@ fn deploy_under_load(strategy: &str, replicas: u32, profile: Profile) {
     eprintln!("{strategy} on docker: {report:?}");
 }
 
-#[test]
 fn docker_blue_green_under_load_fails_no_request() {
     deploy_under_load("blue_green", 2, Profile::NewConnection);
 }
 
-#[test]
 fn docker_rolling_under_load_fails_no_request() {
     deploy_under_load("rolling", 2, Profile::KeepAlive);
 }
 
-#[test]
 fn docker_canary_under_load_fails_no_request() {
     deploy_under_load("canary", 2, Profile::Http2);
 }
 
-#[test]
 fn docker_recreate_holds_requests_instead_of_failing_them() {
     deploy_under_load("recreate", 2, Profile::KeepAlive);
 }
 
 /// An A/B experiment between two images: both variants serve until one is promoted, and
 /// the loser's containers are removed.
-#[test]
 fn docker_ab_test_splits_until_promoted() {
-    if available("ab_test").is_none() {
-        return;
-    }
     let (_guard, b) = start("ab_test", 1, "");
     b.cli_ok(&["deploy", "web", "v1"], 0);
     let rt = rt();
@@ -124,11 +132,7 @@ fn docker_ab_test_splits_until_promoted() {
 
 /// A container that exits at start and an image whose health never passes: both rolled
 /// back by themselves, with 0 failed requests, the reason in history, nothing leaked.
-#[test]
 fn docker_broken_images_are_rolled_back() {
-    if available("docker_broken_images_are_rolled_back").is_none() {
-        return;
-    }
     let (_guard, b) = start("blue_green", 2, "");
     b.cli_ok(&["deploy", "web", "v1"], 0);
     let rt = rt();
@@ -175,11 +179,7 @@ fn docker_broken_images_are_rolled_back() {
 /// `kill -9` of baton in the middle of a rolling deployment of containers, then restart:
 /// it serves at once, the deployment ends (resumed or rolled back), and the engine holds
 /// exactly the instances baton knows — none leaked.
-#[test]
 fn docker_kill_9_mid_rollout_recovers_without_leaks() {
-    if available("docker_kill_9_mid_rollout_recovers_without_leaks").is_none() {
-        return;
-    }
     // A pause between batches keeps the rollout going long enough to be cut short.
     let (_guard, mut b) = start("rolling", 2, "[apps.web.rolling]\nbatch_pause = \"1s\"\n");
     b.cli_ok(&["deploy", "web", "v1"], 0);
@@ -212,11 +212,7 @@ fn docker_kill_9_mid_rollout_recovers_without_leaks() {
 
 /// A missing image, an unreachable engine, no free port and an invalid memory limit:
 /// each a clear error, with the app's state and the engine's containers unchanged.
-#[test]
 fn docker_errors_are_clear_and_change_nothing() {
-    if available("docker_errors_are_clear_and_change_nothing").is_none() {
-        return;
-    }
     let (_guard, b) = start("rolling", 1, "");
     b.cli_ok(&["deploy", "web", "v1"], 0);
     let before = b.status();
@@ -314,11 +310,7 @@ fn docker_errors_are_clear_and_change_nothing() {
 
 /// `wait_healthcheck = true`: an image whose own HEALTHCHECK passes is deployed; one whose
 /// HEALTHCHECK never passes is rolled back, the reason naming it.
-#[test]
 fn docker_wait_healthcheck_follows_the_images_healthcheck() {
-    if available("docker_wait_healthcheck_follows_the_images_healthcheck").is_none() {
-        return;
-    }
     let (_guard, b) = start("rolling", 1, "wait_healthcheck = true");
     b.cli_ok(&["deploy", "web", "hcok"], 0);
     let out = b.cli(&["deploy", "web", "hcbad"]);
@@ -348,11 +340,7 @@ fn docker_wait_healthcheck_follows_the_images_healthcheck() {
 
 /// `network = "..."`: containers are attached to that network and reached at their
 /// address on it (no port published on loopback); traffic flows through the proxy.
-#[test]
 fn docker_network_reaches_containers_at_their_address() {
-    if available("docker_network_reaches_containers_at_their_address").is_none() {
-        return;
-    }
     let net = format!("baton-test-net-{}", std::process::id());
     let _net = NetworkGuard::create(&net);
     let (_guard, b) = start("blue_green", 1, &format!("network = \"{net}\""));

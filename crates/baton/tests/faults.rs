@@ -8,9 +8,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/prerequisite.rs"]
+mod prerequisite;
 
 use baton_loadgen::{Load, LoadSpec, Profile};
 use common::*;
+use prerequisite::{run, tests, Test, TMPFS_MOUNT};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -35,6 +38,22 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
+}
+
+fn main() {
+    run(tests![
+        backend_killed_mid_request_retries_only_bodyless_gets,
+        hung_backend_leaves_routing_and_returns_when_it_answers,
+        backend_cutting_a_response_is_seen_as_cut_and_the_app_keeps_serving,
+        kill9_during_recreate,
+        kill9_during_blue_green,
+        kill9_during_rolling,
+        kill9_during_canary,
+        kill9_during_ab_test,
+        truncated_or_corrupted_store_is_refused_and_left_untouched,
+        full_disk_refuses_to_start_clearly_and_works_once_space_is_freed[&TMPFS_MOUNT],
+        second_server_on_one_store_is_refused_and_the_first_keeps_serving,
+    ]);
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -187,7 +206,6 @@ fn served_cleanly(b: &Baton) {
 /// surviving backend (they got no response byte); POSTs whose body the dead backend
 /// may have read are never resent — the client gets a 5xx, and the survivor saw each
 /// POST it answered exactly once. The app ends served by two healthy instances.
-#[test]
 fn backend_killed_mid_request_retries_only_bodyless_gets() {
     // Bodies streamed as they arrive (`request_buffering = "off"`), so a POST is on the
     // backend while its body is still coming. (With the default read-ahead, these POSTs
@@ -282,7 +300,6 @@ fn backend_killed_mid_request_retries_only_bodyless_gets() {
 /// gives up on them after its own timeout and the test prints how many. baton does not
 /// replace an unhealthy instance outside a deployment (SPEC §4 promises none); it keeps
 /// probing, and the instance is routed again once it answers.
-#[test]
 fn hung_backend_leaves_routing_and_returns_when_it_answers() {
     let b = Baton::start(&app_config("rolling", 2, ""));
     b.cli_ok(&["deploy", "web", "v1"], 0);
@@ -329,7 +346,6 @@ fn hung_backend_leaves_routing_and_returns_when_it_answers() {
 /// A backend that cuts its response mid-body: the proxy must pass the cut on (the client
 /// sees a body shorter than its `Content-Length` and a closed connection), never a
 /// response that looks complete; the app keeps serving.
-#[test]
 fn backend_cutting_a_response_is_seen_as_cut_and_the_app_keeps_serving() {
     let b = Baton::start(&app_config("rolling", 2, ""));
     b.cli_ok(&["deploy", "web", "v1"], 0);
@@ -456,27 +472,22 @@ fn kill9_during_deployments(strategy: &str, replicas: usize, salt: u64) {
     .unwrap();
 }
 
-#[test]
 fn kill9_during_recreate() {
     kill9_during_deployments("recreate", 2, 1);
 }
 
-#[test]
 fn kill9_during_blue_green() {
     kill9_during_deployments("blue_green", 2, 2);
 }
 
-#[test]
 fn kill9_during_rolling() {
     kill9_during_deployments("rolling", 3, 3);
 }
 
-#[test]
 fn kill9_during_canary() {
     kill9_during_deployments("canary", 2, 4);
 }
 
-#[test]
 fn kill9_during_ab_test() {
     kill9_during_deployments("ab_test", 2, 5);
 }
@@ -525,7 +536,6 @@ fn refuses_damaged_store(b: &Baton, what: &str) -> String {
     err
 }
 
-#[test]
 fn truncated_or_corrupted_store_is_refused_and_left_untouched() {
     let mut b = Baton::start(&app_config("rolling", 1, ""));
     b.cli_ok(&["deploy", "web", "v1"], 0);
@@ -556,33 +566,25 @@ fn truncated_or_corrupted_store_is_refused_and_left_untouched() {
     assert_eq!(st["app"], "web");
 }
 
-/// Runs `f` with a 4 MiB tmpfs mounted at a fresh directory; skips (with the reason)
-/// when mounting is not allowed here.
+/// A tmpfs of `size` mounted at a fresh directory, unmounted on drop. The tests that use
+/// it need TMPFS_MOUNT, which the harness checks before they start.
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
+    fn mount(size: &str) -> Tmpfs {
         let dir = tempfile::tempdir().unwrap().keep();
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(&dir)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs(dir)),
-            Ok(o) => {
-                eprintln!(
-                    "SKIPPED full-disk test: mount tmpfs failed: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                let _ = std::fs::remove_dir(&dir);
-                None
-            }
-            Err(e) => {
-                eprintln!("SKIPPED full-disk test: cannot run mount: {e}");
-                let _ = std::fs::remove_dir(&dir);
-                None
-            }
-        }
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs at {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs(dir)
     }
 }
 
@@ -647,11 +649,8 @@ fn serve_that_exits(config: &Path) -> (std::process::ExitStatus, String) {
 /// (A store that already exists has slack of its own: 78 deploys in a row on a full
 /// tmpfs all succeeded while this test was written, so the refusal is provoked where a
 /// write must allocate: creating the store.)
-#[test]
 fn full_disk_refuses_to_start_clearly_and_works_once_space_is_freed() {
-    let Some(fs) = Tmpfs::mount("4m") else {
-        return;
-    };
+    let fs = Tmpfs::mount("4m");
     let mut b = Baton::start(&app_config("rolling", 1, ""));
     b.kill9();
     let store = fs.0.join("state");
@@ -730,7 +729,6 @@ fn serve_pid(config: &Path) -> u32 {
 
 /// A second `baton serve` on the same store refuses with a clear error, while the first
 /// keeps serving traffic without a failed request.
-#[test]
 fn second_server_on_one_store_is_refused_and_the_first_keeps_serving() {
     let b = Baton::start(&app_config("rolling", 1, ""));
     b.cli_ok(&["deploy", "web", "v1"], 0);

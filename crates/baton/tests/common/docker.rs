@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub const SOCKET: &str = "/var/run/docker.sock";
 pub const IMAGE: &str = "baton-test-sample";
 
 /// The tags built, each with the lines that follow `FROM` the base image: plain
@@ -40,16 +39,6 @@ const TAGS: [(&str, &str); 7] = [
          HEALTHCHECK --interval=1s --timeout=5s --retries=1 CMD [\"/no-such-check\"]",
     ),
 ];
-
-/// `None` (after printing why) when this machine has no Docker Engine.
-pub fn available(test: &str) -> Option<()> {
-    if Path::new(SOCKET).exists() {
-        Some(())
-    } else {
-        eprintln!("SKIP {test}: no Docker socket at {SOCKET}");
-        None
-    }
-}
 
 pub async fn client() -> Docker {
     Docker::connect_with_local_defaults()

@@ -1,0 +1,236 @@
+//! Tests that need something from outside the repository (a Docker Engine, a Prometheus
+//! binary, permission to mount a tmpfs) say so when it is missing: they never pass
+//! without it.
+//!
+//! A test binary with such tests runs under this harness (`harness = false` for it in
+//! `crates/baton/Cargo.toml`; `libtest-mimic` underneath) and lists its tests in `main`
+//! with `tests![...]`, each with the prerequisites it needs:
+//!
+//! ```ignore
+//! fn main() {
+//!     run(tests![plain_test, engine_test[&DOCKER_ENGINE]]);
+//! }
+//! ```
+//!
+//! The rule for a test whose prerequisite is missing:
+//!
+//! - with `CI=true` (CI runs `bash .ci/run` so) it runs and FAILS at its start, naming what
+//!   is missing, why, and how `.ci/run` provides it;
+//! - elsewhere it is listed as ignored, so nextest reports it as SKIPPED (and `cargo test`
+//!   as ignored), never as passed. `cargo nextest run --run-ignored all` runs it anyway,
+//!   and it then fails with the same message.
+//!
+//! The prerequisites are checked each time the binary lists its tests (nextest lists every
+//! binary at the start of every run), so starting Docker or installing Prometheus counts
+//! from the next run on, without a rebuild. A test that runs checks its prerequisites
+//! again first: one that went away between listing and running fails the test.
+//!
+//! A test function registered nowhere is dead code, which clippy (`-D warnings`) refuses,
+//! so no test can be dropped from a binary by forgetting to list it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// Something a test needs that the repository does not contain.
+pub struct Prerequisite {
+    /// What it is, as the messages name it.
+    pub what: &'static str,
+    /// How `.ci/run` makes sure it is there.
+    pub in_ci: &'static str,
+    /// `Err(why)` when it is missing on this machine.
+    check: fn() -> Result<(), String>,
+}
+
+/// The Docker Engine API, at `DOCKER_HOST` or the default socket, answers a ping.
+pub static DOCKER_ENGINE: Prerequisite = Prerequisite {
+    what: "a reachable Docker Engine",
+    in_ci: ".ci/run installs docker.io when there is no `docker` command, starts the \
+            service when `docker info` fails, and stops with an error if it still fails",
+    check: docker_engine,
+};
+
+/// The `docker` command reaches the engine (`docker info` succeeds).
+pub static DOCKER_CLI: Prerequisite = Prerequisite {
+    what: "the `docker` command with a reachable Docker Engine",
+    in_ci: ".ci/run installs docker.io when there is no `docker` command, starts the \
+            service when `docker info` fails, and stops with an error if it still fails",
+    check: docker_cli,
+};
+
+/// A `prometheus` executable on `PATH`.
+pub static PROMETHEUS: Prerequisite = Prerequisite {
+    what: "a `prometheus` binary on PATH",
+    in_ci: ".ci/run installs the Debian package prometheus when the command is missing",
+    check: prometheus_check,
+};
+
+/// Permission to mount a tmpfs (root, or CAP_SYS_ADMIN).
+pub static TMPFS_MOUNT: Prerequisite = Prerequisite {
+    what: "permission to mount a tmpfs",
+    in_ci: "CI runs .ci/run as root, and .ci/run checks that `mount -t tmpfs` works \
+            before the tests",
+    check: tmpfs_mount,
+};
+
+/// One test of a binary: its name (the function's), what it needs, and the function.
+pub struct Test {
+    pub name: &'static str,
+    pub needs: Vec<&'static Prerequisite>,
+    pub run: fn(),
+}
+
+/// `tests![a, b[&DOCKER_ENGINE], c]`: the tests of a binary, named after their functions,
+/// each with the prerequisites in brackets. `Test` must be in scope.
+macro_rules! tests {
+    ($($name:ident $([$($needs:expr),+ $(,)?])?),* $(,)?) => {
+        vec![$(Test {
+            name: stringify!($name),
+            needs: vec![$($($needs),+)?],
+            run: $name,
+        }),*]
+    };
+}
+pub(crate) use tests;
+
+/// Whether this is a CI run (`CI=true`, as `.ci/run` is run; `1` counts too).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+impl Prerequisite {
+    /// `Some(why)` when it is missing here.
+    pub fn missing(&self) -> Option<String> {
+        (self.check)().err()
+    }
+
+    /// Fails the calling test, saying what is missing and how CI provides it, unless
+    /// the prerequisite is there.
+    #[track_caller]
+    pub fn require(&self, test: &str) {
+        if let Some(why) = self.missing() {
+            panic!(
+                "{test} needs {what}, and it is missing: {why}\n\
+                 In CI (CI=true) this is a failure: {in_ci}.\n\
+                 Outside CI the test is reported as skipped while it is missing.",
+                what = self.what,
+                in_ci = self.in_ci,
+            );
+        }
+    }
+}
+
+/// Runs the binary's tests under the rule above, with libtest's command line (the one
+/// nextest and `cargo test` use), and exits.
+pub fn run(tests: Vec<Test>) -> ! {
+    let mut args = libtest_mimic::Arguments::from_args();
+    // nextest lists the tests (where the skip is decided), then runs each chosen test in
+    // its own process as `--exact NAME`, adding `--ignored` for one listed as ignored. A
+    // test it chose always runs, whatever this process would decide: deciding again here
+    // could turn the test into "0 run", which nextest would count as a pass.
+    let chosen_by_nextest = std::env::var_os("NEXTEST").is_some() && !args.list;
+    if chosen_by_nextest {
+        args.ignored = false;
+        args.include_ignored = true;
+    }
+    let ci = in_ci();
+    let mut checked: HashMap<&'static str, Option<String>> = HashMap::new();
+    let trials = tests
+        .into_iter()
+        .map(|test| {
+            let mut skip = Vec::new();
+            if !ci && !chosen_by_nextest {
+                for p in &test.needs {
+                    let missing = checked.entry(p.what).or_insert_with(|| p.missing());
+                    if let Some(why) = missing {
+                        skip.push(format!("{} ({why})", p.what));
+                    }
+                }
+            }
+            if !skip.is_empty() && !args.list {
+                eprintln!("skipped {}: needs {}", test.name, skip.join(", "));
+            }
+            let Test { name, needs, run } = test;
+            libtest_mimic::Trial::test(name, move || {
+                for p in &needs {
+                    p.require(name);
+                }
+                run();
+                Ok(())
+            })
+            .with_ignored_flag(!skip.is_empty())
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit()
+}
+
+/// The `prometheus` executable on `PATH`.
+pub fn prometheus_binary() -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("prometheus"))
+        .find(|p| is_executable(p))
+        .ok_or_else(|| "no executable `prometheus` in any directory of PATH".to_string())
+}
+
+fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn prometheus_check() -> Result<(), String> {
+    prometheus_binary().map(|_| ())
+}
+
+fn docker_engine() -> Result<(), String> {
+    let at = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime to reach the engine: {e}"))?;
+    rt.block_on(async {
+        let docker = bollard::Docker::connect_with_local_defaults()
+            .map_err(|e| format!("cannot connect to the engine at {at}: {e}"))?;
+        // A bound, not a measurement: an engine that does not answer is missing.
+        match tokio::time::timeout(Duration::from_secs(20), docker.ping()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("the engine at {at} does not answer: {e}")),
+            Err(_) => Err(format!("the engine at {at} gave no answer in 20 s")),
+        }
+    })
+}
+
+fn docker_cli() -> Result<(), String> {
+    let out = Command::new("timeout")
+        .args(["30", "docker", "info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .map_err(|e| format!("cannot run `timeout 30 docker info`: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    Err(match out.status.code() {
+        Some(127) => "no `docker` command on PATH".to_string(),
+        Some(124) => "`docker info` gave no answer in 30 s".to_string(),
+        _ => format!("`docker info` failed: {}", err.trim()),
+    })
+}
+
+fn tmpfs_mount() -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(dir.path())
+        .output()
+        .map_err(|e| format!("cannot run `mount`: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`mount -t tmpfs` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let _ = Command::new("umount").arg(dir.path()).status();
+    Ok(())
+}

@@ -490,8 +490,10 @@ fn build_runtime(
         }
         RuntimeKind::Static => Ok(Arc::new(StaticRuntime::new())),
         RuntimeKind::Docker => crate::docker::runtime(name, cfg, owner, events),
-        other => Err(ControlError::BadRequest(format!(
-            "[apps.{name}] runtime = \"{other:?}\" is not available in this build; use \"process\" or \"static\""
+        // `baton validate` refuses it already; a config that skipped validation gets the
+        // same answer here.
+        RuntimeKind::Swarm => Err(ControlError::BadRequest(format!(
+            "[apps.{name}] runtime = \"swarm\" is not available yet: use \"docker\", \"process\" or \"static\""
         ))),
     }
 }

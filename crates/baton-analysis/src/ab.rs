@@ -1,4 +1,4 @@
-//! A/B experiments (issue 6, point 3): per-variant figures and whether the differences
+//! A/B experiments: per-variant figures and whether the differences
 //! are significant, for `baton status APP` during an `ab_test`.
 
 use crate::judge::{compare_errors, compare_latency, LatencyComparison, ProportionComparison};

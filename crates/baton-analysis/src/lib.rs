@@ -1,4 +1,4 @@
-//! Canary analysis as pure functions (issue 6): is the canary worse than stable?
+//! Canary analysis as pure functions: is the canary worse than stable?
 //!
 //! The proxy records every request per version ([`baton_metrics::MetricsSnapshot`]); this
 //! crate turns two such snapshots into a [`Judgement`] (pass / fail / inconclusive with

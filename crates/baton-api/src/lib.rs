@@ -1,4 +1,4 @@
-//! The admin interface (SPEC §5): JSON over HTTP on the admin listener (a Unix socket by
+//! The admin interface: JSON over HTTP on the admin listener (a Unix socket by
 //! default, TCP only with a bearer token), a Server-Sent Events stream of deployment
 //! events, Prometheus metrics and the OpenAPI document describing it all. The CLI talks
 //! to it through [`client::AdminClient`].

@@ -23,7 +23,7 @@ pub enum RuntimeKind {
     Swarm,
 }
 
-/// How a deployment moves traffic (`strategy = "canary"`, SPEC §3).
+/// How a deployment moves traffic (`strategy = "canary"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StrategyKind {

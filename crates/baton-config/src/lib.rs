@@ -1,4 +1,4 @@
-//! `baton.toml` (SPEC §5): loading, defaults and validation.
+//! `baton.toml`: loading, defaults and validation.
 //!
 //! [`load`] reads the file and [`parse`] does the rest: TOML syntax, the schema (every
 //! section refuses unknown keys), then checks across keys. Every error names the file,

@@ -1,4 +1,4 @@
-//! Valid configurations: every default, the SPEC §5 example, the bundled example, and
+//! Valid configurations: every default, a full example, the bundled example, and
 //! path resolution against the file's directory.
 
 #![allow(clippy::unwrap_used)]

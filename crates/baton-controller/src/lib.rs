@@ -1,4 +1,4 @@
-//! The controller (SPEC §2): owns desired vs observed state. One actor per app drives
+//! The controller: owns desired vs observed state. One actor per app drives
 //! that app's rollout state machine (`baton-rollout`) against its runtime, the health
 //! checks, the proxy's route table and the store. Start-up is recovery: the stored state
 //! is applied before the proxy accepts a request.

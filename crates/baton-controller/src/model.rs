@@ -1,5 +1,5 @@
 //! What the controller stores per app: enough to rebuild routing and resume a deployment
-//! after `kill -9` (issue 3 point 6). These are the JSON values in `baton-store`.
+//! after `kill -9`. These are the JSON values in `baton-store`.
 
 use baton_core::Millis;
 use baton_rollout::{Outcome, Rollout, RoutePlan};

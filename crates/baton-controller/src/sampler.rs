@@ -1,5 +1,5 @@
 //! Keeps a short history of per-version metrics snapshots so the controller can report
-//! live rates and hand analysis windows of samples (issue 6) without touching the hot path.
+//! live rates and hand analysis windows of samples without touching the hot path.
 
 use baton_core::Millis;
 use baton_metrics::{MetricsRegistry, MetricsSnapshot};

@@ -1,4 +1,4 @@
-//! The status view scripts depend on (`baton status APP --json`, issue 3 point 8). Field
+//! The status view scripts depend on (`baton status APP --json`). Field
 //! names here are a public contract.
 
 use crate::model::{AppRecord, HistoryEntry, WarmSet};

@@ -1,4 +1,4 @@
-//! `[apps.X.health]`: how an instance is judged healthy (SPEC §4). Pure data; the
+//! `[apps.X.health]`: how an instance is judged healthy. Pure data; the
 //! probing lives in `baton-health`.
 
 use crate::HumanDuration;

@@ -1,4 +1,4 @@
-//! Active health checks (SPEC §4): one probe is an HTTP GET or a TCP connect bounded by a
+//! Active health checks: one probe is an HTTP GET or a TCP connect bounded by a
 //! timeout; [`Thresholds`] turns probe results into healthy/unhealthy flips only after N
 //! consecutive results; [`spawn_monitor`] runs both on an interval for one instance and
 //! reports the flips as [`HealthEvent`]s.

@@ -1,4 +1,4 @@
-//! Control-plane scale (issue 4, point 4): how long publishing a 10,000-app route table
+//! Control-plane scale: how long publishing a 10,000-app route table
 //! takes, and what request latency looks like while publishes run back to back.
 //!
 //! `cargo bench -p baton-proxy --bench publish_scale [-- --apps N --seconds S --json PATH]`

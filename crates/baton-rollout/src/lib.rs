@@ -1,4 +1,4 @@
-//! Deployment strategies as pure, deterministic state machines (SPEC §3).
+//! Deployment strategies as pure, deterministic state machines.
 //!
 //! A [`Rollout`] is created from a [`RolloutSpec`], then driven by [`Rollout::handle`]
 //! with [`Input`]s and the current time; it answers with [`Command`]s for the controller
@@ -19,7 +19,7 @@
 //! - A `Stop` is answered by `Stopped`, or by `Failed` when the instance's start failed
 //!   after the stop was asked (both mean: gone). Each instance is stopped at most once.
 //!
-//! Decisions where SPEC §3 is silent:
+//! Decisions the strategies' definitions leave open:
 //! - Every ending goes through one path (`converge`): route the side that stays, stop the
 //!   other, restore the old count if the strategy had stopped old instances (recreate,
 //!   rolling), `Finish` once nothing else runs. Rolling reverts as a rolling update under

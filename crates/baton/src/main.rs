@@ -1,4 +1,4 @@
-//! `baton`: the CLI (SPEC §5). `serve` runs proxy + controller + admin API; the other
+//! `baton`: the CLI. `serve` runs proxy + controller + admin API; the other
 //! commands talk to a running server through the admin API. Exit codes: 0 ok, 1 failed
 //! deployment or error, 2 usage or config error.
 

@@ -1,4 +1,4 @@
-//! Baton in a container (issue 5, point 5): docker/build-image.sh builds the `FROM
+//! Baton in a container: docker/build-image.sh builds the `FROM
 //! scratch` image from a static baton, and that image runs `--version` and `validate`
 //! against a mounted config on the real engine. It needs the `docker` command and a
 //! reachable engine: without them it is reported as skipped, and fails in CI (see

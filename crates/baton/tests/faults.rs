@@ -298,7 +298,7 @@ fn backend_killed_mid_request_retries_only_bodyless_gets() {
 /// it leaves routing, so requests sent after that all succeed on the other instance.
 /// Requests already on it wait (there is no upstream response timeout): the load client
 /// gives up on them after its own timeout and the test prints how many. baton does not
-/// replace an unhealthy instance outside a deployment (SPEC §4 promises none); it keeps
+/// replace an unhealthy instance outside a deployment (by design: it is taken out of routing and routed again once healthy); it keeps
 /// probing, and the instance is routed again once it answers.
 fn hung_backend_leaves_routing_and_returns_when_it_answers() {
     let b = Baton::start(&app_config("rolling", 2, ""));

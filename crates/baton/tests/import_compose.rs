@@ -1,4 +1,4 @@
-//! `baton import compose` (issue 5, point 6) through the real binary: the produced config
+//! `baton import compose` through the real binary: the produced config
 //! passes `baton validate`, carries the translated keys, and every compose key it could
 //! not translate is named. Fixtures live in tests/fixtures/compose/ (pennyway/ is the
 //! seeds/002 setup: was_blue/was_green + rdb + cache, with its .env, deploy.sh and nginx).

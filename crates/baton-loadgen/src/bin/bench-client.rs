@@ -1,4 +1,4 @@
-//! The benchmark's own HTTP/1.1 load client (bench/, issue 4), for what wrk cannot do:
+//! The benchmark's own HTTP/1.1 load client (bench/), for what wrk cannot do:
 //!
 //! - **fixed request rate, open loop**: each connection sends on a schedule
 //!   (`start + (k * conns + j) / rate`) and latency counts from the *intended* send time,

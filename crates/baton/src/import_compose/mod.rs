@@ -1,4 +1,4 @@
-//! `baton import compose FILE [SERVICE]` (SPEC §5): a docker-compose service becomes a
+//! `baton import compose FILE [SERVICE]`: a docker-compose service becomes a
 //! `baton.toml` app on the docker runtime. Every compose key is either translated or
 //! named with the reason it was not, so nothing is dropped silently. `was_blue` /
 //! `was_green`-style twins (seeds/002) are recognised as one app deployed blue/green.

@@ -29,6 +29,12 @@ pub enum StoreError {
         supported: u64,
     },
 
+    /// A write refused on purpose: the fault-injection file named by
+    /// `BATON_STORE_FAULT_FILE` exists (fault tests of what the controller does when its
+    /// store fails). Never set in normal operation.
+    #[error("writing the store at {} failed: injected fault ({} exists; remove it to let writes through)", .path.display(), .trigger.display())]
+    Injected { path: PathBuf, trigger: PathBuf },
+
     /// The disk (or the quota, or the file size limit) is full. The write did not happen.
     #[error("no space left to write the store at {} ({source}): free disk space (or raise the quota or file size limit) and retry; nothing was written by the failed operation", .path.display())]
     NoSpace {

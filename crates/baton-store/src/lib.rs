@@ -32,7 +32,14 @@ use tables::{APPS, EVENTS, HISTORY, META, META_LAST_EVENT};
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Fault injection for tests: while this file exists, every write fails with
+    /// [`StoreError::Injected`]. Taken from `BATON_STORE_FAULT_FILE` at open; unset in
+    /// normal operation.
+    fault_file: Option<PathBuf>,
 }
+
+/// The environment variable that names the fault-injection file (see [`Store`]).
+pub const FAULT_FILE_ENV: &str = "BATON_STORE_FAULT_FILE";
 
 // === impl Store ===
 
@@ -56,6 +63,7 @@ impl Store {
         Ok(Store {
             db,
             path: path.to_path_buf(),
+            fault_file: std::env::var_os(FAULT_FILE_ENV).map(PathBuf::from),
         })
     }
 
@@ -214,6 +222,12 @@ impl Store {
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
+        if let Some(trigger) = self.fault_file.as_ref().filter(|t| t.exists()) {
+            return Err(StoreError::Injected {
+                path: self.path.clone(),
+                trigger: trigger.clone(),
+            });
+        }
         let mut txn = self.db.begin_write().map_err(|e| self.fail(e))?;
         txn.set_durability(Durability::Immediate);
         let out = f(&txn)?;

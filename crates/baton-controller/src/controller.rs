@@ -363,8 +363,9 @@ impl Boot {
                 last_finished: rec.last_finished.clone(),
                 experiment: None,
                 store_error: None,
+                published: rec.record.route.clone(),
             });
-            let actor = AppActor::new(
+            let mut actor = AppActor::new(
                 name.clone(),
                 cfg.clone(),
                 rec.record,

@@ -114,6 +114,8 @@ pub struct AppView {
     pub experiment: Option<ExperimentStatus>,
     /// The last store failure, until a store succeeds.
     pub store_error: Option<String>,
+    /// The routing the proxy was last given (its weights are what `status` reports).
+    pub published: baton_rollout::RoutePlan,
 }
 
 impl AppView {
@@ -131,8 +133,8 @@ impl AppView {
                 started_at: h.started_at,
             })
             .collect();
-        let weights = r
-            .route
+        let weights = self
+            .published
             .pools
             .iter()
             .map(|p| (p.version.clone(), p.weight))

@@ -107,6 +107,9 @@ pub struct AppActor {
     pending: exec::Effects,
     /// The last store failure, until a store succeeds (shown in `status`).
     store_error: Option<String>,
+    /// The routing last handed to the proxy (ahead of it, `record.route` may hold a step
+    /// whose record is not stored yet): `status` reports these weights.
+    published: baton_rollout::RoutePlan,
     view: watch::Sender<AppView>,
     health_tx: mpsc::Sender<HealthEvent>,
     health_rx: mpsc::Receiver<HealthEvent>,
@@ -147,6 +150,7 @@ impl AppActor {
             analysis: analysis::AnalysisRun::default(),
             pending: exec::Effects::default(),
             store_error: None,
+            published: baton_rollout::RoutePlan::default(),
             view,
             health_tx,
             health_rx,

@@ -10,7 +10,8 @@ use baton_rollout::{PoolPlan, RoutePlan};
 impl AppActor {
     // === routing ===
 
-    pub(crate) fn publish(&self) {
+    pub(crate) fn publish(&mut self) {
+        self.published = self.record.route.clone();
         let spec = self.route_spec();
         if let Err(error) = self.shared.routes.set_app(&self.name, spec) {
             tracing::error!(app = %self.name, %error, "route table rejected; previous routing kept");
@@ -206,6 +207,7 @@ impl AppActor {
             last_finished: self.last_finished.clone(),
             experiment: self.analysis.experiment.clone(),
             store_error: self.store_error.clone(),
+            published: self.published.clone(),
         });
     }
 }

@@ -214,13 +214,7 @@ fn a_deploy_while_a_rollout_runs_is_still_refused() {
     let cfg = app_config("canary", 1, "").replace("pause = \"1s\"", "pause = \"30s\"");
     let b = Baton::start(&cfg);
     b.cli_ok(&["deploy", "web", "v1"], 0);
-    let mut child = std::process::Command::new(BATON)
-        .args(["deploy", "web", "v2", "-c"])
-        .arg(&b.config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = b.cli_spawn(&["deploy", "web", "v2"]);
     b.wait_status("canary running", |st| state(st) == "running");
     let out = b.cli(&["deploy", "web", "v3"]);
     let _ = child.kill();

@@ -58,13 +58,7 @@ fn a_store_that_fails_blocks_effects_until_it_works_again() {
     std::fs::remove_file(&trigger).unwrap();
 
     // 2. A canary whose next step cannot be stored keeps its published weight.
-    let mut deploy = std::process::Command::new(BATON)
-        .args(["deploy", "web", "v2", "-c"])
-        .arg(&b.config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut deploy = b.cli_spawn(&["deploy", "web", "v2"]);
     b.wait_status("canary at 20%", |st| st["weights"]["v2"] == 20);
     std::fs::write(&trigger, b"").unwrap();
     // The machine moves on to the 60% step once the pause is over; that step is not

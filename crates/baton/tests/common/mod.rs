@@ -163,6 +163,20 @@ impl Baton {
             .unwrap()
     }
 
+    /// Starts the CLI in the background (e.g. a `deploy` that waits for its rollout);
+    /// stdout is discarded, stderr piped for the caller.
+    pub fn cli_spawn(&self, args: &[&str]) -> Child {
+        Command::new(BATON)
+            .args(args)
+            .arg("-c")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Runs the CLI and asserts the exit code, returning stdout.
     pub fn cli_ok(&self, args: &[&str], code: i32) -> String {
         let out = self.cli(args);

@@ -365,8 +365,7 @@ impl Boot {
                 store_error: None,
                 published: rec.record.route.clone(),
             });
-            let mut actor = AppActor::new(
-                name.clone(),
+            let actor = AppActor::new(
                 cfg.clone(),
                 rec.record,
                 runtime.clone(),

@@ -10,6 +10,7 @@ mod error;
 pub mod gates;
 pub mod model;
 pub mod plan;
+mod reconcile;
 mod recovery;
 mod routes;
 pub mod sampler;

@@ -1,33 +1,33 @@
-//! One task per app: the only writer of that app's record. It feeds the rollout state
-//! machine with what happened (health, exits, operator actions, time) and carries out
-//! the commands it answers — publishing routes first, then draining and stopping.
+//! One task per app, the executor of its reconciler (`crate::reconcile`): it turns what
+//! happens (operator requests, health, exits, finished background work, time) into
+//! events for `AppCore::handle`, and carries out the effects it answers — storing the
+//! record, publishing routes, starting, draining and stopping instances, probing, asking
+//! gates. The actor is the only writer of its app's record.
 //!
-//! **Invariant:** the record is stored before the commands of a step take effect, so a
-//! crash at any point leaves a record that a restarted baton can resume from.
+//! **Invariant:** a `Persist` is carried out and answered (`Event::Stored`) before any
+//! other event reaches the reconciler, which holds back whatever depends on the record
+//! until then.
 //!
-//! `events.rs`: what happened (health, exits, background work); `exec.rs`: one step
-//! of the rollout and carrying out its commands; `routing.rs`: publishing routes,
-//! self-healing and bookkeeping; `warm.rs`: blue/green's warm window after a switch.
+//! Background work (starts, drains and stops, webhooks, Prometheus queries) runs in the
+//! actor's own `JoinSet`; when the inbox closes (shutdown, `baton upgrade`), the actor
+//! waits for that work and stores its results before it returns, and starts nothing new.
 
-mod analysis;
-mod events;
-mod exec;
-mod routing;
-mod warm;
-
-use crate::model::{AppRecord, DeploymentRecord, HistoryEntry};
+use crate::gates::{self, PromOutcome};
+use crate::model::{AppRecord, Event as Note, HistoryEntry};
+use crate::reconcile::{Answer, AppCore, Effect, Event, Ticket};
+pub use crate::reconcile::{DeployRequest, Op};
 use crate::shared::Shared;
 use crate::status::AppView;
 use crate::ControlError;
 use baton_config::AppConfig;
 use baton_core::Millis;
-use baton_health::{HealthEvent, MonitorHandle};
-use baton_rollout::{Input, Outcome, Rollout};
-use baton_runtime::{InstanceHandle, Runtime, RuntimeEvent};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use baton_health::{spawn_monitor, HealthEvent, MonitorHandle};
+use baton_runtime::{Runtime, RuntimeEvent};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 
 /// Operator requests routed to an app's actor.
 pub enum Msg {
@@ -41,86 +41,37 @@ pub enum Msg {
     },
 }
 
-#[derive(Debug, Clone)]
-pub struct DeployRequest {
-    pub version: String,
-    pub strategy: Option<baton_config::StrategyKind>,
-    pub targets: Vec<std::net::SocketAddr>,
+/// Who waits for the answer to an operator request.
+enum Caller {
+    Deploy(oneshot::Sender<Result<String, ControlError>>),
+    Op(oneshot::Sender<Result<(), ControlError>>),
 }
 
-#[derive(Debug, Clone)]
-pub enum Op {
-    Promote { to: Option<String> },
-    Abort,
-    Pause,
-    Resume,
-    Rollback,
-}
+/// How often the reconciler hears the time without anything else happening.
+const TICK: Duration = Duration::from_millis(250);
 
-/// Results of background work, reported back to the actor.
-enum Done {
-    Started {
-        id: String,
-        result: Result<InstanceHandle, String>,
-    },
-    Stopped {
-        id: String,
-    },
-    /// An external gate answered (`Err`: why it refused).
-    Gate {
-        gate: baton_rollout::Gate,
-        step: Option<usize>,
-        result: Result<(), String>,
-    },
-    /// An analysis round whose Prometheus checks are done.
-    Analysis(Box<analysis::Round>),
-    /// A `post_promote` / `rollback` notification answered.
-    Notified {
-        gate: baton_rollout::Gate,
-        deployment: String,
-        result: Result<(), String>,
-    },
-}
+/// Past the drain timeout, how long a shutting-down actor still waits for its
+/// background work before it leaves the rest to the next process.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 pub struct AppActor {
-    pub(crate) name: String,
-    pub(crate) cfg: AppConfig,
-    pub(crate) record: AppRecord,
-    pub(crate) runtime: Arc<dyn Runtime>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) healthy: BTreeSet<String>,
+    core: AppCore,
+    runtime: Arc<dyn Runtime>,
+    shared: Arc<Shared>,
     monitors: HashMap<String, MonitorHandle>,
-    /// Instances being drained/stopped (no second stop, no Failed for them).
-    stopping: HashSet<String>,
-    /// Stop requested while the instance was still starting.
-    stop_after_start: HashSet<String>,
-    /// Instances whose Ready was already fed to the current rollout.
-    reported_ready: HashSet<String>,
-    /// Replacement instances (outside deployments) whose start has not reported yet.
-    healing: HashSet<String>,
-    /// No replacement is attempted before this (backoff after a failed replacement).
-    heal_after: Millis,
-    last_finished: Option<HistoryEntry>,
-    /// Canary analysis / A/B comparison of the running deployment.
-    analysis: analysis::AnalysisRun,
-    /// Effects of rollout steps waiting for their record to be stored.
-    pending: exec::Effects,
-    /// The last store failure, until a store succeeds (shown in `status`).
-    store_error: Option<String>,
-    /// The routing last handed to the proxy (ahead of it, `record.route` may hold a step
-    /// whose record is not stored yet): `status` reports these weights.
-    published: baton_rollout::RoutePlan,
+    /// Background work; each task ends with the event that reports it.
+    tasks: JoinSet<Event>,
+    callers: HashMap<Ticket, Caller>,
+    next_ticket: Ticket,
+    /// Once the inbox closed: effects that begin new work are not carried out.
+    closing: bool,
     view: watch::Sender<AppView>,
     health_tx: mpsc::Sender<HealthEvent>,
     health_rx: mpsc::Receiver<HealthEvent>,
-    done_tx: mpsc::UnboundedSender<Done>,
-    done_rx: mpsc::UnboundedReceiver<Done>,
 }
 
 impl AppActor {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        name: String,
         cfg: AppConfig,
         record: AppRecord,
         runtime: Arc<dyn Runtime>,
@@ -130,310 +81,339 @@ impl AppActor {
         view: watch::Sender<AppView>,
     ) -> Self {
         let (health_tx, health_rx) = mpsc::channel(256);
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
-        AppActor {
-            name,
+        let core = AppCore::new(
             cfg,
             record,
+            healthy,
+            last_finished,
+            runtime.operator_targets(),
+            runtime.kind(),
+        );
+        AppActor {
+            core,
             runtime,
             shared,
-            healthy,
             monitors: HashMap::new(),
-            stopping: HashSet::new(),
-            stop_after_start: HashSet::new(),
-            // Empty even after a restart: the monitors' first Healthy re-reports every
-            // adopted instance, and the rollout treats a repeated Ready as a no-op.
-            reported_ready: HashSet::new(),
-            healing: HashSet::new(),
-            heal_after: Millis(0),
-            last_finished,
-            analysis: analysis::AnalysisRun::default(),
-            pending: exec::Effects::default(),
-            store_error: None,
-            published: baton_rollout::RoutePlan::default(),
+            tasks: JoinSet::new(),
+            callers: HashMap::new(),
+            next_ticket: 0,
+            closing: false,
             view,
             health_tx,
             health_rx,
-            done_tx,
-            done_rx,
         }
     }
 
-    /// Runs until the inbox closes. `lost` are instances that vanished while baton was
-    /// down; they are reported to the rollout (or replaced) once the loop starts.
+    /// Hands the proxy the recovered routing (before the listener accepts).
+    pub fn publish(&self) {
+        self.set_routes(self.core.route_spec_now());
+    }
+
+    /// Runs until the inbox closes, then finishes (and stores) the work in flight. `lost`
+    /// are instances that vanished while baton was down.
     pub async fn run(
         mut self,
         mut inbox: mpsc::Receiver<Msg>,
         mut runtime_rx: mpsc::UnboundedReceiver<RuntimeEvent>,
         lost: Vec<(String, String)>,
     ) {
-        // Stops interrupted by a crash: finish those still running; the rollout hears
-        // about the ones already gone through `lost` (a failure while stopping = stopped).
-        let mut resume_stops = std::mem::take(&mut self.record.stopping);
-        resume_stops.retain(|id| self.record.instance(id).is_some());
-        for h in self.record.instances.clone() {
-            if !resume_stops.contains(&h.id) {
-                self.watch_health(&h);
-            }
-        }
-        self.publish();
-        for (id, reason) in lost {
-            self.instance_gone(&id, reason).await;
-        }
-        for id in resume_stops {
-            self.stop_instance(&id);
-        }
-        if self.record.deployment.is_some() {
-            self.feed(Input::Tick).await;
-            // The answer to a gate asked before the restart was lost: ask again.
-            let pending = self
-                .record
-                .deployment
-                .as_ref()
-                .and_then(|d| d.rollout.pending_gate());
-            if let Some((gate, step, weight)) = pending {
-                self.ask_gate(gate, step, weight);
-            }
-        } else {
-            self.heal().await;
-        }
-        self.share();
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        self.step(Event::Boot { lost }).await;
+        let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let event = tokio::select! {
                 msg = inbox.recv() => match msg {
-                    Some(msg) => self.on_msg(msg).await,
+                    Some(msg) => self.request(msg),
                     None => break,
                 },
-                Some(ev) = self.health_rx.recv() => self.on_health(ev).await,
-                Some(ev) = runtime_rx.recv() => self.on_runtime(ev).await,
-                Some(done) = self.done_rx.recv() => self.on_done(done).await,
-                _ = tick.tick() => {
-                    // Effects held back by a failed store: store again, then carry out.
-                    self.flush().await;
-                    if self.record.deployment.is_some() {
-                        self.feed(Input::Tick).await;
-                        self.analyze().await;
-                    } else {
-                        self.expire_warm().await;
-                        self.heal().await;
+                Some(ev) = self.health_rx.recv() => health_event(ev),
+                Some(ev) = runtime_rx.recv() => runtime_event(ev),
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => match done {
+                    Ok(ev) => ev,
+                    Err(error) => {
+                        tracing::error!(app = %self.core.name, %error, "a background task of the app failed");
+                        continue;
                     }
+                },
+                _ = tick.tick() => Event::Tick,
+            };
+            self.step(event).await;
+        }
+        self.shutdown().await;
+    }
+
+    /// The inbox closed: no new work begins; the work in flight finishes and its
+    /// results are stored, within the drain timeout and a grace period. What is left
+    /// (a stop, a start) the record names, and the next process resumes it.
+    async fn shutdown(&mut self) {
+        self.closing = true;
+        self.monitors.clear();
+        let limit = self.core.cfg.drain_timeout.get() + SHUTDOWN_GRACE;
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(Some(Ok(ev))) => self.step(ev).await,
+                Ok(Some(Err(_))) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(app = %self.core.name, left = self.tasks.len(), "background work still running at shutdown; the next process resumes it");
+                    self.tasks.abort_all();
+                    break;
                 }
             }
-            self.share();
+        }
+        for (_, caller) in self.callers.drain() {
+            answer(caller, Err(ControlError::ShuttingDown));
         }
     }
 
-    // === operator requests ===
-
-    async fn on_msg(&mut self, msg: Msg) {
+    fn request(&mut self, msg: Msg) -> Event {
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
         match msg {
             Msg::Deploy { req, reply } => {
-                let r = self.deploy(req).await;
-                let _ = reply.send(r);
+                self.callers.insert(ticket, Caller::Deploy(reply));
+                Event::Deploy { req, ticket }
             }
             Msg::Op { op, reply } => {
-                let r = self.op(op).await;
-                let _ = reply.send(r);
+                self.callers.insert(ticket, Caller::Op(reply));
+                Event::Op { op, ticket }
             }
         }
     }
 
-    async fn deploy(&mut self, req: DeployRequest) -> Result<String, ControlError> {
-        if let Some(d) = &self.record.deployment {
-            let s = d.rollout.status();
-            return Err(ControlError::InProgress {
-                app: self.name.clone(),
-                id: d.id.clone(),
-                version: d.version.clone(),
-                strategy: d.strategy.clone(),
-                state: format!("{:?}", s.state).to_lowercase(),
-            });
-        }
-        baton_core::validate_version(&req.version)
-            .map_err(|e| ControlError::BadRequest(e.to_string()))?;
-        let operator_targets = self.runtime.operator_targets();
-        if operator_targets && req.targets.is_empty() {
-            return Err(ControlError::BadRequest(format!(
-                "app {} uses the static runtime: pass the instances with --target HOST:PORT (once per instance)",
-                self.name
-            )));
-        }
-        if !operator_targets && !req.targets.is_empty() {
-            return Err(ControlError::BadRequest(format!(
-                "--target is only for apps with runtime = \"static\"; {} uses runtime = \"{}\"",
-                self.name,
-                self.runtime.kind()
-            )));
-        }
-        if self.can_switch_to_warm(&req.version) && self.targets_are_warm(&req.targets) {
-            let reason = format!("{} was still warm: switched back at once", req.version);
-            let keep_for = self.cfg.blue_green.scale_down_delay.get();
-            if let Some(id) = self
-                .switch_to_warm(Outcome::Succeeded, reason, Some(keep_for))
-                .await
-            {
-                return Ok(id);
+    /// One event through the reconciler, and its effects carried out in order. A
+    /// `Persist` is answered at once, and what that releases is carried out next.
+    async fn step(&mut self, event: Event) {
+        let mut effects = self.core.handle(event, Millis::now());
+        loop {
+            let mut answer_next = None;
+            for effect in effects {
+                if let Some(ev) = self.carry_out(effect).await {
+                    answer_next = Some(ev);
+                }
+            }
+            match answer_next {
+                Some(ev) => effects = self.core.handle(ev, Millis::now()),
+                None => break,
             }
         }
-        let kind = req.strategy.unwrap_or(self.cfg.strategy);
-        let strategy = self.cfg.strategy_spec(kind);
-        let is_canary = matches!(strategy, baton_rollout::StrategySpec::Canary(_));
-        let replicas = if operator_targets {
-            req.targets.len() as u32
-        } else {
-            self.cfg.replicas
-        };
-        let seq = self.record.seq + 1;
-        let id = format!("{}-{seq}", self.name);
-        let from_instances = self.stable_instances();
-        let spec = baton_rollout::RolloutSpec {
-            app: self.name.clone(),
-            deployment_id: id.clone(),
-            from_version: self.record.stable_version.clone(),
-            from_instances,
-            to_version: req.version.clone(),
-            replicas,
-            strategy,
-            gates: self.configured_gates(),
-            baseline: self.analysis_active() && self.cfg.analysis.baseline && is_canary,
-        };
-        spec.validate()
-            .map_err(|e| ControlError::BadRequest(e.to_string()))?;
-        // Another version replaces the serving one: the warm version's time is over.
-        let why = format!("deploying {}", req.version);
-        self.end_warm(&why).await;
-        let before = self.record.clone();
-        self.record.seq = seq;
-        let now = Millis::now();
-        let strategy_name = spec.strategy.name().to_string();
-        self.record.deployment = Some(DeploymentRecord {
-            id: id.clone(),
-            version: req.version.clone(),
-            strategy: strategy_name.clone(),
-            started_at: now,
-            rollout: Rollout::new(spec, now),
-            targets: req.targets,
-            pending_starts: Vec::new(),
-        });
-        // The deployment exists once it is stored; if it cannot be, nothing changed.
-        if let Err(error) = self.persist(None, Vec::new()).await {
-            self.record = before;
-            return Err(ControlError::StoreFailed(format!(
-                "{error}; the deployment was not started and nothing changed (fix the store, e.g. free disk space, and deploy again)"
-            )));
-        }
-        self.reported_ready.clear();
-        let from = self
-            .record
-            .stable_version
-            .clone()
-            .unwrap_or_else(|| "nothing".into());
-        let msg = format!("deploying {} (from {from}) by {strategy_name}", req.version);
-        self.feed_with(Input::Tick, vec![self.event("started", msg)])
-            .await;
-        self.analysis_started().await;
-        Ok(id)
+        self.view.send_replace(self.core.view());
     }
 
-    async fn op(&mut self, op: Op) -> Result<(), ControlError> {
-        if self.record.deployment.is_none() {
-            return self.op_after_deployment(op).await;
-        }
-        if let Op::Rollback = op {
-            let warm = self
-                .record
-                .deployment
-                .as_ref()
-                .is_some_and(|d| d.rollout.can_roll_back_instantly());
-            if !warm {
-                return Err(ControlError::BadRequest(format!(
-                    "a deployment of {} is running: use `baton abort {}` to go back to the stable version",
-                    self.name, self.name
-                )));
+    /// Carries out one effect; returns the event that answers it at once, if any.
+    async fn carry_out(&mut self, effect: Effect) -> Option<Event> {
+        match effect {
+            Effect::Persist {
+                record,
+                history,
+                events,
+            } => Some(Event::Stored(self.persist(*record, history, events).await)),
+            Effect::Publish(spec) => {
+                self.set_routes(spec);
+                None
+            }
+            Effect::Sample {
+                deployment,
+                versions,
+            } => {
+                let metrics = self.shared.routes.proxy().metrics();
+                let snapshots: BTreeMap<_, _> = versions
+                    .into_iter()
+                    .map(|v| {
+                        let snap = metrics.snapshot(&self.core.name, &v).unwrap_or_default();
+                        (v, snap)
+                    })
+                    .collect();
+                Some(Event::Sampled {
+                    deployment,
+                    snapshots,
+                })
+            }
+            Effect::Reply { ticket, result } => {
+                if let Some(caller) = self.callers.remove(&ticket) {
+                    answer(caller, result);
+                }
+                None
+            }
+            Effect::Unwatch(id) => {
+                self.monitors.remove(&id);
+                None
+            }
+            Effect::Watch(h) if !self.closing => {
+                let monitor = spawn_monitor(
+                    h.id.clone(),
+                    h.addr,
+                    self.core.cfg.health.clone(),
+                    self.health_tx.clone(),
+                );
+                self.monitors.insert(h.id, monitor);
+                None
+            }
+            _ if self.closing => None,
+            other => {
+                self.spawn(other);
+                None
             }
         }
-        let (input, what) = match op {
-            Op::Promote { to } => (Input::Promote { to }, "promote"),
-            Op::Abort => (
-                Input::Abort {
-                    reason: "aborted by operator".into(),
-                },
-                "abort",
-            ),
-            Op::Pause => (Input::Pause, "pause"),
-            Op::Resume => (Input::Resume, "resume"),
-            Op::Rollback => (Input::Rollback, "rollback"),
+    }
+
+    /// Background work: its task ends with the event that reports it.
+    fn spawn(&mut self, effect: Effect) {
+        match effect {
+            Effect::Start(req) => {
+                let runtime = self.runtime.clone();
+                self.tasks.spawn(async move {
+                    let id = req.id.clone();
+                    let result = runtime.start(req).await.map_err(|e| e.to_string());
+                    Event::Started { id, result }
+                });
+            }
+            Effect::DrainStop { handle, drain } => {
+                let proxy = self.shared.routes.proxy().clone();
+                let runtime = self.runtime.clone();
+                let app = self.core.name.clone();
+                self.tasks.spawn(async move {
+                    let id = handle.id.clone();
+                    let report = proxy.drain(&id, drain).await;
+                    if !report.completed {
+                        tracing::warn!(%app, instance = %id, left = report.in_flight_at_deadline, "drain deadline reached");
+                    }
+                    if let Err(error) = runtime.stop(&handle).await {
+                        tracing::warn!(%app, instance = %id, %error, "stopping instance failed");
+                    }
+                    Event::Stopped { id }
+                });
+            }
+            Effect::CallGate {
+                gate,
+                step,
+                url,
+                payload,
+                timeout,
+            } => {
+                self.tasks.spawn(async move {
+                    let result = gates::call_webhook(&url, &payload, timeout).await;
+                    Event::GateAnswered { gate, step, result }
+                });
+            }
+            Effect::Notify {
+                gate,
+                url,
+                payload,
+                timeout,
+            } => {
+                self.tasks.spawn(async move {
+                    let result = gates::call_webhook(&url, &payload, timeout).await;
+                    Event::Notified {
+                        gate,
+                        deployment: payload.deployment.clone(),
+                        result,
+                    }
+                });
+            }
+            Effect::QueryPrometheus {
+                mut round,
+                checks,
+                vars,
+                timeout,
+            } => {
+                self.tasks.spawn(async move {
+                    let vars: Vec<(&str, &str)> =
+                        vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    for c in checks {
+                        let q = gates::render_query(&c.query, &vars);
+                        let outcome = match gates::prom_query(&c.url, &q, timeout).await {
+                            Ok(v) => gates::judge_value(&c.name, v, c.min, c.max),
+                            Err(e) => PromOutcome::NoData {
+                                reason: format!("prometheus check {}: {e}", c.name),
+                            },
+                        };
+                        round.prom.push(outcome);
+                    }
+                    Event::Analysis(round)
+                });
+            }
+            // Carried out inline by `carry_out`.
+            Effect::Persist { .. }
+            | Effect::Publish(_)
+            | Effect::Sample { .. }
+            | Effect::Reply { .. }
+            | Effect::Watch(_)
+            | Effect::Unwatch(_) => {}
+        }
+    }
+
+    fn set_routes(&self, spec: baton_core::AppRouteSpec) {
+        if let Err(error) = self.shared.routes.set_app(&self.core.name, spec) {
+            tracing::error!(app = %self.core.name, %error, "route table rejected; previous routing kept");
+        }
+    }
+
+    /// Stores the record with `history` and `events`, then tells event watchers.
+    async fn persist(
+        &self,
+        record: AppRecord,
+        history: Option<HistoryEntry>,
+        events: Vec<Note>,
+    ) -> Result<(), String> {
+        let store = self.shared.store.clone();
+        let app = self.core.name.clone();
+        let evs = events.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            store.commit(&app, Some(&record), history.as_ref(), &evs)
+        })
+        .await;
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(error) => Some(format!("the store task failed: {error}")),
         };
-        let ev = self.event("operator", format!("{what} requested"));
-        self.feed_with(input, vec![ev]).await;
+        if let Some(error) = failure {
+            tracing::error!(app = %self.core.name, %error, "could not store state; nothing that depends on it happens until a store succeeds");
+            return Err(error);
+        }
+        for e in events {
+            tracing::info!(app = %e.app, kind = %e.kind, "{}", e.message);
+            let _ = self.shared.events.send(e);
+        }
         Ok(())
     }
+}
 
-    /// Operator requests with no deployment running: `rollback` switches back to the
-    /// warm version, or deploys the previous one; `promote` ends the warm window now.
-    async fn op_after_deployment(&mut self, op: Op) -> Result<(), ControlError> {
-        match op {
-            Op::Rollback => {
-                let Some(prev) = self.record.previous_version.clone() else {
-                    return Err(ControlError::NothingToRollBack {
-                        app: self.name.clone(),
-                    });
-                };
-                if self.can_switch_to_warm(&prev) {
-                    let reason = format!("rolled back to {prev} by the operator");
-                    if self
-                        .switch_to_warm(Outcome::RolledBack, reason, None)
-                        .await
-                        .is_some()
-                    {
-                        return Ok(());
-                    }
-                }
-                if self.runtime.operator_targets() {
-                    return Err(ControlError::BadRequest(format!(
-                        "{} uses the static runtime and {prev} is no longer running: `baton deploy {} {prev} --target ...`",
-                        self.name, self.name
-                    )));
-                }
-                self.deploy(DeployRequest {
-                    version: prev,
-                    strategy: None,
-                    targets: Vec::new(),
-                })
-                .await
-                .map(|_| ())
-            }
-            Op::Promote { .. } if self.record.warm.is_some() => {
-                self.end_warm("promote").await;
-                Ok(())
-            }
-            _ => Err(ControlError::NoDeployment {
-                app: self.name.clone(),
-            }),
+fn answer(caller: Caller, result: Result<Answer, ControlError>) {
+    match caller {
+        Caller::Deploy(reply) => {
+            let r = result.map(|a| match a {
+                Answer::Deployment(id) => id,
+                Answer::Done => String::new(),
+            });
+            let _ = reply.send(r);
+        }
+        Caller::Op(reply) => {
+            let _ = reply.send(result.map(|_| ()));
         }
     }
+}
 
-    /// For the static runtime, a deploy of the warm version switches back only when it
-    /// names exactly the warm instances' addresses.
-    fn targets_are_warm(&self, targets: &[std::net::SocketAddr]) -> bool {
-        if targets.is_empty() {
-            return true;
-        }
-        let mut warm: Vec<std::net::SocketAddr> = self
-            .record
-            .warm
-            .iter()
-            .flat_map(|w| w.instances.iter())
-            .filter_map(|id| self.record.instance(id))
-            .map(|h| h.addr)
-            .collect();
-        let mut want = targets.to_vec();
-        warm.sort();
-        want.sort();
-        warm.dedup();
-        want.dedup();
-        warm == want
+fn health_event(ev: HealthEvent) -> Event {
+    match ev {
+        HealthEvent::Healthy { id } => Event::Healthy { id },
+        HealthEvent::Unhealthy { id, reason } => Event::Unhealthy { id, reason },
+        HealthEvent::StartupTimeout { id, last_error } => Event::StartupTimeout { id, last_error },
     }
+}
+
+fn runtime_event(ev: RuntimeEvent) -> Event {
+    let RuntimeEvent::Exited {
+        id,
+        status,
+        last_logs,
+    } = ev;
+    let tail = last_logs
+        .last()
+        .map(|l| format!(": {l}"))
+        .unwrap_or_default();
+    let why = format!("{id} {status}{tail}");
+    Event::Exited { id, why }
 }

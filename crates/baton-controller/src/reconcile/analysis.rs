@@ -1,21 +1,22 @@
-//! Canary analysis and external gates in the app actor.
+//! Canary analysis and external gates in the reconciler.
 //!
 //! Every `interval` during a canary, the judge (`baton-analysis`, pure) compares the
 //! canary's requests with stable's — or with the fair baseline pool's — taken from the
 //! proxy's per-version counters as differences since the canary first received traffic
-//! (or over the last `window`), and the Prometheus rules are queried off the actor. The combined verdict
+//! (or over the last `window`; read by the executor, `Effect::Sample`), and the Prometheus
+//! rules are queried by the executor (`Effect::QueryPrometheus`). The combined verdict
 //! goes to the rollout as `Input::Verdict` and to the event stream with its figures:
 //! `failure_limit` consecutive failed verdicts send `Fail` (fewer hold the step, like an
 //! inconclusive verdict); a step held past `progress_deadline` fails the deployment.
 //! During an ab_test the same loop computes the variant comparison `status` shows; it
 //! never aborts an experiment (the operator picks the winner).
 //!
-//! Gates: `Command::Gate` becomes a webhook call whose answer comes back as
+//! Gates: `Command::Gate` becomes `Effect::CallGate` whose answer comes back as
 //! `Input::GateResult`; `post_promote` and `rollback` are called when a deployment
-//! finishes and only reported.
+//! finishes (`Effect::Notify`) and only reported.
 
-use super::{AppActor, Done};
-use crate::gates::{self, GatePayload, PromOutcome};
+use super::{AppCore, Effect, Event};
+use crate::gates::{GatePayload, PromOutcome};
 use crate::status::ExperimentStatus;
 use baton_analysis::{compare_variants, judge_versions, JudgeVerdict, Judgement};
 use baton_core::Millis;
@@ -59,7 +60,7 @@ pub(crate) struct Round {
     deployment: String,
     judgement: Judgement,
     figures: String,
-    prom: Vec<PromOutcome>,
+    pub(crate) prom: Vec<PromOutcome>,
 }
 
 fn pct(x: f64) -> String {
@@ -81,7 +82,7 @@ fn figures(role: &str, version: &str, s: &MetricsSnapshot) -> String {
     )
 }
 
-impl AppActor {
+impl AppCore {
     /// Whether analysis (and its gates) apply to this app.
     pub(super) fn analysis_active(&self) -> bool {
         self.cfg.analysis.is_active()
@@ -106,23 +107,26 @@ impl AppActor {
 
     /// A canary with analysis starts with an inconclusive verdict, so no timed pause
     /// ends before the judge has seen the canary's traffic.
-    pub(super) async fn analysis_started(&mut self) {
+    pub(super) fn analysis_started(&mut self) {
         self.analysis = AnalysisRun::default();
         let canary = self.record.deployment.as_ref().is_some_and(|d| {
             matches!(d.rollout.spec().strategy, StrategySpec::Canary(_))
                 && d.rollout.spec().from_version.is_some()
         });
         if self.analysis_active() && canary {
-            self.feed(Input::Verdict(Verdict::Inconclusive {
-                reason: "no verdict yet: the canary has not been judged".into(),
-            }))
-            .await;
+            self.feed(
+                Input::Verdict(Verdict::Inconclusive {
+                    reason: "no verdict yet: the canary has not been judged".into(),
+                }),
+                Vec::new(),
+            );
         }
     }
 
     /// Called on every tick: one analysis round per `interval` while a canary or A/B
-    /// variant receives traffic.
-    pub(super) async fn analyze(&mut self) {
+    /// variant receives traffic. The counters are read by the executor
+    /// (`Effect::Sample`), the round continues in `on_sampled`.
+    pub(super) fn analyze(&mut self, out: &mut Vec<Effect>) {
         let Some(dep) = self.record.deployment.as_ref() else {
             self.analysis.experiment = None;
             return;
@@ -141,16 +145,17 @@ impl AppActor {
             return;
         }
         let spec = dep.rollout.spec();
-        let ab = match spec.strategy {
-            StrategySpec::Canary(_) => false,
-            StrategySpec::AbTest(_) => true,
-            _ => return,
-        };
+        if !matches!(
+            spec.strategy,
+            StrategySpec::Canary(_) | StrategySpec::AbTest(_)
+        ) {
+            return;
+        }
         let Some(from) = spec.from_version.clone() else {
             return;
         };
         let to = spec.to_version.clone();
-        let now = Millis::now();
+        let now = self.now;
         let interval = self.cfg.analysis.interval.get();
         if self
             .analysis
@@ -167,10 +172,42 @@ impl AppActor {
             return;
         }
         self.analysis.last_round = Some(now);
+        self.analysis.busy = true;
+        let baseline = baton_rollout::baseline_label(&from);
+        out.push(Effect::Sample {
+            deployment: dep.id.clone(),
+            versions: [Some(from), baseline, Some(to)]
+                .into_iter()
+                .flatten()
+                .collect(),
+        });
+    }
+
+    /// The counters of a round: judge them (or, for an A/B test, compare them).
+    pub(super) fn on_sampled(
+        &mut self,
+        deployment: String,
+        current: BTreeMap<String, MetricsSnapshot>,
+        out: &mut Vec<Effect>,
+    ) {
+        self.analysis.busy = false;
+        let Some(dep) = self.record.deployment.as_ref() else {
+            return;
+        };
+        if dep.id != deployment {
+            return;
+        }
+        let spec = dep.rollout.spec();
+        let ab = matches!(spec.strategy, StrategySpec::AbTest(_));
+        let Some(from) = spec.from_version.clone() else {
+            return;
+        };
+        let to = spec.to_version.clone();
+        let now = self.now;
+        let route = &self.record.route;
         let baseline = baton_rollout::baseline_label(&from);
         // The fair baseline when it is routed, else the stable fleet.
         let control = baseline
-            .clone()
             .filter(|b| {
                 route
                     .pools
@@ -178,16 +215,6 @@ impl AppActor {
                     .any(|p| &p.version == b && !p.instances.is_empty())
             })
             .unwrap_or_else(|| from.clone());
-        let metrics = self.shared.routes.proxy().metrics();
-        let current: BTreeMap<String, MetricsSnapshot> =
-            [Some(from.clone()), baseline, Some(to.clone())]
-                .into_iter()
-                .flatten()
-                .map(|v| {
-                    let snap = metrics.snapshot(&self.name, &v).unwrap_or_default();
-                    (v, snap)
-                })
-                .collect();
         let samples = &mut self.analysis.samples;
         if samples.len() >= KEEP_SAMPLES {
             samples.remove(1);
@@ -244,34 +271,23 @@ impl AppActor {
             prom: Vec::new(),
         };
         if a.prometheus.is_empty() {
-            return self.conclude(round).await;
+            return self.conclude(round);
         }
         self.analysis.busy = true;
-        let checks = a.prometheus.clone();
-        let timeout = a.webhooks.timeout.get();
-        let app = self.name.clone();
-        let done = self.done_tx.clone();
-        tokio::spawn(async move {
-            let mut round = round;
-            for c in checks {
-                let q = gates::render_query(
-                    &c.query,
-                    &[("app", &app), ("version", &to), ("stable_version", &from)],
-                );
-                let outcome = match gates::prom_query(&c.url, &q, timeout).await {
-                    Ok(v) => gates::judge_value(&c.name, v, c.min, c.max),
-                    Err(e) => PromOutcome::NoData {
-                        reason: format!("prometheus check {}: {e}", c.name),
-                    },
-                };
-                round.prom.push(outcome);
-            }
-            let _ = done.send(Done::Analysis(Box::new(round)));
+        out.push(Effect::QueryPrometheus {
+            round: Box::new(round),
+            checks: a.prometheus.clone(),
+            vars: vec![
+                ("app".into(), self.name.clone()),
+                ("version".into(), to),
+                ("stable_version".into(), from),
+            ],
+            timeout: a.webhooks.timeout.get(),
         });
     }
 
     /// Turns a round into a verdict for the rollout, an event and the history summary.
-    async fn conclude(&mut self, round: Round) {
+    pub(super) fn conclude(&mut self, round: Round) {
         self.analysis.busy = false;
         let current = self.record.deployment.as_ref().map(|d| d.id.clone());
         if current.as_deref() != Some(round.deployment.as_str()) {
@@ -336,14 +352,14 @@ impl AppActor {
             summary.push_str(&format!(" prometheus: {}", prom_figures.join(", ")));
         }
         self.analysis.last_summary = Some(summary.clone());
-        let ev = self.event("analysis", summary);
-        self.feed_with(Input::Verdict(input), vec![ev]).await;
-        self.check_progress_deadline().await;
+        let ev = self.note("analysis", summary);
+        self.feed(Input::Verdict(input), vec![ev]);
+        self.check_progress_deadline();
     }
 
     /// A step held by inconclusive (or not yet limit-reaching failed) verdicts longer
     /// than `progress_deadline` fails the deployment.
-    async fn check_progress_deadline(&mut self) {
+    fn check_progress_deadline(&mut self) {
         let Some(dep) = self.record.deployment.as_ref() else {
             return;
         };
@@ -356,7 +372,7 @@ impl AppActor {
             self.analysis.held_since = None;
             return;
         }
-        let now = Millis::now();
+        let now = self.now;
         let since = *self.analysis.held_since.get_or_insert(now);
         let deadline = self.cfg.analysis.progress_deadline;
         if now.since(since) < deadline.get() {
@@ -367,7 +383,7 @@ impl AppActor {
             "no conclusive verdict within progress_deadline ({deadline}) at {}; last: {last}",
             st.step
         );
-        self.feed(Input::Verdict(Verdict::Fail { reason })).await;
+        self.feed(Input::Verdict(Verdict::Fail { reason }), Vec::new());
     }
 
     // === gates ===
@@ -401,27 +417,39 @@ impl AppActor {
 
     /// Asks an external gate; the answer comes back as `Input::GateResult`. A gate with
     /// no URL (the config changed under a running deployment) says go.
-    pub(super) fn ask_gate(&mut self, gate: Gate, step: Option<usize>, weight: Option<u32>) {
-        let done = self.done_tx.clone();
+    pub(super) fn ask_gate(
+        &mut self,
+        gate: Gate,
+        step: Option<usize>,
+        weight: Option<u32>,
+        out: &mut Vec<Effect>,
+    ) {
         let (Some(url), Some(payload)) = (self.webhook_url(gate), self.payload(gate, step, weight))
         else {
-            let _ = done.send(Done::Gate {
+            self.follow_ups.push_back(Event::GateAnswered {
                 gate,
                 step,
                 result: Ok(()),
             });
             return;
         };
-        let timeout = self.cfg.analysis.webhooks.timeout.get();
-        tokio::spawn(async move {
-            let result = gates::call_webhook(&url, &payload, timeout).await;
-            let _ = done.send(Done::Gate { gate, step, result });
+        out.push(Effect::CallGate {
+            gate,
+            step,
+            url,
+            payload: Box::new(payload),
+            timeout: self.cfg.analysis.webhooks.timeout.get(),
         });
     }
 
     /// After a deployment finished: `post_promote` on success, `rollback` otherwise.
     /// Their answers are reported (event and log), they change nothing.
-    pub(super) fn notify_finished(&mut self, mut payload: GatePayload, outcome: Outcome) {
+    pub(super) fn notify_finished(
+        &mut self,
+        mut payload: GatePayload,
+        outcome: Outcome,
+        out: &mut Vec<Effect>,
+    ) {
         let gate = if outcome == Outcome::Succeeded {
             Gate::PostPromote
         } else {
@@ -431,15 +459,11 @@ impl AppActor {
             return;
         };
         payload.gate = gate.name().into();
-        let timeout = self.cfg.analysis.webhooks.timeout.get();
-        let done = self.done_tx.clone();
-        tokio::spawn(async move {
-            let result = gates::call_webhook(&url, &payload, timeout).await;
-            let _ = done.send(Done::Notified {
-                gate,
-                deployment: payload.deployment,
-                result,
-            });
+        out.push(Effect::Notify {
+            gate,
+            url,
+            payload: Box::new(payload),
+            timeout: self.cfg.analysis.webhooks.timeout.get(),
         });
     }
 
@@ -455,44 +479,26 @@ impl AppActor {
         Some(p)
     }
 
-    /// Results of analysis and gate work done off the actor.
-    pub(super) async fn on_analysis_done(&mut self, done: Done) {
-        match done {
-            Done::Gate { gate, step, result } => {
-                let (ok, reason) = match result {
-                    Ok(()) => (true, None),
-                    Err(e) => (false, Some(e)),
-                };
-                self.feed(Input::GateResult {
-                    gate,
-                    step,
-                    ok,
-                    reason,
-                })
-                .await;
-            }
-            Done::Analysis(round) => self.conclude(*round).await,
-            Done::Notified {
-                gate,
-                deployment,
-                result,
-            } => {
-                let msg = match &result {
-                    Ok(()) => format!("{deployment}: {} webhook answered 2xx", gate.name()),
-                    Err(e) if gate == Gate::PostPromote => format!(
-                        "{deployment}: post_promote webhook failed: {e}; the deployment stays finished (`baton rollback {}` goes back)",
-                        self.name
-                    ),
-                    Err(e) => format!("{deployment}: rollback webhook failed: {e}"),
-                };
-                if let Err(e) = &result {
-                    tracing::warn!(app = %self.name, gate = gate.name(), error = %e, "webhook failed");
-                }
-                let mut ev = self.event("gate", msg);
-                ev.deployment = Some(deployment);
-                self.record_fact(vec![ev]).await;
-            }
-            Done::Started { .. } | Done::Stopped { .. } => {}
+    /// A `post_promote` / `rollback` webhook answered: reported, nothing changes.
+    pub(super) fn on_notified(
+        &mut self,
+        gate: Gate,
+        deployment: String,
+        result: Result<(), String>,
+    ) {
+        let msg = match &result {
+            Ok(()) => format!("{deployment}: {} webhook answered 2xx", gate.name()),
+            Err(e) if gate == Gate::PostPromote => format!(
+                "{deployment}: post_promote webhook failed: {e}; the deployment stays finished (`baton rollback {}` goes back)",
+                self.name
+            ),
+            Err(e) => format!("{deployment}: rollback webhook failed: {e}"),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(app = %self.name, gate = gate.name(), error = %e, "webhook failed");
         }
+        let mut ev = self.note("gate", msg);
+        ev.deployment = Some(deployment);
+        self.commit(None, vec![ev]);
     }
 }

@@ -5,13 +5,12 @@
 //! a deploy of any other version, `promote`, or the end of the window drains and stops
 //! them.
 
-use super::AppActor;
+use super::{Answer, AppCore, Held, Ticket};
 use crate::gates::GatePayload;
-use crate::model::{Event, HistoryEntry, WarmSet};
-use baton_core::Millis;
+use crate::model::{Event as Note, HistoryEntry, WarmSet};
 use baton_rollout::Outcome;
 
-impl AppActor {
+impl AppCore {
     /// The warm instances that are running and healthy now.
     pub(super) fn warm_ready(&self) -> Vec<String> {
         self.record
@@ -31,21 +30,20 @@ impl AppActor {
     }
 
     /// Ends the window once its time is up.
-    pub(super) async fn expire_warm(&mut self) {
+    pub(super) fn expire_warm(&mut self) {
         let due = self
             .record
             .warm
             .as_ref()
-            .is_some_and(|w| Millis::now() >= w.until);
+            .is_some_and(|w| self.now >= w.until);
         if due {
-            self.end_warm("the warm window is over").await;
+            self.end_warm("the warm window is over");
         }
     }
 
-    /// Drains and stops the warm instances (they are out of routing already). The record
-    /// saying so is stored before the first stop.
-    pub(super) async fn end_warm(&mut self, why: &str) {
-        let before = self.record.clone();
+    /// Drains and stops the warm instances (they are out of routing already), once the
+    /// record saying so is stored.
+    pub(super) fn end_warm(&mut self, why: &str) {
         let Some(w) = self.record.warm.take() else {
             return;
         };
@@ -65,13 +63,10 @@ impl AppActor {
             w.version,
             ids.join(", ")
         );
-        let ev = self.event("warm_ended", msg);
-        if self.persist(None, vec![ev]).await.is_err() {
-            self.record = before;
-            return;
-        }
+        let ev = self.note("warm_ended", msg);
+        self.commit(None, vec![ev]);
         for id in ids {
-            self.stop_instance(&id);
+            self.hold(Held::Stop(id));
         }
     }
 
@@ -90,19 +85,30 @@ impl AppActor {
     /// spent). The version that was serving is kept warm in turn for `keep_for` (a deploy
     /// that alternates two versions switches instantly every time), or, with `None`
     /// (rollback, failure), drained and stopped. `None` when there is no healthy warm
-    /// instance to switch to.
-    pub(super) async fn switch_to_warm(
+    /// instance to switch to. With a `ticket`, the operator is answered once the switch
+    /// is stored, or refused (and nothing changed) if it cannot be.
+    pub(super) fn switch_to_warm(
         &mut self,
         outcome: Outcome,
         reason: String,
         keep_for: Option<std::time::Duration>,
+        ticket: Option<Ticket>,
     ) -> Option<String> {
         if self.warm_ready().is_empty() {
             return None;
         }
         let before = self.record.clone();
         let w = self.record.warm.take()?;
-        let now = Millis::now();
+        self.begin_undoable(
+            before,
+            ticket.map(|t| {
+                (
+                    t,
+                    "the switch back did not happen and nothing changed".into(),
+                )
+            }),
+        );
+        let now = self.now;
         self.record.seq += 1;
         let id = format!("{}-{}", self.name, self.record.seq);
         let from = self.record.stable_version.clone();
@@ -115,7 +121,6 @@ impl AppActor {
             .collect();
         self.record.stable_version = Some(w.version.clone());
         self.record.previous_version = from.clone();
-        self.route_steady();
         let keep = match (keep_for, &from) {
             (Some(d), Some(v)) if !leaving.is_empty() && !d.is_zero() => Some(WarmSet {
                 version: v.clone(),
@@ -127,6 +132,7 @@ impl AppActor {
         };
         let warm_until = keep.as_ref().map(|k| k.until);
         self.record.warm = keep;
+        self.route_steady();
         for l in &leaving {
             if !self.record.stopping.contains(l) {
                 self.record.stopping.push(l.clone());
@@ -147,21 +153,18 @@ impl AppActor {
             analysis: None,
         };
         let word = format!("{outcome:?}").to_lowercase();
-        let ev = Event {
+        let ev = Note {
             at: now,
             app: self.name.clone(),
             deployment: Some(id.clone()),
             kind: "finished".into(),
             message: format!("{id} ({}) {word}: {reason}", w.version),
         };
-        if self.persist(Some(entry.clone()), vec![ev]).await.is_err() {
-            self.record = before;
-            return None;
-        }
-        self.last_finished = Some(entry);
-        self.publish();
+        self.commit(Some(entry.clone()), vec![ev]);
+        self.hold(Held::Route);
+        self.hold(Held::Finished(Box::new(entry)));
         for l in leaving {
-            self.stop_instance(&l);
+            self.hold(Held::Stop(l));
         }
         if self.analysis_active() {
             let payload = GatePayload {
@@ -176,7 +179,16 @@ impl AppActor {
                 outcome: Some(word),
                 reason: Some(reason),
             };
-            self.notify_finished(payload, outcome);
+            self.hold(Held::Notify {
+                payload: Box::new(payload),
+                outcome,
+            });
+        }
+        if let Some(ticket) = ticket {
+            self.hold(Held::Reply {
+                ticket,
+                answer: Answer::Deployment(id.clone()),
+            });
         }
         Some(id)
     }
@@ -184,7 +196,7 @@ impl AppActor {
     /// An instance of the serving version failed while the previous version is warm:
     /// the switch is not trusted any more, so traffic goes back at once. Returns whether
     /// it switched.
-    pub(super) async fn fail_back_to_warm(&mut self, version: Option<&str>, why: &str) -> bool {
+    pub(super) fn fail_back_to_warm(&mut self, version: Option<&str>, why: &str) -> bool {
         let serving = version.is_some() && version == self.record.stable_version.as_deref();
         if self.record.deployment.is_some() || !serving || self.record.warm.is_none() {
             return false;
@@ -196,8 +208,7 @@ impl AppActor {
             .map(|w| w.version.clone())
             .unwrap_or_default();
         let reason = format!("{why}; switched back to the warm {back_to}");
-        self.switch_to_warm(Outcome::Failed, reason, None)
-            .await
+        self.switch_to_warm(Outcome::Failed, reason, None, None)
             .is_some()
     }
 }

@@ -1,26 +1,21 @@
-//! Routing (the stored plan restricted to healthy instances), keeping the stable
-//! version at `replicas`, events, storing, and sharing the view with readers.
+//! Routing (a plan restricted to healthy instances), keeping the stable version at
+//! `replicas` (with a back-off after a failed replacement), and events.
 
-use super::AppActor;
-use crate::model::{Event, HistoryEntry};
-use crate::status::AppView;
-use baton_core::{AppRouteSpec, BackendSpec, HoldSpec, Millis, PoolSpec};
+use super::{AppCore, Effect, Held};
+use crate::model::Event as Note;
+use baton_core::{AppRouteSpec, BackendSpec, HoldSpec, PoolSpec};
 use baton_rollout::{PoolPlan, RoutePlan};
 
-impl AppActor {
-    // === routing ===
-
-    pub(crate) fn publish(&mut self) {
-        self.published = self.record.route.clone();
-        let spec = self.route_spec();
-        if let Err(error) = self.shared.routes.set_app(&self.name, spec) {
-            tracing::error!(app = %self.name, %error, "route table rejected; previous routing kept");
-        }
+impl AppCore {
+    /// Hands the proxy the published plan with the health of now (an instance turned
+    /// healthy or unhealthy, or is being stopped). The plan itself changes only through
+    /// a stored record (`Held::Route`).
+    pub(super) fn publish_now(&self, out: &mut Vec<Effect>) {
+        out.push(Effect::Publish(self.route_spec_now()));
     }
 
-    /// The stored plan restricted to instances that are up and healthy.
-    pub(super) fn route_spec(&self) -> AppRouteSpec {
-        let plan = &self.record.route;
+    /// `plan` restricted to instances that are up, healthy and not stopping.
+    pub(super) fn route_spec(&self, plan: &RoutePlan) -> AppRouteSpec {
         let mut pools: Vec<PoolSpec> = plan
             .pools
             .iter()
@@ -68,9 +63,10 @@ impl AppActor {
         }
     }
 
-    /// Stable version, all its instances, 100%.
+    /// Stable version, all its instances (not the warm ones), 100 %. Goes out with the
+    /// next store.
     pub(super) fn route_steady(&mut self) {
-        self.record.route = match &self.record.stable_version {
+        let route = match &self.record.stable_version {
             Some(v) => RoutePlan {
                 pools: vec![PoolPlan {
                     version: v.clone(),
@@ -87,20 +83,16 @@ impl AppActor {
             },
             None => RoutePlan::default(),
         };
-    }
-
-    pub(super) fn route_steady_if_idle(&mut self) {
-        if self.record.deployment.is_none() {
-            self.route_steady();
+        if route != self.record.route {
+            self.record.route = route;
+            self.hold(Held::Route);
         }
     }
 
     /// Outside deployments, keep `replicas` instances of the stable version running.
-    pub(super) async fn heal(&mut self) {
-        if self.record.deployment.is_some()
-            || self.runtime.operator_targets()
-            || Millis::now() < self.heal_after
-        {
+    /// After a replacement failed to start, the next waits `HEAL_BACKOFF`.
+    pub(super) fn heal(&mut self) {
+        if self.record.deployment.is_some() || self.operator_targets || self.now < self.heal_after {
             return;
         }
         let Some(v) = self.record.stable_version.clone() else {
@@ -118,20 +110,20 @@ impl AppActor {
         for _ in (have + starting)..self.cfg.replicas {
             self.record.seq += 1;
             let id = format!("{}-r{}", self.name, self.record.seq);
-            let ev = self.event(
+            let ev = self.note(
                 "replacing",
                 format!("starting {id} ({v}) to keep {} replicas", self.cfg.replicas),
             );
-            if self.persist(None, vec![ev]).await.is_err() {
-                return;
-            }
+            self.commit(None, vec![ev]);
             self.healing.insert(id.clone());
-            self.start_instance(id, v.clone());
+            self.hold(Held::Start {
+                id,
+                version: v.clone(),
+            });
         }
     }
 
-    // === bookkeeping ===
-
+    /// The stable version's healthy instances outside the warm set.
     pub(super) fn stable_instances(&self) -> Vec<String> {
         match &self.record.stable_version {
             Some(v) => self
@@ -147,67 +139,13 @@ impl AppActor {
         }
     }
 
-    pub(super) fn event(&self, kind: &str, message: String) -> Event {
-        Event {
-            at: Millis::now(),
+    pub(super) fn note(&self, kind: &str, message: String) -> Note {
+        Note {
+            at: self.now,
             app: self.name.clone(),
             deployment: self.record.deployment.as_ref().map(|d| d.id.clone()),
             kind: kind.to_string(),
             message,
         }
-    }
-
-    /// Stores the record with `history` and `events`, then tells event watchers. A store
-    /// that fails is logged, shown in `status` (`store_error`) and returned: the caller
-    /// must not carry out what the record was to make durable.
-    pub(super) async fn persist(
-        &mut self,
-        history: Option<HistoryEntry>,
-        events: Vec<Event>,
-    ) -> Result<(), String> {
-        let store = self.shared.store.clone();
-        let record = self.record.clone();
-        let app = self.name.clone();
-        let evs = events.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            store.commit(&app, Some(&record), history.as_ref(), &evs)
-        })
-        .await;
-        let failure = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(error.to_string()),
-            Err(error) => Some(format!("the store task failed: {error}")),
-        };
-        if let Some(error) = failure {
-            tracing::error!(app = %self.name, %error, "could not store state; nothing that depends on it happens until a store succeeds");
-            self.store_error = Some(error.clone());
-            return Err(error);
-        }
-        self.store_error = None;
-        for e in events {
-            tracing::info!(app = %e.app, kind = %e.kind, "{}", e.message);
-            let _ = self.shared.events.send(e);
-        }
-        Ok(())
-    }
-
-    /// Stores a fact that already happened (an instance became healthy, exited, was
-    /// started or stopped). Nothing waits on it: a failure is logged and shown, and the
-    /// next successful store carries the record.
-    pub(super) async fn record_fact(&mut self, events: Vec<Event>) {
-        let _ = self.persist(None, events).await;
-    }
-
-    pub(super) fn share(&self) {
-        let rollout = self.record.deployment.as_ref().map(|d| d.rollout.status());
-        self.view.send_replace(AppView {
-            record: self.record.clone(),
-            healthy: self.healthy.clone(),
-            rollout,
-            last_finished: self.last_finished.clone(),
-            experiment: self.analysis.experiment.clone(),
-            store_error: self.store_error.clone(),
-            published: self.published.clone(),
-        });
     }
 }

@@ -1,4 +1,4 @@
-//! Issue 6 acceptance, end to end with the real binary and the sample app: canary
+//! Canary analysis end to end with the real binary and the sample app: canary
 //! analysis from the proxy's own per-version metrics (errors, latency, too little
 //! traffic, an equal canary), A/B significance through `status --json`, a webhook gate
 //! answering 500, and a failing rule on a real Prometheus server scraping baton.

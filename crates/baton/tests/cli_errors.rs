@@ -1,4 +1,4 @@
-//! Issue 3 acceptance: bad input gets a clear message and the specified exit code, and
+//! Bad input gets a clear message and the specified exit code, and
 //! changes nothing.
 #![allow(clippy::unwrap_used)]
 

@@ -1,4 +1,4 @@
-//! Issue 3 acceptance: `kill -9` of baton at each step of a canary and of a rolling
+//! `kill -9` of baton at each step of a canary and of a rolling
 //! deployment, then restart: routes restored before the listener accepts, the deployment
 //! resumes or rolls back, no orphan processes, history complete.
 #![allow(clippy::unwrap_used)]

@@ -1,4 +1,4 @@
-//! Issue 5 acceptance on the real Docker Engine: strategies under load with 0 failed
+//! On the real Docker Engine: strategies under load with 0 failed
 //! requests, broken images rolled back, `kill -9` mid-rollout without leaked containers,
 //! and clear errors that change nothing. Images are `FROM scratch` around the statically
 //! linked sample app, built locally once. Every test needs a reachable engine: without

@@ -1,4 +1,4 @@
-//! Issue 7 faults against the real `baton serve`: backends SIGKILLed mid-request, hung,
+//! Faults against the real `baton serve`: backends SIGKILLed mid-request, hung,
 //! or cutting a response; `kill -9` of baton at random points of every strategy's
 //! deployment; a truncated or corrupted store; a full disk; two servers on one store.
 //!

@@ -1,4 +1,4 @@
-//! Issue 3 acceptance: broken versions are rolled back by themselves, with 0 failed client
+//! Broken versions are rolled back by themselves, with 0 failed client
 //! requests and the reason in `history`.
 #![allow(clippy::unwrap_used)]
 

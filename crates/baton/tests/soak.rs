@@ -1,4 +1,4 @@
-//! Issue 7 deploy soak: every strategy deployed again and again under mixed load (all the
+//! Deploy soak: every strategy deployed again and again under mixed load (all the
 //! load client's profiles at once) against the real `baton serve`; counts deploys,
 //! requests and failed requests (must be 0: every new version is healthy), and splits p99
 //! into "during a switch" and "at rest".

@@ -1,4 +1,4 @@
-//! Issue 3 acceptance: every strategy end to end through the real CLI and real processes
+//! Every strategy end to end through the real CLI and real processes
 //! under continuous load — 0 failed requests and the expected final `status --json`.
 #![allow(clippy::unwrap_used)]
 

@@ -1,4 +1,4 @@
-//! Issue 7 point 4: upgrading baton itself with no failed request. The real binary, the
+//! Upgrading baton itself with no failed request. The real binary, the
 //! real CLI, real app processes and continuous load: `baton upgrade` (and SIGUSR2)
 //! hands the listening sockets and the apps to the binary now at the server's path;
 //! a new binary that fails to start leaves the old one serving.

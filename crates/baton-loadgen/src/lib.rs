@@ -486,6 +486,18 @@ async fn tcp_connect(spec: &LoadSpec) -> Result<tokio::net::TcpStream, String> {
     Ok(stream)
 }
 
+/// `send: ` and what hyper (and h2 beneath it) said, e.g. `send: http2 error: stream
+/// error received: refused stream before processing any application logic`.
+fn send_error(e: &hyper::Error) -> String {
+    let mut kind = format!("send: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        kind.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    kind
+}
+
 /// A body of `len` bytes that differs from request to request (`n` is the request's
 /// number), so an echo of another request's body is caught.
 fn post_body(worker: usize, n: u64, len: usize) -> Bytes {
@@ -555,13 +567,13 @@ async fn run_worker(spec: LoadSpec, stop: Arc<AtomicBool>, mut w: Worker) -> Wor
             let resp = match conn.as_mut() {
                 Some(Conn::H1(s)) => s.send_request(req).await,
                 Some(Conn::H2(s)) => s.send_request(req).await,
-                None => return Err(("send", true)),
+                None => return Err(("send".to_string(), true)),
             }
             .map_err(|e| {
                 if e.is_incomplete_message() {
-                    ("reset", true)
+                    ("reset".to_string(), true)
                 } else {
-                    ("send", true)
+                    (send_error(&e), true)
                 }
             })?;
             let status = resp.status();
@@ -575,7 +587,7 @@ async fn run_worker(spec: LoadSpec, stop: Arc<AtomicBool>, mut w: Worker) -> Wor
                 .into_body()
                 .collect()
                 .await
-                .map_err(|_| ("body cut", true))?
+                .map_err(|_| ("body cut".to_string(), true))?
                 .to_bytes();
             Ok((status, version, got))
         };

@@ -207,6 +207,8 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// How long an idle HTTP/1 connection is kept open at shutdown for the client's next
 /// request (at most `client_idle_timeout`).
 const DRAIN_IDLE: Duration = Duration::from_secs(5);
+/// An HTTP/2 connection with no stream open gets GOAWAY after this much quiet.
+const H2_QUIET: Duration = Duration::from_secs(1);
 /// After the half-close of an idle connection, how long what the client still sends is
 /// read and discarded (so it is not answered with a reset) before the socket is closed.
 const LINGER: Duration = Duration::from_secs(2);
@@ -221,8 +223,10 @@ const LINGER: Duration = Duration::from_secs(2);
 /// after it), a response in progress finishes as it started, and a connection the client
 /// leaves idle stays open for `DRAIN_IDLE` (the gaps of such clients) before it is closed
 /// with a half-close (`linger_close`), and only once no byte of a request is waiting in
-/// the socket. HTTP/2 gets GOAWAY at once, which is race-free: the client learns which
-/// streams were taken.
+/// the socket. HTTP/2 gets GOAWAY (which tells the client which streams were taken)
+/// while a stream is open — it then reaches a client waiting for a response rather than
+/// one between its check of the connection and its next request, where a client such as
+/// hyper's fails the request without sending it — or after `H2_QUIET`.
 struct Drain {
     last_reads: u64,
     quiet_since: Instant,
@@ -247,16 +251,24 @@ impl Drain {
     }
 
     fn step(&mut self, state: &ConnState, fd: std::os::fd::RawFd) -> DrainStep {
-        if state.is_h2() {
-            return DrainStep::GoAway;
-        }
         let reads = state.reads();
         if reads != self.last_reads || state.busy() || state.head_age().is_some() {
             self.last_reads = reads;
             self.quiet_since = Instant::now();
+            if state.is_h2() && state.busy() {
+                return DrainStep::GoAway;
+            }
             return DrainStep::Wait;
         }
-        if self.quiet_since.elapsed() < self.idle_grace {
+        let quiet = self.quiet_since.elapsed();
+        if state.is_h2() {
+            return if quiet >= H2_QUIET {
+                DrainStep::GoAway
+            } else {
+                DrainStep::Wait
+            };
+        }
+        if quiet < self.idle_grace {
             return DrainStep::Wait;
         }
         // Bytes of a request already in the socket: hyper reads and serves it (with

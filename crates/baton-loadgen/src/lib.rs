@@ -5,8 +5,10 @@
 //!
 //! Profiles: keep-alive back to back (or with idle gaps), a new connection per request,
 //! HTTP/2, POSTs whose echoed body is checked byte for byte, slow multi-second requests,
-//! and WebSockets held open with periodic echoed messages. Several profiles run at once
-//! with [`Load::start_mixed`].
+//! WebSockets held open with periodic echoed messages, and a plain keep-alive client that
+//! writes its requests straight to the socket without checking whether the server closed
+//! the connection (as Python's `http.client` does). Several profiles run at once with
+//! [`Load::start_mixed`].
 //!
 //! Every request also leaves a [`Sample`] (when it started, how long it took, whether it
 //! failed), so a report can split latency "during a switch" from "at rest" with
@@ -52,17 +54,28 @@ pub enum Profile {
     Slow,
     /// WebSockets held open, one per client, a message every `gap`, each echo checked.
     WebSocket,
+    /// HTTP/1.1 keep-alive written straight to the socket, the way Python's `http.client`
+    /// (and many scripts and simple clients) behave: the next request goes out on the
+    /// same connection as soon as the previous response is read (after `gap`, or a random
+    /// pause up to `gap_max`), with no check whether the server has closed it meanwhile.
+    /// Only `Connection: close` on a response makes it open a new connection. A request
+    /// answered by an end of stream or a reset before any response byte is a failure:
+    /// `closed without answer`. This is the client that sees a server closing a kept-alive
+    /// connection while a request is on its way (hyper's client, the other profiles,
+    /// notices the close first and opens a new connection).
+    Plain,
 }
 
 impl Profile {
     /// Every profile, in report order.
-    pub const ALL: [Profile; 6] = [
+    pub const ALL: [Profile; 7] = [
         Profile::KeepAlive,
         Profile::NewConnection,
         Profile::Http2,
         Profile::Post,
         Profile::Slow,
         Profile::WebSocket,
+        Profile::Plain,
     ];
 
     /// Short name used in reports.
@@ -74,6 +87,7 @@ impl Profile {
             Profile::Post => "post",
             Profile::Slow => "slow",
             Profile::WebSocket => "websocket",
+            Profile::Plain => "plain",
         }
     }
 
@@ -98,6 +112,10 @@ pub struct LoadSpec {
     /// Pause between a response and the next request of the same client (for
     /// WebSockets: between two messages).
     pub gap: Duration,
+    /// When set (and longer than `gap`), each pause is drawn at random between `gap` and
+    /// this (seeded per client, so a run can be repeated): keep-alive connections idle for
+    /// varying short times.
+    pub gap_max: Option<Duration>,
     /// `Post`: size of each request body (unique per request, checked in the echo).
     pub body_bytes: usize,
     /// `WebSocket`: how long a client keeps one socket before closing it normally (1000)
@@ -117,6 +135,7 @@ impl LoadSpec {
             clients: 4,
             profile: Profile::KeepAlive,
             gap: Duration::from_millis(5),
+            gap_max: None,
             body_bytes: 4096,
             ws_hold: None,
             timeout: Duration::from_secs(30),
@@ -312,6 +331,8 @@ impl Load {
                     let w = Worker::new(spec.profile, started);
                     if spec.profile == Profile::WebSocket {
                         run_ws_worker(spec, stop, w).await
+                    } else if spec.profile == Profile::Plain {
+                        run_plain_worker(spec, stop, w).await
                     } else {
                         run_worker(spec, stop, w).await
                     }
@@ -465,6 +486,18 @@ async fn tcp_connect(spec: &LoadSpec) -> Result<tokio::net::TcpStream, String> {
     Ok(stream)
 }
 
+/// `send: ` and what hyper (and h2 beneath it) said, e.g. `send: http2 error: stream
+/// error received: refused stream before processing any application logic`.
+fn send_error(e: &hyper::Error) -> String {
+    let mut kind = format!("send: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        kind.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    kind
+}
+
 /// A body of `len` bytes that differs from request to request (`n` is the request's
 /// number), so an echo of another request's body is caught.
 fn post_body(worker: usize, n: u64, len: usize) -> Bytes {
@@ -476,6 +509,7 @@ static WORKER_IDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsi
 
 async fn run_worker(spec: LoadSpec, stop: Arc<AtomicBool>, mut w: Worker) -> Worker {
     let id = WORKER_IDS.fetch_add(1, Ordering::Relaxed);
+    let mut pauses = Pauses::new(&spec, id);
     let mut n = 0u64;
     let mut conn: Option<Conn> = None;
     while !stop.load(Ordering::Relaxed) {
@@ -533,13 +567,13 @@ async fn run_worker(spec: LoadSpec, stop: Arc<AtomicBool>, mut w: Worker) -> Wor
             let resp = match conn.as_mut() {
                 Some(Conn::H1(s)) => s.send_request(req).await,
                 Some(Conn::H2(s)) => s.send_request(req).await,
-                None => return Err(("send", true)),
+                None => return Err(("send".to_string(), true)),
             }
             .map_err(|e| {
                 if e.is_incomplete_message() {
-                    ("reset", true)
+                    ("reset".to_string(), true)
                 } else {
-                    ("send", true)
+                    (send_error(&e), true)
                 }
             })?;
             let status = resp.status();
@@ -553,7 +587,7 @@ async fn run_worker(spec: LoadSpec, stop: Arc<AtomicBool>, mut w: Worker) -> Wor
                 .into_body()
                 .collect()
                 .await
-                .map_err(|_| ("body cut", true))?
+                .map_err(|_| ("body cut".to_string(), true))?
                 .to_bytes();
             Ok((status, version, got))
         };
@@ -584,11 +618,246 @@ async fn run_worker(spec: LoadSpec, stop: Arc<AtomicBool>, mut w: Worker) -> Wor
         if spec.profile == Profile::NewConnection {
             conn = None;
         }
-        if !spec.gap.is_zero() {
-            tokio::time::sleep(spec.gap).await;
-        }
+        pauses.pause().await;
     }
     w
+}
+
+/// The pauses of one client between a response and its next request: `gap`, or drawn
+/// between `gap` and `gap_max` (xorshift seeded by the client's number).
+struct Pauses {
+    min: Duration,
+    max: Duration,
+    state: u64,
+}
+
+impl Pauses {
+    fn new(spec: &LoadSpec, client: usize) -> Pauses {
+        Pauses {
+            min: spec.gap,
+            max: spec.gap_max.unwrap_or(spec.gap).max(spec.gap),
+            state: 0x9E37_79B9_7F4A_7C15 ^ (client as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        if self.max <= self.min {
+            return self.min;
+        }
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let span = (self.max - self.min).as_micros() as u64;
+        self.min + Duration::from_micros(self.state % (span + 1))
+    }
+
+    async fn pause(&mut self) {
+        let d = self.next();
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+    }
+}
+
+/// `Profile::Plain`: requests written straight to a kept-alive socket (see the profile).
+async fn run_plain_worker(spec: LoadSpec, stop: Arc<AtomicBool>, mut w: Worker) -> Worker {
+    let id = WORKER_IDS.fetch_add(1, Ordering::Relaxed);
+    let mut pauses = Pauses::new(&spec, id);
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: baton-loadgen plain\r\n\r\n",
+        spec.path, spec.host
+    );
+    let mut conn: Option<plain::Conn> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let start = Instant::now();
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match tcp_connect(&spec).await {
+                Ok(stream) => conn.insert(plain::Conn::new(stream)),
+                Err(kind) => {
+                    w.fail(start, kind);
+                    tokio::time::sleep(spec.gap.max(Duration::from_millis(10))).await;
+                    continue;
+                }
+            },
+        };
+        match tokio::time::timeout(spec.timeout, c.exchange(request.as_bytes())).await {
+            Ok(Ok(resp)) => {
+                if !(200..300).contains(&resp.status) {
+                    w.fail(start, format!("status {}", resp.status));
+                } else {
+                    w.succeed(start, &resp.version);
+                }
+                if resp.close {
+                    conn = None;
+                }
+            }
+            Ok(Err(kind)) => {
+                w.fail(start, kind);
+                conn = None;
+            }
+            Err(_) => {
+                w.fail(start, "timeout");
+                conn = None;
+            }
+        }
+        pauses.pause().await;
+    }
+    w
+}
+
+/// A minimal HTTP/1.1 client connection for `Profile::Plain`: enough to read the sample
+/// app's responses (Content-Length, chunked, or until close) and nothing more.
+mod plain {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub(crate) struct Conn {
+        stream: TcpStream,
+        buf: Vec<u8>,
+    }
+
+    pub(crate) struct Answer {
+        pub status: u16,
+        pub version: String,
+        /// The server said `Connection: close` (or ended the body with the connection).
+        pub close: bool,
+    }
+
+    fn io_kind(e: &std::io::Error) -> String {
+        format!("{:?}", e.kind())
+    }
+
+    impl Conn {
+        pub(crate) fn new(stream: TcpStream) -> Conn {
+            Conn {
+                stream,
+                buf: Vec::new(),
+            }
+        }
+
+        /// Reads more bytes into `buf`; `Ok(false)` at the end of the stream.
+        async fn fill(&mut self) -> std::io::Result<bool> {
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut chunk).await?;
+            self.buf.extend_from_slice(&chunk[..n]);
+            Ok(n > 0)
+        }
+
+        /// Sends one request and reads its response. A failure before any response byte
+        /// is `closed without answer: ...`; one after it is `reset` or `body cut`.
+        pub(crate) async fn exchange(&mut self, request: &[u8]) -> Result<Answer, String> {
+            if let Err(e) = self.stream.write_all(request).await {
+                return Err(format!("closed without answer: write {}", io_kind(&e)));
+            }
+            let head_end = loop {
+                if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                    break i + 4;
+                }
+                if self.buf.len() > 64 * 1024 {
+                    return Err("response head too large".into());
+                }
+                let answered = !self.buf.is_empty();
+                match self.fill().await {
+                    Ok(true) => {}
+                    Ok(false) if answered => return Err("body cut: in the head".into()),
+                    Ok(false) => return Err("closed without answer: end of stream".into()),
+                    Err(e) if answered => return Err(format!("reset: {}", io_kind(&e))),
+                    Err(e) => return Err(format!("closed without answer: {}", io_kind(&e))),
+                }
+            };
+            let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+            self.buf.drain(..head_end);
+            let mut lines = head.split("\r\n");
+            let status = lines
+                .next()
+                .and_then(|l| l.split(' ').nth(1))
+                .and_then(|c| c.parse::<u16>().ok())
+                .ok_or_else(|| "bad response line".to_string())?;
+            let (mut length, mut chunked, mut close) = (None, false, false);
+            let mut version = String::from("?");
+            for line in lines {
+                let Some((name, value)) = line.split_once(':') else {
+                    continue;
+                };
+                let value = value.trim();
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.parse::<usize>().ok(),
+                    "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
+                    "connection" => close |= value.to_ascii_lowercase().contains("close"),
+                    "x-version" => version = value.to_string(),
+                    _ => {}
+                }
+            }
+            if chunked {
+                self.read_chunked().await?;
+            } else if let Some(n) = length {
+                while self.buf.len() < n {
+                    self.more().await?;
+                }
+                self.buf.drain(..n);
+            } else if status != 204 && status != 304 {
+                // Delimited by the end of the connection.
+                while self
+                    .fill()
+                    .await
+                    .map_err(|e| format!("reset: {}", io_kind(&e)))?
+                {}
+                self.buf.clear();
+                close = true;
+            }
+            Ok(Answer {
+                status,
+                version,
+                close,
+            })
+        }
+
+        /// Reads more of a body that must go on.
+        async fn more(&mut self) -> Result<(), String> {
+            match self.fill().await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("body cut".into()),
+                Err(e) => Err(format!("reset: {}", io_kind(&e))),
+            }
+        }
+
+        async fn read_chunked(&mut self) -> Result<(), String> {
+            loop {
+                let line_end = loop {
+                    if let Some(i) = find(&self.buf, b"\r\n") {
+                        break i;
+                    }
+                    self.more().await?;
+                };
+                let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+                let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                    .map_err(|_| "bad chunk size".to_string())?;
+                self.buf.drain(..line_end + 2);
+                if size == 0 {
+                    // Trailers (none expected), then the final empty line.
+                    loop {
+                        if let Some(i) = find(&self.buf, b"\r\n") {
+                            self.buf.drain(..i + 2);
+                            if i == 0 {
+                                return Ok(());
+                            }
+                            continue;
+                        }
+                        self.more().await?;
+                    }
+                }
+                while self.buf.len() < size + 2 {
+                    self.more().await?;
+                }
+                self.buf.drain(..size + 2);
+            }
+        }
+    }
+
+    fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
 }
 
 type WsStream = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;

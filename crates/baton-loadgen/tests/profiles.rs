@@ -162,3 +162,96 @@ async fn window_stats_split_requests_during_and_outside_windows() {
     let (none, _) = r.window_stats(&[(a, b)], &[Profile::Post]);
     assert_eq!(none.sent, 0);
 }
+
+/// A server that answers every request `200`, with `Connection: close` when `say_close`
+/// (and closes), else keeping the connection until it has been idle `idle_close`; counts
+/// the requests it answered.
+async fn keep_alive_server(
+    say_close: bool,
+    idle_close: Duration,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = std::sync::Arc::new(AtomicU64::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 1024];
+                    let n = match tokio::time::timeout(idle_close, s.read(&mut chunk)).await {
+                        Ok(Ok(n)) if n > 0 => n,
+                        _ => return, // idle too long (or the client left): close
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..i + 4);
+                        let conn = if say_close { "close" } else { "keep-alive" };
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nX-Version: v9\r\nConnection: {conn}\r\nContent-Length: 3\r\n\r\nok\n"
+                        );
+                        s.write_all(resp.as_bytes()).await.unwrap();
+                        count.fetch_add(1, Ordering::Relaxed);
+                        if say_close {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, answered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_client_fails_a_request_sent_on_a_connection_closed_while_idle() {
+    // The server closes connections idle for 100 ms; the client pauses 300 ms.
+    let (addr, _) = keep_alive_server(false, Duration::from_millis(100)).await;
+    let plain = Load::start(LoadSpec {
+        clients: 1,
+        gap: Duration::from_millis(300),
+        ..LoadSpec::with_profile(addr, Profile::Plain)
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let r = plain.stop().await;
+    assert!(r.ok >= 1, "{r:?}");
+    assert!(r.failed >= 1, "{r:?}");
+    assert!(
+        r.failures
+            .keys()
+            .all(|k| k.starts_with("closed without answer")),
+        "{r:?}"
+    );
+    // hyper's client (the keep-alive profile) sees the close first and reconnects.
+    let hyper_client = Load::start(LoadSpec {
+        clients: 1,
+        gap: Duration::from_millis(300),
+        ..LoadSpec::with_profile(addr, Profile::KeepAlive)
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let r = hyper_client.stop().await;
+    assert!(r.ok >= 2 && r.failed == 0, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_client_reconnects_after_connection_close_and_varies_its_gaps() {
+    use std::sync::atomic::Ordering;
+    let (addr, answered) = keep_alive_server(true, Duration::from_secs(10)).await;
+    let load = Load::start(LoadSpec {
+        clients: 2,
+        gap: Duration::from_millis(1),
+        gap_max: Some(Duration::from_millis(30)),
+        ..LoadSpec::with_profile(addr, Profile::Plain)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = load.stop().await;
+    assert_eq!(r.failed, 0, "{r:?}");
+    assert!(r.ok >= 4, "{r:?}");
+    assert_eq!(r.ok, answered.load(Ordering::Relaxed));
+    assert_eq!(r.by_version.keys().collect::<Vec<_>>(), ["v9"], "{r:?}");
+}

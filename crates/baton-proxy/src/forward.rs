@@ -62,6 +62,10 @@ impl Inner {
         conn: &ClientConn,
     ) -> Response<ResponseBody> {
         let active = conn.state.begin();
+        let h1 = req.version() < http::Version::HTTP_2;
+        if !h1 {
+            conn.state.note_h2();
+        }
         let mut res = match self.forward(req, conn).await {
             Ok(res) => res,
             Err(error) => {
@@ -74,6 +78,15 @@ impl Inner {
             }
         };
         res.body_mut().set_active(active);
+        // Shutting down (an upgrade hands over, or baton stops): the client learns with
+        // this answer that the connection ends, and sends its next request on a new one
+        // (to the new process). Checked as late as possible, just before hyper writes the
+        // head; a response that just misses it leaves the connection open for the next
+        // request (see `server.rs`, `Drain`). A 101 keeps its `Connection: upgrade`.
+        if h1 && conn.state.draining() && res.status() != StatusCode::SWITCHING_PROTOCOLS {
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         res
     }
 

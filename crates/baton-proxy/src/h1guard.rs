@@ -33,7 +33,7 @@
 //! errors). Off means "no verdicts", never a wrong verdict: hyper still parses and
 //! re-frames every message, so nothing ambiguous ever reaches a backend.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -100,6 +100,10 @@ pub(crate) struct ConnState {
     served: AtomicU64,
     /// Requests whose response is not finished yet.
     active: AtomicU64,
+    /// The server is shutting down: HTTP/1 responses from now on say `Connection: close`.
+    draining: AtomicBool,
+    /// A request on this connection was HTTP/2.
+    h2: AtomicBool,
     epoch: Instant,
 }
 
@@ -121,6 +125,8 @@ impl ConnState {
             reads: AtomicU64::new(0),
             served: AtomicU64::new(0),
             active: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            h2: AtomicBool::new(false),
             epoch: Instant::now(),
         }
     }
@@ -155,6 +161,23 @@ impl ConnState {
 
     pub fn reads(&self) -> u64 {
         self.reads.load(Relaxed)
+    }
+
+    /// From now on, every HTTP/1 response on this connection says `Connection: close`.
+    pub fn start_draining(&self) {
+        self.draining.store(true, SeqCst);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(SeqCst)
+    }
+
+    pub fn note_h2(&self) {
+        self.h2.store(true, Relaxed);
+    }
+
+    pub fn is_h2(&self) -> bool {
+        self.h2.load(Relaxed)
     }
 
     /// How long the head now arriving has been arriving, if one is.

@@ -152,12 +152,21 @@ async fn serve_conn(
                 return;
             }
             _ = stop.cancelled(), if !closing && drain.is_none() => {
-                drain = Some(Drain::new(&state));
+                state.start_draining();
+                drain = Some(Drain::new(&state, inner.config.client_idle_timeout));
             }
             _ = tokio::time::sleep(DRAIN_POLL), if !closing && drain.is_some() => {
-                if drain.as_mut().is_some_and(|d| d.may_close(&state)) {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
+                match drain.as_mut().map_or(DrainStep::Wait, |d| d.step(&state, fd)) {
+                    DrainStep::Wait => {}
+                    DrainStep::GoAway => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    DrainStep::CloseIdle => {
+                        tracing::debug!(%peer, "closing idle client connection at shutdown");
+                        linger_close(fd, peer).await;
+                        return;
+                    }
                 }
             }
             _ = tick.tick() => match watchdog.check(&state) {
@@ -194,39 +203,123 @@ async fn serve_conn(
 }
 
 /// How often a connection being drained at shutdown is looked at.
-const DRAIN_POLL: Duration = Duration::from_millis(5);
-/// A connection quiet this long at shutdown is closed without waiting for a request.
-const DRAIN_IDLE: Duration = Duration::from_secs(1);
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+/// How long an idle HTTP/1 connection is kept open at shutdown for the client's next
+/// request (at most `client_idle_timeout`).
+const DRAIN_IDLE: Duration = Duration::from_secs(5);
+/// An HTTP/2 connection with no stream open gets GOAWAY after this much quiet.
+const H2_QUIET: Duration = Duration::from_secs(1);
+/// After the half-close of an idle connection, how long what the client still sends is
+/// read and discarded (so it is not answered with a reset) before the socket is closed.
+const LINGER: Duration = Duration::from_secs(2);
 
-/// Closing a client connection at shutdown without failing a request. An HTTP/1.1
-/// connection closed while idle races with the client's next request (the client may
-/// have sent it already), so the close waits for a request in progress — hyper then
-/// answers it with `Connection: close` and closes — or for the connection to stay quiet
-/// for `DRAIN_IDLE`. HTTP/2 gets GOAWAY at the same moments, which is race-free anyway.
+/// Closing a client connection at shutdown without failing a request.
+///
+/// HTTP/1.1 has no way to tell an idle client that the connection ends, and a client may
+/// send its next request at any moment — many (Python's `http.client`, scripts, simple
+/// clients) without checking whether the server closed the connection meanwhile, and
+/// without retrying. So at shutdown an HTTP/1 connection is never closed under a request:
+/// every response from then on says `Connection: close` (`Inner::handle`; hyper closes
+/// after it), a response in progress finishes as it started, and a connection the client
+/// leaves idle stays open for `DRAIN_IDLE` (the gaps of such clients) before it is closed
+/// with a half-close (`linger_close`), and only once no byte of a request is waiting in
+/// the socket. HTTP/2 gets GOAWAY (which tells the client which streams were taken)
+/// while a stream is open — it then reaches a client waiting for a response rather than
+/// one between its check of the connection and its next request, where a client such as
+/// hyper's fails the request without sending it — or after `H2_QUIET`.
 struct Drain {
     last_reads: u64,
     quiet_since: Instant,
+    idle_grace: Duration,
+}
+
+enum DrainStep {
+    Wait,
+    /// HTTP/2: hyper's graceful shutdown (GOAWAY, then the open streams finish).
+    GoAway,
+    /// HTTP/1 (or nothing received yet), idle for the whole grace: half-close.
+    CloseIdle,
 }
 
 impl Drain {
-    fn new(state: &ConnState) -> Drain {
+    fn new(state: &ConnState, client_idle_timeout: Duration) -> Drain {
         Drain {
             last_reads: state.reads(),
             quiet_since: Instant::now(),
+            idle_grace: DRAIN_IDLE.min(client_idle_timeout),
         }
     }
 
-    fn may_close(&mut self, state: &ConnState) -> bool {
-        if state.busy() {
-            return true;
-        }
+    fn step(&mut self, state: &ConnState, fd: std::os::fd::RawFd) -> DrainStep {
         let reads = state.reads();
-        if reads != self.last_reads {
+        if reads != self.last_reads || state.busy() || state.head_age().is_some() {
             self.last_reads = reads;
             self.quiet_since = Instant::now();
-            return false;
+            if state.is_h2() && state.busy() {
+                return DrainStep::GoAway;
+            }
+            return DrainStep::Wait;
         }
-        self.quiet_since.elapsed() >= DRAIN_IDLE
+        let quiet = self.quiet_since.elapsed();
+        if state.is_h2() {
+            return if quiet >= H2_QUIET {
+                DrainStep::GoAway
+            } else {
+                DrainStep::Wait
+            };
+        }
+        if quiet < self.idle_grace {
+            return DrainStep::Wait;
+        }
+        // Bytes of a request already in the socket: hyper reads and serves it (with
+        // `Connection: close`), and the wait starts again.
+        if pending_input(fd) {
+            self.quiet_since = Instant::now();
+            return DrainStep::Wait;
+        }
+        DrainStep::CloseIdle
+    }
+}
+
+/// Whether the client has sent bytes that were not read yet (or closed its side: then
+/// closing is safe, and hyper sees the end of the stream itself).
+fn pending_input(fd: std::os::fd::RawFd) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    let mut byte = [0u8; 1];
+    matches!(
+        recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
+        Ok(n) if n > 0
+    )
+}
+
+/// Closes an idle connection the way that loses least: FIN first (`shutdown(SHUT_WR)`),
+/// then whatever the client still sends is read and discarded until it closes too or
+/// `LINGER` passes. A plain `close()` with unread bytes in the socket would send a reset,
+/// which can also destroy data the client has not read yet. hyper is not polled any more:
+/// a request arriving now could not be answered (the write side is shut), so it must not
+/// reach a backend either.
+async fn linger_close(fd: std::os::fd::RawFd, peer: SocketAddr) {
+    use nix::sys::socket::{recv, shutdown, MsgFlags, Shutdown};
+    if shutdown(fd, Shutdown::Write).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut buf = [0u8; 4096];
+    let mut discarded = 0usize;
+    while Instant::now() < deadline {
+        match recv(fd, &mut buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => break,
+            Ok(n) => discarded += n,
+            Err(nix::errno::Errno::EAGAIN) => tokio::time::sleep(DRAIN_POLL).await,
+            Err(_) => break,
+        }
+    }
+    if discarded > 0 {
+        tracing::warn!(
+            %peer,
+            bytes = discarded,
+            "a client sent data on an idle connection after it was closed at shutdown"
+        );
     }
 }
 

@@ -49,6 +49,13 @@ fn mixed(b: &Baton) -> Vec<LoadSpec> {
         spec(Profile::Http2, 1, 5),
         spec(Profile::Post, 1, 5),
         spec(Profile::Slow, 2, 0),
+        // Keep-alive reused without a check, as Python's `http.client` does: back to
+        // back, and after random idle gaps.
+        spec(Profile::Plain, 1, 5),
+        LoadSpec {
+            gap_max: Some(Duration::from_millis(1500)),
+            ..spec(Profile::Plain, 2, 50)
+        },
         LoadSpec {
             ws_hold: Some(Duration::from_secs(1)),
             ..spec(Profile::WebSocket, 2, 100)

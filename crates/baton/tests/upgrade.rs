@@ -2,6 +2,11 @@
 //! real CLI, real app processes and continuous load: `baton upgrade` (and SIGUSR2)
 //! hands the listening sockets and the apps to the binary now at the server's path;
 //! a new binary that fails to start leaves the old one serving.
+//!
+//! The load includes clients that reuse a kept-alive connection without checking it and
+//! never retry: the load client's plain profile and Python's own `http.client`
+//! (`tests/fixtures/http_client_load.py`). 20 upgrades by default; `BATON_UPGRADES=100`
+//! for the long form (docs/RELIABILITY.md).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -233,7 +238,10 @@ impl Drop for Server {
     }
 }
 
-/// Keep-alive, new-connection-per-request and HTTP/2 clients at once.
+/// Keep-alive, new-connection-per-request and HTTP/2 clients at once, and plain
+/// keep-alive clients that reuse a connection without checking it (as Python's
+/// `http.client` does): back to back, after random idle gaps of up to 1.5 s, and with
+/// slow (1.5 s) requests.
 fn mixed_load(proxy: SocketAddr) -> Load {
     let spec = |profile| LoadSpec {
         clients: 2,
@@ -244,7 +252,91 @@ fn mixed_load(proxy: SocketAddr) -> Load {
         spec(Profile::KeepAlive),
         spec(Profile::NewConnection),
         spec(Profile::Http2),
+        spec(Profile::Plain),
+        LoadSpec {
+            clients: 4,
+            gap: Duration::from_millis(50),
+            gap_max: Some(Duration::from_millis(1500)),
+            ..spec(Profile::Plain)
+        },
+        LoadSpec {
+            path: "/slow?ms=1500".into(),
+            gap: Duration::ZERO,
+            ..spec(Profile::Plain)
+        },
     ])
+}
+
+/// Upgrades per run of the load test: 20 by default (CI), `BATON_UPGRADES=N` for the
+/// long form.
+fn upgrades() -> u32 {
+    std::env::var("BATON_UPGRADES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(20)
+}
+
+/// Python's own HTTP/1.1 client (`tests/fixtures/http_client_load.py`, stdlib only) as an
+/// outside client: keep-alive back to back, keep-alive with random idle gaps
+/// (0.05-1.5 s), a new connection per request, and slow (1.5 s) requests; it never
+/// retries and never checks a kept-alive connection before sending on it.
+struct PythonLoad {
+    child: Child,
+    stop: PathBuf,
+    out: PathBuf,
+}
+
+impl PythonLoad {
+    fn start(proxy: SocketAddr, dir: &Path) -> PythonLoad {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/http_client_load.py");
+        let (stop, ready, out) = (
+            dir.join("py.stop"),
+            dir.join("py.ready"),
+            dir.join("py.json"),
+        );
+        let child = Command::new("python3")
+            .arg(&script)
+            .args(["--addr", &proxy.to_string()])
+            .args(["--keepalive", "2", "--gaps", "4", "--newconn", "1", "--slow", "2"])
+            .arg("--stop-file")
+            .arg(&stop)
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run python3 ({e}): the upgrade test drives Python's http.client; install python3 (.ci/run does)")
+            });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "the Python client did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PythonLoad { child, stop, out }
+    }
+
+    /// Stops the client (bounded wait) and returns its report.
+    fn stop(mut self) -> Value {
+        std::fs::write(&self.stop, "stop\n").unwrap();
+        // Slow requests take 1.5 s; a hung one times out after 30 s.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "the Python client failed: {status}");
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("the Python client did not stop within 90 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        serde_json::from_str(&std::fs::read_to_string(&self.out).unwrap()).unwrap()
+    }
 }
 
 fn assert_no_failure(what: &str, report: &Report, s: &Server) {
@@ -266,16 +358,18 @@ fn assert_no_failure(what: &str, report: &Report, s: &Server) {
 }
 
 #[test]
-fn twenty_upgrades_under_load_fail_no_request() {
+fn upgrades_under_load_from_loadgen_and_python_fail_no_request() {
     let mut s = Server::start(&app_config("rolling", 2, ""), false);
     s.cli_ok(&["deploy", "web", "v1"], 0);
     let instances = s.instance_pids();
     assert_eq!(instances.len(), 2, "{instances:?}");
     let rt = rt();
     let load = rt.block_on(async { mixed_load(s.proxy) });
+    let python = PythonLoad::start(s.proxy, s.dir.path());
     std::thread::sleep(Duration::from_millis(300));
     let mut server = s.wait_single_server();
-    let upgrades = 20;
+    let upgrades = upgrades();
+    let started = Instant::now();
     for i in 0..upgrades {
         let (old, new) = s.upgrade();
         assert_eq!(
@@ -290,10 +384,32 @@ fn twenty_upgrades_under_load_fail_no_request() {
         // The apps stayed with the same processes.
         assert_eq!(s.instance_pids(), instances, "upgrade {i}");
     }
+    let seconds = started.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
     let report = rt.block_on(load.stop());
-    println!("upgrades: {upgrades}");
-    assert_no_failure("20 upgrades under mixed load", &report, &s);
+    let py = python.stop();
+    println!("upgrades: {upgrades} in {seconds:.0} s");
+    println!(
+        "python http.client: {} requests, {} failed, by mode [sent, ok] {}, failures {}",
+        py["sent"], py["failed"], py["by_mode"], py["failures"]
+    );
+    let plain = report.by_profile.get("plain").cloned().unwrap_or_default();
+    println!(
+        "loadgen plain (unchecked keep-alive): {} requests, {} failed",
+        plain.sent, plain.failed
+    );
+    assert_no_failure(
+        &format!("{upgrades} upgrades under mixed load"),
+        &report,
+        &s,
+    );
+    assert!(py["sent"].as_u64().unwrap() > 0, "{py}");
+    assert_eq!(
+        py["failed"].as_u64(),
+        Some(0),
+        "Python's http.client lost requests across {upgrades} upgrades: {py:#}\n{}",
+        s.log()
+    );
     let st = s.status();
     assert_eq!(st["stable_version"], "v1");
     assert!(

@@ -7,6 +7,7 @@ mod draining;
 mod failures;
 mod publish;
 mod selection;
+mod shutdown;
 mod smuggling;
 mod switching;
 mod ws_close;

@@ -218,6 +218,17 @@ impl ConfigDiff {
             && self.server.is_empty()
     }
 
+    /// Whether a reload changes anything in the running server (apps, listeners, or a
+    /// proxy setting it can take live).
+    pub fn applies_anything(&self) -> bool {
+        !self.apps_added.is_empty()
+            || !self.apps_removed.is_empty()
+            || !self.apps_changed.is_empty()
+            || !self.listeners_added.is_empty()
+            || !self.listeners_removed.is_empty()
+            || self.proxy.iter().any(|k| k.takes.is_applied())
+    }
+
     /// The changed apps' names.
     pub fn changed_apps(&self) -> impl Iterator<Item = &str> {
         self.apps_changed.iter().map(|c| c.app.as_str())

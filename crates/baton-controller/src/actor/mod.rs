@@ -12,6 +12,7 @@
 mod analysis;
 mod events;
 mod exec;
+mod reconfigure;
 mod routing;
 mod warm;
 
@@ -38,6 +39,17 @@ pub enum Msg {
     Op {
         op: Op,
         reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// `baton reload`: the app's new settings (`reconfigure.rs`).
+    Reconfigure {
+        cfg: Box<AppConfig>,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// `baton reload` removed the app: drain and stop every instance and store the app
+    /// as retired (`reconfigure.rs`); answers the instances stopped. The actor ends when
+    /// its inbox closes.
+    Retire {
+        reply: oneshot::Sender<Result<Vec<String>, ControlError>>,
     },
 }
 
@@ -235,6 +247,14 @@ impl AppActor {
             }
             Msg::Op { op, reply } => {
                 let r = self.op(op).await;
+                let _ = reply.send(r);
+            }
+            Msg::Reconfigure { cfg, reply } => {
+                let r = self.reconfigure(*cfg).await;
+                let _ = reply.send(r);
+            }
+            Msg::Retire { reply } => {
+                let r = self.retire().await;
                 let _ = reply.send(r);
             }
         }

@@ -192,7 +192,7 @@ impl DockerRuntime {
     }
 
     /// The spec in force.
-    fn spec(&self) -> Arc<DockerSpec> {
+    pub(crate) fn spec(&self) -> Arc<DockerSpec> {
         self.spec.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

@@ -191,7 +191,9 @@ async fn upgrade(State(hook): State<UpgradeHook>, body: axum::body::Bytes) -> Re
 /// What `POST /v1/reload` asks of the server: re-read the file it was started with,
 /// validate it, and apply the difference (or only compute it, for a dry run).
 pub type ReloadHook = Arc<
-    dyn Fn(ReloadRequest) -> futures_util::future::BoxFuture<'static, Result<ReloadReport, ReloadFailed>>
+    dyn Fn(
+            ReloadRequest,
+        ) -> futures_util::future::BoxFuture<'static, Result<ReloadReport, ReloadFailed>>
         + Send
         + Sync,
 >;

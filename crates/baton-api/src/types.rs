@@ -5,12 +5,12 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+pub use baton_config::{AppChange, ConfigDiff, KeyChange, Takes};
 pub use baton_controller::model::{Event, HistoryEntry};
 pub use baton_controller::status::{
     AppStatus, DeploymentStatus, ExperimentStatus, InstanceStatus, VersionTraffic,
 };
 pub use baton_controller::PlanReport;
-pub use baton_config::{AppChange, ConfigDiff, KeyChange, Takes};
 
 /// Every error answer: what is wrong and what to do about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

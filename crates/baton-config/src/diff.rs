@@ -112,8 +112,8 @@ pub fn app_key_takes(key: &str) -> Option<Takes> {
             Takes::NeedsUpgrade
         }
         "health" => Takes::NextProbe,
-        "strategy" | "replicas" | "analysis" | "recreate" | "blue_green" | "rolling"
-        | "canary" | "ab_test" => Takes::NextRollout,
+        "strategy" | "replicas" | "analysis" | "recreate" | "blue_green" | "rolling" | "canary"
+        | "ab_test" => Takes::NextRollout,
         "runtime" | "command" | "cwd" | "env" | "ports" | "image" | "container_port"
         | "volumes" | "network" | "memory" | "cpus" | "pull" | "wait_healthcheck" => {
             Takes::NextStart
@@ -126,9 +126,14 @@ pub fn app_key_takes(key: &str) -> Option<Takes> {
 /// When a change to `[proxy] key` takes effect (`listen` is diffed on its own).
 pub fn proxy_key_takes(key: &str) -> Takes {
     match key {
-        "connect_timeout" | "upstream_header_timeout" | "max_request_body"
-        | "request_buffering" | "body_read_timeout" => Takes::Now,
-        "client_header_timeout" | "client_idle_timeout" | "max_header_bytes"
+        "connect_timeout"
+        | "upstream_header_timeout"
+        | "max_request_body"
+        | "request_buffering"
+        | "body_read_timeout" => Takes::Now,
+        "client_header_timeout"
+        | "client_idle_timeout"
+        | "max_header_bytes"
         | "trusted_proxies" => Takes::NewConnections,
         // The number of threads is fixed when the process starts.
         _ => Takes::NeedsUpgrade,
@@ -159,8 +164,16 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         .cloned()
         .collect();
     let (old_l, new_l) = (&old.proxy.listen, &new.proxy.listen);
-    d.listeners_added = new_l.iter().filter(|a| !old_l.contains(a)).copied().collect();
-    d.listeners_removed = old_l.iter().filter(|a| !new_l.contains(a)).copied().collect();
+    d.listeners_added = new_l
+        .iter()
+        .filter(|a| !old_l.contains(a))
+        .copied()
+        .collect();
+    d.listeners_removed = old_l
+        .iter()
+        .filter(|a| !new_l.contains(a))
+        .copied()
+        .collect();
     d.proxy = leaf_changes(&old.proxy, &new.proxy)
         .into_iter()
         .filter(|(key, ..)| key != "listen")
@@ -175,16 +188,25 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         })
         .collect();
     let server = [
-        ("admin", leaf_changes(&old.admin, &new.admin), Takes::NeedsUpgrade),
-        ("store", leaf_changes(&old.store, &new.store), Takes::NeedsRestart),
+        (
+            "admin",
+            leaf_changes(&old.admin, &new.admin),
+            Takes::NeedsUpgrade,
+        ),
+        (
+            "store",
+            leaf_changes(&old.store, &new.store),
+            Takes::NeedsRestart,
+        ),
     ];
     for (section, changes, takes) in server {
-        d.server.extend(changes.into_iter().map(|(key, from, to)| KeyChange {
-            key: format!("{section}.{key}"),
-            from,
-            to,
-            takes,
-        }));
+        d.server
+            .extend(changes.into_iter().map(|(key, from, to)| KeyChange {
+                key: format!("{section}.{key}"),
+                from,
+                to,
+                takes,
+            }));
     }
     d
 }
@@ -261,10 +283,16 @@ impl fmt::Display for ConfigDiff {
             return writeln!(f, "  no changes");
         }
         for app in &self.apps_added {
-            writeln!(f, "  + app {app} (routed now; instances start with its first `baton deploy`)")?;
+            writeln!(
+                f,
+                "  + app {app} (routed now; instances start with its first `baton deploy`)"
+            )?;
         }
         for app in &self.apps_removed {
-            writeln!(f, "  - app {app} (unrouted, its instances drained and stopped)")?;
+            writeln!(
+                f,
+                "  - app {app} (unrouted, its instances drained and stopped)"
+            )?;
         }
         for c in &self.apps_changed {
             for k in &c.keys {
@@ -275,7 +303,10 @@ impl fmt::Display for ConfigDiff {
             writeln!(f, "  + listen {a}")?;
         }
         for a in &self.listeners_removed {
-            writeln!(f, "  - listen {a} (stops accepting; open connections drain)")?;
+            writeln!(
+                f,
+                "  - listen {a} (stops accepting; open connections drain)"
+            )?;
         }
         for k in &self.proxy {
             writeln!(f, "  ~ proxy {k}")?;
@@ -423,7 +454,15 @@ path = "/api"
         assert_eq!(takes["replicas"], Takes::NextRollout);
         assert_eq!(takes["env.A"], Takes::NextStart);
         assert_eq!(takes["drain_timeout"], Takes::NextStop);
-        assert_eq!(d.apps_changed[0].keys.iter().find(|k| k.key == "env.A").unwrap().from, "-");
+        assert_eq!(
+            d.apps_changed[0]
+                .keys
+                .iter()
+                .find(|k| k.key == "env.A")
+                .unwrap()
+                .from,
+            "-"
+        );
     }
 
     #[test]
@@ -444,7 +483,10 @@ path = "/api"
         flatten("", toml::Value::try_from(&full).ok(), &mut leaves);
         assert!(leaves.len() > 30, "{leaves:?}");
         for key in leaves.keys() {
-            assert!(app_key_takes(key).is_some(), "no reload rule for [apps.X] {key}");
+            assert!(
+                app_key_takes(key).is_some(),
+                "no reload rule for [apps.X] {key}"
+            );
         }
     }
 
@@ -456,9 +498,16 @@ path = "/api"
         );
         let d = diff(&cfg(BASE), &cfg(&new));
         let addrs = |v: &[SocketAddr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-        assert_eq!(addrs(&d.listeners_added), ["127.0.0.1:8081", "127.0.0.1:8082"]);
+        assert_eq!(
+            addrs(&d.listeners_added),
+            ["127.0.0.1:8081", "127.0.0.1:8082"]
+        );
         assert_eq!(addrs(&d.listeners_removed), ["127.0.0.1:8080"]);
-        assert!(d.proxy.is_empty(), "listen is not a proxy setting: {:?}", d.proxy);
+        assert!(
+            d.proxy.is_empty(),
+            "listen is not a proxy setting: {:?}",
+            d.proxy
+        );
     }
 
     #[test]
@@ -474,17 +523,23 @@ path = "/api"
         assert_eq!(takes["max_header_bytes"], Takes::NewConnections);
         assert_eq!(takes["workers"], Takes::NeedsUpgrade);
         assert_eq!(d.not_applied(), ["[proxy] workers"]);
-        assert!(d.to_string().contains("workers: 0 → 2 (NOT APPLIED: needs `baton upgrade`)"));
+        assert!(d
+            .to_string()
+            .contains("workers: 0 → 2 (NOT APPLIED: needs `baton upgrade`)"));
     }
 
     #[test]
     fn admin_and_store_changes_are_reported_not_applied() {
-        let new = format!("{BASE}[store]\npath = \"other/state\"\n[admin]\nlisten = \"unix:x.sock\"\n");
+        let new =
+            format!("{BASE}[store]\npath = \"other/state\"\n[admin]\nlisten = \"unix:x.sock\"\n");
         let d = diff(&cfg(BASE), &cfg(&new));
         let keys: Vec<(&str, Takes)> = d.server.iter().map(|k| (k.key.as_str(), k.takes)).collect();
         assert_eq!(
             keys,
-            [("admin.listen", Takes::NeedsUpgrade), ("store.path", Takes::NeedsRestart)]
+            [
+                ("admin.listen", Takes::NeedsUpgrade),
+                ("store.path", Takes::NeedsRestart)
+            ]
         );
         assert_eq!(d.not_applied(), ["admin.listen", "store.path"]);
     }

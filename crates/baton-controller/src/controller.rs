@@ -3,6 +3,7 @@
 //! actor; writes go through the app's actor so each app has exactly one writer.
 
 use crate::actor::{AppActor, DeployRequest, Msg, Op};
+use crate::driver::Driver;
 use crate::model::{Event, HistoryEntry};
 use crate::plan::{self, PlanReport};
 use crate::recovery::recover;
@@ -11,7 +12,6 @@ use crate::sampler::{self, Sampler};
 use crate::shared::Shared;
 use crate::status::{AppStatus, AppView};
 use crate::ControlError;
-use crate::driver::Driver;
 use baton_config::{AppConfig, Config, StrategyKind};
 use baton_core::RouteSpec;
 use baton_metrics::MetricsRegistry;
@@ -346,7 +346,10 @@ impl Live {
 
 impl Boot {
     pub(crate) fn config(&self) -> Config {
-        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn set_config(&self, config: Config) {

@@ -93,7 +93,9 @@ impl Controller {
             }
         }
         if let Err(e) = shared.routes.retire(&plan.removed) {
-            outcome.warnings.push(format!("unrouting {:?}: {e}", plan.removed));
+            outcome
+                .warnings
+                .push(format!("unrouting {:?}: {e}", plan.removed));
         }
         let retiring = retire_all(&mut apps, &plan.removed).await;
         // An app whose runtime changes goes and comes back under the same name: the old
@@ -122,9 +124,9 @@ impl Controller {
             }
         }
         if let Err(e) = shared.routes.set_routes(routes_of(new)) {
-            outcome
-                .warnings
-                .push(format!("the new routes were refused ({e}); the previous ones serve"));
+            outcome.warnings.push(format!(
+                "the new routes were refused ({e}); the previous ones serve"
+            ));
         }
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live {
             shared: Some(shared),
@@ -170,10 +172,7 @@ fn plan(
         Plan,
         Vec<(
             String,
-            (
-                Driver,
-                mpsc::UnboundedReceiver<baton_runtime::RuntimeEvent>,
-            ),
+            (Driver, mpsc::UnboundedReceiver<baton_runtime::RuntimeEvent>),
         )>,
     ),
     ControlError,

@@ -189,17 +189,15 @@ pub async fn command(ctx: &Ctx, dry_run: bool) -> Result<(), Failure> {
     };
     ctx.print(&report, human);
     match (&report.refused, report.dry_run) {
-        (Some(why), true) => Err(Failure::failed(format!("applying it would be refused: {why}"))),
+        (Some(why), true) => Err(Failure::failed(format!(
+            "applying it would be refused: {why}"
+        ))),
         _ => Ok(()),
     }
 }
 
 fn human(r: &ReloadReport) -> String {
-    let mut out = format!(
-        "{}{}:\n",
-        r.path,
-        if r.dry_run { " (dry run)" } else { "" }
-    );
+    let mut out = format!("{}{}:\n", r.path, if r.dry_run { " (dry run)" } else { "" });
     out.push_str(&r.diff.to_string());
     for (app, ids) in &r.stopped {
         let what = if ids.is_empty() {

@@ -431,7 +431,7 @@ path = "/api"
         let keys: Vec<&str> = c.keys.iter().map(|k| k.key.as_str()).collect();
         assert_eq!(keys, ["health.interval", "health.path"]);
         assert!(c.keys.iter().all(|k| k.takes == Takes::NextProbe));
-        assert_eq!(c.keys[1].from, "\"/healthz\"");
+        assert_eq!(c.keys[1].from, "\"/\"");
         assert_eq!(c.keys[1].to, "\"/ready\"");
         assert!(d.not_applied().is_empty());
     }

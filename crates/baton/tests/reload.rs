@@ -403,7 +403,7 @@ fn a_change_to_an_app_mid_rollout_is_refused_with_the_fix() {
     assert_eq!(b.status()["deployment"]["state"], "running");
     // The fix works: abort, then reload.
     b.cli_ok(&["abort", "web"], 0);
-    b.wait_status("the abort", |st| finished(st));
+    b.wait_status("the abort", finished);
     let r = reload(&b);
     assert_eq!(r["applied"], true, "{r:#}");
     assert_eq!(apps(&b), ["shop", "web"]);

@@ -50,6 +50,16 @@ impl RouteBook {
             return Ok(());
         }
         let previous = table.apps.insert(app.to_string(), spec);
+        // At start-up the apps set their routing one by one: the first full publish waits
+        // until every app the routes name has its routing (a route to an app missing from
+        // the table is refused).
+        if table
+            .routes
+            .iter()
+            .any(|r| !table.apps.contains_key(&r.app))
+        {
+            return Ok(());
+        }
         if let Err(e) = self.proxy.publish(&table) {
             match previous {
                 Some(p) => table.apps.insert(app.to_string(), p),
@@ -112,5 +122,79 @@ impl RouteBook {
 
     pub fn proxy(&self) -> &Proxy {
         &self.proxy
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use baton_core::{BackendSpec, PoolSpec};
+    use std::sync::Arc;
+
+    fn route(host: &str, app: &str) -> RouteSpec {
+        RouteSpec {
+            host: Some(host.into()),
+            path_prefix: "/".into(),
+            app: app.into(),
+        }
+    }
+
+    fn spec(id: &str, port: u16) -> AppRouteSpec {
+        AppRouteSpec {
+            pools: vec![PoolSpec {
+                version: "v1".into(),
+                weight: 1,
+                backends: vec![BackendSpec {
+                    id: id.into(),
+                    addr: ([127, 0, 0, 1], port).into(),
+                }],
+            }],
+            ..AppRouteSpec::default()
+        }
+    }
+
+    fn book(routes: Vec<RouteSpec>) -> RouteBook {
+        let metrics = Arc::new(baton_metrics::MetricsRegistry::new());
+        RouteBook::new(Proxy::new(Default::default(), metrics), routes)
+    }
+
+    #[test]
+    fn several_apps_are_published_once_each_has_its_routing() {
+        let b = book(vec![route("a.test", "a"), route("b.test", "b")]);
+        b.set_app("a", spec("a-1", 1)).unwrap();
+        assert!(
+            b.proxy().current_spec().apps.is_empty(),
+            "b has no routing yet"
+        );
+        b.set_app("b", spec("b-1", 2)).unwrap();
+        let served = b.proxy().current_spec();
+        assert_eq!(served.apps.len(), 2);
+        assert_eq!(served.routes.len(), 2);
+        // From then on one app at a time.
+        b.set_app("a", spec("a-2", 3)).unwrap();
+        assert_eq!(
+            b.proxy().current_spec().apps["a"].pools[0].backends[0].id,
+            "a-2"
+        );
+    }
+
+    #[test]
+    fn a_retired_app_goes_with_its_routes_and_its_later_publishes_are_ignored() {
+        let b = book(vec![route("a.test", "a"), route("b.test", "b")]);
+        b.set_app("a", spec("a-1", 1)).unwrap();
+        b.set_app("b", spec("b-1", 2)).unwrap();
+        b.retire(&["b".to_string()]).unwrap();
+        let served = b.proxy().current_spec();
+        assert_eq!(served.apps.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(served.routes, vec![route("a.test", "a")]);
+        b.set_app("b", spec("b-2", 4)).unwrap();
+        assert!(!b.proxy().current_spec().apps.contains_key("b"));
+        // Added back: its routing, then the routes naming it.
+        b.unretire("b");
+        b.set_app("b", spec("b-3", 5)).unwrap();
+        b.set_routes(vec![route("a.test", "a"), route("b.test", "b")])
+            .unwrap();
+        assert_eq!(b.proxy().current_spec().routes.len(), 2);
     }
 }

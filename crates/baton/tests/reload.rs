@@ -362,11 +362,22 @@ fn a_broken_file_or_a_dry_run_changes_nothing_and_sighup_reloads() {
 
 #[test]
 fn a_change_to_an_app_mid_rollout_is_refused_with_the_fix() {
-    let web = app("web", "web.test", "100ms");
+    // Two apps from the start: each is routed.
+    let web = format!(
+        "{}{}",
+        app("web", "web.test", "100ms"),
+        app("api", "api.test", "100ms")
+    );
     let b = Baton::start(&web);
     let main = b.proxy;
     write(&b, &file(&b, &[main], &web));
     b.cli_ok(&["deploy", "web", "v1"], 0);
+    b.cli_ok(&["deploy", "api", "a1"], 0);
+    for (host, version) in [("web.test", "v1"), ("api.test", "a1")] {
+        let (code, text) = get(main, host);
+        assert_eq!(code, 200, "{host}: {text}");
+        assert!(text.contains(version), "{text}");
+    }
     // A canary that waits at 50% for ten minutes.
     b.cli_ok(
         &["deploy", "web", "v2", "--strategy", "canary", "--detach"],
@@ -395,7 +406,7 @@ fn a_change_to_an_app_mid_rollout_is_refused_with_the_fix() {
         "{stderr}"
     );
     // Nothing changed: no shop, no listener, the canary still at its pause.
-    assert_eq!(apps(&b), ["web"]);
+    assert_eq!(apps(&b), ["api", "web"]);
     assert!(
         TcpStream::connect(extra).is_err(),
         "the new listener was not opened"
@@ -406,7 +417,7 @@ fn a_change_to_an_app_mid_rollout_is_refused_with_the_fix() {
     b.wait_status("the abort", finished);
     let r = reload(&b);
     assert_eq!(r["applied"], true, "{r:#}");
-    assert_eq!(apps(&b), ["shop", "web"]);
+    assert_eq!(apps(&b), ["api", "shop", "web"]);
 }
 
 fn hup(b: &Baton) {

@@ -245,7 +245,10 @@ impl ConfigDiff {
     pub fn applies_anything(&self) -> bool {
         !self.apps_added.is_empty()
             || !self.apps_removed.is_empty()
-            || !self.apps_changed.is_empty()
+            || self
+                .apps_changed
+                .iter()
+                .any(|c| c.keys.iter().any(|k| k.takes.is_applied()))
             || !self.listeners_added.is_empty()
             || !self.listeners_removed.is_empty()
             || self.proxy.iter().any(|k| k.takes.is_applied())

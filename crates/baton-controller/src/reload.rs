@@ -136,7 +136,7 @@ impl Controller {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(actors);
-        self.boot.set_config(new.clone());
+        self.boot.set_config(in_force(&old, new));
         drop(gate);
         // The removed apps' instances drain (up to their `drain_timeout`) and stop while
         // deploys of the other apps go on.
@@ -217,6 +217,24 @@ fn plan(
         drivers.push((name.clone(), (driver, rx)));
     }
     Ok((plan, drivers))
+}
+
+/// The configuration in force after applying `new`: what a reload does not apply (the
+/// admin and store sections, the worker threads, passive ejection) keeps its old value,
+/// so the next reload still reports it, and `resume` after a failed upgrade reopens the
+/// store in use.
+fn in_force(old: &Config, new: &Config) -> Config {
+    let mut cfg = new.clone();
+    cfg.admin = old.admin.clone();
+    cfg.store = old.store.clone();
+    cfg.proxy.workers = old.proxy.workers;
+    for (name, app) in &mut cfg.apps {
+        if let Some(before) = old.apps.get(name) {
+            app.health.eject_after = before.health.eject_after;
+            app.health.eject_time = before.health.eject_time;
+        }
+    }
+    cfg
 }
 
 fn refused(why: String) -> ControlError {
@@ -318,4 +336,45 @@ async fn retire_all(
 
 async fn answer(r: Result<Retiring, ControlError>) -> Result<Vec<String>, ControlError> {
     r?.await.map_err(|_| ControlError::ShuttingDown)?
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn cfg(text: &str) -> Config {
+        baton_config::parse(text, Path::new("/srv/baton.toml")).unwrap()
+    }
+
+    #[test]
+    fn what_a_reload_does_not_apply_stays_in_force_and_is_reported_again() {
+        let old = cfg("[proxy]\nworkers = 1\n[apps.web]\ncommand = \"w {port}\"\n");
+        let new = cfg(
+            "[proxy]\nworkers = 2\nconnect_timeout = \"1s\"\n[store]\npath = \"other\"\n\
+             [apps.web]\ncommand = \"w {port}\"\n[apps.web.health]\neject_after = 1\ninterval = \"2s\"\n",
+        );
+        let kept = in_force(&old, &new);
+        assert_eq!(kept.proxy.workers, 1);
+        assert_eq!(kept.store, old.store);
+        assert_eq!(kept.apps["web"].health.eject_after, 5);
+        // What was applied is in force.
+        assert_eq!(kept.proxy.connect_timeout, new.proxy.connect_timeout);
+        assert_eq!(
+            kept.apps["web"].health.interval,
+            new.apps["web"].health.interval
+        );
+        // The next reload of the same file reports the rest again.
+        let again = baton_config::diff(&kept, &new);
+        assert_eq!(
+            again.not_applied(),
+            [
+                "[apps.web] health.eject_after",
+                "[proxy] workers",
+                "store.path"
+            ]
+        );
+        assert!(!again.applies_anything());
+    }
 }

@@ -44,12 +44,36 @@ steps = [{{ weight = 50 }}, {{ pause = "10m" }}]
 
 /// The whole file: `listen` addresses, then the apps.
 fn file(b: &Baton, listen: &[SocketAddr], apps: &str) -> String {
+    file_with(b, listen, "", apps)
+}
+
+/// `file` with more `[proxy]` keys (one line).
+fn file_with(b: &Baton, listen: &[SocketAddr], proxy: &str, apps: &str) -> String {
     let listen: Vec<String> = listen.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
-        "[proxy]\nlisten = [{}]\n\n[admin]\nlisten = \"unix:{d}/baton.sock\"\n\n[store]\npath = \"{d}/state\"\n\n{apps}",
+        "[proxy]\nlisten = [{}]{proxy}\n\n[admin]\nlisten = \"unix:{d}/baton.sock\"\n\n[store]\npath = \"{d}/state\"\n\n{apps}",
         listen.join(", "),
         d = b.dir.path().display()
     )
+}
+
+/// A POST with a `len`-byte body; the status code.
+fn post(addr: SocketAddr, host: &str, len: usize) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    // The proxy may answer before reading the body; a refused write is fine.
+    let _ = s.write_all(&vec![b'x'; len]);
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 fn write(b: &Baton, text: &str) {
@@ -291,7 +315,7 @@ fn twenty_reloads_under_load_fail_no_request() {
 }
 
 #[test]
-fn a_broken_file_or_a_dry_run_changes_nothing_and_sighup_reloads() {
+fn a_broken_file_a_busy_address_or_a_dry_run_change_nothing_and_sighup_reloads() {
     let web = app("web", "web.test", "100ms");
     let b = Baton::start(&web);
     let main = b.proxy;
@@ -329,19 +353,33 @@ fn a_broken_file_or_a_dry_run_changes_nothing_and_sighup_reloads() {
     let out = b.cli(&["reload"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     // SIGHUP with the broken file: logged, nothing changed.
+    let refusals = |b: &Baton| b.serve_log().matches("reload refused").count();
+    let before_hup = refusals(&b);
     hup(&b);
     wait_for("the refused SIGHUP reload in the log", &b, || {
-        b.serve_log().contains("reload refused")
+        refusals(&b) > before_hup
     });
     assert_unchanged(&b, &before, main, extra);
 
-    // A dry run shows the difference and changes nothing.
-    let good = file(
-        &b,
-        &[main, extra],
-        &format!("{web}{}", app("shop", "shop.test", "100ms")),
+    // A listener that cannot be bound fails the reload with nothing changed, the other
+    // new listener and the new app included.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = busy.local_addr().unwrap();
+    let good_apps = format!("{web}{}", app("shop", "shop.test", "100ms"));
+    write(&b, &file(&b, &[main, extra, taken], &good_apps));
+    let out = b.cli(&["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {taken}"))
+            && stderr.contains("nothing was changed"),
+        "{stderr}"
     );
-    write(&b, &good);
+    assert_unchanged(&b, &before, main, extra);
+    drop(busy);
+
+    // A dry run shows the difference and changes nothing.
+    write(&b, &file(&b, &[main, extra], &good_apps));
     let text = b.cli_ok(&["reload", "--dry-run"], 0);
     assert!(text.contains("+ app shop"), "{text}");
     assert!(text.contains(&format!("+ listen {extra}")), "{text}");
@@ -358,6 +396,23 @@ fn a_broken_file_or_a_dry_run_changes_nothing_and_sighup_reloads() {
     });
     let (code, text) = get(extra, "web.test");
     assert_eq!(code, 200, "{text}");
+
+    // A proxy limit changes live: a body the old setting let through gets 413.
+    assert_eq!(post(main, "web.test", 4096), 200);
+    write(
+        &b,
+        &file_with(
+            &b,
+            &[main, extra],
+            "\nmax_request_body = \"1KiB\"",
+            &good_apps,
+        ),
+    );
+    let r = reload(&b);
+    assert_eq!(r["diff"]["proxy"][0]["key"], "max_request_body", "{r:#}");
+    assert_eq!(r["diff"]["proxy"][0]["takes"], "now", "{r:#}");
+    assert_eq!(post(main, "web.test", 4096), 413);
+    assert_eq!(post(main, "web.test", 512), 200);
 }
 
 #[test]

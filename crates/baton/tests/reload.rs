@@ -3,9 +3,10 @@
 //! clients that never retry hit the app that stays. Nothing they send may fail. An added
 //! app serves after its first deploy; a removed app's processes really exit and its host
 //! gets the proxy's "no route" answer; a new listener accepts and a removed one refuses.
-//! A broken file exits 2 with file:line and changes nothing; `--dry-run` changes
-//! nothing; SIGHUP reloads too; a change to an app whose rollout is in progress is
-//! refused, naming the deployment and the fix.
+//! A broken file exits 2 with file:line and changes nothing, and so does an address that
+//! cannot be bound; `--dry-run` changes nothing; SIGHUP reloads too; a proxy limit changes
+//! live; a change to an app whose rollout is in progress is refused, naming the
+//! deployment and the fix.
 #![allow(clippy::unwrap_used)]
 
 mod common;

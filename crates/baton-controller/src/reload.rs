@@ -75,56 +75,21 @@ impl Controller {
         let (plan, drivers) = plan(&live, &shared, &old, new)?;
         let mut outcome = ReloadOutcome {
             diff: plan.diff.clone(),
-            applied: !plan.diff.is_empty(),
+            applied: plan.diff.applies_anything(),
             ..ReloadOutcome::default()
         };
-        if plan.diff.is_empty() {
+        if !outcome.applied {
             return Ok(outcome);
         }
         reconfigure_all(&live, &plan.changed).await?;
         // From here on nothing is refused: the rest is applied, and what fails is said.
+        let warnings = &mut outcome.warnings;
         let mut apps = live.apps.clone();
-        for (name, cfg) in &plan.changed {
-            if let Some(h) = apps.get_mut(name) {
-                if let Err(e) = h.driver.respec(name, cfg) {
-                    outcome.warnings.push(format!("{name}: {e}"));
-                }
-                h.cfg = cfg.clone();
-            }
-        }
-        if let Err(e) = shared.routes.retire(&plan.removed) {
-            outcome
-                .warnings
-                .push(format!("unrouting {:?}: {e}", plan.removed));
-        }
-        let retiring = retire_all(&mut apps, &plan.removed).await;
-        // An app whose runtime changes goes and comes back under the same name: the old
-        // actor (with no instances) finishes first.
-        let mut stopped = BTreeMap::new();
-        let mut later = Vec::new();
-        for (name, reply) in retiring {
-            if plan.added.contains(&name) {
-                stopped.insert(name, answer(reply).await);
-            } else {
-                later.push((name, reply));
-            }
-        }
-        let mut actors = Vec::new();
-        for (name, driver) in drivers {
-            let Some(cfg) = new.apps.get(&name) else {
-                continue;
-            };
-            shared.routes.unretire(&name);
-            match start_app(&shared, &name, cfg, driver.0, driver.1).await {
-                Ok((handle, task)) => {
-                    apps.insert(name, handle);
-                    actors.push(task);
-                }
-                Err(e) => outcome.warnings.push(format!("adding {name}: {e}")),
-            }
-        }
+        respec_all(&mut apps, &plan.changed, warnings);
+        let retiring = retire_all(&shared, &mut apps, &plan, warnings).await;
+        let actors = start_all(&shared, &mut apps, new, drivers, warnings).await;
         if let Err(e) = shared.routes.set_routes(routes_of(new)) {
-            outcome.warnings.push(format!(
+            warnings.push(format!(
                 "the new routes were refused ({e}); the previous ones serve"
             ));
         }
@@ -140,11 +105,8 @@ impl Controller {
         drop(gate);
         // The removed apps' instances drain (up to their `drain_timeout`) and stop while
         // deploys of the other apps go on.
-        for (name, reply) in later {
-            stopped.insert(name, answer(reply).await);
-        }
-        for (name, result) in stopped {
-            match result {
+        for (name, reply) in retiring {
+            match answer(reply).await {
                 Ok(ids) => {
                     outcome.stopped.insert(name, ids);
                 }
@@ -159,24 +121,89 @@ impl Controller {
     }
 }
 
+/// An added app's runtime and the receiving end of its event channel.
+type NewDriver = (Driver, mpsc::UnboundedReceiver<baton_runtime::RuntimeEvent>);
+
+/// The changed apps' runtimes take their new settings, for instances started from now on.
+fn respec_all(
+    apps: &mut BTreeMap<String, AppHandle>,
+    changed: &[(String, AppConfig)],
+    warnings: &mut Vec<String>,
+) {
+    for (name, cfg) in changed {
+        if let Some(h) = apps.get_mut(name) {
+            if let Err(e) = h.driver.respec(name, cfg) {
+                warnings.push(format!("{name}: {e}"));
+            }
+            h.cfg = cfg.clone();
+        }
+    }
+}
+
+/// Unroutes the removed apps (one publish), tells their actors to retire and takes them
+/// out of `apps`. An app whose runtime changes goes and comes back under the same name:
+/// its old actor (with no instances) is waited for here. Returns the other answers to
+/// wait for.
+async fn retire_all(
+    shared: &Shared,
+    apps: &mut BTreeMap<String, AppHandle>,
+    plan: &Plan,
+    warnings: &mut Vec<String>,
+) -> Vec<(String, Result<Retiring, ControlError>)> {
+    if let Err(e) = shared.routes.retire(&plan.removed) {
+        warnings.push(format!("unrouting {:?}: {e}", plan.removed));
+    }
+    let mut later = Vec::new();
+    for name in &plan.removed {
+        let Some(h) = apps.remove(name) else {
+            continue;
+        };
+        let reply = retire(&h).await;
+        if plan.added.contains(name) {
+            if let Err(e) = answer(reply).await {
+                warnings.push(format!("restarting {name} on its new runtime: {e}"));
+            }
+        } else {
+            later.push((name.clone(), reply));
+        }
+    }
+    later
+}
+
+/// Starts the actors of the added apps (their routing is published; the routes naming
+/// them come after).
+async fn start_all(
+    shared: &Arc<Shared>,
+    apps: &mut BTreeMap<String, AppHandle>,
+    new: &Config,
+    drivers: Vec<(String, NewDriver)>,
+    warnings: &mut Vec<String>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut actors = Vec::new();
+    for (name, (driver, events)) in drivers {
+        let Some(cfg) = new.apps.get(&name) else {
+            continue;
+        };
+        shared.routes.unretire(&name);
+        match start_app(shared, &name, cfg, driver, events).await {
+            Ok((handle, task)) => {
+                apps.insert(name, handle);
+                actors.push(task);
+            }
+            Err(e) => warnings.push(format!("adding {name}: {e}")),
+        }
+    }
+    actors
+}
+
 /// Checks everything a reload from `old` to `new` needs, and builds the runtimes of the
 /// apps that come (with their event channels), so that nothing can fail for them later.
-#[allow(clippy::type_complexity)]
 fn plan(
     live: &Live,
     shared: &Shared,
     old: &Config,
     new: &Config,
-) -> Result<
-    (
-        Plan,
-        Vec<(
-            String,
-            (Driver, mpsc::UnboundedReceiver<baton_runtime::RuntimeEvent>),
-        )>,
-    ),
-    ControlError,
-> {
+) -> Result<(Plan, Vec<(String, NewDriver)>), ControlError> {
     let diff = baton_config::diff(old, new);
     let mut plan = Plan {
         changed: Vec::new(),
@@ -309,29 +336,17 @@ async fn reconfigure(h: &AppHandle, cfg: AppConfig) -> Result<(), ControlError> 
 /// An actor's answer to `Retire`: the instances it stopped.
 type Retiring = oneshot::Receiver<Result<Vec<String>, ControlError>>;
 
-/// Tells each removed app to retire and takes it out of `apps` (its actor ends once the
-/// handles are gone). Returns the answers to wait for.
-async fn retire_all(
-    apps: &mut BTreeMap<String, AppHandle>,
-    removed: &[String],
-) -> Vec<(String, Result<Retiring, ControlError>)> {
-    let mut out = Vec::new();
-    for name in removed {
-        let Some(h) = apps.remove(name) else {
-            continue;
-        };
-        let (reply, rx) = oneshot::channel();
-        let sent = match &h.tx {
-            Some(tx) => tx
-                .send(crate::actor::Msg::Retire { reply })
-                .await
-                .map(|()| rx)
-                .map_err(|_| ControlError::ShuttingDown),
-            None => Err(ControlError::Suspended),
-        };
-        out.push((name.clone(), sent));
+/// Tells an app's actor to retire (its actor ends once the handles are gone).
+async fn retire(h: &AppHandle) -> Result<Retiring, ControlError> {
+    let (reply, rx) = oneshot::channel();
+    match &h.tx {
+        Some(tx) => tx
+            .send(crate::actor::Msg::Retire { reply })
+            .await
+            .map(|()| rx)
+            .map_err(|_| ControlError::ShuttingDown),
+        None => Err(ControlError::Suspended),
     }
-    out
 }
 
 async fn answer(r: Result<Retiring, ControlError>) -> Result<Vec<String>, ControlError> {

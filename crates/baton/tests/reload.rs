@@ -6,7 +6,7 @@
 //! A broken file exits 2 with file:line and changes nothing, and so does an address that
 //! cannot be bound; `--dry-run` changes nothing; SIGHUP reloads too; a proxy limit changes
 //! live; a change to an app whose rollout is in progress is refused, naming the
-//! deployment and the fix.
+//! deployment and the fix, and so is a runtime change for an app with instances.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -417,7 +417,7 @@ fn a_broken_file_a_busy_address_or_a_dry_run_change_nothing_and_sighup_reloads()
 }
 
 #[test]
-fn a_change_to_an_app_mid_rollout_is_refused_with_the_fix() {
+fn a_change_mid_rollout_or_of_a_running_apps_runtime_is_refused_with_the_fix() {
     // Two apps from the start: each is routed.
     let web = format!(
         "{}{}",
@@ -474,6 +474,27 @@ fn a_change_to_an_app_mid_rollout_is_refused_with_the_fix() {
     let r = reload(&b);
     assert_eq!(r["applied"], true, "{r:#}");
     assert_eq!(apps(&b), ["api", "shop", "web"]);
+
+    // Moving an app with running instances to another runtime is refused too.
+    let text = std::fs::read_to_string(&b.config).unwrap();
+    let start = text.find("[apps.api]").unwrap();
+    let end = start + text[start..].find("\nports").unwrap();
+    let moved = format!(
+        "{}[apps.api]\nruntime = \"static\"{}",
+        &text[..start],
+        &text[end..]
+    );
+    write(&b, &moved);
+    let out = b.cli(&["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("api changes runtime from process to static while 2 instance(s) run")
+            && stderr.contains("Nothing was changed"),
+        "{stderr}"
+    );
+    let (code, text) = get(main, "api.test");
+    assert_eq!(code, 200, "api still serves: {text}");
 }
 
 fn hup(b: &Baton) {

@@ -3,7 +3,7 @@
 
 use crate::types::{
     AppStatus, DeployCreated, DeployRequest, ErrorBody, HistoryEntry, InstanceLogs, PlanReport,
-    PromoteRequest, UpgradeDone, UpgradeRequest,
+    PromoteRequest, ReloadReport, ReloadRequest, UpgradeDone, UpgradeRequest,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -152,6 +152,14 @@ impl AdminClient {
             timeout: timeout.map(str::to_string),
         };
         self.post("/v1/upgrade", Some(&req)).await
+    }
+
+    /// `POST /v1/reload`: the server re-reads its configuration file and applies the
+    /// difference (`dry_run`: only computes it). An invalid file is `Api { status: 422 }`
+    /// with the file:line problems as the message.
+    pub async fn reload(&self, dry_run: bool) -> Result<ReloadReport, ClientError> {
+        self.post("/v1/reload", Some(&ReloadRequest { dry_run }))
+            .await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {

@@ -10,6 +10,6 @@ pub mod types;
 
 #[doc(hidden)]
 pub use router::fuzz_body;
-pub use router::{router, UpgradeFailed, UpgradeHook};
+pub use router::{router, Hooks, ReloadFailed, ReloadHook, UpgradeFailed, UpgradeHook};
 pub use serve::{bind_admin, serve_admin, serve_admin_on, AdminError, AdminListener};
-pub use types::{UpgradeDone, UpgradeRequest};
+pub use types::{ReloadReport, ReloadRequest, UpgradeDone, UpgradeRequest};

@@ -6,8 +6,8 @@
 
 use crate::types::{
     AppStatus, DeployCreated, DeployRequest, ErrorBody, Event, EventsQuery, HistoryEntry,
-    HistoryQuery, InstanceLogs, LogsQuery, PlanQuery, PlanReport, PromoteRequest, UpgradeDone,
-    UpgradeRequest,
+    HistoryQuery, InstanceLogs, LogsQuery, PlanQuery, PlanReport, PromoteRequest, ReloadReport,
+    ReloadRequest, UpgradeDone, UpgradeRequest,
 };
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -63,13 +63,23 @@ impl utoipa::Modify for BearerOnTcp {
     }
 }
 
-/// The admin API over `controller`; with `upgrade`, also `POST /v1/upgrade` (servers
-/// that can replace themselves supply it). `/openapi.json` describes exactly the routes
-/// of the router returned.
-pub fn router(controller: Arc<Controller>, upgrade: Option<UpgradeHook>) -> Router {
+/// What the server binary does for the API that the controller cannot: replace the
+/// process (`POST /v1/upgrade`), re-read its configuration file (`POST /v1/reload`).
+#[derive(Clone, Default)]
+pub struct Hooks {
+    pub upgrade: Option<UpgradeHook>,
+    pub reload: Option<ReloadHook>,
+}
+
+/// The admin API over `controller`, plus the routes of the `hooks` the server supplies.
+/// `/openapi.json` describes exactly the routes of the router returned.
+pub fn router(controller: Arc<Controller>, hooks: Hooks) -> Router {
     let mut api = controller_routes().with_state(controller);
-    if let Some(hook) = upgrade {
+    if let Some(hook) = hooks.upgrade {
         api = api.merge(upgrade_routes().with_state(hook));
+    }
+    if let Some(hook) = hooks.reload {
+        api = api.merge(reload_routes().with_state(hook));
     }
     let (router, doc) = api.merge(plain_routes()).split_for_parts();
     // The document is built from static attributes and types; serializing it cannot
@@ -107,6 +117,11 @@ fn controller_routes() -> OpenApiRouter<Ctl> {
 /// `POST /v1/upgrade`.
 fn upgrade_routes() -> OpenApiRouter<UpgradeHook> {
     OpenApiRouter::new().routes(routes!(upgrade))
+}
+
+/// `POST /v1/reload`.
+fn reload_routes() -> OpenApiRouter<ReloadHook> {
+    OpenApiRouter::new().routes(routes!(reload))
 }
 
 /// Routes that need no state.
@@ -169,6 +184,61 @@ async fn upgrade(State(hook): State<UpgradeHook>, body: axum::body::Bytes) -> Re
                 stderr: Some(failed.stderr),
             };
             (code, Json(body)).into_response()
+        }
+    }
+}
+
+/// What `POST /v1/reload` asks of the server: re-read the file it was started with,
+/// validate it, and apply the difference (or only compute it, for a dry run).
+pub type ReloadHook = Arc<
+    dyn Fn(
+            ReloadRequest,
+        ) -> futures_util::future::BoxFuture<'static, Result<ReloadReport, ReloadFailed>>
+        + Send
+        + Sync,
+>;
+
+/// A reload that changed nothing.
+#[derive(Debug, Clone)]
+pub struct ReloadFailed {
+    /// 422 (the file is not a valid configuration: `error` has one `file:line:col:
+    /// message` line per problem, as `baton validate`), 409 (refused now: a rollout in
+    /// progress, a runtime change with instances running, a reload or upgrade running),
+    /// 500 (a new listener cannot be bound), 503 (handing over to a new process).
+    pub status: u16,
+    pub error: String,
+}
+
+/// Re-read the configuration file the server was started with and apply the difference
+/// without dropping a request (or, with `dry_run`, only return the difference).
+#[utoipa::path(
+    post,
+    path = "/v1/reload",
+    request_body(content = ReloadRequest, description = "optional; an empty body applies"),
+    responses(
+        (status = 200, description = "The difference and what was applied", body = ReloadReport),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 409, description = "Refused now (a rollout in progress, a runtime change with instances running, another reload); nothing changed", body = ErrorBody),
+        (status = 422, description = "The file is not a valid configuration (one `file:line:col: message` line per problem); nothing changed", body = ErrorBody),
+        (status = 500, description = "A new listener could not be bound; nothing changed", body = ErrorBody),
+        (status = 503, description = "Handing over to a new process", body = ErrorBody),
+    )
+)]
+async fn reload(State(hook): State<ReloadHook>, body: axum::body::Bytes) -> Response {
+    let req = if body.iter().all(u8::is_ascii_whitespace) {
+        ReloadRequest::default()
+    } else {
+        match serde_json::from_slice::<ReloadRequest>(&body) {
+            Ok(r) => r,
+            Err(e) => return bad(format!("invalid reload request: {e}")).into_response(),
+        }
+    };
+    match hook(req).await {
+        Ok(report) => Json(report).into_response(),
+        Err(failed) => {
+            let code =
+                StatusCode::from_u16(failed.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (code, Json(ErrorBody::new(failed.error))).into_response()
         }
     }
 }
@@ -556,6 +626,10 @@ mod tests {
                 (format!("{r:?}"), d)
             },
             {
+                let (r, d) = reload_routes().split_for_parts();
+                (format!("{r:?}"), d)
+            },
+            {
                 let (r, d) = plain_routes().split_for_parts();
                 (format!("{r:?}"), d)
             },
@@ -565,7 +639,13 @@ mod tests {
             assert_eq!(routed, documented_paths(&doc));
             all.extend(routed);
         }
-        for p in ["/v1/apps/{app}", "/v1/upgrade", "/openapi.json", "/healthz"] {
+        for p in [
+            "/v1/apps/{app}",
+            "/v1/upgrade",
+            "/v1/reload",
+            "/openapi.json",
+            "/healthz",
+        ] {
             assert!(all.contains(p), "{p} not found in {all:?}");
         }
     }

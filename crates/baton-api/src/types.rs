@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+pub use baton_config::{AppChange, ConfigDiff, KeyChange, Takes};
 pub use baton_controller::model::{Event, HistoryEntry};
 pub use baton_controller::status::{
     AppStatus, DeploymentStatus, ExperimentStatus, InstanceStatus, VersionTraffic,
@@ -83,6 +84,38 @@ pub struct UpgradeDone {
     pub old_pid: u32,
     pub new_pid: u32,
     pub binary: String,
+}
+
+/// The body of `POST /v1/reload` (optional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadRequest {
+    /// Only compute and return the difference; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What `POST /v1/reload` found in the configuration file and what it did with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReloadReport {
+    /// The file read: the one the server was started with.
+    pub path: String,
+    pub dry_run: bool,
+    /// From the configuration in force to the file.
+    pub diff: ConfigDiff,
+    /// Whether anything was changed (false for a dry run, and when nothing a reload can
+    /// apply differs).
+    pub applied: bool,
+    /// Changes a reload does not apply: each needs `baton upgrade` or a restart.
+    pub not_applied: Vec<String>,
+    /// Apps removed, with the instances that were drained and stopped for each.
+    pub stopped: std::collections::BTreeMap<String, Vec<String>>,
+    /// A dry run only: why applying the file would be refused now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// What went wrong after the reload was under way (everything else was applied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// `GET /v1/apps/{app}/history`.

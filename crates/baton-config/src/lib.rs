@@ -14,6 +14,7 @@
 //! current directory of the process reading it.
 
 mod diagnose;
+pub mod diff;
 mod error;
 mod kinds;
 mod locate;
@@ -22,6 +23,7 @@ mod strategy;
 mod validate;
 mod validate_app;
 
+pub use diff::{diff, AppChange, ConfigDiff, KeyChange, Takes};
 pub use error::{ConfigError, Problem};
 pub use kinds::{AdminListen, RuntimeKind, StrategyKind};
 pub use model::{

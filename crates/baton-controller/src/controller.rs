@@ -3,6 +3,7 @@
 //! actor; writes go through the app's actor so each app has exactly one writer.
 
 use crate::actor::{AppActor, DeployRequest, Msg, Op};
+use crate::driver::Driver;
 use crate::model::{Event, HistoryEntry};
 use crate::plan::{self, PlanReport};
 use crate::recovery::recover;
@@ -11,11 +12,10 @@ use crate::sampler::{self, Sampler};
 use crate::shared::Shared;
 use crate::status::{AppStatus, AppView};
 use crate::ControlError;
-use baton_config::{AppConfig, Config, RuntimeKind, StrategyKind};
+use baton_config::{AppConfig, Config, StrategyKind};
 use baton_core::RouteSpec;
 use baton_metrics::MetricsRegistry;
 use baton_proxy::{PassiveEvent, Proxy};
-use baton_runtime::{ProcessRuntime, ProcessSpec, Runtime, StaticRuntime};
 use baton_store::Store;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,38 +24,43 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-struct AppHandle {
+#[derive(Clone)]
+pub(crate) struct AppHandle {
     /// `None` while suspended: operator requests are refused until `resume`.
-    tx: Option<mpsc::Sender<Msg>>,
-    view: watch::Receiver<AppView>,
-    runtime: Arc<dyn Runtime>,
-    cfg: AppConfig,
+    pub tx: Option<mpsc::Sender<Msg>>,
+    pub view: watch::Receiver<AppView>,
+    pub driver: Driver,
+    pub cfg: AppConfig,
 }
 
 /// What a running (or suspended) controller is made of; swapped as a whole by
 /// `suspend`/`resume`, so a request in progress keeps the state it started with.
-struct Live {
+pub(crate) struct Live {
     /// `None` while suspended (the store is closed).
-    shared: Option<Arc<Shared>>,
-    apps: BTreeMap<String, AppHandle>,
+    pub shared: Option<Arc<Shared>>,
+    pub apps: BTreeMap<String, AppHandle>,
 }
 
 /// What survives a suspend/resume: the config, the data plane and the event stream.
-struct Boot {
-    config: Config,
-    proxy: Proxy,
+pub(crate) struct Boot {
+    /// Replaced by `baton reload`.
+    config: RwLock<Config>,
+    pub proxy: Proxy,
     metrics: Arc<MetricsRegistry>,
     events: broadcast::Sender<Event>,
     sampler: Arc<Sampler>,
 }
 
 pub struct Controller {
-    boot: Boot,
-    live: RwLock<Arc<Live>>,
+    pub(crate) boot: Boot,
+    pub(crate) live: RwLock<Arc<Live>>,
     /// The app actors of the current `Live`, awaited by `suspend`.
-    actors: Mutex<Vec<JoinHandle<()>>>,
-    /// Serializes `suspend` and `resume`.
-    transition: tokio::sync::Mutex<()>,
+    pub(crate) actors: Mutex<Vec<JoinHandle<()>>>,
+    /// Serializes `suspend`, `resume` and `reload`.
+    pub(crate) transition: tokio::sync::Mutex<()>,
+    /// Deploys and operator requests hold it shared; a reload holds it alone, so no
+    /// rollout starts between the reload's checks and its changes.
+    pub(crate) gate: tokio::sync::RwLock<()>,
 }
 
 /// How long `resume` waits for another process to release the store.
@@ -74,7 +79,7 @@ impl Controller {
         let sampler = Arc::new(Sampler::default());
         sampler::spawn(metrics.clone(), sampler.clone());
         let boot = Boot {
-            config: config.clone(),
+            config: RwLock::new(config.clone()),
             proxy,
             metrics,
             events,
@@ -87,6 +92,7 @@ impl Controller {
             live: RwLock::new(Arc::new(live)),
             actors: Mutex::new(actors),
             transition: tokio::sync::Mutex::new(()),
+            gate: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -110,9 +116,7 @@ impl Controller {
                     .map(|(name, h)| {
                         let h = AppHandle {
                             tx: None,
-                            view: h.view.clone(),
-                            runtime: h.runtime.clone(),
-                            cfg: h.cfg.clone(),
+                            ..h.clone()
                         };
                         (name.clone(), h)
                     })
@@ -152,7 +156,7 @@ impl Controller {
         if self.live().shared.is_some() {
             return Ok(());
         }
-        let path = self.boot.config.store.path.clone();
+        let path = self.boot.config().store.path.clone();
         let deadline = tokio::time::Instant::now() + STORE_RELEASE_WAIT;
         let store = loop {
             let p = path.clone();
@@ -181,7 +185,12 @@ impl Controller {
         self.live().shared.is_none()
     }
 
-    fn live(&self) -> Arc<Live> {
+    /// The configuration in force (the last one reloaded).
+    pub fn config(&self) -> Config {
+        self.boot.config()
+    }
+
+    pub(crate) fn live(&self) -> Arc<Live> {
         self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -206,8 +215,9 @@ impl Controller {
         strategy: Option<StrategyKind>,
         targets: Vec<std::net::SocketAddr>,
     ) -> Result<String, ControlError> {
+        let _gate = self.gate.read().await;
         let tx = self.sender(app)?;
-        let runtime = self.live().app(app)?.runtime.clone();
+        let runtime = self.live().app(app)?.driver.runtime.clone();
         crate::docker::preflight(runtime.as_ref(), app, version).await?;
         let (reply, rx) = oneshot::channel();
         let req = DeployRequest {
@@ -222,6 +232,7 @@ impl Controller {
     }
 
     pub async fn op(&self, app: &str, op: Op) -> Result<(), ControlError> {
+        let _gate = self.gate.read().await;
         let tx = self.sender(app)?;
         let (reply, rx) = oneshot::channel();
         tx.send(Msg::Op { op, reply })
@@ -265,7 +276,7 @@ impl Controller {
             .iter()
             .filter(|i| version.is_none_or(|v| v == i.version))
         {
-            let text = h.runtime.logs(inst, lines).await?;
+            let text = h.driver.runtime.logs(inst, lines).await?;
             out.push((inst.id.clone(), inst.version.clone(), text));
         }
         Ok(out)
@@ -290,7 +301,7 @@ impl Controller {
         let live = self.live();
         for h in live.apps.values() {
             for inst in h.view.borrow().record.instances.clone() {
-                let runtime = h.runtime.clone();
+                let runtime = h.driver.runtime.clone();
                 tasks.push(tokio::spawn(async move {
                     if let Err(error) = runtime.stop(&inst).await {
                         tracing::warn!(instance = %inst.id, %error, "could not stop instance");
@@ -325,7 +336,7 @@ impl Controller {
 }
 
 impl Live {
-    fn app(&self, app: &str) -> Result<&AppHandle, ControlError> {
+    pub(crate) fn app(&self, app: &str) -> Result<&AppHandle, ControlError> {
         self.apps.get(app).ok_or_else(|| ControlError::UnknownApp {
             app: app.to_string(),
             known: self.apps.keys().cloned().collect::<Vec<_>>().join(", "),
@@ -334,58 +345,35 @@ impl Live {
 }
 
 impl Boot {
+    pub(crate) fn config(&self) -> Config {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
     /// Recovers every app from `store` and starts its actor (routes are published
     /// before this returns).
     async fn go_live(&self, store: Store) -> Result<(Live, Vec<JoinHandle<()>>), ControlError> {
+        let config = self.config();
         let store = Arc::new(store);
-        let owner = store.path().display().to_string();
-        let log_dir = store
-            .path()
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."))
-            .join("logs");
         let shared = Arc::new(Shared {
-            routes: RouteBook::new(self.proxy.clone(), routes_of(&self.config)),
+            routes: RouteBook::new(self.proxy.clone(), routes_of(&config)),
             store,
             events: self.events.clone(),
         });
         let mut apps = BTreeMap::new();
         let mut actors = Vec::new();
-        for (name, cfg) in &self.config.apps {
+        for (name, cfg) in &config.apps {
             let (rt_tx, rt_rx) = mpsc::unbounded_channel();
-            let runtime = build_runtime(name, cfg, &log_dir, &owner, rt_tx)?;
-            let rec = recover(name, cfg, runtime.as_ref(), &shared.store).await?;
-            let (view_tx, view_rx) = watch::channel(AppView {
-                record: rec.record.clone(),
-                healthy: rec.healthy.clone(),
-                rollout: None,
-                last_finished: rec.last_finished.clone(),
-                experiment: None,
-                store_error: None,
-                published: rec.record.route.clone(),
-            });
-            let actor = AppActor::new(
-                cfg.clone(),
-                rec.record,
-                runtime.clone(),
-                shared.clone(),
-                rec.healthy,
-                rec.last_finished,
-                view_tx,
-            );
-            actor.publish();
-            let (tx, rx) = mpsc::channel(64);
-            actors.push(tokio::spawn(actor.run(rx, rt_rx, rec.lost)));
-            apps.insert(
-                name.clone(),
-                AppHandle {
-                    tx: Some(tx),
-                    view: view_rx,
-                    runtime,
-                    cfg: cfg.clone(),
-                },
-            );
+            let driver = Driver::build(name, cfg, &log_dir(&shared), &owner(&shared), rt_tx)?;
+            let (handle, actor) = start_app(&shared, name, cfg, driver, rt_rx).await?;
+            actors.push(actor);
+            apps.insert(name.clone(), handle);
         }
         let live = Live {
             shared: Some(shared),
@@ -393,6 +381,63 @@ impl Boot {
         };
         Ok((live, actors))
     }
+}
+
+/// What marks this baton's instances: the store path.
+pub(crate) fn owner(shared: &Shared) -> String {
+    shared.store.path().display().to_string()
+}
+
+/// Instance logs go to `logs/` beside the store.
+pub(crate) fn log_dir(shared: &Shared) -> PathBuf {
+    shared
+        .store
+        .path()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("logs")
+}
+
+/// Recovers app `name` from the store (re-adopting its instances, removing strays),
+/// publishes its routing and starts its actor. An app with no record starts empty: its
+/// instances come with its first deployment.
+pub(crate) async fn start_app(
+    shared: &Arc<Shared>,
+    name: &str,
+    cfg: &AppConfig,
+    driver: Driver,
+    rt_rx: mpsc::UnboundedReceiver<baton_runtime::RuntimeEvent>,
+) -> Result<(AppHandle, JoinHandle<()>), ControlError> {
+    let rec = recover(name, cfg, driver.runtime.as_ref(), &shared.store).await?;
+    let (view_tx, view_rx) = watch::channel(AppView {
+        record: rec.record.clone(),
+        healthy: rec.healthy.clone(),
+        rollout: None,
+        last_finished: rec.last_finished.clone(),
+        experiment: None,
+        store_error: None,
+        published: rec.record.route.clone(),
+    });
+    let actor = AppActor::new(
+        cfg.clone(),
+        rec.record,
+        driver.runtime.clone(),
+        shared.clone(),
+        rec.healthy,
+        rec.last_finished,
+        view_tx,
+    );
+    actor.publish();
+    let (tx, rx) = mpsc::channel(64);
+    let task = tokio::spawn(actor.run(rx, rt_rx, rec.lost));
+    let handle = AppHandle {
+        tx: Some(tx),
+        view: view_rx,
+        driver,
+        cfg: cfg.clone(),
+    };
+    Ok((handle, task))
 }
 
 /// The proxy ejects failing backends by itself (passive health); the controller turns
@@ -440,7 +485,7 @@ fn forward_passive_events(proxy: &Proxy, events: broadcast::Sender<Event>) {
 }
 
 /// Host/path routes from the config; an app with no `hosts` answers for any host.
-fn routes_of(config: &Config) -> Vec<RouteSpec> {
+pub(crate) fn routes_of(config: &Config) -> Vec<RouteSpec> {
     let mut routes = Vec::new();
     for (name, app) in &config.apps {
         if app.hosts.is_empty() {
@@ -459,41 +504,4 @@ fn routes_of(config: &Config) -> Vec<RouteSpec> {
         }
     }
     routes
-}
-
-fn build_runtime(
-    name: &str,
-    cfg: &AppConfig,
-    log_dir: &Path,
-    owner: &str,
-    events: mpsc::UnboundedSender<baton_runtime::RuntimeEvent>,
-) -> Result<Arc<dyn Runtime>, ControlError> {
-    match cfg.runtime {
-        RuntimeKind::Process => {
-            let Some(command) = cfg.command.clone() else {
-                return Err(ControlError::BadRequest(format!(
-                    "[apps.{name}] uses runtime = \"process\" but has no `command`"
-                )));
-            };
-            let mut env = cfg.env.clone();
-            env.insert("BATON_OWNER".into(), owner.to_string());
-            let spec = ProcessSpec {
-                command,
-                cwd: cfg.cwd.clone(),
-                env,
-                ports: cfg.ports,
-                stop_timeout: cfg.stop_timeout.get(),
-                log_dir: log_dir.to_path_buf(),
-                log_max_bytes: 1 << 20,
-            };
-            Ok(Arc::new(ProcessRuntime::new(spec, events)))
-        }
-        RuntimeKind::Static => Ok(Arc::new(StaticRuntime::new())),
-        RuntimeKind::Docker => crate::docker::runtime(name, cfg, owner, events),
-        // `baton validate` refuses it already; a config that skipped validation gets the
-        // same answer here.
-        RuntimeKind::Swarm => Err(ControlError::BadRequest(format!(
-            "[apps.{name}] runtime = \"swarm\" is not available yet: use \"docker\", \"process\" or \"static\""
-        ))),
-    }
 }

@@ -4,7 +4,6 @@
 use crate::ControlError;
 use baton_config::{parse_memory, AppConfig, PullPolicy};
 use baton_runtime::{DockerRuntime, DockerSpec, Pull, Runtime, RuntimeEvent};
-use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// A docker runtime for app `name`; its containers are labelled with `owner` (the store
@@ -15,7 +14,14 @@ pub(crate) fn runtime(
     cfg: &AppConfig,
     owner: &str,
     events: mpsc::UnboundedSender<RuntimeEvent>,
-) -> Result<Arc<dyn Runtime>, ControlError> {
+) -> Result<DockerRuntime, ControlError> {
+    let spec = spec(name, cfg, owner)?;
+    let runtime = DockerRuntime::new(spec, events).map_err(baton_runtime::RuntimeError::from)?;
+    Ok(runtime)
+}
+
+/// The `DockerSpec` of app `name` (`baton reload` replaces a running runtime's with it).
+pub(crate) fn spec(name: &str, cfg: &AppConfig, owner: &str) -> Result<DockerSpec, ControlError> {
     let bad = |what: String| ControlError::BadRequest(format!("[apps.{name}]: {what}"));
     let image = cfg
         .image
@@ -53,8 +59,7 @@ pub(crate) fn runtime(
         stop_timeout: cfg.stop_timeout.get(),
         ..DockerSpec::new(image, container_port, owner)
     };
-    let runtime = DockerRuntime::new(spec, events).map_err(baton_runtime::RuntimeError::from)?;
-    Ok(Arc::new(runtime))
+    Ok(spec)
 }
 
 /// Run before a deployment of `version` is accepted: what the runtime needs to start it

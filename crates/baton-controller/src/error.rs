@@ -20,6 +20,9 @@ pub enum ControlError {
     NothingToRollBack { app: String },
     #[error("{0}")]
     BadRequest(String),
+    /// A reload that cannot be applied now; nothing was changed.
+    #[error("{0}")]
+    ReloadRefused(String),
     #[error("store: {0}")]
     Store(#[from] baton_store::StoreError),
     /// An app's record could not be stored, so what depended on it did not happen.
@@ -40,7 +43,8 @@ impl ControlError {
             ControlError::UnknownApp { .. } => 404,
             ControlError::InProgress { .. }
             | ControlError::NoDeployment { .. }
-            | ControlError::NothingToRollBack { .. } => 409,
+            | ControlError::NothingToRollBack { .. }
+            | ControlError::ReloadRefused(_) => 409,
             ControlError::BadRequest(_) => 400,
             ControlError::Store(_) | ControlError::StoreFailed(_) | ControlError::Runtime(_) => 500,
             ControlError::ShuttingDown | ControlError::Suspended => 503,

@@ -7,6 +7,6 @@ mod monitor;
 mod probe;
 mod thresholds;
 
-pub use monitor::{spawn_monitor, HealthEvent, MonitorHandle};
+pub use monitor::{spawn_monitor, spawn_monitor_healthy, HealthEvent, MonitorHandle};
 pub use probe::{check, probe, ProbeError};
 pub use thresholds::{Thresholds, Transition};

@@ -58,7 +58,22 @@ pub fn spawn_monitor(
     events: mpsc::Sender<HealthEvent>,
 ) -> MonitorHandle {
     let deadline = Instant::now() + spec.startup_timeout.get();
-    let task = tokio::spawn(run(id, addr, spec, deadline, events));
+    let thresholds = Thresholds::new(&spec);
+    let task = tokio::spawn(run(id, addr, spec, thresholds, deadline, events));
+    MonitorHandle { task }
+}
+
+/// Like [`spawn_monitor`] for an instance known to be healthy now (its monitor restarts
+/// with a new spec, `baton reload`): no `Healthy` is sent first and there is no startup
+/// deadline; `unhealthy` failures in a row send `Unhealthy`.
+pub fn spawn_monitor_healthy(
+    id: String,
+    addr: SocketAddr,
+    spec: HealthSpec,
+    events: mpsc::Sender<HealthEvent>,
+) -> MonitorHandle {
+    let thresholds = Thresholds::healthy(&spec);
+    let task = tokio::spawn(run(id, addr, spec, thresholds, Instant::now(), events));
     MonitorHandle { task }
 }
 
@@ -66,10 +81,10 @@ async fn run(
     id: String,
     addr: SocketAddr,
     spec: HealthSpec,
+    mut thresholds: Thresholds,
     deadline: Instant,
     events: mpsc::Sender<HealthEvent>,
 ) {
-    let mut thresholds = Thresholds::new(&spec);
     let mut last_error = String::from("no probe finished yet");
     loop {
         let starting = !thresholds.has_been_healthy();

@@ -47,6 +47,15 @@ impl Thresholds {
         }
     }
 
+    /// For an instance already healthy (a monitor restarted with a new spec): the startup
+    /// phase is over, so failures count towards `unhealthy` at once.
+    pub fn healthy(spec: &HealthSpec) -> Self {
+        Thresholds {
+            state: State::Healthy,
+            ..Thresholds::new(spec)
+        }
+    }
+
     /// Records one probe result; returns the flip it caused, if any.
     pub fn record(&mut self, ok: bool) -> Option<Transition> {
         if ok {
@@ -101,6 +110,15 @@ mod tests {
         assert_eq!(t.record(true), Some(Transition::BecameHealthy));
         assert!(t.is_healthy());
         assert_eq!(t.record(true), None, "no repeated flip while healthy");
+    }
+
+    #[test]
+    fn a_resumed_healthy_instance_is_past_startup() {
+        let mut t = Thresholds::healthy(&spec(2, 2));
+        assert!(t.is_healthy() && t.has_been_healthy());
+        assert_eq!(t.record(true), None, "already healthy: nothing to report");
+        assert_eq!(t.record(false), None);
+        assert_eq!(t.record(false), Some(Transition::BecameUnhealthy));
     }
 
     #[test]

@@ -102,7 +102,14 @@ impl Inner {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed);
         }
-        let body_limit = self.config.max_request_body;
+        let (body_limit, body_read_timeout, request_buffering) = {
+            let cfg = self.config.load();
+            (
+                cfg.max_request_body,
+                cfg.body_read_timeout,
+                cfg.request_buffering,
+            )
+        };
         if let Some(limit) = body_limit {
             // hyper knows a declared length (HTTP/1.1 Content-Length, HTTP/2
             // content-length) as the body's lower size bound.
@@ -117,12 +124,12 @@ impl Inner {
         let has_body = !body.is_end_stream();
         let limits = BodyLimits {
             max_bytes: body_limit,
-            read_timeout: self.config.body_read_timeout,
+            read_timeout: body_read_timeout,
         };
         let (mut body, progress) = RequestBody::from_client(body, &limits, &self.metrics);
         // Before routing: a slow body holds neither a backend connection nor an
         // in-flight slot (which would also hold up a drain) while it arrives.
-        if let Some(ahead) = self.config.request_buffering {
+        if let Some(ahead) = request_buffering {
             body.read_ahead(ahead).await.map_err(|e| match e {
                 RequestBodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
                 RequestBodyError::Stalled { timeout } => ProxyError::BodyTimeout { timeout },
@@ -176,7 +183,7 @@ impl Inner {
                 // say why.
                 let error = match body_limit {
                     _ if exchange.body_stalled() => ProxyError::BodyTimeout {
-                        timeout: self.config.body_read_timeout,
+                        timeout: body_read_timeout,
                     },
                     Some(limit) if exchange.bytes_in() > limit => {
                         ProxyError::BodyTooLarge { limit }
@@ -305,17 +312,25 @@ impl Inner {
         retried: bool,
         target: &Target,
     ) -> Attempt {
-        let (cfg, pool) = (&self.config, target.pool());
+        let pool = target.pool();
+        let (connect_timeout, header_timeout, idle_timeout) = {
+            let cfg = self.config.load();
+            (
+                cfg.connect_timeout,
+                cfg.upstream_header_timeout,
+                cfg.upstream_idle_timeout,
+            )
+        };
         let fail = |reason| self.passive.failure(backend, &pool.backends, reason);
         let pooled = if retried {
             None
         } else {
-            backend.idle.checkout(cfg.upstream_idle_timeout)
+            backend.idle.checkout(idle_timeout)
         };
         let reused = pooled.is_some();
         let mut sender = match pooled {
             Some(s) => s,
-            None => match pool::connect(backend, cfg.connect_timeout).await {
+            None => match pool::connect(backend, connect_timeout).await {
                 Ok(s) => s,
                 Err(error) => {
                     tracing::warn!(backend = %backend.id, %error, retried, "upstream connect failed");
@@ -330,7 +345,7 @@ impl Inner {
                 }
             },
         };
-        let sent = tokio::time::timeout(cfg.upstream_header_timeout, sender.try_send_request(req));
+        let sent = tokio::time::timeout(header_timeout, sender.try_send_request(req));
         let mut failed = match sent.await {
             Ok(Ok(resp)) => {
                 if resp.status().is_server_error() {

@@ -86,7 +86,8 @@ pub struct Proxy {
 }
 
 pub(crate) struct Inner {
-    config: ProxyConfig,
+    /// Swapped whole by [`Proxy::set_config`] (`baton reload`); a request reads it once.
+    config: ArcSwap<ProxyConfig>,
     metrics: Arc<MetricsRegistry>,
     snapshot: ArcSwap<snapshot::Snapshot>,
     /// Per-backend state by id. Also serialises publishers. Never touched per request.
@@ -112,7 +113,7 @@ impl Proxy {
         let passive = passive::Passive::new(config.eject_after, config.eject_time);
         Proxy {
             inner: Arc::new(Inner {
-                config,
+                config: ArcSwap::from_pointee(config),
                 metrics,
                 snapshot: ArcSwap::from_pointee(snapshot::Snapshot::default()),
                 registry: Mutex::new(Registry::default()),
@@ -161,6 +162,25 @@ impl Proxy {
             "app routing published"
         );
         Ok(())
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> Arc<ProxyConfig> {
+        self.inner.config.load_full()
+    }
+
+    /// Replaces the settings (`baton reload`): requests routed from now on use the new
+    /// timeouts and body limits, connections accepted from now on the new header limits,
+    /// timeouts and trusted peers; open connections keep the ones they started with.
+    /// Passive ejection (`eject_after`, `eject_time`) is fixed when the proxy is created
+    /// and is kept as it is.
+    pub fn set_config(&self, mut config: ProxyConfig) {
+        let current = self.inner.config.load();
+        config.eject_after = current.eject_after;
+        config.eject_time = current.eject_time;
+        drop(current);
+        self.inner.config.store(Arc::new(config));
+        tracing::info!("proxy settings replaced");
     }
 
     /// The table currently serving.
@@ -223,7 +243,7 @@ impl Inner {
             prev,
             registry: &registry.backends,
             metrics: &self.metrics,
-            max_idle: self.config.max_idle_per_backend,
+            max_idle: self.config.load().max_idle_per_backend,
         }
     }
 

@@ -17,7 +17,7 @@ use crate::conn::TrackedIo;
 use crate::forward::ClientConn;
 use crate::h1guard::{ConnState, MAX_HEADERS};
 use crate::headers::Peer;
-use crate::Inner;
+use crate::{Inner, ProxyConfig};
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -53,7 +53,10 @@ pub(crate) async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let builder = Arc::new(builder(&inner));
+    // Rebuilt when the settings change (`Proxy::set_config`): a connection is served
+    // with the settings in force when it was accepted.
+    let mut config = inner.config.load_full();
+    let mut builder = Arc::new(builder(&config));
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     tokio::pin!(shutdown);
@@ -62,7 +65,13 @@ pub(crate) async fn serve(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let conn = serve_conn(inner.clone(), builder.clone(), stream, peer, stop.clone());
+                    let now = inner.config.load_full();
+                    if !Arc::ptr_eq(&now, &config) {
+                        builder = Arc::new(self::builder(&now));
+                        config = now;
+                    }
+                    let served = Served { config: config.clone(), builder: builder.clone() };
+                    let conn = serve_conn(inner.clone(), served, stream, peer, stop.clone());
                     tracker.spawn(conn);
                 }
                 Err(error) => {
@@ -93,26 +102,32 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-fn builder(inner: &Inner) -> auto::Builder<TokioExecutor> {
+/// What a connection is served with: the settings in force when it was accepted.
+struct Served {
+    config: Arc<ProxyConfig>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+}
+
+fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .keep_alive(true)
         .header_read_timeout(None)
         .max_headers(MAX_HEADERS)
-        .max_buf_size(inner.config.max_header_bytes.max(MIN_BUF));
+        .max_buf_size(config.max_header_bytes.max(MIN_BUF));
     // The header list limit also bounds CONTINUATION frames: h2 allows only as many
     // as that limit needs and answers more with GOAWAY ENHANCE_YOUR_CALM.
     b.http2()
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
-        .max_header_list_size(u32::try_from(inner.config.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
     b
 }
 
 async fn serve_conn(
     inner: Arc<Inner>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    served: Served,
     stream: TcpStream,
     peer: SocketAddr,
     stop: CancellationToken,
@@ -121,12 +136,13 @@ async fn serve_conn(
     // Valid while `conn` (which owns the stream) lives; used only for the 408.
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let state = Arc::new(ConnState::new());
-    let io = TrackedIo::new(stream, state.clone(), inner.config.max_header_bytes);
+    let Served { config, builder } = served;
+    let io = TrackedIo::new(stream, state.clone(), config.max_header_bytes);
     let client = Arc::new(ClientConn {
         peer: Peer {
             ip: HeaderValue::from_str(&peer.ip().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-            trusted: inner.config.trusts(peer.ip()),
+            trusted: config.trusts(peer.ip()),
         },
         state: state.clone(),
     });
@@ -138,7 +154,7 @@ async fn serve_conn(
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let mut watchdog = Watchdog::new(&inner, &state);
+    let mut watchdog = Watchdog::new(&config, &state);
     let mut tick = tokio::time::interval(watchdog.period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut closing = false;
@@ -153,7 +169,7 @@ async fn serve_conn(
             }
             _ = stop.cancelled(), if !closing && drain.is_none() => {
                 state.start_draining();
-                drain = Some(Drain::new(&state, inner.config.client_idle_timeout));
+                drain = Some(Drain::new(&state, inner.config.load().client_idle_timeout));
             }
             _ = tokio::time::sleep(DRAIN_POLL), if !closing && drain.is_some() => {
                 match drain.as_mut().map_or(DrainStep::Wait, |d| d.step(&state, fd)) {
@@ -342,8 +358,7 @@ struct Watchdog {
 }
 
 impl Watchdog {
-    fn new(inner: &Inner, state: &ConnState) -> Watchdog {
-        let cfg = &inner.config;
+    fn new(cfg: &ProxyConfig, state: &ConnState) -> Watchdog {
         let shortest = cfg.client_header_timeout.min(cfg.client_idle_timeout);
         Watchdog {
             period: (shortest / 4).clamp(Duration::from_millis(10), Duration::from_millis(2500)),

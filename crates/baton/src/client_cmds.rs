@@ -56,8 +56,12 @@ impl Ctx {
         })
     }
 
+    pub fn client(&self) -> &AdminClient {
+        &self.client
+    }
+
     /// `--json`: the answer as JSON; otherwise its human form.
-    fn print<T: Serialize>(&self, v: &T, human: impl FnOnce(&T) -> String) {
+    pub fn print<T: Serialize>(&self, v: &T, human: impl FnOnce(&T) -> String) {
         if self.json {
             println!("{}", pretty(v));
         } else {
@@ -159,6 +163,7 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
             Ok(())
         }
         Cmd::Upgrade { timeout } => crate::upgrade::command(c, timeout.as_deref(), ctx.json).await,
+        Cmd::Reload { dry_run } => crate::reload::command(ctx, dry_run).await,
         Cmd::Serve { .. }
         | Cmd::Validate
         | Cmd::Demo { .. }

@@ -5,6 +5,7 @@
 mod client_cmds;
 mod demo;
 mod import_compose;
+mod reload;
 mod serve;
 mod upgrade;
 
@@ -105,6 +106,16 @@ enum Cmd {
         /// How long the new process may take to be ready, e.g. "30s" (default 60s).
         #[arg(long)]
         timeout: Option<String>,
+    },
+    /// Re-read the config file the server was started with and apply the difference
+    /// without dropping a request: apps added, removed (drained, then stopped) and
+    /// changed, listeners opened and closed, proxy settings. Prints the difference. An
+    /// invalid file changes nothing (exit 2); so does a change to an app whose rollout
+    /// is in progress (exit 1). SIGHUP to the server does the same.
+    Reload {
+        /// Print the difference only; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Self-contained demo: sample app, live load, a canary deploy, a broken deploy rolled back.
     Demo {

@@ -3,9 +3,13 @@
 //! SIGINT/SIGTERM. `baton upgrade` (or SIGUSR2) hands the listeners and the apps over to
 //! the binary now at baton's path (see `upgrade.rs`); this process then drains and exits.
 
-use crate::upgrade::{self, Inherited, Listeners};
+use crate::reload::ProxyListeners;
+use crate::upgrade::{self, Inherited};
 use crate::Failure;
-use baton_api::{UpgradeDone, UpgradeFailed, UpgradeHook, UpgradeRequest};
+use baton_api::{
+    Hooks, ReloadFailed, ReloadHook, ReloadReport, ReloadRequest, UpgradeDone, UpgradeFailed,
+    UpgradeHook, UpgradeRequest,
+};
 use baton_config::Config;
 use baton_controller::Controller;
 use baton_metrics::MetricsRegistry;
@@ -43,10 +47,18 @@ pub fn load_config(path: &Path) -> Result<Config, Failure> {
     baton_config::load(path).map_err(|e| Failure::usage(e.to_string()))
 }
 
-type UpgradeCall = (
-    UpgradeRequest,
-    oneshot::Sender<Result<UpgradeDone, UpgradeFailed>>,
-);
+/// What `run`'s loop carries out, one at a time: from the admin API (with a reply) or
+/// from a signal (without).
+enum Call {
+    Upgrade(
+        UpgradeRequest,
+        Option<oneshot::Sender<Result<UpgradeDone, UpgradeFailed>>>,
+    ),
+    Reload(
+        ReloadRequest,
+        Option<oneshot::Sender<Result<ReloadReport, ReloadFailed>>>,
+    ),
+}
 
 pub async fn run(
     config_path: &Path,
@@ -54,18 +66,25 @@ pub async fn run(
     mut inherited: Option<Inherited>,
 ) -> Result<(), Failure> {
     let config = load_config(config_path)?;
-    // Installed first: SIGUSR2's default action would end the process.
-    let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
-        .map_err(|e| Failure::failed(format!("cannot install the SIGUSR2 handler ({e})")))?;
+    // Installed first: the default action of SIGUSR2 and SIGHUP would end the process.
+    let install = |kind: tokio::signal::unix::SignalKind, name: &str| {
+        tokio::signal::unix::signal(kind)
+            .map_err(|e| Failure::failed(format!("cannot install the {name} handler ({e})")))
+    };
+    let mut usr2 = install(tokio::signal::unix::SignalKind::user_defined2(), "SIGUSR2")?;
+    let mut hup = install(tokio::signal::unix::SignalKind::hangup(), "SIGHUP")?;
     let (stop_tx, mut stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
         let _ = stop_tx.send(true);
     });
-    let (calls_tx, mut calls) = mpsc::channel::<UpgradeCall>(1);
+    let (calls_tx, mut calls) = mpsc::channel::<Call>(1);
     let upgrading = Arc::new(AtomicBool::new(false));
-    let hook = upgrade_hook(calls_tx, upgrading.clone());
-    let running = start_with(&config, inherited.as_mut(), Some(hook)).await?;
+    let hooks = Hooks {
+        upgrade: Some(upgrade_hook(calls_tx.clone(), upgrading.clone())),
+        reload: Some(reload_hook(calls_tx)),
+    };
+    let running = start_with(&config, inherited.as_mut(), hooks).await?;
     if let Some(i) = inherited.as_mut() {
         i.report_ready();
         tracing::info!(
@@ -74,7 +93,7 @@ pub async fn run(
         );
     }
     loop {
-        let (req, reply) = tokio::select! {
+        let call = tokio::select! {
             _ = stop_rx.wait_for(|s| *s) => {
                 running.shutdown(stop_instances).await;
                 return Ok(());
@@ -85,25 +104,65 @@ pub async fn run(
                     continue;
                 }
                 tracing::info!("SIGUSR2: upgrading");
-                (UpgradeRequest::default(), None)
+                Call::Upgrade(UpgradeRequest::default(), None)
             }
-            Some(call) = calls.recv() => (call.0, Some(call.1)),
+            Some(_) = hup.recv() => {
+                tracing::info!("SIGHUP: reloading {}", config_path.display());
+                Call::Reload(ReloadRequest::default(), None)
+            }
+            Some(call) = calls.recv() => call,
         };
-        let outcome = running.upgrade(&req).await;
-        let done = outcome.as_ref().ok().map(|d| d.new_pid);
-        if let Some(reply) = reply {
-            let _ = reply.send(outcome);
+        match call {
+            Call::Upgrade(req, reply) => {
+                let outcome = running.upgrade(&req).await;
+                let done = outcome.as_ref().ok().map(|d| d.new_pid);
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+                if let Some(new_pid) = done {
+                    running.hand_off(new_pid).await;
+                    return Ok(());
+                }
+                upgrading.store(false, Ordering::SeqCst);
+            }
+            Call::Reload(req, reply) => {
+                let outcome = crate::reload::apply(&running, config_path, req.dry_run).await;
+                match &outcome {
+                    Ok(r) if !r.dry_run => {
+                        tracing::info!(applied = r.applied, "reload done:\n{}", r.diff)
+                    }
+                    Ok(_) => {}
+                    Err(f) => tracing::error!(status = f.status, "reload refused: {}", f.error),
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+            }
         }
-        if let Some(new_pid) = done {
-            running.hand_off(new_pid).await;
-            return Ok(());
-        }
-        upgrading.store(false, Ordering::SeqCst);
     }
 }
 
+/// The admin API's `POST /v1/reload`: carried out by `run`'s loop, after any upgrade
+/// or reload before it.
+fn reload_hook(calls: mpsc::Sender<Call>) -> ReloadHook {
+    Arc::new(move |req| {
+        let calls = calls.clone();
+        Box::pin(async move {
+            let gone = || ReloadFailed {
+                status: 503,
+                error: "baton is shutting down or handing over to a new process".into(),
+            };
+            let (reply, answer) = oneshot::channel();
+            if calls.send(Call::Reload(req, Some(reply))).await.is_err() {
+                return Err(gone());
+            }
+            answer.await.unwrap_or_else(|_| Err(gone()))
+        })
+    })
+}
+
 /// The admin API's `POST /v1/upgrade`: one upgrade at a time, carried out by `run`'s loop.
-fn upgrade_hook(calls: mpsc::Sender<UpgradeCall>, upgrading: Arc<AtomicBool>) -> UpgradeHook {
+fn upgrade_hook(calls: mpsc::Sender<Call>, upgrading: Arc<AtomicBool>) -> UpgradeHook {
     Arc::new(move |req| {
         let calls = calls.clone();
         let upgrading = upgrading.clone();
@@ -119,7 +178,7 @@ fn upgrade_hook(calls: mpsc::Sender<UpgradeCall>, upgrading: Arc<AtomicBool>) ->
                 ));
             }
             let (reply, answer) = oneshot::channel();
-            if calls.send((req, reply)).await.is_err() {
+            if calls.send(Call::Upgrade(req, Some(reply))).await.is_err() {
                 return Err(busy("baton is shutting down"));
             }
             answer
@@ -134,15 +193,17 @@ pub struct Running {
     pub controller: Arc<Controller>,
     pub proxy_addrs: Vec<std::net::SocketAddr>,
     stop: watch::Sender<bool>,
+    /// The admin API.
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Copies of the listening sockets, for a handover.
-    listeners: Listeners,
+    /// The proxy's listeners (a reload adds and removes them) and copies of every
+    /// listening socket, for a handover.
+    pub(crate) listeners: tokio::sync::Mutex<ProxyListeners>,
     /// Set when the admin socket file belongs to the next process.
     keep_socket: Arc<AtomicBool>,
 }
 
 pub async fn start(config: &Config) -> Result<Running, Failure> {
-    start_with(config, None, None).await
+    start_with(config, None, Hooks::default()).await
 }
 
 /// Opens the store; the new process of an upgrade waits (bounded) for the old one to
@@ -168,11 +229,11 @@ async fn open_store(config: &Config, handover: bool) -> Result<baton_store::Stor
 
 /// Starts proxy, controller and admin API. `inherited`: listeners handed over by the
 /// previous process (used for the addresses the config still lists; others are bound).
-/// `upgrade`: serve `POST /v1/upgrade` with it.
+/// `hooks`: what the admin API serves besides the controller (upgrade, reload).
 async fn start_with(
     config: &Config,
     inherited: Option<&mut Inherited>,
-    upgrade: Option<UpgradeHook>,
+    hooks: Hooks,
 ) -> Result<Running, Failure> {
     let handover = inherited.is_some();
     let (mut old_proxy, old_admin) = match inherited {
@@ -182,7 +243,6 @@ async fn start_with(
     let store = open_store(config, handover).await?;
     let metrics = Arc::new(MetricsRegistry::new());
     let proxy = Proxy::new(proxy_config(config), metrics.clone());
-    let mut copies = Listeners::default();
     let mut listeners = Vec::new();
     for addr in &config.proxy.listen {
         let pos = old_proxy
@@ -197,11 +257,6 @@ async fn start_with(
         let l = l.map_err(|e| {
             Failure::failed(format!(
                 "cannot listen on {addr} ({e}); change [proxy] listen or stop what uses it"
-            ))
-        })?;
-        copies.add_proxy(&l).map_err(|e| {
-            Failure::failed(format!(
-                "cannot keep a copy of the listener on {addr} ({e})"
             ))
         })?;
         listeners.push(l);
@@ -251,10 +306,12 @@ async fn start_with(
             .await
             .map_err(|e| Failure::failed(e.to_string()))?,
     };
-    copies
+    let mut proxy_listeners = ProxyListeners::new(proxy.clone(), stop_rx.clone());
+    proxy_listeners
+        .copies
         .add_admin(&admin_listener)
         .map_err(|e| Failure::failed(format!("cannot keep a copy of the admin listener ({e})")))?;
-    let api = baton_api::router(controller.clone(), upgrade);
+    let api = baton_api::router(controller.clone(), hooks);
     let keep_socket = Arc::new(AtomicBool::new(false));
     let admin = baton_api::serve_admin_on(
         admin_listener,
@@ -263,20 +320,16 @@ async fn start_with(
         until_stop(stop_rx.clone()),
         keep_socket.clone(),
     );
-    let mut tasks = vec![tokio::spawn(async move {
+    let tasks = vec![tokio::spawn(async move {
         if let Err(error) = admin.await {
             tracing::error!(%error, "admin API stopped");
         }
     })];
     // Routes are published (Controller::start) before the first accept.
     for l in listeners {
-        let proxy = proxy.clone();
-        let rx = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(error) = proxy.serve(l, until_stop(rx)).await {
-                tracing::error!(%error, "proxy listener stopped");
-            }
-        }));
+        proxy_listeners.serve(l).map_err(|e| {
+            Failure::failed(format!("cannot keep a copy of a proxy listener ({e})"))
+        })?;
     }
     tracing::info!(proxy = ?config.proxy.listen, admin = ?config.admin.listen, pid = std::process::id(), "baton is serving");
     Ok(Running {
@@ -284,7 +337,7 @@ async fn start_with(
         proxy_addrs,
         stop,
         tasks,
-        listeners: copies,
+        listeners: tokio::sync::Mutex::new(proxy_listeners),
         keep_socket,
     })
 }
@@ -293,6 +346,7 @@ impl Running {
     /// Stop accepting, let in-flight requests finish; optionally stop every instance.
     pub async fn shutdown(self, stop_instances: bool) {
         let _ = self.stop.send(true);
+        self.listeners.lock().await.join().await;
         for t in self.tasks {
             let _ = t.await;
         }
@@ -326,7 +380,8 @@ impl Running {
             }
             return Err(fail(500, msg));
         }
-        match upgrade::start_successor(&self.listeners, timeout).await {
+        let listeners = self.listeners.lock().await;
+        match upgrade::start_successor(&listeners.copies, timeout).await {
             Ok(done) => Ok(done),
             Err(mut failed) => {
                 if let Err(e) = self.controller.resume().await {
@@ -349,6 +404,7 @@ impl Running {
         );
         self.keep_socket.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
+        self.listeners.lock().await.join().await;
         for t in self.tasks {
             let _ = t.await;
         }

@@ -194,13 +194,22 @@ impl Inherited {
 /// Copies of the listening sockets, kept to hand over.
 #[derive(Default)]
 pub struct Listeners {
-    fds: Vec<(&'static str, OwnedFd)>,
+    /// Kind, descriptor, and the address of a proxy listener.
+    fds: Vec<(&'static str, OwnedFd, Option<std::net::SocketAddr>)>,
 }
 
 impl Listeners {
     pub fn add_proxy(&mut self, l: &tokio::net::TcpListener) -> std::io::Result<()> {
-        self.fds.push(("proxy", l.as_fd().try_clone_to_owned()?));
+        let addr = l.local_addr()?;
+        self.fds
+            .push(("proxy", l.as_fd().try_clone_to_owned()?, Some(addr)));
         Ok(())
+    }
+
+    /// Forgets (closes) the copy of the proxy listener on `addr` (`baton reload` removed
+    /// it): the socket closes once the listener itself is dropped.
+    pub fn remove_proxy(&mut self, addr: std::net::SocketAddr) {
+        self.fds.retain(|(_, _, a)| *a != Some(addr));
     }
 
     pub fn add_admin(&mut self, l: &AdminListener) -> std::io::Result<()> {
@@ -208,7 +217,7 @@ impl Listeners {
             AdminListener::Unix(..) => "admin-unix",
             AdminListener::Tcp(_) => "admin-tcp",
         };
-        self.fds.push((kind, l.as_fd().try_clone_to_owned()?));
+        self.fds.push((kind, l.as_fd().try_clone_to_owned()?, None));
         Ok(())
     }
 }
@@ -252,7 +261,7 @@ pub async fn start_successor(
     let mut names = Vec::new();
     let dup_err =
         |e: nix::Error| failed(format!("cannot pass the listening sockets on: {e}"), vec![]);
-    for (kind, fd) in &listeners.fds {
+    for (kind, fd, _) in &listeners.fds {
         let d = passed.dup(fd.as_raw_fd()).map_err(dup_err)?;
         names.push(format!("{kind}:{d}"));
     }

@@ -21,7 +21,7 @@ use crate::status::AppView;
 use crate::ControlError;
 use baton_config::AppConfig;
 use baton_core::Millis;
-use baton_health::{spawn_monitor, HealthEvent, MonitorHandle};
+use baton_health::{spawn_monitor, spawn_monitor_healthy, HealthEvent, MonitorHandle};
 use baton_runtime::{Runtime, RuntimeEvent};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -39,12 +39,24 @@ pub enum Msg {
         op: Op,
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
+    /// `baton reload`: the app's new settings (`reconcile/reconfigure.rs`).
+    Reconfigure {
+        cfg: Box<AppConfig>,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// `baton reload` removed the app: drain and stop every instance and store the app
+    /// as retired (`reconcile/reconfigure.rs`); answers the instances stopped. The actor ends when
+    /// its inbox closes.
+    Retire {
+        reply: oneshot::Sender<Result<Vec<String>, ControlError>>,
+    },
 }
 
 /// Who waits for the answer to an operator request.
 enum Caller {
     Deploy(oneshot::Sender<Result<String, ControlError>>),
     Op(oneshot::Sender<Result<(), ControlError>>),
+    Retire(oneshot::Sender<Result<Vec<String>, ControlError>>),
 }
 
 /// How often the reconciler hears the time without anything else happening.
@@ -179,6 +191,14 @@ impl AppActor {
                 self.callers.insert(ticket, Caller::Op(reply));
                 Event::Op { op, ticket }
             }
+            Msg::Reconfigure { cfg, reply } => {
+                self.callers.insert(ticket, Caller::Op(reply));
+                Event::Reconfigure { cfg, ticket }
+            }
+            Msg::Retire { reply } => {
+                self.callers.insert(ticket, Caller::Retire(reply));
+                Event::Retire { ticket }
+            }
         }
     }
 
@@ -240,14 +260,18 @@ impl AppActor {
                 self.monitors.remove(&id);
                 None
             }
-            Effect::Watch(h) if !self.closing => {
-                let monitor = spawn_monitor(
-                    h.id.clone(),
-                    h.addr,
-                    self.core.cfg.health.clone(),
-                    self.health_tx.clone(),
-                );
-                self.monitors.insert(h.id, monitor);
+            Effect::Watch {
+                handle,
+                healthy_now,
+            } if !self.closing => {
+                let (spec, events) = (self.core.cfg.health.clone(), self.health_tx.clone());
+                let monitor = if healthy_now {
+                    spawn_monitor_healthy(handle.id.clone(), handle.addr, spec, events)
+                } else {
+                    spawn_monitor(handle.id.clone(), handle.addr, spec, events)
+                };
+                // Replacing a handle ends the old monitor.
+                self.monitors.insert(handle.id, monitor);
                 None
             }
             _ if self.closing => None,
@@ -339,7 +363,7 @@ impl AppActor {
             | Effect::Publish(_)
             | Effect::Sample { .. }
             | Effect::Reply { .. }
-            | Effect::Watch(_)
+            | Effect::Watch { .. }
             | Effect::Unwatch(_) => {}
         }
     }
@@ -386,7 +410,14 @@ fn answer(caller: Caller, result: Result<Answer, ControlError>) {
         Caller::Deploy(reply) => {
             let r = result.map(|a| match a {
                 Answer::Deployment(id) => id,
-                Answer::Done => String::new(),
+                Answer::Retired(_) | Answer::Done => String::new(),
+            });
+            let _ = reply.send(r);
+        }
+        Caller::Retire(reply) => {
+            let r = result.map(|a| match a {
+                Answer::Retired(ids) => ids,
+                Answer::Deployment(_) | Answer::Done => Vec::new(),
             });
             let _ = reply.send(r);
         }

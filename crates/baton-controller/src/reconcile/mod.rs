@@ -23,6 +23,7 @@
 mod analysis;
 mod instances;
 mod operator;
+mod reconfigure;
 mod routing;
 mod step;
 mod warm;
@@ -80,6 +81,15 @@ pub enum Event {
     },
     Op {
         op: Op,
+        ticket: Ticket,
+    },
+    /// `baton reload`: the app's new settings.
+    Reconfigure {
+        cfg: Box<AppConfig>,
+        ticket: Ticket,
+    },
+    /// `baton reload` removed the app: stop everything, store it as retired.
+    Retire {
         ticket: Ticket,
     },
     Healthy {
@@ -147,9 +157,13 @@ pub enum Effect {
         handle: InstanceHandle,
         drain: Duration,
     },
-    /// Probe this instance (health monitor); report `Healthy` / `Unhealthy` /
-    /// `StartupTimeout`.
-    Watch(InstanceHandle),
+    /// Probe this instance (health monitor, replacing one it may have); report
+    /// `Healthy` / `Unhealthy` / `StartupTimeout`. `healthy_now`: it is known healthy
+    /// (new checks after a reload), so no `Healthy` first and no startup deadline.
+    Watch {
+        handle: InstanceHandle,
+        healthy_now: bool,
+    },
     /// Stop probing it.
     Unwatch(String),
     /// Call a webhook gate; answer `Event::GateAnswered`.
@@ -192,6 +206,8 @@ pub enum Effect {
 pub enum Answer {
     /// The deployment (or switch back) now in effect.
     Deployment(String),
+    /// A retired app: the instances it stopped.
+    Retired(Vec<String>),
     Done,
 }
 
@@ -225,6 +241,11 @@ enum Held {
     },
     /// A finished deployment or a switch back is stored: it is the last finished one.
     Finished(Box<HistoryEntry>),
+    /// The app is being retired: answer once its last instance is gone.
+    Retiring {
+        ticket: Ticket,
+        ids: Vec<String>,
+    },
 }
 
 /// What the next store carries and what waits for it.
@@ -288,6 +309,8 @@ pub struct AppCore {
     /// The routing last handed to the proxy (ahead of it, `record.route` may hold a step
     /// whose record is not stored yet).
     published: RoutePlan,
+    /// A retirement waiting for the last instance to stop: (ticket, instances).
+    retiring: Option<(Ticket, Vec<String>)>,
     /// Events this one led to (a gate with nothing to ask, a stop of an instance that
     /// never started), handled before `handle` returns.
     follow_ups: VecDeque<Event>,
@@ -328,6 +351,7 @@ impl AppCore {
             in_flight: None,
             store_error: None,
             published,
+            retiring: None,
             follow_ups: VecDeque::new(),
             now: Millis(0),
         }
@@ -341,6 +365,9 @@ impl AppCore {
         self.dispatch(event, &mut out);
         while let Some(ev) = self.follow_ups.pop_front() {
             self.dispatch(ev, &mut out);
+        }
+        if self.retiring.is_some() {
+            self.check_retired();
         }
         if retry {
             self.store_if_needed(&mut out);
@@ -394,6 +421,8 @@ impl AppCore {
             Event::Boot { lost } => self.boot(lost, out),
             Event::Deploy { req, ticket } => self.deploy(req, ticket, out),
             Event::Op { op, ticket } => self.op(op, ticket, out),
+            Event::Reconfigure { cfg, ticket } => self.reconfigure(*cfg, ticket, out),
+            Event::Retire { ticket } => self.retire(ticket, out),
             Event::Healthy { id } => self.on_healthy(id, out),
             Event::Unhealthy { id, reason } => self.on_unhealthy(id, reason, out),
             Event::StartupTimeout { id, last_error } => {
@@ -549,6 +578,10 @@ impl AppCore {
             }),
             Held::Begin { ticket, id } => self.begin(ticket, id, out),
             Held::Finished(entry) => self.last_finished = Some(*entry),
+            Held::Retiring { ticket, ids } => {
+                self.retiring = Some((ticket, ids));
+                self.check_retired();
+            }
         }
     }
 }

@@ -197,7 +197,10 @@ impl AppCore {
 
     pub(super) fn watch(&mut self, h: &baton_runtime::InstanceHandle, out: &mut Vec<Effect>) {
         self.watched.insert(h.id.clone());
-        out.push(Effect::Watch(h.clone()));
+        out.push(Effect::Watch {
+            handle: h.clone(),
+            healthy_now: false,
+        });
     }
 
     /// For the static runtime: which address the next instance of `version` is.

@@ -174,9 +174,9 @@ impl World {
                 self.tasks.push(Task::Stop(handle.id));
                 None
             }
-            Effect::Watch(h) => {
-                self.fresh.insert(h.id.clone());
-                self.watched.insert(h.id);
+            Effect::Watch { handle, .. } => {
+                self.fresh.insert(handle.id.clone());
+                self.watched.insert(handle.id);
                 None
             }
             Effect::Unwatch(id) => {
@@ -731,6 +731,65 @@ fn a_restart_resumes_from_the_stored_record() {
         w.trail
     );
     assert_eq!(w.backends().len(), 2);
+}
+
+#[test]
+fn a_retired_app_stops_everything_and_keeps_its_sequence() {
+    let mut w = served("rolling");
+    w.next_ticket += 1;
+    let t = w.next_ticket;
+    w.send(Event::Retire { ticket: t });
+    assert!(w.backends().is_empty(), "unrouted before any stop");
+    assert!(
+        !w.replies.contains_key(&t),
+        "answered only once everything stopped"
+    );
+    assert_eq!(w.tasks.len(), 2, "both instances drain and stop");
+    w.finish_task(0, true);
+    w.finish_task(0, true);
+    let Some(Ok(Answer::Retired(ids))) = w.replies.get(&t) else {
+        panic!("not answered: {:?}", w.replies)
+    };
+    assert_eq!(ids.len(), 2);
+    assert!(w.running.is_empty());
+    let stored: AppRecord =
+        serde_json::from_str(w.stored.as_deref().expect("stored")).expect("parses");
+    assert!(stored.instances.is_empty() && stored.stable_version.is_none());
+    assert_eq!(stored.seq, 1, "deployment ids go on from where they were");
+    // Nothing heals a retired app back.
+    w.tick(60_000);
+    assert!(w.tasks.is_empty());
+}
+
+#[test]
+fn a_reload_of_an_app_mid_rollout_is_refused_and_health_changes_rewatch() {
+    let mut w = served("canary");
+    let mut cfg = w.cfg.clone();
+    cfg.replicas = 3;
+    w.next_ticket += 1;
+    let t = w.next_ticket;
+    w.send(Event::Reconfigure {
+        cfg: Box::new(cfg.clone()),
+        ticket: t,
+    });
+    assert_eq!(w.replies.get(&t), Some(&Ok(Answer::Done)));
+    assert_eq!(w.tasks.len(), 1, "a larger replicas is started at once");
+    w.settle();
+    assert_eq!(w.backends().len(), 3);
+    w.deploy("v2");
+    w.next_ticket += 1;
+    let t = w.next_ticket;
+    cfg.replicas = 2;
+    w.send(Event::Reconfigure {
+        cfg: Box::new(cfg),
+        ticket: t,
+    });
+    assert!(
+        matches!(w.replies.get(&t), Some(Err(e)) if e.contains("rollout in progress") && e.contains("baton abort web")),
+        "{:?}",
+        w.replies.get(&t)
+    );
+    assert_eq!(w.core.cfg.replicas, 3, "nothing changed");
 }
 
 impl World {

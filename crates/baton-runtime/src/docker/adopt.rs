@@ -25,7 +25,7 @@ pub(super) async fn adopt(
         .and_then(|c| c.labels.clone())
         .unwrap_or_default();
     let label = |k: &str| labels.get(k).map(String::as_str);
-    let ours = label(LABEL_OWNER) == Some(rt.spec.owner.as_str())
+    let ours = label(LABEL_OWNER) == Some(rt.spec().owner.as_str())
         && label(LABEL_APP) == Some(handle.app.as_str())
         && label(LABEL_VERSION) == Some(handle.version.as_str())
         && label(LABEL_INSTANCE) == Some(handle.id.as_str());
@@ -35,7 +35,7 @@ pub(super) async fn adopt(
         return Ok(false);
     }
     let running = c.state.as_ref().and_then(|s| s.running) == Some(true);
-    let port = rt.spec.network.is_none().then(|| handle.addr.port());
+    let port = rt.spec().network.is_none().then(|| handle.addr.port());
     let same_addr = rt.address(&c, port) == Some(handle.addr);
     if !running || !same_addr {
         tracing::info!(instance = %handle.id, container = %name, running, "not adopted: the container stopped or moved; removing it");
@@ -55,7 +55,7 @@ pub(super) async fn remove_strays(
     let filters = HashMap::from([(
         "label",
         vec![
-            format!("{LABEL_OWNER}={}", rt.spec.owner),
+            format!("{LABEL_OWNER}={}", rt.spec().owner),
             format!("{LABEL_APP}={app}"),
         ],
     )]);

@@ -19,7 +19,7 @@ pub(super) async fn ensure_present(
         Err(e) if is_not_found(&e) => false,
         Err(e) => return Err(rt.api(&format!("look up image {image}"), e)),
     };
-    let pull = match rt.spec.pull {
+    let pull = match rt.spec().pull {
         Pull::Never => false,
         Pull::Missing => !present,
         Pull::Always => deploying || !present,

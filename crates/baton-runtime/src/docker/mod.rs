@@ -135,7 +135,8 @@ pub struct DockerRuntime {
     docker: Docker,
     /// Where the engine is (`unix:///var/run/docker.sock`), for messages.
     host: Arc<str>,
-    spec: Arc<DockerSpec>,
+    /// Shared by clones; replaced by `set_spec` (`baton reload`).
+    spec: Arc<std::sync::RwLock<Arc<DockerSpec>>>,
     events: mpsc::UnboundedSender<RuntimeEvent>,
     state: Arc<watch::State>,
 }
@@ -167,7 +168,7 @@ impl DockerRuntime {
         Ok(DockerRuntime {
             docker,
             host: host.into(),
-            spec: Arc::new(spec),
+            spec: Arc::new(std::sync::RwLock::new(Arc::new(spec))),
             events,
             state: Arc::default(),
         })
@@ -190,6 +191,17 @@ impl DockerRuntime {
         }
     }
 
+    /// The spec in force.
+    pub(crate) fn spec(&self) -> Arc<DockerSpec> {
+        self.spec.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces how containers are created (`baton reload`): containers started from now
+    /// on use `spec`; running ones keep theirs.
+    pub fn set_spec(&self, spec: DockerSpec) {
+        *self.spec.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(spec);
+    }
+
     /// The engine client (tests and tools use it to look at baton's containers).
     pub fn client(&self) -> &Docker {
         &self.docker
@@ -204,13 +216,13 @@ impl DockerRuntime {
     fn container_name(&self, app: &str, instance: &str) -> String {
         format!(
             "baton-{app}-{instance}-{:08x}",
-            fnv32(self.spec.owner.as_bytes())
+            fnv32(self.spec().owner.as_bytes())
         )
     }
 
     fn labels(&self, req: &StartRequest) -> HashMap<String, String> {
         HashMap::from([
-            (LABEL_OWNER.to_string(), self.spec.owner.clone()),
+            (LABEL_OWNER.to_string(), self.spec().owner.clone()),
             (LABEL_APP.to_string(), req.app.clone()),
             (LABEL_VERSION.to_string(), req.version.clone()),
             (LABEL_INSTANCE.to_string(), req.id.clone()),
@@ -222,11 +234,11 @@ impl DockerRuntime {
             .replace("{version}", &req.version)
             .replace("{app}", &req.app)
             .replace("{instance}", &req.id)
-            .replace("{port}", &self.spec.container_port.to_string())
+            .replace("{port}", &self.spec().container_port.to_string())
     }
 
     fn body(&self, req: &StartRequest, image: &str, host_port: Option<u16>) -> ContainerCreateBody {
-        let spec = &self.spec;
+        let spec = self.spec();
         let exposed = format!("{}/tcp", spec.container_port);
         let mut env: Vec<String> = spec
             .env
@@ -290,11 +302,11 @@ impl DockerRuntime {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let port = match self.spec.network {
+            let port = match self.spec().network {
                 Some(_) => None,
                 None => Some(
                     self.state
-                        .reserve_port(&req.id, &req.app, self.spec.ports)?,
+                        .reserve_port(&req.id, &req.app, self.spec().ports)?,
                 ),
             };
             let options = CreateContainerOptionsBuilder::new().name(name).build();
@@ -340,7 +352,8 @@ impl DockerRuntime {
         if let Some(p) = host_port {
             return Some(SocketAddr::from((Ipv4Addr::LOCALHOST, p)));
         }
-        let network = self.spec.network.as_ref()?;
+        let spec = self.spec();
+        let network = spec.network.as_ref()?;
         let ip: IpAddr = c
             .network_settings
             .as_ref()?
@@ -351,7 +364,7 @@ impl DockerRuntime {
             .as_ref()?
             .parse()
             .ok()?;
-        Some(SocketAddr::new(ip, self.spec.container_port))
+        Some(SocketAddr::new(ip, self.spec().container_port))
     }
 
     /// Stops (ignoring "already stopped") and removes a container; quiet on failure.
@@ -404,7 +417,7 @@ impl DockerRuntime {
     /// `wait_healthcheck`: polls until the image's HEALTHCHECK says healthy; an image
     /// without one passes at once.
     async fn wait_healthy(&self, req: &StartRequest, id: &str) -> Result<(), DockerError> {
-        let deadline = tokio::time::Instant::now() + self.spec.startup_timeout;
+        let deadline = tokio::time::Instant::now() + self.spec().startup_timeout;
         loop {
             let c = self.inspect(id).await?;
             let state = c.and_then(|c| c.state);
@@ -437,7 +450,7 @@ impl DockerRuntime {
                     instance: req.id.clone(),
                     detail: format!(
                         "the image's HEALTHCHECK did not report healthy within {:?} (health.startup_timeout)",
-                        self.spec.startup_timeout
+                        self.spec().startup_timeout
                     ),
                 });
             }
@@ -471,11 +484,11 @@ impl DockerRuntime {
         let Some(addr) = addr else {
             return Err(DockerError::NoAddress {
                 instance: req.id.clone(),
-                network: self.spec.network.clone().unwrap_or_default(),
+                network: self.spec().network.clone().unwrap_or_default(),
             }
             .into());
         };
-        if self.spec.wait_healthcheck {
+        if self.spec().wait_healthcheck {
             self.wait_healthy(req, id).await?;
         }
         Ok(addr)
@@ -528,7 +541,7 @@ impl Runtime for DockerRuntime {
         validate_app_name(&req.app)?;
         validate_version(&req.version)?;
         validate_version(&req.id)?;
-        let image = self.spec.image_for(&req.version);
+        let image = self.spec().image_for(&req.version);
         image::ensure_present(self, &req.app, &image, false).await?;
         let name = self.container_name(&req.app, &req.id);
         // A container of that name can only be left from a start cut short by a crash.
@@ -564,7 +577,7 @@ impl Runtime for DockerRuntime {
         self.state.mark_stopping(&handle.id);
         tracing::info!(instance = %handle.id, container = %name, "stopping container");
         let options = StopContainerOptionsBuilder::new()
-            .t(i32::try_from(secs(self.spec.stop_timeout)).unwrap_or(i32::MAX))
+            .t(i32::try_from(secs(self.spec().stop_timeout)).unwrap_or(i32::MAX))
             .build();
         let stopped = self.docker.stop_container(id, Some(options)).await;
         let result = match stopped {
@@ -597,11 +610,12 @@ impl Runtime for DockerRuntime {
 
     async fn prepare(&self, app: &str, version: &str) -> Result<(), RuntimeError> {
         validate_version(version)?;
-        let image = self.spec.image_for(version);
+        let image = self.spec().image_for(version);
         image::ensure_present(self, app, &image, true).await?;
-        if self.spec.network.is_none() && !self.state.any_port_free(self.spec.ports) {
+        let spec = self.spec();
+        if spec.network.is_none() && !self.state.any_port_free(spec.ports) {
             return Err(RuntimeError::PortsExhausted {
-                range: self.spec.ports,
+                range: spec.ports,
                 app: app.to_string(),
             });
         }

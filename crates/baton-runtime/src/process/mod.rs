@@ -64,7 +64,8 @@ impl ProcessSpec {
 /// Runs instances as local processes.
 #[derive(Debug, Clone)]
 pub struct ProcessRuntime {
-    spec: Arc<ProcessSpec>,
+    /// Shared by clones; replaced by `set_spec` (`baton reload`).
+    spec: Arc<std::sync::RwLock<Arc<ProcessSpec>>>,
     events: mpsc::UnboundedSender<RuntimeEvent>,
     registry: Arc<Registry>,
 }
@@ -75,14 +76,27 @@ impl ProcessRuntime {
     /// Instances that exit on their own are reported on `events`.
     pub fn new(spec: ProcessSpec, events: mpsc::UnboundedSender<RuntimeEvent>) -> Self {
         ProcessRuntime {
-            spec: Arc::new(spec),
+            spec: Arc::new(std::sync::RwLock::new(Arc::new(spec))),
             events,
             registry: Arc::default(),
         }
     }
 
+    /// The spec in force: a start uses the one it read first throughout.
+    fn spec(&self) -> Arc<ProcessSpec> {
+        self.spec.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces how instances are run (`baton reload`): instances started from now on
+    /// use `spec`; running ones keep what they were started with, and are stopped with
+    /// the new `stop_timeout`.
+    pub fn set_spec(&self, spec: ProcessSpec) {
+        *self.spec.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(spec);
+    }
+
     fn check_cwd(&self, app: &str) -> Result<(), RuntimeError> {
-        let Some(cwd) = &self.spec.cwd else {
+        let spec = self.spec();
+        let Some(cwd) = &spec.cwd else {
             return Ok(());
         };
         let bad = |source| RuntimeError::BadCwd {
@@ -104,7 +118,8 @@ impl ProcessRuntime {
             app: &req.app,
             instance: &req.id,
         };
-        let argv = template::render(&self.spec.command, &vars)?;
+        let spec = self.spec();
+        let argv = template::render(&spec.command, &vars)?;
         let io_err = |action, source| RuntimeError::Io {
             action,
             path: log_path.to_path_buf(),
@@ -121,18 +136,18 @@ impl ProcessRuntime {
             .map_err(|e| io_err("open the log file", e))?;
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
-            .envs(vars.env(&self.spec.env))
+            .envs(vars.env(&spec.env))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr))
             .process_group(0)
             .kill_on_drop(false);
-        if let Some(cwd) = &self.spec.cwd {
+        if let Some(cwd) = &spec.cwd {
             cmd.current_dir(cwd);
         }
         cmd.spawn().map_err(|source| RuntimeError::Spawn {
             instance: req.id.clone(),
-            command: self.spec.command.clone(),
+            command: spec.command.clone(),
             source,
         })
     }
@@ -191,7 +206,7 @@ impl ProcessRuntime {
         Watch {
             id: id.to_string(),
             log_path,
-            log_max_bytes: self.spec.log_max_bytes,
+            log_max_bytes: self.spec().log_max_bytes,
             registry: self.registry.clone(),
             events: self.events.clone(),
             exited,
@@ -241,8 +256,8 @@ impl Runtime for ProcessRuntime {
         self.check_cwd(&req.app)?;
         let reservation = self
             .registry
-            .reserve_port(&req.id, &req.app, self.spec.ports)?;
-        let log_path = logs::path_for(&self.spec.log_dir, &req.app, &req.id);
+            .reserve_port(&req.id, &req.app, self.spec().ports)?;
+        let log_path = logs::path_for(&self.spec().log_dir, &req.app, &req.id);
         let child = self.spawn(&req, reservation.port, &log_path)?;
         self.track(req, child, reservation, log_path)
     }
@@ -255,7 +270,7 @@ impl Runtime for ProcessRuntime {
         let reused = procfs::stat(pid).is_some_and(|s| s.is_live() && s.start_ticks != ticks);
         if !reused {
             tracing::info!(instance = %handle.id, pgid, "stopping instance");
-            stop::stop_group(&handle.id, pgid, self.spec.stop_timeout).await?;
+            stop::stop_group(&handle.id, pgid, self.spec().stop_timeout).await?;
         }
         if let Some(mut exited) = exited {
             // The watcher notices within its poll interval; bounded in case it is gone.
@@ -292,11 +307,12 @@ impl Runtime for ProcessRuntime {
         app: &str,
         known: &HashSet<String>,
     ) -> Result<Vec<String>, RuntimeError> {
-        let Some(owner) = self.spec.env.get("BATON_OWNER") else {
+        let spec = self.spec();
+        let Some(owner) = spec.env.get("BATON_OWNER") else {
             return Ok(Vec::new());
         };
         let strays = orphans::find(owner, app, known);
-        orphans::reap(&strays, self.spec.stop_timeout).await;
+        orphans::reap(&strays, spec.stop_timeout).await;
         Ok(strays.into_iter().map(|o| o.instance).collect())
     }
 
@@ -307,7 +323,7 @@ impl Runtime for ProcessRuntime {
     ) -> Result<Vec<String>, RuntimeError> {
         let (_, _, _, log_path) = process_detail(handle)?;
         let path = log_path.to_path_buf();
-        let max_bytes = self.spec.log_max_bytes;
+        let max_bytes = self.spec().log_max_bytes;
         let read = tokio::task::spawn_blocking(move || {
             logs::rotate_if_needed(&path, max_bytes)?;
             logs::tail(&path, max_lines)

@@ -149,6 +149,11 @@ impl Baton {
         }
     }
 
+    /// The pid of `baton serve` (to signal it).
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
     pub fn serve_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }

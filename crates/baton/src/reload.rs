@@ -1,0 +1,227 @@
+//! `baton reload` (and SIGHUP): the server re-reads the configuration file it was
+//! started with, validates it exactly as at start, and applies the difference without
+//! dropping a request. The order makes it all or nothing:
+//!
+//! 1. the file is loaded and validated (an invalid file: 422, the `file:line` problems);
+//! 2. new `[proxy] listen` addresses are bound (one that cannot be: nothing changed);
+//! 3. the controller checks and applies the apps' changes (`baton-controller`
+//!    `reload.rs`; refused with nothing changed while a rollout runs in an app that
+//!    changes or goes);
+//! 4. the proxy takes its new settings, the new listeners start accepting, and the
+//!    removed ones stop accepting while their open connections drain.
+//!
+//! Also here: the proxy listeners of a running server, and the CLI command.
+
+use crate::client_cmds::Ctx;
+use crate::serve::{proxy_config, Running};
+use crate::upgrade::Listeners;
+use crate::Failure;
+use baton_api::client::ClientError;
+use baton_api::{ReloadFailed, ReloadReport};
+use baton_config::ConfigDiff;
+use baton_controller::{ControlError, ReloadOutcome};
+use baton_proxy::Proxy;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Re-reads `path` and applies it (or, with `dry_run`, only reports the difference).
+pub async fn apply(
+    running: &Running,
+    path: &Path,
+    dry_run: bool,
+) -> Result<ReloadReport, ReloadFailed> {
+    let new = baton_config::load(path).map_err(|e| fail(422, e.to_string()))?;
+    let controller = &running.controller;
+    if dry_run {
+        let outcome = controller.check_reload(&new).await.map_err(control)?;
+        return Ok(report(path, true, outcome));
+    }
+    let diff = baton_config::diff(&controller.config(), &new);
+    let mut listeners = running.listeners.lock().await;
+    let bound = bind(&diff.listeners_added).await?;
+    // Dropped unused if the controller refuses: nothing changed.
+    let outcome = controller.reload(&new).await.map_err(control)?;
+    if diff.proxy.iter().any(|k| k.takes.is_applied()) {
+        listeners.proxy.set_config(proxy_config(&new));
+    }
+    for l in bound {
+        if let Err(e) = listeners.serve(l) {
+            tracing::error!(error = %e, "a new listener could not be served");
+        }
+    }
+    for addr in &diff.listeners_removed {
+        listeners.close(*addr);
+    }
+    Ok(report(path, false, outcome))
+}
+
+/// Binds every address, or none: on error the ones bound so far are dropped.
+async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, ReloadFailed> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        let l = TcpListener::bind(addr).await.map_err(|e| {
+            fail(
+                500,
+                format!(
+                    "cannot listen on {addr} ({e}): change [proxy] listen or stop what uses it; \
+                     nothing was changed"
+                ),
+            )
+        })?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+fn report(path: &Path, dry_run: bool, outcome: ReloadOutcome) -> ReloadReport {
+    let diff: ConfigDiff = outcome.diff;
+    ReloadReport {
+        path: path.display().to_string(),
+        dry_run,
+        applied: !dry_run && diff.applies_anything(),
+        not_applied: diff.not_applied(),
+        diff,
+        stopped: outcome.stopped,
+        refused: outcome.refused,
+        warnings: outcome.warnings,
+    }
+}
+
+fn fail(status: u16, error: String) -> ReloadFailed {
+    ReloadFailed { status, error }
+}
+
+fn control(e: ControlError) -> ReloadFailed {
+    fail(e.status_code(), e.to_string())
+}
+
+/// The proxy's listening sockets, each served by its own task; a reload adds and
+/// removes them.
+pub struct ProxyListeners {
+    pub proxy: Proxy,
+    /// Set when the whole server stops.
+    global: watch::Receiver<bool>,
+    serving: BTreeMap<SocketAddr, Serving>,
+    /// Listeners removed by a reload, still finishing their open connections.
+    closing: Vec<JoinHandle<()>>,
+    /// Copies of every listening socket (the admin one too), for `baton upgrade`.
+    pub copies: Listeners,
+}
+
+struct Serving {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+// === impl ProxyListeners ===
+
+impl ProxyListeners {
+    pub fn new(proxy: Proxy, global: watch::Receiver<bool>) -> Self {
+        ProxyListeners {
+            proxy,
+            global,
+            serving: BTreeMap::new(),
+            closing: Vec::new(),
+            copies: Listeners::default(),
+        }
+    }
+
+    /// Starts accepting on `l` (routes must be published already).
+    pub fn serve(&mut self, l: TcpListener) -> std::io::Result<()> {
+        let addr = l.local_addr()?;
+        self.copies.add_proxy(&l)?;
+        let (stop, mut own) = watch::channel(false);
+        let mut global = self.global.clone();
+        let proxy = self.proxy.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                tokio::select! {
+                    _ = global.wait_for(|s| *s) => {}
+                    _ = own.wait_for(|s| *s) => {}
+                }
+            };
+            if let Err(error) = proxy.serve(l, shutdown).await {
+                tracing::error!(%error, %addr, "proxy listener stopped");
+            }
+        });
+        self.serving.insert(addr, Serving { stop, task });
+        tracing::info!(%addr, "proxy listening");
+        Ok(())
+    }
+
+    /// Stops accepting on `addr` (new connections are refused); open connections finish
+    /// as at shutdown.
+    pub fn close(&mut self, addr: SocketAddr) {
+        self.copies.remove_proxy(addr);
+        if let Some(s) = self.serving.remove(&addr) {
+            let _ = s.stop.send(true);
+            self.closing.push(s.task);
+            tracing::info!(%addr, "proxy listener removed; open connections drain");
+        }
+    }
+
+    /// Waits for every listener task (after the server's stop was sent).
+    pub async fn join(&mut self) {
+        let serving = std::mem::take(&mut self.serving);
+        for (_, s) in serving {
+            let _ = s.task.await;
+        }
+        for t in std::mem::take(&mut self.closing) {
+            let _ = t.await;
+        }
+    }
+}
+
+/// `baton reload [--dry-run]`: exit 2 for an invalid file (with its `file:line`
+/// problems), 1 when refused.
+pub async fn command(ctx: &Ctx, dry_run: bool) -> Result<(), Failure> {
+    let report = match ctx.client().reload(dry_run).await {
+        Ok(r) => r,
+        Err(ClientError::Api {
+            status: 422,
+            message,
+        }) => return Err(Failure::usage(message)),
+        Err(e) => return Err(Failure::failed(e.to_string())),
+    };
+    ctx.print(&report, human);
+    match (&report.refused, report.dry_run) {
+        (Some(why), true) => Err(Failure::failed(format!(
+            "applying it would be refused: {why}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn human(r: &ReloadReport) -> String {
+    let mut out = format!("{}{}:\n", r.path, if r.dry_run { " (dry run)" } else { "" });
+    out.push_str(&r.diff.to_string());
+    for (app, ids) in &r.stopped {
+        let what = if ids.is_empty() {
+            "no instances".to_string()
+        } else {
+            ids.join(", ")
+        };
+        out.push_str(&format!("removed {app}: stopped {what}\n"));
+    }
+    if !r.not_applied.is_empty() {
+        out.push_str(&format!(
+            "not applied (each needs `baton upgrade` or a restart): {}\n",
+            r.not_applied.join(", ")
+        ));
+    }
+    for w in &r.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    let verdict = match (r.dry_run, r.applied) {
+        (true, _) => "dry run: nothing was changed",
+        (false, true) => "applied",
+        (false, false) => "nothing to apply",
+    };
+    out.push_str(verdict);
+    out.push('\n');
+    out
+}

@@ -24,9 +24,29 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Slow clients in the buffering test.
-const SLOW: usize = 100;
-/// Ordinary requests served while they trickle.
-const NORMAL: usize = 20;
+const SLOW: usize = 200;
+/// Ordinary requests timed at idle, then again while the slow clients trickle.
+const NORMAL: usize = 500;
+
+/// Sends `NORMAL` POSTs one after another on one connection; their latencies, sorted.
+async fn timed_posts(addr: std::net::SocketAddr) -> Vec<Duration> {
+    let mut c = h1(addr).await;
+    let mut took = Vec::with_capacity(NORMAL);
+    for _ in 0..NORMAL {
+        let start = std::time::Instant::now();
+        let answer = try_send(&mut c, request("POST", "/", &[], "hello"))
+            .await
+            .unwrap();
+        took.push(start.elapsed());
+        assert_eq!(answer.0, StatusCode::OK);
+    }
+    took.sort();
+    took
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
 
 fn short_body_timeout() -> ProxyConfig {
     ProxyConfig {
@@ -46,6 +66,9 @@ fn exported(p: &TestProxy) -> String {
 async fn slow_bodies_hold_no_backend_connection_while_they_are_buffered() {
     // The default configuration buffers (1 MiB).
     let (p, backend) = setup(ProxyConfig::default()).await;
+    // The idle baseline for the latency figure (printed, not asserted: the machine is
+    // shared).
+    let idle = timed_posts(p.addr).await;
     let body = b"abcdefgh";
     let mut slow = Vec::new();
     for _ in 0..SLOW {
@@ -67,13 +90,15 @@ async fn slow_bodies_hold_no_backend_connection_while_they_are_buffered() {
         }
     }
     // Other clients are served meanwhile.
-    let mut c = h1(p.addr).await;
-    for _ in 0..NORMAL {
-        let answer = try_send(&mut c, request("POST", "/", &[], "hello"))
-            .await
-            .unwrap();
-        assert_eq!(answer.0, StatusCode::OK);
-    }
+    let busy = timed_posts(p.addr).await;
+    println!(
+        "normal POSTs, p50 / p99: idle {:?} / {:?}; with {SLOW} slow bodies {:?} / {:?} (p99 {:.2}x idle)",
+        quantile(&idle, 0.5),
+        quantile(&idle, 0.99),
+        quantile(&busy, 0.5),
+        quantile(&busy, 0.99),
+        quantile(&busy, 0.99).as_secs_f64() / quantile(&idle, 0.99).as_secs_f64()
+    );
     println!(
         "{SLOW} slow bodies in progress: backend saw {} requests on {} open connections",
         backend.count(),
@@ -81,7 +106,7 @@ async fn slow_bodies_hold_no_backend_connection_while_they_are_buffered() {
     );
     assert_eq!(
         backend.count(),
-        NORMAL as u64,
+        2 * NORMAL as u64,
         "requests whose bodies are still arriving reached the backend"
     );
     assert_eq!(
@@ -101,8 +126,8 @@ async fn slow_bodies_hold_no_backend_connection_while_they_are_buffered() {
     for s in &seen {
         assert_eq!(s.statuses, vec![200], "{}", s.text);
     }
-    assert_eq!(backend.count(), (NORMAL + SLOW) as u64);
-    assert_eq!(backend.complete.load(SeqCst), (NORMAL + SLOW) as u64);
+    assert_eq!(backend.count(), (2 * NORMAL + SLOW) as u64);
+    assert_eq!(backend.complete.load(SeqCst), (2 * NORMAL + SLOW) as u64);
 }
 
 #[tokio::test]

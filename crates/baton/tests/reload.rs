@@ -110,21 +110,7 @@ fn get(addr: SocketAddr, host: &str) -> (u16, String) {
 /// Live processes of this baton's app `app` (by their environment).
 fn app_pids(b: &Baton, app: &str) -> Vec<i32> {
     let owner = format!("BATON_OWNER={}", b.store_path());
-    let app = format!("BATON_APP={app}");
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(e.path().join("environ")) else {
-            continue;
-        };
-        let vars: Vec<&[u8]> = env.split(|c| *c == 0).collect();
-        if vars.contains(&owner.as_bytes()) && vars.contains(&app.as_bytes()) {
-            pids.push(pid);
-        }
-    }
-    pids
+    pids_with_env(&[&owner, &format!("BATON_APP={app}")])
 }
 
 /// Polls `what` until it holds (bounded; no timing is asserted).

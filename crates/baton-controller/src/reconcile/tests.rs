@@ -535,16 +535,7 @@ fn a_step_computed_while_the_store_fails_waits_for_a_store() {
     let mut w = served("canary");
     w.deploy("v2");
     // The canary instance starts and becomes healthy: 20 % goes out.
-    for _ in 0..5 {
-        while !w.tasks.is_empty() {
-            w.finish_task(0, true);
-        }
-        let ids: Vec<String> = w.watched.iter().cloned().collect();
-        for id in ids {
-            w.send(Event::Healthy { id });
-        }
-        w.tick(250);
-    }
+    w.drive(5);
     let weight = |w: &World, v: &str| {
         w.published
             .as_ref()
@@ -654,16 +645,7 @@ min_requests = 10
     w.deploy("v1");
     w.settle();
     w.deploy("v2");
-    for _ in 0..4 {
-        while !w.tasks.is_empty() {
-            w.finish_task(0, true);
-        }
-        let ids: Vec<String> = w.watched.iter().cloned().collect();
-        for id in ids {
-            w.send(Event::Healthy { id });
-        }
-        w.tick(250);
-    }
+    w.drive(4);
     // Rounds with failing canary figures (the proxy's cumulative counters, faked).
     let round = |w: &mut World, n: u64| {
         let d = w.core.record.deployment.as_ref().map(|d| d.id.clone());
@@ -793,6 +775,20 @@ fn a_reload_of_an_app_mid_rollout_is_refused_and_health_changes_rewatch() {
 }
 
 impl World {
+    /// `rounds` times: every task done, every watched instance healthy, a short tick.
+    fn drive(&mut self, rounds: usize) {
+        for _ in 0..rounds {
+            while !self.tasks.is_empty() {
+                self.finish_task(0, true);
+            }
+            let ids: Vec<String> = self.watched.iter().cloned().collect();
+            for id in ids {
+                self.send(Event::Healthy { id });
+            }
+            self.tick(250);
+        }
+    }
+
     fn settle_until(&mut self, done: impl Fn(&World) -> bool) {
         for _ in 0..400 {
             if done(self) {

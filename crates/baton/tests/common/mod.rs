@@ -269,7 +269,11 @@ impl Drop for Baton {
 }
 
 pub fn owned_pids(owner: &str) -> Vec<i32> {
-    let needle = format!("BATON_OWNER={owner}");
+    pids_with_env(&[&format!("BATON_OWNER={owner}")])
+}
+
+/// Live processes whose environment holds every `KEY=VALUE` of `needles`.
+pub fn pids_with_env(needles: &[&str]) -> Vec<i32> {
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
@@ -278,8 +282,9 @@ pub fn owned_pids(owner: &str) -> Vec<i32> {
         let Ok(env) = std::fs::read(e.path().join("environ")) else {
             continue;
         };
-        // Zombies have an empty environ; only count live processes.
-        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+        // Zombies have an empty environ; only live processes count.
+        let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+        if needles.iter().all(|n| vars.contains(&n.as_bytes())) {
             pids.push(pid);
         }
     }

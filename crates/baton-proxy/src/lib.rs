@@ -63,7 +63,9 @@ pub mod fuzzing {
     pub use crate::target::fuzz_target;
 }
 
-pub use access_log::{AccessLog, AccessLogFormat, AccessLogTarget, AccessLogWriter};
+pub use access_log::{
+    AccessLog, AccessLogFormat, AccessLogReopen, AccessLogTarget, AccessLogWriter,
+};
 pub use config::{ProxyConfig, DEFAULT_REQUEST_BUFFERING};
 pub use drain::DrainReport;
 pub use error::RouteError;

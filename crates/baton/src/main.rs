@@ -2,6 +2,7 @@
 //! commands talk to a running server through the admin API. Exit codes: 0 ok, 1 failed
 //! deployment or error, 2 usage or config error.
 
+mod access_log;
 mod client_cmds;
 mod demo;
 mod import_compose;

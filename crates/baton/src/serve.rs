@@ -139,6 +139,7 @@ pub struct Running {
     listeners: Listeners,
     /// Set when the admin socket file belongs to the next process.
     keep_socket: Arc<AtomicBool>,
+    access_log: crate::access_log::AccessLogging,
 }
 
 pub async fn start(config: &Config) -> Result<Running, Failure> {
@@ -182,6 +183,7 @@ async fn start_with(
     let store = open_store(config, handover).await?;
     let metrics = Arc::new(MetricsRegistry::new());
     let proxy = Proxy::new(proxy_config(config), metrics.clone());
+    let access_log = crate::access_log::start(config, &proxy, &metrics)?;
     let mut copies = Listeners::default();
     let mut listeners = Vec::new();
     for addr in &config.proxy.listen {
@@ -286,6 +288,7 @@ async fn start_with(
         tasks,
         listeners: copies,
         keep_socket,
+        access_log,
     })
 }
 
@@ -296,6 +299,7 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.access_log.close().await;
         if stop_instances {
             self.controller.stop_all().await;
         } else {
@@ -352,6 +356,7 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.access_log.close().await;
         tracing::info!(new_pid, "open connections finished; exiting");
     }
 }

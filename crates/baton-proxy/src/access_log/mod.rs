@@ -8,7 +8,7 @@ mod format;
 mod writer;
 
 pub use format::AccessLogFormat;
-pub use writer::{AccessLogTarget, AccessLogWriter};
+pub use writer::{AccessLogReopen, AccessLogTarget, AccessLogWriter};
 
 use baton_metrics::{AccessLogDrop, MetricsRegistry};
 use http::{HeaderValue, Method, Version};

@@ -78,8 +78,15 @@ impl AccessLogWriter {
 
     /// Reopen the file before the next write (after logrotate moved it away).
     pub fn reopen(&self) {
-        self.flags.reopen.store(true, SeqCst);
-        let _ = self.tx.try_send(Entry::Wake);
+        self.reopener().reopen();
+    }
+
+    /// A handle that asks for a reopen, for a signal handler.
+    pub fn reopener(&self) -> AccessLogReopen {
+        AccessLogReopen {
+            tx: self.tx.clone(),
+            flags: self.flags.clone(),
+        }
     }
 
     /// Write what is queued, then stop; waits at most `timeout` for that.
@@ -88,6 +95,20 @@ impl AccessLogWriter {
         let _ = self.tx.try_send(Entry::Wake);
         drop(self.tx);
         let _ = tokio::time::timeout(timeout, self.done).await;
+    }
+}
+
+/// Asks the writer to reopen its file (see [`AccessLogWriter::reopener`]).
+#[derive(Clone)]
+pub struct AccessLogReopen {
+    tx: mpsc::Sender<Entry>,
+    flags: Arc<Flags>,
+}
+
+impl AccessLogReopen {
+    pub fn reopen(&self) {
+        self.flags.reopen.store(true, SeqCst);
+        let _ = self.tx.try_send(Entry::Wake);
     }
 }
 

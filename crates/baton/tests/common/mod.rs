@@ -224,6 +224,11 @@ impl Baton {
     }
 
     /// `kill -9` of the server (instances survive, as after a crash).
+    /// The pid of the `baton serve` this started (None once it was stopped).
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.server.take() {
             let _ = c.kill();

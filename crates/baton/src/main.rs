@@ -7,6 +7,7 @@ mod client_cmds;
 mod demo;
 mod import_compose;
 mod serve;
+mod systemd;
 mod upgrade;
 
 use clap::{Parser, Subcommand};
@@ -168,6 +169,9 @@ fn main() -> ExitCode {
     }
     upgrade::remember_exe();
     // Before any thread exists: this takes variables out of the environment.
+    if matches!(cli.command, Cmd::Serve { .. }) {
+        systemd::take_from_env();
+    }
     let inherited = match &cli.command {
         Cmd::Serve { .. } => match upgrade::take_inherited() {
             Ok(i) => i,
@@ -190,6 +194,11 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        // No colour codes in journald or a file; `NO_COLOR` turns them off on a terminal.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .init();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = worker_threads(&cli) {

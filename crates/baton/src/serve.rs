@@ -73,9 +73,11 @@ pub async fn run(
             "took over from the previous baton process"
         );
     }
+    crate::systemd::serving(inherited.is_some(), &serving_status(&running));
     loop {
         let (req, reply) = tokio::select! {
             _ = stop_rx.wait_for(|s| *s) => {
+                crate::systemd::stopping();
                 running.shutdown(stop_instances).await;
                 return Ok(());
             }
@@ -89,8 +91,12 @@ pub async fn run(
             }
             Some(call) = calls.recv() => (call.0, Some(call.1)),
         };
+        crate::systemd::status("upgrading: starting the new baton");
         let outcome = running.upgrade(&req).await;
         let done = outcome.as_ref().ok().map(|d| d.new_pid);
+        if done.is_none() {
+            crate::systemd::status(&format!("upgrade failed; {}", serving_status(&running)));
+        }
         if let Some(reply) = reply {
             let _ = reply.send(outcome);
         }
@@ -100,6 +106,12 @@ pub async fn run(
         }
         upgrading.store(false, Ordering::SeqCst);
     }
+}
+
+/// `STATUS=` for systemd: what is served where.
+fn serving_status(running: &Running) -> String {
+    let addrs: Vec<String> = running.proxy_addrs.iter().map(|a| a.to_string()).collect();
+    format!("serving on {}", addrs.join(", "))
 }
 
 /// The admin API's `POST /v1/upgrade`: one upgrade at a time, carried out by `run`'s loop.

@@ -365,7 +365,12 @@ pub(crate) struct ResponseBody {
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream { inner: Incoming, exchange: Exchange },
+    Upstream {
+        inner: Incoming,
+        exchange: Exchange,
+    },
+    /// The empty body of a 101; the finished exchange says who answered (access log).
+    Upgraded(Exchange),
 }
 
 impl ResponseBody {
@@ -378,9 +383,9 @@ impl ResponseBody {
         }
     }
 
-    pub(crate) fn empty() -> ResponseBody {
+    pub(crate) fn upgraded(exchange: Exchange) -> ResponseBody {
         ResponseBody {
-            kind: Kind::Full(None),
+            kind: Kind::Upgraded(exchange),
             active: None,
             access: None,
             sent: 0,
@@ -415,6 +420,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         match &mut this.kind {
+            Kind::Upgraded(_) => Poll::Ready(None),
             Kind::Full(bytes) => {
                 let frame = bytes.take();
                 this.sent += frame.as_ref().map_or(0, |b| b.len() as u64);
@@ -445,6 +451,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upgraded(_) => true,
             Kind::Upstream { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -453,6 +460,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream { inner, .. } => inner.size_hint(),
+            Kind::Upgraded(_) => SizeHint::with_exact(0),
         }
     }
 }
@@ -465,7 +473,7 @@ impl Drop for ResponseBody {
         if let Some(mut pending) = self.access.take() {
             let bytes = match &self.kind {
                 Kind::Full(_) => self.sent,
-                Kind::Upstream { exchange, .. } => {
+                Kind::Upstream { exchange, .. } | Kind::Upgraded(exchange) => {
                     exchange.describe(&mut pending.record);
                     exchange.bytes_out
                 }

@@ -409,7 +409,10 @@ impl Inner {
                 let websocket = upgrade::is_websocket(&parts.headers);
                 upgrade::spawn_tunnel(client, upstream, guard, self.hard_stop.clone(), websocket);
             }
-            return Ok(Response::from_parts(parts, ResponseBody::empty()));
+            return Ok(Response::from_parts(
+                parts,
+                ResponseBody::upgraded(exchange),
+            ));
         }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);

@@ -217,3 +217,36 @@ async fn a_writer_that_cannot_keep_up_loses_lines_not_requests() {
         "the stuck writer's lines were dropped and counted"
     );
 }
+
+#[tokio::test]
+async fn a_websocket_upgrade_is_logged_with_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.json");
+    let app = sample("s1", "v3", None).await;
+    let p = start_proxy(ProxyConfig::default()).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v3", 100, vec![app.spec()])])))
+        .unwrap();
+    let (writer, log) = AccessLogWriter::start(
+        AccessLogTarget::File(path.clone()),
+        AccessLogFormat::Json,
+        64,
+        p.metrics.clone(),
+    )
+    .unwrap();
+    p.proxy.set_access_log(log);
+    drop(ws_connect(p.addr).await);
+    let text = loop {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if !text.is_empty() {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    writer.close(Duration::from_secs(10)).await;
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(v["status"], 101, "{v}");
+    assert_eq!(v["path"], "/ws");
+    assert_eq!(v["version"], "v3", "{v}");
+    assert_eq!(v["instance"], "s1", "{v}");
+}

@@ -149,6 +149,11 @@ impl Baton {
         }
     }
 
+    /// The pid of `baton serve` (to signal it).
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
     pub fn serve_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
@@ -224,11 +229,6 @@ impl Baton {
     }
 
     /// `kill -9` of the server (instances survive, as after a crash).
-    /// The pid of the `baton serve` this started (None once it was stopped).
-    pub fn server_pid(&self) -> Option<u32> {
-        self.server.as_ref().map(Child::id)
-    }
-
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.server.take() {
             let _ = c.kill();

@@ -21,6 +21,7 @@ fn main() {
     run(tests![
         lines_name_the_version_that_served_across_a_deploy_and_survive_logrotate,
         a_full_disk_loses_log_lines_not_requests[&TMPFS_MOUNT],
+        an_access_log_that_cannot_be_opened_stops_serve_with_the_file_named,
     ]);
 }
 
@@ -196,6 +197,41 @@ fn a_full_disk_loses_log_lines_not_requests() {
     let after = text_when(&log, kept as usize + 1).lines().count() as u64;
     assert!(after > kept, "{after} lines");
     assert!(b.serve_log().contains("access log writes work again"));
+}
+
+/// A log file in a directory that does not exist: `baton serve` exits 1 naming the file
+/// and the fix, before it serves anything.
+fn an_access_log_that_cannot_be_opened_stops_serve_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("missing").join("access.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("baton.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\n\n[proxy.access_log]\npath = \"{}\"\n\n\
+             [admin]\nlisten = \"unix:{d}/baton.sock\"\n\n[store]\npath = \"{d}/state\"\n",
+            log.display(),
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BATON)
+        .args(["serve", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot open the access log {}", log.display())),
+        "{err}"
+    );
+    assert!(err.contains("change `path` in [proxy.access_log]"), "{err}");
 }
 
 /// A tmpfs of `size` mounted at a fresh directory, unmounted on drop.

@@ -27,8 +27,8 @@ pub use diff::{diff, AppChange, ConfigDiff, KeyChange, Takes};
 pub use error::{ConfigError, Problem};
 pub use kinds::{AdminListen, RuntimeKind, StrategyKind};
 pub use model::{
-    parse_memory, parse_size, AdminSection, AppConfig, Config, ProxySection, PullPolicy,
-    StoreSection,
+    parse_memory, parse_size, AccessLogFormatKind, AccessLogSection, AdminSection, AppConfig,
+    Config, ProxySection, PullPolicy, StoreSection,
 };
 
 use diagnose::Found;
@@ -116,6 +116,10 @@ fn resolve(raw: RawConfig, path: &Path) -> Config {
     admin.token_file = admin.token_file.map(|f| base_dir.join(f));
     let mut store = raw.store;
     store.path = base_dir.join(&store.path);
+    let mut proxy = raw.proxy;
+    if let Some(log) = proxy.access_log.as_mut().filter(|l| !l.is_stdout()) {
+        log.path = base_dir.join(&log.path);
+    }
     let mut apps = raw.apps;
     for app in apps.values_mut() {
         app.cwd = app.cwd.take().map(|cwd| base_dir.join(cwd));
@@ -123,7 +127,7 @@ fn resolve(raw: RawConfig, path: &Path) -> Config {
     Config {
         path: path.to_path_buf(),
         base_dir,
-        proxy: raw.proxy,
+        proxy,
         admin,
         store,
         apps,

@@ -57,6 +57,50 @@ pub struct ProxySection {
     /// Threads serving traffic (and the control plane). Default 0 = one per CPU core;
     /// `1` makes baton a single event loop, like one nginx or HAProxy worker.
     pub workers: usize,
+    /// `[proxy.access_log]`: one line per request. Absent = no access log.
+    pub access_log: Option<AccessLogSection>,
+}
+
+/// `[proxy.access_log]`: where and how requests are logged. Lines are written by a
+/// thread of their own; when it cannot keep up (a slow or full disk) lines are dropped
+/// and counted (`baton_access_log_dropped_total`), requests are never slowed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogSection {
+    /// `"-"` (the default) for standard output, or a file, appended to and reopened
+    /// on SIGUSR1 (logrotate). A relative path is relative to the config file.
+    pub path: PathBuf,
+    /// `combined` (nginx's layout, then baton's fields; the default) or `json`.
+    pub format: AccessLogFormatKind,
+    /// Finished requests that may wait for the writer before lines are dropped.
+    /// Default 8192.
+    pub queue: usize,
+}
+
+impl AccessLogSection {
+    /// Whether lines go to standard output.
+    pub fn is_stdout(&self) -> bool {
+        self.path.as_os_str() == "-"
+    }
+}
+
+impl Default for AccessLogSection {
+    fn default() -> Self {
+        AccessLogSection {
+            path: PathBuf::from("-"),
+            format: AccessLogFormatKind::Combined,
+            queue: 8192,
+        }
+    }
+}
+
+/// The access log's line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormatKind {
+    #[default]
+    Combined,
+    Json,
 }
 
 impl ProxySection {
@@ -92,6 +136,7 @@ impl Default for ProxySection {
             request_buffering: "1MiB".into(),
             body_read_timeout: HumanDuration::from_secs(60),
             workers: 0,
+            access_log: None,
         }
     }
 }

@@ -84,6 +84,9 @@ fn proxy(raw: &RawConfig, issues: &mut Vec<Issue>) {
             Ok(_) => {}
         }
     }
+    if let Some(log) = &p.access_log {
+        access_log(log, issues);
+    }
     if p.workers > MAX_WORKERS {
         issues.push((
             key!["proxy", "workers"],
@@ -94,6 +97,29 @@ fn proxy(raw: &RawConfig, issues: &mut Vec<Issue>) {
         ));
     }
 }
+
+fn access_log(log: &crate::model::AccessLogSection, issues: &mut Vec<Issue>) {
+    if log.path.as_os_str().is_empty() {
+        issues.push((
+            key!["proxy", "access_log", "path"],
+            "`path` in [proxy.access_log] is empty: give a file, e.g. \"/var/log/baton/access.log\", \
+             or \"-\" for standard output"
+                .into(),
+        ));
+    }
+    if !(1..=MAX_ACCESS_LOG_QUEUE).contains(&log.queue) {
+        issues.push((
+            key!["proxy", "access_log", "queue"],
+            format!(
+                "`queue` in [proxy.access_log] is {}: use 1 to {MAX_ACCESS_LOG_QUEUE} (the default is 8192)",
+                log.queue
+            ),
+        ));
+    }
+}
+
+/// Records waiting for the access log writer take about 300 bytes each.
+const MAX_ACCESS_LOG_QUEUE: usize = 1 << 20;
 
 /// More threads than this only adds scheduling overhead on any machine baton targets.
 const MAX_WORKERS: usize = 256;

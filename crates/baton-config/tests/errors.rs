@@ -182,6 +182,32 @@ fn wrong_types_and_bad_values_name_the_key() {
         &["invalid `listen[0]` in [proxy]", "write IP:PORT"],
     );
     assert_error(
+        "[proxy]\n\n[proxy.access_log]\nformat = \"common\"\n",
+        "4:10",
+        &[
+            "unknown value \"common\" for `format` in [proxy.access_log]",
+            "did you mean `combined`?",
+        ],
+    );
+    assert_error(
+        "[proxy.access_log]\nqueue = 0\n",
+        "2:1",
+        &["`queue` in [proxy.access_log] is 0", "use 1 to"],
+    );
+    assert_error(
+        "[proxy.access_log]\npath = \"\"\n",
+        "2:1",
+        &[
+            "`path` in [proxy.access_log] is empty",
+            "\"-\" for standard output",
+        ],
+    );
+    assert_error(
+        "[proxy.access_log]\nfile = \"x\"\n",
+        "2:1",
+        &["file", "[proxy.access_log]", "path"],
+    );
+    assert_error(
         "[proxy]\nworkers = 1000\n",
         "2:1",
         &["`workers` in [proxy] is 1000", "0 for one per CPU core"],

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use baton_config::{parse, AdminListen, AppConfig, RuntimeKind, StrategyKind};
+use baton_config::{parse, AccessLogFormatKind, AdminListen, AppConfig, RuntimeKind, StrategyKind};
 use baton_core::{HealthSpec, HumanDuration, PortRange, ProbeKind, Quantity, StickySpec};
 use baton_rollout::spec::{CanaryRule, CanaryStep, PauseSpec};
 use baton_rollout::StrategySpec;
@@ -319,4 +319,30 @@ fn max_request_body_takes_a_size_with_units() {
         let cfg = parse(&toml, Path::new("/srv/baton.toml")).unwrap();
         assert_eq!(cfg.proxy.max_request_body_bytes(), Some(bytes), "{text}");
     }
+}
+
+#[test]
+fn access_log_is_off_unless_its_table_is_there() {
+    let cfg = parse(MINIMAL, Path::new("/srv/baton.toml")).unwrap();
+    assert_eq!(cfg.proxy.access_log, None);
+    let toml = format!("[proxy.access_log]\n{MINIMAL}");
+    let log = parse(&toml, Path::new("/srv/baton.toml"))
+        .unwrap()
+        .proxy
+        .access_log
+        .unwrap();
+    assert!(log.is_stdout());
+    assert_eq!(log.format, AccessLogFormatKind::Combined);
+    assert_eq!(log.queue, 8192);
+    let toml = format!(
+        "[proxy.access_log]\npath = \"logs/access.log\"\nformat = \"json\"\nqueue = 100\n{MINIMAL}"
+    );
+    let log = parse(&toml, Path::new("/srv/baton.toml"))
+        .unwrap()
+        .proxy
+        .access_log
+        .unwrap();
+    assert_eq!(log.path, Path::new("/srv/logs/access.log"));
+    assert_eq!(log.format, AccessLogFormatKind::Json);
+    assert_eq!(log.queue, 100);
 }

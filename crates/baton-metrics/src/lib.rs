@@ -16,5 +16,5 @@ mod version;
 
 pub use error::MetricsError;
 pub use histogram::{Histogram, BUCKETS, MAX_TRACKABLE_MICROS};
-pub use registry::MetricsRegistry;
+pub use registry::{AccessLogDrop, MetricsRegistry};
 pub use version::{status_class, MetricsSnapshot, VersionMetrics, CLASS_LABELS};

@@ -98,6 +98,19 @@ pub(crate) fn render_proxy(body_timeouts: u64, out: &mut String) {
     let _ = writeln!(out, "{name} {body_timeouts}");
 }
 
+/// Access log lines lost, by reason (`queue_full`, `write_failed`).
+pub(crate) fn render_access_log(queue_full: u64, write_failed: u64, out: &mut String) {
+    let name = "baton_access_log_dropped_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Access log lines lost (never a request): the writer's queue was full, or the write failed.",
+    );
+    let _ = writeln!(out, "{name}{{reason=\"queue_full\"}} {queue_full}");
+    let _ = writeln!(out, "{name}{{reason=\"write_failed\"}} {write_failed}");
+}
+
 /// The `_bucket`, `_sum` and `_count` series of one version's latency histogram.
 fn duration_histogram(out: &mut String, app: &str, version: &str, snap: &MetricsSnapshot) {
     let name = "baton_request_duration_seconds";

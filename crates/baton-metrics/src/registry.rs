@@ -20,6 +20,18 @@ pub struct MetricsRegistry {
     /// Request bodies cut because the client sent nothing for the body read timeout.
     /// Proxy-wide: a body can stall before its request is routed to a version.
     body_timeouts: AtomicU64,
+    /// Access log lines lost: `[0]` the writer's queue was full, `[1]` the write failed
+    /// (a full or failing disk). Requests are never slowed to keep a line.
+    access_log_dropped: [AtomicU64; 2],
+}
+
+/// Why an access log line was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogDrop {
+    /// The bounded queue to the writer was full (the writer is behind: a slow disk).
+    QueueFull,
+    /// Writing the line failed (no space left, an I/O error).
+    WriteFailed,
 }
 
 // === impl MetricsRegistry ===
@@ -96,11 +108,26 @@ impl MetricsRegistry {
         self.body_timeouts.load(Relaxed)
     }
 
+    /// `n` access log lines were lost for `why`.
+    pub fn access_log_dropped(&self, why: AccessLogDrop, n: u64) {
+        self.access_log_dropped[why as usize].fetch_add(n, Relaxed);
+    }
+
+    /// Access log lines lost so far for `why`.
+    pub fn access_log_drops(&self, why: AccessLogDrop) -> u64 {
+        self.access_log_dropped[why as usize].load(Relaxed)
+    }
+
     /// Appends the Prometheus text exposition (format 0.0.4) of every version, then the
     /// proxy-wide counters, to `out`.
     pub fn render_prometheus(&self, out: &mut String) {
         crate::prometheus::render(&self.snapshot_all(), out);
         crate::prometheus::render_proxy(self.request_body_timeouts(), out);
+        crate::prometheus::render_access_log(
+            self.access_log_drops(AccessLogDrop::QueueFull),
+            self.access_log_drops(AccessLogDrop::WriteFailed),
+            out,
+        );
     }
 
     /// Locks the map; a panic elsewhere while holding it cannot leave it half-updated

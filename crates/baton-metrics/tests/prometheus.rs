@@ -265,7 +265,10 @@ fn label_values_are_escaped_and_round_trip() {
     registry.render_prometheus(&mut text);
     let samples: Vec<_> = parse(&text)
         .into_iter()
-        .filter(|s| s.name != "baton_request_body_timeouts_total")
+        .filter(|s| {
+            s.name != "baton_request_body_timeouts_total"
+                && s.name != "baton_access_log_dropped_total"
+        })
         .collect();
     assert!(!samples.is_empty());
     assert!(samples
@@ -278,10 +281,15 @@ fn empty_registry_renders_only_metadata_and_proxy_counters() {
     let mut text = String::new();
     MetricsRegistry::new().render_prometheus(&mut text);
     let samples = parse(&text);
-    // The proxy-wide counter has no app or version, so it is there from the start.
-    assert_eq!(samples.len(), 1, "{text}");
+    // The proxy-wide counters have no app or version, so they are there from the start.
+    assert_eq!(samples.len(), 3, "{text}");
     assert_eq!(samples[0].name, "baton_request_body_timeouts_total");
     assert!(samples[0].labels.is_empty());
     assert_eq!(samples[0].value, 0.0);
-    assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 6);
+    for (s, reason) in samples[1..].iter().zip(["queue_full", "write_failed"]) {
+        assert_eq!(s.name, "baton_access_log_dropped_total");
+        assert_eq!(s.labels["reason"], reason);
+        assert_eq!(s.value, 0.0);
+    }
+    assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 7);
 }

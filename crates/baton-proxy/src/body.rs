@@ -7,7 +7,8 @@
 //! version's metrics record the request. Bytes are counted from the data frames that
 //! pass through, not from `Content-Length`.
 
-use crate::backend::InFlight;
+use crate::access_log::{AccessRecord, Pending};
+use crate::backend::{Backend, InFlight};
 use crate::h1guard::Active;
 use crate::pool::{self, Sender};
 use baton_metrics::{MetricsRegistry, VersionMetrics};
@@ -260,6 +261,10 @@ pub(crate) struct Exchange {
     in_flight: Option<InFlight>,
     conn: Option<Sender>,
     finished: bool,
+    /// The backend that answered (kept after `finish`, for the access log).
+    served_by: Option<Arc<Backend>>,
+    /// From sending the request upstream to the response head.
+    pub upstream_time: Option<Duration>,
 }
 
 impl Exchange {
@@ -274,6 +279,8 @@ impl Exchange {
             in_flight: None,
             conn: None,
             finished: false,
+            served_by: None,
+            upstream_time: None,
         }
     }
 
@@ -293,6 +300,7 @@ impl Exchange {
 
     /// The backend serving the request (moves on a retry).
     pub fn set_in_flight(&mut self, guard: InFlight) {
+        self.served_by = Some(guard.backend().clone());
         self.in_flight = Some(guard);
     }
 
@@ -306,6 +314,16 @@ impl Exchange {
 
     pub fn set_conn(&mut self, conn: Sender) {
         self.conn = Some(conn);
+    }
+
+    /// Who served the request, and how long its response head took.
+    pub fn describe(&self, record: &mut AccessRecord) {
+        if let Some(b) = &self.served_by {
+            record.app = Some(b.app.clone());
+            record.version = Some(b.version.clone());
+            record.instance = Some(b.id.clone());
+        }
+        record.upstream = self.upstream_time;
     }
 
     /// Record the request; `complete` returns the upstream connection for reuse.
@@ -339,11 +357,20 @@ pub(crate) struct ResponseBody {
     kind: Kind,
     /// Keeps the client connection marked busy until the response is done.
     active: Option<Active>,
+    /// The access log record, pushed when the body is dropped.
+    access: Option<Pending>,
+    /// Bytes of a `Full` body handed to the client.
+    sent: u64,
 }
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream { inner: Incoming, exchange: Exchange },
+    Upstream {
+        inner: Incoming,
+        exchange: Exchange,
+    },
+    /// The empty body of a 101; the finished exchange says who answered (access log).
+    Upgraded(Exchange),
 }
 
 impl ResponseBody {
@@ -351,13 +378,17 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Full(Some(bytes)),
             active: None,
+            access: None,
+            sent: 0,
         }
     }
 
-    pub(crate) fn empty() -> ResponseBody {
+    pub(crate) fn upgraded(exchange: Exchange) -> ResponseBody {
         ResponseBody {
-            kind: Kind::Full(None),
+            kind: Kind::Upgraded(exchange),
             active: None,
+            access: None,
+            sent: 0,
         }
     }
 
@@ -365,11 +396,17 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Upstream { inner, exchange },
             active: None,
+            access: None,
+            sent: 0,
         }
     }
 
     pub(crate) fn set_active(&mut self, active: Active) {
         self.active = Some(active);
+    }
+
+    pub(crate) fn set_access(&mut self, pending: Pending) {
+        self.access = Some(pending);
     }
 }
 
@@ -383,7 +420,12 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         match &mut this.kind {
-            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upgraded(_) => Poll::Ready(None),
+            Kind::Full(bytes) => {
+                let frame = bytes.take();
+                this.sent += frame.as_ref().map_or(0, |b| b.len() as u64);
+                Poll::Ready(frame.map(|b| Ok(Frame::data(b))))
+            }
             Kind::Upstream { inner, exchange } => {
                 let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
                 match &frame {
@@ -409,6 +451,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upgraded(_) => true,
             Kind::Upstream { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -417,6 +460,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream { inner, .. } => inner.size_hint(),
+            Kind::Upgraded(_) => SizeHint::with_exact(0),
         }
     }
 }
@@ -425,6 +469,16 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         if let Kind::Upstream { inner, exchange } = &mut self.kind {
             exchange.finish(inner.is_end_stream());
+        }
+        if let Some(mut pending) = self.access.take() {
+            let bytes = match &self.kind {
+                Kind::Full(_) => self.sent,
+                Kind::Upstream { exchange, .. } | Kind::Upgraded(exchange) => {
+                    exchange.describe(&mut pending.record);
+                    exchange.bytes_out
+                }
+            };
+            pending.finish(bytes);
         }
     }
 }

@@ -125,6 +125,22 @@ impl ProxyError {
         }
     }
 
+    /// The app and version the error is about, for the access log.
+    pub(crate) fn app_version(&self) -> (Option<Arc<str>>, Option<Arc<str>>) {
+        match self {
+            ProxyError::NoVersion { app }
+            | ProxyError::NoBackend { app }
+            | ProxyError::HoldTimeout { app }
+            | ProxyError::HoldFull { app } => (Some(app.clone()), None),
+            ProxyError::Connect { app, version }
+            | ProxyError::Upstream { app, version }
+            | ProxyError::UpstreamTimeout { app, version } => {
+                (Some(app.clone()), Some(version.clone()))
+            }
+            _ => (None, None),
+        }
+    }
+
     /// Machine-readable kind, sent as `X-Baton-Error`.
     pub(crate) fn kind(&self) -> &'static str {
         match self {

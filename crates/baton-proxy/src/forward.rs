@@ -2,6 +2,7 @@
 //! ready backend, if the app asks for that), rewrite headers, send upstream with the
 //! retries that are provably safe, and stream the answer back.
 
+use crate::access_log::{AccessLog, AccessRecord, Pending};
 use crate::backend::{Backend, InFlight};
 use crate::body::{BodyLimits, Exchange, RequestBody, RequestBodyError, ResponseBody};
 use crate::error::{error_response, ProxyError};
@@ -19,7 +20,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// What the handler knows about the client connection.
 pub(crate) struct ClientConn {
@@ -58,10 +59,14 @@ enum Pick {
 impl Inner {
     pub(crate) async fn handle(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         conn: &ClientConn,
     ) -> Response<ResponseBody> {
         let active = conn.state.begin();
+        let mut access = self
+            .access_log
+            .get()
+            .map(|log| access_start(log, &mut req, conn));
         let h1 = req.version() < http::Version::HTTP_2;
         if !h1 {
             conn.state.note_h2();
@@ -74,10 +79,17 @@ impl Inner {
                     status = error.status().as_u16(),
                     "proxy answered with an error"
                 );
+                if let Some(p) = access.as_mut() {
+                    (p.record.app, p.record.version) = error.app_version();
+                }
                 error_response(&error)
             }
         };
         res.body_mut().set_active(active);
+        if let Some(mut pending) = access {
+            pending.record.status = res.status().as_u16();
+            res.body_mut().set_access(pending);
+        }
         // Shutting down (an upgrade hands over, or baton stops): the client learns with
         // this answer that the connection ends, and sends its next request on a new one
         // (to the new process). Checked as late as possible, just before hyper writes the
@@ -282,6 +294,7 @@ impl Inner {
         exchange: &mut Exchange,
     ) -> Result<Response<Incoming>, ProxyError> {
         let mut retried = false;
+        let sent = Instant::now();
         loop {
             let Some(backend) = exchange.in_flight().map(|g| g.backend().clone()) else {
                 return Err(upstream_error(target));
@@ -291,6 +304,7 @@ impl Inner {
                 .await
             {
                 Attempt::Answered(resp, sender) => {
+                    exchange.upstream_time = Some(sent.elapsed());
                     exchange.set_conn(sender);
                     return Ok(resp);
                 }
@@ -410,7 +424,10 @@ impl Inner {
                 let websocket = upgrade::is_websocket(&parts.headers);
                 upgrade::spawn_tunnel(client, upstream, guard, self.hard_stop.clone(), websocket);
             }
-            return Ok(Response::from_parts(parts, ResponseBody::empty()));
+            return Ok(Response::from_parts(
+                parts,
+                ResponseBody::upgraded(exchange),
+            ));
         }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
@@ -423,6 +440,49 @@ impl Inner {
             parts,
             ResponseBody::upstream(body, exchange),
         ))
+    }
+}
+
+/// The access log record of a request, started when it arrives. A request without
+/// `X-Request-Id` gets one here, so the log and the instance see the same id.
+fn access_start(log: &AccessLog, req: &mut Request<Incoming>, conn: &ClientConn) -> Pending {
+    let started = Instant::now();
+    let request_id = match req.headers().get(&headers::X_REQUEST_ID) {
+        Some(id) => id.clone(),
+        None => {
+            let id = headers::request_id();
+            req.headers_mut()
+                .insert(headers::X_REQUEST_ID.clone(), id.clone());
+            id
+        }
+    };
+    let h = req.headers();
+    let record = AccessRecord {
+        time: SystemTime::now(),
+        client: conn.peer.ip.clone(),
+        host: headers::request_host(req.uri(), h),
+        method: req.method().clone(),
+        target: req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+        protocol: req.version(),
+        status: 0,
+        bytes: 0,
+        duration: std::time::Duration::ZERO,
+        upstream: None,
+        app: None,
+        version: None,
+        instance: None,
+        request_id: Some(request_id),
+        referer: h.get(header::REFERER).cloned(),
+        user_agent: h.get(header::USER_AGENT).cloned(),
+    };
+    Pending {
+        record: Box::new(record),
+        started,
+        log: log.clone(),
     }
 }
 

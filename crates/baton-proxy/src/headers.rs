@@ -271,7 +271,7 @@ pub(crate) fn add_forwarding(headers: &mut HeaderMap, peer: &Peer, host: Option<
 }
 
 /// 128 random bits as 32 hex digits.
-fn request_id() -> HeaderValue {
+pub(crate) fn request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut n = fastrand::u128(..);
     let mut buf = [0u8; 32];

@@ -35,6 +35,7 @@
 //! - In flight on a backend: from routing until the response body is done, and for
 //!   the whole life of an upgraded (WebSocket) connection.
 
+mod access_log;
 mod backend;
 mod body;
 mod config;
@@ -62,6 +63,9 @@ pub mod fuzzing {
     pub use crate::target::fuzz_target;
 }
 
+pub use access_log::{
+    AccessLog, AccessLogFormat, AccessLogReopen, AccessLogTarget, AccessLogWriter,
+};
 pub use config::{ProxyConfig, DEFAULT_REQUEST_BUFFERING};
 pub use drain::DrainReport;
 pub use error::RouteError;
@@ -74,7 +78,7 @@ use baton_metrics::MetricsRegistry;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
@@ -99,6 +103,8 @@ pub(crate) struct Inner {
     passive: passive::Passive,
     /// Closes upgraded connections when `serve` has finished its graceful shutdown.
     hard_stop: CancellationToken,
+    /// Where finished requests are logged; unset = no access log (nothing recorded).
+    access_log: OnceLock<AccessLog>,
 }
 
 #[derive(Default)]
@@ -121,6 +127,7 @@ impl Proxy {
                 generation: AtomicU64::new(0),
                 passive,
                 hard_stop: CancellationToken::new(),
+                access_log: OnceLock::new(),
             }),
         }
     }
@@ -162,6 +169,12 @@ impl Proxy {
             "app routing published"
         );
         Ok(())
+    }
+
+    /// Log every request from now on to `log` (see [`AccessLogWriter`]). Set once;
+    /// returns false (and changes nothing) when an access log was already set.
+    pub fn set_access_log(&self, log: AccessLog) -> bool {
+        self.inner.access_log.set(log).is_ok()
     }
 
     /// The settings in force.

@@ -2,11 +2,13 @@
 //! commands talk to a running server through the admin API. Exit codes: 0 ok, 1 failed
 //! deployment or error, 2 usage or config error.
 
+mod access_log;
 mod client_cmds;
 mod demo;
 mod import_compose;
 mod reload;
 mod serve;
+mod systemd;
 mod upgrade;
 
 use clap::{Parser, Subcommand};
@@ -178,6 +180,9 @@ fn main() -> ExitCode {
     }
     upgrade::remember_exe();
     // Before any thread exists: this takes variables out of the environment.
+    if matches!(cli.command, Cmd::Serve { .. }) {
+        systemd::take_from_env();
+    }
     let inherited = match &cli.command {
         Cmd::Serve { .. } => match upgrade::take_inherited() {
             Ok(i) => i,
@@ -200,6 +205,11 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        // No colour codes in journald or a file; `NO_COLOR` turns them off on a terminal.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .init();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = worker_threads(&cli) {

@@ -92,9 +92,11 @@ pub async fn run(
             "took over from the previous baton process"
         );
     }
+    crate::systemd::serving(inherited.is_some(), &serving_status(&running));
     loop {
         let call = tokio::select! {
             _ = stop_rx.wait_for(|s| *s) => {
+                crate::systemd::stopping();
                 running.shutdown(stop_instances).await;
                 return Ok(());
             }
@@ -114,8 +116,15 @@ pub async fn run(
         };
         match call {
             Call::Upgrade(req, reply) => {
+                crate::systemd::status("upgrading: starting the new baton");
                 let outcome = running.upgrade(&req).await;
                 let done = outcome.as_ref().ok().map(|d| d.new_pid);
+                if done.is_none() {
+                    crate::systemd::status(&format!(
+                        "upgrade failed; {}",
+                        serving_status(&running)
+                    ));
+                }
                 if let Some(reply) = reply {
                     let _ = reply.send(outcome);
                 }
@@ -140,6 +149,12 @@ pub async fn run(
             }
         }
     }
+}
+
+/// `STATUS=` for systemd: what is served where.
+fn serving_status(running: &Running) -> String {
+    let addrs: Vec<String> = running.proxy_addrs.iter().map(|a| a.to_string()).collect();
+    format!("serving on {}", addrs.join(", "))
 }
 
 /// The admin API's `POST /v1/reload`: carried out by `run`'s loop, after any upgrade
@@ -200,6 +215,7 @@ pub struct Running {
     pub(crate) listeners: tokio::sync::Mutex<ProxyListeners>,
     /// Set when the admin socket file belongs to the next process.
     keep_socket: Arc<AtomicBool>,
+    access_log: crate::access_log::AccessLogging,
 }
 
 pub async fn start(config: &Config) -> Result<Running, Failure> {
@@ -243,6 +259,7 @@ async fn start_with(
     let store = open_store(config, handover).await?;
     let metrics = Arc::new(MetricsRegistry::new());
     let proxy = Proxy::new(proxy_config(config), metrics.clone());
+    let access_log = crate::access_log::start(config, &proxy, &metrics)?;
     let mut listeners = Vec::new();
     for addr in &config.proxy.listen {
         let pos = old_proxy
@@ -339,6 +356,7 @@ async fn start_with(
         tasks,
         listeners: tokio::sync::Mutex::new(proxy_listeners),
         keep_socket,
+        access_log,
     })
 }
 
@@ -350,6 +368,7 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.access_log.close().await;
         if stop_instances {
             self.controller.stop_all().await;
         } else {
@@ -408,6 +427,7 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.access_log.close().await;
         tracing::info!(new_pid, "open connections finished; exiting");
     }
 }

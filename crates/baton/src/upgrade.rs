@@ -275,6 +275,7 @@ pub async fn start_successor(
         .env("LISTEN_FDS", (highest - 2).to_string())
         .env_remove("LISTEN_PID")
         .env_remove("LISTEN_FDNAMES")
+        .envs(crate::systemd::for_successor())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -2,6 +2,7 @@
 //! real clients. No mocks and no timed assertions.
 #![allow(clippy::unwrap_used)]
 
+mod access_log;
 mod common;
 mod draining;
 mod failures;

@@ -135,7 +135,8 @@ pub fn proxy_key_takes(key: &str) -> Takes {
         | "client_idle_timeout"
         | "max_header_bytes"
         | "trusted_proxies" => Takes::NewConnections,
-        // The number of threads is fixed when the process starts.
+        // Fixed when the process starts: the number of threads, the access log's file,
+        // format and queue (a `baton upgrade` starts a process that reads them anew).
         _ => Takes::NeedsUpgrade,
     }
 }

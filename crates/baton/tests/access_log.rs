@@ -12,8 +12,7 @@ use common::*;
 use prerequisite::{run, tests, Test, TMPFS_MOUNT};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -70,18 +69,6 @@ fn text_when(path: &Path, n: usize) -> String {
         last = text;
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn admin_get(b: &Baton, path: &str) -> String {
-    let mut s = std::os::unix::net::UnixStream::connect(b.dir.path().join("baton.sock")).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: baton\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 /// `baton_access_log_dropped_total{reason="…"}` from `/metrics`.
@@ -232,43 +219,4 @@ fn an_access_log_that_cannot_be_opened_stops_serve_with_the_file_named() {
         "{err}"
     );
     assert!(err.contains("change `path` in [proxy.access_log]"), "{err}");
-}
-
-/// A tmpfs of `size` mounted at a fresh directory, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount -t tmpfs at {}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Tmpfs(dir)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-/// Fills the file system holding `dir` until a write fails with ENOSPC.
-fn fill(dir: &Path) -> PathBuf {
-    let filler = dir.join("filler");
-    let mut f = std::fs::File::create(&filler).unwrap();
-    let chunk = vec![0u8; 4096];
-    while f.write_all(&chunk).is_ok() {}
-    while f.write_all(&[0u8; 64]).is_ok() {}
-    let _ = f.sync_all();
-    filler
 }

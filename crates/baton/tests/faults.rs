@@ -566,52 +566,6 @@ fn truncated_or_corrupted_store_is_refused_and_left_untouched() {
     assert_eq!(st["app"], "web");
 }
 
-/// A tmpfs of `size` mounted at a fresh directory, unmounted on drop. The tests that use
-/// it need TMPFS_MOUNT, which the harness checks before they start.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount -t tmpfs at {}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Tmpfs(dir)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-/// Fills the file system holding `dir` until a write fails with ENOSPC.
-fn fill(dir: &Path) -> PathBuf {
-    let filler = dir.join("filler");
-    let mut f = std::fs::File::create(&filler).unwrap();
-    let chunk = vec![0u8; 64 * 1024];
-    loop {
-        if let Err(e) = f.write_all(&chunk) {
-            assert_eq!(e.raw_os_error(), Some(28), "{e}");
-            break;
-        }
-    }
-    // Small writes may still fit in a partial page: fill those too.
-    while f.write_all(&[0u8; 512]).is_ok() {}
-    let _ = f.sync_all();
-    filler
-}
-
 /// `baton serve` that must exit on its own (bounded): its status and stderr.
 fn serve_that_exits(config: &Path) -> (std::process::ExitStatus, String) {
     let mut child = Command::new(BATON)

@@ -198,20 +198,6 @@ fn plan_and_logs_describe_the_app() {
     );
 }
 
-/// A raw HTTP/1.1 GET over the admin Unix socket.
-fn admin_get(b: &Baton, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(b.dir.path().join("baton.sock")).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: baton\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn admin_socket_is_private_and_serves_metrics_and_openapi() {
     use std::os::unix::fs::PermissionsExt;

@@ -364,3 +364,64 @@ pub fn deploy_v2_under_load(
     );
     (report, st)
 }
+
+/// A raw HTTP/1.1 GET over the admin Unix socket.
+pub fn admin_get(b: &Baton, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(b.dir.path().join("baton.sock")).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: baton\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// A tmpfs of `size` mounted at a fresh directory, unmounted on drop. The tests that use
+/// it need TMPFS_MOUNT, which the prerequisite harness checks before they start.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs at {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Fills the file system holding `dir` until a write fails with ENOSPC (asserted), then
+/// the last partial page too; returns the filler file (remove it to free the space).
+pub fn fill(dir: &std::path::Path) -> PathBuf {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        if let Err(e) = f.write_all(&chunk) {
+            assert_eq!(e.raw_os_error(), Some(28), "{e}");
+            break;
+        }
+    }
+    while f.write_all(&[0u8; 64]).is_ok() {}
+    let _ = f.sync_all();
+    filler
+}

@@ -49,6 +49,11 @@ pub struct ProxyConfig {
     pub eject_after: u32,
     /// How long an ejected backend is skipped.
     pub eject_time: Duration,
+    /// Requests on HTTP listeners get `308 Permanent Redirect` to `https://` on this
+    /// port (443 leaves the port out), except ACME HTTP-01 challenges. `None`: served.
+    pub https_redirect: Option<u16>,
+    /// `Strict-Transport-Security` added to every response over TLS that has none.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 impl Default for ProxyConfig {
@@ -67,6 +72,8 @@ impl Default for ProxyConfig {
             trusted_proxies: Vec::new(),
             eject_after: 5,
             eject_time: Duration::from_secs(30),
+            https_redirect: None,
+            hsts: None,
         }
     }
 }

@@ -79,6 +79,18 @@ impl Challenges {
     }
 }
 
+/// Shows how many answers are pending (rustls wants resolvers to be `Debug`).
+impl std::fmt::Debug for Challenges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let http = self.inner.http.read().map_or(0, |m| m.len());
+        let alpn = self.inner.alpn.read().map_or(0, |m| m.len());
+        f.debug_struct("Challenges")
+            .field("http01_pending", &http)
+            .field("tls_alpn01_pending", &alpn)
+            .finish()
+    }
+}
+
 fn alpn_certificate(host: &str, digest: &[u8]) -> Result<CertifiedKey, String> {
     let mut params = rcgen::CertificateParams::new(vec![host.to_string()])
         .map_err(|e| format!("cannot make the TLS-ALPN-01 certificate for {host}: {e}"))?;

@@ -51,6 +51,12 @@ pub(crate) fn save_account(
         .map_err(|e| AcmeError::store(what(), e))
 }
 
+pub(crate) fn forget_account(store: &Store, directory: &str) -> Result<(), AcmeError> {
+    store
+        .delete_blob(ACCOUNT, directory)
+        .map_err(|e| AcmeError::store(format!("removing the ACME account for {directory}"), e))
+}
+
 /// A stored certificate by its key, or why it cannot be decoded.
 pub(crate) type StoredRow = (String, Result<StoredCert, String>);
 

@@ -31,6 +31,8 @@ fn main() {
         tls_alpn01_issues_a_certificate[&PEBBLE],
         a_due_certificate_is_renewed_and_the_new_one_installed[&PEBBLE],
         a_restart_with_the_ca_down_installs_the_stored_certificate[&PEBBLE],
+        a_ca_that_forgot_the_account_gets_a_new_one[&PEBBLE],
+        a_failed_validation_says_what_the_ca_saw_and_the_fix[&PEBBLE],
         on_demand_issues_for_allowed_names_only[&PEBBLE],
         on_demand_asks_the_ask_url[&PEBBLE],
         bad_input_is_refused_with_clear_errors,
@@ -265,6 +267,66 @@ fn a_restart_with_the_ca_down_installs_the_stored_certificate() {
             status(&acme)
         );
         assert_eq!(sink.installed().len(), 1);
+    });
+}
+
+fn a_ca_that_forgot_the_account_gets_a_new_one() {
+    block_on(async {
+        let mut s = Setup::new(PebbleOptions::default()).await;
+        let settings = s.pebble.settings(ChallengeKind::Http01);
+        let (acme, sink, _shutdown) = s.start(settings, &[&["first.baton.test"]]);
+        sink.wait_for(1, "first issuance", &s.pebble, || status(&acme))
+            .await;
+        // Same directory URL, but a CA without our account.
+        s.pebble.start_ca().await;
+        acme.set_name_sets(vec![
+            vec!["first.baton.test".into()],
+            vec!["second.baton.test".into()],
+        ])
+        .unwrap();
+        let got = sink
+            .wait_for(
+                2,
+                "issuance after the CA forgot the account",
+                &s.pebble,
+                || status(&acme),
+            )
+            .await;
+        assert_eq!(got[1].0, vec!["second.baton.test".to_string()]);
+        verify(&s.pebble, &got[1].1, "second.baton.test").await;
+    });
+}
+
+fn a_failed_validation_says_what_the_ca_saw_and_the_fix() {
+    block_on(async {
+        let s = Setup::new(PebbleOptions::default()).await;
+        let settings = s.pebble.settings(ChallengeKind::Http01);
+        let (acme, sink, _shutdown) = s.start(settings, &[&["unanswered.baton.test"]]);
+        // The challenge server answers from answers no order ever publishes: 404.
+        s.servers.serve(baton_acme::Challenges::default());
+        let deadline = Instant::now() + env::WAIT;
+        let failed = loop {
+            let st = acme.status();
+            if let Some(c) = st.into_iter().find(|c| c.last_error.is_some()) {
+                break c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no failure in status: {}\n{}",
+                status(&acme),
+                s.pebble.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let error = failed.last_error.unwrap();
+        assert!(error.contains("unanswered.baton.test"), "{error}");
+        assert!(
+            error.contains("404"),
+            "the CA's own words are missing: {error}"
+        );
+        assert!(error.contains("is port 80"), "the fix is missing: {error}");
+        assert!(failed.next_attempt.is_some(), "no retry planned");
+        assert!(sink.installed().is_empty());
     });
 }
 

@@ -226,10 +226,19 @@ impl Shared {
         }
     }
 
-    /// The certificate served for `key`, if any.
-    fn served(&self, key: &str) -> Option<Arc<CertifiedKey>> {
+    /// The certificate served for `host`: its own (on-demand) one, else one of a
+    /// configured set that names it.
+    fn served(&self, host: &str) -> Option<Arc<CertifiedKey>> {
         let state = self.lock_state();
-        state.entries.get(key)?.cert.as_ref().map(|c| c.key.clone())
+        let own = state.entries.get(host).and_then(|e| e.cert.as_ref());
+        let configured = || {
+            state
+                .entries
+                .values()
+                .filter(|e| e.configured && e.names.iter().any(|n| n == host))
+                .find_map(|e| e.cert.as_ref())
+        };
+        own.or_else(configured).map(|c| c.key.clone())
     }
 }
 

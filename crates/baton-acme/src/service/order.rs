@@ -26,6 +26,9 @@ pub(super) async fn on_demand(
     shared: &Arc<Shared>,
     host: &str,
 ) -> Result<Arc<CertifiedKey>, AcmeError> {
+    if shared.shutdown.is_cancelled() {
+        return Err(AcmeError::Shutdown);
+    }
     let host = normalize_host(host)?;
     if let Some(cert) = shared.served(&host) {
         return Ok(cert);
@@ -78,6 +81,9 @@ pub(super) async fn order_for(shared: &Shared, key: &str) -> Result<Arc<Certifie
         Ok(cert) => Ok(cert),
         Err(err) => {
             let text = err.to_string();
+            if text.contains("urn:ietf:params:acme:error:accountDoesNotExist") {
+                forget_account(shared).await;
+            }
             let mut state = shared.lock_state();
             if let Some(entry) = state.entries.get_mut(key) {
                 entry.failed(text.clone(), &shared.settings, SystemTime::now());
@@ -159,6 +165,17 @@ fn order_error(names: &[String], reason: String) -> AcmeError {
         names: names.to_vec(),
         reason,
     }
+}
+
+/// The CA no longer knows our account (a test CA restarted, an account deactivated):
+/// drop it, here and in the store, so the next order creates a new one.
+async fn forget_account(shared: &Shared) {
+    shared.account.lock().await.take();
+    let store = shared.store.clone();
+    let directory = shared.settings.directory.clone();
+    let dir = directory.clone();
+    let removed = tokio::task::spawn_blocking(move || persist::forget_account(&store, &dir)).await;
+    tracing::warn!(directory = %directory, removed = ?removed.map(|r| r.is_ok()), "the CA does not know our ACME account; a new one is created for the next order");
 }
 
 /// The account for the directory: cached; else loaded from the store; else created at

@@ -65,17 +65,28 @@ impl Entry {
         self.next_attempt = self.renew_at(settings, now).max(now + settings.retry_min);
     }
 
+    /// Records a failed order and backs off; a CA that says we hit its rate limit is
+    /// left alone for the longest wait straight away.
     pub fn failed(&mut self, error: String, settings: &AcmeSettings, now: SystemTime) {
         self.failures = self.failures.saturating_add(1);
+        let wait = if is_rate_limited(&error) {
+            settings.retry_max
+        } else {
+            plan::backoff(
+                self.failures,
+                settings.retry_min,
+                settings.retry_max,
+                fastrand::f64(),
+            )
+        };
         self.last_error = Some(error);
-        let wait = plan::backoff(
-            self.failures,
-            settings.retry_min,
-            settings.retry_max,
-            fastrand::f64(),
-        );
         self.next_attempt = now + wait;
     }
+}
+
+/// The CA's problem type for "too many certificates / orders" (RFC 8555 §6.7).
+fn is_rate_limited(error: &str) -> bool {
+    error.contains("urn:ietf:params:acme:error:rateLimited")
 }
 
 // === impl State ===
@@ -140,5 +151,19 @@ mod tests {
         let wake = state.next_wake(t0 + Duration::from_secs(86_400));
         assert!(wake >= t0 + Duration::from_secs(60) && wake <= t0 + Duration::from_secs(75));
         assert_eq!(state.due(wake), vec!["a.com".to_string()]);
+    }
+
+    #[test]
+    fn a_rate_limit_backs_off_to_the_longest_wait_at_once() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let s = settings();
+        let mut e = Entry::new(vec!["a.com".into()], t0);
+        e.failed(
+            "API error: too many certificates (urn:ietf:params:acme:error:rateLimited)".into(),
+            &s,
+            t0,
+        );
+        assert_eq!(e.next_attempt, t0 + s.retry_max);
+        assert_eq!(e.failures, 1);
     }
 }

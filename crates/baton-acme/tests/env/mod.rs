@@ -27,6 +27,9 @@ pub struct Pebble {
     pub management: String,
     /// The CA that signed pebble's own TLS certificate (for `AcmeSettings::ca_roots`).
     pub tls_ca: PathBuf,
+    dns_port: u16,
+    listen: u16,
+    mgmt: u16,
 }
 
 /// What a test can change in pebble's config.
@@ -76,30 +79,41 @@ impl Pebble {
                 .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""]),
             &dir.path().join("challtestsrv.log"),
         );
+        let mut env = Pebble {
+            directory: format!("https://127.0.0.1:{listen}/dir"),
+            management: format!("https://127.0.0.1:{mgmt}"),
+            tls_ca,
+            pebble: None,
+            dns,
+            dir,
+            dns_port,
+            listen,
+            mgmt,
+        };
+        env.wait_listening(dns_mgmt, "pebble-challtestsrv").await;
+        env.start_ca().await;
+        env
+    }
+
+    /// Starts pebble (again: a restarted pebble has forgotten every account and order).
+    pub async fn start_ca(&mut self) {
+        self.kill_ca();
+        let config_path = self.dir.path().join("pebble.json");
         let pebble = spawn(
             Command::new("pebble")
                 .arg("-config")
                 .arg(&config_path)
-                .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+                .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
                 .env("PEBBLE_VA_NOSLEEP", "1")
                 .env("PEBBLE_WFE_NONCEREJECT", "0")
                 // Every order is validated again: a renewal proves the challenge works.
                 .env("PEBBLE_AUTHZREUSE", "0"),
-            &dir.path().join("pebble.log"),
+            &self.dir.path().join("pebble.log"),
         );
-        let env = Pebble {
-            directory: format!("https://127.0.0.1:{listen}/dir"),
-            management: format!("https://127.0.0.1:{mgmt}"),
-            tls_ca,
-            pebble: Some(pebble),
-            dns,
-            dir,
-        };
-        env.wait_listening(listen, "pebble").await;
-        env.wait_listening(mgmt, "pebble's management interface")
+        self.pebble = Some(pebble);
+        self.wait_listening(self.listen, "pebble").await;
+        self.wait_listening(self.mgmt, "pebble's management interface")
             .await;
-        env.wait_listening(dns_mgmt, "pebble-challtestsrv").await;
-        env
     }
 
     async fn wait_listening(&self, port: u16, what: &str) {
@@ -162,7 +176,11 @@ impl Drop for Pebble {
 }
 
 fn spawn(cmd: &mut Command, log: &Path) -> Child {
-    let out = std::fs::File::create(log).unwrap();
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     let err = out.try_clone().unwrap();
     cmd.stdin(Stdio::null())
         .stdout(out)

@@ -3,11 +3,12 @@
 //! bookkeeping of success or failure.
 
 use super::{allowed, normalize_host, Shared};
-use crate::cert::StoredCert;
+use crate::cert::{Loaded, StoredCert};
 use crate::error::{chain, AcmeError};
 use crate::issue;
 use crate::persist;
-use instant_acme::{Account, NewAccount};
+use crate::settings::set_key;
+use instant_acme::{Account, AccountCredentials, NewAccount};
 use rustls::sign::CertifiedKey;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -133,31 +134,40 @@ async fn issue_and_store(
     })?;
     // Serve it even if it cannot be stored: it is valid; the store error is shown.
     shared.install(names, &loaded);
+    let key = loaded.key.clone();
+    let store_error = save(shared, stored).await;
+    record_success(shared, names, loaded, store_error);
+    Ok(key)
+}
+
+/// Stores an issued certificate; the error text if that failed.
+async fn save(shared: &Shared, stored: StoredCert) -> Option<String> {
     let store = shared.store.clone();
-    let to_store = stored.clone();
-    let saved = tokio::task::spawn_blocking(move || persist::save_cert(&store, &to_store)).await;
-    let store_error = match saved {
+    match tokio::task::spawn_blocking(move || persist::save_cert(&store, &stored)).await {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.to_string()),
         Err(e) => Some(format!("storing the certificate panicked: {e}")),
-    };
-    let key = loaded.key.clone();
-    let now = SystemTime::now();
-    let mut state = shared.lock_state();
-    if let Some(entry) = state.entries.get_mut(&crate::settings::set_key(names)) {
-        entry.succeeded(loaded, &shared.settings, now);
-        if let Some(err) = &store_error {
-            tracing::error!(names = %names.join(","), error = %err, "issued certificate not stored; it is served, and ordered again after a restart");
-            entry.last_error = Some(err.clone());
-        }
-        tracing::info!(
-            names = %names.join(","),
-            not_after = %entry.cert.as_ref().map(|c| rfc3339(c.not_after)).unwrap_or_default(),
-            next_renewal = %rfc3339(entry.next_attempt),
-            "ACME certificate issued"
-        );
     }
-    Ok(key)
+}
+
+fn record_success(shared: &Shared, names: &[String], loaded: Loaded, store_error: Option<String>) {
+    let joined = names.join(",");
+    let not_after = rfc3339(loaded.not_after);
+    let mut state = shared.lock_state();
+    let Some(entry) = state.entries.get_mut(&set_key(names)) else {
+        return;
+    };
+    entry.succeeded(loaded, &shared.settings, SystemTime::now());
+    if let Some(err) = store_error {
+        tracing::error!(names = %joined, error = %err, "issued certificate not stored; it is served, and ordered again after a restart");
+        entry.last_error = Some(err);
+    }
+    tracing::info!(
+        names = %joined,
+        %not_after,
+        next_renewal = %rfc3339(entry.next_attempt),
+        "ACME certificate issued"
+    );
 }
 
 fn order_error(names: &[String], reason: String) -> AcmeError {
@@ -185,54 +195,65 @@ async fn account(shared: &Shared, names: &[String]) -> Result<Account, AcmeError
     if let Some(account) = cached.as_ref() {
         return Ok(account.clone());
     }
-    let directory = shared.settings.directory.clone();
     let directory_error = |reason: String| AcmeError::Directory {
-        url: directory.clone(),
+        url: shared.settings.directory.clone(),
         names: names.to_vec(),
         reason,
     };
     let store = shared.store.clone();
-    let dir = directory.clone();
+    let dir = shared.settings.directory.clone();
     let stored = tokio::task::spawn_blocking(move || persist::load_account(&store, &dir))
         .await
         .map_err(|e| directory_error(format!("reading the account panicked: {e}")))??;
-    let builder = Account::builder_with_http(Box::new(shared.http.clone()));
-    let work = async {
-        match stored {
-            Some(creds) => builder.from_credentials(creds).await.map(|a| (a, None)),
-            None => {
-                let contact: Vec<&str> =
-                    shared.settings.contact.iter().map(String::as_str).collect();
-                let new = NewAccount {
-                    contact: &contact,
-                    terms_of_service_agreed: true,
-                    only_return_existing: false,
-                };
-                builder
-                    .create(&new, directory.clone(), None)
-                    .await
-                    .map(|(a, c)| (a, Some(c)))
-            }
-        }
-    };
+    let work = restore_or_create(shared, stored);
     let (account, created) = match tokio::time::timeout(ACCOUNT_TIMEOUT, work).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => return Err(directory_error(chain(&e))),
         Err(_) => {
-            return Err(directory_error(format!(
-                "no answer in {}s",
-                ACCOUNT_TIMEOUT.as_secs()
-            )))
+            let secs = ACCOUNT_TIMEOUT.as_secs();
+            return Err(directory_error(format!("no answer in {secs}s")));
         }
     };
     if let Some(creds) = created {
-        let store = shared.store.clone();
-        let dir = directory.clone();
-        tokio::task::spawn_blocking(move || persist::save_account(&store, &dir, &creds))
-            .await
-            .map_err(|e| directory_error(format!("storing the account panicked: {e}")))??;
-        tracing::info!(directory = %directory, id = account.id(), "ACME account created and stored");
+        store_account(shared, creds, account.id()).await;
     }
     *cached = Some(account.clone());
     Ok(account)
+}
+
+/// The stored account (this fetches the directory), or a new one with its credentials.
+async fn restore_or_create(
+    shared: &Shared,
+    stored: Option<AccountCredentials>,
+) -> Result<(Account, Option<AccountCredentials>), instant_acme::Error> {
+    let builder = Account::builder_with_http(Box::new(shared.http.clone()));
+    if let Some(creds) = stored {
+        return builder.from_credentials(creds).await.map(|a| (a, None));
+    }
+    let contact: Vec<&str> = shared.settings.contact.iter().map(String::as_str).collect();
+    let new = NewAccount {
+        contact: &contact,
+        terms_of_service_agreed: true,
+        only_return_existing: false,
+    };
+    let directory = shared.settings.directory.clone();
+    let (account, creds) = builder.create(&new, directory, None).await?;
+    Ok((account, Some(creds)))
+}
+
+/// Stores new credentials. A failure is logged, not returned: the account works for this
+/// run, and a restart without it creates another.
+async fn store_account(shared: &Shared, creds: AccountCredentials, id: &str) {
+    let store = shared.store.clone();
+    let directory = shared.settings.directory.clone();
+    let dir = directory.clone();
+    let saved =
+        tokio::task::spawn_blocking(move || persist::save_account(&store, &dir, &creds)).await;
+    match saved {
+        Ok(Ok(())) => tracing::info!(%directory, id, "ACME account created and stored"),
+        Ok(Err(e)) => {
+            tracing::error!(%directory, id, error = %e, "ACME account created but not stored; a restart creates another")
+        }
+        Err(e) => tracing::error!(%directory, id, error = %e, "storing the ACME account panicked"),
+    }
 }

@@ -26,6 +26,10 @@ pub enum AcmeError {
         source: baton_store::StoreError,
     },
 
+    /// The store is closed (baton is handing over to a new process).
+    #[error("ACME: baton's store is closed while {what} (baton is handing over to a new process, which takes over ACME)")]
+    StoreClosed { what: String },
+
     /// The ACME directory could not be reached or refused the account.
     #[error("ACME: the directory {url} is unreachable or refused us: {reason}; certificates for {names} cannot be issued or renewed until it answers (stored certificates keep being served). Fix: check the directory URL and that this host can reach it (DNS, firewall, outgoing proxy)", names = .names.join(", "))]
     Directory {

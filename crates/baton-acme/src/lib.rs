@@ -26,8 +26,24 @@ pub use error::AcmeError;
 pub use service::{Acme, CertStatus};
 pub use settings::{normalize_name, AcmeSettings, ChallengeKind, OnDemand};
 
+use baton_store::Store;
 use rustls::sign::CertifiedKey;
 use std::sync::Arc;
+
+/// How ACME reaches baton's store. The store is closed while baton hands over to a new
+/// process (`baton upgrade`), so ACME takes it for each read or write and never keeps
+/// it: a handover waits for every user of the store to let go.
+pub trait StoreAccess: Send + Sync + 'static {
+    /// The store, or `None` while it is closed.
+    fn store(&self) -> Option<Arc<Store>>;
+}
+
+/// A store that stays open for as long as ACME runs.
+impl StoreAccess for Arc<Store> {
+    fn store(&self) -> Option<Arc<Store>> {
+        Some(self.clone())
+    }
+}
 
 /// Where issued (and stored) certificates go: the proxy's SNI table.
 pub trait CertSink: Send + Sync + 'static {

@@ -87,7 +87,7 @@ impl Setup {
             .collect();
         let (acme, challenges) = Acme::start(
             settings,
-            self.store.clone(),
+            Arc::new(self.store.clone()),
             sink.clone(),
             sets,
             shutdown.clone(),
@@ -399,7 +399,7 @@ fn bad_input_is_refused_with_clear_errors() {
         let start = |settings: AcmeSettings, sets: Vec<Vec<String>>| {
             Acme::start(
                 settings,
-                store.clone(),
+                Arc::new(store.clone()),
                 Arc::new(Sink::default()),
                 sets,
                 CancellationToken::new(),

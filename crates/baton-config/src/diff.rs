@@ -112,9 +112,12 @@ impl Takes {
 pub fn app_key_takes(key: &str) -> Option<Takes> {
     let top = key.split('.').next().unwrap_or(key);
     Some(match top {
-        "hosts" | "path" | "upgrade_protocols" | "underscores_in_headers" | "hold_timeout" => {
-            Takes::Now
-        }
+        "hosts"
+        | "path"
+        | "upgrade_protocols"
+        | "underscores_in_headers"
+        | "hold_timeout"
+        | "tls" => Takes::Now,
         // The proxy's passive ejection is one setting for all apps, fixed at start.
         "health" if matches!(key, "health.eject_after" | "health.eject_time") => {
             Takes::NeedsUpgrade
@@ -134,6 +137,10 @@ pub fn app_key_takes(key: &str) -> Option<Takes> {
 /// When a change to `[proxy] key` takes effect (`listen` and `tls_listen` are diffed
 /// on their own).
 pub fn proxy_key_takes(key: &str) -> Takes {
+    // The ACME client's settings are read at start (the apps' `tls` is applied live).
+    if key.starts_with("tls.acme") {
+        return Takes::NeedsUpgrade;
+    }
     // Certificates are loaded anew (a file that cannot be used refuses the reload);
     // redirect and HSTS apply to the next request.
     if key.starts_with("tls.") {

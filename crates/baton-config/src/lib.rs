@@ -27,8 +27,9 @@ pub use diff::{diff, AppChange, ConfigDiff, KeyChange, Takes};
 pub use error::{ConfigError, Problem};
 pub use kinds::{AdminListen, RuntimeKind, StrategyKind};
 pub use model::{
-    parse_memory, parse_size, AccessLogFormatKind, AccessLogSection, AdminSection, AppConfig,
-    Config, ProxySection, PullPolicy, StoreSection,
+    parse_memory, parse_size, AccessLogFormatKind, AccessLogSection, AcmeSection, AdminSection,
+    AppConfig, AppTls, CertificateSection, Config, OnDemandSection, ProxySection, PullPolicy,
+    StoreSection, TlsSection, LETS_ENCRYPT,
 };
 
 use diagnose::Found;
@@ -119,6 +120,9 @@ fn resolve(raw: RawConfig, path: &Path) -> Config {
     let mut proxy = raw.proxy;
     if let Some(log) = proxy.access_log.as_mut().filter(|l| !l.is_stdout()) {
         log.path = base_dir.join(&log.path);
+    }
+    if let Some(acme) = proxy.tls.acme.as_mut() {
+        acme.ca_roots = acme.ca_roots.take().map(|p| base_dir.join(p));
     }
     for c in &mut proxy.tls.certificates {
         c.cert = base_dir.join(&c.cert);

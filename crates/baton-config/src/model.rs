@@ -11,6 +11,14 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+/// How an app's hosts get their certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppTls {
+    /// From the ACME CA of `[proxy.tls.acme]`.
+    Acme,
+}
+
 /// A loaded and validated `baton.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
@@ -82,6 +90,65 @@ pub struct TlsSection {
     pub hsts: Option<HumanDuration>,
     /// Adds `includeSubDomains` to the HSTS header.
     pub hsts_include_subdomains: bool,
+    /// `[proxy.tls.acme]`: automatic certificates for apps with `tls = "acme"`.
+    pub acme: Option<AcmeSection>,
+}
+
+/// `[proxy.tls.acme]`: the ACME CA (Let's Encrypt by default) and how certificates are
+/// obtained and renewed. The account and the certificates are kept in baton's store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeSection {
+    /// The CA's directory URL. Default Let's Encrypt's production directory.
+    pub directory: String,
+    /// Where the CA writes about the account (expiry notices): `"ops@example.com"` or
+    /// `"mailto:ops@example.com"`.
+    pub email: Option<String>,
+    /// `"http-01"` (the default: the CA fetches a file over port 80 of each name, so a
+    /// `listen` on port 80 must reach baton) or `"tls-alpn-01"` (the CA connects to
+    /// port 443; no port 80 needed).
+    pub challenge: String,
+    /// Extra PEM roots to trust for the directory's own HTTPS (a private or test CA).
+    pub ca_roots: Option<PathBuf>,
+    /// Renew when less than this remains. Default 30 days (short-lived certificates are
+    /// renewed when a third of their life remains).
+    pub renew_before: HumanDuration,
+    /// First wait after a failed order; doubles up to `retry_max`. Default 1 minute.
+    pub retry_min: HumanDuration,
+    /// Longest wait between failed orders. Default 6 hours.
+    pub retry_max: HumanDuration,
+    /// `[proxy.tls.acme.on_demand]`: certificates for hosts that are not in the config,
+    /// issued at their first handshake when the allow rule says yes. Absent: never.
+    pub on_demand: Option<OnDemandSection>,
+}
+
+impl Default for AcmeSection {
+    fn default() -> Self {
+        AcmeSection {
+            directory: LETS_ENCRYPT.into(),
+            email: None,
+            challenge: "http-01".into(),
+            ca_roots: None,
+            renew_before: HumanDuration::from_secs(30 * 24 * 3600),
+            retry_min: HumanDuration::from_secs(60),
+            retry_max: HumanDuration::from_secs(6 * 3600),
+            on_demand: None,
+        }
+    }
+}
+
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// `[proxy.tls.acme.on_demand]`: which unknown hosts may get a certificate. At least one
+/// of the two is required: issuance is never open-ended.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnDemandSection {
+    /// Host names (`"shop.example.com"`, `"*.customers.example.com"`).
+    pub allow: Vec<String>,
+    /// A URL asked `GET URL?domain=NAME`; 200 means yes, anything else no.
+    pub ask: Option<String>,
 }
 
 impl Default for TlsSection {
@@ -92,6 +159,7 @@ impl Default for TlsSection {
             redirect_http: true,
             hsts: None,
             hsts_include_subdomains: false,
+            acme: None,
         }
     }
 }
@@ -252,6 +320,9 @@ pub struct AppConfig {
     pub strategy: StrategyKind,
     /// Hosts routed to this app (`"example.com"`, `"*.example.com"`); empty = any host.
     pub hosts: Vec<String>,
+    /// `"acme"`: one certificate for all of `hosts` from `[proxy.tls.acme]`, issued and
+    /// renewed automatically. Absent: the app's hosts are served by certificate files.
+    pub tls: Option<AppTls>,
     /// Path prefix routed to this app. Default `"/"`.
     pub path: String,
     pub health: HealthSpec,
@@ -366,6 +437,7 @@ impl Default for AppConfig {
             replicas: 1,
             strategy: StrategyKind::Rolling,
             hosts: Vec::new(),
+            tls: None,
             path: "/".into(),
             health: HealthSpec::default(),
             drain_timeout: HumanDuration::from_secs(30),

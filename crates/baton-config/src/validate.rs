@@ -87,7 +87,7 @@ fn proxy(raw: &RawConfig, issues: &mut Vec<Issue>) {
     if let Some(log) = &p.access_log {
         access_log(log, issues);
     }
-    tls(p, issues);
+    tls(raw, issues);
     if p.workers > MAX_WORKERS {
         issues.push((
             key!["proxy", "workers"],
@@ -99,10 +99,18 @@ fn proxy(raw: &RawConfig, issues: &mut Vec<Issue>) {
     }
 }
 
-/// The shape of `tls_listen` and `[proxy.tls]`; the files are read when the proxy
-/// loads them (at start and on reload), which names a file that cannot be used.
-fn tls(p: &crate::model::ProxySection, issues: &mut Vec<Issue>) {
+/// The shape of `tls_listen`, `[proxy.tls]` and the apps' `tls`; the certificate files
+/// are read when the proxy loads them (at start and on reload), which names a file that
+/// cannot be used.
+fn tls(raw: &RawConfig, issues: &mut Vec<Issue>) {
+    let p = &raw.proxy;
     let t = &p.tls;
+    let acme_apps: Vec<&String> = raw
+        .apps
+        .iter()
+        .filter(|(_, a)| a.tls.is_some())
+        .map(|(n, _)| n)
+        .collect();
     for addr in &p.tls_listen {
         if p.listen.contains(addr) {
             issues.push((
@@ -114,11 +122,16 @@ fn tls(p: &crate::model::ProxySection, issues: &mut Vec<Issue>) {
             ));
         }
     }
-    if !p.tls_listen.is_empty() && t.certificates.is_empty() {
+    if !p.tls_listen.is_empty()
+        && t.certificates.is_empty()
+        && acme_apps.is_empty()
+        && t.acme.as_ref().is_none_or(|a| a.on_demand.is_none())
+    {
         issues.push((
             key!["proxy", "tls_listen"],
-            "`tls_listen` is set but there is no certificate: add \
-             [[proxy.tls.certificates]] with `cert` and `key` (PEM files)"
+            "`tls_listen` is set but there is no certificate: add [[proxy.tls.certificates]] \
+             with `cert` and `key` (PEM files), or [proxy.tls.acme] and `tls = \"acme\"` in \
+             the apps"
                 .into(),
         ));
     }
@@ -127,6 +140,14 @@ fn tls(p: &crate::model::ProxySection, issues: &mut Vec<Issue>) {
             key!["proxy", "tls", "certificates"],
             "certificates are given but nothing serves them: add `tls_listen = [\"0.0.0.0:443\"]` \
              to [proxy]"
+                .into(),
+        ));
+    }
+    if p.tls_listen.is_empty() && (!acme_apps.is_empty() || t.acme.is_some()) {
+        issues.push((
+            key!["proxy", "tls", "acme"],
+            "ACME certificates are asked for but nothing serves them: add \
+             `tls_listen = [\"0.0.0.0:443\"]` to [proxy]"
                 .into(),
         ));
     }
@@ -149,6 +170,22 @@ fn tls(p: &crate::model::ProxySection, issues: &mut Vec<Issue>) {
                     format!("host {h:?} of [[proxy.tls.certificates]] #{}: {why}", i + 1),
                 ));
             }
+            for app in &acme_apps {
+                if raw.apps[*app]
+                    .hosts
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(h))
+                {
+                    issues.push((
+                        key!["proxy", "tls", "certificates", i, "hosts"],
+                        format!(
+                            "host {h:?} has a certificate file here and ACME in [apps.{app}] \
+                             (`tls = \"acme\"`): keep one (remove it from `hosts` here, or \
+                             `tls` from the app)"
+                        ),
+                    ));
+                }
+            }
         }
     }
     if let Some(h) = &t.default_host {
@@ -165,6 +202,96 @@ fn tls(p: &crate::model::ProxySection, issues: &mut Vec<Issue>) {
             "`hsts` is 0: give how long browsers keep to HTTPS, e.g. \"365d\", or remove the key"
                 .into(),
         ));
+    }
+    if let Some(acme) = &t.acme {
+        acme_section(acme, issues);
+    }
+    for app in &acme_apps {
+        let a = &raw.apps[*app];
+        if t.acme.is_none() {
+            issues.push((
+                key!["apps", app.as_str(), "tls"],
+                format!(
+                    "[apps.{app}] asks for `tls = \"acme\"` but there is no [proxy.tls.acme]: add \
+                     it (an empty table uses Let's Encrypt with HTTP-01)"
+                ),
+            ));
+        }
+        if a.hosts.is_empty() {
+            issues.push((
+                key!["apps", app.as_str(), "tls"],
+                format!(
+                    "[apps.{app}] asks for `tls = \"acme\"` but lists no `hosts`: a certificate \
+                     names hosts; add them, e.g. hosts = [\"example.com\"]"
+                ),
+            ));
+        }
+        for h in a.hosts.iter().filter(|h| h.starts_with("*.")) {
+            issues.push((
+                key!["apps", app.as_str(), "hosts"],
+                format!(
+                    "[apps.{app}] host {h:?}: ACME gives no wildcard certificates over HTTP-01 \
+                     or TLS-ALPN-01; list the names, use a certificate file for the wildcard, \
+                     or [proxy.tls.acme.on_demand]"
+                ),
+            ));
+        }
+    }
+}
+
+fn acme_section(a: &crate::model::AcmeSection, issues: &mut Vec<Issue>) {
+    if !(a.directory.starts_with("https://") || a.directory.starts_with("http://")) {
+        issues.push((
+            key!["proxy", "tls", "acme", "directory"],
+            format!(
+                "`directory` {:?} is not a URL: give the CA's ACME directory, e.g. \"{}\"",
+                a.directory,
+                crate::model::LETS_ENCRYPT
+            ),
+        ));
+    }
+    if !matches!(a.challenge.as_str(), "http-01" | "tls-alpn-01") {
+        issues.push((
+            key!["proxy", "tls", "acme", "challenge"],
+            format!(
+                "`challenge` {:?}: use \"http-01\" (the CA fetches a file on port 80) or \
+                 \"tls-alpn-01\" (the CA connects to port 443)",
+                a.challenge
+            ),
+        ));
+    }
+    if let Some(e) = &a.email {
+        let address = e.strip_prefix("mailto:").unwrap_or(e);
+        if !address.contains('@') || address.contains(char::is_whitespace) {
+            issues.push((
+                key!["proxy", "tls", "acme", "email"],
+                format!("`email` {e:?} is not an email address: write e.g. \"ops@example.com\""),
+            ));
+        }
+    }
+    if a.retry_min.get().is_zero() || a.retry_min.get() > a.retry_max.get() {
+        issues.push((
+            key!["proxy", "tls", "acme", "retry_min"],
+            "`retry_min` must be above 0 and at most `retry_max`".into(),
+        ));
+    }
+    if let Some(od) = &a.on_demand {
+        if od.allow.is_empty() && od.ask.is_none() {
+            issues.push((
+                key!["proxy", "tls", "acme", "on_demand"],
+                "[proxy.tls.acme.on_demand] allows nothing: give `allow = [\"*.example.com\"]` \
+                 or `ask = \"http://127.0.0.1:9000/allowed\"` (issuance is never open-ended)"
+                    .into(),
+            ));
+        }
+        for h in &od.allow {
+            if let Err(why) = tls_host(h) {
+                issues.push((
+                    key!["proxy", "tls", "acme", "on_demand", "allow"],
+                    format!("{h:?}: {why}"),
+                ));
+            }
+        }
     }
 }
 

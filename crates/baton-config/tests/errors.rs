@@ -210,7 +210,10 @@ fn wrong_types_and_bad_values_name_the_key() {
     assert_error(
         "[proxy]\ntls_listen = [\"0.0.0.0:443\"]\n",
         "2:1",
-        &["`tls_listen` is set but there is no certificate", "[[proxy.tls.certificates]]"],
+        &[
+            "`tls_listen` is set but there is no certificate",
+            "[[proxy.tls.certificates]]",
+        ],
     );
     assert_error(
         "[proxy]\nlisten = [\"0.0.0.0:8443\"]\ntls_listen = [\"0.0.0.0:8443\"]\n\n[[proxy.tls.certificates]]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
@@ -220,7 +223,10 @@ fn wrong_types_and_bad_values_name_the_key() {
     assert_error(
         "[[proxy.tls.certificates]]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
         "1:13",
-        &["certificates are given but nothing serves them", "tls_listen"],
+        &[
+            "certificates are given but nothing serves them",
+            "tls_listen",
+        ],
     );
     assert_error(
         "[proxy]\ntls_listen = [\"0.0.0.0:443\"]\n\n[[proxy.tls.certificates]]\ncert = \"c.pem\"\nkey = \"k.pem\"\nhosts = [\"https://example.com\"]\n",

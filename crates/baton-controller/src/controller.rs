@@ -190,6 +190,12 @@ impl Controller {
         self.boot.config()
     }
 
+    /// The store, for others that keep data in it (ACME); `None` while suspended for a
+    /// handover. Hold it only for one read or write: `suspend` waits for every holder.
+    pub fn store(&self) -> Option<Arc<baton_store::Store>> {
+        self.live().shared.as_ref().map(|s| s.store.clone())
+    }
+
     pub(crate) fn live(&self) -> Arc<Live> {
         self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

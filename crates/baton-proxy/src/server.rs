@@ -151,16 +151,15 @@ async fn serve_conn(
     match scheme {
         Scheme::Http => serve_http(inner, served, stream, fd, peer, false, stop).await,
         Scheme::Https => {
-            let handshake = tls::accept(&inner.tls, stream);
-            match tokio::time::timeout(served.config.client_header_timeout, handshake).await {
-                Ok(Ok(Handshake::Http(stream))) => {
+            let timeout = served.config.client_header_timeout;
+            match tls::accept(&inner.tls, stream, timeout).await {
+                Ok(Handshake::Http(stream)) => {
                     serve_http(inner, served, stream, fd, peer, true, stop).await;
                 }
-                Ok(Ok(Handshake::Challenge)) => {
+                Ok(Handshake::Challenge) => {
                     tracing::debug!(%peer, "answered an ACME TLS-ALPN-01 validation");
                 }
-                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake too slow; connection closed"),
+                Err(error) => tracing::debug!(%peer, %error, "TLS handshake failed"),
             }
         }
     }

@@ -456,20 +456,32 @@ pub(crate) enum Handshake<S> {
     Challenge,
 }
 
-/// Runs the server side of a handshake on `stream`.
-pub(crate) async fn accept<S>(tls: &Arc<Tls>, stream: S) -> std::io::Result<Handshake<S>>
+/// Runs the server side of a handshake on `stream`: the ClientHello and the rest of
+/// the handshake must each arrive within `timeout`; waiting for an on-demand
+/// certificate is bounded by the ACME side.
+pub(crate) async fn accept<S>(
+    tls: &Arc<Tls>,
+    stream: S,
+    timeout: std::time::Duration,
+) -> std::io::Result<Handshake<S>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let start =
-        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let slow = || std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake too slow");
+    let hello = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = tokio::time::timeout(timeout, hello)
+        .await
+        .map_err(|_| slow())??;
     let hello = start.client_hello();
     let challenge = hello
         .alpn()
         .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
     let host = hello.server_name().map(str::to_ascii_lowercase);
     if challenge {
-        let mut s = start.into_stream(tls.challenge_config()).await?;
+        let handshake = start.into_stream(tls.challenge_config());
+        let mut s = tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| slow())??;
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut s).await;
         return Ok(Handshake::Challenge);
     }
@@ -481,7 +493,10 @@ where
             );
         }
     }
-    let stream = start.into_stream(tls.server_config()).await?;
+    let handshake = start.into_stream(tls.server_config());
+    let stream = tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| slow())??;
     Ok(Handshake::Http(Box::new(stream)))
 }
 

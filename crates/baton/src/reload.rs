@@ -57,7 +57,10 @@ pub async fn apply(
         let loaded = tokio::task::spawn_blocking(move || f.load())
             .await
             .map_err(|e| fail(500, format!("loading the certificates: {e}")))?;
-        Some(loaded.map_err(|e| fail(422, format!("{e}; nothing was changed")))?)
+        let table = loaded.map_err(|e| fail(422, format!("{e}; nothing was changed")))?;
+        crate::tls::check_overlap(&table, &crate::tls::acme_name_sets(&new))
+            .map_err(|e| fail(422, format!("{e}; nothing was changed")))?;
+        Some(table)
     };
     let mut bound = bind(&diff.listeners_added, Scheme::Http).await?;
     bound.extend(bind(&diff.tls_listeners_added, Scheme::Https).await?);
@@ -67,6 +70,12 @@ pub async fn apply(
         listeners.proxy.set_certificates(table);
     }
     running.tls_files.send_replace(files);
+    if let Some(acme) = &running.acme {
+        // The names were checked with the file; an error here is a bug, not input.
+        if let Err(e) = acme.set_name_sets(crate::tls::acme_name_sets(&new)) {
+            tracing::error!(error = %e, "ACME names not replaced");
+        }
+    }
     if diff.proxy.iter().any(|k| k.takes.is_applied()) {
         listeners.proxy.set_config(proxy_config(&new));
     }

@@ -223,6 +223,9 @@ pub struct Running {
     pub tls_addrs: Vec<std::net::SocketAddr>,
     /// The certificate files served (a reload replaces them; the watcher follows).
     pub(crate) tls_files: watch::Sender<Arc<crate::tls::TlsFiles>>,
+    /// Automatic certificates, when `[proxy.tls.acme]` is set.
+    pub(crate) acme: Option<baton_acme::Acme>,
+    acme_stop: tokio_util::sync::CancellationToken,
     stop: watch::Sender<bool>,
     /// The admin API.
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -283,6 +286,8 @@ async fn start_with(
             .await
             .map_err(|e| Failure::failed(format!("loading the certificates: {e}")))?
             .map_err(Failure::usage)?;
+        crate::tls::check_overlap(&table, &crate::tls::acme_name_sets(config))
+            .map_err(Failure::usage)?;
         proxy.set_certificates(table);
     }
     let mut listeners = Vec::new();
@@ -325,6 +330,10 @@ async fn start_with(
         .await
         .map_err(|e| Failure::failed(e.to_string()))?;
     let controller = Arc::new(controller);
+    // Stored ACME certificates are in the proxy before any listener accepts.
+    let acme_stop = tokio_util::sync::CancellationToken::new();
+    let acme = crate::tls::start_acme(config, &proxy, &controller, acme_stop.clone())
+        .map_err(Failure::usage)?;
     let token = match &config.admin.token_file {
         Some(f) => Some(
             std::fs::read_to_string(f)
@@ -392,6 +401,8 @@ async fn start_with(
         proxy_addrs,
         tls_addrs,
         tls_files: tls_watch,
+        acme,
+        acme_stop,
         stop,
         tasks,
         listeners: tokio::sync::Mutex::new(proxy_listeners),
@@ -403,6 +414,7 @@ async fn start_with(
 impl Running {
     /// Stop accepting, let in-flight requests finish; optionally stop every instance.
     pub async fn shutdown(self, stop_instances: bool) {
+        self.acme_stop.cancel();
         let _ = self.stop.send(true);
         self.listeners.lock().await.join().await;
         for t in self.tasks {
@@ -462,6 +474,8 @@ impl Running {
             "handed over; finishing open connections, then exiting"
         );
         self.keep_socket.store(true, Ordering::SeqCst);
+        // The new process orders and renews from now on.
+        self.acme_stop.cancel();
         let _ = self.stop.send(true);
         self.listeners.lock().await.join().await;
         for t in self.tasks {

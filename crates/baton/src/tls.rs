@@ -118,3 +118,166 @@ pub fn watch_files(
         }
     });
 }
+
+// === ACME ===
+
+/// The hosts of each app with `tls = "acme"`: one certificate (one order) per app.
+pub fn acme_name_sets(config: &Config) -> Vec<Vec<String>> {
+    config
+        .apps
+        .values()
+        .filter(|a| a.tls == Some(baton_config::AppTls::Acme))
+        .map(|a| a.hosts.iter().map(|h| h.to_ascii_lowercase()).collect())
+        .collect()
+}
+
+/// `[proxy.tls.acme]` as the ACME client's settings.
+pub fn acme_settings(section: &baton_config::AcmeSection) -> baton_acme::AcmeSettings {
+    let mut s = baton_acme::AcmeSettings::new(section.directory.clone());
+    s.contact = section
+        .email
+        .iter()
+        .map(|e| {
+            if e.starts_with("mailto:") {
+                e.clone()
+            } else {
+                format!("mailto:{e}")
+            }
+        })
+        .collect();
+    s.challenge = match section.challenge.as_str() {
+        "tls-alpn-01" => baton_acme::ChallengeKind::TlsAlpn01,
+        _ => baton_acme::ChallengeKind::Http01,
+    };
+    s.ca_roots = section.ca_roots.clone();
+    s.renew_before = section.renew_before.get();
+    s.retry_min = section.retry_min.get();
+    s.retry_max = section.retry_max.get();
+    s.on_demand = section.on_demand.as_ref().map(|o| baton_acme::OnDemand {
+        allow: o.allow.clone(),
+        ask: o.ask.clone(),
+    });
+    s
+}
+
+/// A host served by a certificate file and by ACME: refused, naming both.
+pub fn check_overlap(table: &CertTable, acme_sets: &[Vec<String>]) -> Result<(), String> {
+    let files = table.hosts();
+    for host in acme_sets.iter().flatten() {
+        if files.iter().any(|h| h == host) {
+            let file = table
+                .certificates()
+                .iter()
+                .find(|c| c.names.iter().any(|n| n == host))
+                .map_or_else(
+                    || "a certificate file".to_string(),
+                    |c| c.path.display().to_string(),
+                );
+            return Err(format!(
+                "[proxy.tls]: host {host:?} is served by {file} and by ACME (an app with `tls = \"acme\"`): keep one (remove the file, or `tls` from the app)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// ACME's certificates go to the proxy's SNI table.
+struct ProxySink(Proxy);
+
+impl baton_acme::CertSink for ProxySink {
+    fn install(&self, names: &[String], cert: Arc<baton_proxy::CertifiedKey>) {
+        self.0.install_certificate(names, cert);
+    }
+}
+
+/// ACME reaches the controller's store, which is closed during a handover.
+struct ControllerStore(Arc<baton_controller::Controller>);
+
+impl baton_acme::StoreAccess for ControllerStore {
+    fn store(&self) -> Option<Arc<baton_store::Store>> {
+        self.0.store()
+    }
+}
+
+/// The proxy's view of ACME: challenge answers, and on-demand issuance.
+struct Responder {
+    acme: baton_acme::Acme,
+    challenges: baton_acme::Challenges,
+    on_demand: bool,
+}
+
+/// How long a handshake for a new on-demand name waits for its certificate.
+const ON_DEMAND_WAIT: Duration = Duration::from_secs(60);
+
+impl baton_proxy::AcmeResponder for Responder {
+    fn http01(&self, token: &str) -> Option<String> {
+        self.challenges.http01(token)
+    }
+
+    fn tls_alpn01(&self, host: &str) -> Option<Arc<baton_proxy::CertifiedKey>> {
+        self.challenges.tls_alpn01(host)
+    }
+
+    fn on_demand<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Option<Arc<baton_proxy::CertifiedKey>>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            if !self.on_demand {
+                return None;
+            }
+            // In a task of its own: a client that gives up does not cancel the order,
+            // and the next handshake for the name finds the certificate.
+            let acme = self.acme.clone();
+            let name = host.to_string();
+            let order = tokio::spawn(async move { acme.on_demand(&name).await });
+            match tokio::time::timeout(ON_DEMAND_WAIT, order).await {
+                Ok(Ok(Ok(cert))) => Some(cert),
+                Ok(Ok(Err(e))) => {
+                    tracing::info!(host, error = %e, "no on-demand certificate");
+                    None
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(host, error = %e, "on-demand issuance failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(host, "on-demand issuance still running; this handshake fails, the next one gets the certificate");
+                    None
+                }
+            }
+        })
+    }
+}
+
+/// Starts ACME when `[proxy.tls.acme]` is set: stored certificates are installed in
+/// the proxy before this returns (so before the listeners accept), then certificates
+/// are ordered and renewed in the background until `stop`.
+pub fn start_acme(
+    config: &Config,
+    proxy: &Proxy,
+    controller: &Arc<baton_controller::Controller>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<Option<baton_acme::Acme>, String> {
+    let Some(section) = &config.proxy.tls.acme else {
+        return Ok(None);
+    };
+    let settings = acme_settings(section);
+    let on_demand = settings.on_demand.is_some();
+    let (acme, challenges) = baton_acme::Acme::start(
+        settings,
+        Arc::new(ControllerStore(controller.clone())),
+        Arc::new(ProxySink(proxy.clone())),
+        acme_name_sets(config),
+        stop,
+    )
+    .map_err(|e| e.to_string())?;
+    proxy.set_acme(Arc::new(Responder {
+        acme: acme.clone(),
+        challenges,
+        on_demand,
+    }));
+    Ok(Some(acme))
+}

@@ -128,21 +128,6 @@ fn s_client(tls_port: u16, dir: &Path, extra: &[&str]) -> (bool, String) {
     run("openssl", &args, "")
 }
 
-/// The serial number of the certificate served for `sni`, as openssl prints it.
-fn served_serial(tls_port: u16, dir: &Path, sni: &str) -> String {
-    let (ok, out) = s_client(tls_port, dir, &["-servername", sni]);
-    assert!(ok, "{out}");
-    let pem_start = out.find("-----BEGIN CERTIFICATE-----").unwrap();
-    let pem_end = out.find("-----END CERTIFICATE-----").unwrap() + 25;
-    let (ok, text) = run(
-        "openssl",
-        &["x509", "-noout", "-serial"],
-        &out[pem_start..pem_end],
-    );
-    assert!(ok, "{text}");
-    text.trim().to_string()
-}
-
 const PYTHON_CLIENT: &str = r#"
 import http.client, ssl, sys
 ca, port, host = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -338,11 +323,11 @@ fn real_tls_clients_get_h2_or_http11_the_right_certificate_and_certificate_chang
     let mut lines = BufReader::new(py.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "version TLSv1.3");
     assert_eq!(lines.next().unwrap().unwrap(), "first 200");
-    let before = served_serial(tls_port, &dir, "app.test");
+    let before = served_serial(tls_port, "app.test");
     ca.leaf(&dir, "app", &["app.test", "www.app.test"], false);
     let deadline = Instant::now() + Duration::from_secs(60);
     let after = loop {
-        let now = served_serial(tls_port, &dir, "www.app.test");
+        let now = served_serial(tls_port, "www.app.test");
         if now != before {
             break now;
         }
@@ -372,7 +357,7 @@ fn real_tls_clients_get_h2_or_http11_the_right_certificate_and_certificate_chang
         "{err}"
     );
     assert!(err.contains("nothing was changed"), "{err}");
-    assert_eq!(served_serial(tls_port, &dir, "app.test"), after);
+    assert_eq!(served_serial(tls_port, "app.test"), after);
     let out = curl(
         &dir,
         tls_port,

@@ -12,7 +12,7 @@ use crate::error::AcmeError;
 use crate::persist;
 use crate::plan;
 use crate::settings::{normalize_name, normalize_set, set_key, AcmeSettings};
-use crate::CertSink;
+use crate::{CertSink, StoreAccess};
 use baton_store::Store;
 use rustls::sign::CertifiedKey;
 use state::{Entry, State};
@@ -45,7 +45,7 @@ pub struct CertStatus {
 
 pub(crate) struct Shared {
     settings: AcmeSettings,
-    store: Arc<Store>,
+    store: Arc<dyn StoreAccess>,
     sink: Arc<dyn CertSink>,
     challenges: Challenges,
     http: Http,
@@ -69,7 +69,7 @@ impl Acme {
     /// Reads the store (blocking) before it returns.
     pub fn start(
         settings: AcmeSettings,
-        store: Arc<Store>,
+        store: Arc<dyn StoreAccess>,
         sink: Arc<dyn CertSink>,
         name_sets: Vec<Vec<String>>,
         shutdown: CancellationToken,
@@ -83,7 +83,11 @@ impl Acme {
             )
         })?;
         let http = client::build(settings.ca_roots.as_deref())?;
-        let state = load_state(&store, &settings)?;
+        let opened = store.store().ok_or_else(|| AcmeError::StoreClosed {
+            what: "reading the stored certificates".into(),
+        })?;
+        let state = load_state(&opened, &settings)?;
+        drop(opened);
         let challenges = Challenges::default();
         let shared = Arc::new(Shared {
             settings,
@@ -135,6 +139,15 @@ impl Acme {
                 on_demand: e.on_demand && !e.configured,
             })
             .collect()
+    }
+}
+
+impl Shared {
+    /// The store for one read or write (see [`StoreAccess`]).
+    pub(crate) fn store(&self, what: &str) -> Result<Arc<Store>, AcmeError> {
+        self.store
+            .store()
+            .ok_or_else(|| AcmeError::StoreClosed { what: what.into() })
     }
 }
 

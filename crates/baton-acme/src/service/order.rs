@@ -142,7 +142,10 @@ async fn issue_and_store(
 
 /// Stores an issued certificate; the error text if that failed.
 async fn save(shared: &Shared, stored: StoredCert) -> Option<String> {
-    let store = shared.store.clone();
+    let store = match shared.store("storing a certificate") {
+        Ok(store) => store,
+        Err(e) => return Some(e.to_string()),
+    };
     match tokio::task::spawn_blocking(move || persist::save_cert(&store, &stored)).await {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.to_string()),
@@ -181,7 +184,9 @@ fn order_error(names: &[String], reason: String) -> AcmeError {
 /// drop it, here and in the store, so the next order creates a new one.
 async fn forget_account(shared: &Shared) {
     shared.account.lock().await.take();
-    let store = shared.store.clone();
+    let Ok(store) = shared.store("forgetting the account") else {
+        return;
+    };
     let directory = shared.settings.directory.clone();
     let dir = directory.clone();
     let removed = tokio::task::spawn_blocking(move || persist::forget_account(&store, &dir)).await;
@@ -200,7 +205,7 @@ async fn account(shared: &Shared, names: &[String]) -> Result<Account, AcmeError
         names: names.to_vec(),
         reason,
     };
-    let store = shared.store.clone();
+    let store = shared.store("reading the account")?;
     let dir = shared.settings.directory.clone();
     let stored = tokio::task::spawn_blocking(move || persist::load_account(&store, &dir))
         .await
@@ -244,7 +249,13 @@ async fn restore_or_create(
 /// Stores new credentials. A failure is logged, not returned: the account works for this
 /// run, and a restart without it creates another.
 async fn store_account(shared: &Shared, creds: AccountCredentials, id: &str) {
-    let store = shared.store.clone();
+    let store = match shared.store("storing the account") {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::error!(error = %e, "ACME account created but not stored; a restart creates another");
+            return;
+        }
+    };
     let directory = shared.settings.directory.clone();
     let dir = directory.clone();
     let saved =

@@ -102,8 +102,16 @@ impl Baton {
     /// `start` with more `[proxy]` keys (and tables after them): `proxy` gets the
     /// test's directory (for certificate files and the like).
     pub fn start_with(proxy: impl FnOnce(&std::path::Path) -> String, apps: &str) -> Baton {
+        Baton::start_on(free_port(), proxy, apps)
+    }
+
+    /// `start_with` with the HTTP listener on `port` of 127.0.0.1.
+    pub fn start_on(
+        port: u16,
+        proxy: impl FnOnce(&std::path::Path) -> String,
+        apps: &str,
+    ) -> Baton {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let text = format!(
             "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\n{proxy}\n\n[admin]\nlisten = \"unix:{d}/baton.sock\"\n\n[store]\npath = \"{d}/state\"\n\n{apps}",
             proxy = proxy(dir.path()),
@@ -431,4 +439,35 @@ pub fn fill(dir: &std::path::Path) -> PathBuf {
     while f.write_all(&[0u8; 64]).is_ok() {}
     let _ = f.sync_all();
     filler
+}
+
+/// The serial number of the certificate a TLS listener on 127.0.0.1:`port` presents for
+/// `sni` (`serial=…`, as `openssl x509 -serial` prints it).
+pub fn served_serial(port: u16, sni: &str) -> String {
+    use std::io::Write;
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", sni])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl cannot be started; .ci/run installs it");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let start = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .unwrap_or_else(|| panic!("no certificate for {sni}: {text}"));
+    let end = text.find("-----END CERTIFICATE-----").unwrap() + 25;
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&text.as_bytes()[start..end])
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

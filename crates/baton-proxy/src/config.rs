@@ -1,6 +1,9 @@
-//! Tunables of the data plane: timeouts, limits, trusted peers and passive ejection.
+//! Tunables of the data plane: timeouts, limits, trusted peers, passive ejection and
+//! response compression.
 
+use crate::compress::Compression;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default of [`ProxyConfig::request_buffering`]: 1 MiB (docs/SECURITY.md says why).
@@ -49,6 +52,8 @@ pub struct ProxyConfig {
     pub eject_after: u32,
     /// How long an ejected backend is skipped.
     pub eject_time: Duration,
+    /// Response compression (`[proxy.compression]`); `None` = off.
+    pub compression: Option<Arc<Compression>>,
 }
 
 impl Default for ProxyConfig {
@@ -67,6 +72,7 @@ impl Default for ProxyConfig {
             trusted_proxies: Vec::new(),
             eject_after: 5,
             eject_time: Duration::from_secs(30),
+            compression: None,
         }
     }
 }

@@ -28,7 +28,7 @@ pub use error::{ConfigError, Problem};
 pub use kinds::{AdminListen, RuntimeKind, StrategyKind};
 pub use model::{
     parse_memory, parse_size, AccessLogFormatKind, AccessLogSection, AdminSection, AppConfig,
-    Config, ProxySection, PullPolicy, StoreSection,
+    CompressionSection, Config, ProxySection, PullPolicy, StoreSection,
 };
 
 use diagnose::Found;

@@ -366,3 +366,128 @@ async fn metrics_count_the_bytes_before_compression() {
     let v1 = p.metrics.snapshot(APP, "v1").unwrap();
     assert_eq!(v1.bytes_out, 20_000);
 }
+
+/// A backend that sends `first`, then waits until the test says go before it sends
+/// `rest` and ends the body: what the client gets before then shows the proxy streams.
+async fn held_backend(
+    content_type: &'static str,
+    first: Vec<u8>,
+    rest: Vec<u8>,
+) -> (Counting2, Arc<tokio::sync::Notify>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let go = Arc::new(tokio::sync::Notify::new());
+    let g = go.clone();
+    let task = tokio::spawn(async move {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let (g, first, rest) = (g.clone(), first.clone(), rest.clone());
+        let service = service_fn(move |_req: Request<Incoming>| {
+            let (g, first, rest) = (g.clone(), first.clone(), rest.clone());
+            async move {
+                let parts = stream::unfold(0, move |step| {
+                    let (g, first, rest) = (g.clone(), first.clone(), rest.clone());
+                    async move {
+                        let data = match step {
+                            0 => first,
+                            1 => {
+                                g.notified().await;
+                                rest
+                            }
+                            _ => return None,
+                        };
+                        Some((
+                            Ok::<_, Infallible>(Frame::data(Bytes::from(data))),
+                            step + 1,
+                        ))
+                    }
+                });
+                let body = StreamBody::new(parts).boxed();
+                Ok::<_, Infallible>(answer(200, &[("content-type", content_type)], body))
+            }
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    });
+    (Counting2 { addr, task }, go)
+}
+
+/// Through a proxy compressing `content_type` with gzip: the client decodes at least
+/// `until` bytes of `first` before the backend has sent the rest, then the whole body.
+async fn streams_before_the_body_ends(
+    content_type: &'static str,
+    first: Vec<u8>,
+    rest: Vec<u8>,
+    until: usize,
+) {
+    let (b, go) = held_backend(content_type, first.clone(), rest.clone()).await;
+    let p = start_proxy(ProxyConfig {
+        compression: Some(Arc::new(Compression {
+            algorithms: vec![Algorithm::Gzip],
+            types: vec!["text/html".into(), "text/event-stream".into()],
+            ..Compression::default()
+        })),
+        ..ProxyConfig::default()
+    })
+    .await;
+    let spec = baton_core::BackendSpec {
+        id: "held".into(),
+        addr: b.addr,
+    };
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![spec])])))
+        .unwrap();
+    let mut c = h1(p.addr).await;
+    c.ready().await.unwrap();
+    let res = c
+        .send_request(request("GET", "/", &[("accept-encoding", "gzip")], ""))
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    let mut body = res.into_body();
+    let mut decoder = flate2::write::GzDecoder::new(Vec::new());
+    // A proxy that waited for the whole body would never let this loop end: the backend
+    // holds the rest until it has. (The time-out only turns such a hang into a failure.)
+    let early = async {
+        while decoder.get_ref().len() < until {
+            let frame = body.frame().await.unwrap().unwrap();
+            if let Some(data) = frame.data_ref() {
+                std::io::Write::write_all(&mut decoder, data).unwrap();
+                // The decoder keeps what it decoded until flushed.
+                std::io::Write::flush(&mut decoder).unwrap();
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), early)
+        .await
+        .expect("the proxy held the compressed body back until the upstream's ended");
+    let decoded = decoder.get_ref().len();
+    assert_eq!(decoder.get_ref()[..], first[..decoded]);
+    go.notify_one();
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame.unwrap().data_ref() {
+            std::io::Write::write_all(&mut decoder, data).unwrap();
+        }
+    }
+    let all = decoder.finish().unwrap();
+    assert_eq!(all, [first, rest].concat());
+}
+
+#[tokio::test]
+async fn an_event_stream_reaches_the_client_event_by_event() {
+    streams_before_the_body_ends(
+        "text/event-stream",
+        b"data: first event\n\n".to_vec(),
+        b"data: second event\n\n".to_vec(),
+        19,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_body_is_compressed_as_it_streams_not_after_it_ends() {
+    // Without flushing, the encoder gives out what it has once its buffers fill.
+    streams_before_the_body_ends("text/html", text(1 << 20), text(1 << 20), 1 << 19).await;
+}

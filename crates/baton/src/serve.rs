@@ -13,7 +13,7 @@ use baton_api::{
 use baton_config::Config;
 use baton_controller::Controller;
 use baton_metrics::MetricsRegistry;
-use baton_proxy::{Proxy, ProxyConfig};
+use baton_proxy::{Algorithm, Compression, Proxy, ProxyConfig};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,7 +39,25 @@ pub fn proxy_config(config: &Config) -> ProxyConfig {
         trusted_proxies: p.trusted_proxies.clone(),
         eject_after: eject.clone().map(|h| h.eject_after).min().unwrap_or(5),
         eject_time: eject.map(|h| h.eject_time.get()).max().unwrap_or_default(),
+        compression: p.compression.as_ref().map(|c| Arc::new(compression(c))),
         ..ProxyConfig::default()
+    }
+}
+
+/// `[proxy.compression]` as the proxy takes it (validation has refused unknown names).
+fn compression(c: &baton_config::CompressionSection) -> Compression {
+    let default = Compression::default();
+    Compression {
+        algorithms: c
+            .algorithms
+            .iter()
+            .filter_map(|a| Algorithm::from_name(a))
+            .collect(),
+        min_size: c.min_size_bytes(),
+        types: c.types.as_ref().map_or(default.types, |t| {
+            t.iter().map(|t| t.to_ascii_lowercase()).collect()
+        }),
+        level: c.level,
     }
 }
 

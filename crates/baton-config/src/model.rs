@@ -114,7 +114,7 @@ pub struct CompressionSection {
     /// accepts with its highest weight is used. Default `["br", "gzip"]`.
     pub algorithms: Vec<String>,
     /// A response whose `Content-Length` is smaller is sent as it is: bytes (`1024`) or
-    /// a size (`"1KiB"`). Default 1024, as nginx's `gzip_min_length` would be sensible.
+    /// a size (`"1KiB"`). Default 1024 (nginx's `gzip_min_length` is 20).
     #[serde(deserialize_with = "size_or_bytes")]
     pub min_size: String,
     /// Media types to compress, without parameters (`"text/html"`), or `"text/*"` for a

@@ -156,7 +156,7 @@ fn compression(c: &crate::model::CompressionSection, issues: &mut Vec<Issue>) {
     if let Err(e) = crate::model::parse_size("min_size", &c.min_size) {
         issues.push((
             key!["proxy", "compression", "min_size"],
-            format!("{e} in {TABLE}, or a number of bytes such as 1024"),
+            format!("`min_size` in {TABLE}: {e}, or a number of bytes such as 1024"),
         ));
     }
     if let Some(types) = &c.types {

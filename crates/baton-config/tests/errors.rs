@@ -240,6 +240,14 @@ fn wrong_types_and_bad_values_name_the_key() {
         &["min_size \"1 parsec\"", "a number of bytes such as 1024"],
     );
     assert_error(
+        "[proxy.compression]\nmin_size = true\n",
+        "2:12",
+        &[
+            "min_size",
+            "a number of bytes (1024) or a size such as \"1KiB\"",
+        ],
+    );
+    assert_error(
         "[proxy.compression]\ntypes = [\"text/html\", \"text/html; charset=utf-8\"]\n",
         "2:23",
         &["has parameters", "\"text/html\""],

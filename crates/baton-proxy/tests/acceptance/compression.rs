@@ -491,3 +491,46 @@ async fn a_body_is_compressed_as_it_streams_not_after_it_ends() {
     // Without flushing, the encoder gives out what it has once its buffers fill.
     streams_before_the_body_ends("text/html", text(1 << 20), text(1 << 20), 1 << 19).await;
 }
+
+#[tokio::test]
+async fn an_upstream_body_cut_short_ends_the_compressed_response_as_an_error() {
+    // A backend that promises 100,000 bytes, sends 5,000 and closes.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut head = [0u8; 4096];
+            let _ = s.read(&mut head).await;
+            let mut out =
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 100000\r\n\r\n"
+                    .to_vec();
+            out.extend_from_slice(&text(5000));
+            let _ = s.write_all(&out).await;
+        }
+    });
+    let b = Counting2 { addr, task };
+    let p = start_proxy(ProxyConfig {
+        compression: Some(Arc::new(Compression::default())),
+        ..ProxyConfig::default()
+    })
+    .await;
+    let spec = baton_core::BackendSpec {
+        id: "cut".into(),
+        addr: b.addr,
+    };
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![spec])])))
+        .unwrap();
+    for (over_h2, accept) in [(false, "gzip"), (true, "br")] {
+        let req = request("GET", "/", &[("accept-encoding", accept)], "");
+        let got = if over_h2 {
+            try_send_h2(&mut h2(p.addr).await, req, p.addr).await
+        } else {
+            try_send(&mut h1(p.addr).await, req).await
+        };
+        // Not a complete (and so seemingly valid) compressed body.
+        let error = got.expect_err("a cut-off body must not arrive as a complete response");
+        assert!(error.starts_with("body"), "{error}");
+    }
+}

@@ -497,5 +497,25 @@ mod tests {
             unset.body_read_timeout,
             ProxyConfig::default().body_read_timeout
         );
+        assert_eq!(unset.compression, None);
+    }
+
+    #[test]
+    fn compression_keys_reach_the_data_plane() {
+        let parse = |extra: &str| {
+            let toml = format!("[proxy.compression]\n{extra}[apps.web]\ncommand = \"./web\"\n");
+            let config = baton_config::parse(&toml, Path::new("/srv/baton.toml")).unwrap();
+            proxy_config(&config).compression.unwrap()
+        };
+        // The table alone: the config file's defaults are the proxy's.
+        assert_eq!(*parse(""), Compression::default());
+        let c = parse(
+            "algorithms = [\"gzip\", \"br\"]\nmin_size = \"2KiB\"\n\
+             types = [\"Text/*\"]\nlevel = 9\n",
+        );
+        assert_eq!(c.algorithms, [Algorithm::Gzip, Algorithm::Brotli]);
+        assert_eq!(c.min_size, 2048);
+        assert_eq!(c.types, ["text/*"]);
+        assert_eq!(c.level, 9);
     }
 }

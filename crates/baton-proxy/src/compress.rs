@@ -641,6 +641,18 @@ mod tests {
     }
 
     #[test]
+    fn the_default_types_are_the_ones_documented() {
+        let doc = include_str!("../../../docs/compression.md");
+        let listed = doc
+            .split("The default `types`:")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .unwrap();
+        let documented: Vec<&str> = listed.split('`').skip(1).step_by(2).collect();
+        assert_eq!(documented, DEFAULT_TYPES);
+    }
+
+    #[test]
     fn wildcard_types_and_event_streams() {
         let mut settings = Compression {
             types: vec!["text/*".into()],

@@ -29,6 +29,14 @@ pub struct ConfigDiff {
     /// `[proxy] listen` addresses to close (open connections drain).
     #[schema(value_type = Vec<String>)]
     pub listeners_removed: Vec<SocketAddr>,
+    /// `[proxy] tls_listen` addresses to open.
+    #[schema(value_type = Vec<String>)]
+    #[serde(default)]
+    pub tls_listeners_added: Vec<SocketAddr>,
+    /// `[proxy] tls_listen` addresses to close (open connections drain).
+    #[schema(value_type = Vec<String>)]
+    #[serde(default)]
+    pub tls_listeners_removed: Vec<SocketAddr>,
     /// Other `[proxy]` settings.
     pub proxy: Vec<KeyChange>,
     /// `[admin]` and `[store]` settings: never applied by a reload.
@@ -123,8 +131,14 @@ pub fn app_key_takes(key: &str) -> Option<Takes> {
     })
 }
 
-/// When a change to `[proxy] key` takes effect (`listen` is diffed on its own).
+/// When a change to `[proxy] key` takes effect (`listen` and `tls_listen` are diffed
+/// on their own).
 pub fn proxy_key_takes(key: &str) -> Takes {
+    // Certificates are loaded anew (a file that cannot be used refuses the reload);
+    // redirect and HSTS apply to the next request.
+    if key.starts_with("tls.") {
+        return Takes::Now;
+    }
     match key {
         "connect_timeout"
         | "upstream_header_timeout"
@@ -177,9 +191,20 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         .filter(|a| !new_l.contains(a))
         .copied()
         .collect();
+    let (old_t, new_t) = (&old.proxy.tls_listen, &new.proxy.tls_listen);
+    d.tls_listeners_added = new_t
+        .iter()
+        .filter(|a| !old_t.contains(a))
+        .copied()
+        .collect();
+    d.tls_listeners_removed = old_t
+        .iter()
+        .filter(|a| !new_t.contains(a))
+        .copied()
+        .collect();
     d.proxy = leaf_changes(&old.proxy, &new.proxy)
         .into_iter()
-        .filter(|(key, ..)| key != "listen")
+        .filter(|(key, ..)| key != "listen" && key != "tls_listen")
         .map(|(key, from, to)| {
             let takes = proxy_key_takes(&key);
             KeyChange {
@@ -239,6 +264,8 @@ impl ConfigDiff {
             && self.apps_changed.is_empty()
             && self.listeners_added.is_empty()
             && self.listeners_removed.is_empty()
+            && self.tls_listeners_added.is_empty()
+            && self.tls_listeners_removed.is_empty()
             && self.proxy.is_empty()
             && self.server.is_empty()
     }
@@ -254,6 +281,8 @@ impl ConfigDiff {
                 .any(|c| c.keys.iter().any(|k| k.takes.is_applied()))
             || !self.listeners_added.is_empty()
             || !self.listeners_removed.is_empty()
+            || !self.tls_listeners_added.is_empty()
+            || !self.tls_listeners_removed.is_empty()
             || self.proxy.iter().any(|k| k.takes.is_applied())
     }
 
@@ -312,6 +341,15 @@ impl fmt::Display for ConfigDiff {
             writeln!(
                 f,
                 "  - listen {a} (stops accepting; open connections drain)"
+            )?;
+        }
+        for a in &self.tls_listeners_added {
+            writeln!(f, "  + tls_listen {a}")?;
+        }
+        for a in &self.tls_listeners_removed {
+            writeln!(
+                f,
+                "  - tls_listen {a} (stops accepting; open connections drain)"
             )?;
         }
         for k in &self.proxy {

@@ -120,6 +120,10 @@ fn resolve(raw: RawConfig, path: &Path) -> Config {
     if let Some(log) = proxy.access_log.as_mut().filter(|l| !l.is_stdout()) {
         log.path = base_dir.join(&log.path);
     }
+    for c in &mut proxy.tls.certificates {
+        c.cert = base_dir.join(&c.cert);
+        c.key = base_dir.join(&c.key);
+    }
     let mut apps = raw.apps;
     for app in apps.values_mut() {
         app.cwd = app.cwd.take().map(|cwd| base_dir.join(cwd));

@@ -61,6 +61,69 @@ pub struct ProxySection {
     pub access_log: Option<AccessLogSection>,
     /// `[proxy.compression]`: gzip / brotli for text responses. Absent = off.
     pub compression: Option<CompressionSection>,
+    /// HTTPS addresses: TLS (1.2, 1.3), then HTTP/1.1 or h2 as ALPN chose. Default none.
+    pub tls_listen: Vec<SocketAddr>,
+    /// `[proxy.tls]`: certificates, the redirect from HTTP, HSTS.
+    pub tls: TlsSection,
+}
+
+/// `[proxy.tls]`: what the `tls_listen` listeners serve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// `[[proxy.tls.certificates]]`: PEM files, chosen by SNI.
+    pub certificates: Vec<CertificateSection>,
+    /// The host whose certificate answers a client that sends no SNI or an unknown
+    /// name. Absent: such handshakes fail (`unrecognized_name`), as a clean refusal.
+    pub default_host: Option<String>,
+    /// Requests on the `listen` (HTTP) listeners get `308` to `https://` (ACME
+    /// HTTP-01 challenges excepted). Default true when there is a `tls_listen`.
+    pub redirect_http: bool,
+    /// `Strict-Transport-Security: max-age=…` on every HTTPS response, e.g. `"365d"`.
+    /// Absent: no HSTS header (browsers remember it; turn it on once HTTPS works).
+    pub hsts: Option<HumanDuration>,
+    /// Adds `includeSubDomains` to the HSTS header.
+    pub hsts_include_subdomains: bool,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            certificates: Vec::new(),
+            default_host: None,
+            redirect_http: true,
+            hsts: None,
+            hsts_include_subdomains: false,
+        }
+    }
+}
+
+impl TlsSection {
+    /// The `Strict-Transport-Security` value, if HSTS is on.
+    pub fn hsts_header(&self) -> Option<String> {
+        let age = self.hsts?.get().as_secs();
+        let sub = if self.hsts_include_subdomains {
+            "; includeSubDomains"
+        } else {
+            ""
+        };
+        Some(format!("max-age={age}{sub}"))
+    }
+}
+
+/// `[[proxy.tls.certificates]]`: a certificate chain and its key, PEM files (reloaded
+/// when they change). Relative paths are relative to the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSection {
+    /// The chain, leaf first (e.g. certbot's `fullchain.pem`).
+    pub cert: PathBuf,
+    /// Its private key (e.g. certbot's `privkey.pem`).
+    pub key: PathBuf,
+    /// Hosts it serves (`*.example.com` for a wildcard). Default: every DNS name the
+    /// certificate lists.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 /// `[proxy.access_log]`: where and how requests are logged. Lines are written by a
@@ -196,6 +259,8 @@ impl Default for ProxySection {
             workers: 0,
             access_log: None,
             compression: None,
+            tls_listen: Vec::new(),
+            tls: TlsSection::default(),
         }
     }
 }

@@ -90,6 +90,7 @@ fn proxy(raw: &RawConfig, issues: &mut Vec<Issue>) {
     if let Some(c) = &p.compression {
         compression(c, issues);
     }
+    tls(p, issues);
     if p.workers > MAX_WORKERS {
         issues.push((
             key!["proxy", "workers"],
@@ -98,6 +99,97 @@ fn proxy(raw: &RawConfig, issues: &mut Vec<Issue>) {
                 p.workers
             ),
         ));
+    }
+}
+
+/// The shape of `tls_listen` and `[proxy.tls]`; the files are read when the proxy
+/// loads them (at start and on reload), which names a file that cannot be used.
+fn tls(p: &crate::model::ProxySection, issues: &mut Vec<Issue>) {
+    let t = &p.tls;
+    for addr in &p.tls_listen {
+        if p.listen.contains(addr) {
+            issues.push((
+                key!["proxy", "tls_listen"],
+                format!(
+                    "{addr} is in both `listen` and `tls_listen` of [proxy]: one address speaks \
+                     either HTTP or HTTPS; remove it from one of them"
+                ),
+            ));
+        }
+    }
+    if !p.tls_listen.is_empty() && t.certificates.is_empty() {
+        issues.push((
+            key!["proxy", "tls_listen"],
+            "`tls_listen` is set but there is no certificate: add \
+             [[proxy.tls.certificates]] with `cert` and `key` (PEM files)"
+                .into(),
+        ));
+    }
+    if p.tls_listen.is_empty() && !t.certificates.is_empty() {
+        issues.push((
+            key!["proxy", "tls", "certificates"],
+            "certificates are given but nothing serves them: add `tls_listen = [\"0.0.0.0:443\"]` \
+             to [proxy]"
+                .into(),
+        ));
+    }
+    for (i, c) in t.certificates.iter().enumerate() {
+        for (field, path) in [("cert", &c.cert), ("key", &c.key)] {
+            if path.as_os_str().is_empty() {
+                issues.push((
+                    key!["proxy", "tls", "certificates", i, field],
+                    format!(
+                        "`{field}` of [[proxy.tls.certificates]] #{} is empty: give a PEM file",
+                        i + 1
+                    ),
+                ));
+            }
+        }
+        for h in &c.hosts {
+            if let Err(why) = tls_host(h) {
+                issues.push((
+                    key!["proxy", "tls", "certificates", i, "hosts"],
+                    format!("host {h:?} of [[proxy.tls.certificates]] #{}: {why}", i + 1),
+                ));
+            }
+        }
+    }
+    if let Some(h) = &t.default_host {
+        if let Err(why) = tls_host(h) {
+            issues.push((
+                key!["proxy", "tls", "default_host"],
+                format!("`default_host` {h:?}: {why}"),
+            ));
+        }
+    }
+    if t.hsts.is_some_and(|d| d.get().is_zero()) {
+        issues.push((
+            key!["proxy", "tls", "hsts"],
+            "`hsts` is 0: give how long browsers keep to HTTPS, e.g. \"365d\", or remove the key"
+                .into(),
+        ));
+    }
+}
+
+/// A host name for a certificate: a DNS name, or `*.` and one.
+fn tls_host(h: &str) -> Result<(), String> {
+    let name = h.strip_prefix("*.").unwrap_or(h);
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            "not a DNS name: write e.g. \"example.com\" or \"*.example.com\" (no port, no scheme)"
+                .into(),
+        )
     }
 }
 

@@ -273,6 +273,37 @@ fn wrong_types_and_bad_values_name_the_key() {
         &["gzip", "[proxy.compression]"],
     );
     assert_error(
+        "[proxy]\ntls_listen = [\"0.0.0.0:443\"]\n",
+        "2:1",
+        &[
+            "`tls_listen` is set but there is no certificate",
+            "[[proxy.tls.certificates]]",
+        ],
+    );
+    assert_error(
+        "[proxy]\nlisten = [\"0.0.0.0:8443\"]\ntls_listen = [\"0.0.0.0:8443\"]\n\n[[proxy.tls.certificates]]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+        "3:1",
+        &["0.0.0.0:8443 is in both `listen` and `tls_listen`", "remove it from one of them"],
+    );
+    assert_error(
+        "[[proxy.tls.certificates]]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+        "1:13",
+        &[
+            "certificates are given but nothing serves them",
+            "tls_listen",
+        ],
+    );
+    assert_error(
+        "[proxy]\ntls_listen = [\"0.0.0.0:443\"]\n\n[[proxy.tls.certificates]]\ncert = \"c.pem\"\nkey = \"k.pem\"\nhosts = [\"https://example.com\"]\n",
+        "7:1",
+        &["host \"https://example.com\"", "not a DNS name", "no scheme"],
+    );
+    assert_error(
+        "[proxy]\ntls_listen = [\"0.0.0.0:443\"]\n\n[[proxy.tls.certificates]]\ncert = \"c.pem\"\n",
+        "4:1",
+        &["missing key `key` in `proxy.tls.certificates[0]`"],
+    );
+    assert_error(
         "[proxy]\nworkers = 1000\n",
         "2:1",
         &["`workers` in [proxy] is 1000", "0 for one per CPU core"],

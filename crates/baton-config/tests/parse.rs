@@ -377,3 +377,23 @@ fn compression_is_off_unless_its_table_is_there() {
         assert_eq!(c.level, 9);
     }
 }
+
+#[test]
+fn tls_files_resolve_against_the_config_and_the_redirect_is_on_by_default() {
+    let toml = format!(
+        "[proxy]\ntls_listen = [\"0.0.0.0:443\"]\n\n[proxy.tls]\nhsts = \"365d\"\nhsts_include_subdomains = true\n\n[[proxy.tls.certificates]]\ncert = \"tls/a.pem\"\nkey = \"/etc/k.pem\"\n\n{MINIMAL}"
+    );
+    let cfg = parse(&toml, Path::new("/srv/baton.toml")).unwrap();
+    let t = &cfg.proxy.tls;
+    assert_eq!(t.certificates[0].cert, Path::new("/srv/tls/a.pem"));
+    assert_eq!(t.certificates[0].key, Path::new("/etc/k.pem"));
+    assert!(t.certificates[0].hosts.is_empty());
+    assert!(t.redirect_http);
+    assert_eq!(
+        t.hsts_header().as_deref(),
+        Some("max-age=31536000; includeSubDomains")
+    );
+    let plain = parse(MINIMAL, Path::new("/srv/baton.toml")).unwrap();
+    assert!(plain.proxy.tls_listen.is_empty());
+    assert_eq!(plain.proxy.tls.hsts_header(), None);
+}

@@ -124,6 +124,53 @@ pub struct LoadSpec {
     /// Longest wait for a connection, a response or an echo before it counts as a
     /// `timeout` failure (so a hung server cannot hang the load).
     pub timeout: Duration,
+    /// Speak HTTPS (HTTP/1.1 or h2 by ALPN, as the profile says): keep-alive,
+    /// new-connection, h2 and POST profiles. A TLS handshake that fails counts as a
+    /// `connect: tls` failure.
+    pub tls: Option<Tls>,
+}
+
+/// The client side of HTTPS for a load: roots to trust and the name to ask for (SNI,
+/// checked against the certificate).
+#[derive(Debug, Clone)]
+pub struct Tls {
+    h1: Arc<rustls::ClientConfig>,
+    h2: Arc<rustls::ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+impl Tls {
+    /// Trusts the certificates in the PEM file `ca` (and nothing else); `name` is the
+    /// SNI sent and the name the server's certificate must carry.
+    pub fn new(ca: &std::path::Path, name: &str) -> Result<Tls, String> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)
+            .map_err(|e| format!("{}: {e}", ca.display()))?
+        {
+            let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", ca.display()))?;
+        }
+        let config = |alpn: &[u8]| -> Result<Arc<rustls::ClientConfig>, String> {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut c = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            c.alpn_protocols = vec![alpn.to_vec()];
+            Ok(Arc::new(c))
+        };
+        let name = rustls::pki_types::ServerName::try_from(name.to_string())
+            .map_err(|e| format!("{name:?}: {e}"))?;
+        Ok(Tls {
+            h1: config(b"http/1.1")?,
+            h2: config(b"h2")?,
+            name,
+        })
+    }
 }
 
 impl LoadSpec {
@@ -139,6 +186,7 @@ impl LoadSpec {
             body_bytes: 4096,
             ws_hold: None,
             timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 
@@ -458,6 +506,25 @@ enum Conn {
 
 async fn connect(spec: &LoadSpec) -> Result<Conn, String> {
     let stream = tcp_connect(spec).await?;
+    let Some(tls) = &spec.tls else {
+        return handshake(spec, stream).await;
+    };
+    let config = match spec.profile {
+        Profile::Http2 => tls.h2.clone(),
+        _ => tls.h1.clone(),
+    };
+    let connecting = tokio_rustls::TlsConnector::from(config).connect(tls.name.clone(), stream);
+    let stream = tokio::time::timeout(spec.timeout, connecting)
+        .await
+        .map_err(|_| "connect: tls timeout".to_string())?
+        .map_err(|e| format!("connect: tls: {e}"))?;
+    handshake(spec, stream).await
+}
+
+async fn handshake<I>(spec: &LoadSpec, stream: I) -> Result<Conn, String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(stream);
     match spec.profile {
         Profile::Http2 => {
@@ -542,6 +609,7 @@ async fn run_worker(spec: LoadSpec, stop: Arc<AtomicBool>, mut w: Worker) -> Wor
             }
         }
         let uri = match spec.profile {
+            Profile::Http2 if spec.tls.is_some() => format!("https://{}{}", spec.host, spec.path),
             Profile::Http2 => format!("http://{}{}", spec.host, spec.path),
             _ => spec.path.clone(),
         };

@@ -54,6 +54,11 @@ pub struct ProxyConfig {
     pub eject_time: Duration,
     /// Response compression (`[proxy.compression]`); `None` = off.
     pub compression: Option<Arc<Compression>>,
+    /// Requests on HTTP listeners get `308 Permanent Redirect` to `https://` on this
+    /// port (443 leaves the port out), except ACME HTTP-01 challenges. `None`: served.
+    pub https_redirect: Option<u16>,
+    /// `Strict-Transport-Security` added to every response over TLS that has none.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 impl Default for ProxyConfig {
@@ -73,6 +78,8 @@ impl Default for ProxyConfig {
             eject_after: 5,
             eject_time: Duration::from_secs(30),
             compression: None,
+            https_redirect: None,
+            hsts: None,
         }
     }
 }

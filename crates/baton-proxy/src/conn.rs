@@ -1,7 +1,7 @@
 //! The client connection's socket wrapper: feeds every read to the HTTP/1 framing
 //! tracker (which may rewrite a request line's minor version in place, or end the
 //! input when hyper would hang on it) and counts reads for the idle timeout. Writes
-//! pass straight through.
+//! pass straight through. Over TLS it wraps the TLS stream, so it sees the plaintext.
 
 use crate::h1guard::{ConnState, Sniffer};
 use std::io;
@@ -9,16 +9,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
-pub(crate) struct TrackedIo {
-    inner: TcpStream,
+pub(crate) struct TrackedIo<S> {
+    inner: S,
     sniffer: Sniffer,
     state: Arc<ConnState>,
 }
 
-impl TrackedIo {
-    pub fn new(inner: TcpStream, state: Arc<ConnState>, max_head: usize) -> TrackedIo {
+impl<S> TrackedIo<S> {
+    pub fn new(inner: S, state: Arc<ConnState>, max_head: usize) -> TrackedIo<S> {
         TrackedIo {
             inner,
             sniffer: Sniffer::new(max_head),
@@ -27,7 +26,7 @@ impl TrackedIo {
     }
 }
 
-impl AsyncRead for TrackedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -54,7 +53,7 @@ impl AsyncRead for TrackedIo {
     }
 }
 
-impl AsyncWrite for TrackedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

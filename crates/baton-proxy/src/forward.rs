@@ -101,11 +101,48 @@ impl Inner {
         // (to the new process). Checked as late as possible, just before hyper writes the
         // head; a response that just misses it leaves the connection open for the next
         // request (see `server.rs`, `Drain`). A 101 keeps its `Connection: upgrade`.
+        if conn.peer.https {
+            if let Some(hsts) = &self.config.load().hsts {
+                res.headers_mut()
+                    .entry(header::STRICT_TRANSPORT_SECURITY)
+                    .or_insert_with(|| hsts.clone());
+            }
+        }
         if h1 && conn.state.draining() && res.status() != StatusCode::SWITCHING_PROTOCOLS {
             res.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         res
+    }
+
+    /// What an HTTP listener answers itself when HTTPS is on: a pending ACME HTTP-01
+    /// challenge, and a redirect to `https://` for everything else (a challenge token
+    /// the ACME side does not know goes to the app, which may answer it itself).
+    fn front_door(
+        &self,
+        req: &Request<Incoming>,
+        conn: &ClientConn,
+    ) -> Option<Response<ResponseBody>> {
+        if conn.peer.https {
+            return None;
+        }
+        let path = req.uri().path();
+        if let Some(token) = path.strip_prefix(crate::tls::ACME_HTTP_PREFIX) {
+            let answer = self.tls.acme()?.http01(token)?;
+            let mut res = Response::new(ResponseBody::full(answer.into()));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            return Some(res);
+        }
+        let port = self.config.load().https_redirect?;
+        let host = headers::request_host(req.uri(), req.headers())?;
+        let location = https_location(host.to_str().ok()?, port, req.uri())?;
+        let mut res = Response::new(ResponseBody::full(bytes::Bytes::new()));
+        *res.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        res.headers_mut().insert(header::LOCATION, location);
+        Some(res)
     }
 
     async fn forward(
@@ -119,6 +156,9 @@ impl Inner {
         headers::check_framing(req.headers())?;
         if req.method() == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed);
+        }
+        if let Some(res) = self.front_door(&req, conn) {
+            return Ok(res);
         }
         let (body_limit, body_read_timeout, request_buffering) = {
             let cfg = self.config.load();
@@ -579,5 +619,54 @@ impl HoldTicket {
 impl Drop for HoldTicket {
     fn drop(&mut self) {
         self.0.held.fetch_sub(1, SeqCst);
+    }
+}
+
+/// `https://HOST[:PORT]/path?query` for a request that came in the clear; `None` for a
+/// host that is not a plain name or address (the request is then served, and fails
+/// the usual Host checks).
+fn https_location(host: &str, port: u16, uri: &Uri) -> Option<HeaderValue> {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split(']').next()?),
+        None => host.split(':').next()?.to_string(),
+    };
+    if name.is_empty()
+        || name
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@')
+    {
+        return None;
+    }
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = if path.starts_with('/') { path } else { "/" };
+    let location = if port == 443 {
+        format!("https://{name}{path}")
+    } else {
+        format!("https://{name}:{port}{path}")
+    };
+    HeaderValue::from_str(&location).ok()
+}
+
+#[cfg(test)]
+mod https_tests {
+    use super::https_location;
+
+    #[test]
+    fn redirects_keep_host_path_and_query_and_name_the_tls_port() {
+        let uri = "/a/b?c=d".parse().unwrap();
+        let at =
+            |host, port| https_location(host, port, &uri).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(
+            at("example.com", 443).unwrap(),
+            "https://example.com/a/b?c=d"
+        );
+        assert_eq!(
+            at("example.com:80", 8443).unwrap(),
+            "https://example.com:8443/a/b?c=d"
+        );
+        assert_eq!(at("[::1]:8080", 443).unwrap(), "https://[::1]/a/b?c=d");
+        assert_eq!(at("evil.com/x", 443), None);
+        assert_eq!(at("a@b", 443), None);
+        assert_eq!(at("", 443), None);
     }
 }

@@ -243,6 +243,8 @@ pub(crate) struct Peer {
     pub ip: HeaderValue,
     /// Whether to extend an incoming `X-Forwarded-For` instead of replacing it.
     pub trusted: bool,
+    /// Whether the connection is TLS (`X-Forwarded-Proto: https`).
+    pub https: bool,
 }
 
 /// Add the proxy's own headers. Must run after `strip_hop_by_hop`, so nothing the
@@ -260,7 +262,8 @@ pub(crate) fn add_forwarding(headers: &mut HeaderMap, peer: &Peer, host: Option<
         peer.ip.clone()
     };
     headers.insert(X_FORWARDED_FOR.clone(), xff);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let proto = if peer.https { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     match host {
         Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
         None => headers.remove(&X_FORWARDED_HOST),
@@ -354,6 +357,7 @@ mod tests {
 
     fn peer(trusted: bool) -> Peer {
         Peer {
+            https: false,
             ip: HeaderValue::from_static("10.0.0.9"),
             trusted,
         }

@@ -54,6 +54,7 @@ pub mod select;
 mod server;
 mod snapshot;
 mod target;
+mod tls;
 mod upgrade;
 
 /// Entry points for the cargo-fuzz targets in `fuzz/`; not an API.
@@ -72,6 +73,13 @@ pub use config::{ProxyConfig, DEFAULT_REQUEST_BUFFERING};
 pub use drain::DrainReport;
 pub use error::RouteError;
 pub use passive::PassiveEvent;
+/// rustls's certificate-with-key, as ACME hands certificates to the proxy.
+pub use rustls::sign::CertifiedKey;
+pub use server::Scheme;
+pub use tls::{
+    covers, load_pem, load_pem_bytes, AcmeResponder, CertTable, CertificateFiles, LoadedCert,
+    TlsError, ACME_HTTP_PREFIX, ACME_TLS_ALPN,
+};
 
 use arc_swap::ArcSwap;
 use backend::Backend;
@@ -107,6 +115,8 @@ pub(crate) struct Inner {
     hard_stop: CancellationToken,
     /// Where finished requests are logged; unset = no access log (nothing recorded).
     access_log: OnceLock<AccessLog>,
+    /// Certificates for the TLS listeners, and the ACME side.
+    tls: Arc<tls::Tls>,
 }
 
 #[derive(Default)]
@@ -130,6 +140,7 @@ impl Proxy {
                 passive,
                 hard_stop: CancellationToken::new(),
                 access_log: OnceLock::new(),
+                tls: tls::Tls::new(),
             }),
         }
     }
@@ -211,7 +222,42 @@ impl Proxy {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
-        server::serve(self.inner.clone(), listener, shutdown).await
+        self.serve_scheme(listener, Scheme::Http, shutdown).await
+    }
+
+    /// [`Proxy::serve`] for either scheme. HTTPS: TLS 1.2/1.3 with the certificates of
+    /// [`Proxy::set_certificates`] and [`Proxy::install_certificate`], then HTTP/1.1 or
+    /// h2 as ALPN chose.
+    pub async fn serve_scheme(
+        &self,
+        listener: tokio::net::TcpListener,
+        scheme: Scheme,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        server::serve(self.inner.clone(), listener, scheme, shutdown).await
+    }
+
+    /// Replaces the certificates from files (whole; connections already open keep the
+    /// certificate they were opened with).
+    pub fn set_certificates(&self, table: CertTable) {
+        tracing::info!(hosts = ?table.hosts(), default = table.has_default(), "TLS certificates loaded");
+        self.inner.tls.set_files(table);
+    }
+
+    /// The certificates from files now served.
+    pub fn certificates(&self) -> Arc<CertTable> {
+        self.inner.tls.files()
+    }
+
+    /// Serves `key` for `names` from the next handshake on (ACME issued or renewed it).
+    pub fn install_certificate(&self, names: &[String], key: Arc<CertifiedKey>) {
+        self.inner.tls.install(names, key);
+    }
+
+    /// Connects the ACME side (challenge answers, on-demand issuance). Once; false if
+    /// one was set before.
+    pub fn set_acme(&self, acme: Arc<dyn AcmeResponder>) -> bool {
+        self.inner.tls.set_acme(acme)
     }
 
     /// The backend must already be absent from the published snapshot. Closes its idle

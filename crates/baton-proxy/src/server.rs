@@ -17,6 +17,7 @@ use crate::conn::TrackedIo;
 use crate::forward::ClientConn;
 use crate::h1guard::{ConnState, MAX_HEADERS};
 use crate::headers::Peer;
+use crate::tls::{self, Handshake};
 use crate::{Inner, ProxyConfig};
 use http::HeaderValue;
 use hyper::service::service_fn;
@@ -48,9 +49,19 @@ pub(crate) const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// HTTP/1.1 and h2c (prior knowledge) in the clear.
+    Http,
+    /// TLS first (`Tls`'s certificates), then HTTP/1.1 or h2 as ALPN says.
+    Https,
+}
+
 pub(crate) async fn serve(
     inner: Arc<Inner>,
     listener: TcpListener,
+    scheme: Scheme,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     // Rebuilt when the settings change (`Proxy::set_config`): a connection is served
@@ -71,7 +82,7 @@ pub(crate) async fn serve(
                         config = now;
                     }
                     let served = Served { config: config.clone(), builder: builder.clone() };
-                    let conn = serve_conn(inner.clone(), served, stream, peer, stop.clone());
+                    let conn = serve_conn(inner.clone(), served, stream, peer, scheme, stop.clone());
                     tracker.spawn(conn);
                 }
                 Err(error) => {
@@ -130,11 +141,43 @@ async fn serve_conn(
     served: Served,
     stream: TcpStream,
     peer: SocketAddr,
+    scheme: Scheme,
     stop: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    // Valid while `conn` (which owns the stream) lives; used only for the 408.
+    // Valid while `conn` (which owns the stream) lives: to look for bytes waiting and to
+    // close at shutdown, and in the clear for the 408.
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    match scheme {
+        Scheme::Http => serve_http(inner, served, stream, fd, peer, false, stop).await,
+        Scheme::Https => {
+            let handshake = tls::accept(&inner.tls, stream);
+            match tokio::time::timeout(served.config.client_header_timeout, handshake).await {
+                Ok(Ok(Handshake::Http(stream))) => {
+                    serve_http(inner, served, stream, fd, peer, true, stop).await;
+                }
+                Ok(Ok(Handshake::Challenge)) => {
+                    tracing::debug!(%peer, "answered an ACME TLS-ALPN-01 validation");
+                }
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake too slow; connection closed"),
+            }
+        }
+    }
+}
+
+/// Serves HTTP on a connection (in the clear, or a TLS stream after its handshake).
+async fn serve_http<S>(
+    inner: Arc<Inner>,
+    served: Served,
+    stream: S,
+    fd: std::os::fd::RawFd,
+    peer: SocketAddr,
+    https: bool,
+    stop: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let state = Arc::new(ConnState::new());
     let Served { config, builder } = served;
     let io = TrackedIo::new(stream, state.clone(), config.max_header_bytes);
@@ -143,6 +186,7 @@ async fn serve_conn(
             ip: HeaderValue::from_str(&peer.ip().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             trusted: config.trusts(peer.ip()),
+            https,
         },
         state: state.clone(),
     });
@@ -190,11 +234,15 @@ async fn serve_conn(
                 Verdict::Idle | Verdict::SlowHeader if closing => {}
                 // Nothing is being answered, so nothing else writes to the socket:
                 // say why, then close.
+                // (Over TLS the answer would have to be encrypted by the stream hyper
+                // owns: the connection is closed without it, as nginx does.)
                 Verdict::SlowHeader if !state.busy() => {
                     tracing::debug!(%peer, "closing client connection: request head too slow (408)");
-                    let flags = nix::sys::socket::MsgFlags::MSG_NOSIGNAL
-                        | nix::sys::socket::MsgFlags::MSG_DONTWAIT;
-                    let _ = nix::sys::socket::send(fd, REQUEST_TIMEOUT, flags);
+                    if !https {
+                        let flags = nix::sys::socket::MsgFlags::MSG_NOSIGNAL
+                            | nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+                        let _ = nix::sys::socket::send(fd, REQUEST_TIMEOUT, flags);
+                    }
                     return;
                 }
                 Verdict::Idle => {

@@ -3,7 +3,9 @@
 //! The store is generic: it keeps JSON documents whose types belong to the controller.
 //! - `apps`: one record per app (its desired state and in-flight deployment),
 //! - `history`: an append-only list of entries per app,
-//! - `events`: a global, numbered event log that readers follow with `events_since`.
+//! - `events`: a global, numbered event log that readers follow with `events_since`,
+//! - `blobs`: bytes by (kind, key) whose format belongs to the caller (`put_blob`,
+//!   `get_blob`, `blobs`, `delete_blob`; ACME accounts and certificates).
 //!
 //! Every write is one redb transaction with `Durability::Immediate` (fsync'd before the
 //! call returns), so a write either happened entirely or not at all, even across `kill -9`
@@ -14,6 +16,7 @@
 //!
 //! All methods block on disk I/O; call them from a blocking thread, not an async task.
 
+mod blobs;
 mod error;
 mod open;
 mod owner;

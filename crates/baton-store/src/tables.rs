@@ -18,3 +18,8 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 
 pub(crate) const META_SCHEMA: &str = "schema_version";
 pub(crate) const META_LAST_EVENT: &str = "last_event_seq";
+
+/// (kind, key) → bytes owned by the caller (ACME accounts and certificates). Created on
+/// the first write, so a store made by an older baton gains it without a schema change;
+/// reads treat it missing as empty.
+pub(crate) const BLOBS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("blobs");

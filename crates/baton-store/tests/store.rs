@@ -356,3 +356,39 @@ fn an_unwritable_location_is_an_io_error_naming_the_path() {
         "{err}"
     );
 }
+
+#[test]
+fn blobs_are_kept_by_kind_and_key_across_reopen() {
+    let dir = TestDir::new("blobs");
+    let path = dir.join("state");
+    {
+        let store = Store::open(&path).unwrap();
+        // A store that never had a blob answers reads as empty.
+        assert_eq!(store.get_blob("acme-cert", "a.com").unwrap(), None);
+        assert!(store.blobs("acme-cert").unwrap().is_empty());
+        store.put_blob("acme-cert", "b.com", b"B").unwrap();
+        store.put_blob("acme-cert", "a.com", b"A1").unwrap();
+        store.put_blob("acme-cert", "a.com", b"A2").unwrap();
+        store
+            .put_blob("acme-account", "https://ca/dir", b"acct")
+            .unwrap();
+        store.put_blob("acme-certz", "x", b"other kind").unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.get_blob("acme-cert", "a.com").unwrap().as_deref(),
+        Some(&b"A2"[..])
+    );
+    assert_eq!(
+        store.blobs("acme-cert").unwrap(),
+        vec![
+            ("a.com".to_string(), b"A2".to_vec()),
+            ("b.com".to_string(), b"B".to_vec())
+        ]
+    );
+    assert_eq!(store.blobs("acme-account").unwrap().len(), 1);
+    store.delete_blob("acme-cert", "a.com").unwrap();
+    store.delete_blob("acme-cert", "never-there").unwrap();
+    assert_eq!(store.get_blob("acme-cert", "a.com").unwrap(), None);
+    assert_eq!(store.blobs("acme-cert").unwrap().len(), 1);
+}

@@ -9,6 +9,7 @@ mod import_compose;
 mod reload;
 mod serve;
 mod systemd;
+mod tls;
 mod upgrade;
 
 use clap::{Parser, Subcommand};

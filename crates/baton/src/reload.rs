@@ -3,7 +3,9 @@
 //! dropping a request. The order makes it all or nothing:
 //!
 //! 1. the file is loaded and validated (an invalid file: 422, the `file:line` problems);
-//! 2. new `[proxy] listen` addresses are bound (one that cannot be: nothing changed);
+//! 2. the certificate files are loaded and new `[proxy] listen` / `tls_listen` addresses
+//!    are bound (a file that cannot be used, an address that cannot be bound: nothing
+//!    changed);
 //! 3. the controller checks and applies the apps' changes (`baton-controller`
 //!    `reload.rs`; refused with nothing changed while a rollout runs in an app that
 //!    changes or goes);
@@ -14,16 +16,18 @@
 
 use crate::client_cmds::Ctx;
 use crate::serve::{proxy_config, Running};
+use crate::tls::TlsFiles;
 use crate::upgrade::Listeners;
 use crate::Failure;
 use baton_api::client::ClientError;
 use baton_api::{ReloadFailed, ReloadReport};
 use baton_config::ConfigDiff;
 use baton_controller::{ControlError, ReloadOutcome};
-use baton_proxy::Proxy;
+use baton_proxy::{Proxy, Scheme};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -42,37 +46,66 @@ pub async fn apply(
     }
     let diff = baton_config::diff(&controller.config(), &new);
     let mut listeners = running.listeners.lock().await;
-    let bound = bind(&diff.listeners_added).await?;
+    // Certificates are read before anything changes: one that cannot be used refuses
+    // the reload. (Read again even when the config is the same: `reload` is also how
+    // an operator says "the files changed".)
+    let files = Arc::new(TlsFiles::of(&new));
+    let table = if files.certificates.is_empty() {
+        None
+    } else {
+        let f = files.clone();
+        let loaded = tokio::task::spawn_blocking(move || f.load())
+            .await
+            .map_err(|e| fail(500, format!("loading the certificates: {e}")))?;
+        Some(loaded.map_err(|e| fail(422, format!("{e}; nothing was changed")))?)
+    };
+    let mut bound = bind(&diff.listeners_added, Scheme::Http).await?;
+    bound.extend(bind(&diff.tls_listeners_added, Scheme::Https).await?);
     // Dropped unused if the controller refuses: nothing changed.
     let outcome = controller.reload(&new).await.map_err(control)?;
+    if let Some(table) = table {
+        listeners.proxy.set_certificates(table);
+    }
+    running.tls_files.send_replace(files);
     if diff.proxy.iter().any(|k| k.takes.is_applied()) {
         listeners.proxy.set_config(proxy_config(&new));
     }
-    for l in bound {
-        if let Err(e) = listeners.serve(l) {
+    for (l, scheme) in bound {
+        if let Err(e) = listeners.serve(l, scheme) {
             tracing::error!(error = %e, "a new listener could not be served");
         }
     }
-    for addr in &diff.listeners_removed {
+    for addr in diff
+        .listeners_removed
+        .iter()
+        .chain(&diff.tls_listeners_removed)
+    {
         listeners.close(*addr);
     }
     Ok(report(path, false, outcome))
 }
 
 /// Binds every address, or none: on error the ones bound so far are dropped.
-async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, ReloadFailed> {
+async fn bind(
+    addrs: &[SocketAddr],
+    scheme: Scheme,
+) -> Result<Vec<(TcpListener, Scheme)>, ReloadFailed> {
+    let key = match scheme {
+        Scheme::Http => "listen",
+        Scheme::Https => "tls_listen",
+    };
     let mut out = Vec::new();
     for addr in addrs {
         let l = TcpListener::bind(addr).await.map_err(|e| {
             fail(
                 500,
                 format!(
-                    "cannot listen on {addr} ({e}): change [proxy] listen or stop what uses it; \
+                    "cannot listen on {addr} ({e}): change [proxy] {key} or stop what uses it; \
                      nothing was changed"
                 ),
             )
         })?;
-        out.push(l);
+        out.push((l, scheme));
     }
     Ok(out)
 }
@@ -131,7 +164,7 @@ impl ProxyListeners {
     }
 
     /// Starts accepting on `l` (routes must be published already).
-    pub fn serve(&mut self, l: TcpListener) -> std::io::Result<()> {
+    pub fn serve(&mut self, l: TcpListener, scheme: Scheme) -> std::io::Result<()> {
         let addr = l.local_addr()?;
         self.copies.add_proxy(&l)?;
         let (stop, mut own) = watch::channel(false);
@@ -144,12 +177,12 @@ impl ProxyListeners {
                     _ = own.wait_for(|s| *s) => {}
                 }
             };
-            if let Err(error) = proxy.serve(l, shutdown).await {
+            if let Err(error) = proxy.serve_scheme(l, scheme, shutdown).await {
                 tracing::error!(%error, %addr, "proxy listener stopped");
             }
         });
         self.serving.insert(addr, Serving { stop, task });
-        tracing::info!(%addr, "proxy listening");
+        tracing::info!(%addr, ?scheme, "proxy listening");
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use baton_api::{
 use baton_config::Config;
 use baton_controller::Controller;
 use baton_metrics::MetricsRegistry;
-use baton_proxy::{Algorithm, Compression, Proxy, ProxyConfig};
+use baton_proxy::{Algorithm, Compression, Proxy, ProxyConfig, Scheme};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,6 +40,15 @@ pub fn proxy_config(config: &Config) -> ProxyConfig {
         eject_after: eject.clone().map(|h| h.eject_after).min().unwrap_or(5),
         eject_time: eject.map(|h| h.eject_time.get()).max().unwrap_or_default(),
         compression: p.compression.as_ref().map(|c| Arc::new(compression(c))),
+        https_redirect: p
+            .tls
+            .redirect_http
+            .then(|| p.tls_listen.first().map(|a| a.port()))
+            .flatten(),
+        hsts: p
+            .tls
+            .hsts_header()
+            .and_then(|v| http::HeaderValue::from_str(&v).ok()),
         ..ProxyConfig::default()
     }
 }
@@ -171,7 +180,9 @@ pub async fn run(
 
 /// `STATUS=` for systemd: what is served where.
 fn serving_status(running: &Running) -> String {
-    let addrs: Vec<String> = running.proxy_addrs.iter().map(|a| a.to_string()).collect();
+    let http = running.proxy_addrs.iter().map(|a| format!("http://{a}"));
+    let https = running.tls_addrs.iter().map(|a| format!("https://{a}"));
+    let addrs: Vec<String> = http.chain(https).collect();
     format!("serving on {}", addrs.join(", "))
 }
 
@@ -224,7 +235,12 @@ fn upgrade_hook(calls: mpsc::Sender<Call>, upgrading: Arc<AtomicBool>) -> Upgrad
 /// A running server: what `serve` and `demo` share.
 pub struct Running {
     pub controller: Arc<Controller>,
+    /// The HTTP listeners' addresses.
     pub proxy_addrs: Vec<std::net::SocketAddr>,
+    /// The HTTPS listeners' addresses.
+    pub tls_addrs: Vec<std::net::SocketAddr>,
+    /// The certificate files served (a reload replaces them; the watcher follows).
+    pub(crate) tls_files: watch::Sender<Arc<crate::tls::TlsFiles>>,
     stop: watch::Sender<bool>,
     /// The admin API.
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -278,8 +294,19 @@ async fn start_with(
     let metrics = Arc::new(MetricsRegistry::new());
     let proxy = Proxy::new(proxy_config(config), metrics.clone());
     let access_log = crate::access_log::start(config, &proxy, &metrics)?;
+    let tls_files = Arc::new(crate::tls::TlsFiles::of(config));
+    if !tls_files.certificates.is_empty() {
+        let files = tls_files.clone();
+        let table = tokio::task::spawn_blocking(move || files.load())
+            .await
+            .map_err(|e| Failure::failed(format!("loading the certificates: {e}")))?
+            .map_err(Failure::usage)?;
+        proxy.set_certificates(table);
+    }
     let mut listeners = Vec::new();
-    for addr in &config.proxy.listen {
+    let plain = config.proxy.listen.iter().map(|a| (a, Scheme::Http));
+    let tls = config.proxy.tls_listen.iter().map(|a| (a, Scheme::Https));
+    for (addr, scheme) in plain.chain(tls) {
         let pos = old_proxy
             .iter()
             .position(|l| l.local_addr().is_ok_and(|a| a == *addr));
@@ -290,19 +317,28 @@ async fn start_with(
             None => tokio::net::TcpListener::bind(addr).await,
         };
         let l = l.map_err(|e| {
+            let key = if scheme == Scheme::Https {
+                "tls_listen"
+            } else {
+                "listen"
+            };
             Failure::failed(format!(
-                "cannot listen on {addr} ({e}); change [proxy] listen or stop what uses it"
+                "cannot listen on {addr} ({e}); change [proxy] {key} or stop what uses it"
             ))
         })?;
-        listeners.push(l);
+        listeners.push((l, scheme));
     }
     for l in old_proxy {
         tracing::info!(addr = ?l.local_addr().ok(), "inherited proxy listener no longer in [proxy] listen; closing it");
     }
-    let proxy_addrs = listeners
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .collect();
+    let addrs = |want: Scheme| {
+        listeners
+            .iter()
+            .filter(|(_, s)| *s == want)
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
+    };
+    let (proxy_addrs, tls_addrs) = (addrs(Scheme::Http), addrs(Scheme::Https));
     let controller = Controller::start(config, store, proxy.clone(), metrics)
         .await
         .map_err(|e| Failure::failed(e.to_string()))?;
@@ -361,15 +397,19 @@ async fn start_with(
         }
     })];
     // Routes are published (Controller::start) before the first accept.
-    for l in listeners {
-        proxy_listeners.serve(l).map_err(|e| {
+    for (l, scheme) in listeners {
+        proxy_listeners.serve(l, scheme).map_err(|e| {
             Failure::failed(format!("cannot keep a copy of a proxy listener ({e})"))
         })?;
     }
-    tracing::info!(proxy = ?config.proxy.listen, admin = ?config.admin.listen, pid = std::process::id(), "baton is serving");
+    let (tls_watch, tls_rx) = watch::channel(tls_files);
+    crate::tls::watch_files(proxy.clone(), tls_rx, stop_rx.clone());
+    tracing::info!(proxy = ?config.proxy.listen, tls = ?config.proxy.tls_listen, admin = ?config.admin.listen, pid = std::process::id(), "baton is serving");
     Ok(Running {
         controller,
         proxy_addrs,
+        tls_addrs,
+        tls_files: tls_watch,
         stop,
         tasks,
         listeners: tokio::sync::Mutex::new(proxy_listeners),

@@ -12,4 +12,5 @@ mod selection;
 mod shutdown;
 mod smuggling;
 mod switching;
+mod tls;
 mod ws_close;

@@ -18,7 +18,7 @@ pub struct Baton {
     server: Option<Child>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -96,10 +96,17 @@ impl Baton {
     /// Writes baton.toml (proxy + admin + store in a temp dir, then `apps`) and starts
     /// `baton serve`, waiting until its admin API answers.
     pub fn start(apps: &str) -> Baton {
+        Baton::start_with(|_| String::new(), apps)
+    }
+
+    /// `start` with more `[proxy]` keys (and tables after them): `proxy` gets the
+    /// test's directory (for certificate files and the like).
+    pub fn start_with(proxy: impl FnOnce(&std::path::Path) -> String, apps: &str) -> Baton {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let text = format!(
-            "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\n\n[admin]\nlisten = \"unix:{d}/baton.sock\"\n\n[store]\npath = \"{d}/state\"\n\n{apps}",
+            "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\n{proxy}\n\n[admin]\nlisten = \"unix:{d}/baton.sock\"\n\n[store]\npath = \"{d}/state\"\n\n{apps}",
+            proxy = proxy(dir.path()),
             d = dir.path().display()
         );
         let config = dir.path().join("baton.toml");

@@ -1,5 +1,5 @@
 //! Tests that need something from outside the repository (a Docker Engine, a Prometheus
-//! binary, permission to mount a tmpfs) say so when it is missing: they never pass
+//! binary, pebble, permission to mount a tmpfs) say so when it is missing: they never pass
 //! without it.
 //!
 //! A test binary with such tests runs under this harness (`harness = false` for it in
@@ -65,6 +65,13 @@ pub static PROMETHEUS: Prerequisite = Prerequisite {
     what: "a `prometheus` binary on PATH",
     in_ci: ".ci/run installs the Debian package prometheus when the command is missing",
     check: prometheus_check,
+};
+
+/// `pebble` (Let's Encrypt's test CA) and `pebble-challtestsrv` (its DNS) on `PATH`.
+pub static PEBBLE: Prerequisite = Prerequisite {
+    what: "the `pebble` and `pebble-challtestsrv` binaries on PATH",
+    in_ci: ".ci/run installs the Debian package pebble when the command is missing",
+    check: pebble_check,
 };
 
 /// Permission to mount a tmpfs (root, or CAP_SYS_ADMIN).
@@ -168,11 +175,16 @@ pub fn run(tests: Vec<Test>) -> ! {
 
 /// The `prometheus` executable on `PATH`.
 pub fn prometheus_binary() -> Result<PathBuf, String> {
+    binary_on_path("prometheus")
+}
+
+/// An executable called `name` in a directory of `PATH`.
+pub fn binary_on_path(name: &str) -> Result<PathBuf, String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .map(|dir| dir.join("prometheus"))
+        .map(|dir| dir.join(name))
         .find(|p| is_executable(p))
-        .ok_or_else(|| "no executable `prometheus` in any directory of PATH".to_string())
+        .ok_or_else(|| format!("no executable `{name}` in any directory of PATH"))
 }
 
 fn is_executable(path: &std::path::Path) -> bool {
@@ -182,6 +194,11 @@ fn is_executable(path: &std::path::Path) -> bool {
 
 fn prometheus_check() -> Result<(), String> {
     prometheus_binary().map(|_| ())
+}
+
+fn pebble_check() -> Result<(), String> {
+    binary_on_path("pebble")?;
+    binary_on_path("pebble-challtestsrv").map(|_| ())
 }
 
 fn docker_engine() -> Result<(), String> {

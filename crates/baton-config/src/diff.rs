@@ -152,6 +152,8 @@ pub fn proxy_key_takes(key: &str) -> Takes {
         | "max_request_body"
         | "request_buffering"
         | "body_read_timeout" => Takes::Now,
+        // `[proxy.compression]` is read by each request (`Proxy::set_config`).
+        _ if key == "compression" || key.starts_with("compression.") => Takes::Now,
         "client_header_timeout"
         | "client_idle_timeout"
         | "max_header_bytes"
@@ -575,6 +577,24 @@ path = "/api"
         assert!(d
             .to_string()
             .contains("workers: 0 → 2 (NOT APPLIED: needs `baton upgrade`)"));
+    }
+
+    #[test]
+    fn compression_settings_take_effect_at_once() {
+        let on = format!("{BASE}[proxy.compression]\nlevel = 3\ntypes = [\"text/html\"]\n");
+        let d = diff(&cfg(BASE), &cfg(&on));
+        let keys: Vec<_> = d.proxy.iter().map(|k| (k.key.as_str(), k.takes)).collect();
+        assert!(!keys.is_empty());
+        assert!(
+            keys.iter()
+                .all(|(k, t)| k.starts_with("compression.") && *t == Takes::Now),
+            "{keys:?}"
+        );
+        assert!(
+            keys.contains(&("compression.level", Takes::Now)),
+            "{keys:?}"
+        );
+        assert!(d.not_applied().is_empty());
     }
 
     #[test]

@@ -28,8 +28,8 @@ pub use error::{ConfigError, Problem};
 pub use kinds::{AdminListen, RuntimeKind, StrategyKind};
 pub use model::{
     parse_memory, parse_size, AccessLogFormatKind, AccessLogSection, AcmeSection, AdminSection,
-    AppConfig, AppTls, CertificateSection, Config, OnDemandSection, ProxySection, PullPolicy,
-    StoreSection, TlsSection, LETS_ENCRYPT,
+    AppConfig, AppTls, CertificateSection, CompressionSection, Config, OnDemandSection,
+    ProxySection, PullPolicy, StoreSection, TlsSection, LETS_ENCRYPT,
 };
 
 use diagnose::Found;

@@ -67,6 +67,8 @@ pub struct ProxySection {
     pub workers: usize,
     /// `[proxy.access_log]`: one line per request. Absent = no access log.
     pub access_log: Option<AccessLogSection>,
+    /// `[proxy.compression]`: gzip / brotli for text responses. Absent = off.
+    pub compression: Option<CompressionSection>,
     /// HTTPS addresses: TLS (1.2, 1.3), then HTTP/1.1 or h2 as ALPN chose. Default none.
     pub tls_listen: Vec<SocketAddr>,
     /// `[proxy.tls]`: certificates, the redirect from HTTP, HSTS.
@@ -234,6 +236,62 @@ pub enum AccessLogFormatKind {
     Json,
 }
 
+/// `[proxy.compression]`: gzip / brotli for text responses, like nginx's `gzip on;`.
+/// Absent = off. docs/compression.md says which responses are never compressed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionSection {
+    /// Encodings in order of preference: `"br"` and/or `"gzip"`. The first the client
+    /// accepts with its highest weight is used. Default `["br", "gzip"]`.
+    pub algorithms: Vec<String>,
+    /// A response whose `Content-Length` is smaller is sent as it is: bytes (`1024`) or
+    /// a size (`"1KiB"`). Default 1024 (nginx's `gzip_min_length` is 20).
+    #[serde(deserialize_with = "size_or_bytes")]
+    pub min_size: String,
+    /// Media types to compress, without parameters (`"text/html"`), or `"text/*"` for a
+    /// whole type. Absent = baton's list of text types (docs/compression.md).
+    pub types: Option<Vec<String>>,
+    /// 1 (fastest) to 9 (smallest): gzip's level and brotli's quality. Default 5.
+    pub level: u32,
+}
+
+impl CompressionSection {
+    /// `min_size` in bytes (validation has refused one that does not parse; that one
+    /// counts as the default).
+    pub fn min_size_bytes(&self) -> u64 {
+        parse_size("min_size", &self.min_size).unwrap_or(1024)
+    }
+}
+
+impl Default for CompressionSection {
+    fn default() -> Self {
+        CompressionSection {
+            algorithms: vec!["br".into(), "gzip".into()],
+            min_size: "1024".into(),
+            types: None,
+            level: 5,
+        }
+    }
+}
+
+/// A size written as a number of bytes (`1024`) or with a unit (`"1KiB"`), kept as text
+/// for [`parse_size`].
+fn size_or_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d) {
+        Ok(Size::Bytes(n)) => Ok(n.to_string()),
+        Ok(Size::Text(t)) => Ok(t),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected a number of bytes (1024) or a size such as \"1KiB\"",
+        )),
+    }
+}
+
 impl ProxySection {
     /// `max_request_body` in bytes; `None` when unset (validation has refused a value
     /// that does not parse, so one that does not is treated as unset).
@@ -268,6 +326,7 @@ impl Default for ProxySection {
             body_read_timeout: HumanDuration::from_secs(60),
             workers: 0,
             access_log: None,
+            compression: None,
             tls_listen: Vec::new(),
             tls: TlsSection::default(),
         }

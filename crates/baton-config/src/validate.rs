@@ -1,5 +1,5 @@
 //! Checks that need the whole file or more than one key: listeners, the admin token rule,
-//! and routes shared by two apps. Per-app checks are in `validate_app`.
+//! and routes shared by two apps; and `[proxy]`'s own keys, `[proxy.compression]` too. Per-app checks are in `validate_app`.
 
 use crate::kinds::AdminListen;
 use crate::locate::{key, KeyPath};
@@ -86,6 +86,9 @@ fn proxy(raw: &RawConfig, issues: &mut Vec<Issue>) {
     }
     if let Some(log) = &p.access_log {
         access_log(log, issues);
+    }
+    if let Some(c) = &p.compression {
+        compression(c, issues);
     }
     tls(raw, issues);
     if p.workers > MAX_WORKERS {
@@ -334,6 +337,101 @@ fn access_log(log: &crate::model::AccessLogSection, issues: &mut Vec<Issue>) {
                 log.queue
             ),
         ));
+    }
+}
+
+fn compression(c: &crate::model::CompressionSection, issues: &mut Vec<Issue>) {
+    const TABLE: &str = "[proxy.compression]";
+    if c.algorithms.is_empty() {
+        issues.push((
+            key!["proxy", "compression", "algorithms"],
+            format!(
+                "`algorithms` in {TABLE} is empty: give algorithms = [\"br\", \"gzip\"], or \
+                 remove {TABLE} to turn compression off"
+            ),
+        ));
+    }
+    for (i, name) in c.algorithms.iter().enumerate() {
+        let at = key!["proxy", "compression", "algorithms", i];
+        if !COMPRESSION_ALGORITHMS.contains(&name.as_str()) {
+            let hint = match name.to_ascii_lowercase().as_str() {
+                "brotli" => " (brotli is written \"br\")",
+                "zstd" | "deflate" | "compress" => " (baton compresses with br and gzip only)",
+                _ => "",
+            };
+            issues.push((
+                at,
+                format!("{name:?} in `algorithms` in {TABLE} is not an algorithm baton has{hint}: use \"br\" or \"gzip\""),
+            ));
+        } else if c.algorithms[..i].contains(name) {
+            issues.push((
+                at,
+                format!(
+                    "{name:?} is listed twice in `algorithms` in {TABLE}: remove the duplicate"
+                ),
+            ));
+        }
+    }
+    if let Err(e) = crate::model::parse_size("min_size", &c.min_size) {
+        issues.push((
+            key!["proxy", "compression", "min_size"],
+            format!("`min_size` in {TABLE}: {e}, or a number of bytes such as 1024"),
+        ));
+    }
+    if let Some(types) = &c.types {
+        if types.is_empty() {
+            issues.push((
+                key!["proxy", "compression", "types"],
+                format!(
+                    "`types` in {TABLE} is empty: list media types such as [\"text/html\", \
+                     \"application/json\"], or remove the key for baton's list of text types"
+                ),
+            ));
+        }
+        for (i, t) in types.iter().enumerate() {
+            if let Err(why) = media_range(t) {
+                issues.push((
+                    key!["proxy", "compression", "types", i],
+                    format!("{t:?} in `types` in {TABLE} {why}"),
+                ));
+            }
+        }
+    }
+    if !(1..=9).contains(&c.level) {
+        issues.push((
+            key!["proxy", "compression", "level"],
+            format!(
+                "`level` in {TABLE} is {}: use 1 (fastest) to 9 (smallest); the default is 5",
+                c.level
+            ),
+        ));
+    }
+}
+
+/// The algorithms the proxy can compress with (`baton_proxy::Algorithm`).
+const COMPRESSION_ALGORITHMS: &[&str] = &["br", "gzip"];
+
+/// `type/subtype` or `type/*`, without parameters; why not otherwise.
+fn media_range(text: &str) -> Result<(), String> {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    if text.contains(';') {
+        return Err("has parameters: give the media type alone, e.g. \"text/html\"".into());
+    }
+    match text.trim().split_once('/') {
+        Some(("*", _)) => Err(
+            "would compress every type, images and archives too: list the types, e.g. \"text/*\""
+                .into(),
+        ),
+        Some((t, "*")) if token(t) => Ok(()),
+        Some((t, s)) if token(t) && token(s) => Ok(()),
+        _ => Err(
+            "is not a media type: write it as type/subtype, e.g. \"text/html\", or \"text/*\""
+                .into(),
+        ),
     }
 }
 

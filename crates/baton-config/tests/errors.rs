@@ -208,6 +208,71 @@ fn wrong_types_and_bad_values_name_the_key() {
         &["file", "[proxy.access_log]", "path"],
     );
     assert_error(
+        "[proxy.compression]\nalgorithms = [\"gzip\", \"brotli\"]\n",
+        "2:23",
+        &[
+            "\"brotli\" in `algorithms` in [proxy.compression]",
+            "written \"br\"",
+            "use \"br\" or \"gzip\"",
+        ],
+    );
+    assert_error(
+        "[proxy.compression]\nalgorithms = [\"zstd\"]\n",
+        "2:15",
+        &["\"zstd\" in `algorithms`", "br and gzip only"],
+    );
+    assert_error(
+        "[proxy.compression]\nalgorithms = []\n",
+        "2:1",
+        &[
+            "`algorithms` in [proxy.compression] is empty",
+            "remove [proxy.compression]",
+        ],
+    );
+    assert_error(
+        "[proxy.compression]\nalgorithms = [\"gzip\", \"gzip\"]\n",
+        "2:23",
+        &["listed twice"],
+    );
+    assert_error(
+        "[proxy.compression]\nmin_size = \"1 parsec\"\n",
+        "2:1",
+        &["min_size \"1 parsec\"", "a number of bytes such as 1024"],
+    );
+    assert_error(
+        "[proxy.compression]\nmin_size = true\n",
+        "2:12",
+        &[
+            "min_size",
+            "a number of bytes (1024) or a size such as \"1KiB\"",
+        ],
+    );
+    assert_error(
+        "[proxy.compression]\ntypes = [\"text/html\", \"text/html; charset=utf-8\"]\n",
+        "2:23",
+        &["has parameters", "\"text/html\""],
+    );
+    assert_error(
+        "[proxy.compression]\ntypes = [\"*/*\"]\n",
+        "2:10",
+        &["would compress every type"],
+    );
+    assert_error(
+        "[proxy.compression]\ntypes = [\"html\"]\n",
+        "2:10",
+        &["is not a media type", "type/subtype"],
+    );
+    assert_error(
+        "[proxy.compression]\nlevel = 11\n",
+        "2:1",
+        &["`level` in [proxy.compression] is 11", "1 (fastest) to 9"],
+    );
+    assert_error(
+        "[proxy.compression]\ngzip = true\n",
+        "2:1",
+        &["gzip", "[proxy.compression]"],
+    );
+    assert_error(
         "[proxy]\ntls_listen = [\"0.0.0.0:443\"]\n",
         "2:1",
         &[

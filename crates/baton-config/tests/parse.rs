@@ -348,6 +348,37 @@ fn access_log_is_off_unless_its_table_is_there() {
 }
 
 #[test]
+fn compression_is_off_unless_its_table_is_there() {
+    let cfg = parse(MINIMAL, Path::new("/srv/baton.toml")).unwrap();
+    assert_eq!(cfg.proxy.compression, None);
+    let toml = format!("[proxy.compression]\n{MINIMAL}");
+    let c = parse(&toml, Path::new("/srv/baton.toml"))
+        .unwrap()
+        .proxy
+        .compression
+        .unwrap();
+    assert_eq!(c.algorithms, ["br", "gzip"]);
+    assert_eq!(c.min_size_bytes(), 1024);
+    assert_eq!(c.types, None);
+    assert_eq!(c.level, 5);
+    for (min_size, bytes) in [("2048", 2048), ("\"4KiB\"", 4096), ("\"1kb\"", 1000)] {
+        let toml = format!(
+            "[proxy.compression]\nalgorithms = [\"gzip\"]\nmin_size = {min_size}\n\
+             types = [\"text/*\", \"application/json\"]\nlevel = 9\n{MINIMAL}"
+        );
+        let c = parse(&toml, Path::new("/srv/baton.toml"))
+            .unwrap()
+            .proxy
+            .compression
+            .unwrap();
+        assert_eq!(c.algorithms, ["gzip"]);
+        assert_eq!(c.min_size_bytes(), bytes, "{min_size}");
+        assert_eq!(c.types.unwrap(), ["text/*", "application/json"]);
+        assert_eq!(c.level, 9);
+    }
+}
+
+#[test]
 fn tls_files_resolve_against_the_config_and_the_redirect_is_on_by_default() {
     let toml = format!(
         "[proxy]\ntls_listen = [\"0.0.0.0:443\"]\n\n[proxy.tls]\nhsts = \"365d\"\nhsts_include_subdomains = true\n\n[[proxy.tls.certificates]]\ncert = \"tls/a.pem\"\nkey = \"/etc/k.pem\"\n\n{MINIMAL}"

@@ -5,10 +5,11 @@
 //! answer back and carries the exchange's accounting: when it ends, the upstream
 //! connection goes back to the idle pool, the backend's in-flight count drops and the
 //! version's metrics record the request. Bytes are counted from the data frames that
-//! pass through, not from `Content-Length`.
+//! pass through, not from `Content-Length`, and before any compression (`compress.rs`).
 
 use crate::access_log::{AccessRecord, Pending};
 use crate::backend::{Backend, InFlight};
+use crate::compress::Encoder;
 use crate::h1guard::Active;
 use crate::pool::{self, Sender};
 use baton_metrics::{MetricsRegistry, VersionMetrics};
@@ -361,6 +362,9 @@ pub(crate) struct ResponseBody {
     access: Option<Pending>,
     /// Bytes of a `Full` body handed to the client.
     sent: u64,
+    /// Compresses the body on its way out (`compress.rs`); counting above is of the
+    /// bytes before compression.
+    encoder: Option<Box<Encoder>>,
 }
 
 enum Kind {
@@ -380,6 +384,7 @@ impl ResponseBody {
             active: None,
             access: None,
             sent: 0,
+            encoder: None,
         }
     }
 
@@ -389,6 +394,7 @@ impl ResponseBody {
             active: None,
             access: None,
             sent: 0,
+            encoder: None,
         }
     }
 
@@ -398,6 +404,7 @@ impl ResponseBody {
             active: None,
             access: None,
             sent: 0,
+            encoder: None,
         }
     }
 
@@ -407,6 +414,16 @@ impl ResponseBody {
 
     pub(crate) fn set_access(&mut self, pending: Pending) {
         self.access = Some(pending);
+    }
+
+    /// Whether this streams an upstream's answer (not a proxy error, not a 101).
+    pub(crate) fn is_upstream(&self) -> bool {
+        matches!(self.kind, Kind::Upstream { .. })
+    }
+
+    /// Compress the body from now on.
+    pub(crate) fn encode(&mut self, encoder: Encoder) {
+        self.encoder = Some(Box::new(encoder));
     }
 }
 
@@ -419,36 +436,17 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        match &mut this.kind {
-            Kind::Upgraded(_) => Poll::Ready(None),
-            Kind::Full(bytes) => {
-                let frame = bytes.take();
-                this.sent += frame.as_ref().map_or(0, |b| b.len() as u64);
-                Poll::Ready(frame.map(|b| Ok(Frame::data(b))))
-            }
-            Kind::Upstream { inner, exchange } => {
-                let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
-                match &frame {
-                    Some(Ok(f)) => {
-                        if let Some(data) = f.data_ref() {
-                            exchange.bytes_out += data.len() as u64;
-                        }
-                        if inner.is_end_stream() {
-                            exchange.finish(true);
-                        }
-                    }
-                    None => exchange.finish(true),
-                    Some(Err(_)) => exchange.finish(false),
-                }
-                if frame.is_none() || inner.is_end_stream() {
-                    this.active = None;
-                }
-                Poll::Ready(frame)
-            }
+        let (kind, sent, active) = (&mut this.kind, &mut this.sent, &mut this.active);
+        match this.encoder.as_deref_mut() {
+            Some(encoder) => encoder.poll_frame(cx, |cx| poll_kind(kind, sent, active, cx)),
+            None => poll_kind(kind, sent, active, cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
+        if let Some(encoder) = &self.encoder {
+            return encoder.is_end_stream();
+        }
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Upgraded(_) => true,
@@ -457,10 +455,50 @@ impl Body for ResponseBody {
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.encoder.is_some() {
+            return SizeHint::default();
+        }
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream { inner, .. } => inner.size_hint(),
             Kind::Upgraded(_) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The next frame of the body as it comes (from the upstream, or the proxy's own),
+/// counted; compression, if any, comes after this.
+fn poll_kind(
+    kind: &mut Kind,
+    sent: &mut u64,
+    active: &mut Option<Active>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    match kind {
+        Kind::Upgraded(_) => Poll::Ready(None),
+        Kind::Full(bytes) => {
+            let frame = bytes.take();
+            *sent += frame.as_ref().map_or(0, |b| b.len() as u64);
+            Poll::Ready(frame.map(|b| Ok(Frame::data(b))))
+        }
+        Kind::Upstream { inner, exchange } => {
+            let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
+            match &frame {
+                Some(Ok(f)) => {
+                    if let Some(data) = f.data_ref() {
+                        exchange.bytes_out += data.len() as u64;
+                    }
+                    if inner.is_end_stream() {
+                        exchange.finish(true);
+                    }
+                }
+                None => exchange.finish(true),
+                Some(Err(_)) => exchange.finish(false),
+            }
+            if frame.is_none() || inner.is_end_stream() {
+                *active = None;
+            }
+            Poll::Ready(frame)
         }
     }
 }

@@ -1,6 +1,9 @@
-//! Tunables of the data plane: timeouts, limits, trusted peers and passive ejection.
+//! Tunables of the data plane: timeouts, limits, trusted peers, passive ejection and
+//! response compression.
 
+use crate::compress::Compression;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default of [`ProxyConfig::request_buffering`]: 1 MiB (docs/SECURITY.md says why).
@@ -49,6 +52,8 @@ pub struct ProxyConfig {
     pub eject_after: u32,
     /// How long an ejected backend is skipped.
     pub eject_time: Duration,
+    /// Response compression (`[proxy.compression]`); `None` = off.
+    pub compression: Option<Arc<Compression>>,
     /// Requests on HTTP listeners get `308 Permanent Redirect` to `https://` on this
     /// port (443 leaves the port out), except ACME HTTP-01 challenges. `None`: served.
     pub https_redirect: Option<u16>,
@@ -72,6 +77,7 @@ impl Default for ProxyConfig {
             trusted_proxies: Vec::new(),
             eject_after: 5,
             eject_time: Duration::from_secs(30),
+            compression: None,
             https_redirect: None,
             hsts: None,
         }

@@ -5,6 +5,7 @@
 use crate::access_log::{AccessLog, AccessRecord, Pending};
 use crate::backend::{Backend, InFlight};
 use crate::body::{BodyLimits, Exchange, RequestBody, RequestBodyError, ResponseBody};
+use crate::compress;
 use crate::error::{error_response, ProxyError};
 use crate::h1guard::ConnState;
 use crate::headers::{self, Peer};
@@ -68,6 +69,10 @@ impl Inner {
             .get()
             .map(|log| access_start(log, &mut req, conn));
         let h1 = req.version() < http::Version::HTTP_2;
+        let compression = {
+            let cfg = self.config.load();
+            compress::Offer::new(cfg.compression.as_ref(), req.method(), req.headers())
+        };
         if !h1 {
             conn.state.note_h2();
         }
@@ -85,6 +90,7 @@ impl Inner {
                 error_response(&error)
             }
         };
+        compress::apply(compression, &mut res);
         res.body_mut().set_active(active);
         if let Some(mut pending) = access {
             pending.record.status = res.status().as_u16();

@@ -38,6 +38,7 @@
 mod access_log;
 mod backend;
 mod body;
+mod compress;
 mod config;
 mod conn;
 mod drain;
@@ -67,6 +68,7 @@ pub mod fuzzing {
 pub use access_log::{
     AccessLog, AccessLogFormat, AccessLogReopen, AccessLogTarget, AccessLogWriter,
 };
+pub use compress::{Algorithm, Compression, DEFAULT_TYPES as DEFAULT_COMPRESSION_TYPES};
 pub use config::{ProxyConfig, DEFAULT_REQUEST_BUFFERING};
 pub use drain::DrainReport;
 pub use error::RouteError;

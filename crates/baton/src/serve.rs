@@ -13,7 +13,7 @@ use baton_api::{
 use baton_config::Config;
 use baton_controller::Controller;
 use baton_metrics::MetricsRegistry;
-use baton_proxy::{Proxy, ProxyConfig, Scheme};
+use baton_proxy::{Algorithm, Compression, Proxy, ProxyConfig, Scheme};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,6 +39,7 @@ pub fn proxy_config(config: &Config) -> ProxyConfig {
         trusted_proxies: p.trusted_proxies.clone(),
         eject_after: eject.clone().map(|h| h.eject_after).min().unwrap_or(5),
         eject_time: eject.map(|h| h.eject_time.get()).max().unwrap_or_default(),
+        compression: p.compression.as_ref().map(|c| Arc::new(compression(c))),
         https_redirect: p
             .tls
             .redirect_http
@@ -49,6 +50,23 @@ pub fn proxy_config(config: &Config) -> ProxyConfig {
             .hsts_header()
             .and_then(|v| http::HeaderValue::from_str(&v).ok()),
         ..ProxyConfig::default()
+    }
+}
+
+/// `[proxy.compression]` as the proxy takes it (validation has refused unknown names).
+fn compression(c: &baton_config::CompressionSection) -> Compression {
+    let default = Compression::default();
+    Compression {
+        algorithms: c
+            .algorithms
+            .iter()
+            .filter_map(|a| Algorithm::from_name(a))
+            .collect(),
+        min_size: c.min_size_bytes(),
+        types: c.types.as_ref().map_or(default.types, |t| {
+            t.iter().map(|t| t.to_ascii_lowercase()).collect()
+        }),
+        level: c.level,
     }
 }
 
@@ -533,5 +551,25 @@ mod tests {
             unset.body_read_timeout,
             ProxyConfig::default().body_read_timeout
         );
+        assert_eq!(unset.compression, None);
+    }
+
+    #[test]
+    fn compression_keys_reach_the_data_plane() {
+        let parse = |extra: &str| {
+            let toml = format!("[proxy.compression]\n{extra}[apps.web]\ncommand = \"./web\"\n");
+            let config = baton_config::parse(&toml, Path::new("/srv/baton.toml")).unwrap();
+            proxy_config(&config).compression.unwrap()
+        };
+        // The table alone: the config file's defaults are the proxy's.
+        assert_eq!(*parse(""), Compression::default());
+        let c = parse(
+            "algorithms = [\"gzip\", \"br\"]\nmin_size = \"2KiB\"\n\
+             types = [\"Text/*\"]\nlevel = 9\n",
+        );
+        assert_eq!(c.algorithms, [Algorithm::Gzip, Algorithm::Brotli]);
+        assert_eq!(c.min_size, 2048);
+        assert_eq!(c.types, ["text/*"]);
+        assert_eq!(c.level, 9);
     }
 }

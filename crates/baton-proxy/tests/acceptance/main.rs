@@ -4,6 +4,7 @@
 
 mod access_log;
 mod common;
+mod compression;
 mod draining;
 mod failures;
 mod publish;

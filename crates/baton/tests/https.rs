@@ -11,52 +11,10 @@
 mod common;
 
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(dir: &Path) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "baton e2e CA");
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
-        Ca { cert, key }
-    }
-
-    /// Writes `<name>.pem` and `<name>.key` in `dir`; `expired`: valid 2020–2021 only.
-    fn leaf(&self, dir: &Path, name: &str, hosts: &[&str], expired: bool) {
-        let mut params =
-            CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        write_atomically(&dir.join(format!("{name}.pem")), &cert.pem());
-        write_atomically(&dir.join(format!("{name}.key")), &key.serialize_pem());
-    }
-}
-
-/// As a deploy script or certbot replaces a file: a new file renamed over the old.
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 fn tls_section(dir: &Path, tls_port: u16, certs: &[(&str, &str)]) -> String {
     let mut s =
@@ -169,7 +127,7 @@ fn real_tls_clients_get_h2_or_http11_the_right_certificate_and_certificate_chang
     let mut ca_holder = None;
     let b = Baton::start_with(
         |dir| {
-            let ca = Ca::new(dir);
+            let ca = TestCa::new(dir);
             ca.leaf(dir, "app", &["app.test", "www.app.test"], false);
             ca.leaf(dir, "old", &["old.test"], true);
             ca_holder = Some(ca);
@@ -370,7 +328,7 @@ fn real_tls_clients_get_h2_or_http11_the_right_certificate_and_certificate_chang
 fn serve_refuses_certificate_files_it_cannot_use_naming_the_file_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = Ca::new(d);
+    let ca = TestCa::new(d);
     ca.leaf(d, "a", &["a.test"], false);
     ca.leaf(d, "b", &["b.test"], false);
     let cases: [(&str, &str, &[&str]); 3] = [

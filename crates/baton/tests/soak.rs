@@ -6,6 +6,10 @@
 //! Short by default (2 deploys per strategy, for CI); `BATON_SOAK_ROUNDS=N` for the long
 //! form. Prints a table and writes `target/reliability/soak.json`.
 //!
+//! The same deploys also run under HTTPS load on a TLS listener (HTTP/1.1 keep-alive, a
+//! new connection and TLS handshake per request, and h2, chosen by ALPN), counted apart:
+//! 0 failed there too.
+//!
 //! WebSockets run twice: the mixed load's sockets are closed by the client after 1 s (a
 //! session shorter than `drain_timeout`, so a drained backend finishes them), and a
 //! separate pair is held open for the whole run, to report what happens to a socket that
@@ -68,6 +72,8 @@ struct Outcome {
     deploys: u32,
     report: Report,
     held: Report,
+    /// The HTTPS load.
+    https: Report,
     windows: Vec<(Instant, Instant)>,
     seconds: f64,
 }
@@ -96,16 +102,24 @@ fn deploy(b: &Baton, strategy: &str, version: &str) {
 }
 
 fn soak(strategy: &'static str, replicas: u32, rounds: u32) -> Outcome {
-    let b = Baton::start(&app_config(strategy, replicas, ""));
+    let tls_port = free_port();
+    let b = Baton::start_with(
+        |dir| https_for_app_test(dir, tls_port),
+        &app_config(strategy, replicas, ""),
+    );
     b.cli_ok(&["deploy", "web", "v1"], 0);
     let rt = rt();
-    let (load, held) = rt.block_on(async {
+    let (load, held, https) = rt.block_on(async {
         let held = LoadSpec {
             clients: 2,
             gap: Duration::from_millis(200),
             ..LoadSpec::with_profile(b.proxy, Profile::WebSocket)
         };
-        (Load::start_mixed(mixed(&b)), Load::start(held))
+        (
+            Load::start_mixed(mixed(&b)),
+            Load::start(held),
+            Load::start_mixed(https_load_specs(b.dir.path(), tls_port)),
+        )
     });
     let rest = Duration::from_secs(1);
     let t0 = Instant::now();
@@ -120,6 +134,7 @@ fn soak(strategy: &'static str, replicas: u32, rounds: u32) -> Outcome {
     }
     let report = rt.block_on(load.stop());
     let held = rt.block_on(held.stop());
+    let https = rt.block_on(https.stop());
     let seconds = t0.elapsed().as_secs_f64();
     assert_eq!(
         report.failed,
@@ -127,7 +142,25 @@ fn soak(strategy: &'static str, replicas: u32, rounds: u32) -> Outcome {
         "{strategy}: failed requests during healthy deploys: {report:#?}\n{}",
         tail(&b.serve_log(), 60)
     );
+    assert_eq!(
+        https.failed,
+        0,
+        "{strategy}: failed HTTPS requests during healthy deploys: {https:#?}\n{}",
+        tail(&b.serve_log(), 60)
+    );
     let last = format!("v{}", rounds + 1);
+    assert!(
+        https.by_version.get(&last).copied().unwrap_or(0) > 0,
+        "{strategy}: {last} never answered over HTTPS: {https:?}"
+    );
+    for p in [Profile::KeepAlive, Profile::NewConnection, Profile::Http2] {
+        let s = &https.by_profile[p.name()];
+        assert!(
+            s.ok > 0,
+            "{strategy}: no HTTPS {} request succeeded: {s:?}",
+            p.name()
+        );
+    }
     assert!(
         report.by_version.get(&last).copied().unwrap_or(0) > 0,
         "{strategy}: {last} never answered: {report:?}"
@@ -145,6 +178,7 @@ fn soak(strategy: &'static str, replicas: u32, rounds: u32) -> Outcome {
         deploys: rounds,
         report,
         held,
+        https,
         windows,
         seconds,
     }
@@ -176,6 +210,12 @@ fn row(o: &Outcome) -> Value {
         "ws_p99_switch_ms": ws_switch.p99_ms,
         "ws_p99_rest_ms": ws_rest.p99_ms,
         "ws": o.report.ws,
+        "https": {
+            "requests": o.https.sent,
+            "failed": o.https.failed,
+            "failures": o.https.failures,
+            "by_profile": o.https.by_profile,
+        },
         "held_ws": {
             "messages": o.held.ws.echoed,
             "sessions": o.held.ws.opened,
@@ -204,9 +244,9 @@ fn every_strategy_deploys_repeatedly_under_mixed_load_without_a_failed_request()
         rows.push(r);
     }
     let total = |k: &str| rows.iter().map(|r| r[k].as_u64().unwrap()).sum::<u64>();
-    println!("\ndeploy soak: {rounds} deploys per strategy, mixed load (keep-alive, new connection, h2c, POST echo, 2 s requests, WebSockets)");
+    println!("\ndeploy soak: {rounds} deploys per strategy, mixed load (keep-alive, new connection, h2c, POST echo, 2 s requests, WebSockets) and HTTPS load (keep-alive, new connection, h2 by ALPN)");
     println!(
-        "{:<11} {:>7} {:>9} {:>6} {:>13} {:>11} {:>9} {:>14}",
+        "{:<11} {:>7} {:>9} {:>6} {:>13} {:>11} {:>9} {:>14} {:>7} {:>7}",
         "strategy",
         "deploys",
         "requests",
@@ -214,11 +254,13 @@ fn every_strategy_deploys_repeatedly_under_mixed_load_without_a_failed_request()
         "p99 switch",
         "p99 rest",
         "ws msgs",
-        "held ws cut"
+        "held ws cut",
+        "https",
+        "failed"
     );
     for r in &rows {
         println!(
-            "{:<11} {:>7} {:>9} {:>6} {:>10.2} ms {:>8.2} ms {:>9} {:>14}",
+            "{:<11} {:>7} {:>9} {:>6} {:>10.2} ms {:>8.2} ms {:>9} {:>14} {:>7} {:>7}",
             r["strategy"].as_str().unwrap(),
             r["deploys"].as_u64().unwrap(),
             r["requests"].as_u64().unwrap(),
@@ -227,6 +269,8 @@ fn every_strategy_deploys_repeatedly_under_mixed_load_without_a_failed_request()
             r["p99_rest_ms"].as_f64().unwrap(),
             r["ws"]["echoed"].as_u64().unwrap(),
             r["held_ws"]["cut_without_close_frame"].as_u64().unwrap(),
+            r["https"]["requests"].as_u64().unwrap(),
+            r["https"]["failed"].as_u64().unwrap(),
         );
     }
     println!(
@@ -241,8 +285,20 @@ fn every_strategy_deploys_repeatedly_under_mixed_load_without_a_failed_request()
         .unwrap()
         .join("reliability");
     std::fs::create_dir_all(&out).unwrap();
+    let https_total = |k: &str| {
+        rows.iter()
+            .map(|r| r["https"][k].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    println!(
+        "https: {} requests, {} failed",
+        https_total("requests"),
+        https_total("failed")
+    );
     let doc = json!({
         "rounds_per_strategy": rounds,
+        "https_requests": https_total("requests"),
+        "https_failed": https_total("failed"),
         "deploys": total("deploys"),
         "requests": total("requests"),
         "failed": total("failed"),

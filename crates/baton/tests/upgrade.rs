@@ -5,7 +5,8 @@
 //!
 //! The load includes clients that reuse a kept-alive connection without checking it and
 //! never retry: the load client's plain profile and Python's own `http.client`
-//! (`tests/fixtures/http_client_load.py`). 20 upgrades by default; `BATON_UPGRADES=100`
+//! (`tests/fixtures/http_client_load.py`), and HTTPS clients (keep-alive, a new TLS
+//! handshake per request, h2 by ALPN) on the TLS listener. 20 upgrades by default; `BATON_UPGRADES=100`
 //! for the long form (docs/RELIABILITY.md).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,6 +28,8 @@ struct Server {
     config: PathBuf,
     binary: PathBuf,
     proxy: SocketAddr,
+    /// The HTTPS listener's port (`app.test`, `dir/ca.pem`).
+    tls_port: u16,
     first: Option<Child>,
 }
 
@@ -47,8 +50,11 @@ impl Server {
             .local_addr()
             .unwrap()
             .port();
+        // An HTTPS listener too: its socket is handed over like the HTTP one.
+        let tls_port = free_port();
         let text = format!(
-            "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\n\n[admin]\nlisten = \"unix:{d}/baton.sock\"\n\n[store]\npath = \"{d}/state\"\n\n{apps}",
+            "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\n{https}\n[admin]\nlisten = \"unix:{d}/baton.sock\"\n\n[store]\npath = \"{d}/state\"\n\n{apps}",
+            https = https_for_app_test(dir.path(), tls_port),
             d = dir.path().display()
         );
         let config = dir.path().join("baton.toml");
@@ -67,6 +73,7 @@ impl Server {
             config,
             binary,
             proxy: format!("127.0.0.1:{port}").parse().unwrap(),
+            tls_port,
             first: Some(child),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -365,6 +372,8 @@ fn upgrades_under_load_from_loadgen_and_python_fail_no_request() {
     assert_eq!(instances.len(), 2, "{instances:?}");
     let rt = rt();
     let load = rt.block_on(async { mixed_load(s.proxy) });
+    let https =
+        rt.block_on(async { Load::start_mixed(https_load_specs(s.dir.path(), s.tls_port)) });
     let python = PythonLoad::start(s.proxy, s.dir.path());
     std::thread::sleep(Duration::from_millis(300));
     let mut server = s.wait_single_server();
@@ -387,6 +396,7 @@ fn upgrades_under_load_from_loadgen_and_python_fail_no_request() {
     let seconds = started.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
     let report = rt.block_on(load.stop());
+    let https = rt.block_on(https.stop());
     let py = python.stop();
     println!("upgrades: {upgrades} in {seconds:.0} s");
     println!(
@@ -403,6 +413,15 @@ fn upgrades_under_load_from_loadgen_and_python_fail_no_request() {
         &report,
         &s,
     );
+    assert_no_failure(
+        &format!("{upgrades} upgrades under HTTPS load (keep-alive, new connection, h2)"),
+        &https,
+        &s,
+    );
+    for p in [Profile::KeepAlive, Profile::NewConnection, Profile::Http2] {
+        let n = https.by_profile.get(p.name()).map_or(0, |c| c.ok);
+        assert!(n > 0, "no HTTPS {} request succeeded: {https:?}", p.name());
+    }
     assert!(py["sent"].as_u64().unwrap() > 0, "{py}");
     assert_eq!(
         py["failed"].as_u64(),

@@ -471,3 +471,77 @@ pub fn served_serial(port: u16, sni: &str) -> String {
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A test CA (rcgen) that writes `ca.pem` and signs leaf certificates as PEM files, for
+/// the HTTPS listener.
+pub struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    /// Writes `dir/ca.pem`.
+    pub fn new(dir: &std::path::Path) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "baton e2e CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
+        TestCa { cert, key }
+    }
+
+    /// Writes `<name>.pem` and `<name>.key` in `dir`, each renamed over the old file as
+    /// certbot and deploy scripts do; `expired`: valid 2020–2021 only.
+    pub fn leaf(&self, dir: &std::path::Path, name: &str, hosts: &[&str], expired: bool) {
+        let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(hosts).unwrap();
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let write = |file: String, text: String| {
+            let path = dir.join(file);
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        };
+        write(format!("{name}.pem"), cert.pem());
+        write(format!("{name}.key"), key.serialize_pem());
+    }
+}
+
+/// `[proxy]` keys for an HTTPS listener on 127.0.0.1:`tls_port` serving `app.test`
+/// (a certificate from a new `TestCa` in `dir`; clients trust `dir/ca.pem`). The HTTP
+/// listener keeps serving (no redirect), so plain and TLS loads can run side by side.
+pub fn https_for_app_test(dir: &std::path::Path, tls_port: u16) -> String {
+    let ca = TestCa::new(dir);
+    ca.leaf(dir, "app", &["app.test"], false);
+    format!(
+        "tls_listen = [\"127.0.0.1:{tls_port}\"]\n\n[proxy.tls]\nredirect_http = false\n\n[[proxy.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n",
+        dir.join("app.pem").display(),
+        dir.join("app.key").display()
+    )
+}
+
+/// Load over HTTPS to `app.test` on 127.0.0.1:`tls_port`: HTTP/1.1 keep-alive, a new
+/// connection (and TLS handshake) per request, and h2, by ALPN.
+pub fn https_load_specs(dir: &std::path::Path, tls_port: u16) -> Vec<baton_loadgen::LoadSpec> {
+    use baton_loadgen::{LoadSpec, Profile, Tls};
+    let tls = Tls::new(&dir.join("ca.pem"), "app.test").unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    [Profile::KeepAlive, Profile::NewConnection, Profile::Http2]
+        .into_iter()
+        .map(|profile| LoadSpec {
+            clients: 1,
+            host: "app.test".into(),
+            gap: Duration::from_millis(5),
+            tls: Some(tls.clone()),
+            ..LoadSpec::with_profile(addr, profile)
+        })
+        .collect()
+}

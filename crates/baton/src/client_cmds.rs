@@ -76,6 +76,14 @@ fn api(e: ClientError) -> Failure {
 
 pub fn validate(config: &Path, json: bool) -> Result<(), Failure> {
     let cfg = crate::serve::load_config(config)?;
+    // The certificate files are read as `serve` reads them: a key that does not match,
+    // an unreadable file, a host on a file and on ACME are found before a restart.
+    let files = crate::tls::TlsFiles::of(&cfg);
+    if !files.certificates.is_empty() {
+        let table = files.load().map_err(Failure::usage)?;
+        crate::tls::check_overlap(&table, &crate::tls::acme_name_sets(&cfg))
+            .map_err(Failure::usage)?;
+    }
     if json {
         let apps: Vec<&String> = cfg.apps.keys().collect();
         println!("{}", json!({"valid": true, "path": cfg.path, "apps": apps}));

@@ -5,7 +5,7 @@
 //! expired certificate refused by the client). A certificate file replaced on disk is
 //! served from the next handshake on without closing open connections; a reload with a
 //! key that does not match its certificate is refused naming both files and changes
-//! nothing; so is `serve` with it.
+//! nothing; `validate` finds it, and `serve` starts nothing with it.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -354,15 +354,21 @@ fn serve_refuses_certificate_files_it_cannot_use_naming_the_file_and_the_fix() {
             d = d.display(),
         );
         std::fs::write(&config, text).unwrap();
-        let out = Command::new(BATON)
-            .args(["serve", "-c"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{cert}/{key}: {err}");
-        for w in wants {
-            assert!(err.contains(w), "{cert}/{key}: wanted {w:?} in {err}");
+        // `validate` reads the files as `serve` does, and `serve` starts nothing.
+        for command in ["validate", "serve"] {
+            let out = Command::new(BATON)
+                .args([command, "-c"])
+                .arg(&config)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command} {cert}/{key}: {err}");
+            for w in wants {
+                assert!(
+                    err.contains(w),
+                    "{command} {cert}/{key}: wanted {w:?} in {err}"
+                );
+            }
         }
         assert!(!d.join("baton.sock").exists(), "nothing may be served");
     }

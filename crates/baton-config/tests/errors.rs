@@ -304,6 +304,31 @@ fn wrong_types_and_bad_values_name_the_key() {
         &["missing key `key` in `proxy.tls.certificates[0]`"],
     );
     assert_error(
+        "[proxy]\ntls_listen = [\"0.0.0.0:443\"]\n\n[[proxy.tls.certificates]]\ncert = \"c.pem\"\nkey = \"k.pem\"\nhosts = [\"a.test\"]\n\n[proxy.tls.acme]\n\n[apps.web]\ncommand = \"./web {port}\"\nhosts = [\"a.test\"]\ntls = \"acme\"\n",
+        "7:1",
+        &["host \"a.test\" has a certificate file here and ACME in [apps.web]", "keep one"],
+    );
+    assert_error(
+        "[proxy]\ntls_listen = [\"0.0.0.0:443\"]\n\n[apps.web]\ncommand = \"./web {port}\"\nhosts = [\"a.test\"]\ntls = \"acme\"\n",
+        "7:1",
+        &["asks for `tls = \"acme\"` but there is no [proxy.tls.acme]", "add it"],
+    );
+    assert_error(
+        "[proxy]\ntls_listen = [\"0.0.0.0:443\"]\n\n[proxy.tls.acme]\n\n[apps.web]\ncommand = \"./web {port}\"\nhosts = [\"*.a.test\"]\ntls = \"acme\"\n",
+        "8:1",
+        &["ACME gives no wildcard certificates", "on_demand"],
+    );
+    assert_error(
+        "[proxy]\ntls_listen = [\"0.0.0.0:443\"]\n\n[proxy.tls.acme]\nchallenge = \"dns-01\"\n\n[proxy.tls.acme.on_demand]\nallow = [\"a.test\"]\n",
+        "5:1",
+        &["`challenge` \"dns-01\"", "\"http-01\"", "\"tls-alpn-01\""],
+    );
+    assert_error(
+        "[proxy]\ntls_listen = [\"0.0.0.0:443\"]\n\n[proxy.tls.acme.on_demand]\n",
+        "4:17",
+        &["allows nothing", "never open-ended"],
+    );
+    assert_error(
         "[proxy]\nworkers = 1000\n",
         "2:1",
         &["`workers` in [proxy] is 1000", "0 for one per CPU core"],

@@ -162,7 +162,7 @@ fn ready_after_the_listener_accepts_and_the_new_main_pid_after_an_upgrade() {
     let ready = sd.until("READY=1");
     assert!(!ready.contains("MAINPID="), "{ready:?}");
     assert!(
-        ready.contains(&format!("STATUS=serving on {}", sd.proxy)),
+        ready.contains(&format!("STATUS=serving on http://{}", sd.proxy)),
         "{ready:?}"
     );
     // READY means the listener accepts: a request is answered at once (no app is

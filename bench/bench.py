@@ -26,6 +26,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 PROXIES = ["baton", "nginx", "haproxy"]
 TARGETS = ["direct"] + PROXIES
 MODES = {"keepalive": [], "close": ["-H", "Connection: close"]}
+# TLS rows: Caddy joins (HTTPS only); `handshake` = wrk with `Connection: close`, a full
+# TLS handshake per request (bench/noresume.c stops wrk from resuming sessions).
+TLS_PROXIES = ["baton", "nginx", "haproxy", "caddy"]
+TLS_MODES = {"handshake": ["-H", "Connection: close"], "keepalive": []}
 
 CHILDREN = []  # every Popen we start, cleaned up in stop_all()
 
@@ -86,6 +90,26 @@ def stop_all():
 def get_body(port, timeout=2.0):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as resp:
         return resp.read().decode(errors="replace")
+
+
+def get_body_tls(port, timeout=2.0):
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/", timeout=timeout,
+                                context=ctx) as resp:
+        return resp.read().decode(errors="replace")
+
+
+def build_noresume(tmp):
+    """bench/noresume.c as an LD_PRELOAD library: wrk keeps its TLS session across
+    reconnects (SSL_clear) and resumes it; this makes each connection a full handshake."""
+    so = Path(tmp) / "noresume.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(so),
+                    str(BENCH_DIR / "noresume.c"), "-ldl"], check=True, capture_output=True,
+                   timeout=60)
+    return str(so)
 
 
 def raise_nofile():
@@ -179,14 +203,15 @@ def parse_wrk(text):
     return res
 
 
-def wrk_argv(port, mode, seconds, conns):
+def wrk_argv(port, mode, seconds, conns, scheme="http"):
+    headers = (TLS_MODES if scheme == "https" else MODES)[mode]
     return pin(1) + ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
-                     *MODES[mode], f"http://127.0.0.1:{port}/"]
+                     *headers, f"{scheme}://127.0.0.1:{port}/"]
 
 
-def run_wrk(port, mode, seconds, conns):
-    out = subprocess.run(wrk_argv(port, mode, seconds, conns), capture_output=True,
-                         text=True, timeout=seconds + 30)
+def run_wrk(port, mode, seconds, conns, scheme="http", env=None):
+    out = subprocess.run(wrk_argv(port, mode, seconds, conns, scheme), capture_output=True,
+                         text=True, timeout=seconds + 30, env=env)
     res = parse_wrk(out.stdout)
     if res["rps"] is None:
         log(f"wrk produced no figures: {out.stdout[-400:]} {out.stderr[-400:]}")
@@ -205,6 +230,21 @@ class Bench:
         self.version = "v1"  # which backend the proxies currently route to
         self.pids = {}  # proxy -> pid of its (master) process
         self.h2_ports = {}  # proxy -> h2c (prior knowledge) port
+        self.tls_ports = {}  # proxy -> HTTPS port (HTTP/1.1 and h2 by ALPN)
+        self.tls = self.tmp / "tls"  # cert.pem, key.pem, haproxy.pem (cert + key)
+
+    def make_cert(self):
+        """One self-signed ECDSA P-256 certificate for localhost / 127.0.0.1, used by
+        every proxy."""
+        self.tls.mkdir()
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "7",
+                        "-keyout", str(self.tls / "key.pem"), "-out", str(self.tls / "cert.pem"),
+                        "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                       check=True, capture_output=True, timeout=30)
+        (self.tls / "haproxy.pem").write_text((self.tls / "cert.pem").read_text()
+                                              + (self.tls / "key.pem").read_text())
 
     def start_backends(self):
         for ver in ("v1", "v2"):
@@ -225,10 +265,20 @@ class Bench:
 
     def start_baton(self):
         port = free_port()
+        self.tls_ports["baton"] = free_port()
         (self.tmp / "baton.toml").write_text(f"""
 [proxy]
 listen = ["127.0.0.1:{port}"]
+tls_listen = ["127.0.0.1:{self.tls_ports['baton']}"]
 workers = 1
+
+[proxy.tls]
+default_host = "localhost"  # clients that send no name (h2load to an IP address)
+redirect_http = false       # `listen` keeps serving plain HTTP for the other rows
+
+[[proxy.tls.certificates]]
+cert = "{self.tls}/cert.pem"
+key = "{self.tls}/key.pem"
 
 [admin]
 listen = "unix:{self.tmp}/baton.sock"
@@ -252,6 +302,7 @@ steps = [{{ weight = 10 }}, {{ pause = "1s" }}, {{ weight = 50 }}, {{ pause = "1
                      self.tmp / "baton.log", env={**os.environ, "BATON_LOG": "warn"})
         self.pids["baton"] = proc.pid
         wait_port(port, "baton serve")
+        wait_port(self.tls_ports["baton"], "baton serve (TLS)")
         self.baton_seq = 1
         self.baton_cmd("deploy", "web", "v1", "--target", f"127.0.0.1:{self.backends['v1']}")
         self.ports["baton"] = port
@@ -339,6 +390,17 @@ http {{
             proxy_set_header Connection "";
         }}
     }}
+    server {{
+        listen 127.0.0.1:{self.tls_ports['nginx']} ssl http2;
+        ssl_certificate {self.tls}/cert.pem;
+        ssl_certificate_key {self.tls}/key.pem;
+        ssl_protocols TLSv1.3;
+        location / {{
+            proxy_pass http://be;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
 }}
 """
 
@@ -349,6 +411,7 @@ http {{
         (self.tmp / "nginx").mkdir()
         self.ports["nginx"] = free_port()
         self.h2_ports["nginx"] = free_port()
+        self.tls_ports["nginx"] = free_port()
         conf = self.tmp / "nginx" / "nginx.conf"
         conf.write_text(self.nginx_conf("v1"))
         proc = spawn(pin(0) + [self.nginx_bin(), "-e", str(self.tmp / "nginx" / "error.log"),
@@ -369,6 +432,7 @@ http {{
     def start_haproxy(self):
         self.ports["haproxy"] = free_port()
         self.h2_ports["haproxy"] = free_port()
+        self.tls_ports["haproxy"] = free_port()
         sock = self.tmp / "haproxy.sock"
         conf = self.tmp / "haproxy.cfg"
         conf.write_text(f"""
@@ -392,6 +456,10 @@ frontend fe_h2c
     bind 127.0.0.1:{self.h2_ports['haproxy']} proto h2
     default_backend be
 
+frontend fe_tls
+    bind 127.0.0.1:{self.tls_ports['haproxy']} ssl crt {self.tls}/haproxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3
+    default_backend be
+
 backend be
     server s1 127.0.0.1:{self.backends['v1']}
     server s2 127.0.0.1:{self.backends['v2']} disabled
@@ -399,6 +467,36 @@ backend be
         proc = spawn(pin(0) + ["haproxy", "-db", "-f", str(conf)], self.tmp / "haproxy.log")
         self.pids["haproxy"] = proc.pid
         wait_port(self.ports["haproxy"], "haproxy")
+
+    # -- caddy (TLS rows only; stays on v1)
+    def start_caddy(self):
+        d = self.tmp / "caddy"
+        d.mkdir()
+        port = self.tls_ports["caddy"] = free_port()
+        conf = d / "Caddyfile"
+        conf.write_text(f"""{{
+\tadmin off
+\tauto_https off
+\tdefault_sni localhost
+\tservers {{
+\t\tprotocols h1 h2
+\t}}
+}}
+
+https://localhost:{port}, https://127.0.0.1:{port} {{
+\tbind 127.0.0.1
+\ttls {self.tls}/cert.pem {self.tls}/key.pem {{
+\t\tprotocols tls1.3
+\t}}
+\treverse_proxy 127.0.0.1:{self.backends['v1']}
+}}
+""")
+        env = {**os.environ, "GOMAXPROCS": "1", "HOME": str(d), "XDG_DATA_HOME": str(d),
+               "XDG_CONFIG_HOME": str(d)}
+        proc = spawn(pin(0) + ["caddy", "run", "--config", str(conf), "--adapter", "caddyfile"],
+                     self.tmp / "caddy.log", env=env)
+        self.pids["caddy"] = proc.pid
+        wait_port(port, "caddy")
 
     def haproxy_api(self, cmd):
         with socket.socket(socket.AF_UNIX) as s:
@@ -603,10 +701,10 @@ def weight_steps(bench, client, proxy, profile, step_s=1.0):
             "v1_last_seen_ms": (v1[-1] - t0) * 1000 if v1 and t0 else None}
 
 
-def h2_throughput(port, seconds, conns=32, streams=10):
-    """h2load (nghttp2) over h2c prior knowledge."""
+def h2_throughput(port, seconds, conns=32, streams=10, scheme="http"):
+    """h2load (nghttp2) over h2c prior knowledge, or over TLS with ALPN h2 (https)."""
     argv = pin(1) + ["h2load", "-t1", f"-c{conns}", f"-m{streams}", f"-D{seconds}",
-                     f"http://127.0.0.1:{port}/"]
+                     f"{scheme}://127.0.0.1:{port}/"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out.stdout)
     f = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, "
@@ -708,6 +806,24 @@ def summarize(raw):
     for other in ("nginx", "haproxy"):
         summary["h2"][f"ratio_baton_{other}"] = ratios(summary["h2"]["baton"],
                                                        summary["h2"][other], ("rps",))
+    st = summary["tls"] = {}
+    for p in TLS_PROXIES:
+        x = st[p] = {}
+        for mode in TLS_MODES:
+            runs = raw["tls"][mode][p]
+            x[mode] = {"rps": median([r["rps"] for r in runs]),
+                       "p50_ms": median([r["p50_ms"] for r in runs]),
+                       "p99_ms": median([r["p99_ms"] for r in runs]),
+                       "cpu_us_per_req": median([r.get("cpu_us_per_req") for r in runs]),
+                       "errors": sum(r["socket_errors"] + r["non2xx"] for r in runs)}
+        runs = raw["tls"]["h2"][p]
+        x["h2"] = {"rps": median([r["rps"] for r in runs]),
+                   "cpu_us_per_req": median([r.get("cpu_us_per_req") for r in runs]),
+                   "failed": sum(r.get("failed") or 0 for r in runs)}
+    for other in TLS_PROXIES[1:]:
+        st[f"ratio_baton_{other}"] = {
+            mode: ratios(st["baton"][mode], st[other][mode], ("rps", "cpu_us_per_req"))
+            for mode in (*TLS_MODES, "h2")}
     return summary
 
 
@@ -759,6 +875,29 @@ def table(result):
     for other in ("nginx", "haproxy"):
         lines.append(f"| **baton / {other}** | "
                      f"{fmt(summary['h2'][f'ratio_baton_{other}']['rps'], '.2f')}x | |")
+    st = summary["tls"]
+    lines.append("\n## TLS 1.3 (ECDSA P-256 certificate; wrk -t1 -c32 and h2load -c32 -m10 "
+                 "over HTTPS; median over rounds)\n")
+    lines.append("| proxy | new handshakes/s | proxy CPU µs/handshake | keep-alive req/s "
+                 "| proxy CPU µs/req | keep-alive p99 ms | h2 req/s | h2 CPU µs/req | errors |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for p in TLS_PROXIES:
+        x = st[p]
+        errors = x["handshake"]["errors"] + x["keepalive"]["errors"] + x["h2"]["failed"]
+        lines.append(f"| {p} | {fmt(x['handshake']['rps'], ',.0f')} | "
+                     f"{fmt(x['handshake']['cpu_us_per_req'], '.1f')} | "
+                     f"{fmt(x['keepalive']['rps'], ',.0f')} | "
+                     f"{fmt(x['keepalive']['cpu_us_per_req'], '.2f')} | "
+                     f"{fmt(x['keepalive']['p99_ms'], '.3f')} | "
+                     f"{fmt(x['h2']['rps'], ',.0f')} | {fmt(x['h2']['cpu_us_per_req'], '.2f')} | "
+                     f"{errors} |")
+    for other in TLS_PROXIES[1:]:
+        r = st[f"ratio_baton_{other}"]
+        lines.append(f"| **baton / {other}** | {fmt(r['handshake']['rps'], '.2f')}x | "
+                     f"{fmt(r['handshake']['cpu_us_per_req'], '.2f')}x | "
+                     f"{fmt(r['keepalive']['rps'], '.2f')}x | "
+                     f"{fmt(r['keepalive']['cpu_us_per_req'], '.2f')}x | | "
+                     f"{fmt(r['h2']['rps'], '.2f')}x | {fmt(r['h2']['cpu_us_per_req'], '.2f')}x | |")
     lines.append("\n## Memory (RSS of the whole process tree, MiB)\n")
     lines.append("| proxy | idle at start | with 1,000 open client connections | idle after the load |")
     lines.append("|---|---:|---:|---:|")
@@ -856,7 +995,8 @@ def machine_info():
     return {"nproc": sh("nproc"), "lscpu": sh("lscpu | head -15"), "kernel": platform.release(),
             "nginx": sh("nginx -v 2>&1"), "haproxy": sh("haproxy -v 2>&1 | head -1"),
             "wrk": sh("wrk -v 2>&1 | head -1"),
-            "h2load": sh("h2load --version 2>&1 | head -1"), "taskset": bool(shutil.which("taskset"))}
+            "h2load": sh("h2load --version 2>&1 | head -1"), "caddy": sh("caddy version 2>&1"),
+            "openssl": sh("openssl version 2>&1"), "taskset": bool(shutil.which("taskset"))}
 
 
 def missing_figures(result):
@@ -892,6 +1032,18 @@ def missing_figures(result):
             w = result["weights"][p][prof]
             if w["failed"] is None or w["first_v2_ms"] is None or w["switch_errors"]:
                 missing.append(f"weights/{p}/{prof} {w['switch_errors']}")
+    for p in TLS_PROXIES:
+        x = result["summary"]["tls"][p]
+        for mode in (*TLS_MODES, "h2"):
+            if x[mode]["rps"] is None:
+                missing.append(f"tls/{mode}/{p}")
+        if x["handshake"]["cpu_us_per_req"] is None or x["keepalive"]["cpu_us_per_req"] is None:
+            missing.append(f"tls/cpu/{p}")
+    for other in TLS_PROXIES[1:]:
+        r = result["summary"]["tls"][f"ratio_baton_{other}"]
+        for mode in (*TLS_MODES, "h2"):
+            if r[mode]["rps"] is None:
+                missing.append(f"tls/{mode}/ratio_baton_{other}")
     pub = result.get("publish") or {}
     for k in ("publish_app_weight_changed", "publish_unchanged", "latency_while_publishing"):
         if not pub.get(k):
@@ -920,16 +1072,24 @@ def main():
     bench = Bench(args.baton, tmp)
     raw = {"throughput": {m: {t: [] for t in TARGETS} for m in MODES},
            "fixed_rate": {r: {t: [] for t in TARGETS} for r in rates},
-           "h2": {p: [] for p in PROXIES}}
+           "h2": {p: [] for p in PROXIES},
+           "tls": {m: {p: [] for p in TLS_PROXIES} for m in (*TLS_MODES, "h2")}}
     try:
+        noresume_env = {**os.environ, "LD_PRELOAD": build_noresume(tmp)}
+        bench.make_cert()
         bench.start_backends()
         bench.start_baton()
         bench.start_nginx()
         bench.start_haproxy()
+        bench.start_caddy()
         for proxy in PROXIES:
             body = get_body(bench.ports[proxy])
             if "v1" not in body:
                 raise RuntimeError(f"{proxy} does not route to v1: {body[:200]}")
+        for proxy in TLS_PROXIES:
+            body = get_body_tls(bench.tls_ports[proxy])
+            if "v1" not in body:
+                raise RuntimeError(f"{proxy} (HTTPS) does not route to v1: {body[:200]}")
         log(f"memory: idle and with {mem_conns} open connections")
         memory = measure_memory(bench, mem_conns)
         for rnd in range(rounds):
@@ -952,6 +1112,25 @@ def main():
             for p in [x for x in order if x in PROXIES]:
                 log(f"round {rnd + 1}/{rounds} h2c {p} ({seconds}s)")
                 raw["h2"][p].append(h2_throughput(bench.h2_ports[p], seconds))
+            k = rnd % len(TLS_PROXIES)
+            tls_order = TLS_PROXIES[k:] + TLS_PROXIES[:k]
+            for mode in TLS_MODES:
+                for p in tls_order:
+                    log(f"round {rnd + 1}/{rounds} TLS {mode} {p} ({seconds}s)")
+                    pid = bench.pids[p]
+                    c0 = cpu_seconds(pid)
+                    r = run_wrk(bench.tls_ports[p], mode, seconds, conns, scheme="https",
+                                env=noresume_env if mode == "handshake" else None)
+                    if r.get("requests"):
+                        r["cpu_us_per_req"] = (cpu_seconds(pid) - c0) * 1e6 / r["requests"]
+                    raw["tls"][mode][p].append(r)
+            for p in tls_order:
+                log(f"round {rnd + 1}/{rounds} TLS h2 {p} ({seconds}s)")
+                c0 = cpu_seconds(bench.pids[p])
+                r = h2_throughput(bench.tls_ports[p], seconds, scheme="https")
+                if r.get("succeeded"):
+                    r["cpu_us_per_req"] = (cpu_seconds(bench.pids[p]) - c0) * 1e6 / r["succeeded"]
+                raw["tls"]["h2"][p].append(r)
         switch = {p: {} for p in PROXIES}
         weights = {p: {} for p in PROXIES}
         for proxy in PROXIES:
@@ -1014,7 +1193,7 @@ def write_results_md(path, result, text):
     p = result["params"]
     old = path.read_text() if path.exists() else ""
     reading = old[old.index(READING):] if READING in old else ""
-    path.write_text(f"""# Benchmark results: baton vs nginx vs HAProxy
+    path.write_text(f"""# Benchmark results: baton vs nginx vs HAProxy (and Caddy, TLS rows)
 
 Produced by `{result['command']}` on {result['date_utc']} (figures below are copied from
 `bench/results.json` of that run; the chart is `bench/results.svg`).
@@ -1034,6 +1213,19 @@ interleaved with a rotating order; medians over rounds.
   time, so stalls are charged to the requests queued behind them (coordinated-omission
   correction). "added p99" = target p99 − direct p99.
 - HTTP/2: h2load over h2c prior knowledge (nginx `listen ... http2`, HAProxy `proto h2`).
+- TLS 1.3 (the same self-signed ECDSA P-256 certificate, made with `openssl req` per run,
+  for all four; Caddy is in these rows only, `GOMAXPROCS=1`, `reverse_proxy` to the same v1
+  backend): baton `tls_listen` (rustls + ring), nginx `listen ... ssl http2` +
+  `ssl_protocols TLSv1.3`, HAProxy `bind ... ssl alpn h2,http/1.1 ssl-min-ver TLSv1.3`,
+  Caddy `tls cert key {{ protocols tls1.3 }}`; each server's default ciphers, key exchange
+  and session tickets. "New handshakes/s" = wrk over https with `Connection: close`: every
+  request on a new connection with a full handshake. wrk would resume its TLS session on
+  each reconnect (it keeps it across `SSL_clear`), so it runs with `bench/noresume.c`
+  preloaded, which drops the session before each handshake: no resumption with any
+  server. Keep-alive = wrk over https; h2 = h2load `-c{p['connections']} -m10` over https
+  (ALPN h2). CPU µs per handshake / request as above. The client does as much crypto per
+  handshake as the server (key share, signature check) on the other core, so handshakes/s
+  may be bounded by the client; CPU µs/handshake is the proxy's own cost either way.
 - Memory: VmRSS summed over the process tree (nginx: master + worker); idle, then with
   {p['memory_connections']} keep-alive client connections open (each made one request), and idle after all runs.
 - Switches: {p['switches']} switches v1 -> v2 -> v1, one every {p['switch_interval_s']} s, under three
@@ -1056,7 +1248,8 @@ share the load generator's core, so absolute figures are low and noisy. Ratios a
 
 - nproc: {m['nproc']}
 - kernel: {m['kernel']}
-- {m['nginx']}; {m['haproxy']}; {m['wrk']}; {m.get('h2load', '')}
+- {m['nginx']}; {m['haproxy']}; Caddy {m.get('caddy', '')}; {m['wrk']}; {m.get('h2load', '')};
+  {m.get('openssl', '')} (nginx, HAProxy, wrk, h2load)
 
 ```
 {m['lscpu']}

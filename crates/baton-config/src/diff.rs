@@ -164,6 +164,13 @@ pub fn proxy_key_takes(key: &str) -> Takes {
     }
 }
 
+/// Addresses only in `new`, and addresses only in `old`.
+fn added_removed(old: &[SocketAddr], new: &[SocketAddr]) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    let only =
+        |a: &[SocketAddr], b: &[SocketAddr]| a.iter().filter(|x| !b.contains(x)).copied().collect();
+    (only(new, old), only(old, new))
+}
+
 /// The difference from `old` to `new`.
 pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     let mut d = ConfigDiff::default();
@@ -187,28 +194,9 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         .filter(|n| !new.apps.contains_key(*n))
         .cloned()
         .collect();
-    let (old_l, new_l) = (&old.proxy.listen, &new.proxy.listen);
-    d.listeners_added = new_l
-        .iter()
-        .filter(|a| !old_l.contains(a))
-        .copied()
-        .collect();
-    d.listeners_removed = old_l
-        .iter()
-        .filter(|a| !new_l.contains(a))
-        .copied()
-        .collect();
-    let (old_t, new_t) = (&old.proxy.tls_listen, &new.proxy.tls_listen);
-    d.tls_listeners_added = new_t
-        .iter()
-        .filter(|a| !old_t.contains(a))
-        .copied()
-        .collect();
-    d.tls_listeners_removed = old_t
-        .iter()
-        .filter(|a| !new_t.contains(a))
-        .copied()
-        .collect();
+    (d.listeners_added, d.listeners_removed) = added_removed(&old.proxy.listen, &new.proxy.listen);
+    (d.tls_listeners_added, d.tls_listeners_removed) =
+        added_removed(&old.proxy.tls_listen, &new.proxy.tls_listen);
     d.proxy = leaf_changes(&old.proxy, &new.proxy)
         .into_iter()
         .filter(|(key, ..)| key != "listen" && key != "tls_listen")

@@ -348,6 +348,9 @@ fn docker_network_reaches_containers_at_their_address() {
     let rt = rt();
     let load = rt.block_on(async { Load::start(LoadSpec::new(b.proxy)) });
     b.cli_ok(&["deploy", "web", "v2"], 0);
+    // Blue/green switches and drains in milliseconds when nothing is in flight, so the
+    // load keeps going after the deploy returns: what it sends now must reach v2.
+    std::thread::sleep(Duration::from_millis(500));
     let report = rt.block_on(load.stop());
     assert_eq!(report.failed, 0, "{report:?}\n{}", tail(&b.serve_log(), 40));
     assert!(

@@ -114,6 +114,11 @@ impl Backend {
         self.close_gen.subscribe()
     }
 
+    /// How many drain deadlines have closed this backend's connections.
+    pub fn close_generation(&self) -> u64 {
+        *self.close_gen.borrow()
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.load(SeqCst)
     }

@@ -10,6 +10,7 @@
 use crate::access_log::{AccessRecord, Pending};
 use crate::backend::{Backend, InFlight};
 use crate::compress::Encoder;
+use crate::h1client::FastBody;
 use crate::h1guard::Active;
 use crate::pool::{self, Sender};
 use baton_metrics::{MetricsRegistry, VersionMetrics};
@@ -370,7 +371,7 @@ pub(crate) struct ResponseBody {
 enum Kind {
     Full(Option<Bytes>),
     Upstream {
-        inner: Incoming,
+        inner: UpstreamBody,
         exchange: Exchange,
     },
     /// The empty body of a 101; the finished exchange says who answered (access log).
@@ -398,7 +399,7 @@ impl ResponseBody {
         }
     }
 
-    pub(crate) fn upstream(inner: Incoming, exchange: Exchange) -> ResponseBody {
+    pub(crate) fn upstream(inner: UpstreamBody, exchange: Exchange) -> ResponseBody {
         ResponseBody {
             kind: Kind::Upstream { inner, exchange },
             active: None,
@@ -427,14 +428,53 @@ impl ResponseBody {
     }
 }
 
-impl Body for ResponseBody {
+/// An error of a body on its way through: hyper's or `h1client`'s.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An upstream's response body: from hyper's client (requests with a body, upgrades)
+/// or from `h1client` (the rest).
+pub(crate) enum UpstreamBody {
+    Hyper(Incoming),
+    Fast(FastBody),
+}
+
+impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Fast(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::Fast(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Hyper(b) => b.size_hint(),
+            UpstreamBody::Fast(b) => b.size_hint(),
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let (kind, sent, active) = (&mut this.kind, &mut this.sent, &mut this.active);
         match this.encoder.as_deref_mut() {
@@ -473,7 +513,7 @@ fn poll_kind(
     sent: &mut u64,
     active: &mut Option<Active>,
     cx: &mut Context<'_>,
-) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
     match kind {
         Kind::Upgraded(_) => Poll::Ready(None),
         Kind::Full(bytes) => {

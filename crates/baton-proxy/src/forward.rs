@@ -4,9 +4,12 @@
 
 use crate::access_log::{AccessLog, AccessRecord, Pending};
 use crate::backend::{Backend, InFlight};
-use crate::body::{BodyLimits, Exchange, RequestBody, RequestBodyError, ResponseBody};
+use crate::body::{
+    BodyLimits, Exchange, RequestBody, RequestBodyError, ResponseBody, UpstreamBody,
+};
 use crate::compress;
 use crate::error::{error_response, ProxyError};
+use crate::h1client::{self, SendError};
 use crate::h1guard::ConnState;
 use crate::headers::{self, Peer};
 use crate::pool;
@@ -43,7 +46,8 @@ impl Target {
 
 /// The outcome of one try on one backend.
 enum Attempt {
-    Answered(Response<Incoming>, pool::Sender),
+    /// hyper's client answered on this connection, kept for reuse when the body ends.
+    Answered(Response<UpstreamBody>, Option<pool::Sender>),
     /// The request is back in hand and may be sent once more.
     Retry(Request<RequestBody>),
     Failed(ProxyError),
@@ -228,11 +232,12 @@ impl Inner {
             }
         }
         headers::frame_unknown_length(&parts.method, &mut parts.headers, has_body);
+        let fast = h1client::eligible(&parts.method, has_body, upgrade);
         let replay = Replay::capture(&parts, has_body, upgrade);
         exchange.set_bytes_in(progress);
         let upstream_req = Request::from_parts(parts, body);
         match self
-            .send(upstream_req, replay, &target, &mut exchange)
+            .send(upstream_req, replay, fast, &target, &mut exchange)
             .await
         {
             Ok(resp) => self.respond(resp, &target, exchange, client_upgrade),
@@ -336,22 +341,28 @@ impl Inner {
         &self,
         mut req: Request<RequestBody>,
         mut replay: Option<Replay>,
+        fast: bool,
         target: &Target,
         exchange: &mut Exchange,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
         let mut retried = false;
         let sent = Instant::now();
         loop {
             let Some(backend) = exchange.in_flight().map(|g| g.backend().clone()) else {
                 return Err(upstream_error(target));
             };
-            match self
-                .attempt(&backend, req, &mut replay, retried, target)
-                .await
-            {
+            let attempt = if fast {
+                self.attempt_fast(&backend, req, retried, target).await
+            } else {
+                self.attempt(&backend, req, &mut replay, retried, target)
+                    .await
+            };
+            match attempt {
                 Attempt::Answered(resp, sender) => {
                     exchange.upstream_time = Some(sent.elapsed());
-                    exchange.set_conn(sender);
+                    if let Some(sender) = sender {
+                        exchange.set_conn(sender);
+                    }
                     return Ok(resp);
                 }
                 Attempt::Failed(error) => return Err(error),
@@ -413,7 +424,7 @@ impl Inner {
                 } else {
                     self.passive.success(backend);
                 }
-                return Attempt::Answered(resp, sender);
+                return Attempt::Answered(resp.map(UpstreamBody::Hyper), Some(sender));
             }
             Ok(Err(failed)) => failed,
             Err(_) => {
@@ -449,9 +460,87 @@ impl Inner {
         }
     }
 
+    /// One try of a request without a body on `h1client`: the exchange runs in this
+    /// task. `GET` and `HEAD` may be sent again whatever went wrong before the response
+    /// head, so every failure but the second is a retry.
+    async fn attempt_fast(
+        &self,
+        backend: &Arc<Backend>,
+        req: Request<RequestBody>,
+        retried: bool,
+        target: &Target,
+    ) -> Attempt {
+        let pool = target.pool();
+        let (connect_timeout, header_timeout, idle_timeout) = {
+            let cfg = self.config.load();
+            (
+                cfg.connect_timeout,
+                cfg.upstream_header_timeout,
+                cfg.upstream_idle_timeout,
+            )
+        };
+        let fail = |reason| self.passive.failure(backend, &pool.backends, reason);
+        let pooled = if retried {
+            None
+        } else {
+            backend.idle.checkout_conn(backend, idle_timeout)
+        };
+        let reused = pooled.is_some();
+        let conn = match pooled {
+            Some(c) => c,
+            None => match h1client::Conn::connect(backend, connect_timeout).await {
+                Ok(c) => c,
+                Err(error) => {
+                    tracing::warn!(backend = %backend.id, %error, retried, "upstream connect failed");
+                    fail("connect failed");
+                    if !retried {
+                        return Attempt::Retry(req);
+                    }
+                    return Attempt::Failed(ProxyError::Connect {
+                        app: target.app.name.clone(),
+                        version: pool.version.clone(),
+                    });
+                }
+            },
+        };
+        let (parts, body) = req.into_parts();
+        let sent = h1client::send(conn, reused, &parts, backend.clone());
+        let error = match tokio::time::timeout(header_timeout, sent).await {
+            Ok(Ok(resp)) => {
+                if resp.status().is_server_error() {
+                    fail("5xx response");
+                } else {
+                    self.passive.success(backend);
+                }
+                return Attempt::Answered(resp.map(UpstreamBody::Fast), None);
+            }
+            Ok(Err(error)) => error,
+            Err(_) => {
+                tracing::warn!(backend = %backend.id, "upstream response header timeout");
+                fail("response header timeout");
+                return Attempt::Failed(ProxyError::UpstreamTimeout {
+                    app: target.app.name.clone(),
+                    version: pool.version.clone(),
+                });
+            }
+        };
+        // A pooled connection the upstream closed meanwhile says nothing about the
+        // backend's health.
+        let stale = reused && matches!(error, SendError::Unsent(_) | SendError::Closed);
+        if !stale {
+            fail("upstream error");
+        }
+        if retried {
+            tracing::warn!(backend = %backend.id, %error, "upstream request failed");
+            return Attempt::Failed(upstream_error(target));
+        }
+        tracing::debug!(backend = %backend.id, %error, reused, "request without a body failed before any answer; retrying");
+        Attempt::Retry(Request::from_parts(parts, body))
+    }
+
     fn respond(
         &self,
-        mut resp: Response<Incoming>,
+        mut resp: Response<UpstreamBody>,
         target: &Target,
         mut exchange: Exchange,
         client_upgrade: Option<OnUpgrade>,

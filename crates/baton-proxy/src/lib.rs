@@ -44,6 +44,7 @@ mod conn;
 mod drain;
 mod error;
 mod forward;
+mod h1client;
 mod h1guard;
 mod headers;
 mod passive;
@@ -60,6 +61,7 @@ mod upgrade;
 /// Entry points for the cargo-fuzz targets in `fuzz/`; not an API.
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use crate::h1client::{fuzz_decode, DecodedResponse};
     pub use crate::h1guard::{fuzz_sniff, SniffVerdict};
     pub use crate::router::fuzz_route;
     pub use crate::target::fuzz_target;

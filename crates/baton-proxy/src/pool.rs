@@ -4,6 +4,7 @@
 
 use crate::backend::Backend;
 use crate::body::RequestBody;
+use crate::h1client::Conn;
 use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -16,9 +17,11 @@ pub(crate) type Sender = SendRequest<RequestBody>;
 /// How long a connection whose response just finished may take to become reusable.
 const READY_GRACE: Duration = Duration::from_secs(1);
 
-/// Idle connections of one backend, oldest first.
+/// Idle connections of one backend, oldest first: hyper's (which carried requests with
+/// a body) and `h1client`'s (requests without), each up to the capacity.
 pub(crate) struct IdlePool {
     queue: Option<ArrayQueue<Idle>>,
+    conns: Option<ArrayQueue<IdleConn>>,
 }
 
 struct Idle {
@@ -26,10 +29,41 @@ struct Idle {
     since: Instant,
 }
 
+struct IdleConn {
+    conn: Conn,
+    since: Instant,
+}
+
 impl IdlePool {
     pub fn new(capacity: usize) -> IdlePool {
         IdlePool {
             queue: (capacity > 0).then(|| ArrayQueue::new(capacity)),
+            conns: (capacity > 0).then(|| ArrayQueue::new(capacity)),
+        }
+    }
+
+    /// An `h1client` connection idle for less than `max_idle` that can still be used.
+    pub fn checkout_conn(&self, backend: &Backend, max_idle: Duration) -> Option<Conn> {
+        let queue = self.conns.as_ref()?;
+        while let Some(idle) = queue.pop() {
+            if idle.since.elapsed() < max_idle && idle.conn.usable(backend) {
+                return Some(idle.conn);
+            }
+        }
+        None
+    }
+
+    /// Keep an `h1client` connection whose response ended cleanly (dropped, and so
+    /// closed, when the backend is draining or the pool is full).
+    pub fn push_conn(&self, backend: &Backend, conn: Conn) {
+        if backend.is_removed() || backend.is_closed() {
+            return;
+        }
+        if let Some(queue) = &self.conns {
+            let _ = queue.push(IdleConn {
+                conn,
+                since: Instant::now(),
+            });
         }
     }
 
@@ -57,6 +91,9 @@ impl IdlePool {
     /// Drop (and so close) every idle connection.
     pub fn clear(&self) {
         if let Some(queue) = &self.queue {
+            while queue.pop().is_some() {}
+        }
+        if let Some(queue) = &self.conns {
             while queue.pop().is_some() {}
         }
     }
@@ -98,6 +135,20 @@ pub(crate) enum ConnectError {
     },
 }
 
+/// A TCP connection to `addr` within `timeout`, with Nagle off.
+pub(crate) async fn connect_stream(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ConnectError::Timeout { addr }),
+        Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
 /// Open a new connection to `backend` and spawn its connection task. The task ends
 /// when the connection closes, when every sender is dropped, or when the backend's
 /// drain deadline closes everything attached to it.
@@ -106,12 +157,7 @@ pub(crate) async fn connect(
     timeout: Duration,
 ) -> Result<Sender, ConnectError> {
     let addr = backend.addr;
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(ConnectError::Timeout { addr }),
-        Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
-        Ok(Ok(s)) => s,
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = connect_stream(addr, timeout).await?;
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await

@@ -1,0 +1,148 @@
+//! The response body of an exchange on `h1client`: decoded from the connection's
+//! buffer as the client's side polls it, reading more only when the buffer has no
+//! complete piece. When the body ends cleanly on a keep-alive connection with nothing
+//! left over, the connection goes back to the backend's idle pool at once.
+
+use super::parse::{Decoded, Decoder, Framing, Head, Invalid};
+use super::{Conn, READ_CHUNK};
+use crate::backend::Backend;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+/// Why a response body stopped early.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("reading the response body: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the backend's drain deadline passed")]
+    Closed,
+}
+
+/// Resolves when the backend's drain deadline closes its connections.
+type Deadline = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+pub(crate) struct FastBody {
+    /// `None` once the body is complete (the connection is pooled or closed).
+    conn: Option<Conn>,
+    /// Made the first time the body waits for the upstream (most bodies never do).
+    deadline: Option<Deadline>,
+    decoder: Decoder,
+    keep_alive: bool,
+    backend: Arc<Backend>,
+}
+
+impl FastBody {
+    pub(super) fn new(conn: Conn, head: &Head, backend: Arc<Backend>) -> FastBody {
+        let mut body = FastBody {
+            conn: Some(conn),
+            deadline: None,
+            decoder: Decoder::new(head.framing),
+            keep_alive: head.keep_alive && head.framing != Framing::Eof,
+            backend,
+        };
+        if body.decoder.is_done() {
+            body.complete();
+        }
+        body
+    }
+
+    /// The body ended as framed: keep the connection if it can carry another request.
+    fn complete(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if self.keep_alive && conn.buf.is_empty() {
+            self.backend.idle.push_conn(&self.backend, conn);
+        }
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let step = match self.decoder.decode(&mut conn.buf) {
+                Ok(step) => step,
+                Err(e) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            };
+            match step {
+                Decoded::Data(data) => {
+                    if self.decoder.is_done() {
+                        self.complete();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Decoded::Trailers(trailers) => {
+                    self.complete();
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                Decoded::Done => {
+                    self.complete();
+                    return Poll::Ready(None);
+                }
+                Decoded::NeedMore => {}
+            }
+            conn.buf.reserve(READ_CHUNK);
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf);
+            let Poll::Ready(read) = read else {
+                let generation = conn.generation;
+                let backend = &self.backend;
+                let deadline = self.deadline.get_or_insert_with(|| {
+                    let mut close = backend.close_signal();
+                    Box::pin(async move {
+                        let _ = close.wait_for(|g| *g != generation).await;
+                    })
+                });
+                ready!(deadline.as_mut().poll(cx));
+                self.conn = None;
+                return Poll::Ready(Some(Err(BodyError::Closed)));
+            };
+            match read {
+                Ok(0) => {
+                    self.conn = None;
+                    if let Err(e) = self.decoder.eof() {
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                    return Poll::Ready(None);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+}
+
+impl Body for FastBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.get_mut().poll_next(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decoder.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The upstream HTTP/1.1 exchange driven inside the request's own task, for requests
+//! without a body (`GET`, `HEAD`): the head is written straight to a pooled
+//! connection, the response head parsed with httparse (`parse.rs`) and the body
+//! decoded as the client's side reads it (`body.rs`). hyper's client needs a
+//! connection task per upstream connection, a channel to it and cross-task wake-ups for
+//! every request; here there is none. Requests with a body and upgrades keep hyper's
+//! client (`pool.rs`): writing a body while the answer streams back is what its
+//! dispatcher is for.
+//!
+//! A connection is reused only after a response whose framing ended cleanly on a
+//! keep-alive connection with no byte left over; idle ones wait in the backend's
+//! `IdlePool` and are checked for a close by the upstream (end of stream or stray
+//! bytes) when taken out.
+
+mod body;
+pub(crate) mod parse;
+
+pub(crate) use body::FastBody;
+
+use crate::backend::Backend;
+use crate::pool::ConnectError;
+use bytes::BytesMut;
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+use parse::{parse_head, Invalid};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Read buffer reserved per read.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// One upstream connection owned by the request using it (or idle in a pool).
+pub(crate) struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    /// The backend's close generation when the connection was made (`Backend::close_all`
+    /// bumps it at the drain deadline).
+    generation: u64,
+}
+
+impl Conn {
+    pub async fn connect(backend: &Backend, timeout: Duration) -> Result<Conn, ConnectError> {
+        let stream = crate::pool::connect_stream(backend.addr, timeout).await?;
+        Ok(Conn {
+            stream,
+            buf: BytesMut::new(),
+            generation: backend.close_generation(),
+        })
+    }
+
+    /// Whether an idle connection can carry a request: made since the last drain
+    /// deadline, not closed by the upstream, and with nothing unasked-for to read.
+    pub fn usable(&self, backend: &Backend) -> bool {
+        if self.generation != backend.close_generation() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        // Without a readiness event since the last read this is answered from tokio's
+        // state, with no system call.
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+/// Why an exchange failed before a usable response head.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    /// A reused connection refused the request head: nothing reached the upstream.
+    #[error("pooled connection closed before the request was written: {0}")]
+    Unsent(io::Error),
+    /// The connection closed before any byte of a response.
+    #[error("connection closed before any response")]
+    Closed,
+    #[error("the backend's drain deadline passed")]
+    DrainDeadline,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+}
+
+/// Writes `parts` (a request without a body, already rewritten for the upstream) and
+/// reads the response head. The body is read later, by whoever polls the `FastBody`.
+pub(crate) async fn send(
+    mut conn: Conn,
+    reused: bool,
+    parts: &Parts,
+    backend: Arc<Backend>,
+) -> Result<Response<FastBody>, SendError> {
+    let head = encode_head(parts);
+    // The first write tells a dead pooled connection (reset by the upstream) from a
+    // request that may have been seen: nothing of the head was accepted.
+    let written = match conn.stream.write(&head).await {
+        Ok(n) => n,
+        Err(e) if reused => return Err(SendError::Unsent(e)),
+        Err(e) => return Err(e.into()),
+    };
+    conn.stream.write_all(&head[written..]).await?;
+    let head_request = parts.method == Method::HEAD;
+    // The backend's drain deadline ends a request still waiting for its answer.
+    let mut close = backend.close_signal();
+    let generation = conn.generation;
+    let closed = close.wait_for(move |g| *g != generation);
+    tokio::pin!(closed);
+    let mut received = 0usize;
+    let head = loop {
+        if !conn.buf.is_empty() {
+            if let Some((head, used)) = parse_head(&conn.buf, head_request)? {
+                let _ = conn.buf.split_to(used);
+                if head.status.is_informational() {
+                    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(Invalid::Head("101 to a request that asked no upgrade").into());
+                    }
+                    // 100 Continue, 103 Early Hints: the final answer follows.
+                    continue;
+                }
+                break head;
+            }
+        }
+        conn.buf.reserve(READ_CHUNK);
+        let n = tokio::select! {
+            n = tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf) => n?,
+            _ = &mut closed => return Err(SendError::DrainDeadline),
+        };
+        if n == 0 {
+            if received == 0 {
+                return Err(SendError::Closed);
+            }
+            return Err(Invalid::Head("connection closed in the response head").into());
+        }
+        received += n;
+    };
+    let mut res = Response::new(FastBody::new(conn, &head, backend));
+    *res.status_mut() = head.status;
+    *res.version_mut() = head.version;
+    *res.headers_mut() = head.headers;
+    if let Some(reason) = head.reason {
+        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason) {
+            res.extensions_mut().insert(reason);
+        }
+    }
+    Ok(res)
+}
+
+/// The request head as hyper's client writes it: request line, then every field as
+/// `name: value` (names lower-case, as `HeaderMap` holds them).
+fn encode_head(parts: &Parts) -> Vec<u8> {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut size = parts.method.as_str().len() + target.len() + 14;
+    for (name, value) in &parts.headers {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    let mut head = Vec::with_capacity(size);
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// Whether a request goes over this client: no body, no upgrade, `GET` or `HEAD`.
+pub(crate) fn eligible(method: &Method, has_body: bool, upgrade: bool) -> bool {
+    !has_body && !upgrade && (*method == Method::GET || *method == Method::HEAD)
+}
+
+#[cfg(test)]
+mod tests;
+
+/// A response as `h1client` reads it, in plain types (for the differential fuzzer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedResponse {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    pub trailers: Option<Vec<(String, Vec<u8>)>>,
+}
+
+/// Reads `bytes` as the response to a request (`HEAD` when `head_request`) over reads
+/// of `read` bytes, then the end of the connection: the response, or why it is refused.
+pub fn fuzz_decode(
+    bytes: &[u8],
+    head_request: bool,
+    read: usize,
+) -> Result<DecodedResponse, String> {
+    let plain = |map: &http::HeaderMap| {
+        map.iter()
+            .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let (head, body, trailers) =
+        parse::decode_whole(bytes, head_request, read).map_err(|e| e.to_string())?;
+    Ok(DecodedResponse {
+        status: head.status.as_u16(),
+        headers: plain(&head.headers),
+        body,
+        trailers: trailers.as_ref().map(plain),
+    })
+}

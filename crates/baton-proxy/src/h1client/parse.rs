@@ -1,0 +1,523 @@
+//! Reading an upstream's HTTP/1 response: the head (httparse, then the framing of the
+//! body as RFC 9112 §6.3 decides it) and the body decoder (Content-Length, chunked with
+//! trailers, until close). Pure functions over buffers, so the differential fuzzer
+//! drives them with no socket; `mod.rs` and `body.rs` feed them from the connection.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{StatusCode, Version};
+
+/// Header fields one response head (or trailer section) may have.
+pub(crate) const MAX_HEADERS: usize = 100;
+/// The longest response head accepted (the same bound as hyper's client read buffer).
+pub(crate) const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
+/// The longest chunk-extension text of one chunk, and of a trailer section.
+const MAX_EXTENSION_BYTES: usize = 16 * 1024;
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+
+/// How the body after the head ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body: a `HEAD` request, 1xx, 204, 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    Eof,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub reason: Option<Bytes>,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// Whether the connection may carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// Why a response (head or body) cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Invalid {
+    #[error("malformed response head: {0}")]
+    Head(&'static str),
+    #[error("response head larger than {MAX_HEAD_BYTES} bytes")]
+    HeadTooLarge,
+    #[error("invalid Content-Length in the response")]
+    ContentLength,
+    #[error("malformed chunked body: {0}")]
+    Chunked(&'static str),
+    #[error("connection closed before the response body ended")]
+    Cut,
+}
+
+/// Parses one response head at the start of `buf`: `Ok(None)` while it is incomplete,
+/// else the head and how many bytes it took. `head_request`: the request was `HEAD`, so
+/// the response has no body whatever its headers say.
+pub(crate) fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)>, Invalid> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut fields);
+    let len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(Invalid::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Invalid::Head("too many header fields"))
+        }
+        Err(_) => return Err(Invalid::Head("not an HTTP/1 response")),
+    };
+    if len > MAX_HEAD_BYTES {
+        return Err(Invalid::HeadTooLarge);
+    }
+    let code = res.code.ok_or(Invalid::Head("no status"))?;
+    let status = StatusCode::from_u16(code).map_err(|_| Invalid::Head("status out of range"))?;
+    let version = if res.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let reason = res
+        .reason
+        .filter(|r| Some(*r) != status.canonical_reason() && !r.is_empty())
+        .map(|r| Bytes::copy_from_slice(r.as_bytes()));
+    let mut headers = HeaderMap::with_capacity(res.headers.len());
+    let mut close = false;
+    let mut keep_alive_token = false;
+    for field in res.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| Invalid::Head("invalid header name"))?;
+        let value = HeaderValue::from_bytes(field.value)
+            .map_err(|_| Invalid::Head("invalid header value"))?;
+        if name == header::CONNECTION {
+            for token in field.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        headers.append(name, value);
+    }
+    let mut keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
+    let (framing, reuse) = framing(status, version, &headers, head_request)?;
+    keep_alive &= reuse;
+    Ok(Some((
+        Head {
+            status,
+            version,
+            reason,
+            headers,
+            framing,
+            keep_alive,
+        },
+        len,
+    )))
+}
+
+/// How the body is framed (RFC 9112 §6.3, in the order hyper's client decides it, so
+/// the two read every response alike), and whether the connection may be reused after
+/// it. Content-Length is read only where it frames the body: a `HEAD`, 1xx, 204 or 304
+/// response, or one with Transfer-Encoding, may carry any value.
+fn framing(
+    status: StatusCode,
+    version: Version,
+    headers: &HeaderMap,
+    head_request: bool,
+) -> Result<(Framing, bool), Invalid> {
+    if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Empty, true));
+    }
+    if let Some(last) = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+    {
+        if version == Version::HTTP_10 {
+            return Err(Invalid::Head("Transfer-Encoding in an HTTP/1.0 response"));
+        }
+        // A response with both may have been meant to desync: its connection is not
+        // reused. The last coding of the last field decides.
+        let reuse = !headers.contains_key(header::CONTENT_LENGTH);
+        let chunked = last
+            .to_str()
+            .ok()
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"));
+        return Ok(if chunked {
+            (Framing::Chunked, reuse)
+        } else {
+            (Framing::Eof, false)
+        });
+    }
+    let mut length: Option<u64> = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let n = parse_content_length(value.as_bytes())?;
+        if length.is_some_and(|l| l != n) {
+            return Err(Invalid::ContentLength);
+        }
+        length = Some(n);
+    }
+    Ok(match length {
+        Some(n) => (Framing::Length(n), true),
+        None => (Framing::Eof, false),
+    })
+}
+
+/// The largest body length accepted (hyper's bound: two values below are its markers).
+const MAX_LENGTH: u64 = u64::MAX - 2;
+
+/// `Content-Length`: digits only; a list must repeat one value.
+fn parse_content_length(value: &[u8]) -> Result<u64, Invalid> {
+    let mut found: Option<u64> = None;
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() {
+            return Err(Invalid::ContentLength);
+        }
+        let mut n = 0u64;
+        for &d in part {
+            if !d.is_ascii_digit() {
+                return Err(Invalid::ContentLength);
+            }
+            n = n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(d - b'0')))
+                .ok_or(Invalid::ContentLength)?;
+        }
+        if n > MAX_LENGTH || found.is_some_and(|f| f != n) {
+            return Err(Invalid::ContentLength);
+        }
+        found = Some(n);
+    }
+    found.ok_or(Invalid::ContentLength)
+}
+
+/// One step of the body decoder.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Decoded {
+    Data(Bytes),
+    Trailers(HeaderMap),
+    /// Nothing more until more bytes arrive.
+    NeedMore,
+    /// The body is complete.
+    Done,
+}
+
+/// Decodes a response body from a buffer the connection fills. The chunked framing is
+/// read byte by byte by the rules hyper's client applies (same limits, same errors), so
+/// the two accept and refuse the same bodies.
+#[derive(Debug)]
+pub(crate) struct Decoder {
+    state: State,
+    /// Chunk-extension bytes over the whole body.
+    extension_bytes: usize,
+    /// The trailer section as read so far, and its CRLF-ended lines.
+    trailers: Option<BytesMut>,
+    trailer_lines: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Length(u64),
+    Eof,
+    /// Before the first digit of a chunk size.
+    Start,
+    /// Chunk size digits read so far.
+    Size(u64),
+    /// Whitespace after the size: only more of it, `;` or CR may follow.
+    SizeLws(u64),
+    /// Inside a chunk extension.
+    Extension(u64),
+    SizeLf(u64),
+    Chunk(u64),
+    ChunkCr,
+    ChunkLf,
+    /// After the last chunk's size line, or a trailer line: CR ends the body.
+    EndCr,
+    EndLf,
+    /// Inside a trailer line.
+    Trailer,
+    TrailerLf,
+    Done,
+}
+
+impl Decoder {
+    pub fn new(framing: Framing) -> Decoder {
+        let state = match framing {
+            Framing::Empty | Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::Start,
+            Framing::Eof => State::Eof,
+        };
+        Decoder {
+            state,
+            extension_bytes: 0,
+            trailers: None,
+            trailer_lines: 0,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done && self.trailers.is_none()
+    }
+
+    /// Bytes still expected, when the framing says.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Length(n) => Some(n),
+            State::Done if self.trailers.is_none() => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The next piece of the body from `buf` (consumed as decoded).
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Invalid> {
+        loop {
+            match self.state {
+                State::Done => {
+                    return match self.trailers.take() {
+                        Some(section) => {
+                            parse_trailers(&section, self.trailer_lines).map(Decoded::Trailers)
+                        }
+                        None => Ok(Decoded::Done),
+                    }
+                }
+                State::Length(n) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let take = usize::try_from(n).unwrap_or(usize::MAX).min(buf.len());
+                    let left = n - take as u64;
+                    self.state = if left == 0 {
+                        State::Done
+                    } else {
+                        State::Length(left)
+                    };
+                    return Ok(Decoded::Data(buf.split_to(take).freeze()));
+                }
+                State::Eof => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    return Ok(Decoded::Data(buf.split().freeze()));
+                }
+                State::Chunk(n) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let take = usize::try_from(n).unwrap_or(usize::MAX).min(buf.len());
+                    let left = n - take as u64;
+                    self.state = if left == 0 {
+                        State::ChunkCr
+                    } else {
+                        State::Chunk(left)
+                    };
+                    return Ok(Decoded::Data(buf.split_to(take).freeze()));
+                }
+                _ => {
+                    let Some(&b) = buf.first() else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    buf.advance(1);
+                    self.state = self.control(b)?;
+                }
+            }
+        }
+    }
+
+    /// The framing bytes around chunk data, one at a time.
+    fn control(&mut self, b: u8) -> Result<State, Invalid> {
+        Ok(match self.state {
+            State::Start => match hex(b) {
+                Some(d) => State::Size(d),
+                None => return Err(Invalid::Chunked("chunk size missing")),
+            },
+            State::Size(n) => match b {
+                b'\t' | b' ' => State::SizeLws(n),
+                b';' => State::Extension(n),
+                b'\r' => State::SizeLf(n),
+                _ => {
+                    let d = hex(b).ok_or(Invalid::Chunked("invalid chunk size"))?;
+                    n.checked_mul(16)
+                        .and_then(|n| n.checked_add(d))
+                        .map(State::Size)
+                        .ok_or(Invalid::Chunked("chunk size too large"))?
+                }
+            },
+            State::SizeLws(n) => match b {
+                b'\t' | b' ' => State::SizeLws(n),
+                b';' => State::Extension(n),
+                b'\r' => State::SizeLf(n),
+                _ => return Err(Invalid::Chunked("invalid chunk size")),
+            },
+            State::Extension(n) => match b {
+                b'\r' => State::SizeLf(n),
+                b'\n' => return Err(Invalid::Chunked("bare LF in a chunk extension")),
+                _ => {
+                    self.extension_bytes += 1;
+                    if self.extension_bytes >= MAX_EXTENSION_BYTES {
+                        return Err(Invalid::Chunked("chunk extensions too long"));
+                    }
+                    State::Extension(n)
+                }
+            },
+            State::SizeLf(n) => match b {
+                b'\n' if n == 0 => State::EndCr,
+                b'\n' => State::Chunk(n),
+                _ => return Err(Invalid::Chunked("chunk size line not ended by CRLF")),
+            },
+            State::ChunkCr => match b {
+                b'\r' => State::ChunkLf,
+                _ => return Err(Invalid::Chunked("chunk data not followed by CRLF")),
+            },
+            State::ChunkLf => match b {
+                b'\n' => State::Start,
+                _ => return Err(Invalid::Chunked("chunk data not followed by CRLF")),
+            },
+            State::EndCr => {
+                if b == b'\r' {
+                    if self.trailers.is_some() {
+                        self.push_trailer(b)?;
+                    }
+                    State::EndLf
+                } else {
+                    self.trailers
+                        .get_or_insert_with(|| BytesMut::with_capacity(64));
+                    self.push_trailer(b)?;
+                    State::Trailer
+                }
+            }
+            State::Trailer => {
+                self.push_trailer(b)?;
+                if b == b'\r' {
+                    State::TrailerLf
+                } else {
+                    State::Trailer
+                }
+            }
+            State::TrailerLf => match b {
+                b'\n' => {
+                    if self.trailer_lines >= MAX_HEADERS {
+                        return Err(Invalid::Chunked("too many trailer fields"));
+                    }
+                    self.trailer_lines += 1;
+                    self.push_trailer(b)?;
+                    State::EndCr
+                }
+                _ => return Err(Invalid::Chunked("trailer line not ended by CRLF")),
+            },
+            State::EndLf => match b {
+                b'\n' => {
+                    if self.trailers.is_some() {
+                        self.push_trailer(b)?;
+                    }
+                    State::Done
+                }
+                _ => return Err(Invalid::Chunked("chunked body not ended by CRLF")),
+            },
+            state => state,
+        })
+    }
+
+    fn push_trailer(&mut self, b: u8) -> Result<(), Invalid> {
+        let section = self.trailers.get_or_insert_with(BytesMut::new);
+        section.extend_from_slice(&[b]);
+        if section.len() >= MAX_TRAILER_BYTES {
+            return Err(Invalid::Chunked("trailer section too large"));
+        }
+        Ok(())
+    }
+
+    /// The connection ended: fine for a body read until close, else the body was cut.
+    pub fn eof(&mut self) -> Result<(), Invalid> {
+        match self.state {
+            State::Eof | State::Done => {
+                self.state = State::Done;
+                Ok(())
+            }
+            _ => Err(Invalid::Cut),
+        }
+    }
+}
+
+fn hex(b: u8) -> Option<u64> {
+    (b as char).to_digit(16).map(u64::from)
+}
+
+/// The trailer section, `lines` CRLF-ended lines (httparse also ends a line at a bare LF,
+/// so more fields than that is refused, as hyper does).
+fn parse_trailers(section: &[u8], lines: usize) -> Result<HeaderMap, Invalid> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let fields = &mut fields[..lines.min(MAX_HEADERS)];
+    match httparse::parse_headers(section, fields) {
+        Ok(httparse::Status::Complete((_, fields))) => {
+            let mut map = HeaderMap::with_capacity(fields.len());
+            for f in fields {
+                let name = HeaderName::from_bytes(f.name.as_bytes())
+                    .map_err(|_| Invalid::Chunked("invalid trailer name"))?;
+                let value = HeaderValue::from_bytes(f.value)
+                    .map_err(|_| Invalid::Chunked("invalid trailer value"))?;
+                map.append(name, value);
+            }
+            Ok(map)
+        }
+        _ => Err(Invalid::Chunked("malformed trailer section")),
+    }
+}
+
+/// Runs the head parser and the decoder over a whole response held in memory, the way
+/// the connection does over reads of `read` bytes: the status, the headers, the body and
+/// the trailers, or why the response is refused. For the differential fuzzer.
+pub(crate) fn decode_whole(
+    bytes: &[u8],
+    head_request: bool,
+    read: usize,
+) -> Result<(Head, Vec<u8>, Option<HeaderMap>), Invalid> {
+    let read = read.max(1);
+    let mut input = bytes.chunks(read);
+    let mut buf = BytesMut::new();
+    let head = loop {
+        match parse_head(&buf, head_request)? {
+            Some((head, used)) => {
+                buf.advance(used);
+                if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS
+                {
+                    continue;
+                }
+                break head;
+            }
+            None => match input.next() {
+                Some(more) => buf.extend_from_slice(more),
+                None => return Err(Invalid::Head("connection closed in the head")),
+            },
+        }
+    };
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(Invalid::Head("101 to a request that asked no upgrade"));
+    }
+    let mut decoder = Decoder::new(head.framing);
+    let mut body = Vec::new();
+    let mut trailers = None;
+    loop {
+        match decoder.decode(&mut buf)? {
+            Decoded::Data(d) => body.extend_from_slice(&d),
+            Decoded::Trailers(t) => trailers = Some(t),
+            Decoded::Done => break,
+            Decoded::NeedMore => match input.next() {
+                Some(more) => buf.extend_from_slice(more),
+                None => {
+                    decoder.eof()?;
+                    break;
+                }
+            },
+        }
+    }
+    Ok((head, body, trailers))
+}

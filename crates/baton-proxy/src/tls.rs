@@ -6,8 +6,9 @@
 //! installed at run time by ACME ([`Proxy::install_certificate`](crate::Proxy)). A name
 //! is looked up exactly, then as a one-label wildcard (`*.example.com` covers
 //! `a.example.com`, not `a.b.example.com`, as browsers do), then the default
-//! certificate; with none the handshake fails with an `unrecognized_name` alert and
-//! nothing is served.
+//! certificate; with none the handshake fails with a fatal `unrecognized_name` alert
+//! (112, as nginx's `ssl_reject_handshake`; not rustls' own `access_denied`) and nothing
+//! is served.
 //!
 //! The handshake reads the ClientHello first (`LazyConfigAcceptor`), so a connection
 //! can be answered with what only an async step knows: an ACME TLS-ALPN-01 challenge
@@ -448,6 +449,10 @@ impl ResolvesServerCert for ChallengeResolver {
     }
 }
 
+/// A TLS alert record: fatal (2), `unrecognized_name` (112), record version TLS 1.2 (as
+/// TLS 1.3 writes it too).
+const UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
+
 /// The result of one TLS handshake.
 pub(crate) enum Handshake<S> {
     /// HTTP over TLS from here on.
@@ -492,6 +497,22 @@ where
                 "no certificate for this name, and none issued on demand"
             );
         }
+    }
+    if tls.resolve(host.as_deref()).is_none() {
+        // No certificate for this name (or no name) and no default: refused with a fatal
+        // `unrecognized_name` alert (RFC 6066 §3; what nginx's `ssl_reject_handshake`
+        // sends) rather than the `access_denied` rustls would send, in the clear since
+        // nothing was negotiated yet; nothing else is sent.
+        let mut io = start.io;
+        let _ = tokio::time::timeout(timeout, async {
+            tokio::io::AsyncWriteExt::write_all(&mut io, &UNRECOGNIZED_NAME).await?;
+            tokio::io::AsyncWriteExt::shutdown(&mut io).await
+        })
+        .await;
+        return Err(std::io::Error::other(format!(
+            "no certificate for {}: refused with unrecognized_name",
+            host.as_deref().unwrap_or("a client without SNI")
+        )));
     }
     let handshake = start.into_stream(tls.server_config());
     let stream = tokio::time::timeout(timeout, handshake)

@@ -16,7 +16,7 @@
 
 use crate::client_cmds::Ctx;
 use crate::serve::{proxy_config, Running};
-use crate::tls::TlsFiles;
+use crate::tls::{LoadedFiles, TlsFiles};
 use crate::upgrade::Listeners;
 use crate::Failure;
 use baton_api::client::ClientError;
@@ -49,27 +49,33 @@ pub async fn apply(
     // Certificates are read before anything changes: one that cannot be used refuses
     // the reload. (Read again even when the config is the same: `reload` is also how
     // an operator says "the files changed".)
-    let files = Arc::new(TlsFiles::of(&new));
-    let table = if files.certificates.is_empty() {
-        None
+    let files = TlsFiles::of(&new);
+    let (table, loaded) = if files.certificates.is_empty() {
+        (None, LoadedFiles::unread(files))
     } else {
-        let f = files.clone();
-        let loaded = tokio::task::spawn_blocking(move || f.load())
+        let set = files.clone();
+        let loaded = tokio::task::spawn_blocking(move || set.load())
             .await
             .map_err(|e| fail(500, format!("loading the certificates: {e}")))?;
-        let table = loaded.map_err(|e| fail(422, format!("{e}; nothing was changed")))?;
+        let (table, print) = loaded.map_err(|e| fail(422, format!("{e}; nothing was changed")))?;
         crate::tls::check_overlap(&table, &crate::tls::acme_name_sets(&new))
             .map_err(|e| fail(422, format!("{e}; nothing was changed")))?;
-        Some(table)
+        // The watcher compares with the files as they were read here: a file changed
+        // from now on is picked up, however soon after this reload.
+        (Some(table), LoadedFiles { files, print })
     };
     let mut bound = bind(&diff.listeners_added, Scheme::Http).await?;
     bound.extend(bind(&diff.tls_listeners_added, Scheme::Https).await?);
     // Dropped unused if the controller refuses: nothing changed.
     let outcome = controller.reload(&new).await.map_err(control)?;
-    if let Some(table) = table {
-        listeners.proxy.set_certificates(table);
-    }
-    running.tls_files.send_replace(files);
+    // The new set and its certificates together, under the watch value's lock, so the
+    // watcher cannot install a table of the set this replaces after them.
+    running.tls_files.send_modify(|current| {
+        if let Some(table) = table {
+            listeners.proxy.set_certificates(table);
+        }
+        *current = Arc::new(loaded);
+    });
     if let Some(acme) = &running.acme {
         // The names were checked with the file; an error here is a bug, not input.
         if let Err(e) = acme.set_name_sets(crate::tls::acme_name_sets(&new)) {

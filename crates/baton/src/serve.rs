@@ -240,7 +240,7 @@ pub struct Running {
     /// The HTTPS listeners' addresses.
     pub tls_addrs: Vec<std::net::SocketAddr>,
     /// The certificate files served (a reload replaces them; the watcher follows).
-    pub(crate) tls_files: watch::Sender<Arc<crate::tls::TlsFiles>>,
+    pub(crate) tls_files: watch::Sender<Arc<crate::tls::LoadedFiles>>,
     /// Automatic certificates, when `[proxy.tls.acme]` is set.
     pub(crate) acme: Option<baton_acme::Acme>,
     acme_stop: tokio_util::sync::CancellationToken,
@@ -297,17 +297,21 @@ async fn start_with(
     let metrics = Arc::new(MetricsRegistry::new());
     let proxy = Proxy::new(proxy_config(config), metrics.clone());
     let access_log = crate::access_log::start(config, &proxy, &metrics)?;
-    let tls_files = Arc::new(crate::tls::TlsFiles::of(config));
-    if !tls_files.certificates.is_empty() {
-        let files = tls_files.clone();
-        let table = tokio::task::spawn_blocking(move || files.load())
+    let files = crate::tls::TlsFiles::of(config);
+    let tls_files = if files.certificates.is_empty() {
+        Arc::new(crate::tls::LoadedFiles::unread(files))
+    } else {
+        let set = files.clone();
+        let (table, print) = tokio::task::spawn_blocking(move || set.load())
             .await
             .map_err(|e| Failure::failed(format!("loading the certificates: {e}")))?
             .map_err(Failure::usage)?;
         crate::tls::check_overlap(&table, &crate::tls::acme_name_sets(config))
             .map_err(Failure::usage)?;
         proxy.set_certificates(table);
-    }
+        // The watcher compares with the files as they were read here.
+        Arc::new(crate::tls::LoadedFiles { files, print })
+    };
     let mut listeners = Vec::new();
     let plain = config.proxy.listen.iter().map(|a| (a, Scheme::Http));
     let tls = config.proxy.tls_listen.iter().map(|a| (a, Scheme::Https));

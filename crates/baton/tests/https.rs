@@ -5,7 +5,8 @@
 //! expired certificate refused by the client). A certificate file replaced on disk is
 //! served from the next handshake on without closing open connections; a reload with a
 //! key that does not match its certificate is refused naming both files and changes
-//! nothing; `validate` finds it, and `serve` starts nothing with it.
+//! nothing; `validate` finds it, and `serve` starts nothing with it. A certificate file
+//! changed right after a reload is picked up too.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -371,5 +372,60 @@ fn serve_refuses_certificate_files_it_cannot_use_naming_the_file_and_the_fix() {
             }
         }
         assert!(!d.join("baton.sock").exists(), "nothing may be served");
+    }
+}
+
+/// The serial of the certificate in `path`, as `served_serial` prints it.
+fn file_serial(path: &Path) -> String {
+    let (ok, out) = run(
+        "openssl",
+        &["x509", "-noout", "-serial", "-in", path.to_str().unwrap()],
+        "",
+    );
+    assert!(ok, "{out}");
+    out.trim().to_string()
+}
+
+/// Regression: a reload hands the watcher a new file set; the watcher used to take the
+/// files' fingerprint at its next look (up to 2 s later), so a file changed in between
+/// was taken as the state of the set and never loaded. The fingerprint now comes from
+/// the reload's own read. Three rounds, each changing the file at once after `baton
+/// reload` returns: with the old watcher nearly every round missed the change.
+#[test]
+fn a_certificate_file_changed_right_after_a_reload_is_served() {
+    let tls_port = free_port();
+    let mut ca_holder = None;
+    let b = Baton::start_with(
+        |dir| {
+            let ca = TestCa::new(dir);
+            ca.leaf(dir, "app", &["app.test"], false);
+            ca_holder = Some(ca);
+            tls_section(dir, tls_port, &[("app.pem", "app.key")])
+        },
+        &app_config("rolling", 1, ""),
+    );
+    let ca = ca_holder.unwrap();
+    let dir = b.dir.path().to_path_buf();
+    let cert = dir.join("app.pem");
+    assert_eq!(served_serial(tls_port, "app.test"), file_serial(&cert));
+    for round in 1..=3 {
+        b.cli_ok(&["reload"], 0);
+        ca.leaf(&dir, "app", &["app.test"], false);
+        let want = file_serial(&cert);
+        // The watcher looks every 2 s; 30 s is many looks, not a timing assertion.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let served = served_serial(tls_port, "app.test");
+            if served == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the certificate file changed right after `baton reload` \
+                 was never served (still {served}, the file has {want}): {}",
+                tail(&b.serve_log(), 20)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }

@@ -40,6 +40,17 @@ pub async fn apply(
 ) -> Result<ReloadReport, ReloadFailed> {
     let new = baton_config::load(path).map_err(|e| fail(422, e.to_string()))?;
     let controller = &running.controller;
+    // A `[proxy.tls.acme]` this server does not run yet is started by the reload; what
+    // could stop it from starting (its settings, the `ca_roots` file) is checked here,
+    // before anything changes.
+    let start_acme = match &new.proxy.tls.acme {
+        Some(section) if running.acme.get().is_none() => {
+            baton_acme::Acme::check(&crate::tls::acme_settings(section))
+                .map_err(|e| fail(422, format!("[proxy.tls.acme]: {e}; nothing was changed")))?;
+            true
+        }
+        _ => false,
+    };
     if dry_run {
         let outcome = controller.check_reload(&new).await.map_err(control)?;
         return Ok(report(path, true, outcome));
@@ -67,7 +78,7 @@ pub async fn apply(
     let mut bound = bind(&diff.listeners_added, Scheme::Http).await?;
     bound.extend(bind(&diff.tls_listeners_added, Scheme::Https).await?);
     // Dropped unused if the controller refuses: nothing changed.
-    let outcome = controller.reload(&new).await.map_err(control)?;
+    let mut outcome = controller.reload(&new).await.map_err(control)?;
     // The new set and its certificates together, under the watch value's lock, so the
     // watcher cannot install a table of the set this replaces after them.
     running.tls_files.send_modify(|current| {
@@ -76,10 +87,32 @@ pub async fn apply(
         }
         *current = Arc::new(loaded);
     });
-    if let Some(acme) = &running.acme {
+    if let Some(acme) = running.acme.get() {
         // The names were checked with the file; an error here is a bug, not input.
         if let Err(e) = acme.set_name_sets(crate::tls::acme_name_sets(&new)) {
             tracing::error!(error = %e, "ACME names not replaced");
+        }
+    } else if start_acme {
+        // Stored certificates are installed before this returns; orders go on in the
+        // background. The checks above passed, so what is left to fail is the store
+        // (closed during a handover): reported, and tried again by the next reload.
+        match crate::tls::start_acme(
+            &new,
+            &listeners.proxy,
+            controller,
+            running.acme_stop.clone(),
+        ) {
+            Ok(Some(acme)) => {
+                let _ = running.acme.set(acme);
+                tracing::info!("[proxy.tls.acme] added: ACME started");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "ACME could not be started by the reload");
+                outcome.warnings.push(format!(
+                    "[proxy.tls.acme] was not started ({e}); `baton reload` again, or `baton upgrade`"
+                ));
+            }
         }
     }
     if diff.proxy.iter().any(|k| k.takes.is_applied()) {

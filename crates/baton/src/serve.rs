@@ -241,9 +241,10 @@ pub struct Running {
     pub tls_addrs: Vec<std::net::SocketAddr>,
     /// The certificate files served (a reload replaces them; the watcher follows).
     pub(crate) tls_files: watch::Sender<Arc<crate::tls::LoadedFiles>>,
-    /// Automatic certificates, when `[proxy.tls.acme]` is set.
-    pub(crate) acme: Option<baton_acme::Acme>,
-    acme_stop: tokio_util::sync::CancellationToken,
+    /// Automatic certificates, once `[proxy.tls.acme]` is set (at start, or by the
+    /// first reload that adds it).
+    pub(crate) acme: std::sync::OnceLock<baton_acme::Acme>,
+    pub(crate) acme_stop: tokio_util::sync::CancellationToken,
     stop: watch::Sender<bool>,
     /// The admin API.
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -354,8 +355,12 @@ async fn start_with(
     let controller = Arc::new(controller);
     // Stored ACME certificates are in the proxy before any listener accepts.
     let acme_stop = tokio_util::sync::CancellationToken::new();
-    let acme = crate::tls::start_acme(config, &proxy, &controller, acme_stop.clone())
-        .map_err(Failure::usage)?;
+    let acme = std::sync::OnceLock::new();
+    if let Some(started) = crate::tls::start_acme(config, &proxy, &controller, acme_stop.clone())
+        .map_err(Failure::usage)?
+    {
+        let _ = acme.set(started);
+    }
     let token = match &config.admin.token_file {
         Some(f) => Some(
             std::fs::read_to_string(f)

@@ -217,23 +217,45 @@ impl std::fmt::Debug for CertTable {
     }
 }
 
+/// A [`TlsError`] with the entry of the files it is about, so that the caller can say
+/// where that entry is written.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct EntryError {
+    /// The index in `files` of [`CertTable::load_entries`]; `None`: the default host.
+    pub entry: Option<usize>,
+    pub error: TlsError,
+}
+
 impl CertTable {
     /// Loads every pair of files; `default`: the host whose certificate answers a
     /// ClientHello without SNI or with an unknown name (absent: such handshakes fail).
     pub fn load(files: &[CertificateFiles], default: Option<&str>) -> Result<CertTable, TlsError> {
+        Self::load_entries(files, default).map_err(|e| e.error)
+    }
+
+    /// [`CertTable::load`], saying which entry of `files` an error is about.
+    pub fn load_entries(
+        files: &[CertificateFiles],
+        default: Option<&str>,
+    ) -> Result<CertTable, EntryError> {
         let mut table = CertTable::default();
         let mut owner: HashMap<String, PathBuf> = HashMap::new();
-        for f in files {
-            let loaded = load_pem(&f.cert, &f.key)?;
+        for (i, f) in files.iter().enumerate() {
+            let at = |error| EntryError {
+                entry: Some(i),
+                error,
+            };
+            let loaded = load_pem(&f.cert, &f.key).map_err(at)?;
             let hosts: Vec<String> = if f.hosts.is_empty() {
                 loaded.names.clone()
             } else {
                 f.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
             };
             if hosts.is_empty() {
-                return Err(TlsError::NoHosts {
+                return Err(at(TlsError::NoHosts {
                     path: f.cert.clone(),
-                });
+                }));
             }
             for host in &hosts {
                 let covered = loaded
@@ -241,18 +263,18 @@ impl CertTable {
                     .iter()
                     .any(|n| n == host || (!host.starts_with("*.") && covers(n, host)));
                 if !covered {
-                    return Err(TlsError::HostNotCovered {
+                    return Err(at(TlsError::HostNotCovered {
                         host: host.clone(),
                         path: f.cert.clone(),
                         names: loaded.names.join(", "),
-                    });
+                    }));
                 }
                 if let Some(first) = owner.insert(host.clone(), f.cert.clone()) {
-                    return Err(TlsError::Duplicate {
+                    return Err(at(TlsError::Duplicate {
                         host: host.clone(),
                         first,
                         second: f.cert.clone(),
-                    });
+                    }));
                 }
                 table.insert(host, loaded.key.clone());
             }
@@ -260,11 +282,10 @@ impl CertTable {
         }
         if let Some(host) = default {
             let host = host.to_ascii_lowercase();
-            table.default = Some(
-                table
-                    .lookup(&host)
-                    .ok_or(TlsError::UnknownDefault { host })?,
-            );
+            table.default = Some(table.lookup(&host).ok_or(EntryError {
+                entry: None,
+                error: TlsError::UnknownDefault { host },
+            })?);
         }
         Ok(table)
     }

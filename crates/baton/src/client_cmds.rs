@@ -81,7 +81,8 @@ pub fn validate(config: &Path, json: bool) -> Result<(), Failure> {
     let files = crate::tls::TlsFiles::of(&cfg);
     if !files.certificates.is_empty() {
         let (table, _) = files.load().map_err(Failure::usage)?;
-        crate::tls::check_overlap(&table, &crate::tls::acme_name_sets(&cfg))
+        files
+            .check_overlap(&table, &crate::tls::acme_name_sets(&cfg))
             .map_err(Failure::usage)?;
     }
     if json {

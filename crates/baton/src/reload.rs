@@ -69,7 +69,8 @@ pub async fn apply(
             .await
             .map_err(|e| fail(500, format!("loading the certificates: {e}")))?;
         let (table, print) = loaded.map_err(|e| fail(422, format!("{e}; nothing was changed")))?;
-        crate::tls::check_overlap(&table, &crate::tls::acme_name_sets(&new))
+        files
+            .check_overlap(&table, &crate::tls::acme_name_sets(&new))
             .map_err(|e| fail(422, format!("{e}; nothing was changed")))?;
         // The watcher compares with the files as they were read here: a file changed
         // from now on is picked up, however soon after this reload.

@@ -307,7 +307,8 @@ async fn start_with(
             .await
             .map_err(|e| Failure::failed(format!("loading the certificates: {e}")))?
             .map_err(Failure::usage)?;
-        crate::tls::check_overlap(&table, &crate::tls::acme_name_sets(config))
+        files
+            .check_overlap(&table, &crate::tls::acme_name_sets(config))
             .map_err(Failure::usage)?;
         proxy.set_certificates(table);
         // The watcher compares with the files as they were read here.

@@ -16,16 +16,19 @@ use tokio::sync::watch;
 pub const WATCH_PERIOD: Duration = Duration::from_secs(2);
 
 /// What the TLS listeners serve, as configured.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TlsFiles {
     pub certificates: Vec<CertificateFiles>,
     pub default_host: Option<String>,
+    /// Where each entry is written in the config file, for errors.
+    places: baton_config::Places,
 }
 
 impl TlsFiles {
     pub fn of(config: &Config) -> TlsFiles {
         let t = &config.proxy.tls;
         TlsFiles {
+            places: config.places.clone(),
             certificates: t
                 .certificates
                 .iter()
@@ -43,10 +46,62 @@ impl TlsFiles {
     /// files taken just before they were read (see [`LoadedFiles`]).
     pub fn load(&self) -> Result<(CertTable, Fingerprint), String> {
         let print = self.fingerprint();
-        let table = CertTable::load(&self.certificates, self.default_host.as_deref())
-            .map_err(|e| format!("[proxy.tls]: {e}"))?;
+        let table = CertTable::load_entries(&self.certificates, self.default_host.as_deref())
+            .map_err(|e| self.locate(e))?;
         warn_expiry(&table);
         Ok((table, print))
+    }
+
+    /// The error as `baton.toml:LINE:COLUMN: …`, at the key of the entry it is about.
+    fn locate(&self, e: baton_proxy::EntryError) -> String {
+        use baton_proxy::TlsError as E;
+        let Some(i) = e.entry else {
+            return self
+                .places
+                .problem(
+                    "proxy.tls.default_host",
+                    format!("[proxy.tls]: {}", e.error),
+                )
+                .to_string();
+        };
+        let listed_hosts = self
+            .certificates
+            .get(i)
+            .is_some_and(|c| !c.hosts.is_empty());
+        let field = match &e.error {
+            E::Read { what, .. } => *what,
+            E::NoKey { .. } | E::BadKey { .. } | E::KeyMismatch { .. } => "key",
+            E::HostNotCovered { .. } | E::Duplicate { .. } if listed_hosts => "hosts",
+            _ => "cert",
+        };
+        self.places
+            .problem(
+                &format!("proxy.tls.certificates[{i}].{field}"),
+                format!("[[proxy.tls.certificates]] #{}: {}", i + 1, e.error),
+            )
+            .to_string()
+    }
+
+    /// A host served by a certificate file and by ACME: refused, naming both and where
+    /// the file is configured.
+    pub fn check_overlap(
+        &self,
+        table: &CertTable,
+        acme_sets: &[Vec<String>],
+    ) -> Result<(), String> {
+        check_overlap(table, acme_sets).map_err(|(cert, message)| {
+            let entry = self
+                .certificates
+                .iter()
+                .position(|c| Some(&c.cert) == cert.as_ref());
+            match entry {
+                Some(i) => self
+                    .places
+                    .problem(&format!("proxy.tls.certificates[{i}]"), message)
+                    .to_string(),
+                None => message,
+            }
+        })
     }
 
     /// What the files look like now: changes when one is replaced, rewritten or renamed
@@ -198,21 +253,29 @@ pub fn acme_settings(section: &baton_config::AcmeSection) -> baton_acme::AcmeSet
     s
 }
 
-/// A host served by a certificate file and by ACME: refused, naming both.
-pub fn check_overlap(table: &CertTable, acme_sets: &[Vec<String>]) -> Result<(), String> {
+/// A host served by a certificate file and by ACME: refused, naming both (with the
+/// certificate file, when known).
+fn check_overlap(
+    table: &CertTable,
+    acme_sets: &[Vec<String>],
+) -> Result<(), (Option<PathBuf>, String)> {
     let files = table.hosts();
     for host in acme_sets.iter().flatten() {
         if files.iter().any(|h| h == host) {
-            let file = table
+            let cert = table
                 .certificates()
                 .iter()
                 .find(|c| c.names.iter().any(|n| n == host))
-                .map_or_else(
-                    || "a certificate file".to_string(),
-                    |c| c.path.display().to_string(),
-                );
-            return Err(format!(
-                "[proxy.tls]: host {host:?} is served by {file} and by ACME (an app with `tls = \"acme\"`): keep one (remove the file, or `tls` from the app)"
+                .map(|c| c.path.clone());
+            let file = cert.as_ref().map_or_else(
+                || "a certificate file".to_string(),
+                |p| p.display().to_string(),
+            );
+            return Err((
+                cert,
+                format!(
+                    "[proxy.tls]: host {host:?} is served by {file} and by ACME (an app with `tls = \"acme\"`): keep one (remove the file, or `tls` from the app)"
+                ),
             ));
         }
     }

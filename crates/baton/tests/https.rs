@@ -178,6 +178,16 @@ fn real_tls_clients_get_h2_or_http11_the_right_certificate_and_certificate_chang
             .contains("strict-transport-security: max-age=31536000"),
         "{out}"
     );
+    // The app sees the scheme the client used (the sample app's /headers echoes it),
+    // never the one a client claims.
+    let headers_url = format!("https://app.test:{tls_port}/headers");
+    let out = curl(
+        &dir,
+        tls_port,
+        &["-H", "X-Forwarded-Proto: gopher", &headers_url],
+    );
+    assert!(out.contains("\nx-forwarded-proto: https\n"), "{out}");
+    assert!(!out.contains("gopher"), "{out}");
     // The HTTP listener sends everything to HTTPS, keeping the path and query.
     let plain = format!("http://{}/some/path?q=1", b.proxy);
     let out = curl(
@@ -241,6 +251,8 @@ fn real_tls_clients_get_h2_or_http11_the_right_certificate_and_certificate_chang
     let (ok, out) = s_client(tls_port, &dir, &["-servername", "unknown.test"]);
     assert!(!ok, "an unknown name was served: {out}");
     assert!(out.contains("no peer certificate available"), "{out}");
+    // As nginx's `ssl_reject_handshake`: the alert is unrecognized_name (112).
+    assert!(out.contains("alert number 112"), "{out}");
 
     // Python: an expired certificate is served (baton warns in its log) and refused by
     // the client.
@@ -315,6 +327,19 @@ fn real_tls_clients_get_h2_or_http11_the_right_certificate_and_certificate_chang
             && err.contains("old.pem"),
         "{err}"
     );
+    // Where: the `key` of the second [[proxy.tls.certificates]] entry.
+    let text = std::fs::read_to_string(&b.config).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("key = ") && l.contains("other.key"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!(
+            "baton.toml:{line}:1: [[proxy.tls.certificates]] #2: the key in"
+        )),
+        "{err}"
+    );
     assert!(err.contains("nothing was changed"), "{err}");
     assert_eq!(served_serial(tls_port, "app.test"), after);
     let out = curl(
@@ -332,18 +357,32 @@ fn serve_refuses_certificate_files_it_cannot_use_naming_the_file_and_the_fix() {
     let ca = TestCa::new(d);
     ca.leaf(d, "a", &["a.test"], false);
     ca.leaf(d, "b", &["b.test"], false);
+    // Each error is placed like the config's own problems: at the entry's `cert`
+    // (line 9 of the file below) or `key` (line 10).
     let cases: [(&str, &str, &[&str]); 3] = [
         (
             "a.pem",
             "b.key",
-            &["does not match the certificate", "b.key", "a.pem"],
+            &[
+                "baton.toml:10:1: [[proxy.tls.certificates]] #1: the key in",
+                "does not match the certificate",
+                "b.key",
+                "a.pem",
+            ],
         ),
         (
             "missing.pem",
             "a.key",
-            &["cannot read cert file", "missing.pem"],
+            &[
+                "baton.toml:9:1: [[proxy.tls.certificates]] #1: cannot read cert file",
+                "missing.pem",
+            ],
         ),
-        ("a.key", "a.key", &["holds no PEM certificate", "a.key"]),
+        (
+            "a.key",
+            "a.key",
+            &["baton.toml:9:1: ", "holds no PEM certificate", "a.key"],
+        ),
     ];
     for (cert, key, wants) in cases {
         let config = d.join("baton.toml");

@@ -41,6 +41,11 @@ pub struct ConfigDiff {
     pub proxy: Vec<KeyChange>,
     /// `[admin]` and `[store]` settings: never applied by a reload.
     pub server: Vec<KeyChange>,
+    /// `[proxy.tls.acme]` is new: the reload starts the ACME client (stored certificates
+    /// installed, then orders for the apps with `tls = "acme"`). A changed or removed
+    /// section is in `proxy` as needing `baton upgrade`.
+    #[serde(default)]
+    pub acme_started: bool,
 }
 
 /// One app's changed settings.
@@ -135,9 +140,11 @@ pub fn app_key_takes(key: &str) -> Option<Takes> {
 }
 
 /// When a change to `[proxy] key` takes effect (`listen` and `tls_listen` are diffed
-/// on their own).
+/// on their own). `[proxy.tls.acme]` where there was none is started by the reload
+/// (see [`diff`]); this is for a section that was there already.
 pub fn proxy_key_takes(key: &str) -> Takes {
-    // The ACME client's settings are read at start (the apps' `tls` is applied live).
+    // The running ACME client's settings are read when it starts (the apps' `tls` is
+    // applied live).
     if key.starts_with("tls.acme") {
         return Takes::NeedsUpgrade;
     }
@@ -197,11 +204,16 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     (d.listeners_added, d.listeners_removed) = added_removed(&old.proxy.listen, &new.proxy.listen);
     (d.tls_listeners_added, d.tls_listeners_removed) =
         added_removed(&old.proxy.tls_listen, &new.proxy.tls_listen);
+    d.acme_started = old.proxy.tls.acme.is_none() && new.proxy.tls.acme.is_some();
     d.proxy = leaf_changes(&old.proxy, &new.proxy)
         .into_iter()
         .filter(|(key, ..)| key != "listen" && key != "tls_listen")
         .map(|(key, from, to)| {
-            let takes = proxy_key_takes(&key);
+            let takes = if d.acme_started && key.starts_with("tls.acme.") {
+                Takes::Now
+            } else {
+                proxy_key_takes(&key)
+            };
             KeyChange {
                 key,
                 from,
@@ -345,6 +357,13 @@ impl fmt::Display for ConfigDiff {
             writeln!(
                 f,
                 "  - tls_listen {a} (stops accepting; open connections drain)"
+            )?;
+        }
+        if self.acme_started {
+            writeln!(
+                f,
+                "  + proxy [proxy.tls.acme] (ACME starts now: stored certificates are served, \
+                 the apps with tls = \"acme\" get theirs ordered)"
             )?;
         }
         for k in &self.proxy {
@@ -606,6 +625,85 @@ path = "/api"
         let new = format!("{BASE}[apps.web.health]\neject_after = 3\n");
         let d = diff(&cfg(BASE), &cfg(&new));
         assert_eq!(d.not_applied(), ["[apps.web] health.eject_after"]);
+    }
+
+    const TLS: &str = r#"
+[proxy]
+listen = ["127.0.0.1:8080"]
+tls_listen = ["127.0.0.1:8443"]
+[[proxy.tls.certificates]]
+cert = "a.pem"
+key = "a.key"
+[apps.web]
+command = "./web {port}"
+hosts = ["web.example"]
+"#;
+
+    fn with_acme(extra: &str) -> String {
+        TLS.replace(
+            "[apps.web]\n",
+            &format!("[proxy.tls.acme]\nemail = \"ops@example.com\"\n{extra}[apps.web]\ntls = \"acme\"\n"),
+        )
+    }
+
+    #[test]
+    fn a_new_acme_section_is_started_by_the_reload_and_says_so() {
+        let d = diff(&cfg(TLS), &cfg(&with_acme("")));
+        assert!(d.acme_started);
+        assert!(d.not_applied().is_empty(), "{:?}", d.not_applied());
+        assert!(d.applies_anything());
+        let acme: Vec<_> = d
+            .proxy
+            .iter()
+            .filter(|k| k.key.starts_with("tls.acme."))
+            .collect();
+        assert!(!acme.is_empty());
+        assert!(acme.iter().all(|k| k.takes == Takes::Now), "{acme:?}");
+        let text = d.to_string();
+        assert!(
+            text.contains("+ proxy [proxy.tls.acme] (ACME starts now"),
+            "{text}"
+        );
+        assert!(
+            text.contains("~ app web tls: - → \"acme\" (at once)"),
+            "{text}"
+        );
+        // Durations as the file writes them.
+        assert!(
+            text.contains("tls.acme.renew_before: - → \"30d\" (at once)"),
+            "{text}"
+        );
+        assert!(text.contains("tls.acme.retry_max: - → \"6h\""), "{text}");
+    }
+
+    #[test]
+    fn a_changed_or_removed_acme_section_needs_an_upgrade() {
+        let before = cfg(&with_acme(""));
+        let changed = cfg(&with_acme("renew_before = \"45d\"\n"));
+        let d = diff(&before, &changed);
+        assert!(!d.acme_started);
+        assert_eq!(d.not_applied(), ["[proxy] tls.acme.renew_before"]);
+        assert!(d.to_string().contains(
+            "tls.acme.renew_before: \"30d\" → \"45d\" (NOT APPLIED: needs `baton upgrade`)"
+        ));
+        let d = diff(&before, &cfg(TLS));
+        assert!(!d.acme_started);
+        assert!(d
+            .not_applied()
+            .contains(&"[proxy] tls.acme.directory".to_string()));
+    }
+
+    #[test]
+    fn durations_are_shown_as_the_file_writes_them() {
+        let new = format!("{TLS}[proxy.tls]\nhsts = \"8760h\"\n");
+        let new = new.replace("[proxy]\n", "[proxy]\nclient_idle_timeout = \"90s\"\n");
+        let text = diff(&cfg(TLS), &cfg(&new)).to_string();
+        assert!(text.contains("tls.hsts: - → \"365d\""), "{text}");
+        assert!(
+            text.contains("client_idle_timeout: \"1m\" → \"90s\""),
+            "{text}"
+        );
+        assert!(!text.contains("days") && !text.contains("month"), "{text}");
     }
 
     #[test]

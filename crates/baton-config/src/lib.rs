@@ -26,6 +26,7 @@ mod validate_app;
 pub use diff::{diff, AppChange, ConfigDiff, KeyChange, Takes};
 pub use error::{ConfigError, Problem};
 pub use kinds::{AdminListen, RuntimeKind, StrategyKind};
+pub use locate::Places;
 pub use model::{
     parse_memory, parse_size, AccessLogFormatKind, AccessLogSection, AcmeSection, AdminSection,
     AppConfig, AppTls, CertificateSection, CompressionSection, Config, OnDemandSection,
@@ -85,7 +86,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             .collect();
         return Err(ConfigError::Invalid(problems));
     }
-    Ok(resolve(raw, path))
+    let mut config = resolve(raw, path);
+    config.places = Places::new(path, text, &locator);
+    Ok(config)
 }
 
 /// A commented example `baton.toml` (it parses; the docs and `baton init`-style help use it).
@@ -139,6 +142,7 @@ fn resolve(raw: RawConfig, path: &Path) -> Config {
         admin,
         store,
         apps,
+        places: Places::default(),
     }
 }
 

@@ -2,8 +2,11 @@
 //! they are written, from a span-preserving parse (`toml_edit`). serde errors carry a byte
 //! span; semantic checks carry a key path; both end up as `file:line:column`.
 
+use crate::error::Problem;
 use std::fmt;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
 /// One step of a key path: a table key or an array index.
@@ -172,6 +175,72 @@ impl Locator {
     }
 }
 
+/// Where each key of a loaded file is written (its line and column), for problems that
+/// only a later step finds (a certificate file that cannot be used is found when the
+/// proxy reads it): [`Places::problem`] gives them the same `file:line:column` as the
+/// file's own problems.
+#[derive(Clone, Default)]
+pub struct Places {
+    file: PathBuf,
+    /// Every key as `Display` of its path writes it, with its line and column.
+    keys: Arc<Vec<(String, (usize, usize))>>,
+}
+
+impl Places {
+    pub(crate) fn new(file: &Path, text: &str, locator: &Locator) -> Places {
+        let keys = locator
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let span = e.key.as_ref().or(e.value.as_ref())?;
+                Some((e.path.to_string(), line_col(text, span.start)))
+            })
+            .collect();
+        Places {
+            file: file.to_path_buf(),
+            keys: Arc::new(keys),
+        }
+    }
+
+    /// The line and column of `key` (`proxy.tls.certificates[1].key`), or of the
+    /// nearest enclosing key that is written.
+    pub fn line_col(&self, key: &str) -> Option<(usize, usize)> {
+        let mut at = key;
+        loop {
+            if let Some((_, place)) = self.keys.iter().find(|(k, _)| k == at) {
+                return Some(*place);
+            }
+            at = &at[..at.rfind(['.', '['])?];
+        }
+    }
+
+    /// A problem about `key`, shown as `file:line:column: message`.
+    pub fn problem(&self, key: &str, message: impl Into<String>) -> Problem {
+        let place = self.line_col(key);
+        Problem {
+            file: self.file.clone(),
+            line: place.map(|p| p.0),
+            column: place.map(|p| p.1),
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
+/// Where keys are written is not part of what the configuration says: two configs that
+/// differ only in layout are equal.
+impl PartialEq for Places {
+    fn eq(&self, _: &Places) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for Places {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Places({} keys)", self.keys.len())
+    }
+}
+
 fn walk_table(table: &dyn TableLike, at: &KeyPath, out: &mut Vec<Entry>) {
     for (name, item) in table.iter() {
         let mut path = at.clone();
@@ -258,6 +327,36 @@ mod tests {
         assert_eq!(
             key!["apps", "my.app"].describe_as_container(),
             "in [apps.\"my.app\"]"
+        );
+    }
+
+    #[test]
+    fn places_give_a_key_or_its_nearest_written_parent_a_line() {
+        let text = "[proxy]\ntls_listen = []\n\n[[proxy.tls.certificates]]\ncert = \"a.pem\"\nkey = \"a.key\"\n\n[[proxy.tls.certificates]]\ncert = \"b.pem\"\nkey = \"b.key\"\n";
+        let places = Places::new(
+            Path::new("/x/baton.toml"),
+            text,
+            &Locator::new(text).unwrap(),
+        );
+        assert_eq!(
+            places.line_col("proxy.tls.certificates[1].key"),
+            Some((10, 1))
+        );
+        assert_eq!(
+            places.line_col("proxy.tls.certificates[0].cert"),
+            Some((5, 1))
+        );
+        // `hosts` is not written: the entry's table.
+        assert_eq!(
+            places.line_col("proxy.tls.certificates[1].hosts"),
+            Some((8, 1))
+        );
+        let p = places.problem("proxy.tls.certificates[1].key", "bad key");
+        assert_eq!(p.to_string(), "/x/baton.toml:10:1: bad key");
+        assert_eq!(places.line_col("store.path"), None);
+        assert_eq!(
+            places.problem("store.path", "x").to_string(),
+            "/x/baton.toml: x"
         );
     }
 

@@ -31,6 +31,9 @@ pub struct Config {
     pub store: StoreSection,
     /// Apps by name (names are checked with `baton_core::validate_app_name`).
     pub apps: BTreeMap<String, AppConfig>,
+    /// Where each key is written, for problems found after loading (certificate files).
+    #[serde(skip)]
+    pub places: crate::locate::Places,
 }
 
 /// `[proxy]`: the data plane's listeners and limits.

@@ -247,14 +247,18 @@ fn plan(
 }
 
 /// The configuration in force after applying `new`: what a reload does not apply (the
-/// admin and store sections, the worker threads, passive ejection) keeps its old value,
-/// so the next reload still reports it, and `resume` after a failed upgrade reopens the
-/// store in use.
+/// admin and store sections, the worker threads, passive ejection, a `[proxy.tls.acme]`
+/// that was there already: the running ACME client keeps its settings) keeps its old
+/// value, so the next reload still reports it, and `resume` after a failed upgrade
+/// reopens the store in use.
 fn in_force(old: &Config, new: &Config) -> Config {
     let mut cfg = new.clone();
     cfg.admin = old.admin.clone();
     cfg.store = old.store.clone();
     cfg.proxy.workers = old.proxy.workers;
+    if old.proxy.tls.acme.is_some() {
+        cfg.proxy.tls.acme = old.proxy.tls.acme.clone();
+    }
     for (name, app) in &mut cfg.apps {
         if let Some(before) = old.apps.get(name) {
             app.health.eject_after = before.health.eject_after;
@@ -361,6 +365,24 @@ mod tests {
 
     fn cfg(text: &str) -> Config {
         baton_config::parse(text, Path::new("/srv/baton.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_new_acme_section_is_in_force_and_a_changed_one_is_not() {
+        let base = "[proxy]\ntls_listen = [\"127.0.0.1:8443\"]\n[proxy.tls.acme]\n{ACME}\
+                    [apps.web]\ncommand = \"w {port}\"\nhosts = [\"a.test\"]\ntls = \"acme\"\n";
+        let none = cfg("[apps.web]\ncommand = \"w {port}\"\n");
+        let first = cfg(&base.replace("{ACME}", ""));
+        // Started by the reload: in force.
+        assert_eq!(in_force(&none, &first).proxy.tls.acme, first.proxy.tls.acme);
+        // Changed: needs an upgrade, so the running settings stay and are reported again.
+        let changed = cfg(&base.replace("{ACME}", "renew_before = \"45d\"\n"));
+        let kept = in_force(&first, &changed);
+        assert_eq!(kept.proxy.tls.acme, first.proxy.tls.acme);
+        assert_eq!(
+            baton_config::diff(&kept, &changed).not_applied(),
+            ["[proxy] tls.acme.renew_before"]
+        );
     }
 
     #[test]

@@ -44,9 +44,31 @@ impl FromStr for HumanDuration {
     }
 }
 
+/// Written the way a config file writes it: one number in the largest unit that divides
+/// it exactly — `"30d"`, `"36h"`, `"90m"`, `"45s"`, `"250ms"` (not humantime's
+/// `"11months 30days 3h…"` for 365 days, a month there being 30.44 days). It parses back
+/// to the same duration.
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
+        const UNITS: [(u128, &str); 7] = [
+            (86_400_000_000_000, "d"),
+            (3_600_000_000_000, "h"),
+            (60_000_000_000, "m"),
+            (1_000_000_000, "s"),
+            (1_000_000, "ms"),
+            (1_000, "us"),
+            (1, "ns"),
+        ];
+        let nanos = self.0.as_nanos();
+        if nanos == 0 {
+            return f.write_str("0s");
+        }
+        let (size, unit) = UNITS
+            .iter()
+            .find(|(size, _)| nanos.is_multiple_of(*size))
+            .copied()
+            .unwrap_or((1, "ns"));
+        write!(f, "{}{unit}", nanos / size)
     }
 }
 
@@ -74,6 +96,28 @@ mod tests {
         assert_eq!(d.to_string(), "2m");
         let d: HumanDuration = "250ms".parse().unwrap();
         assert_eq!(d.0, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn prints_one_number_in_the_largest_exact_unit_and_parses_back() {
+        for (text, shown) in [
+            ("30d", "30d"),
+            ("365d", "365d"),
+            ("8760h", "365d"),
+            ("36h", "36h"),
+            ("1h 30m", "90m"),
+            ("6h", "6h"),
+            ("1m", "1m"),
+            ("90s", "90s"),
+            ("1500ms", "1500ms"),
+            ("250ms", "250ms"),
+            ("0s", "0s"),
+            ("3us", "3us"),
+        ] {
+            let d: HumanDuration = text.parse().unwrap();
+            assert_eq!(d.to_string(), shown, "{text}");
+            assert_eq!(shown.parse::<HumanDuration>().unwrap(), d, "{shown}");
+        }
     }
 
     #[test]

@@ -79,8 +79,8 @@ pub use passive::PassiveEvent;
 pub use rustls::sign::CertifiedKey;
 pub use server::Scheme;
 pub use tls::{
-    covers, load_pem, load_pem_bytes, AcmeResponder, CertTable, CertificateFiles, LoadedCert,
-    TlsError, ACME_HTTP_PREFIX, ACME_TLS_ALPN,
+    covers, load_pem, load_pem_bytes, AcmeResponder, CertTable, CertificateFiles, EntryError,
+    LoadedCert, TlsError, ACME_HTTP_PREFIX, ACME_TLS_ALPN,
 };
 
 use arc_swap::ArcSwap;

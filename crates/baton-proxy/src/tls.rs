@@ -6,8 +6,9 @@
 //! installed at run time by ACME ([`Proxy::install_certificate`](crate::Proxy)). A name
 //! is looked up exactly, then as a one-label wildcard (`*.example.com` covers
 //! `a.example.com`, not `a.b.example.com`, as browsers do), then the default
-//! certificate; with none the handshake fails with an `unrecognized_name` alert and
-//! nothing is served.
+//! certificate; with none the handshake fails with a fatal `unrecognized_name` alert
+//! (112, as nginx's `ssl_reject_handshake`; not rustls' own `access_denied`) and nothing
+//! is served.
 //!
 //! The handshake reads the ClientHello first (`LazyConfigAcceptor`), so a connection
 //! can be answered with what only an async step knows: an ACME TLS-ALPN-01 challenge
@@ -216,23 +217,45 @@ impl std::fmt::Debug for CertTable {
     }
 }
 
+/// A [`TlsError`] with the entry of the files it is about, so that the caller can say
+/// where that entry is written.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct EntryError {
+    /// The index in `files` of [`CertTable::load_entries`]; `None`: the default host.
+    pub entry: Option<usize>,
+    pub error: TlsError,
+}
+
 impl CertTable {
     /// Loads every pair of files; `default`: the host whose certificate answers a
     /// ClientHello without SNI or with an unknown name (absent: such handshakes fail).
     pub fn load(files: &[CertificateFiles], default: Option<&str>) -> Result<CertTable, TlsError> {
+        Self::load_entries(files, default).map_err(|e| e.error)
+    }
+
+    /// [`CertTable::load`], saying which entry of `files` an error is about.
+    pub fn load_entries(
+        files: &[CertificateFiles],
+        default: Option<&str>,
+    ) -> Result<CertTable, EntryError> {
         let mut table = CertTable::default();
         let mut owner: HashMap<String, PathBuf> = HashMap::new();
-        for f in files {
-            let loaded = load_pem(&f.cert, &f.key)?;
+        for (i, f) in files.iter().enumerate() {
+            let at = |error| EntryError {
+                entry: Some(i),
+                error,
+            };
+            let loaded = load_pem(&f.cert, &f.key).map_err(at)?;
             let hosts: Vec<String> = if f.hosts.is_empty() {
                 loaded.names.clone()
             } else {
                 f.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
             };
             if hosts.is_empty() {
-                return Err(TlsError::NoHosts {
+                return Err(at(TlsError::NoHosts {
                     path: f.cert.clone(),
-                });
+                }));
             }
             for host in &hosts {
                 let covered = loaded
@@ -240,18 +263,18 @@ impl CertTable {
                     .iter()
                     .any(|n| n == host || (!host.starts_with("*.") && covers(n, host)));
                 if !covered {
-                    return Err(TlsError::HostNotCovered {
+                    return Err(at(TlsError::HostNotCovered {
                         host: host.clone(),
                         path: f.cert.clone(),
                         names: loaded.names.join(", "),
-                    });
+                    }));
                 }
                 if let Some(first) = owner.insert(host.clone(), f.cert.clone()) {
-                    return Err(TlsError::Duplicate {
+                    return Err(at(TlsError::Duplicate {
                         host: host.clone(),
                         first,
                         second: f.cert.clone(),
-                    });
+                    }));
                 }
                 table.insert(host, loaded.key.clone());
             }
@@ -259,11 +282,10 @@ impl CertTable {
         }
         if let Some(host) = default {
             let host = host.to_ascii_lowercase();
-            table.default = Some(
-                table
-                    .lookup(&host)
-                    .ok_or(TlsError::UnknownDefault { host })?,
-            );
+            table.default = Some(table.lookup(&host).ok_or(EntryError {
+                entry: None,
+                error: TlsError::UnknownDefault { host },
+            })?);
         }
         Ok(table)
     }
@@ -448,6 +470,10 @@ impl ResolvesServerCert for ChallengeResolver {
     }
 }
 
+/// A TLS alert record: fatal (2), `unrecognized_name` (112), record version TLS 1.2 (as
+/// TLS 1.3 writes it too).
+const UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
+
 /// The result of one TLS handshake.
 pub(crate) enum Handshake<S> {
     /// HTTP over TLS from here on.
@@ -492,6 +518,22 @@ where
                 "no certificate for this name, and none issued on demand"
             );
         }
+    }
+    if tls.resolve(host.as_deref()).is_none() {
+        // No certificate for this name (or no name) and no default: refused with a fatal
+        // `unrecognized_name` alert (RFC 6066 §3; what nginx's `ssl_reject_handshake`
+        // sends) rather than the `access_denied` rustls would send, in the clear since
+        // nothing was negotiated yet; nothing else is sent.
+        let mut io = start.io;
+        let _ = tokio::time::timeout(timeout, async {
+            tokio::io::AsyncWriteExt::write_all(&mut io, &UNRECOGNIZED_NAME).await?;
+            tokio::io::AsyncWriteExt::shutdown(&mut io).await
+        })
+        .await;
+        return Err(std::io::Error::other(format!(
+            "no certificate for {}: refused with unrecognized_name",
+            host.as_deref().unwrap_or("a client without SNI")
+        )));
     }
     let handshake = start.into_stream(tls.server_config());
     let stream = tokio::time::timeout(timeout, handshake)

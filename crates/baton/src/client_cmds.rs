@@ -80,8 +80,9 @@ pub fn validate(config: &Path, json: bool) -> Result<(), Failure> {
     // an unreadable file, a host on a file and on ACME are found before a restart.
     let files = crate::tls::TlsFiles::of(&cfg);
     if !files.certificates.is_empty() {
-        let table = files.load().map_err(Failure::usage)?;
-        crate::tls::check_overlap(&table, &crate::tls::acme_name_sets(&cfg))
+        let (table, _) = files.load().map_err(Failure::usage)?;
+        files
+            .check_overlap(&table, &crate::tls::acme_name_sets(&cfg))
             .map_err(Failure::usage)?;
     }
     if json {

@@ -16,7 +16,7 @@
 
 use crate::client_cmds::Ctx;
 use crate::serve::{proxy_config, Running};
-use crate::tls::TlsFiles;
+use crate::tls::{LoadedFiles, TlsFiles};
 use crate::upgrade::Listeners;
 use crate::Failure;
 use baton_api::client::ClientError;
@@ -40,6 +40,17 @@ pub async fn apply(
 ) -> Result<ReloadReport, ReloadFailed> {
     let new = baton_config::load(path).map_err(|e| fail(422, e.to_string()))?;
     let controller = &running.controller;
+    // A `[proxy.tls.acme]` this server does not run yet is started by the reload; what
+    // could stop it from starting (its settings, the `ca_roots` file) is checked here,
+    // before anything changes.
+    let start_acme = match &new.proxy.tls.acme {
+        Some(section) if running.acme.get().is_none() => {
+            baton_acme::Acme::check(&crate::tls::acme_settings(section))
+                .map_err(|e| fail(422, format!("[proxy.tls.acme]: {e}; nothing was changed")))?;
+            true
+        }
+        _ => false,
+    };
     if dry_run {
         let outcome = controller.check_reload(&new).await.map_err(control)?;
         return Ok(report(path, true, outcome));
@@ -49,31 +60,60 @@ pub async fn apply(
     // Certificates are read before anything changes: one that cannot be used refuses
     // the reload. (Read again even when the config is the same: `reload` is also how
     // an operator says "the files changed".)
-    let files = Arc::new(TlsFiles::of(&new));
-    let table = if files.certificates.is_empty() {
-        None
+    let files = TlsFiles::of(&new);
+    let (table, loaded) = if files.certificates.is_empty() {
+        (None, LoadedFiles::unread(files))
     } else {
-        let f = files.clone();
-        let loaded = tokio::task::spawn_blocking(move || f.load())
+        let set = files.clone();
+        let loaded = tokio::task::spawn_blocking(move || set.load())
             .await
             .map_err(|e| fail(500, format!("loading the certificates: {e}")))?;
-        let table = loaded.map_err(|e| fail(422, format!("{e}; nothing was changed")))?;
-        crate::tls::check_overlap(&table, &crate::tls::acme_name_sets(&new))
+        let (table, print) = loaded.map_err(|e| fail(422, format!("{e}; nothing was changed")))?;
+        files
+            .check_overlap(&table, &crate::tls::acme_name_sets(&new))
             .map_err(|e| fail(422, format!("{e}; nothing was changed")))?;
-        Some(table)
+        // The watcher compares with the files as they were read here: a file changed
+        // from now on is picked up, however soon after this reload.
+        (Some(table), LoadedFiles { files, print })
     };
     let mut bound = bind(&diff.listeners_added, Scheme::Http).await?;
     bound.extend(bind(&diff.tls_listeners_added, Scheme::Https).await?);
     // Dropped unused if the controller refuses: nothing changed.
-    let outcome = controller.reload(&new).await.map_err(control)?;
-    if let Some(table) = table {
-        listeners.proxy.set_certificates(table);
-    }
-    running.tls_files.send_replace(files);
-    if let Some(acme) = &running.acme {
+    let mut outcome = controller.reload(&new).await.map_err(control)?;
+    // The new set and its certificates together, under the watch value's lock, so the
+    // watcher cannot install a table of the set this replaces after them.
+    running.tls_files.send_modify(|current| {
+        if let Some(table) = table {
+            listeners.proxy.set_certificates(table);
+        }
+        *current = Arc::new(loaded);
+    });
+    if let Some(acme) = running.acme.get() {
         // The names were checked with the file; an error here is a bug, not input.
         if let Err(e) = acme.set_name_sets(crate::tls::acme_name_sets(&new)) {
             tracing::error!(error = %e, "ACME names not replaced");
+        }
+    } else if start_acme {
+        // Stored certificates are installed before this returns; orders go on in the
+        // background. The checks above passed, so what is left to fail is the store
+        // (closed during a handover): reported, and tried again by the next reload.
+        match crate::tls::start_acme(
+            &new,
+            &listeners.proxy,
+            controller,
+            running.acme_stop.clone(),
+        ) {
+            Ok(Some(acme)) => {
+                let _ = running.acme.set(acme);
+                tracing::info!("[proxy.tls.acme] added: ACME started");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "ACME could not be started by the reload");
+                outcome.warnings.push(format!(
+                    "[proxy.tls.acme] was not started ({e}); `baton reload` again, or `baton upgrade`"
+                ));
+            }
         }
     }
     if diff.proxy.iter().any(|k| k.takes.is_applied()) {

@@ -240,10 +240,11 @@ pub struct Running {
     /// The HTTPS listeners' addresses.
     pub tls_addrs: Vec<std::net::SocketAddr>,
     /// The certificate files served (a reload replaces them; the watcher follows).
-    pub(crate) tls_files: watch::Sender<Arc<crate::tls::TlsFiles>>,
-    /// Automatic certificates, when `[proxy.tls.acme]` is set.
-    pub(crate) acme: Option<baton_acme::Acme>,
-    acme_stop: tokio_util::sync::CancellationToken,
+    pub(crate) tls_files: watch::Sender<Arc<crate::tls::LoadedFiles>>,
+    /// Automatic certificates, once `[proxy.tls.acme]` is set (at start, or by the
+    /// first reload that adds it).
+    pub(crate) acme: std::sync::OnceLock<baton_acme::Acme>,
+    pub(crate) acme_stop: tokio_util::sync::CancellationToken,
     stop: watch::Sender<bool>,
     /// The admin API.
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -297,17 +298,22 @@ async fn start_with(
     let metrics = Arc::new(MetricsRegistry::new());
     let proxy = Proxy::new(proxy_config(config), metrics.clone());
     let access_log = crate::access_log::start(config, &proxy, &metrics)?;
-    let tls_files = Arc::new(crate::tls::TlsFiles::of(config));
-    if !tls_files.certificates.is_empty() {
-        let files = tls_files.clone();
-        let table = tokio::task::spawn_blocking(move || files.load())
+    let files = crate::tls::TlsFiles::of(config);
+    let tls_files = if files.certificates.is_empty() {
+        Arc::new(crate::tls::LoadedFiles::unread(files))
+    } else {
+        let set = files.clone();
+        let (table, print) = tokio::task::spawn_blocking(move || set.load())
             .await
             .map_err(|e| Failure::failed(format!("loading the certificates: {e}")))?
             .map_err(Failure::usage)?;
-        crate::tls::check_overlap(&table, &crate::tls::acme_name_sets(config))
+        files
+            .check_overlap(&table, &crate::tls::acme_name_sets(config))
             .map_err(Failure::usage)?;
         proxy.set_certificates(table);
-    }
+        // The watcher compares with the files as they were read here.
+        Arc::new(crate::tls::LoadedFiles { files, print })
+    };
     let mut listeners = Vec::new();
     let plain = config.proxy.listen.iter().map(|a| (a, Scheme::Http));
     let tls = config.proxy.tls_listen.iter().map(|a| (a, Scheme::Https));
@@ -350,8 +356,12 @@ async fn start_with(
     let controller = Arc::new(controller);
     // Stored ACME certificates are in the proxy before any listener accepts.
     let acme_stop = tokio_util::sync::CancellationToken::new();
-    let acme = crate::tls::start_acme(config, &proxy, &controller, acme_stop.clone())
-        .map_err(Failure::usage)?;
+    let acme = std::sync::OnceLock::new();
+    if let Some(started) = crate::tls::start_acme(config, &proxy, &controller, acme_stop.clone())
+        .map_err(Failure::usage)?
+    {
+        let _ = acme.set(started);
+    }
     let token = match &config.admin.token_file {
         Some(f) => Some(
             std::fs::read_to_string(f)

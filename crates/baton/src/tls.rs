@@ -16,16 +16,19 @@ use tokio::sync::watch;
 pub const WATCH_PERIOD: Duration = Duration::from_secs(2);
 
 /// What the TLS listeners serve, as configured.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TlsFiles {
     pub certificates: Vec<CertificateFiles>,
     pub default_host: Option<String>,
+    /// Where each entry is written in the config file, for errors.
+    places: baton_config::Places,
 }
 
 impl TlsFiles {
     pub fn of(config: &Config) -> TlsFiles {
         let t = &config.proxy.tls;
         TlsFiles {
+            places: config.places.clone(),
             certificates: t
                 .certificates
                 .iter()
@@ -39,17 +42,71 @@ impl TlsFiles {
         }
     }
 
-    /// Loads every file (blocking reads of small files).
-    pub fn load(&self) -> Result<CertTable, String> {
-        let table = CertTable::load(&self.certificates, self.default_host.as_deref())
-            .map_err(|e| format!("[proxy.tls]: {e}"))?;
+    /// Loads every file (blocking reads of small files), with the fingerprint of the
+    /// files taken just before they were read (see [`LoadedFiles`]).
+    pub fn load(&self) -> Result<(CertTable, Fingerprint), String> {
+        let print = self.fingerprint();
+        let table = CertTable::load_entries(&self.certificates, self.default_host.as_deref())
+            .map_err(|e| self.locate(e))?;
         warn_expiry(&table);
-        Ok(table)
+        Ok((table, print))
+    }
+
+    /// The error as `baton.toml:LINE:COLUMN: …`, at the key of the entry it is about.
+    fn locate(&self, e: baton_proxy::EntryError) -> String {
+        use baton_proxy::TlsError as E;
+        let Some(i) = e.entry else {
+            return self
+                .places
+                .problem(
+                    "proxy.tls.default_host",
+                    format!("[proxy.tls]: {}", e.error),
+                )
+                .to_string();
+        };
+        let listed_hosts = self
+            .certificates
+            .get(i)
+            .is_some_and(|c| !c.hosts.is_empty());
+        let field = match &e.error {
+            E::Read { what, .. } => *what,
+            E::NoKey { .. } | E::BadKey { .. } | E::KeyMismatch { .. } => "key",
+            E::HostNotCovered { .. } | E::Duplicate { .. } if listed_hosts => "hosts",
+            _ => "cert",
+        };
+        self.places
+            .problem(
+                &format!("proxy.tls.certificates[{i}].{field}"),
+                format!("[[proxy.tls.certificates]] #{}: {}", i + 1, e.error),
+            )
+            .to_string()
+    }
+
+    /// A host served by a certificate file and by ACME: refused, naming both and where
+    /// the file is configured.
+    pub fn check_overlap(
+        &self,
+        table: &CertTable,
+        acme_sets: &[Vec<String>],
+    ) -> Result<(), String> {
+        check_overlap(table, acme_sets).map_err(|(cert, message)| {
+            let entry = self
+                .certificates
+                .iter()
+                .position(|c| Some(&c.cert) == cert.as_ref());
+            match entry {
+                Some(i) => self
+                    .places
+                    .problem(&format!("proxy.tls.certificates[{i}]"), message)
+                    .to_string(),
+                None => message,
+            }
+        })
     }
 
     /// What the files look like now: changes when one is replaced, rewritten or renamed
     /// over (certbot's symlinks are followed).
-    fn fingerprint(&self) -> Vec<Option<(u64, u64, SystemTime)>> {
+    pub fn fingerprint(&self) -> Fingerprint {
         use std::os::unix::fs::MetadataExt;
         let paths: Vec<&PathBuf> = self
             .certificates
@@ -66,6 +123,30 @@ impl TlsFiles {
     }
 }
 
+/// Each file's inode, length and modification time (`None`: unreadable), in the order of
+/// the set.
+pub type Fingerprint = Vec<Option<(u64, u64, SystemTime)>>;
+
+/// A set of files as served, with the fingerprint taken when they were read (before the
+/// reads), for the watcher: a file changed after that, however soon, differs from it and
+/// is loaded at the watcher's next look. (A fingerprint taken later, when the watcher
+/// first sees the set, would already include the change and hide it.)
+#[derive(Debug, Clone, Default)]
+pub struct LoadedFiles {
+    pub files: TlsFiles,
+    pub print: Fingerprint,
+}
+
+impl LoadedFiles {
+    /// A set nothing was read from (no certificate files): nothing to watch.
+    pub fn unread(files: TlsFiles) -> LoadedFiles {
+        LoadedFiles {
+            files,
+            print: Vec::new(),
+        }
+    }
+}
+
 /// Logs certificates that are expired or expire within two weeks.
 fn warn_expiry(table: &CertTable) {
     let soon = SystemTime::now() + Duration::from_secs(14 * 24 * 3600);
@@ -78,15 +159,19 @@ fn warn_expiry(table: &CertTable) {
     }
 }
 
-/// Watches the configured files for changes until `stop`; `files` follows reloads.
+/// Watches the configured files for changes until `stop`; `files` follows reloads. A
+/// reload replaces the set and installs its certificates while it holds the watch
+/// value's lock (`send_modify`), and the watcher installs a table only while that value
+/// is still the set it loaded (checked under the lock): a table from a set a reload
+/// replaced is never installed over the reload's.
 pub fn watch_files(
     proxy: Proxy,
-    files: watch::Receiver<Arc<TlsFiles>>,
+    files: watch::Receiver<Arc<LoadedFiles>>,
     mut stop: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
         let mut current = files.borrow().clone();
-        let mut seen = current.fingerprint();
+        let mut seen = current.print.clone();
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
@@ -94,21 +179,29 @@ pub fn watch_files(
             }
             let now = files.borrow().clone();
             if !Arc::ptr_eq(&now, &current) {
-                // A reload loaded (and installed) this set itself.
+                // A reload loaded (and installed) this set itself; compare with what the
+                // files were when it read them.
                 current = now;
-                seen = current.fingerprint();
+                seen = current.print.clone();
+            }
+            if current.files.certificates.is_empty() {
                 continue;
             }
-            let print = current.fingerprint();
-            if print == seen || current.certificates.is_empty() {
+            let print = current.files.fingerprint();
+            if print == seen {
                 continue;
             }
+            // Unusable files are not tried again until they change again.
             seen = print;
             let set = current.clone();
-            match tokio::task::spawn_blocking(move || set.load()).await {
-                Ok(Ok(table)) => {
-                    tracing::info!("a certificate file changed; certificates reloaded");
-                    proxy.set_certificates(table);
+            match tokio::task::spawn_blocking(move || set.files.load()).await {
+                Ok(Ok((table, print))) => {
+                    seen = print;
+                    let latest = files.borrow();
+                    if Arc::ptr_eq(&latest, &current) {
+                        proxy.set_certificates(table);
+                        tracing::info!("a certificate file changed; certificates reloaded");
+                    }
                 }
                 Ok(Err(e)) => tracing::error!(
                     "a certificate file changed but cannot be used; still serving the certificates loaded before: {e}"
@@ -160,21 +253,29 @@ pub fn acme_settings(section: &baton_config::AcmeSection) -> baton_acme::AcmeSet
     s
 }
 
-/// A host served by a certificate file and by ACME: refused, naming both.
-pub fn check_overlap(table: &CertTable, acme_sets: &[Vec<String>]) -> Result<(), String> {
+/// A host served by a certificate file and by ACME: refused, naming both (with the
+/// certificate file, when known).
+fn check_overlap(
+    table: &CertTable,
+    acme_sets: &[Vec<String>],
+) -> Result<(), (Option<PathBuf>, String)> {
     let files = table.hosts();
     for host in acme_sets.iter().flatten() {
         if files.iter().any(|h| h == host) {
-            let file = table
+            let cert = table
                 .certificates()
                 .iter()
                 .find(|c| c.names.iter().any(|n| n == host))
-                .map_or_else(
-                    || "a certificate file".to_string(),
-                    |c| c.path.display().to_string(),
-                );
-            return Err(format!(
-                "[proxy.tls]: host {host:?} is served by {file} and by ACME (an app with `tls = \"acme\"`): keep one (remove the file, or `tls` from the app)"
+                .map(|c| c.path.clone());
+            let file = cert.as_ref().map_or_else(
+                || "a certificate file".to_string(),
+                |p| p.display().to_string(),
+            );
+            return Err((
+                cert,
+                format!(
+                    "[proxy.tls]: host {host:?} is served by {file} and by ACME (an app with `tls = \"acme\"`): keep one (remove the file, or `tls` from the app)"
+                ),
             ));
         }
     }

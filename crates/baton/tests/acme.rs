@@ -5,7 +5,8 @@
 //! right SNI; renewal under HTTPS load with no failed request; a restart with the CA
 //! down serving the stored certificate and saying what is wrong; on-demand issuance
 //! refused for a name the allow rule rejects (no order reaches the CA) and done for one
-//! it allows; a directory that is down at start does not stop baton from serving.
+//! it allows; a directory that is down at start does not stop baton from serving; a
+//! `baton reload` that adds `[proxy.tls.acme]` starts ACME, and says so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -27,6 +28,7 @@ fn main() {
         http01_issues_renews_under_load_and_a_restart_with_the_ca_down_serves_the_stored_certificate[&PEBBLE],
         tls_alpn01_issues_and_on_demand_follows_the_allow_rule[&PEBBLE],
         a_directory_that_is_down_at_start_leaves_baton_serving_and_says_why[&PEBBLE],
+        a_reload_that_adds_acme_starts_it_and_the_certificate_is_served[&PEBBLE],
     ]);
 }
 
@@ -269,4 +271,54 @@ fn a_directory_that_is_down_at_start_leaves_baton_serving_and_says_why() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+fn a_reload_that_adds_acme_starts_it_and_the_certificate_is_served() {
+    let (http_port, tls_port) = (free_port(), free_port());
+    let pebble = rt_block(Pebble::start(http_port, tls_port, PebbleOptions::default()));
+    // Serving HTTPS from a file at first (another name), no ACME.
+    let b = Baton::start_on(
+        http_port,
+        |dir| {
+            TestCa::new(dir).leaf(dir, "files", &["files.baton.test"], false);
+            format!(
+                "tls_listen = [\"127.0.0.1:{tls_port}\"]\n\n[[proxy.tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n",
+                dir.join("files.pem").display(),
+                dir.join("files.key").display()
+            )
+        },
+        &acme_app(&["web.baton.test"]).replace("tls = \"acme\"\n", ""),
+    );
+    b.cli_ok(&["deploy", "web", "v1"], 0);
+    // The operator adds [proxy.tls.acme] and `tls = "acme"`, and reloads.
+    let text = std::fs::read_to_string(&b.config).unwrap();
+    let acme = format!(
+        "[proxy.tls.acme]\ndirectory = \"{}\"\nemail = \"ops@baton.test\"\nca_roots = \"{}\"\nretry_min = \"1s\"\nretry_max = \"3s\"\n\n[admin]",
+        pebble.directory,
+        pebble.tls_ca.display()
+    );
+    let text = text.replacen("[admin]", &acme, 1).replacen(
+        "hosts = [\"web.baton.test\"]\n",
+        "hosts = [\"web.baton.test\"]\ntls = \"acme\"\n",
+        1,
+    );
+    std::fs::write(&b.config, text).unwrap();
+    let out = b.cli_ok(&["reload"], 0);
+    assert!(
+        out.contains("+ proxy [proxy.tls.acme] (ACME starts now"),
+        "{out}"
+    );
+    assert!(
+        out.contains("tls.acme.renew_before: - → \"30d\" (at once)"),
+        "{out}"
+    );
+    assert!(!out.contains("NOT APPLIED"), "{out}");
+    assert!(out.trim_end().ends_with("applied"), "{out}");
+    let root = write_root(&pebble, b.dir.path());
+    wait_served(&b, &pebble, &root, "web.baton.test", tls_port);
+    assert!(
+        b.serve_log().contains("ACME started"),
+        "{}",
+        tail(&b.serve_log(), 20)
+    );
 }

@@ -5,7 +5,8 @@
 //! expired certificate refused by the client). A certificate file replaced on disk is
 //! served from the next handshake on without closing open connections; a reload with a
 //! key that does not match its certificate is refused naming both files and changes
-//! nothing; `validate` finds it, and `serve` starts nothing with it.
+//! nothing; `validate` finds it, and `serve` starts nothing with it. A certificate file
+//! changed right after a reload is picked up too.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -177,6 +178,16 @@ fn real_tls_clients_get_h2_or_http11_the_right_certificate_and_certificate_chang
             .contains("strict-transport-security: max-age=31536000"),
         "{out}"
     );
+    // The app sees the scheme the client used (the sample app's /headers echoes it),
+    // never the one a client claims.
+    let headers_url = format!("https://app.test:{tls_port}/headers");
+    let out = curl(
+        &dir,
+        tls_port,
+        &["-H", "X-Forwarded-Proto: gopher", &headers_url],
+    );
+    assert!(out.contains("\nx-forwarded-proto: https\n"), "{out}");
+    assert!(!out.contains("gopher"), "{out}");
     // The HTTP listener sends everything to HTTPS, keeping the path and query.
     let plain = format!("http://{}/some/path?q=1", b.proxy);
     let out = curl(
@@ -240,6 +251,8 @@ fn real_tls_clients_get_h2_or_http11_the_right_certificate_and_certificate_chang
     let (ok, out) = s_client(tls_port, &dir, &["-servername", "unknown.test"]);
     assert!(!ok, "an unknown name was served: {out}");
     assert!(out.contains("no peer certificate available"), "{out}");
+    // As nginx's `ssl_reject_handshake`: the alert is unrecognized_name (112).
+    assert!(out.contains("alert number 112"), "{out}");
 
     // Python: an expired certificate is served (baton warns in its log) and refused by
     // the client.
@@ -314,6 +327,19 @@ fn real_tls_clients_get_h2_or_http11_the_right_certificate_and_certificate_chang
             && err.contains("old.pem"),
         "{err}"
     );
+    // Where: the `key` of the second [[proxy.tls.certificates]] entry.
+    let text = std::fs::read_to_string(&b.config).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("key = ") && l.contains("other.key"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!(
+            "baton.toml:{line}:1: [[proxy.tls.certificates]] #2: the key in"
+        )),
+        "{err}"
+    );
     assert!(err.contains("nothing was changed"), "{err}");
     assert_eq!(served_serial(tls_port, "app.test"), after);
     let out = curl(
@@ -331,18 +357,32 @@ fn serve_refuses_certificate_files_it_cannot_use_naming_the_file_and_the_fix() {
     let ca = TestCa::new(d);
     ca.leaf(d, "a", &["a.test"], false);
     ca.leaf(d, "b", &["b.test"], false);
+    // Each error is placed like the config's own problems: at the entry's `cert`
+    // (line 9 of the file below) or `key` (line 10).
     let cases: [(&str, &str, &[&str]); 3] = [
         (
             "a.pem",
             "b.key",
-            &["does not match the certificate", "b.key", "a.pem"],
+            &[
+                "baton.toml:10:1: [[proxy.tls.certificates]] #1: the key in",
+                "does not match the certificate",
+                "b.key",
+                "a.pem",
+            ],
         ),
         (
             "missing.pem",
             "a.key",
-            &["cannot read cert file", "missing.pem"],
+            &[
+                "baton.toml:9:1: [[proxy.tls.certificates]] #1: cannot read cert file",
+                "missing.pem",
+            ],
         ),
-        ("a.key", "a.key", &["holds no PEM certificate", "a.key"]),
+        (
+            "a.key",
+            "a.key",
+            &["baton.toml:9:1: ", "holds no PEM certificate", "a.key"],
+        ),
     ];
     for (cert, key, wants) in cases {
         let config = d.join("baton.toml");
@@ -371,5 +411,60 @@ fn serve_refuses_certificate_files_it_cannot_use_naming_the_file_and_the_fix() {
             }
         }
         assert!(!d.join("baton.sock").exists(), "nothing may be served");
+    }
+}
+
+/// The serial of the certificate in `path`, as `served_serial` prints it.
+fn file_serial(path: &Path) -> String {
+    let (ok, out) = run(
+        "openssl",
+        &["x509", "-noout", "-serial", "-in", path.to_str().unwrap()],
+        "",
+    );
+    assert!(ok, "{out}");
+    out.trim().to_string()
+}
+
+/// Regression: a reload hands the watcher a new file set; the watcher used to take the
+/// files' fingerprint at its next look (up to 2 s later), so a file changed in between
+/// was taken as the state of the set and never loaded. The fingerprint now comes from
+/// the reload's own read. Three rounds, each changing the file at once after `baton
+/// reload` returns: with the old watcher nearly every round missed the change.
+#[test]
+fn a_certificate_file_changed_right_after_a_reload_is_served() {
+    let tls_port = free_port();
+    let mut ca_holder = None;
+    let b = Baton::start_with(
+        |dir| {
+            let ca = TestCa::new(dir);
+            ca.leaf(dir, "app", &["app.test"], false);
+            ca_holder = Some(ca);
+            tls_section(dir, tls_port, &[("app.pem", "app.key")])
+        },
+        &app_config("rolling", 1, ""),
+    );
+    let ca = ca_holder.unwrap();
+    let dir = b.dir.path().to_path_buf();
+    let cert = dir.join("app.pem");
+    assert_eq!(served_serial(tls_port, "app.test"), file_serial(&cert));
+    for round in 1..=3 {
+        b.cli_ok(&["reload"], 0);
+        ca.leaf(&dir, "app", &["app.test"], false);
+        let want = file_serial(&cert);
+        // The watcher looks every 2 s; 30 s is many looks, not a timing assertion.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let served = served_serial(tls_port, "app.test");
+            if served == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the certificate file changed right after `baton reload` \
+                 was never served (still {served}, the file has {want}): {}",
+                tail(&b.serve_log(), 20)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }

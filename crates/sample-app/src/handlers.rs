@@ -23,8 +23,9 @@ pub const X_INSTANCE: HeaderName = HeaderName::from_static("x-instance");
 const MAX_WRITE_BODY: usize = 1024 * 1024;
 
 /// Paths the app serves, to answer 405 rather than 404 on a wrong method.
-const KNOWN_PATHS: [&str; 11] = [
+const KNOWN_PATHS: [&str; 12] = [
     "/",
+    "/headers",
     "/health",
     "/slow",
     "/write",
@@ -85,6 +86,7 @@ async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<AppBod
     match req.uri().path() {
         "/" if get => root(state).await,
         "/health" if get => health(state),
+        "/headers" if get => headers(&req),
         "/slow" if get => slow(query, state).await,
         "/write" if post => write(req, state).await,
         "/writes" if get => text(StatusCode::OK, state.writes.load(Relaxed).to_string()),
@@ -104,6 +106,20 @@ async fn root(state: &AppState) -> Response<AppBody> {
         tokio::time::sleep(state.latency).await;
     }
     version_or_injected_error(state)
+}
+
+/// `GET /headers`: the request as the app received it — the request line, then every
+/// header as `name: value`, one a line in the order they came — so what a proxy in front
+/// added or replaced (`X-Forwarded-Proto`, `X-Forwarded-For`, `Host`) can be seen.
+fn headers(req: &Request<Incoming>) -> Response<AppBody> {
+    let mut out = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
+    for (name, value) in req.headers() {
+        out.push_str(name.as_str());
+        out.push_str(": ");
+        out.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        out.push('\n');
+    }
+    text(StatusCode::OK, out)
 }
 
 fn health(state: &AppState) -> Response<AppBody> {

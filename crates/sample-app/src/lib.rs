@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `GET /` | 200 `"<version>\n"` (after `--latency-ms`; 500 for `--error-rate` of them) |
 //! | `GET /health` | 200 `ok`, or 503 while failing |
+//! | `GET /headers` | the request line and every request header, `name: value` a line (what a proxy in front sent, e.g. `x-forwarded-proto`) |
 //! | `GET /slow?ms=N` | waits N ms, then like `/` |
 //! | `POST /write` | reads the body, 200 with the new write count |
 //! | `GET /writes` | the write count |

@@ -261,3 +261,19 @@ async fn abort_cuts_the_connection_mid_response() {
     assert!(body.is_err(), "the body was not cut");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn headers_echoes_the_request_line_and_headers() {
+    let app = TestApp::start(opts()).await;
+    let reply = app.get("/headers?x=1").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let text = reply.text();
+    assert!(text.starts_with("GET /headers?x=1 HTTP/1.1\n"), "{text}");
+    assert!(text.contains("\nhost: sample.test\n"), "{text}");
+    assert_eq!(reply.header("x-version"), "v1");
+    assert_eq!(
+        app.post("/headers", "").await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    app.stop().await;
+}

@@ -107,6 +107,14 @@ impl Acme {
         Ok((Acme { shared }, challenges))
     }
 
+    /// What [`Acme::start`] checks before it changes anything (the settings, the
+    /// `ca_roots` file), without starting: a reload that would start ACME is refused
+    /// with nothing changed when this fails.
+    pub fn check(settings: &AcmeSettings) -> Result<(), AcmeError> {
+        settings.validate()?;
+        client::build(settings.ca_roots.as_deref()).map(drop)
+    }
+
     /// Replaces the configured name sets (on reload). Checked first: on error nothing
     /// changes. New sets are ordered at once; a stored certificate for one is installed
     /// first; sets no longer listed are no longer renewed.

@@ -5,9 +5,9 @@
 //! `/openapi.json`.
 
 use crate::types::{
-    AppStatus, DeployCreated, DeployRequest, ErrorBody, Event, EventsQuery, HistoryEntry,
-    HistoryQuery, InstanceLogs, LogsQuery, PlanQuery, PlanReport, PromoteRequest, ReloadReport,
-    ReloadRequest, UpgradeDone, UpgradeRequest,
+    AppStatus, DeployCreated, DeployRequest, ErrorBody, Event, EventsQuery, ForceRequest,
+    HistoryEntry, HistoryQuery, InstanceLogs, LogsQuery, PlanQuery, PlanReport, PromoteRequest,
+    ReloadReport, ReloadRequest, UpgradeDone, UpgradeRequest,
 };
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -345,7 +345,9 @@ async fn deploy(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let id = c.deploy(&app, &body.version, strategy, targets).await?;
+    let id = c
+        .deploy(&app, &body.version, strategy, targets, body.irreversible)
+        .await?;
     Ok((StatusCode::CREATED, Json(DeployCreated { id })).into_response())
 }
 
@@ -374,14 +376,28 @@ async fn promote(
 /// Stop the running deployment and return to the stable version.
 #[utoipa::path(post, path = "/v1/apps/{app}/abort",
     params(("app" = String, Path, description = "App name")),
+    request_body(content = ForceRequest, description = "optional: `force` after an irreversible release step"),
     responses(
         (status = 200, description = "The app's status after the request", body = AppStatus),
         (status = 404, description = "No such app", body = ErrorBody),
         (status = 409, description = "No deployment in progress", body = ErrorBody),
     )
 )]
-async fn abort(State(c): State<Ctl>, Path(app): Path<String>) -> Result<Json<AppStatus>, ApiError> {
-    op(c, app, Op::Abort).await
+async fn abort(
+    State(c): State<Ctl>,
+    Path(app): Path<String>,
+    body: Result<Option<Json<ForceRequest>>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<AppStatus>, ApiError> {
+    let force = force(body, "abort")?;
+    op(c, app, Op::Abort { force }).await
+}
+
+fn force(
+    body: Result<Option<Json<ForceRequest>>, axum::extract::rejection::JsonRejection>,
+    what: &str,
+) -> Result<bool, ApiError> {
+    let body = body.map_err(|e| bad(format!("invalid {what} request: {}", e.body_text())))?;
+    Ok(body.is_some_and(|Json(b)| b.force))
 }
 
 /// Hold the running deployment at its current step.
@@ -416,6 +432,7 @@ async fn resume(
 /// Switch back to the previous version.
 #[utoipa::path(post, path = "/v1/apps/{app}/rollback",
     params(("app" = String, Path, description = "App name")),
+    request_body(content = ForceRequest, description = "optional: `force` after an irreversible release step"),
     responses(
         (status = 200, description = "The app's status after the request", body = AppStatus),
         (status = 404, description = "No such app", body = ErrorBody),
@@ -425,8 +442,10 @@ async fn resume(
 async fn rollback(
     State(c): State<Ctl>,
     Path(app): Path<String>,
+    body: Result<Option<Json<ForceRequest>>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<AppStatus>, ApiError> {
-    op(c, app, Op::Rollback).await
+    let force = force(body, "rollback")?;
+    op(c, app, Op::Rollback { force }).await
 }
 
 async fn op(c: Ctl, app: String, op: Op) -> Result<Json<AppStatus>, ApiError> {

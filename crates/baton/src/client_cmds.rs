@@ -107,11 +107,13 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
             strategy,
             targets,
             detach,
+            irreversible,
         } => {
             let req = DeployRequest {
                 version,
                 strategy,
                 targets,
+                irreversible,
             };
             let created = c.deploy(&app, &req).await.map_err(api)?;
             if detach {
@@ -140,10 +142,10 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
             ctx.print(&st, human_status);
             Ok(())
         }
-        Cmd::Abort { app } => op(ctx, &app, Action::Abort).await,
+        Cmd::Abort { app, force } => op(ctx, &app, Action::Abort { force }).await,
         Cmd::Pause { app } => op(ctx, &app, Action::Pause).await,
         Cmd::Resume { app } => op(ctx, &app, Action::Resume).await,
-        Cmd::Rollback { app } => op(ctx, &app, Action::Rollback).await,
+        Cmd::Rollback { app, force } => op(ctx, &app, Action::Rollback { force }).await,
         Cmd::History { app, limit } => {
             let h = c.history(&app, limit).await.map_err(api)?;
             ctx.print(&h, |h| human_history(h));

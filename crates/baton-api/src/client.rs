@@ -113,10 +113,10 @@ impl AdminClient {
     pub async fn operate(&self, app: &str, action: Action) -> Result<AppStatus, ClientError> {
         let path = format!("/v1/apps/{app}/{}", action.path());
         match action {
-            Action::Abort { force: true } | Action::Rollback { force: true } => {
-                self.post(&path, Some(&ForceRequest { force: true })).await
+            Action::Abort { force } | Action::Rollback { force } => {
+                self.post(&path, Some(&ForceRequest { force })).await
             }
-            _ => self.post::<(), _>(&path, None).await,
+            Action::Pause | Action::Resume => self.post::<(), _>(&path, None).await,
         }
     }
 

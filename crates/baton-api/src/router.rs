@@ -386,18 +386,24 @@ async fn promote(
 async fn abort(
     State(c): State<Ctl>,
     Path(app): Path<String>,
-    body: Result<Option<Json<ForceRequest>>, axum::extract::rejection::JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Result<Json<AppStatus>, ApiError> {
-    let force = force(body, "abort")?;
+    let force = force(&body, "abort")?;
     op(c, app, Op::Abort { force }).await
 }
 
-fn force(
-    body: Result<Option<Json<ForceRequest>>, axum::extract::rejection::JsonRejection>,
-    what: &str,
-) -> Result<bool, ApiError> {
-    let body = body.map_err(|e| bad(format!("invalid {what} request: {}", e.body_text())))?;
-    Ok(body.is_some_and(|Json(b)| b.force))
+/// The optional `ForceRequest` body of `abort` / `rollback` (no body: not forced).
+fn force(body: &[u8], what: &str) -> Result<bool, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(false);
+    }
+    serde_json::from_slice::<ForceRequest>(body)
+        .map(|b| b.force)
+        .map_err(|e| {
+            bad(format!(
+                "invalid {what} request: {e}; send {{\"force\": true}} or no body"
+            ))
+        })
 }
 
 /// Hold the running deployment at its current step.
@@ -442,9 +448,9 @@ async fn resume(
 async fn rollback(
     State(c): State<Ctl>,
     Path(app): Path<String>,
-    body: Result<Option<Json<ForceRequest>>, axum::extract::rejection::JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Result<Json<AppStatus>, ApiError> {
-    let force = force(body, "rollback")?;
+    let force = force(&body, "rollback")?;
     op(c, app, Op::Rollback { force }).await
 }
 

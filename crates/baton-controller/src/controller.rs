@@ -313,9 +313,9 @@ impl Controller {
             let skip = run.output.len().saturating_sub(lines);
             let mut text: Vec<String> = run.output.into_iter().skip(skip).collect();
             text.push(format!(
-                "[baton] {} hook {:?}: {}",
+                "[baton] {} hook {}: {}",
                 run.hook,
-                run.state,
+                format!("{:?}", run.state).to_lowercase(),
                 run.result.unwrap_or_else(|| "running".into())
             ));
             out.push((format!("{deployment}-{}-hook", run.hook), v, text));

@@ -39,6 +39,10 @@ pub async fn apply(
     dry_run: bool,
 ) -> Result<ReloadReport, ReloadFailed> {
     let new = baton_config::load(path).map_err(|e| fail(422, e.to_string()))?;
+    // Hooks the apps' runtimes cannot run are refused as `validate` refuses them.
+    if let Some(e) = baton_config::locate_issues(&new.path, baton_controller::check_hooks(&new)) {
+        return Err(fail(422, e.to_string()));
+    }
     let controller = &running.controller;
     if dry_run {
         let outcome = controller.check_reload(&new).await.map_err(control)?;

@@ -330,7 +330,7 @@ fn an_irreversible_canary_failing_the_judge_freezes_and_rollback_needs_force() {
     let st = b.status();
     assert!(!st["deployment"]["frozen"].is_null(), "still frozen");
     b.cli_ok(&["abort", "web", "--force"], 0);
-    let st = b.wait_status("back on v1", |st| finished(st));
+    let st = b.wait_status("back on v1", finished);
     assert_eq!(st["stable_version"], "v1");
     assert_eq!(served_version(&b), "v1");
 }

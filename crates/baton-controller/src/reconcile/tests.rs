@@ -84,6 +84,8 @@ struct World {
     hook_output: Vec<String>,
     /// Deployments whose release hook is stored as succeeded: never run again.
     release_stored_done: BTreeSet<String>,
+    /// `pre_stop` hooks handed over with a drain: (instance, request).
+    pre_stops: Vec<(InstanceHandle, baton_runtime::TaskRequest)>,
 }
 
 impl World {
@@ -117,6 +119,7 @@ impl World {
             hook_exit: 0,
             hook_output: Vec::new(),
             release_stored_done: BTreeSet::new(),
+            pre_stops: Vec::new(),
         };
         w.send(Event::Boot { lost: Vec::new() });
         w
@@ -192,7 +195,12 @@ impl World {
                 self.tasks.push(Task::Start(req));
                 None
             }
-            Effect::DrainStop { handle, .. } => {
+            Effect::DrainStop {
+                handle, pre_stop, ..
+            } => {
+                if let Some(req) = pre_stop {
+                    self.pre_stops.push((handle.clone(), *req));
+                }
                 let routed = self.published.as_ref().is_some_and(|s| {
                     s.pools
                         .iter()

@@ -321,3 +321,56 @@ fn simulation_with_release_hooks() {
     assert!(runs >= 20, "only {runs} hook runs");
     assert!(reruns >= 1, "no restart ever hit a running hook");
 }
+
+// === post_switch and pre_stop ===
+
+#[test]
+fn a_failed_post_switch_hook_is_reported_or_goes_back_when_configured() {
+    for (policy, back) in [("report", false), ("abort", true)] {
+        let extra = format!(
+            "[apps.web.hooks]\npost_switch = \"./warm-caches\"\npost_switch_failure = \"{policy}\"\n"
+        );
+        let mut w = served_with("rolling", &extra);
+        w.deploy("v2");
+        w.settle_until(|w| {
+            w.tasks
+                .iter()
+                .any(|t| matches!(t, Task::Hook(_, HookKind::PostSwitch)))
+        });
+        assert_eq!(
+            w.core.record.stable_version.as_deref(),
+            Some("v2"),
+            "it runs after the switch"
+        );
+        let i = w
+            .tasks
+            .iter()
+            .position(|t| matches!(t, Task::Hook(..)))
+            .expect("post_switch task");
+        w.finish_task(i, false);
+        w.settle();
+        let want = if back { "v1" } else { "v2" };
+        assert_eq!(
+            w.core.record.stable_version.as_deref(),
+            Some(want),
+            "{policy}"
+        );
+    }
+}
+
+#[test]
+fn pre_stop_runs_for_each_stopped_instance_with_its_port() {
+    let mut w = served_with("rolling", "[apps.web.hooks]\npre_stop = \"./flush\"\n");
+    let old: BTreeSet<String> = w.running.keys().cloned().collect();
+    w.deploy("v2");
+    w.settle();
+    assert_eq!(w.core.record.stable_version.as_deref(), Some("v2"));
+    let stopped: BTreeSet<String> = w.pre_stops.iter().map(|(h, _)| h.id.clone()).collect();
+    assert_eq!(stopped, old, "one pre_stop per stopped instance");
+    for (h, req) in &w.pre_stops {
+        assert_eq!(req.port, Some(h.addr.port()));
+        assert_eq!(req.name, format!("{}-pre-stop", h.id));
+        assert_eq!(req.version, h.version);
+        assert_eq!(req.command, "./flush");
+    }
+}

@@ -379,8 +379,9 @@ async fn promote(
     request_body(content = ForceRequest, description = "optional: `force` after an irreversible release step"),
     responses(
         (status = 200, description = "The app's status after the request", body = AppStatus),
+        (status = 400, description = "Invalid request body", body = ErrorBody),
         (status = 404, description = "No such app", body = ErrorBody),
-        (status = 409, description = "No deployment in progress", body = ErrorBody),
+        (status = 409, description = "No deployment in progress, or its release step was irreversible and `force` was not given", body = ErrorBody),
     )
 )]
 async fn abort(
@@ -441,8 +442,9 @@ async fn resume(
     request_body(content = ForceRequest, description = "optional: `force` after an irreversible release step"),
     responses(
         (status = 200, description = "The app's status after the request", body = AppStatus),
+        (status = 400, description = "Invalid request body", body = ErrorBody),
         (status = 404, description = "No such app", body = ErrorBody),
-        (status = 409, description = "Nothing to roll back to", body = ErrorBody),
+        (status = 409, description = "Nothing to roll back to, or the last release step was irreversible and `force` was not given", body = ErrorBody),
     )
 )]
 async fn rollback(

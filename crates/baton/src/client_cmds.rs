@@ -331,6 +331,23 @@ fn human_status(st: &AppStatus) -> String {
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         ));
+        if let Some(why) = &d.frozen {
+            out.push_str(&format!("  FROZEN: {why}\n"));
+        } else if d.irreversible && d.finished_at.is_none() {
+            out.push_str("  irreversible: an automatic rollback freezes this deployment instead\n");
+        }
+        for h in &d.hooks {
+            out.push_str(&format!(
+                "  {} hook: {} (attempt {}{})\n",
+                h.hook,
+                format!("{:?}", h.state).to_lowercase(),
+                h.attempts,
+                h.result
+                    .as_deref()
+                    .map(|r| format!(", {r}"))
+                    .unwrap_or_default()
+            ));
+        }
     }
     if let Some(w) = &st.warm {
         let left = w.until.since(baton_core::Millis::now()).as_secs();

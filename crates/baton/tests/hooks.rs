@@ -391,3 +391,49 @@ fn validate_refuses_bad_hooks_at_file_and_line() {
     );
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn post_switch_runs_after_the_switch_and_pre_stop_before_each_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hooks.log");
+    let script = dir.path().join("note.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$BATON_HOOK ${{BATON_DEPLOYMENT:-}}${{BATON_STOPPING_INSTANCE:-}} $BATON_VERSION\" >> {}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hooks = format!(
+        "\n[apps.web.hooks]\npost_switch = \"{s}\"\npre_stop = \"{s}\"\n",
+        s = script.display()
+    );
+    let b = Baton::start(&app_config("rolling", 2, &hooks));
+    b.cli_ok(&["deploy", "web", "v1"], 0);
+    let v1 = instance_ids(&b.status());
+    b.cli_ok(&["deploy", "web", "v2"], 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let stops = lines.iter().filter(|l| l.starts_with("pre_stop")).count();
+        if stops == v1.len() && lines.iter().any(|l| l == "post_switch web-2 v2") {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "hooks seen: {lines:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        lines.contains(&"post_switch web-1 v1".to_string()),
+        "{lines:?}"
+    );
+    for id in &v1 {
+        assert!(
+            lines.contains(&format!("pre_stop {id} v1")),
+            "{id}: {lines:?}"
+        );
+    }
+}

@@ -2,8 +2,8 @@
 //! bearer token), the request and response types of [`crate::types`] in and out.
 
 use crate::types::{
-    AppStatus, DeployCreated, DeployRequest, ErrorBody, HistoryEntry, InstanceLogs, PlanReport,
-    PromoteRequest, ReloadReport, ReloadRequest, UpgradeDone, UpgradeRequest,
+    AppStatus, DeployCreated, DeployRequest, ErrorBody, ForceRequest, HistoryEntry, InstanceLogs,
+    PlanReport, PromoteRequest, ReloadReport, ReloadRequest, UpgradeDone, UpgradeRequest,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -47,19 +47,24 @@ pub enum ClientError {
 /// The operations on a running deployment that take no body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    Abort,
+    /// `force`: even after an irreversible release step.
+    Abort {
+        force: bool,
+    },
     Pause,
     Resume,
-    Rollback,
+    Rollback {
+        force: bool,
+    },
 }
 
 impl Action {
     fn path(self) -> &'static str {
         match self {
-            Action::Abort => "abort",
+            Action::Abort { .. } => "abort",
             Action::Pause => "pause",
             Action::Resume => "resume",
-            Action::Rollback => "rollback",
+            Action::Rollback { .. } => "rollback",
         }
     }
 }
@@ -106,8 +111,13 @@ impl AdminClient {
     /// `POST /v1/apps/{app}/{action}` for the operations without a body: `abort`,
     /// `pause`, `resume`, `rollback`.
     pub async fn operate(&self, app: &str, action: Action) -> Result<AppStatus, ClientError> {
-        self.post::<(), _>(&format!("/v1/apps/{app}/{}", action.path()), None)
-            .await
+        let path = format!("/v1/apps/{app}/{}", action.path());
+        match action {
+            Action::Abort { force } | Action::Rollback { force } => {
+                self.post(&path, Some(&ForceRequest { force })).await
+            }
+            Action::Pause | Action::Resume => self.post::<(), _>(&path, None).await,
+        }
     }
 
     /// `GET /v1/apps/{app}/history`.

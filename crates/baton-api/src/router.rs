@@ -5,9 +5,9 @@
 //! `/openapi.json`.
 
 use crate::types::{
-    AppStatus, DeployCreated, DeployRequest, ErrorBody, Event, EventsQuery, HistoryEntry,
-    HistoryQuery, InstanceLogs, LogsQuery, PlanQuery, PlanReport, PromoteRequest, ReloadReport,
-    ReloadRequest, UpgradeDone, UpgradeRequest,
+    AppStatus, DeployCreated, DeployRequest, ErrorBody, Event, EventsQuery, ForceRequest,
+    HistoryEntry, HistoryQuery, InstanceLogs, LogsQuery, PlanQuery, PlanReport, PromoteRequest,
+    ReloadReport, ReloadRequest, UpgradeDone, UpgradeRequest,
 };
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -345,7 +345,9 @@ async fn deploy(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let id = c.deploy(&app, &body.version, strategy, targets).await?;
+    let id = c
+        .deploy(&app, &body.version, strategy, targets, body.irreversible)
+        .await?;
     Ok((StatusCode::CREATED, Json(DeployCreated { id })).into_response())
 }
 
@@ -374,14 +376,35 @@ async fn promote(
 /// Stop the running deployment and return to the stable version.
 #[utoipa::path(post, path = "/v1/apps/{app}/abort",
     params(("app" = String, Path, description = "App name")),
+    request_body(content = ForceRequest, description = "optional: `force` after an irreversible release step"),
     responses(
         (status = 200, description = "The app's status after the request", body = AppStatus),
+        (status = 400, description = "Invalid request body", body = ErrorBody),
         (status = 404, description = "No such app", body = ErrorBody),
-        (status = 409, description = "No deployment in progress", body = ErrorBody),
+        (status = 409, description = "No deployment in progress, or its release step was irreversible and `force` was not given", body = ErrorBody),
     )
 )]
-async fn abort(State(c): State<Ctl>, Path(app): Path<String>) -> Result<Json<AppStatus>, ApiError> {
-    op(c, app, Op::Abort).await
+async fn abort(
+    State(c): State<Ctl>,
+    Path(app): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<AppStatus>, ApiError> {
+    let force = force(&body, "abort")?;
+    op(c, app, Op::Abort { force }).await
+}
+
+/// The optional `ForceRequest` body of `abort` / `rollback` (no body: not forced).
+fn force(body: &[u8], what: &str) -> Result<bool, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(false);
+    }
+    serde_json::from_slice::<ForceRequest>(body)
+        .map(|b| b.force)
+        .map_err(|e| {
+            bad(format!(
+                "invalid {what} request: {e}; send {{\"force\": true}} or no body"
+            ))
+        })
 }
 
 /// Hold the running deployment at its current step.
@@ -416,17 +439,21 @@ async fn resume(
 /// Switch back to the previous version.
 #[utoipa::path(post, path = "/v1/apps/{app}/rollback",
     params(("app" = String, Path, description = "App name")),
+    request_body(content = ForceRequest, description = "optional: `force` after an irreversible release step"),
     responses(
         (status = 200, description = "The app's status after the request", body = AppStatus),
+        (status = 400, description = "Invalid request body", body = ErrorBody),
         (status = 404, description = "No such app", body = ErrorBody),
-        (status = 409, description = "Nothing to roll back to", body = ErrorBody),
+        (status = 409, description = "Nothing to roll back to, or the last release step was irreversible and `force` was not given", body = ErrorBody),
     )
 )]
 async fn rollback(
     State(c): State<Ctl>,
     Path(app): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<AppStatus>, ApiError> {
-    op(c, app, Op::Rollback).await
+    let force = force(&body, "rollback")?;
+    op(c, app, Op::Rollback { force }).await
 }
 
 async fn op(c: Ctl, app: String, op: Op) -> Result<Json<AppStatus>, ApiError> {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 pub use baton_config::{AppChange, ConfigDiff, KeyChange, Takes};
-pub use baton_controller::model::{Event, HistoryEntry};
+pub use baton_controller::model::{Event, HistoryEntry, HookRun, HookState};
 pub use baton_controller::status::{
     AppStatus, DeploymentStatus, ExperimentStatus, InstanceStatus, VersionTraffic,
 };
@@ -43,6 +43,22 @@ pub struct DeployRequest {
     /// `HOST:PORT` addresses of already running instances (runtime = "static").
     #[serde(default)]
     pub targets: Vec<String>,
+    /// The release step cannot be undone (e.g. a schema migration the previous version
+    /// cannot use): once it ran, an automatic rollback freezes the rollout instead of
+    /// sending traffic back, and `abort` / `rollback` need `force`. Default false (the
+    /// app's `[apps.X.hooks] reversible = false` says the same for every deploy).
+    #[serde(default)]
+    pub irreversible: bool,
+}
+
+/// The body of `POST /v1/apps/{app}/abort` and `.../rollback` (optional).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForceRequest {
+    /// Go back to the previous version even after an irreversible release step (refused
+    /// without it).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// A deployment that was accepted and started.

@@ -129,7 +129,7 @@ pub fn app_key_takes(key: &str) -> Option<Takes> {
         }
         "health" => Takes::NextProbe,
         "strategy" | "replicas" | "analysis" | "recreate" | "blue_green" | "rolling" | "canary"
-        | "ab_test" => Takes::NextRollout,
+        | "ab_test" | "hooks" => Takes::NextRollout,
         "runtime" | "command" | "cwd" | "env" | "ports" | "image" | "container_port"
         | "volumes" | "network" | "memory" | "cpus" | "pull" | "wait_healthcheck" => {
             Takes::NextStart

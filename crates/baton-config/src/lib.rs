@@ -16,6 +16,7 @@
 mod diagnose;
 pub mod diff;
 mod error;
+mod hooks;
 mod kinds;
 mod locate;
 mod model;
@@ -25,6 +26,7 @@ mod validate_app;
 
 pub use diff::{diff, AppChange, ConfigDiff, KeyChange, Takes};
 pub use error::{ConfigError, Problem};
+pub use hooks::{HookKind, HooksConfig, PostSwitchFailure};
 pub use kinds::{AdminListen, RuntimeKind, StrategyKind};
 pub use locate::Places;
 pub use model::{
@@ -89,6 +91,34 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let mut config = resolve(raw, path);
     config.places = Places::new(path, text, &locator);
     Ok(config)
+}
+
+/// Places checks made outside this crate (e.g. a runtime's answer about a hook) at the
+/// file:line of their key, read again from `path`: `key` is the dotted path
+/// (`["apps", "web", "hooks", "release"]`). `None` when there is nothing to report.
+pub fn locate_issues(path: &Path, issues: Vec<(Vec<String>, String)>) -> Option<ConfigError> {
+    if issues.is_empty() {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let locator = Locator::new(&text).ok();
+    let problems = issues
+        .into_iter()
+        .map(|(segs, message)| {
+            let key = locate::KeyPath(segs.into_iter().map(locate::Seg::Key).collect());
+            let offset = locator.as_ref().and_then(|l| l.offset_of(&key));
+            place(
+                &text,
+                path,
+                Found {
+                    offset,
+                    key: Some(key),
+                    message,
+                },
+            )
+        })
+        .collect();
+    Some(ConfigError::Invalid(problems))
 }
 
 /// A commented example `baton.toml` (it parses; the docs and `baton init`-style help use it).

@@ -1,6 +1,7 @@
 //! The typed configuration: every section of `baton.toml` with its defaults. Paths in a
 //! loaded `Config` are already resolved against the directory of the file.
 
+use crate::hooks::HooksConfig;
 use crate::kinds::{AdminListen, RuntimeKind, StrategyKind};
 use crate::strategy;
 use baton_analysis::AnalysisSpec;
@@ -427,6 +428,9 @@ pub struct AppConfig {
     pub pull: PullPolicy,
     /// Docker runtime: also wait for the image's own HEALTHCHECK to report healthy.
     pub wait_healthcheck: bool,
+    /// `[apps.NAME.hooks]`: release / post_switch / pre_stop commands and the operator's
+    /// `on_event` notification command.
+    pub hooks: HooksConfig,
 }
 
 /// `pull = "never" | "missing" | "always"`: whether the docker runtime pulls the image
@@ -521,6 +525,7 @@ impl Default for AppConfig {
             cpus: None,
             pull: PullPolicy::Never,
             wait_healthcheck: false,
+            hooks: HooksConfig::default(),
         }
     }
 }

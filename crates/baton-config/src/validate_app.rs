@@ -25,6 +25,7 @@ pub(crate) fn check(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {
     canary(name, app, issues);
     ab_test(name, app, issues);
     analysis(name, app, issues);
+    crate::hooks::check(name, &app.hooks, issues);
 }
 
 fn runtime(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {

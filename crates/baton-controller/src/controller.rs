@@ -220,6 +220,7 @@ impl Controller {
         version: &str,
         strategy: Option<StrategyKind>,
         targets: Vec<std::net::SocketAddr>,
+        irreversible: bool,
     ) -> Result<String, ControlError> {
         let _gate = self.gate.read().await;
         let tx = self.sender(app)?;
@@ -230,6 +231,7 @@ impl Controller {
             version: version.to_string(),
             strategy,
             targets,
+            irreversible,
         };
         tx.send(Msg::Deploy { req, reply })
             .await
@@ -276,14 +278,47 @@ impl Controller {
     ) -> Result<Vec<(String, String, Vec<String>)>, ControlError> {
         let live = self.live();
         let h = live.app(app)?;
-        let instances = h.view.borrow().record.instances.clone();
+        let view = h.view.borrow().clone();
         let mut out = Vec::new();
-        for inst in instances
+        for inst in view
+            .record
+            .instances
             .iter()
             .filter(|i| version.is_none_or(|v| v == i.version))
         {
             let text = h.driver.runtime.logs(inst, lines).await?;
             out.push((inst.id.clone(), inst.version.clone(), text));
+        }
+        // The hooks of the running deployment, else of the last finished one.
+        let hooks = match &view.record.deployment {
+            Some(d) => d
+                .release
+                .iter()
+                .map(|r| (d.id.clone(), d.version.clone(), r.clone()))
+                .collect::<Vec<_>>(),
+            None => view
+                .last_finished
+                .iter()
+                .flat_map(|f| {
+                    f.hooks
+                        .iter()
+                        .map(|r| (f.id.clone(), f.to_version.clone(), r.clone()))
+                })
+                .collect(),
+        };
+        for (deployment, v, run) in hooks {
+            if version.is_some_and(|want| want != v) {
+                continue;
+            }
+            let skip = run.output.len().saturating_sub(lines);
+            let mut text: Vec<String> = run.output.into_iter().skip(skip).collect();
+            text.push(format!(
+                "[baton] {} hook {}: {}",
+                run.hook,
+                format!("{:?}", run.state).to_lowercase(),
+                run.result.unwrap_or_else(|| "running".into())
+            ));
+            out.push((format!("{deployment}-{}-hook", run.hook), v, text));
         }
         Ok(out)
     }

@@ -101,3 +101,53 @@ fn process_spec(
         log_max_bytes: 1 << 20,
     })
 }
+
+/// The checks of `[apps.X.hooks]` only a runtime can answer, for `baton validate` and
+/// `serve`: whether the app's runtime runs one-off tasks at all (asked, never inferred
+/// from its name), and whether each hook's command can run there (the process runtime:
+/// the program exists and is executable). Each issue is (key path, message).
+pub fn check_hooks(cfg: &baton_config::Config) -> Vec<(Vec<String>, String)> {
+    let mut issues = Vec::new();
+    for (name, app) in &cfg.apps {
+        let hooks: Vec<_> = app.hooks.runtime_hooks().collect();
+        if hooks.is_empty() {
+            continue;
+        }
+        let (events, _) = mpsc::unbounded_channel();
+        let Ok(driver) = Driver::build(name, app, &cfg.base_dir, "validate", events) else {
+            // The config's own checks report what keeps the runtime from being built.
+            continue;
+        };
+        let runtime = driver.runtime;
+        for (hook, command) in hooks {
+            let at = vec![
+                "apps".into(),
+                name.clone(),
+                "hooks".into(),
+                hook.as_str().into(),
+            ];
+            if !runtime.one_off_tasks() {
+                issues.push((
+                    at,
+                    format!(
+                        "`{hook}` in [apps.{name}.hooks]: the {} runtime cannot run one-off tasks \
+                         (baton does not run this app's instances); remove the hook, or run the \
+                         migration where the instances run",
+                        runtime.kind()
+                    ),
+                ));
+                continue;
+            }
+            if let Err(why) = runtime.check_task(command) {
+                issues.push((
+                    at,
+                    format!(
+                        "`{hook}` in [apps.{name}.hooks] cannot run: {why}; give the program's full \
+                         path, or install it"
+                    ),
+                ));
+            }
+        }
+    }
+    issues
+}

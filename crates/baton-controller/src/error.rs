@@ -20,6 +20,9 @@ pub enum ControlError {
     NothingToRollBack { app: String },
     #[error("{0}")]
     BadRequest(String),
+    /// Going back after an irreversible release step, without `--force`.
+    #[error("refused: {0}")]
+    Irreversible(String),
     /// A reload that cannot be applied now; nothing was changed.
     #[error("{0}")]
     ReloadRefused(String),
@@ -44,7 +47,8 @@ impl ControlError {
             ControlError::InProgress { .. }
             | ControlError::NoDeployment { .. }
             | ControlError::NothingToRollBack { .. }
-            | ControlError::ReloadRefused(_) => 409,
+            | ControlError::ReloadRefused(_)
+            | ControlError::Irreversible(_) => 409,
             ControlError::BadRequest(_) => 400,
             ControlError::Store(_) | ControlError::StoreFailed(_) | ControlError::Runtime(_) => 500,
             ControlError::ShuttingDown | ControlError::Suspended => 503,

@@ -21,6 +21,7 @@ pub mod status;
 
 pub use actor::Op;
 pub use controller::Controller;
+pub use driver::check_hooks;
 pub use error::ControlError;
 pub use plan::PlanReport;
 pub use reload::ReloadOutcome;

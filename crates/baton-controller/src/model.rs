@@ -42,6 +42,10 @@ pub struct WarmSet {
     pub until: Millis,
     /// The deployment whose switch left them warm.
     pub deployment: String,
+    /// That deployment's release step cannot be undone: a failure of the new version
+    /// does not switch back on its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub irreversible: bool,
 }
 
 impl AppRecord {
@@ -83,6 +87,59 @@ pub struct DeploymentRecord {
     pub targets: Vec<SocketAddr>,
     /// Instances the rollout asked to start whose start has not been confirmed yet.
     pub pending_starts: Vec<String>,
+    /// The release hook (`[apps.X.hooks] release`): no instance of the new version starts
+    /// before it succeeded. Stored as started before it runs and as finished after, so
+    /// a restarted baton re-runs it only if it had not finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<HookRun>,
+    /// The operator (`--irreversible`) or the config (`reversible = false`) said the
+    /// release step cannot be undone.
+    #[serde(default)]
+    pub irreversible_requested: bool,
+    /// The release step ran and cannot be undone: an automatic rollback freezes the
+    /// rollout instead of sending traffic back; `abort` / `rollback` need `--force`.
+    #[serde(default)]
+    pub irreversible: bool,
+    /// Why the rollout is frozen (an automatic rollback was refused), while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<String>,
+}
+
+impl DeploymentRecord {
+    /// Whether the release hook has yet to succeed: the rollout waits.
+    pub fn release_pending(&self) -> bool {
+        self.release
+            .as_ref()
+            .is_some_and(|r| r.state != HookState::Succeeded)
+    }
+}
+
+/// Where one hook run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HookState {
+    /// Recorded, not begun.
+    Pending,
+    /// Stored as started; not known to have finished.
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A hook of a deployment: how far it got and what it said.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HookRun {
+    pub hook: baton_config::HookKind,
+    pub command: String,
+    pub state: HookState,
+    /// Runs begun: more than 1 when baton was restarted while it ran.
+    pub attempts: u32,
+    pub exit_code: Option<i32>,
+    /// "exit 0", "exit 3", "timed out after 5m", or why it could not run.
+    pub result: Option<String>,
+    /// The last lines of its output.
+    #[serde(default)]
+    pub output: Vec<String>,
 }
 
 /// One line of `baton history`.
@@ -105,6 +162,12 @@ pub struct HistoryEntry {
     /// The last analysis verdict with its figures (canary analysis), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<String>,
+    /// The hooks the deployment ran, with the tail of their output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookRun>,
+    /// Its release step could not be undone: `baton rollback` needs `--force`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub irreversible: bool,
 }
 
 /// A deployment event, streamed over SSE and stored.

@@ -1,7 +1,7 @@
 //! The status view scripts depend on (`baton status APP --json`). Field
 //! names here are a public contract.
 
-use crate::model::{AppRecord, HistoryEntry, WarmSet};
+use crate::model::{AppRecord, HistoryEntry, HookRun, WarmSet};
 use crate::sampler::Sampler;
 use baton_core::Millis;
 use baton_rollout::{Outcome, RolloutStatus, State};
@@ -79,6 +79,16 @@ pub struct DeploymentStatus {
     /// The latest canary-analysis verdict of the running deployment, if any.
     #[serde(default)]
     pub verdict: Option<baton_rollout::Verdict>,
+    /// Its release step cannot be undone: automatic rollbacks freeze it instead, and
+    /// `abort` / `rollback` need `--force`.
+    #[serde(default)]
+    pub irreversible: bool,
+    /// Why the rollout is frozen (it would have gone back on its own), while it is.
+    #[serde(default)]
+    pub frozen: Option<String>,
+    /// Its hooks (the release hook while it runs), with the tail of their output.
+    #[serde(default)]
+    pub hooks: Vec<HookRun>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -153,6 +163,9 @@ impl AppView {
                 started_at: d.started_at,
                 finished_at: None,
                 verdict: s.verdict.clone(),
+                irreversible: d.irreversible,
+                frozen: d.frozen.clone(),
+                hooks: d.release.iter().cloned().collect(),
             }),
             (_, _, Some(h)) => Some(DeploymentStatus {
                 id: h.id.clone(),
@@ -167,6 +180,9 @@ impl AppView {
                 started_at: h.started_at,
                 finished_at: Some(h.finished_at),
                 verdict: None,
+                irreversible: h.irreversible,
+                frozen: None,
+                hooks: h.hooks.clone(),
             }),
             _ => None,
         };

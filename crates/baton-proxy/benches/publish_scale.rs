@@ -157,6 +157,7 @@ fn main() -> Result<(), BoxError> {
             fail_health: false,
             exit_after_ms: None,
             idle_timeout_ms: None,
+            db: None,
         };
         tokio::spawn(
             async move { sample_app::run(opts, listener, std::future::pending::<()>()).await },

@@ -99,6 +99,16 @@ impl Rollout {
         self.book.gate_pending().map(|a| (a.gate, a.step, a.weight))
     }
 
+    /// Whether the deployment is decided and going back to the previous version (failed,
+    /// aborted or rolled back), or already finished that way.
+    pub fn is_reverting(&self) -> bool {
+        match (&self.ending, self.book.finished()) {
+            (Some(c), _) => c.outcome != Outcome::Succeeded,
+            (None, Some(f)) => f.outcome != Outcome::Succeeded,
+            (None, None) => false,
+        }
+    }
+
     /// Blue/green after the switch while the previous version still runs:
     /// `Input::Rollback` now flips traffic back at once, with nothing to start.
     pub fn can_roll_back_instantly(&self) -> bool {

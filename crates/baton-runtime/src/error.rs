@@ -68,6 +68,9 @@ pub enum RuntimeError {
     #[error("static instances are run by someone else: baton has no logs for {id}; read them where that instance runs")]
     NoLogs { id: String },
 
+    #[error("the {runtime} runtime of app {app} cannot run one-off tasks (hooks): remove [apps.{app}.hooks] or use a runtime that runs them (process, docker)")]
+    NoTasks { app: String, runtime: &'static str },
+
     #[error(transparent)]
     Name(#[from] NameError),
 

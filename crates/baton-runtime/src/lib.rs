@@ -10,12 +10,14 @@ mod error;
 mod handle;
 mod process;
 mod static_runtime;
+mod task;
 
 pub use docker::{default_host, DockerError, DockerRuntime, DockerSpec, Pull, DEFAULT_HOST};
 pub use error::RuntimeError;
 pub use handle::{HandleDetail, InstanceHandle, RuntimeEvent, StartRequest};
 pub use process::{ProcessRuntime, ProcessSpec};
 pub use static_runtime::StaticRuntime;
+pub use task::{tail_of, TaskOutput, TaskRequest, TASK_TAIL_LINES};
 
 use async_trait::async_trait;
 use std::collections::HashSet;
@@ -35,6 +37,28 @@ pub trait Runtime: Send + Sync {
     /// replacement on its own: it cannot run what it did not start.
     fn operator_targets(&self) -> bool {
         false
+    }
+
+    /// Whether this runtime can run one-off tasks (hooks: a migration before a deploy).
+    /// The controller and `baton validate` ask this, never the runtime's name.
+    fn one_off_tasks(&self) -> bool {
+        false
+    }
+
+    /// Whether `command` can be run as a one-off task, as far as can be told without
+    /// running it (the process runtime: the program exists and is executable). `Err`
+    /// says why not, for `baton validate`.
+    fn check_task(&self, _command: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Runs `req` once with its version's code and waits for it (at most its timeout).
+    /// Runtimes without [`Runtime::one_off_tasks`] refuse.
+    async fn run_task(&self, req: TaskRequest) -> Result<TaskOutput, RuntimeError> {
+        Err(RuntimeError::NoTasks {
+            app: req.app,
+            runtime: self.kind(),
+        })
     }
 
     /// Starts one instance. Returns once it is started, not once it is healthy: health

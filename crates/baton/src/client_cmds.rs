@@ -108,11 +108,13 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
             strategy,
             targets,
             detach,
+            irreversible,
         } => {
             let req = DeployRequest {
                 version,
                 strategy,
                 targets,
+                irreversible,
             };
             let created = c.deploy(&app, &req).await.map_err(api)?;
             if detach {
@@ -141,10 +143,10 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
             ctx.print(&st, human_status);
             Ok(())
         }
-        Cmd::Abort { app } => op(ctx, &app, Action::Abort).await,
+        Cmd::Abort { app, force } => op(ctx, &app, Action::Abort { force }).await,
         Cmd::Pause { app } => op(ctx, &app, Action::Pause).await,
         Cmd::Resume { app } => op(ctx, &app, Action::Resume).await,
-        Cmd::Rollback { app } => op(ctx, &app, Action::Rollback).await,
+        Cmd::Rollback { app, force } => op(ctx, &app, Action::Rollback { force }).await,
         Cmd::History { app, limit } => {
             let h = c.history(&app, limit).await.map_err(api)?;
             ctx.print(&h, |h| human_history(h));
@@ -330,6 +332,23 @@ fn human_status(st: &AppStatus) -> String {
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         ));
+        if let Some(why) = &d.frozen {
+            out.push_str(&format!("  FROZEN: {why}\n"));
+        } else if d.irreversible && d.finished_at.is_none() {
+            out.push_str("  irreversible: an automatic rollback freezes this deployment instead\n");
+        }
+        for h in &d.hooks {
+            out.push_str(&format!(
+                "  {} hook: {} (attempt {}{})\n",
+                h.hook,
+                format!("{:?}", h.state).to_lowercase(),
+                h.attempts,
+                h.result
+                    .as_deref()
+                    .map(|r| format!(", {r}"))
+                    .unwrap_or_default()
+            ));
+        }
     }
     if let Some(w) = &st.warm {
         let left = w.until.since(baton_core::Millis::now()).as_secs();

@@ -161,7 +161,7 @@ fn state_word(s: State) -> &'static str {
 async fn deploy_and_wait(running: &Running, version: &str) -> Result<State, Failure> {
     let ctl = &running.controller;
     let id = ctl
-        .deploy("demo", version, None, Vec::new())
+        .deploy("demo", version, None, Vec::new(), false)
         .await
         .map_err(|e| Failure::failed(e.to_string()))?;
     loop {

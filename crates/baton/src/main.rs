@@ -61,6 +61,10 @@ enum Cmd {
         /// Return as soon as the deployment started.
         #[arg(long)]
         detach: bool,
+        /// The release step cannot be undone (a schema migration the previous version
+        /// cannot use): once it ran, automatic rollbacks freeze the rollout instead.
+        #[arg(long)]
+        irreversible: bool,
     },
     /// Versions, instances, weights, health, live rates, current step.
     Status { app: Option<String> },
@@ -71,13 +75,23 @@ enum Cmd {
         to: Option<String>,
     },
     /// Back to the stable version now.
-    Abort { app: String },
+    Abort {
+        app: String,
+        /// Go back even after an irreversible release step.
+        #[arg(long)]
+        force: bool,
+    },
     /// Freeze the running deployment.
     Pause { app: String },
     /// Continue a paused deployment.
     Resume { app: String },
     /// Back to the previous version (instant while it is still warm).
-    Rollback { app: String },
+    Rollback {
+        app: String,
+        /// Go back even after an irreversible release step.
+        #[arg(long)]
+        force: bool,
+    },
     /// Past deployments with outcome, duration and reason.
     History {
         app: String,

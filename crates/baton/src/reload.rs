@@ -39,6 +39,10 @@ pub async fn apply(
     dry_run: bool,
 ) -> Result<ReloadReport, ReloadFailed> {
     let new = baton_config::load(path).map_err(|e| fail(422, e.to_string()))?;
+    // Hooks the apps' runtimes cannot run are refused as `validate` refuses them.
+    if let Some(e) = baton_config::locate_issues(&new.path, baton_controller::check_hooks(&new)) {
+        return Err(fail(422, e.to_string()));
+    }
     let controller = &running.controller;
     // A `[proxy.tls.acme]` this server does not run yet is started by the reload; what
     // could stop it from starting (its settings, the `ca_roots` file) is checked here,

@@ -71,7 +71,13 @@ fn compression(c: &baton_config::CompressionSection) -> Compression {
 }
 
 pub fn load_config(path: &Path) -> Result<Config, Failure> {
-    baton_config::load(path).map_err(|e| Failure::usage(e.to_string()))
+    let cfg = baton_config::load(path).map_err(|e| Failure::usage(e.to_string()))?;
+    // What only the apps' runtimes can tell: can they run the hooks at all.
+    let issues = baton_controller::check_hooks(&cfg);
+    match baton_config::locate_issues(&cfg.path, issues) {
+        Some(e) => Err(Failure::usage(e.to_string())),
+        None => Ok(cfg),
+    }
 }
 
 /// What `run`'s loop carries out, one at a time: from the admin API (with a reply) or

@@ -26,7 +26,13 @@ pub fn run_main() -> ExitCode {
 /// Exit codes: 0 after a graceful shutdown, 1 when the app cannot start or serve,
 /// 2 on bad flags, 3 for a deliberate crash (`--exit-after-ms`).
 pub fn run_main_from(args: impl IntoIterator<Item = String>) -> ExitCode {
-    let args = match per_version_faults(args.into_iter().collect()) {
+    let args: Vec<String> = args.into_iter().collect();
+    if args.get(1).map(String::as_str) == Some("migrate") {
+        let mut rest = vec![format!("{} migrate", args[0])];
+        rest.extend(args.into_iter().skip(2));
+        return crate::db::migrate_main(rest);
+    }
+    let args = match per_version_faults(args) {
         Ok(args) => args,
         Err(error) => {
             eprintln!("error: {error}");

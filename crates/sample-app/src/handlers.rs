@@ -23,9 +23,10 @@ pub const X_INSTANCE: HeaderName = HeaderName::from_static("x-instance");
 const MAX_WRITE_BODY: usize = 1024 * 1024;
 
 /// Paths the app serves, to answer 405 rather than 404 on a wrong method.
-const KNOWN_PATHS: [&str; 12] = [
+const KNOWN_PATHS: [&str; 13] = [
     "/",
     "/headers",
+    "/users",
     "/health",
     "/slow",
     "/write",
@@ -61,6 +62,8 @@ pub(crate) struct AppState {
     pub shutdown: CancellationToken,
     /// Tracks connection and WebSocket tasks so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// The SQLite file `GET /users` reads (`--db`).
+    pub db: Option<std::path::PathBuf>,
 }
 
 /// Routes one request and stamps the identity headers on the response.
@@ -95,6 +98,7 @@ async fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<AppBod
         "/admin/health" if post => admin_health(query, state),
         "/admin/hang" if post => admin_hang(query, state),
         "/echo" if post => echo(req).await,
+        "/users" if get => users(state).await,
         "/abort" if get => abort(query),
         path if KNOWN_PATHS.contains(&path) => method_not_allowed(path),
         path => text(StatusCode::NOT_FOUND, format!("no route for {path}\n")),
@@ -120,6 +124,18 @@ fn headers(req: &Request<Incoming>) -> Response<AppBody> {
         out.push('\n');
     }
     text(StatusCode::OK, out)
+}
+
+/// The rows of the `--db` file; 404 without `--db`, 500 when it cannot be read.
+async fn users(state: &AppState) -> Response<AppBody> {
+    let Some(path) = state.db.clone() else {
+        return text(StatusCode::NOT_FOUND, "no --db given\n");
+    };
+    match tokio::task::spawn_blocking(move || crate::db::users(&path)).await {
+        Ok(Ok(rows)) => text(StatusCode::OK, rows),
+        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
 }
 
 fn health(state: &AppState) -> Response<AppBody> {

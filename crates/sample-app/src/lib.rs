@@ -18,9 +18,11 @@
 //! | `GET /ws` | WebSocket echo |
 //! | `GET /bytes?n=N` | N bytes |
 //! | `POST /admin/health?fail=1\|0` | makes `/health` fail / succeed |
+//! | `GET /users` | the rows of the `--db` SQLite file (`sample-app migrate --db FILE` creates and migrates it) |
 
 mod body;
 mod cli;
+pub mod db;
 mod error;
 mod handlers;
 mod options;

@@ -49,6 +49,10 @@ pub struct SampleOptions {
     /// Close keep-alive connections idle for this long (default: keep them open).
     #[arg(long, env = "SAMPLE_IDLE_TIMEOUT_MS")]
     pub idle_timeout_ms: Option<u64>,
+
+    /// The SQLite file `GET /users` reads (`sample-app migrate --db FILE` creates it).
+    #[arg(long, env = "SAMPLE_DB")]
+    pub db: Option<std::path::PathBuf>,
 }
 
 /// Parses a fraction in `0.0..=1.0`.
@@ -79,6 +83,7 @@ impl Default for SampleOptions {
             fail_health: false,
             exit_after_ms: None,
             idle_timeout_ms: None,
+            db: None,
         }
     }
 }

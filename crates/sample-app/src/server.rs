@@ -89,6 +89,7 @@ fn app_state(opts: &SampleOptions, local: SocketAddr) -> io::Result<AppState> {
         writes: AtomicU64::new(0),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
+        db: opts.db.clone(),
     })
 }
 

@@ -12,6 +12,8 @@
 //! actor's own `JoinSet`; when the inbox closes (shutdown, `baton upgrade`), the actor
 //! waits for that work and stores its results before it returns, and starts nothing new.
 
+mod hooks;
+
 use crate::gates::{self, PromOutcome};
 use crate::model::{AppRecord, Event as Note, HistoryEntry};
 use crate::reconcile::{Answer, AppCore, Effect, Event, Ticket};
@@ -73,6 +75,8 @@ pub struct AppActor {
     monitors: HashMap<String, MonitorHandle>,
     /// Background work; each task ends with the event that reports it.
     tasks: JoinSet<Event>,
+    /// `on_event` commands (operator notifications): nothing waits for their answer.
+    notifications: JoinSet<()>,
     callers: HashMap<Ticket, Caller>,
     next_ticket: Ticket,
     /// Once the inbox closed: effects that begin new work are not carried out.
@@ -107,6 +111,7 @@ impl AppActor {
             shared,
             monitors: HashMap::new(),
             tasks: JoinSet::new(),
+            notifications: JoinSet::new(),
             callers: HashMap::new(),
             next_ticket: 0,
             closing: false,
@@ -147,6 +152,7 @@ impl AppActor {
                         continue;
                     }
                 },
+                Some(_) = self.notifications.join_next(), if !self.notifications.is_empty() => continue,
                 _ = tick.tick() => Event::Tick,
             };
             self.step(event).await;
@@ -177,6 +183,10 @@ impl AppActor {
         for (_, caller) in self.callers.drain() {
             answer(caller, Err(ControlError::ShuttingDown));
         }
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while self.notifications.join_next().await.is_some() {}
+        })
+        .await;
     }
 
     fn request(&mut self, msg: Msg) -> Event {
@@ -293,12 +303,19 @@ impl AppActor {
                     Event::Started { id, result }
                 });
             }
-            Effect::DrainStop { handle, drain } => {
+            Effect::DrainStop {
+                handle,
+                drain,
+                pre_stop,
+            } => {
                 let proxy = self.shared.routes.proxy().clone();
                 let runtime = self.runtime.clone();
                 let app = self.core.name.clone();
                 self.tasks.spawn(async move {
                     let id = handle.id.clone();
+                    if let Some(req) = pre_stop {
+                        hooks::pre_stop(runtime.as_ref(), &app, &id, *req).await;
+                    }
                     let report = proxy.drain(&id, drain).await;
                     if !report.completed {
                         tracing::warn!(%app, instance = %id, left = report.in_flight_at_deadline, "drain deadline reached");
@@ -307,6 +324,21 @@ impl AppActor {
                         tracing::warn!(%app, instance = %id, %error, "stopping instance failed");
                     }
                     Event::Stopped { id }
+                });
+            }
+            Effect::RunHook {
+                deployment,
+                hook,
+                req,
+            } => {
+                let runtime = self.runtime.clone();
+                self.tasks.spawn(async move {
+                    let result = hooks::run(runtime.as_ref(), *req).await;
+                    Event::HookDone {
+                        deployment,
+                        hook,
+                        result,
+                    }
                 });
             }
             Effect::CallGate {
@@ -376,7 +408,7 @@ impl AppActor {
 
     /// Stores the record with `history` and `events`, then tells event watchers.
     async fn persist(
-        &self,
+        &mut self,
         record: AppRecord,
         history: Option<HistoryEntry>,
         events: Vec<Note>,
@@ -399,6 +431,11 @@ impl AppActor {
         }
         for e in events {
             tracing::info!(app = %e.app, kind = %e.kind, "{}", e.message);
+            if let Some(command) = &self.core.cfg.hooks.on_event {
+                let timeout = self.core.cfg.hooks.timeout.get();
+                self.notifications
+                    .spawn(hooks::on_event(command.clone(), e.clone(), timeout));
+            }
             let _ = self.shared.events.send(e);
         }
         Ok(())

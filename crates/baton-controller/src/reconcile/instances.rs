@@ -28,7 +28,15 @@ impl AppCore {
         for id in resume_stops {
             self.stop_instance(&id, out);
         }
-        if self.record.deployment.is_some() {
+        if self
+            .record
+            .deployment
+            .as_ref()
+            .is_some_and(|d| d.release.is_some() && d.release_pending())
+        {
+            // Stored as started (or not yet begun) and not as finished: run it (again).
+            self.start_release();
+        } else if self.record.deployment.is_some() {
             self.feed(Input::Tick, Vec::new());
             let pending = self
                 .record

@@ -21,6 +21,7 @@
 //! `progress_deadline`, gates.
 
 mod analysis;
+mod hooks;
 mod instances;
 mod operator;
 mod reconfigure;
@@ -39,10 +40,11 @@ use crate::status::AppView;
 use crate::ControlError;
 use baton_analysis::PromCheck;
 use baton_config::AppConfig;
+use baton_config::HookKind;
 use baton_core::{AppRouteSpec, Millis};
 use baton_metrics::MetricsSnapshot;
 use baton_rollout::{Gate, Outcome, RoutePlan};
-use baton_runtime::{InstanceHandle, StartRequest};
+use baton_runtime::{InstanceHandle, StartRequest, TaskOutput, TaskRequest};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
@@ -52,16 +54,25 @@ pub struct DeployRequest {
     pub version: String,
     pub strategy: Option<baton_config::StrategyKind>,
     pub targets: Vec<std::net::SocketAddr>,
+    /// The release step cannot be undone (`baton deploy --irreversible`).
+    pub irreversible: bool,
 }
 
 /// An operator action on the running deployment (or the warm window).
 #[derive(Debug, Clone)]
 pub enum Op {
-    Promote { to: Option<String> },
-    Abort,
+    Promote {
+        to: Option<String>,
+    },
+    /// `force`: even after an irreversible release step.
+    Abort {
+        force: bool,
+    },
     Pause,
     Resume,
-    Rollback,
+    Rollback {
+        force: bool,
+    },
 }
 
 /// Names an operator request so its answer (`Effect::Reply`) finds the caller.
@@ -133,6 +144,12 @@ pub enum Event {
         deployment: String,
         result: Result<(), String>,
     },
+    /// A hook asked for by `Effect::RunHook` ended (`Err`: it could not be run).
+    HookDone {
+        deployment: String,
+        hook: HookKind,
+        result: Result<TaskOutput, String>,
+    },
     /// The answer to the last `Effect::Persist`.
     Stored(Result<(), String>),
     Tick,
@@ -156,6 +173,14 @@ pub enum Effect {
     DrainStop {
         handle: InstanceHandle,
         drain: Duration,
+        /// The `pre_stop` hook, run (and logged if it fails) before the drain.
+        pre_stop: Option<Box<TaskRequest>>,
+    },
+    /// Run a hook through the runtime; answer `Event::HookDone`.
+    RunHook {
+        deployment: String,
+        hook: HookKind,
+        req: Box<TaskRequest>,
     },
     /// Probe this instance (health monitor, replacing one it may have); report
     /// `Healthy` / `Unhealthy` / `StartupTimeout`. `healthy_now`: it is known healthy
@@ -241,6 +266,11 @@ enum Held {
     },
     /// A finished deployment or a switch back is stored: it is the last finished one.
     Finished(Box<HistoryEntry>),
+    /// Run a hook (`rerun`: it had started before a restart and not finished).
+    Hook {
+        hook: HookKind,
+        rerun: bool,
+    },
     /// The app is being retired: answer once its last instance is gone.
     Retiring {
         ticket: Ticket,
@@ -311,6 +341,8 @@ pub struct AppCore {
     published: RoutePlan,
     /// A retirement waiting for the last instance to stop: (ticket, instances).
     retiring: Option<(Ticket, Vec<String>)>,
+    /// The operator insisted (`--force`): an irreversible deployment may go back.
+    forcing: bool,
     /// Events this one led to (a gate with nothing to ask, a stop of an instance that
     /// never started), handled before `handle` returns.
     follow_ups: VecDeque<Event>,
@@ -352,6 +384,7 @@ impl AppCore {
             store_error: None,
             published,
             retiring: None,
+            forcing: false,
             follow_ups: VecDeque::new(),
             now: Millis(0),
         }
@@ -460,12 +493,20 @@ impl AppCore {
                 deployment,
                 result,
             } => self.on_notified(gate, deployment, result),
+            Event::HookDone {
+                deployment,
+                hook,
+                result,
+            } => self.on_hook_done(deployment, hook, result, out),
             Event::Stored(result) => self.on_stored(result, out),
             Event::Tick => self.tick(out),
         }
     }
 
     fn tick(&mut self, out: &mut Vec<Effect>) {
+        if self.release_pending() {
+            return;
+        }
         if self.record.deployment.is_some() {
             self.feed(baton_rollout::Input::Tick, Vec::new());
             self.analyze(out);
@@ -578,6 +619,7 @@ impl AppCore {
             }),
             Held::Begin { ticket, id } => self.begin(ticket, id, out),
             Held::Finished(entry) => self.last_finished = Some(*entry),
+            Held::Hook { hook, rerun } => self.run_hook(hook, rerun, out),
             Held::Retiring { ticket, ids } => {
                 self.retiring = Some((ticket, ids));
                 self.check_retired();

@@ -86,8 +86,13 @@ impl AppCore {
                 "the deployment was not started and nothing changed".into(),
             )),
         );
-        // Another version replaces the serving one: the warm version's time is over.
-        self.end_warm(&format!("deploying {}", req.version));
+        // Another version replaces the serving one: the warm version's time is over
+        // (after the release hook, when there is one: a failed hook changes nothing).
+        let release = self.release_hook();
+        if release.is_none() {
+            self.end_warm(&format!("deploying {}", req.version));
+        }
+        let irreversible_requested = req.irreversible || !self.cfg.hooks.reversible;
         self.record.seq = seq;
         let strategy_name = spec.strategy.name().to_string();
         self.record.deployment = Some(DeploymentRecord {
@@ -98,6 +103,11 @@ impl AppCore {
             rollout: Rollout::new(spec, self.now),
             targets: req.targets,
             pending_starts: Vec::new(),
+            // Without a release hook, the operator's word marks the deployment at once.
+            irreversible: irreversible_requested && release.is_none(),
+            release,
+            irreversible_requested,
+            frozen: None,
         });
         self.commit(None, Vec::new());
         self.hold(Held::Begin { ticket, id });
@@ -119,6 +129,11 @@ impl AppCore {
             .unwrap_or_else(|| "nothing".into());
         let msg = format!("deploying {} (from {from}) by {}", d.version, d.strategy);
         let ev = self.note("started", msg);
+        if d.release.is_some() {
+            self.commit(None, vec![ev]);
+            // No instance starts before the release hook succeeded.
+            return self.start_release();
+        }
         self.feed(Input::Tick, vec![ev]);
         self.analysis_started();
     }
@@ -127,7 +142,27 @@ impl AppCore {
         if self.record.deployment.is_none() {
             return self.op_after_deployment(op, ticket, out);
         }
-        if let Op::Rollback = op {
+        if self.release_pending() {
+            return Self::reply(
+                out,
+                ticket,
+                Err(ControlError::BadRequest(format!(
+                    "the release hook of {} is running and no instance of the new version has started: \
+                     wait for it to finish (at most its timeout, {}); a failed hook ends the deployment with nothing changed",
+                    self.name, self.cfg.hooks.timeout
+                ))),
+            );
+        }
+        let going_back = match &op {
+            Op::Abort { force } => Some(("abort", *force)),
+            Op::Rollback { force } => Some(("rollback", *force)),
+            _ => None,
+        };
+        if let Some(why) = going_back.and_then(|(what, force)| self.refuse_going_back(what, force))
+        {
+            return Self::reply(out, ticket, Err(ControlError::Irreversible(why)));
+        }
+        if let Op::Rollback { .. } = op {
             let warm = self
                 .record
                 .deployment
@@ -144,20 +179,34 @@ impl AppCore {
                 );
             }
         }
+        let forced = matches!(op, Op::Abort { force: true } | Op::Rollback { force: true });
         let (input, what) = match op {
             Op::Promote { to } => (Input::Promote { to }, "promote"),
-            Op::Abort => (
+            Op::Abort { force } => (
                 Input::Abort {
-                    reason: "aborted by operator".into(),
+                    reason: if force {
+                        "aborted by operator (--force)".into()
+                    } else {
+                        "aborted by operator".into()
+                    },
                 },
                 "abort",
             ),
             Op::Pause => (Input::Pause, "pause"),
             Op::Resume => (Input::Resume, "resume"),
-            Op::Rollback => (Input::Rollback, "rollback"),
+            Op::Rollback { .. } => (Input::Rollback, "rollback"),
         };
+        if matches!(input, Input::Promote { .. } | Input::Resume) || forced {
+            // The operator decided: the freeze is over (it comes back if the rollout
+            // would go back on its own again).
+            if let Some(d) = self.record.deployment.as_mut() {
+                d.frozen = None;
+            }
+        }
         let ev = self.note("operator", format!("{what} requested"));
+        self.forcing = forced;
         self.feed(input, vec![ev]);
+        self.forcing = false;
         Self::reply(out, ticket, Ok(Answer::Done));
     }
 
@@ -165,7 +214,10 @@ impl AppCore {
     /// warm version, or deploys the previous one; `promote` ends the warm window now.
     fn op_after_deployment(&mut self, op: Op, ticket: Ticket, out: &mut Vec<Effect>) {
         match op {
-            Op::Rollback => {
+            Op::Rollback { force } => {
+                if let Some(why) = self.refuse_going_back("rollback", force) {
+                    return Self::reply(out, ticket, Err(ControlError::Irreversible(why)));
+                }
                 let Some(prev) = self.record.previous_version.clone() else {
                     return Self::reply(
                         out,
@@ -199,6 +251,7 @@ impl AppCore {
                         version: prev,
                         strategy: None,
                         targets: Vec::new(),
+                        irreversible: false,
                     },
                     ticket,
                     out,

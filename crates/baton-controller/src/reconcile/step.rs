@@ -11,8 +11,17 @@ use std::time::Duration;
 impl AppCore {
     /// One step of the state machine: the record changes now, what it says takes effect
     /// once it is stored.
-    pub(super) fn feed(&mut self, input: Input, mut notes: Vec<Note>) {
+    /// While the release hook runs, the rollout hears nothing (it has not begun); an
+    /// input an irreversible deployment must not follow back is not applied
+    /// (`hooks.rs`: `admit`).
+    pub(super) fn feed(&mut self, input: Input, notes: Vec<Note>) {
         let now = self.now;
+        if self.release_pending() || !self.admit(&input) {
+            if !notes.is_empty() {
+                self.commit(None, notes);
+            }
+            return;
+        }
         let Some(dep) = self.record.deployment.as_mut() else {
             if !notes.is_empty() {
                 self.commit(None, notes);
@@ -20,6 +29,11 @@ impl AppCore {
             return;
         };
         let commands = dep.rollout.handle(input, now);
+        self.apply_commands(commands, notes);
+    }
+
+    /// The rollout's commands: the record changes now, the rest is held until stored.
+    pub(super) fn apply_commands(&mut self, commands: Vec<Command>, mut notes: Vec<Note>) {
         if commands.is_empty() && notes.is_empty() {
             return;
         }
@@ -51,6 +65,7 @@ impl AppCore {
                     held.push(Held::Gate { gate, step, weight })
                 }
                 Command::Finish(f) => {
+                    let succeeded = f.outcome == Outcome::Succeeded;
                     let (entry, note, strays, notify) = self.finish(f);
                     notes.push(note);
                     held.push(Held::Route);
@@ -59,6 +74,12 @@ impl AppCore {
                         held.push(n);
                     }
                     held.push(Held::Finished(Box::new(entry.clone())));
+                    if succeeded && self.cfg.hooks.post_switch.is_some() {
+                        held.push(Held::Hook {
+                            hook: baton_config::HookKind::PostSwitch,
+                            rerun: false,
+                        });
+                    }
                     history = Some(entry);
                 }
             }
@@ -98,6 +119,7 @@ impl AppCore {
                 instances: w.instances.clone(),
                 until,
                 deployment: dep.as_ref().map(|d| d.id.clone()).unwrap_or_default(),
+                irreversible: dep.as_ref().is_some_and(|d| d.irreversible),
             }),
             _ => None,
         };
@@ -141,6 +163,8 @@ impl AppCore {
             reason: f.reason.clone(),
             warm_until,
             analysis: self.analysis.last_summary.take(),
+            hooks: dep.iter().filter_map(|d| d.release.clone()).collect(),
+            irreversible: dep.as_ref().is_some_and(|d| d.irreversible),
         };
         let outcome = format!("{:?}", f.outcome).to_lowercase();
         let reason = f.reason.map(|r| format!(": {r}")).unwrap_or_default();
@@ -189,9 +213,11 @@ impl AppCore {
         }
         self.healthy.remove(id);
         self.publish_now(out);
+        let pre_stop = self.pre_stop_request(&handle).map(Box::new);
         out.push(Effect::DrainStop {
             handle,
             drain: self.cfg.drain_timeout.get(),
+            pre_stop,
         });
     }
 

@@ -50,6 +50,7 @@ enum Task {
     Gate(Gate, Option<usize>),
     Notify(Gate, String),
     Prometheus(Box<Round>),
+    Hook(String, HookKind),
 }
 
 /// The executor and everything outside the reconciler.
@@ -75,6 +76,16 @@ struct World {
     faults: u32,
     /// The last steps, for a failure message.
     trail: Vec<String>,
+    /// Hooks run: (deployment, hook, told it is a re-run).
+    hook_runs: Vec<(String, HookKind, bool)>,
+    /// Exit code of the next hooks that finish successfully (`finish_task(ok)`).
+    hook_exit: i32,
+    /// Output of the next hooks.
+    hook_output: Vec<String>,
+    /// Deployments whose release hook is stored as succeeded: never run again.
+    release_stored_done: BTreeSet<String>,
+    /// `pre_stop` hooks handed over with a drain: (instance, request).
+    pre_stops: Vec<(InstanceHandle, baton_runtime::TaskRequest)>,
 }
 
 impl World {
@@ -104,6 +115,11 @@ impl World {
             next_port: 20000,
             faults: 0,
             trail: Vec::new(),
+            hook_runs: Vec::new(),
+            hook_exit: 0,
+            hook_output: Vec::new(),
+            release_stored_done: BTreeSet::new(),
+            pre_stops: Vec::new(),
         };
         w.send(Event::Boot { lost: Vec::new() });
         w
@@ -143,6 +159,15 @@ impl World {
                 if self.store_fails {
                     return Some(Event::Stored(Err("injected store failure".into())));
                 }
+                if let Some(d) = &record.deployment {
+                    let done = d
+                        .release
+                        .as_ref()
+                        .is_some_and(|r| r.state == crate::model::HookState::Succeeded);
+                    if done {
+                        self.release_stored_done.insert(d.id.clone());
+                    }
+                }
                 self.stored = Some(serde_json::to_string(&record).expect("record serializes"));
                 self.history.extend(history);
                 Some(Event::Stored(Ok(())))
@@ -157,10 +182,25 @@ impl World {
                     "{} started twice",
                     req.id
                 );
+                assert!(
+                    !self
+                        .core
+                        .record
+                        .deployment
+                        .as_ref()
+                        .is_some_and(|d| d.release_pending() && d.version == req.version),
+                    "{} started before the release hook succeeded",
+                    req.id
+                );
                 self.tasks.push(Task::Start(req));
                 None
             }
-            Effect::DrainStop { handle, .. } => {
+            Effect::DrainStop {
+                handle, pre_stop, ..
+            } => {
+                if let Some(req) = pre_stop {
+                    self.pre_stops.push((handle.clone(), *req));
+                }
                 let routed = self.published.as_ref().is_some_and(|s| {
                     s.pools
                         .iter()
@@ -210,6 +250,39 @@ impl World {
                 self.tasks.push(Task::Prometheus(round));
                 None
             }
+            Effect::RunHook {
+                deployment,
+                hook,
+                req,
+            } => {
+                let rerun = req
+                    .env
+                    .iter()
+                    .any(|(k, v)| k == "BATON_HOOK_RERUN" && v == "1");
+                if hook == HookKind::Release {
+                    assert!(
+                        !self.release_stored_done.contains(&deployment),
+                        "the release hook of {deployment} ran again after it was stored as finished"
+                    );
+                    let stored_running = self.stored.as_deref().is_some_and(|json| {
+                        serde_json::from_str::<AppRecord>(json).is_ok_and(|r| {
+                            r.deployment.is_some_and(|d| {
+                                d.id == deployment
+                                    && d.release.is_some_and(|h| {
+                                        h.state == crate::model::HookState::Running
+                                    })
+                            })
+                        })
+                    });
+                    assert!(
+                        stored_running,
+                        "the release hook of {deployment} runs before it is stored as started"
+                    );
+                }
+                self.hook_runs.push((deployment.clone(), hook, rerun));
+                self.tasks.push(Task::Hook(deployment, hook));
+                None
+            }
             Effect::Reply { ticket, result } => {
                 self.replies
                     .insert(ticket, result.map_err(|e| e.to_string()));
@@ -226,6 +299,7 @@ impl World {
                 version: version.into(),
                 strategy: None,
                 targets: Vec::new(),
+                irreversible: false,
             },
             ticket,
         });
@@ -281,6 +355,15 @@ impl World {
                 result: Ok(()),
             },
             Task::Prometheus(round) => Event::Analysis(round),
+            Task::Hook(deployment, hook) => Event::HookDone {
+                deployment,
+                hook,
+                result: Ok(baton_runtime::TaskOutput {
+                    exit_code: Some(if ok { self.hook_exit } else { 3 }),
+                    timed_out: false,
+                    tail: self.hook_output.clone(),
+                }),
+            },
         };
         self.send(event);
     }
@@ -910,10 +993,10 @@ fn act(w: &mut World, rng: &mut Lcg) -> &'static str {
         83..=90 => {
             let op = match rng.below(5) {
                 0 => Op::Promote { to: None },
-                1 => Op::Abort,
+                1 => Op::Abort { force: false },
                 2 => Op::Pause,
                 3 => Op::Resume,
-                _ => Op::Rollback,
+                _ => Op::Rollback { force: false },
             };
             w.op(op);
             "op"
@@ -1002,7 +1085,7 @@ fn simulate(strategy: &str, seed: u64, steps: usize, seen: &mut Exercised) {
     }
     for _ in 0..4 {
         if w.core.record.deployment.is_some() {
-            w.op(Op::Abort);
+            w.op(Op::Abort { force: false });
         }
         w.settle();
     }
@@ -1066,12 +1149,16 @@ fn simulation_ab_test() {
     simulate_strategy("ab_test");
 }
 
+mod hooks;
+
 /// The reconciler stays pure: no runtime, no clock, no spawning in its sources.
 #[test]
 fn the_reconciler_does_no_io_and_reads_no_clock() {
     let sources = [
         ("mod.rs", include_str!("mod.rs")),
         ("analysis.rs", include_str!("analysis.rs")),
+        ("hooks.rs", include_str!("hooks.rs")),
+        ("reconfigure.rs", include_str!("reconfigure.rs")),
         ("instances.rs", include_str!("instances.rs")),
         ("operator.rs", include_str!("operator.rs")),
         ("routing.rs", include_str!("routing.rs")),

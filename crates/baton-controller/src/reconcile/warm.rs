@@ -127,6 +127,7 @@ impl AppCore {
                 instances: std::mem::take(&mut leaving),
                 until: now.plus(d),
                 deployment: id.clone(),
+                irreversible: false,
             }),
             _ => None,
         };
@@ -151,6 +152,8 @@ impl AppCore {
             reason: Some(reason.clone()),
             warm_until,
             analysis: None,
+            hooks: Vec::new(),
+            irreversible: false,
         };
         let word = format!("{outcome:?}").to_lowercase();
         let ev = Note {
@@ -200,6 +203,16 @@ impl AppCore {
         let serving = version.is_some() && version == self.record.stable_version.as_deref();
         if self.record.deployment.is_some() || !serving || self.record.warm.is_none() {
             return false;
+        }
+        if self.record.warm.as_ref().is_some_and(|w| w.irreversible) {
+            // The release step of the serving version cannot be undone: going back is
+            // the operator's call (`baton rollback --force`).
+            let ev = self.note(
+                "frozen",
+                format!("{why}; NOT switching back: the release step of the serving version is irreversible (`baton rollback {} --force` switches back anyway)", self.name),
+            );
+            self.commit(None, vec![ev]);
+            return true;
         }
         let back_to = self
             .record

@@ -86,6 +86,7 @@ pub async fn sample(id: &str, version: &str, idle_timeout_ms: Option<u64>) -> Sa
         fail_health: false,
         exit_after_ms: None,
         idle_timeout_ms,
+        db: None,
     };
     let stop = CancellationToken::new();
     let s = stop.clone();

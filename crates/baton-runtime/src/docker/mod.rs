@@ -8,11 +8,15 @@
 mod adopt;
 mod error;
 mod image;
+mod task;
 mod watch;
 
 pub use error::DockerError;
 
-use crate::{HandleDetail, InstanceHandle, Runtime, RuntimeError, RuntimeEvent, StartRequest};
+use crate::{
+    HandleDetail, InstanceHandle, Runtime, RuntimeError, RuntimeEvent, StartRequest, TaskOutput,
+    TaskRequest,
+};
 use async_trait::async_trait;
 use baton_core::{validate_app_name, validate_version, Millis, PortRange};
 use bollard::models::{
@@ -36,6 +40,8 @@ pub(crate) const LABEL_OWNER: &str = "baton.owner";
 pub(crate) const LABEL_APP: &str = "baton.app";
 pub(crate) const LABEL_VERSION: &str = "baton.version";
 pub(crate) const LABEL_INSTANCE: &str = "baton.instance";
+/// On one-off task containers (hooks): what kind of task.
+pub(crate) const LABEL_TASK: &str = "baton.task";
 
 /// The engine's usual socket, used when `DOCKER_HOST` is not set.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -593,6 +599,24 @@ impl Runtime for DockerRuntime {
         };
         self.state.forget(&handle.id);
         result.and(removed).map_err(RuntimeError::from)
+    }
+
+    fn one_off_tasks(&self) -> bool {
+        true
+    }
+
+    fn check_task(&self, command: &str) -> Result<(), String> {
+        // The program is inside the image: only the engine can tell, when it runs.
+        DockerSpec::split_command(command)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn run_task(&self, req: TaskRequest) -> Result<TaskOutput, RuntimeError> {
+        validate_app_name(&req.app)?;
+        validate_version(&req.version)?;
+        validate_version(&req.name)?;
+        task::run(self, req).await
     }
 
     async fn adopt(&self, handle: &InstanceHandle) -> Result<bool, RuntimeError> {

@@ -8,10 +8,14 @@ mod orphans;
 mod procfs;
 mod registry;
 mod stop;
+mod task;
 mod template;
 mod watch;
 
-use crate::{HandleDetail, InstanceHandle, Runtime, RuntimeError, RuntimeEvent, StartRequest};
+use crate::{
+    HandleDetail, InstanceHandle, Runtime, RuntimeError, RuntimeEvent, StartRequest, TaskOutput,
+    TaskRequest,
+};
 use async_trait::async_trait;
 use baton_core::{validate_app_name, validate_version, Millis, PortRange};
 use registry::{Registry, Reservation};
@@ -314,6 +318,22 @@ impl Runtime for ProcessRuntime {
         let strays = orphans::find(owner, app, known);
         orphans::reap(&strays, spec.stop_timeout).await;
         Ok(strays.into_iter().map(|o| o.instance).collect())
+    }
+
+    fn one_off_tasks(&self) -> bool {
+        true
+    }
+
+    fn check_task(&self, command: &str) -> Result<(), String> {
+        task::check_program(command, self.spec().cwd.as_deref())
+    }
+
+    async fn run_task(&self, req: TaskRequest) -> Result<TaskOutput, RuntimeError> {
+        validate_app_name(&req.app)?;
+        validate_version(&req.version)?;
+        validate_version(&req.name)?;
+        self.check_cwd(&req.app)?;
+        task::run(&self.spec(), req).await
     }
 
     async fn logs(

@@ -48,34 +48,46 @@ pub async fn client() -> Docker {
         .unwrap()
 }
 
-/// Builds the test images unless present; a file lock keeps parallel tests from
-/// building at once.
+/// Builds the test images unless present and made from the current sample app (a
+/// label on them carries a hash of its binary, so images an older sample app left on
+/// the engine are rebuilt); a file lock keeps parallel tests from building at once.
 pub fn ensure_images() {
     let lock =
         std::fs::File::create(std::env::temp_dir().join("baton-test-docker-images.lock")).unwrap();
     lock.lock().unwrap();
+    let binary = static_sample_app();
+    let bin = std::fs::read(&binary).unwrap();
+    let stamp = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bin.hash(&mut h);
+        format!("{:016x}", h.finish())
+    };
     let rt = crate::common::rt();
     rt.block_on(async {
         let docker = client().await;
-        let mut missing = false;
+        let mut stale = false;
         for (tag, _) in TAGS {
-            if docker
+            let label = docker
                 .inspect_image(&format!("{IMAGE}:{tag}"))
                 .await
-                .is_err()
-            {
-                missing = true;
+                .ok()
+                .and_then(|i| i.config)
+                .and_then(|c| c.labels)
+                .and_then(|l| l.get(STAMP_LABEL).cloned());
+            if label.as_deref() != Some(stamp.as_str()) {
+                stale = true;
             }
         }
-        if !missing {
+        if !stale {
             return;
         }
-        let binary = static_sample_app();
         let base = format!("{IMAGE}:base");
-        let dockerfile = "FROM scratch\nCOPY sample-app /sample-app\n\
-            ENTRYPOINT [\"/sample-app\", \"--host\", \"0.0.0.0\", \"--port\", \"8080\"]\n";
-        let bin = std::fs::read(&binary).unwrap();
-        build(&docker, &base, dockerfile, Some(("sample-app", &bin))).await;
+        let dockerfile = format!(
+            "FROM scratch\nCOPY sample-app /sample-app\nLABEL {STAMP_LABEL}=\"{stamp}\"\n\
+             ENTRYPOINT [\"/sample-app\", \"--host\", \"0.0.0.0\", \"--port\", \"8080\"]\n"
+        );
+        build(&docker, &base, &dockerfile, Some(("sample-app", &bin))).await;
         for (tag, lines) in TAGS {
             let file = format!("FROM {base}\n{lines}\n");
             build(&docker, &format!("{IMAGE}:{tag}"), &file, None).await;
@@ -83,6 +95,9 @@ pub fn ensure_images() {
     });
     drop(lock);
 }
+
+/// The label whose value says which sample-app binary an image holds.
+const STAMP_LABEL: &str = "baton.test.sample-app";
 
 /// The sample app linked statically (runs in a `FROM scratch` image). It has its own
 /// target dir: the container-image test builds a static baton meanwhile, and sharing

@@ -24,7 +24,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// What the handler knows about the client connection.
 pub(crate) struct ClientConn {
@@ -373,6 +373,16 @@ impl Inner {
         }
     }
 
+    /// Connect, response-head and pooled-connection idle timeouts, as configured now.
+    fn upstream_timeouts(&self) -> (Duration, Duration, Duration) {
+        let cfg = self.config.load();
+        (
+            cfg.connect_timeout,
+            cfg.upstream_header_timeout,
+            cfg.upstream_idle_timeout,
+        )
+    }
+
     /// One try on one backend: a pooled connection (fresh on a retry), the request,
     /// and the response head within the timeout.
     async fn attempt(
@@ -384,14 +394,7 @@ impl Inner {
         target: &Target,
     ) -> Attempt {
         let pool = target.pool();
-        let (connect_timeout, header_timeout, idle_timeout) = {
-            let cfg = self.config.load();
-            (
-                cfg.connect_timeout,
-                cfg.upstream_header_timeout,
-                cfg.upstream_idle_timeout,
-            )
-        };
+        let (connect_timeout, header_timeout, idle_timeout) = self.upstream_timeouts();
         let fail = |reason| self.passive.failure(backend, &pool.backends, reason);
         let pooled = if retried {
             None
@@ -471,14 +474,7 @@ impl Inner {
         target: &Target,
     ) -> Attempt {
         let pool = target.pool();
-        let (connect_timeout, header_timeout, idle_timeout) = {
-            let cfg = self.config.load();
-            (
-                cfg.connect_timeout,
-                cfg.upstream_header_timeout,
-                cfg.upstream_idle_timeout,
-            )
-        };
+        let (connect_timeout, header_timeout, idle_timeout) = self.upstream_timeouts();
         let fail = |reason| self.passive.failure(backend, &pool.backends, reason);
         let pooled = if retried {
             None
@@ -605,7 +601,7 @@ fn access_start(log: &AccessLog, req: &mut Request<Incoming>, conn: &ClientConn)
         protocol: req.version(),
         status: 0,
         bytes: 0,
-        duration: std::time::Duration::ZERO,
+        duration: Duration::ZERO,
         upstream: None,
         app: None,
         version: None,

@@ -6,22 +6,7 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-
-/// One GET through the proxy right after restart: must be served by an app, not refused.
-fn first_request(b: &Baton) -> String {
-    let mut s = std::net::TcpStream::connect(b.proxy).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    resp
-}
 
 fn crash_at_steps(strategy: &str, kill_after: &[Duration]) {
     let extra = "";
@@ -35,7 +20,7 @@ fn crash_at_steps(strategy: &str, kill_after: &[Duration]) {
         std::thread::sleep(*delay);
         b.kill9();
         b.serve();
-        let resp = first_request(&b);
+        let resp = proxy_get(&b, "/");
         assert!(
             resp.starts_with("HTTP/1.1 200"),
             "after restart: {resp}\n{}",

@@ -39,20 +39,6 @@ fn start(strategy: &str, data: &Path, release: &str) -> (ContainerGuard, Baton) 
     (ContainerGuard(b.store_path()), b)
 }
 
-fn get(b: &Baton, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(b.proxy).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    resp
-}
-
 fn entry(b: &Baton, id: &str) -> serde_json::Value {
     b.history()
         .as_array()
@@ -90,7 +76,7 @@ fn docker_release_hook_migrates_sqlite_in_a_one_off_container() {
     let (report, _) = deploy_v2_under_load(&b, "rolling", 2, Profile::KeepAlive);
     assert_eq!(report.failed, 0);
     only_instances(&b);
-    let users = get(&b, "/users");
+    let users = proxy_get(&b, "/users");
     assert!(users.contains("1 ada ada@example.com"), "{users}");
     let h = entry(&b, "web-2");
     assert_eq!(h["hooks"][0]["state"], "succeeded", "{h:#}");
@@ -116,7 +102,7 @@ fn docker_release_hook_migrates_sqlite_in_a_one_off_container() {
         reason.contains("release hook failed (exit 3)") && reason.contains("simulated failure"),
         "{h:#}"
     );
-    assert!(get(&b, "/").contains("v2"));
+    assert!(proxy_get(&b, "/").contains("v2"));
     only_instances(&b);
 }
 

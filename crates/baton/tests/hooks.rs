@@ -110,16 +110,7 @@ fn instance_ids(st: &Value) -> Vec<String> {
 
 /// The version that answers a GET through the proxy.
 fn served_version(b: &Baton) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(b.proxy).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
+    let resp = proxy_get(b, "/");
     resp.lines()
         .find_map(|l| {
             l.to_ascii_lowercase()

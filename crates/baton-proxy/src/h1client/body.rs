@@ -35,6 +35,10 @@ pub(crate) struct FastBody {
     decoder: Decoder,
     keep_alive: bool,
     backend: Arc<Backend>,
+    /// Whether the head or a frame went out since the body last waited: a failure is
+    /// then held for one poll (see `poll_frame`).
+    unflushed: bool,
+    held: Option<BodyError>,
 }
 
 impl FastBody {
@@ -45,6 +49,8 @@ impl FastBody {
             decoder: Decoder::new(head.framing),
             keep_alive: head.keep_alive && head.framing != Framing::Eof,
             backend,
+            unflushed: true,
+            held: None,
         };
         if body.decoder.is_done() {
             body.complete();
@@ -128,11 +134,36 @@ impl Body for FastBody {
     type Data = Bytes;
     type Error = BodyError;
 
+    /// A body cut by the upstream must reach the client as a cut body: the head and the
+    /// bytes before the cut, then a closed connection. hyper's server writes out what
+    /// it holds only when the body has nothing ready, and drops it when the body fails;
+    /// when the head, the last bytes and the failure are all in the buffer at once, the
+    /// failure would come first. So it waits one poll (woken at once) before it is told.
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        self.get_mut().poll_next(cx)
+        let this = self.get_mut();
+        if let Some(error) = this.held.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
+        match this.poll_next(cx) {
+            Poll::Ready(Some(Err(error))) if this.unflushed => {
+                this.unflushed = false;
+                this.held = Some(error);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                this.unflushed = true;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => {
+                this.unflushed = false;
+                Poll::Pending
+            }
+            other => other,
+        }
     }
 
     fn is_end_stream(&self) -> bool {

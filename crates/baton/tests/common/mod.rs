@@ -380,6 +380,23 @@ pub fn deploy_v2_under_load(
     (report, st)
 }
 
+/// A raw HTTP/1.1 GET of `path` for the app `web` through the proxy, on a connection of
+/// its own: the whole response as text.
+pub fn proxy_get(b: &Baton, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(b.proxy).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp
+}
+
 /// A raw HTTP/1.1 GET over the admin Unix socket.
 pub fn admin_get(b: &Baton, path: &str) -> String {
     use std::io::{Read, Write};

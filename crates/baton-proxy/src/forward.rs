@@ -409,13 +409,7 @@ impl Inner {
                 Err(error) => {
                     tracing::warn!(backend = %backend.id, %error, retried, "upstream connect failed");
                     fail("connect failed");
-                    if !retried {
-                        return Attempt::Retry(req);
-                    }
-                    return Attempt::Failed(ProxyError::Connect {
-                        app: target.app.name.clone(),
-                        version: pool.version.clone(),
-                    });
+                    return connect_failed(req, retried, target);
                 }
             },
         };
@@ -489,13 +483,7 @@ impl Inner {
                 Err(error) => {
                     tracing::warn!(backend = %backend.id, %error, retried, "upstream connect failed");
                     fail("connect failed");
-                    if !retried {
-                        return Attempt::Retry(req);
-                    }
-                    return Attempt::Failed(ProxyError::Connect {
-                        app: target.app.name.clone(),
-                        version: pool.version.clone(),
-                    });
+                    return connect_failed(req, retried, target);
                 }
             },
         };
@@ -627,6 +615,18 @@ fn unavailable(app: &CompiledApp) -> ProxyError {
             app: app.name.clone(),
         }
     }
+}
+
+/// A failed connect: nothing reached the upstream, so the first one is retried on
+/// another connection (or backend), the second answers 502.
+fn connect_failed(req: Request<RequestBody>, retried: bool, target: &Target) -> Attempt {
+    if !retried {
+        return Attempt::Retry(req);
+    }
+    Attempt::Failed(ProxyError::Connect {
+        app: target.app.name.clone(),
+        version: target.pool().version.clone(),
+    })
 }
 
 fn upstream_error(target: &Target) -> ProxyError {

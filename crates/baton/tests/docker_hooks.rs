@@ -39,16 +39,6 @@ fn start(strategy: &str, data: &Path, release: &str) -> (ContainerGuard, Baton) 
     (ContainerGuard(b.store_path()), b)
 }
 
-fn entry(b: &Baton, id: &str) -> serde_json::Value {
-    b.history()
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["id"] == id)
-        .cloned()
-        .unwrap_or_else(|| panic!("no history entry {id}"))
-}
-
 /// Only the instances' containers are left (the task containers were removed).
 fn only_instances(b: &Baton) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -78,7 +68,7 @@ fn docker_release_hook_migrates_sqlite_in_a_one_off_container() {
     only_instances(&b);
     let users = proxy_get(&b, "/users");
     assert!(users.contains("1 ada ada@example.com"), "{users}");
-    let h = entry(&b, "web-2");
+    let h = b.history_entry("web-2");
     assert_eq!(h["hooks"][0]["state"], "succeeded", "{h:#}");
     let out = h["hooks"][0]["output"].to_string();
     assert!(
@@ -95,7 +85,7 @@ fn docker_release_hook_migrates_sqlite_in_a_one_off_container() {
     let st = b.status();
     assert_eq!(st["stable_version"], "v2");
     assert_eq!(st["instances"], before["instances"]);
-    let h = entry(&b, "web-3");
+    let h = b.history_entry("web-3");
     assert_eq!(h["outcome"], "failed");
     let reason = h["reason"].as_str().unwrap();
     assert!(
@@ -132,7 +122,7 @@ fn docker_kill_9_during_the_release_hook_reruns_it_once() {
         st["deployment"]["id"] == "web-2" && finished(st)
     });
     assert_eq!(st["stable_version"], "v2", "{st:#}");
-    let h = entry(&b, "web-2");
+    let h = b.history_entry("web-2");
     assert_eq!(h["hooks"][0]["attempts"], 2, "{h:#}");
     assert_eq!(h["hooks"][0]["state"], "succeeded", "{h:#}");
     only_instances(&b);

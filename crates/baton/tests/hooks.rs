@@ -87,16 +87,6 @@ impl Hook {
     }
 }
 
-fn entry(b: &Baton, id: &str) -> Value {
-    b.history()
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["id"] == id)
-        .cloned()
-        .unwrap_or_else(|| panic!("no history entry {id}: {:#}", b.history()))
-}
-
 fn instance_ids(st: &Value) -> Vec<String> {
     let mut ids: Vec<String> = st["instances"]
         .as_array()
@@ -145,7 +135,7 @@ fn a_failing_release_hook_leaves_the_app_untouched() {
     assert_eq!(instance_ids(&st), instance_ids(&before), "same instances");
     assert_eq!(st["weights"], routes_before, "same routes");
     assert_eq!(served_version(&b), "v1");
-    let h = entry(&b, "web-2");
+    let h = b.history_entry("web-2");
     assert_eq!(h["outcome"], "failed");
     let reason = h["reason"].as_str().unwrap();
     assert!(
@@ -189,7 +179,7 @@ fn a_release_hook_runs_exactly_once_per_deploy_with_no_failed_requests() {
         "{:?}",
         hook.runs()
     );
-    let h = entry(&b, "web-2");
+    let h = b.history_entry("web-2");
     assert_eq!(h["hooks"][0]["state"], "succeeded");
     assert_eq!(h["hooks"][0]["attempts"], 1);
 }
@@ -226,7 +216,7 @@ fn kill_9_during_the_release_hook_reruns_it_exactly_once_and_says_so() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(hook.count("start web-2"), 2, "{:?}", hook.runs());
     assert_eq!(hook.count("done web-2"), 1, "{:?}", hook.runs());
-    let h = entry(&b, "web-2");
+    let h = b.history_entry("web-2");
     assert_eq!(h["hooks"][0]["attempts"], 2, "{h:#}");
 }
 

@@ -138,17 +138,7 @@ impl ProcessRuntime {
         let stderr = log
             .try_clone()
             .map_err(|e| io_err("open the log file", e))?;
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .envs(vars.env(&spec.env))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(stderr))
-            .process_group(0)
-            .kill_on_drop(false);
-        if let Some(cwd) = &spec.cwd {
-            cmd.current_dir(cwd);
-        }
+        let mut cmd = child_command(&argv, vars.env(&spec.env), spec.cwd.as_deref(), log, stderr);
         cmd.spawn().map_err(|source| RuntimeError::Spawn {
             instance: req.id.clone(),
             command: spec.command.clone(),
@@ -357,4 +347,28 @@ impl Runtime for ProcessRuntime {
             source,
         })
     }
+}
+
+/// The command of an instance or a one-off task: `argv` with `env`, in `cwd` when set,
+/// stdin closed, stdout and stderr to its log, in a process group of its own (so a
+/// stop or a timeout reaches its children), never killed by dropping the handle.
+pub(super) fn child_command(
+    argv: &[String],
+    env: Vec<(String, String)>,
+    cwd: Option<&Path>,
+    stdout: std::fs::File,
+    stderr: std::fs::File,
+) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    cmd
 }

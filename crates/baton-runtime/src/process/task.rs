@@ -11,8 +11,6 @@ use crate::RuntimeError;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use tokio::process::Command;
 
 /// The line written before each run: the tail handed back starts after the last one.
 const RUN_MARK: &str = "[baton] running task";
@@ -40,18 +38,9 @@ pub(crate) async fn run(spec: &ProcessSpec, req: TaskRequest) -> Result<TaskOutp
     let stderr = log
         .try_clone()
         .map_err(|e| io_err("open the log file", e))?;
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .envs(vars.env(&spec.env))
-        .envs(req.env.iter().cloned())
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(stderr))
-        .process_group(0)
-        .kill_on_drop(false);
-    if let Some(cwd) = &spec.cwd {
-        cmd.current_dir(cwd);
-    }
+    let mut env = vars.env(&spec.env);
+    env.extend(req.env.iter().cloned());
+    let mut cmd = super::child_command(&argv, env, spec.cwd.as_deref(), log, stderr);
     let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
         instance: req.name.clone(),
         command: req.command.clone(),

@@ -239,6 +239,18 @@ impl Baton {
         }
     }
 
+    /// The history entry of deployment `id` (panics, showing the history, without one).
+    pub fn history_entry(&self, id: &str) -> Value {
+        let history = self.history();
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no history entry {id}: {history:#}"))
+    }
+
     pub fn store_path(&self) -> String {
         self.dir.path().join("state").display().to_string()
     }

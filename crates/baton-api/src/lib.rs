@@ -3,13 +3,15 @@
 //! events, Prometheus metrics and the OpenAPI document describing it all. The CLI talks
 //! to it through [`client::AdminClient`].
 
+pub mod auth;
 pub mod client;
 mod router;
 mod serve;
 pub mod types;
 
+pub use auth::Access;
 #[doc(hidden)]
 pub use router::fuzz_body;
 pub use router::{router, Hooks, ReloadFailed, ReloadHook, UpgradeFailed, UpgradeHook};
-pub use serve::{bind_admin, serve_admin, serve_admin_on, AdminError, AdminListener};
+pub use serve::{bind_admin, guarded, serve_admin, serve_admin_on, AdminError, AdminListener};
 pub use types::{ReloadReport, ReloadRequest, UpgradeDone, UpgradeRequest};

@@ -5,9 +5,9 @@
 //! `/openapi.json`.
 
 use crate::types::{
-    AppStatus, DeployCreated, DeployRequest, ErrorBody, Event, EventsQuery, ForceRequest,
-    HistoryEntry, HistoryQuery, InstanceLogs, LogsQuery, PlanQuery, PlanReport, PromoteRequest,
-    ReloadReport, ReloadRequest, UpgradeDone, UpgradeRequest,
+    AppEventsQuery, AppStatus, Delivery, DeployCreated, DeployRequest, ErrorBody, Event,
+    EventsQuery, ForceRequest, HistoryEntry, HistoryQuery, InstanceLogs, LogsQuery, PlanQuery,
+    PlanReport, PromoteRequest, ReloadReport, ReloadRequest, UpgradeDone, UpgradeRequest,
 };
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -108,6 +108,8 @@ fn controller_routes() -> OpenApiRouter<Ctl> {
         .routes(routes!(resume))
         .routes(routes!(rollback))
         .routes(routes!(history))
+        .routes(routes!(delivery))
+        .routes(routes!(app_events))
         .routes(routes!(logs))
         .routes(routes!(plan))
         .routes(routes!(events))
@@ -477,6 +479,41 @@ async fn history(
 ) -> Result<Json<Vec<HistoryEntry>>, ApiError> {
     let q = query(q)?;
     Ok(Json(c.history(&app, q.limit.unwrap_or(50))?))
+}
+
+/// How often the app deploys, how often a change fails and how long restoring the
+/// previous version takes, over the last 7 and 30 days (from its history: a switch back
+/// or a redeploy of the version the previous deployment replaced counts as a restore).
+#[utoipa::path(get, path = "/v1/apps/{app}/delivery",
+    params(("app" = String, Path, description = "App name")),
+    responses(
+        (status = 200, description = "The 7- and 30-day figures", body = Delivery),
+        (status = 404, description = "No such app", body = ErrorBody),
+    )
+)]
+async fn delivery(
+    State(c): State<Ctl>,
+    Path(app): Path<String>,
+) -> Result<Json<Delivery>, ApiError> {
+    Ok(Json(c.delivery(&app)?))
+}
+
+/// The app's most recent stored events, oldest first (the live stream is `/v1/events`).
+#[utoipa::path(get, path = "/v1/apps/{app}/events",
+    params(("app" = String, Path, description = "App name"), AppEventsQuery),
+    responses(
+        (status = 200, description = "Recent events, oldest first", body = Vec<Event>),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 404, description = "No such app", body = ErrorBody),
+    )
+)]
+async fn app_events(
+    State(c): State<Ctl>,
+    Path(app): Path<String>,
+    q: Result<Query<AppEventsQuery>, QueryRejection>,
+) -> Result<Json<Vec<Event>>, ApiError> {
+    let q = query(q)?;
+    Ok(Json(c.app_events(&app, q.limit.unwrap_or(100).min(1000))?))
 }
 
 /// The recent output of each instance.

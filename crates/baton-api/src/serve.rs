@@ -1,10 +1,10 @@
 //! Serving the admin router: on a Unix socket with mode 0600 (the default), or on TCP
-//! where every request must carry `Authorization: Bearer <token>`.
+//! where every request must carry the bearer token or a dashboard session
+//! ([`crate::auth`]).
 
+use crate::auth::Access;
 use axum::extract::Request;
-use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
 use axum::Router;
 use baton_config::AdminListen;
 use std::future::Future;
@@ -32,14 +32,14 @@ pub enum AdminError {
 /// returns the future that serves it until `shutdown`.
 pub async fn serve_admin(
     listen: &AdminListen,
-    token: Option<String>,
+    access: Option<Arc<Access>>,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<impl Future<Output = std::io::Result<()>>, AdminError> {
-    let bound = bind_admin(listen, token.is_some()).await?;
+    let bound = bind_admin(listen, access.is_some()).await?;
     Ok(serve_admin_on(
         bound,
-        token,
+        access,
         app,
         shutdown,
         Arc::new(AtomicBool::new(false)),
@@ -102,19 +102,13 @@ pub async fn bind_admin(
 /// end unless `keep_socket` is set by then (the socket was handed to a new process).
 pub fn serve_admin_on(
     listener: AdminListener,
-    token: Option<String>,
+    access: Option<Arc<Access>>,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     keep_socket: Arc<AtomicBool>,
 ) -> impl Future<Output = std::io::Result<()>> {
-    let app = match token {
-        Some(t) => {
-            let t = Arc::new(t);
-            app.layer(middleware::from_fn(move |req: Request, next: Next| {
-                let t = t.clone();
-                async move { check_token(&t, req, next).await }
-            }))
-        }
+    let app = match access {
+        Some(access) => guarded(app, access),
         None => app,
     };
     async move {
@@ -152,48 +146,9 @@ async fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, AdminError> 
     Ok(listener)
 }
 
-async fn check_token(token: &str, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        next.run(req).await
-    } else {
-        (
-            StatusCode::UNAUTHORIZED,
-            [("www-authenticate", "Bearer")],
-            axum::Json(crate::types::ErrorBody::new(
-                "missing or wrong bearer token: send `Authorization: Bearer <contents of token_file>`",
-            )),
-        )
-            .into_response()
-    }
-}
-
-/// Compares without an early exit, so timing does not reveal how much of a guess matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn compares_exactly() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret1"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
-    }
+/// `app` behind the credentials check of a TCP listener.
+pub fn guarded(app: Router, access: Arc<Access>) -> Router {
+    app.layer(middleware::from_fn(move |req: Request, next: Next| {
+        crate::auth::guard(access.clone(), req, next)
+    }))
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 pub use baton_config::{AppChange, ConfigDiff, KeyChange, Takes};
+pub use baton_controller::delivery::{Delivery, DeliveryStats};
 pub use baton_controller::model::{Event, HistoryEntry, HookRun, HookState};
 pub use baton_controller::status::{
     AppStatus, DeploymentStatus, ExperimentStatus, InstanceStatus, VersionTraffic,
@@ -168,4 +169,12 @@ pub struct PlanQuery {
 pub struct EventsQuery {
     /// Only the events of this app.
     pub app: Option<String>,
+}
+
+/// `GET /v1/apps/{app}/events`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AppEventsQuery {
+    /// The most recent events to return (default 100, at most 1000).
+    pub limit: Option<usize>,
 }

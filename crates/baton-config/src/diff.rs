@@ -229,6 +229,11 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
             Takes::NeedsUpgrade,
         ),
         (
+            "dashboard",
+            leaf_changes(&old.dashboard, &new.dashboard),
+            Takes::NeedsUpgrade,
+        ),
+        (
             "store",
             leaf_changes(&old.store, &new.store),
             Takes::NeedsRestart,

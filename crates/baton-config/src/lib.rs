@@ -31,8 +31,8 @@ pub use kinds::{AdminListen, RuntimeKind, StrategyKind};
 pub use locate::Places;
 pub use model::{
     parse_memory, parse_size, AccessLogFormatKind, AccessLogSection, AcmeSection, AdminSection,
-    AppConfig, AppTls, CertificateSection, CompressionSection, Config, OnDemandSection,
-    ProxySection, PullPolicy, StoreSection, TlsSection, LETS_ENCRYPT,
+    AppConfig, AppTls, CertificateSection, CompressionSection, Config, DashboardSection,
+    OnDemandSection, ProxySection, PullPolicy, StoreSection, TlsSection, LETS_ENCRYPT,
 };
 
 use diagnose::Found;
@@ -170,6 +170,7 @@ fn resolve(raw: RawConfig, path: &Path) -> Config {
         base_dir,
         proxy,
         admin,
+        dashboard: raw.dashboard,
         store,
         apps,
         places: Places::default(),

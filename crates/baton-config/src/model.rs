@@ -29,6 +29,8 @@ pub struct Config {
     pub base_dir: PathBuf,
     pub proxy: ProxySection,
     pub admin: AdminSection,
+    /// The web dashboard, when the file has a `[dashboard]` section.
+    pub dashboard: Option<DashboardSection>,
     pub store: StoreSection,
     /// Apps by name (names are checked with `baton_core::validate_app_name`).
     pub apps: BTreeMap<String, AppConfig>,
@@ -347,6 +349,32 @@ pub struct AdminSection {
     pub token_file: Option<PathBuf>,
 }
 
+/// `[dashboard]`: the web dashboard, served by baton itself. Its login is the admin
+/// token (`[admin] token_file`); a login makes a browser session (an HttpOnly cookie,
+/// and a CSRF token every action must carry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardSection {
+    /// Its own TCP address (with the admin API beside it, for the browser). Without it,
+    /// the dashboard is served on the admin listener, which must then be TCP.
+    pub listen: Option<SocketAddr>,
+    /// Browser sessions may look but not act (deploy, promote, pause, resume, abort,
+    /// rollback are refused and not offered). Default false.
+    pub read_only: bool,
+    /// How long a login lasts. Default 12h.
+    pub session_lifetime: HumanDuration,
+}
+
+impl Default for DashboardSection {
+    fn default() -> Self {
+        DashboardSection {
+            listen: None,
+            read_only: false,
+            session_lifetime: HumanDuration::from_secs(12 * 60 * 60),
+        }
+    }
+}
+
 /// `[store]`: the embedded store file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -536,6 +564,7 @@ impl Default for AppConfig {
 pub(crate) struct RawConfig {
     pub proxy: ProxySection,
     pub admin: AdminSection,
+    pub dashboard: Option<DashboardSection>,
     pub store: StoreSection,
     pub apps: BTreeMap<String, AppConfig>,
 }

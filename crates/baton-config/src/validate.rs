@@ -15,6 +15,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Vec<Issue> {
     let mut issues = Vec::new();
     proxy(raw, &mut issues);
     admin(raw, &mut issues);
+    dashboard(raw, &mut issues);
     for (name, app) in &raw.apps {
         validate_app::check(name, app, &mut issues);
     }
@@ -466,6 +467,54 @@ fn admin(raw: &RawConfig, issues: &mut Vec<Issue>) {
             format!("the admin API and the proxy both listen on {addr}: give them different ports"),
         ));
     }
+}
+
+fn dashboard(raw: &RawConfig, issues: &mut Vec<Issue>) {
+    let Some(d) = &raw.dashboard else {
+        return;
+    };
+    if raw.admin.token_file.is_none() {
+        issues.push((
+            key!["dashboard"],
+            "the dashboard's login is the admin token: add token_file = \"admin.token\" (a \
+             file holding a secret) to [admin]"
+                .to_string(),
+        ));
+    }
+    match (d.listen, &raw.admin.listen) {
+        (None, AdminListen::Unix(_)) => issues.push((
+            key!["dashboard"],
+            "the dashboard needs a TCP address a browser can reach, and [admin] listens on a \
+             Unix socket: add listen = \"127.0.0.1:9300\" to [dashboard] (or put [admin] \
+             listen on TCP)"
+                .to_string(),
+        )),
+        (Some(addr), admin) => {
+            if raw.proxy.listen.contains(&addr) || raw.proxy.tls_listen.contains(&addr) {
+                issues.push((
+                    key!["dashboard", "listen"],
+                    format!(
+                        "the dashboard and the proxy both listen on {addr}: give them different ports"
+                    ),
+                ));
+            }
+            if *admin == AdminListen::Tcp(addr) {
+                issues.push((
+                    key!["dashboard", "listen"],
+                    format!(
+                        "the dashboard and the admin API both listen on {addr}: leave out \
+                         [dashboard] listen to serve the dashboard on the admin listener"
+                    ),
+                ));
+            }
+        }
+        (None, AdminListen::Tcp(_)) => {}
+    }
+    positive(
+        key!["dashboard", "session_lifetime"],
+        d.session_lifetime,
+        issues,
+    );
 }
 
 /// A duration that must be above zero.

@@ -603,6 +603,48 @@ fn the_admin_api_on_tcp_requires_a_token_file() {
 }
 
 #[test]
+fn the_dashboard_needs_the_admin_token_and_a_tcp_address() {
+    assert_error(
+        "[dashboard]\nlisten = \"127.0.0.1:9300\"\n",
+        "1:2",
+        &["the dashboard's login is the admin token", "token_file"],
+    );
+    assert_error(
+        "[admin]\ntoken_file = \"t\"\n[dashboard]\n",
+        "3:2",
+        &[
+            "needs a TCP address a browser can reach",
+            "listen = \"127.0.0.1:9300\"",
+        ],
+    );
+    assert_error(
+        "[proxy]\nlisten = [\"127.0.0.1:9000\"]\n[admin]\ntoken_file = \"t\"\n[dashboard]\nlisten = \"127.0.0.1:9000\"\n",
+        "6:1",
+        &["the dashboard and the proxy both listen on 127.0.0.1:9000"],
+    );
+    assert_error(
+        "[admin]\ntoken_file = \"t\"\n[dashboard]\nlisten = \"127.0.0.1:9300\"\nsession_lifetime = \"0s\"\n",
+        "5:1",
+        &["`session_lifetime`", "longer than zero"],
+    );
+    let ok =
+        "[admin]\ntoken_file = \"t\"\n[dashboard]\nlisten = \"127.0.0.1:9300\"\nread_only = true\n";
+    let cfg = parse(ok, Path::new("baton.toml")).unwrap();
+    let d = cfg.dashboard.unwrap();
+    assert!(d.read_only);
+    assert_eq!(d.listen, Some("127.0.0.1:9300".parse().unwrap()));
+    let on_admin = "[admin]\nlisten = \"127.0.0.1:9901\"\ntoken_file = \"t\"\n[dashboard]\n";
+    assert!(parse(on_admin, Path::new("baton.toml"))
+        .unwrap()
+        .dashboard
+        .is_some());
+    assert!(parse("", Path::new("baton.toml"))
+        .unwrap()
+        .dashboard
+        .is_none());
+}
+
+#[test]
 fn listen_addresses_must_be_distinct_and_present() {
     assert_error(
         "[proxy]\nlisten = [\"127.0.0.1:8080\", \"0.0.0.0:8081\", \"127.0.0.1:8080\"]\n",

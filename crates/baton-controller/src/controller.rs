@@ -269,6 +269,17 @@ impl Controller {
         Ok(self.shared()?.store.history(app, limit)?)
     }
 
+    /// How often `app` deploys, how often a change fails and how long restoring takes,
+    /// over the last 7 and 30 days (`crate::delivery`).
+    pub fn delivery(&self, app: &str) -> Result<crate::delivery::Delivery, ControlError> {
+        let history = self.history(app, usize::MAX)?;
+        Ok(crate::delivery::delivery(
+            app,
+            &history,
+            baton_core::Millis::now(),
+        ))
+    }
+
     /// The last `lines` lines of each instance's output (optionally one version's).
     pub async fn logs(
         &self,
@@ -365,6 +376,18 @@ impl Controller {
         limit: usize,
     ) -> Result<Vec<(u64, Event)>, ControlError> {
         Ok(self.shared()?.store.events_since(after, limit)?)
+    }
+
+    /// The newest `limit` stored events of `app`, oldest first.
+    pub fn app_events(&self, app: &str, limit: usize) -> Result<Vec<Event>, ControlError> {
+        self.live().app(app)?;
+        Ok(self
+            .shared()?
+            .store
+            .recent_events(limit, |e: &Event| e.app == app)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
     }
 
     pub fn metrics(&self) -> &MetricsRegistry {

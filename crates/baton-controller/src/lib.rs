@@ -5,6 +5,7 @@
 
 mod actor;
 mod controller;
+pub mod delivery;
 mod docker;
 mod driver;
 mod error;

@@ -73,6 +73,10 @@ pub struct DeploymentStatus {
     pub step: String,
     pub step_index: usize,
     pub total_steps: usize,
+    /// A label for each step of the running deployment, in order (`step_index` points
+    /// into it); empty once it finished.
+    #[serde(default)]
+    pub steps: Vec<String>,
     pub reason: Option<String>,
     pub started_at: Millis,
     pub finished_at: Option<Millis>,
@@ -159,6 +163,7 @@ impl AppView {
                 step: s.step.clone(),
                 step_index: s.step_index,
                 total_steps: s.total_steps,
+                steps: d.rollout.step_labels(),
                 reason: s.reason.clone(),
                 started_at: d.started_at,
                 finished_at: None,
@@ -176,6 +181,7 @@ impl AppView {
                 step: "finished".into(),
                 step_index: 0,
                 total_steps: 0,
+                steps: Vec::new(),
                 reason: h.reason.clone(),
                 started_at: h.started_at,
                 finished_at: Some(h.finished_at),

@@ -62,6 +62,12 @@ impl Rollout {
         }
     }
 
+    /// A label for each step of this deployment, in order; `status().step_index`
+    /// points into it.
+    pub fn step_labels(&self) -> Vec<String> {
+        self.plan.step_labels(&self.spec)
+    }
+
     pub fn spec(&self) -> &RolloutSpec {
         &self.spec
     }

@@ -194,6 +194,31 @@ impl Store {
         Ok(out)
     }
 
+    /// The newest `limit` events that `keep` accepts, oldest first, with their sequence
+    /// numbers (a scan from the newest event back).
+    pub fn recent_events<E: DeserializeOwned>(
+        &self,
+        limit: usize,
+        keep: impl Fn(&E) -> bool,
+    ) -> Result<Vec<(u64, E)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let table = txn.open_table(EVENTS).map_err(|e| self.fail(e))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| self.fail(e))?.rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = row.map_err(|e| self.fail(e))?;
+            let seq = key.value();
+            let event: E = self.decode(value.value(), || format!("event {seq}"))?;
+            if keep(&event) {
+                out.push((seq, event));
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     /// Keeps only the newest `keep` events. Sequence numbers are not reused afterwards.
     pub fn trim_events(&self, keep: u64) -> Result<(), StoreError> {
         self.write(|txn| {

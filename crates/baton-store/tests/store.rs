@@ -94,6 +94,29 @@ fn commit_without_record_keeps_the_record_and_appends_history_and_events() {
 }
 
 #[test]
+fn recent_events_are_the_newest_accepted_ones_oldest_first() {
+    let dir = TestDir::new("recent-events");
+    let store = Store::open(&dir.join("state")).unwrap();
+    let events: Vec<Entry> = (1..=10).map(|n| Entry { n }).collect();
+    store.append_events(&events).unwrap();
+    let even: Vec<(u64, Entry)> = store
+        .recent_events(3, |e: &Entry| e.n.is_multiple_of(2))
+        .unwrap();
+    assert_eq!(
+        even,
+        vec![
+            (6, Entry { n: 6 }),
+            (8, Entry { n: 8 }),
+            (10, Entry { n: 10 })
+        ]
+    );
+    let all: Vec<(u64, Entry)> = store.recent_events(100, |_: &Entry| true).unwrap();
+    assert_eq!(all.len(), 10);
+    let none: Vec<(u64, Entry)> = store.recent_events(5, |_: &Entry| false).unwrap();
+    assert!(none.is_empty());
+}
+
+#[test]
 fn history_is_per_app_newest_last_and_limited() {
     let dir = TestDir::new("history");
     let store = Store::open(&dir.join("state")).unwrap();

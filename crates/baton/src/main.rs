@@ -4,6 +4,7 @@
 
 mod access_log;
 mod client_cmds;
+mod dashboard;
 mod demo;
 mod import_compose;
 mod reload;

@@ -296,9 +296,13 @@ async fn start_with(
     hooks: Hooks,
 ) -> Result<Running, Failure> {
     let handover = inherited.is_some();
-    let (mut old_proxy, old_admin) = match inherited {
-        Some(i) => (std::mem::take(&mut i.proxy), i.admin.take()),
-        None => (Vec::new(), None),
+    let (mut old_proxy, old_admin, old_dashboard) = match inherited {
+        Some(i) => (
+            std::mem::take(&mut i.proxy),
+            i.admin.take(),
+            i.dashboard.take(),
+        ),
+        None => (Vec::new(), None, None),
     };
     let store = open_store(config, handover).await?;
     let metrics = Arc::new(MetricsRegistry::new());
@@ -407,20 +411,47 @@ async fn start_with(
         .copies
         .add_admin(&admin_listener)
         .map_err(|e| Failure::failed(format!("cannot keep a copy of the admin listener ({e})")))?;
+    let access = token.map(|t| {
+        let d = config.dashboard.clone().unwrap_or_default();
+        Arc::new(baton_api::Access::new(
+            t,
+            d.session_lifetime.get(),
+            d.read_only,
+        ))
+    });
     let api = baton_api::router(controller.clone(), hooks);
+    let (api, dashboard) = crate::dashboard::routers(
+        config,
+        api,
+        &controller,
+        access.as_ref(),
+        until_stop(stop_rx.clone()),
+    );
+    let mut tasks = Vec::new();
+    if let Some(app) = dashboard {
+        let task = crate::dashboard::serve_own(
+            config,
+            old_dashboard,
+            app,
+            &mut proxy_listeners.copies,
+            until_stop(stop_rx.clone()),
+        )
+        .await?;
+        tasks.push(task);
+    }
     let keep_socket = Arc::new(AtomicBool::new(false));
     let admin = baton_api::serve_admin_on(
         admin_listener,
-        token,
+        access,
         api,
         until_stop(stop_rx.clone()),
         keep_socket.clone(),
     );
-    let tasks = vec![tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         if let Err(error) = admin.await {
             tracing::error!(%error, "admin API stopped");
         }
-    })];
+    }));
     // Routes are published (Controller::start) before the first accept.
     for (l, scheme) in listeners {
         proxy_listeners.serve(l, scheme).map_err(|e| {

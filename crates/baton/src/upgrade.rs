@@ -5,7 +5,7 @@
 //! finishes its step and stores its record; the store is closed; instances keep running,
 //! the proxy keeps serving its current routes), then starts the binary now at the path it
 //! was started from, with the same arguments, in a process group of its own. The new
-//! process inherits the listening sockets (proxy and admin) as file descriptors, named
+//! process inherits the listening sockets (proxy, admin and dashboard) as file descriptors, named
 //! in `BATON_UPGRADE_FDS`, opens the store, recovers — re-adopting the instances by pid
 //! and start time — starts accepting on the inherited sockets and writes `ready` on its
 //! stdout. Both processes accept on the same sockets for a moment, so no connection is
@@ -70,6 +70,8 @@ fn exe() -> PathBuf {
 pub struct Inherited {
     pub proxy: Vec<std::net::TcpListener>,
     pub admin: Option<InheritedAdmin>,
+    /// `[dashboard] listen`'s listener.
+    pub dashboard: Option<std::net::TcpListener>,
     /// The old process's stdout and stderr (raw, close-on-exec), taken over at `ready`.
     stdio: Option<(RawFd, RawFd)>,
 }
@@ -115,6 +117,7 @@ pub fn take_inherited() -> Result<Option<Inherited>, String> {
     let mut out = Inherited {
         proxy: Vec::new(),
         admin: None,
+        dashboard: None,
         stdio: None,
     };
     for item in spec.split(',').filter(|s| !s.is_empty()) {
@@ -135,6 +138,13 @@ pub fn take_inherited() -> Result<Option<Inherited>, String> {
                     .map_err(wrong)?
                     .ok_or_else(missing)?,
             ),
+            "dashboard" => {
+                out.dashboard = Some(
+                    fds.take_tcp_listener(idx)
+                        .map_err(wrong)?
+                        .ok_or_else(missing)?,
+                );
+            }
             "admin-tcp" => {
                 let l = fds
                     .take_tcp_listener(idx)
@@ -210,6 +220,12 @@ impl Listeners {
     /// it): the socket closes once the listener itself is dropped.
     pub fn remove_proxy(&mut self, addr: std::net::SocketAddr) {
         self.fds.retain(|(_, _, a)| *a != Some(addr));
+    }
+
+    pub fn add_dashboard(&mut self, l: &tokio::net::TcpListener) -> std::io::Result<()> {
+        self.fds
+            .push(("dashboard", l.as_fd().try_clone_to_owned()?, None));
+        Ok(())
     }
 
     pub fn add_admin(&mut self, l: &AdminListener) -> std::io::Result<()> {

@@ -24,6 +24,15 @@ fn ab(spec: &RolloutSpec) -> AbTestSpec {
     }
 }
 
+/// The steps' labels, as `AbTest::progress` counts them.
+pub(crate) fn step_labels(spec: &RolloutSpec) -> Vec<String> {
+    vec![
+        format!("start variant {}", spec.to_version),
+        format!("test {}", variants(spec)),
+        "promote the winner".into(),
+    ]
+}
+
 fn variants(spec: &RolloutSpec) -> String {
     match &spec.from_version {
         Some(from) => format!("{from} or {}", spec.to_version),

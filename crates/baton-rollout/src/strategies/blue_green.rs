@@ -42,6 +42,20 @@ fn bg(spec: &RolloutSpec) -> BlueGreenSpec {
     }
 }
 
+/// The steps' labels, as `BlueGreen::progress` counts them.
+pub(crate) fn step_labels(spec: &RolloutSpec) -> Vec<String> {
+    let from = spec
+        .from_version
+        .as_deref()
+        .unwrap_or("the previous version");
+    vec![
+        format!("start green ({})", spec.to_version),
+        format!("switch 100% to {}", spec.to_version),
+        format!("keep {from} warm for rollback"),
+        format!("stop {from}"),
+    ]
+}
+
 // === impl BlueGreen ===
 
 impl BlueGreen {

@@ -59,6 +59,14 @@ fn describe(step: &CanaryStep) -> String {
     }
 }
 
+/// The steps' labels, as `Canary::progress` counts them: the configured steps, then
+/// the full rollout.
+pub(crate) fn step_labels(spec: &RolloutSpec) -> Vec<String> {
+    let mut out: Vec<String> = canary(spec).steps.iter().map(describe).collect();
+    out.push(format!("full rollout of {}", spec.to_version));
+    out
+}
+
 // === impl Canary ===
 
 impl Canary {

@@ -170,6 +170,18 @@ impl Plan {
         }
     }
 
+    /// One label per step, in order: `Progress::index` points into it and
+    /// `Progress::total` is its length.
+    pub(crate) fn step_labels(&self, spec: &RolloutSpec) -> Vec<String> {
+        match self {
+            Plan::Recreate(s) => s.step_labels(spec),
+            Plan::BlueGreen(_) => blue_green::step_labels(spec),
+            Plan::Rolling(_) => rolling::step_labels(spec),
+            Plan::Canary(_) => canary::step_labels(spec),
+            Plan::AbTest(_) => ab_test::step_labels(spec),
+        }
+    }
+
     pub(crate) fn progress(&self, spec: &RolloutSpec, book: &Book) -> Progress {
         match self {
             Plan::Recreate(s) => s.progress(spec, book),

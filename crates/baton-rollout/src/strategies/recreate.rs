@@ -65,6 +65,19 @@ impl Recreate {
         book.plan(&[(Side::New, 100)], Vec::new(), None)
     }
 
+    /// The steps' labels, as `progress` counts them.
+    pub(crate) fn step_labels(&self, spec: &RolloutSpec) -> Vec<String> {
+        let start = format!("start {} × {}", spec.replicas, spec.to_version);
+        if self.fresh {
+            return vec![start];
+        }
+        let from = spec
+            .from_version
+            .as_deref()
+            .unwrap_or("the previous version");
+        vec![format!("stop {from} (requests held)"), start]
+    }
+
     pub(crate) fn progress(&self, spec: &RolloutSpec, book: &Book) -> Progress {
         let start = format!(
             "starting {} of {} ({})",

@@ -45,6 +45,14 @@ pub(crate) fn bounds(spec: &RollingSpec, replicas: u32) -> (u32, u32) {
     }
 }
 
+/// The steps' labels, as `Rolling::progress` counts them: one per replaced instance.
+pub(crate) fn step_labels(spec: &RolloutSpec) -> Vec<String> {
+    let n = spec.replicas;
+    (1..=n)
+        .map(|i| format!("replace instance {i} of {n}"))
+        .collect()
+}
+
 // === impl Rolling ===
 
 impl Rolling {

@@ -345,6 +345,14 @@ fn status_is_coherent_at_every_step() {
                 s.name
             );
             assert!(!st.step.is_empty(), "{}", s.name);
+            let labels = w.rollout.step_labels();
+            assert_eq!(
+                labels.len(),
+                st.total_steps,
+                "{}: one label per step: {labels:?} {st:?}",
+                s.name
+            );
+            assert!(labels.iter().all(|l| !l.is_empty()), "{}", s.name);
             if !st.weights.is_empty() {
                 assert_eq!(
                     st.weights.iter().map(|(_, w)| w).sum::<u32>(),

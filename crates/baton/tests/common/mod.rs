@@ -111,10 +111,22 @@ impl Baton {
         proxy: impl FnOnce(&std::path::Path) -> String,
         apps: &str,
     ) -> Baton {
+        Baton::start_full(port, proxy, |_| String::new(), apps)
+    }
+
+    /// `start_on` with more `[admin]` keys too: `admin` gets the test's directory (to
+    /// write a token file there).
+    pub fn start_full(
+        port: u16,
+        proxy: impl FnOnce(&std::path::Path) -> String,
+        admin: impl FnOnce(&std::path::Path) -> String,
+        apps: &str,
+    ) -> Baton {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
-            "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\n{proxy}\n\n[admin]\nlisten = \"unix:{d}/baton.sock\"\n\n[store]\npath = \"{d}/state\"\n\n{apps}",
+            "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\n{proxy}\n\n[admin]\nlisten = \"unix:{d}/baton.sock\"\n{admin}\n\n[store]\npath = \"{d}/state\"\n\n{apps}",
             proxy = proxy(dir.path()),
+            admin = admin(dir.path()),
             d = dir.path().display()
         );
         let config = dir.path().join("baton.toml");

@@ -82,6 +82,13 @@ pub static TMPFS_MOUNT: Prerequisite = Prerequisite {
     check: tmpfs_mount,
 };
 
+/// A headless Chromium (`chromium`, or `BATON_TEST_CHROMIUM`) for the dashboard tests.
+pub static CHROMIUM: Prerequisite = Prerequisite {
+    what: "a `chromium` binary (headless browser) on PATH",
+    in_ci: ".ci/run installs the Debian package chromium when the command is missing",
+    check: chromium_check,
+};
+
 /// One test of a binary: its name (the function's), what it needs, and the function.
 pub struct Test {
     pub name: &'static str,
@@ -194,6 +201,18 @@ fn is_executable(path: &std::path::Path) -> bool {
 
 fn prometheus_check() -> Result<(), String> {
     prometheus_binary().map(|_| ())
+}
+
+fn chromium_check() -> Result<(), String> {
+    let bin = std::env::var("BATON_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    if bin.contains('/') {
+        return if std::path::Path::new(&bin).is_file() {
+            Ok(())
+        } else {
+            Err(format!("BATON_TEST_CHROMIUM={bin} is not a file"))
+        };
+    }
+    binary_on_path(&bin).map(|_| ())
 }
 
 fn pebble_check() -> Result<(), String> {

@@ -11,6 +11,8 @@ LAB_STATE="$LAB_DIR/state"
 # it calls them and sets BATON_SWARM_LAB_LOCKED=1). Kept: deleting a lock file others may
 # have open would let two holders in at once.
 LAB_LOCK=/run/lock/baton-swarm-lab.lock
+# The test harness's users of the lab (one file each) and `owner` (who brought it up).
+LAB_USERS=/run/lock/baton-swarm-lab.users
 
 # The host bridge and its /24; node1 is the machine's own engine (the manager) on the
 # bridge address, node2 and node3 are workers in network namespaces.

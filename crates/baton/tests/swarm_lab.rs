@@ -47,7 +47,11 @@ struct TaskAt {
 }
 
 fn three_nodes_serve_a_spread_service_reached_by_task_ips() {
+    // Phase times are printed for the record (issue 13's lab notes), never asserted.
+    let t0 = Instant::now();
+    let phase = |what: &str| eprintln!("swarm_lab: {what} at {:.1}s", t0.elapsed().as_secs_f64());
     let lab = SwarmLab::up();
+    phase("lab up");
     let nodes = lab.nodes().to_vec();
     let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["node1", "node2", "node3"], "{nodes:?}");
@@ -55,7 +59,9 @@ fn three_nodes_serve_a_spread_service_reached_by_task_ips() {
     assert_eq!(lab.worker_sockets().len(), 2);
 
     docker_common::ensure_images();
+    phase("images built");
     lab.load_image(IMAGE);
+    phase("image loaded onto the workers");
 
     let service = format!("baton-lab-test-{}", std::process::id());
     let _service = ServiceGuard(service.clone());
@@ -73,6 +79,7 @@ fn three_nodes_serve_a_spread_service_reached_by_task_ips() {
         running_tasks(&docker, &service).await
     });
 
+    phase("3 tasks running");
     // One task on each node, each with an address on the lab's overlay.
     let on: BTreeSet<&str> = tasks.iter().map(|t| t.node.as_str()).collect();
     let ids: BTreeSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
@@ -110,6 +117,7 @@ fn three_nodes_serve_a_spread_service_reached_by_task_ips() {
         .map(|t| format!("http://{}:8080/", t.ip))
         .collect();
     let output = rt.block_on(fetch_from_overlay(&service, &urls));
+    phase("client container done");
     for t in &tasks {
         let url = format!("http://{}:8080/", t.ip);
         let section = output

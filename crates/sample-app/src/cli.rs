@@ -32,6 +32,11 @@ pub fn run_main_from(args: impl IntoIterator<Item = String>) -> ExitCode {
         rest.extend(args.into_iter().skip(2));
         return crate::db::migrate_main(rest);
     }
+    if args.get(1).map(String::as_str) == Some("fetch") {
+        let mut rest = vec![format!("{} fetch", args[0])];
+        rest.extend(args.into_iter().skip(2));
+        return crate::fetch::fetch_main(rest);
+    }
     let args = match per_version_faults(args) {
         Ok(args) => args,
         Err(error) => {

@@ -19,11 +19,15 @@
 //! | `GET /bytes?n=N` | N bytes |
 //! | `POST /admin/health?fail=1\|0` | makes `/health` fail / succeed |
 //! | `GET /users` | the rows of the `--db` SQLite file (`sample-app migrate --db FILE` creates and migrates it) |
+//!
+//! `sample-app fetch URL...` is a small GET client instead (the `FROM scratch` test image
+//! as its own client inside a container network).
 
 mod body;
 mod cli;
 pub mod db;
 mod error;
+mod fetch;
 mod handlers;
 mod options;
 mod server;

@@ -89,6 +89,19 @@ pub static CHROMIUM: Prerequisite = Prerequisite {
     check: chromium_check,
 };
 
+/// What the multi-node Swarm lab (`lab/swarm/up`) needs: root, the `docker` command with
+/// a reachable engine that is in no swarm the lab did not create, the `dockerd`, `ip`,
+/// `nsenter`, `flock`, `iptables` and `unshare` commands, and VXLAN in the kernel (the
+/// overlay network between the nodes).
+pub static SWARM_LAB: Prerequisite = Prerequisite {
+    what: "the multi-node Docker Swarm lab's needs (root, docker and dockerd, iproute2, \
+           util-linux, iptables, kernel VXLAN, an engine in no foreign swarm)",
+    in_ci: "CI runs .ci/run as root; it installs docker.io, iproute2, util-linux and \
+            iptables when their commands are missing and stops with an error when the \
+            engine or VXLAN is missing",
+    check: swarm_lab_check,
+};
+
 /// One test of a binary: its name (the function's), what it needs, and the function.
 pub struct Test {
     pub name: &'static str,
@@ -268,5 +281,56 @@ fn tmpfs_mount() -> Result<(), String> {
         ));
     }
     let _ = Command::new("umount").arg(dir.path()).status();
+    Ok(())
+}
+
+fn swarm_lab_check() -> Result<(), String> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("cannot read /proc/self/status: {e}"))?;
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .unwrap_or("?");
+    if euid != "0" {
+        return Err(format!(
+            "not root (effective uid {euid}): the lab makes network namespaces, a bridge \
+             and daemons"
+        ));
+    }
+    for tool in ["dockerd", "ip", "nsenter", "flock", "iptables", "unshare"] {
+        binary_on_path(tool)?;
+    }
+    docker_cli()?;
+    // VXLAN, tried in a network namespace of its own that goes away with the command.
+    let out = Command::new("unshare")
+        .args(["--net", "ip", "link", "add", "vxcheck", "type", "vxlan"])
+        .args(["id", "42", "dstport", "4789"])
+        .output()
+        .map_err(|e| format!("cannot run `unshare --net ip link add ... type vxlan`: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the kernel cannot make a VXLAN device (the overlay network needs one): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let out = Command::new("timeout")
+        .args([
+            "30",
+            "docker",
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}}",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run `docker info`: {e}"))?;
+    let swarm = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let labs = std::path::Path::new("/run/baton-swarm-lab/state").exists();
+    if swarm != "inactive" && !labs {
+        return Err(format!(
+            "the engine is in a swarm the lab did not create (state {swarm}); the lab never \
+             leaves or changes such a swarm"
+        ));
+    }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `baton demo`: everything in one command — baton on free ports, the bundled sample app
 //! v1 ×3, live load through the proxy, a canary deploy of v2, a broken v3 that is rolled
-//! back by itself, and a summary with the failed-request count. Leaves nothing behind,
-//! even on Ctrl-C.
+//! back by itself, and a summary with the failed-request count, while the web dashboard
+//! shows it all (its address, with a one-time login, is printed first; `--keep` keeps it
+//! up after the demo until Ctrl-C). Leaves nothing behind, even on Ctrl-C.
 
 use crate::serve::{self, Running};
 use crate::Failure;
@@ -12,19 +13,36 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub async fn run(quick: bool) -> Result<(), Failure> {
+pub async fn run(quick: bool, keep: bool) -> Result<(), Failure> {
     let dir = std::env::temp_dir().join(format!("baton-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)
         .map_err(|e| Failure::failed(format!("cannot create {} ({e})", dir.display())))?;
-    let result = run_in(&dir, quick).await;
+    let result = run_in(&dir, quick, keep).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn write_config(dir: &Path, quick: bool) -> Result<PathBuf, Failure> {
+/// A fresh random token for the demo's admin API and dashboard login.
+fn random_token() -> Result<String, Failure> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| Failure::failed(format!("cannot read /dev/urandom for a token ({e})")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes the demo's baton.toml and token file; returns the config's path, the
+/// dashboard's address and the token.
+fn write_config(dir: &Path, quick: bool) -> Result<(PathBuf, SocketAddr, String), Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| Failure::failed(format!("cannot find the baton binary ({e})")))?;
     let port = free_port()?;
+    let dashboard: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let token = random_token()?;
+    let token_file = dir.join("admin.token");
+    std::fs::write(&token_file, format!("{token}\n"))
+        .map_err(|e| Failure::failed(format!("cannot write {} ({e})", token_file.display())))?;
     let pause = if quick { "2s" } else { "8s" };
     let text = format!(
         r#"[proxy]
@@ -32,6 +50,10 @@ listen = ["127.0.0.1:{port}"]
 
 [admin]
 listen = "unix:{dir}/baton.sock"
+token_file = "{dir}/admin.token"
+
+[dashboard]
+listen = "{dashboard}"
 
 [store]
 path = "{dir}/state"
@@ -58,7 +80,7 @@ steps = [{{ weight = 10 }}, {{ pause = "{pause}" }}, {{ weight = 50 }}, {{ pause
     let path = dir.join("baton.toml");
     std::fs::write(&path, text)
         .map_err(|e| Failure::failed(format!("cannot write {} ({e})", path.display())))?;
-    Ok(path)
+    Ok((path, dashboard, token))
 }
 
 fn free_port() -> Result<u16, Failure> {
@@ -68,8 +90,8 @@ fn free_port() -> Result<u16, Failure> {
         .map_err(|e| Failure::failed(format!("no free port on 127.0.0.1 ({e})")))
 }
 
-async fn run_in(dir: &Path, quick: bool) -> Result<(), Failure> {
-    let path = write_config(dir, quick)?;
+async fn run_in(dir: &Path, quick: bool, keep: bool) -> Result<(), Failure> {
+    let (path, dashboard, token) = write_config(dir, quick)?;
     let config = serve::load_config(&path)?;
     let running = serve::start(&config).await?;
     let addr = running
@@ -81,10 +103,18 @@ async fn run_in(dir: &Path, quick: bool) -> Result<(), Failure> {
         "baton demo: proxy on http://{addr}, sample app \"demo\" ×3 (config: {})\n",
         path.display()
     );
+    println!("dashboard: http://{dashboard}/ui/login#token={token}\n  (open it to watch the canary and the rollback; the link logs you in)\n");
     let outcome = tokio::select! {
         r = scenario(&running, addr) => r,
         _ = tokio::signal::ctrl_c() => Err(Failure::failed("interrupted; cleaning up")),
     };
+    if keep && outcome.is_ok() {
+        println!(
+            "\nthe demo is over; baton and the dashboard keep running: http://{dashboard}/ui/login#token={token}\n  proxy http://{addr} (Host: demo) · Ctrl-C stops everything"
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        println!("stopping");
+    }
     running.shutdown(true).await;
     outcome
 }

@@ -135,11 +135,15 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Self-contained demo: sample app, live load, a canary deploy, a broken deploy rolled back.
+    /// Self-contained demo: sample app, live load, a canary deploy, a broken deploy rolled
+    /// back, and the web dashboard to watch it in (its address is printed first).
     Demo {
         /// Shorter pauses (for tests).
         #[arg(long)]
         quick: bool,
+        /// Keep baton and the dashboard running after the demo, until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
     },
     /// Write a baton.toml app from another tool's configuration.
     Import {
@@ -311,7 +315,7 @@ async fn run(cli: Cli, inherited: Option<upgrade::Inherited>) -> ExitCode {
     let result = match cli.command {
         Cmd::Serve { stop_instances } => serve::run(&cli.config, stop_instances, inherited).await,
         Cmd::Validate => client_cmds::validate(&cli.config, cli.json),
-        Cmd::Demo { quick } => demo::run(quick).await,
+        Cmd::Demo { quick, keep } => demo::run(quick, keep).await,
         Cmd::Import {
             from:
                 ImportFrom::Compose {

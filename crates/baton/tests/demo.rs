@@ -4,28 +4,102 @@
 
 use std::process::Command;
 
+/// The demo prints its config path, which names its process id.
+fn out_pid(stdout: &str) -> String {
+    stdout
+        .split("baton-demo-")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap_or("none")
+        .to_string()
+}
+
+/// `baton demo --keep`: the canary succeeds, the broken version is rolled back, the
+/// summary reports zero failed requests; the dashboard's login link is printed first and
+/// stays up after the demo, and really logs in and shows the demo app; Ctrl-C (SIGINT)
+/// then stops everything and leaves nothing behind. (One test, not two: two demos at
+/// once would share the default instance port range.)
 #[test]
-fn demo_runs_with_zero_failed_requests_and_cleans_up() {
-    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["demo", "--quick"])
+fn demo_runs_with_zero_failed_requests_keeps_the_dashboard_and_cleans_up() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["demo", "--quick", "--keep"])
         .env("BATON_LOG", "warn")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("failed: 0"), "{stdout}");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    let mut link = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if link.is_none() {
+            link = line.strip_prefix("dashboard: ").map(str::to_string);
+        }
+        if line.contains("keep running") {
+            break;
+        }
+    }
+    assert!(seen.contains("failed: 0"), "{seen}");
     assert!(
-        stdout.contains("deploy v2 (canary 10% → 50% → 100%): succeeded"),
-        "{stdout}"
+        seen.contains("deploy v2 (canary 10% → 50% → 100%): succeeded"),
+        "{seen}"
     );
     assert!(
-        stdout.contains("deploy v3 (never healthy):           failed"),
-        "{stdout}"
+        seen.contains("deploy v3 (never healthy):           failed"),
+        "{seen}"
     );
-    assert!(stdout.contains("now serving: v2"), "{stdout}");
-    let dir = std::env::temp_dir().join(format!("baton-demo-{}", out_pid(&stdout)));
+    assert!(seen.contains("now serving: v2"), "{seen}");
+    let link = link.unwrap_or_else(|| panic!("no dashboard link printed first:\n{seen}"));
+    // http://127.0.0.1:PORT/ui/login#token=TOKEN
+    let (base, token) = link.split_once("/ui/login#token=").unwrap();
+    let addr = base.strip_prefix("http://").unwrap().to_string();
+    let request = |req: String| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let body = format!("token={token}");
+    let login = request(format!(
+        "POST /ui/login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    let cookie = login
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap_or_else(|| panic!("the link's token did not log in:\n{login}"))
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let apps = request(format!(
+        "GET /v1/apps HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nCookie: {cookie}\r\n\r\n"
+    ));
+    assert!(apps.starts_with("HTTP/1.1 200"), "{apps}");
+    assert!(apps.contains("\"app\":\"demo\""), "{apps}");
+    assert!(apps.contains("\"stable_version\":\"v2\""), "{apps}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "exit {status:?}; output after Ctrl-C: {rest:?}"
+    );
+    let dir = std::env::temp_dir().join(format!("baton-demo-{}", out_pid(&seen)));
     assert!(!dir.exists(), "demo left {} behind", dir.display());
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "the dashboard still answers after Ctrl-C"
+    );
     let owner = format!("BATON_OWNER={}/state", dir.display());
     let left: Vec<String> = std::fs::read_dir("/proc")
         .unwrap()
@@ -38,14 +112,4 @@ fn demo_runs_with_zero_failed_requests_and_cleans_up() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert!(left.is_empty(), "demo left processes running: {left:?}");
-}
-
-/// The demo prints its config path, which names its process id.
-fn out_pid(stdout: &str) -> String {
-    stdout
-        .split("baton-demo-")
-        .nth(1)
-        .and_then(|s| s.split('/').next())
-        .unwrap_or("none")
-        .to_string()
 }

@@ -191,6 +191,20 @@ fn only_own_requests(br: &Browser, s: &Setup) {
     );
 }
 
+/// Deploys v1 of `web` and starts load on it through the proxy (the runtime the load
+/// runs on, and the load).
+fn v1_under_load(s: &Setup) -> (tokio::runtime::Runtime, Load) {
+    s.b.cli_ok(&["deploy", "web", "v1"], 0);
+    let rt = rt();
+    let load = rt.block_on(async {
+        Load::start(LoadSpec {
+            host: "web".into(),
+            ..LoadSpec::new(s.b.proxy)
+        })
+    });
+    (rt, load)
+}
+
 /// Served by which version, over 40 fresh requests through the proxy.
 fn versions_served(b: &Baton) -> std::collections::BTreeMap<String, u32> {
     let mut seen = std::collections::BTreeMap::new();
@@ -217,15 +231,8 @@ fn a_live_canary_is_shown_step_by_step_and_abort_returns_traffic_to_stable() {
             "interval = \"1s\"\nmin_requests = 20\nmax_error_rate = 0.05",
         ) + &api()),
     );
-    s.b.cli_ok(&["deploy", "web", "v1"], 0);
     s.b.cli_ok(&["deploy", "api", "v1"], 0);
-    let rt = rt();
-    let load = rt.block_on(async {
-        Load::start(LoadSpec {
-            host: "web".into(),
-            ..LoadSpec::new(s.b.proxy)
-        })
-    });
+    let (rt, load) = v1_under_load(&s);
     rt.block_on(async {
         let mut br = logged_in(&s).await;
         // The overview lists both apps with what they serve.
@@ -340,14 +347,7 @@ fn a_failed_canary_is_explained_and_the_page_fits_a_phone() {
             "interval = \"1s\"\nmin_requests = 30\nmax_error_rate = 0.02",
         ),
     );
-    s.b.cli_ok(&["deploy", "web", "v1"], 0);
-    let rt = rt();
-    let load = rt.block_on(async {
-        Load::start(LoadSpec {
-            host: "web".into(),
-            ..LoadSpec::new(s.b.proxy)
-        })
-    });
+    let (rt, load) = v1_under_load(&s);
     rt.block_on(async {
         let mut br = logged_in(&s).await;
         br.goto(&s.url("/ui/apps/web")).await;
@@ -415,14 +415,7 @@ fn the_ab_view_shows_significance_and_promote_picks_the_winner() {
             "interval = \"1s\"",
         ) + "[apps.web.ab_test]\nweight = 50\n"),
     );
-    s.b.cli_ok(&["deploy", "web", "v1"], 0);
-    let rt = rt();
-    let load = rt.block_on(async {
-        Load::start(LoadSpec {
-            host: "web".into(),
-            ..LoadSpec::new(s.b.proxy)
-        })
-    });
+    let (rt, load) = v1_under_load(&s);
     rt.block_on(async {
         let mut br = logged_in(&s).await;
         br.goto(&s.url("/ui/apps/web")).await;

@@ -4,6 +4,27 @@
 
 use std::process::Command;
 
+/// The demo process; a test that fails half-way still stops it (Ctrl-C, as a user would,
+/// so it stops its instances too) rather than leaving it serving.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            for _ in 0..200 {
+                if !matches!(self.0.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// The demo prints its config path, which names its process id.
 fn out_pid(stdout: &str) -> String {
     stdout
@@ -22,13 +43,16 @@ fn out_pid(stdout: &str) -> String {
 #[test]
 fn demo_runs_with_zero_failed_requests_keeps_the_dashboard_and_cleans_up() {
     use std::io::{BufRead, BufReader, Read, Write};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["demo", "--quick", "--keep"])
-        .env("BATON_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut demo = Demo(
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["demo", "--quick", "--keep"])
+            .env("BATON_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut demo.0;
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = String::new();
     let mut link = None;

@@ -179,9 +179,10 @@ pub fn judge_versions(
         };
         let detail = match outcome {
             JudgeVerdict::Fail if !enough_canary => format!(
-                "{} errors in {}'s first {} requests: its error rate stays above {} even if all \
+                "{} error{} in {}'s first {} requests: its error rate stays above {} even if all \
                  of the {min} needed succeed",
                 canary.errors(),
+                if canary.errors() == 1 { "" } else { "s" },
                 canary_label,
                 canary.requests,
                 pct(limit),

@@ -137,11 +137,6 @@ impl Feed {
             .unwrap_or_default()
     }
 
-    /// How many pages are open (each holds a receiver).
-    pub fn viewers(&self) -> usize {
-        self.frames.receiver_count()
-    }
-
     /// The stream of one page: the whole overview (`app` = None) or one app's page.
     pub fn stream(
         self: &Arc<Self>,

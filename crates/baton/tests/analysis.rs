@@ -35,19 +35,10 @@ fn main() {
     ]);
 }
 
-/// The common app config with per-version faults on the sample app's command line,
-/// these canary steps, and `analysis` as the `[apps.web.analysis]` body.
+/// The common app config with faults, canary steps and analysis (see
+/// `common::analysis_app_config`).
 fn config(strategy: &str, faults: &str, steps: &str, analysis: &str, more: &str) -> String {
-    app_config(strategy, 2, "")
-        .replace(
-            "--crash-version crash",
-            &format!("--crash-version crash {faults}"),
-        )
-        .replace(
-            r#"steps = [{ weight = 20 }, { pause = "1s" }, { weight = 60 }, { pause = "1s" }]"#,
-            &format!("steps = {steps}"),
-        )
-        + &format!("\n[apps.web.analysis]\n{analysis}\n{more}")
+    analysis_app_config(strategy, faults, steps, analysis) + more
 }
 
 /// Requests through the proxy, each counted by (version that answered, ok?): unlike

@@ -67,23 +67,13 @@ fn start(dashboard: &str, apps: &str) -> Setup {
     Setup { b, dash }
 }
 
-/// The `web` app of the common config with `hosts = ["web"]`, these sample-app faults,
-/// canary steps and analysis.
+/// The `web` app of `analysis_app_config`, also routed by `hosts = ["web"]`.
 fn web(strategy: &str, faults: &str, steps: &str, analysis: &str) -> String {
-    app_config(strategy, 2, "")
-        .replace(
-            "--crash-version crash",
-            &format!("--crash-version crash {faults}"),
-        )
-        .replace(
-            r#"steps = [{ weight = 20 }, { pause = "1s" }, { weight = 60 }, { pause = "1s" }]"#,
-            &format!("steps = {steps}"),
-        )
-        .replace(
-            "strategy = ",
-            "hosts = [\"web\", \"localhost\"]\nstrategy = ",
-        )
-        + &format!("\n[apps.web.analysis]\n{analysis}\n")
+    analysis_app_config(strategy, faults, steps, analysis).replacen(
+        "strategy = ",
+        "hosts = [\"web\", \"localhost\"]\nstrategy = ",
+        1,
+    )
 }
 
 /// A second app, `api`, for the overview.

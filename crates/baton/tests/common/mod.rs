@@ -92,6 +92,22 @@ steps = [{{ weight = 20 }}, {{ pause = "1s" }}, {{ weight = 60 }}, {{ pause = "1
     )
 }
 
+/// `app_config` with per-version faults on the sample app's command line (e.g.
+/// `--error-rate-for-version v2=0.3`), these canary steps, and `analysis` as the
+/// `[apps.web.analysis]` body.
+pub fn analysis_app_config(strategy: &str, faults: &str, steps: &str, analysis: &str) -> String {
+    app_config(strategy, 2, "")
+        .replace(
+            "--crash-version crash",
+            &format!("--crash-version crash {faults}"),
+        )
+        .replace(
+            r#"steps = [{ weight = 20 }, { pause = "1s" }, { weight = 60 }, { pause = "1s" }]"#,
+            &format!("steps = {steps}"),
+        )
+        + &format!("\n[apps.web.analysis]\n{analysis}\n")
+}
+
 impl Baton {
     /// Writes baton.toml (proxy + admin + store in a temp dir, then `apps`) and starts
     /// `baton serve`, waiting until its admin API answers.

@@ -7,17 +7,32 @@
 use crate::serve::{self, Running};
 use crate::Failure;
 use baton_controller::status::AppStatus;
+use baton_core::ports::PortRange;
 use baton_loadgen::{Load, LoadSpec};
 use baton_rollout::State;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub async fn run(quick: bool, keep: bool) -> Result<(), Failure> {
+/// What `baton demo` was asked for.
+pub struct Options {
+    /// Shorter pauses.
+    pub quick: bool,
+    /// Keep baton and the dashboard up after the demo, until Ctrl-C.
+    pub keep: bool,
+    /// Where the sample app's instances listen.
+    pub ports: PortRange,
+}
+
+/// How long one deploy of the demo may take before the demo gives up on it (the longest
+/// takes about 20 s on a quiet machine; this leaves room for a loaded one).
+const DEPLOY_LIMIT: Duration = Duration::from_secs(180);
+
+pub async fn run(options: Options) -> Result<(), Failure> {
     let dir = std::env::temp_dir().join(format!("baton-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)
         .map_err(|e| Failure::failed(format!("cannot create {} ({e})", dir.display())))?;
-    let result = run_in(&dir, quick, keep).await;
+    let result = run_in(&dir, &options).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -34,7 +49,7 @@ fn random_token() -> Result<String, Failure> {
 
 /// Writes the demo's baton.toml and token file; returns the config's path, the
 /// dashboard's address and the token.
-fn write_config(dir: &Path, quick: bool) -> Result<(PathBuf, SocketAddr, String), Failure> {
+fn write_config(dir: &Path, options: &Options) -> Result<(PathBuf, SocketAddr, String), Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| Failure::failed(format!("cannot find the baton binary ({e})")))?;
     let port = free_port()?;
@@ -43,7 +58,8 @@ fn write_config(dir: &Path, quick: bool) -> Result<(PathBuf, SocketAddr, String)
     let token_file = dir.join("admin.token");
     std::fs::write(&token_file, format!("{token}\n"))
         .map_err(|e| Failure::failed(format!("cannot write {} ({e})", token_file.display())))?;
-    let pause = if quick { "2s" } else { "8s" };
+    let pause = if options.quick { "2s" } else { "8s" };
+    let ports = format!("{}-{}", options.ports.first, options.ports.last);
     let text = format!(
         r#"[proxy]
 listen = ["127.0.0.1:{port}"]
@@ -62,6 +78,7 @@ path = "{dir}/state"
 runtime = "process"
 command = "'{exe}' sample-app --port {{port}} --version {{version}} --broken-version v3"
 replicas = 3
+ports = "{ports}"
 strategy = "canary"
 drain_timeout = "5s"
 stop_timeout = "5s"
@@ -90,8 +107,14 @@ fn free_port() -> Result<u16, Failure> {
         .map_err(|e| Failure::failed(format!("no free port on 127.0.0.1 ({e})")))
 }
 
-async fn run_in(dir: &Path, quick: bool, keep: bool) -> Result<(), Failure> {
-    let (path, dashboard, token) = write_config(dir, quick)?;
+async fn run_in(dir: &Path, options: &Options) -> Result<(), Failure> {
+    // One Ctrl-C listener for the whole run, made first: a Ctrl-C that arrives between
+    // the scenario's end and the wait after it is still seen (a listener made later
+    // would miss it, and the default action that would have stopped the process is gone
+    // once any listener exists).
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Failure::failed(format!("cannot listen for Ctrl-C ({e})")))?;
+    let (path, dashboard, token) = write_config(dir, options)?;
     let config = serve::load_config(&path)?;
     let running = serve::start(&config).await?;
     let addr = running
@@ -106,13 +129,13 @@ async fn run_in(dir: &Path, quick: bool, keep: bool) -> Result<(), Failure> {
     println!("dashboard: http://{dashboard}/ui/login#token={token}\n  (open it to watch the canary and the rollback; the link logs you in)\n");
     let outcome = tokio::select! {
         r = scenario(&running, addr) => r,
-        _ = tokio::signal::ctrl_c() => Err(Failure::failed("interrupted; cleaning up")),
+        _ = interrupt.recv() => Err(Failure::failed("interrupted; cleaning up")),
     };
-    if keep && outcome.is_ok() {
+    if options.keep && outcome.is_ok() {
         println!(
             "\nthe demo is over; baton and the dashboard keep running: http://{dashboard}/ui/login#token={token}\n  proxy http://{addr} (Host: demo) · Ctrl-C stops everything"
         );
-        let _ = tokio::signal::ctrl_c().await;
+        interrupt.recv().await;
         println!("stopping");
     }
     running.shutdown(true).await;
@@ -194,6 +217,7 @@ async fn deploy_and_wait(running: &Running, version: &str) -> Result<State, Fail
         .deploy("demo", version, None, Vec::new(), false)
         .await
         .map_err(|e| Failure::failed(e.to_string()))?;
+    let started = Instant::now();
     loop {
         let st: AppStatus = ctl
             .status("demo")
@@ -201,9 +225,19 @@ async fn deploy_and_wait(running: &Running, version: &str) -> Result<State, Fail
         // Finished, not merely switched: the old version is drained and stopped.
         if let Some(d) = st
             .deployment
+            .as_ref()
             .filter(|d| d.id == id && d.finished_at.is_some())
         {
             return Ok(d.state);
+        }
+        if started.elapsed() > DEPLOY_LIMIT {
+            return Err(Failure::failed(format!(
+                "the deploy of {version} has not finished after {} s (the machine may be \
+                 overloaded, or instance ports in use: try --ports FIRST-LAST); its last \
+                 status: {}",
+                DEPLOY_LIMIT.as_secs(),
+                serde_json::to_string(&st.deployment).unwrap_or_default()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -144,6 +144,9 @@ enum Cmd {
         /// Keep baton and the dashboard running after the demo, until Ctrl-C.
         #[arg(long)]
         keep: bool,
+        /// Where the sample app's instances listen (FIRST-LAST).
+        #[arg(long, default_value = "20000-29999", value_name = "FIRST-LAST")]
+        ports: baton_core::ports::PortRange,
     },
     /// Write a baton.toml app from another tool's configuration.
     Import {
@@ -315,7 +318,7 @@ async fn run(cli: Cli, inherited: Option<upgrade::Inherited>) -> ExitCode {
     let result = match cli.command {
         Cmd::Serve { stop_instances } => serve::run(&cli.config, stop_instances, inherited).await,
         Cmd::Validate => client_cmds::validate(&cli.config, cli.json),
-        Cmd::Demo { quick, keep } => demo::run(quick, keep).await,
+        Cmd::Demo { quick, keep, ports } => demo::run(demo::Options { quick, keep, ports }).await,
         Cmd::Import {
             from:
                 ImportFrom::Compose {

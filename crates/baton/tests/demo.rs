@@ -2,7 +2,15 @@
 //! the summary reports zero failed requests, and nothing is left running.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long the whole demo may take before the test fails with what it printed so far
+/// (about 30 s on a quiet machine; the demo itself gives up on a deploy after 180 s).
+const DEMO_LIMIT: Duration = Duration::from_secs(240);
 
 /// The demo process; a test that fails half-way still stops it (Ctrl-C, as a user would,
 /// so it stops its instances too) rather than leaving it serving.
@@ -39,13 +47,15 @@ fn out_pid(stdout: &str) -> String {
 /// summary reports zero failed requests; the dashboard's login link is printed first and
 /// stays up after the demo, and really logs in and shows the demo app; Ctrl-C (SIGINT)
 /// then stops everything and leaves nothing behind. (One test, not two: two demos at
-/// once would share the default instance port range.)
+/// once would make the output hard to read; the instances listen in a port block of
+/// their own, so other tests' instances never take their ports.)
 #[test]
 fn demo_runs_with_zero_failed_requests_keeps_the_dashboard_and_cleans_up() {
     use std::io::{BufRead, BufReader, Read, Write};
+    let ports = common::port_range();
     let mut demo = Demo(
         Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(["demo", "--quick", "--keep"])
+            .args(["demo", "--quick", "--keep", "--ports", &ports])
             .env("BATON_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -53,11 +63,31 @@ fn demo_runs_with_zero_failed_requests_keeps_the_dashboard_and_cleans_up() {
             .unwrap(),
     );
     let child = &mut demo.0;
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Read on a thread, so a demo that stops printing fails the test with its output
+    // instead of holding it until the harness kills it.
+    let (tx, lines) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + DEMO_LIMIT;
+    let next = |seen: &str| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => Some(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("the demo printed nothing for the rest of {DEMO_LIMIT:?}; so far:\n{seen}")
+            }
+        }
+    };
     let mut seen = String::new();
     let mut link = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
+    while let Some(line) = next(&seen) {
         seen.push_str(&line);
         seen.push('\n');
         if link.is_none() {
@@ -112,7 +142,10 @@ fn demo_runs_with_zero_failed_requests_keeps_the_dashboard_and_cleans_up() {
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let mut rest = Vec::new();
+    while let Some(line) = next(&seen) {
+        rest.push(line);
+    }
     let status = child.wait().unwrap();
     assert!(
         status.success(),

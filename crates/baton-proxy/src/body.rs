@@ -26,6 +26,42 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 
+/// A client request's body as the request handler gets it: hyper's, or none at all
+/// (a request the HTTP/1 fast path (`h1server`) read, which never has one).
+pub(crate) enum Inbound {
+    Hyper(Incoming),
+    Empty,
+}
+
+impl Body for Inbound {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Inbound::Hyper(b) => Pin::new(b).poll_frame(cx),
+            Inbound::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inbound::Hyper(b) => b.is_end_stream(),
+            Inbound::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Inbound::Hyper(b) => b.size_hint(),
+            Inbound::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// What the proxy sends upstream.
 pub(crate) enum RequestBody {
     Client(Box<ClientBody>),
@@ -82,13 +118,14 @@ pub(crate) struct BodyLimits {
 impl RequestBody {
     /// Wrap the client's body; bodiless requests allocate nothing.
     pub fn from_client(
-        inner: Incoming,
+        inner: Inbound,
         limits: &BodyLimits,
         metrics: &Arc<MetricsRegistry>,
     ) -> (RequestBody, Option<Arc<BodyProgress>>) {
-        if inner.is_end_stream() {
-            return (RequestBody::Empty, None);
-        }
+        let inner = match inner {
+            Inbound::Hyper(inner) if !inner.is_end_stream() => inner,
+            _ => return (RequestBody::Empty, None),
+        };
         let progress = Arc::new(BodyProgress::default());
         let body = ClientBody {
             inner,

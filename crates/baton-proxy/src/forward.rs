@@ -5,7 +5,7 @@
 use crate::access_log::{AccessLog, AccessRecord, Pending};
 use crate::backend::{Backend, InFlight};
 use crate::body::{
-    BodyLimits, Exchange, RequestBody, RequestBodyError, ResponseBody, UpstreamBody,
+    BodyLimits, Exchange, Inbound, RequestBody, RequestBodyError, ResponseBody, UpstreamBody,
 };
 use crate::compress;
 use crate::error::{error_response, ProxyError};
@@ -20,7 +20,7 @@ use crate::upgrade;
 use crate::Inner;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use hyper::upgrade::OnUpgrade;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
@@ -64,7 +64,7 @@ enum Pick {
 impl Inner {
     pub(crate) async fn handle(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<Inbound>,
         conn: &ClientConn,
     ) -> Response<ResponseBody> {
         let active = conn.state.begin();
@@ -124,7 +124,7 @@ impl Inner {
     /// the ACME side does not know goes to the app, which may answer it itself).
     fn front_door(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<Inbound>,
         conn: &ClientConn,
     ) -> Option<Response<ResponseBody>> {
         if conn.peer.https {
@@ -151,7 +151,7 @@ impl Inner {
 
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<Inbound>,
         conn: &ClientConn,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         if let Some(why) = conn.state.next_request_is_bad() {
@@ -564,7 +564,7 @@ impl Inner {
 
 /// The access log record of a request, started when it arrives. A request without
 /// `X-Request-Id` gets one here, so the log and the instance see the same id.
-fn access_start(log: &AccessLog, req: &mut Request<Incoming>, conn: &ClientConn) -> Pending {
+fn access_start(log: &AccessLog, req: &mut Request<Inbound>, conn: &ClientConn) -> Pending {
     let started = Instant::now();
     let request_id = match req.headers().get(&headers::X_REQUEST_ID) {
         Some(id) => id.clone(),

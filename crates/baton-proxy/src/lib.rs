@@ -46,6 +46,7 @@ mod error;
 mod forward;
 mod h1client;
 mod h1guard;
+mod h1server;
 mod headers;
 mod passive;
 mod pool;

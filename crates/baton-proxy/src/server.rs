@@ -13,9 +13,11 @@
 //! HTTP/2 limits (CVE-2023-44487 rapid reset, CVE-2024-27316-class CONTINUATION
 //! floods) are set explicitly in `builder`; docs/SECURITY.md lists them.
 
-use crate::conn::TrackedIo;
+use crate::body::{BoxError, Inbound};
+use crate::conn::{Rewind, TrackedIo};
 use crate::forward::ClientConn;
 use crate::h1guard::{ConnState, MAX_HEADERS};
+use crate::h1server::{self, Outcome};
 use crate::headers::Peer;
 use crate::tls::{self, Handshake};
 use crate::{Inner, ProxyConfig};
@@ -189,13 +191,17 @@ async fn serve_http<S>(
         },
         state: state.clone(),
     });
-    let handler = inner.clone();
-    let service = service_fn(move |req| {
-        let inner = handler.clone();
-        let client = client.clone();
-        async move { Ok::<_, Infallible>(inner.handle(req, &client).await) }
-    });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    // `graceful`: hyper's graceful shutdown, or the fast path's equivalent (finish the
+    // response in progress, then close).
+    let graceful = CancellationToken::new();
+    let conn = run_conn(
+        inner.clone(),
+        client,
+        builder,
+        io,
+        config.max_header_bytes,
+        graceful.clone(),
+    );
     tokio::pin!(conn);
     let mut watchdog = Watchdog::new(&config, &state);
     let mut tick = tokio::time::interval(watchdog.period);
@@ -219,7 +225,7 @@ async fn serve_http<S>(
                     DrainStep::Wait => {}
                     DrainStep::GoAway => {
                         closing = true;
-                        conn.as_mut().graceful_shutdown();
+                        graceful.cancel();
                     }
                     DrainStep::CloseIdle => {
                         tracing::debug!(%peer, "closing idle client connection at shutdown");
@@ -247,14 +253,14 @@ async fn serve_http<S>(
                 Verdict::Idle => {
                     tracing::debug!(%peer, "closing idle client connection");
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    graceful.cancel();
                 }
                 // A partial head closes at once; a pipelined head behind a request
                 // still in progress waits for that response first.
                 Verdict::SlowHeader => {
                     tracing::debug!(%peer, "closing client connection: request head too slow");
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    graceful.cancel();
                 }
                 Verdict::Overdue => {
                     tracing::debug!(%peer, "dropping client connection: head still incomplete");
@@ -263,6 +269,40 @@ async fn serve_http<S>(
             },
         }
     }
+}
+
+/// One connection's HTTP: the fast path (`h1server`) while the client sends plain
+/// `GET`/`HEAD` requests, then hyper (HTTP/1.1 with upgrades, or h2) from the first
+/// head the fast path leaves to it, with the bytes already read put back in front.
+async fn run_conn<S>(
+    inner: Arc<Inner>,
+    client: Arc<ClientConn>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut io: TrackedIo<S>,
+    max_head: usize,
+    graceful: CancellationToken,
+) -> Result<(), BoxError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let first = match h1server::serve(&mut io, &inner, &client, max_head, &graceful).await {
+        Outcome::Closed => return Ok(()),
+        Outcome::Handoff(first) => first,
+    };
+    let service = service_fn(move |req| {
+        let inner = inner.clone();
+        let client = client.clone();
+        async move { Ok::<_, Infallible>(inner.handle(req.map(Inbound::Hyper), &client).await) }
+    });
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(Rewind::new(first, io)), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => return res,
+        _ = graceful.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
 }
 
 /// How often a connection being drained at shutdown is looked at.

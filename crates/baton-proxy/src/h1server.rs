@@ -1,0 +1,546 @@
+//! The client side's HTTP/1.1 fast path: a plain `GET` or `HEAD` head is parsed with
+//! httparse straight from the connection's buffer, handed to the request handler
+//! (`Inner::handle`, the same as every other request) and its response written back
+//! here — no hyper dispatcher, no per-connection channel, one write for a small answer.
+//!
+//! What it serves: HTTP/1.1 `GET` and `HEAD` whose head has no `Content-Length`,
+//! `Transfer-Encoding`, `Expect`, `Upgrade` or `TE`, at most one `Host`, a head no longer
+//! than `max_header_bytes`, and names and values the `http` types take. Everything else —
+//! the first head it does not take, an h2c preface, anything httparse refuses — goes to
+//! hyper together with every byte read so far (`Handoff`), and hyper serves the rest of
+//! the connection exactly as it serves a connection from its start; so hyper's parser
+//! still answers every malformed head (400, 431), and every body, upgrade and h2 stream
+//! is hyper's. The framing guard (`h1guard`) sits below both on the socket and sees every
+//! byte once; its verdicts reach the handler in request order either way.
+//!
+//! The response is encoded as hyper's server encodes it (`encode_head`): the same status
+//! line and reason, the same header order, `content-length` from the body's exact size,
+//! else `transfer-encoding: chunked`, else (an HTTP/1.0 answer) until close; `date`
+//! added when missing; `connection: close` added when the client asked to close; no body
+//! for `HEAD`, 204 and 304. The tests check it byte for byte against hyper.
+
+use crate::body::{BoxError, Inbound};
+use crate::forward::ClientConn;
+use crate::h1guard::MAX_HEADERS;
+use crate::Inner;
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::Poll;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// Bytes reserved for each read of a request head.
+const READ_CHUNK: usize = 4096;
+/// Data frames up to this size are copied into the write buffer (one write for head and
+/// body); larger ones are written as they are.
+const COPY_LIMIT: usize = 16 * 1024;
+/// A write buffer grown past this by a large answer is given back after it.
+const KEEP_WRITE_BUFFER: usize = 64 * 1024;
+/// hyper refuses a request target longer than this (414).
+const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
+
+/// How the fast path left the connection.
+pub(crate) enum Outcome {
+    /// Closed (by either side, or after a response that ends the connection).
+    Closed,
+    /// A head the fast path does not serve: hyper takes the connection, starting with
+    /// these bytes (already read, the head first).
+    Handoff(BytesMut),
+}
+
+/// A request head the fast path serves, parsed.
+pub(crate) struct Head {
+    pub request: Request<Inbound>,
+    /// The client asked for the connection to stay open (HTTP/1.1 without `close`).
+    pub keep_alive: bool,
+}
+
+/// Parses one request head from the start of `buf`: `Ok(Some)` with the head's length
+/// when the fast path serves it, `Ok(None)` when more bytes are needed, `Err(())` when
+/// it is hyper's to answer (not a simple `GET`/`HEAD`, or not valid at all).
+pub(crate) fn parse(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() <= max_head => return Ok(None),
+        _ => return Err(()),
+    };
+    if len > max_head || req.version != Some(1) {
+        return Err(());
+    }
+    let method = match req.method {
+        Some("GET") => Method::GET,
+        Some("HEAD") => Method::HEAD,
+        _ => return Err(()),
+    };
+    let path = req.path.ok_or(())?;
+    if path.len() > MAX_URI_LEN {
+        return Err(());
+    }
+    // httparse's slices point into `buf`; the request keeps them as slices of one copy
+    // of the head.
+    let head = Bytes::copy_from_slice(&buf[..len]);
+    let part = |s: &[u8]| {
+        let at = (s.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+        head.slice(at..at + s.len())
+    };
+    let uri = Uri::from_maybe_shared(part(path.as_bytes())).map_err(|_| ())?;
+    let mut map = HeaderMap::with_capacity(req.headers.len());
+    let mut keep_alive = true;
+    let mut hosts = 0;
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ())?;
+        let value = HeaderValue::from_maybe_shared(part(h.value)).map_err(|_| ())?;
+        match name {
+            header::CONTENT_LENGTH
+            | header::TRANSFER_ENCODING
+            | header::EXPECT
+            | header::UPGRADE
+            | header::TE => return Err(()),
+            header::HOST => hosts += 1,
+            header::CONNECTION if has_token(&value, "close") => keep_alive = false,
+            _ => {}
+        }
+        map.append(name, value);
+    }
+    if hosts > 1 {
+        return Err(());
+    }
+    let mut request = Request::new(Inbound::Empty);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = map;
+    Ok(Some((
+        Head {
+            request,
+            keep_alive,
+        },
+        len,
+    )))
+}
+
+/// Whether a comma-separated header value lists `token` (any case), as hyper reads
+/// `Connection`.
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        .unwrap_or(false)
+}
+
+/// Serves requests on `io` until the connection ends or a head the fast path does not
+/// take arrives. `graceful`: finish the response in progress, then close (an idle
+/// connection closes at once).
+pub(crate) async fn serve<S>(
+    io: &mut S,
+    inner: &Inner,
+    client: &ClientConn,
+    max_head: usize,
+    graceful: &CancellationToken,
+) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::new();
+    let mut wbuf: Vec<u8> = Vec::new();
+    loop {
+        let (head, len) = loop {
+            match parse(&buf, max_head) {
+                Ok(Some(parsed)) => break parsed,
+                Ok(None) => {}
+                Err(()) => return Outcome::Handoff(buf),
+            }
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            let read = if buf.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = graceful.cancelled() => return Outcome::Closed,
+                    read = io.read_buf(&mut buf) => read,
+                }
+            } else {
+                io.read_buf(&mut buf).await
+            };
+            match read {
+                Ok(0) | Err(_) if buf.is_empty() => return Outcome::Closed,
+                // The client ended in the middle of a head: hyper answers it as it would.
+                Ok(0) | Err(_) => return Outcome::Handoff(buf),
+                Ok(_) => {}
+            }
+        };
+        let _ = buf.split_to(len);
+        let head_request = head.request.method() == Method::HEAD;
+        let response = inner.handle(head.request, client).await;
+        match write_response(io, &mut wbuf, response, head_request, head.keep_alive).await {
+            Ok(true) if !graceful.is_cancelled() => {}
+            Ok(_) => {
+                let _ = io.shutdown().await;
+                return Outcome::Closed;
+            }
+            Err(_) => return Outcome::Closed,
+        }
+        if wbuf.capacity() > KEEP_WRITE_BUFFER {
+            wbuf = Vec::new();
+        }
+        if buf.is_empty() && buf.capacity() > READ_CHUNK {
+            buf = BytesMut::new();
+        }
+    }
+}
+
+/// How a response body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// Exactly this many bytes (0: none).
+    Length(u64),
+    Chunked,
+    /// Until the connection closes.
+    Close,
+}
+
+/// What the encoded head says about the body and the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Encoded {
+    pub framing: Framing,
+    /// The connection ends after this response.
+    pub last: bool,
+}
+
+/// The body's length as hyper's dispatcher tells its encoder: `None` for a body that
+/// has already ended, else the exact size when known.
+pub(crate) fn body_length<B: Body>(body: &B) -> Option<Option<u64>> {
+    if body.is_end_stream() {
+        None
+    } else {
+        Some(body.size_hint().exact())
+    }
+}
+
+fn can_have_body(head_request: bool, status: StatusCode) -> bool {
+    !head_request
+        && !status.is_informational()
+        && !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED)
+}
+
+fn can_have_content_length(status: StatusCode) -> bool {
+    !status.is_informational()
+        && !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED)
+}
+
+/// Appends the response head to `dst` as hyper's HTTP/1 server writes it for a request
+/// that is HTTP/1.1 (`head_request`: it was `HEAD`; `keep_alive`: it did not ask to
+/// close). `body`: see `body_length`.
+pub(crate) fn encode_head<B>(
+    res: &mut Response<B>,
+    head_request: bool,
+    keep_alive: bool,
+    body: Option<Option<u64>>,
+    dst: &mut Vec<u8>,
+) -> Encoded {
+    if !keep_alive {
+        match res.headers_mut().entry(header::CONNECTION) {
+            header::Entry::Occupied(mut e) => {
+                if !e.iter().any(|v| has_token(v, "close")) {
+                    e.append(HeaderValue::from_static("close"));
+                }
+            }
+            header::Entry::Vacant(e) => {
+                e.insert(HeaderValue::from_static("close"));
+            }
+        }
+    }
+    let status = res.status();
+    let http10 = res.version() == Version::HTTP_10;
+    let reason = res.extensions().get::<hyper::ext::ReasonPhrase>();
+    if !http10 && status == StatusCode::OK && reason.is_none() {
+        dst.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        dst.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+        dst.extend_from_slice(status.as_str().as_bytes());
+        dst.push(b' ');
+        match reason {
+            Some(r) => dst.extend_from_slice(r.as_bytes()),
+            None => dst.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes()),
+        }
+        dst.extend_from_slice(b"\r\n");
+    }
+    let chunked_ok = !http10 && can_have_body(head_request, status);
+    let mut last = !keep_alive;
+    let mut framing = Framing::Length(0);
+    let mut wrote_len = false;
+    let mut wrote_date = false;
+    let mut first_len: Option<u64> = None;
+    let headers = res.headers();
+    // `HeaderMap` yields every value of a name together. Connection, Transfer-Encoding
+    // and Trailer values are joined into one line each, as hyper joins them; every other
+    // repeated name gets a line per value.
+    for name in headers.keys() {
+        let values = headers.get_all(name);
+        match *name {
+            header::CONTENT_LENGTH => {
+                for value in values {
+                    match body {
+                        Some(Some(known)) => {
+                            if wrote_len {
+                                continue;
+                            }
+                            framing = Framing::Length(known);
+                        }
+                        Some(None) => {
+                            let Some(len) = parse_length(value.as_bytes()) else {
+                                continue;
+                            };
+                            if first_len.replace(len).is_some() {
+                                continue;
+                            }
+                            framing = Framing::Length(len);
+                        }
+                        None if head_request => {}
+                        None => continue,
+                    }
+                    wrote_len = true;
+                    line(dst, name, value);
+                }
+            }
+            header::TRANSFER_ENCODING if chunked_ok => {
+                wrote_len = true;
+                framing = Framing::Chunked;
+                joined_line(dst, name, values.iter());
+                // A last coding other than `chunked` gets it added, as hyper does.
+                let ends_chunked = values.iter().next_back().is_some_and(|v| {
+                    v.to_str().is_ok_and(|s| {
+                        s.rsplit(',')
+                            .next()
+                            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+                    })
+                });
+                if !ends_chunked {
+                    dst.truncate(dst.len() - 2);
+                    dst.extend_from_slice(b", chunked\r\n");
+                }
+            }
+            header::TRANSFER_ENCODING | header::TRAILER if !chunked_ok => {}
+            header::TRAILER => joined_line(dst, name, values.iter()),
+            header::CONNECTION => {
+                if values.iter().any(|v| has_token(v, "close")) {
+                    last = true;
+                }
+                joined_line(dst, name, values.iter());
+            }
+            _ => {
+                if *name == header::DATE {
+                    wrote_date = true;
+                }
+                for value in values {
+                    line(dst, name, value);
+                }
+            }
+        }
+    }
+    if !wrote_len {
+        framing = match body {
+            Some(None) if chunked_ok => {
+                dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Framing::Chunked
+            }
+            Some(None) => Framing::Close,
+            None | Some(Some(0)) => {
+                if can_have_content_length(status) && !head_request {
+                    dst.extend_from_slice(b"content-length: 0\r\n");
+                }
+                Framing::Length(0)
+            }
+            Some(Some(len)) if can_have_content_length(status) => {
+                dst.extend_from_slice(b"content-length: ");
+                dst.extend_from_slice(len.to_string().as_bytes());
+                dst.extend_from_slice(b"\r\n");
+                Framing::Length(len)
+            }
+            Some(Some(_)) => Framing::Length(0),
+        };
+    }
+    if !can_have_body(head_request, status) {
+        framing = Framing::Length(0);
+    }
+    if !wrote_date {
+        dst.extend_from_slice(b"date: ");
+        date::extend(dst);
+        dst.extend_from_slice(b"\r\n");
+    }
+    dst.extend_from_slice(b"\r\n");
+    if framing == Framing::Close {
+        last = true;
+    }
+    Encoded { framing, last }
+}
+
+/// One line with every value of `name`, joined with ", ".
+fn joined_line<'a>(
+    dst: &mut Vec<u8>,
+    name: &HeaderName,
+    values: impl Iterator<Item = &'a HeaderValue>,
+) {
+    dst.extend_from_slice(name.as_str().as_bytes());
+    dst.extend_from_slice(b": ");
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            dst.extend_from_slice(b", ");
+        }
+        dst.extend_from_slice(value.as_bytes());
+    }
+    dst.extend_from_slice(b"\r\n");
+}
+
+fn line(dst: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    dst.extend_from_slice(name.as_str().as_bytes());
+    dst.extend_from_slice(b": ");
+    dst.extend_from_slice(value.as_bytes());
+    dst.extend_from_slice(b"\r\n");
+}
+
+/// A `Content-Length` value as hyper reads one: digits, or a list of equal ones.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let mut found: Option<u64> = None;
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
+        match found {
+            Some(f) if f != n => return None,
+            _ => found = Some(n),
+        }
+    }
+    found
+}
+
+/// Writes a response: head, body framed as encoded, then the end. `Ok(true)` when the
+/// connection may carry another request; an error (the client left, the body failed)
+/// ends the connection without finishing the body, as hyper does.
+pub(crate) async fn write_response<S, B>(
+    io: &mut S,
+    wbuf: &mut Vec<u8>,
+    response: Response<B>,
+    head_request: bool,
+    keep_alive: bool,
+) -> Result<bool, BoxError>
+where
+    S: AsyncWrite + Unpin,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, mut body) = {
+        let length = body_length(response.body());
+        let mut response = response;
+        wbuf.clear();
+        let encoded = encode_head(&mut response, head_request, keep_alive, length, wbuf);
+        (encoded, response.into_body())
+    };
+    let mut left = match parts.framing {
+        Framing::Length(0) => {
+            io.write_all(wbuf).await?;
+            return Ok(!parts.last);
+        }
+        Framing::Length(n) => n,
+        Framing::Chunked | Framing::Close => u64::MAX,
+    };
+    enum Step<E> {
+        Frame(Option<Result<Frame<Bytes>, E>>),
+        Flush,
+    }
+    loop {
+        let step = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(Step::Frame(frame)),
+            Poll::Pending if !wbuf.is_empty() => Poll::Ready(Step::Flush),
+            Poll::Pending => Poll::Pending,
+        })
+        .await;
+        let data = match step {
+            Step::Flush => {
+                io.write_all(wbuf).await?;
+                wbuf.clear();
+                continue;
+            }
+            Step::Frame(None) => break,
+            Step::Frame(Some(frame)) => match frame.map_err(Into::into)?.into_data() {
+                Ok(data) => data,
+                // Trailers: hyper sends none to a request that did not offer `TE`.
+                Err(_) => continue,
+            },
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let n = data.len() as u64;
+        if parts.framing != Framing::Chunked {
+            if n > left {
+                return Err("the response body is longer than its content-length".into());
+            }
+            left -= n;
+        }
+        if parts.framing == Framing::Chunked {
+            wbuf.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
+        }
+        if data.len() <= COPY_LIMIT {
+            wbuf.extend_from_slice(&data);
+        } else {
+            io.write_all(wbuf).await?;
+            wbuf.clear();
+            io.write_all(&data).await?;
+        }
+        if parts.framing == Framing::Chunked {
+            wbuf.extend_from_slice(b"\r\n");
+        }
+        if body.is_end_stream() {
+            break;
+        }
+    }
+    match parts.framing {
+        Framing::Chunked => wbuf.extend_from_slice(b"0\r\n\r\n"),
+        Framing::Length(_) if left != 0 => {
+            io.write_all(wbuf).await?;
+            return Err("the response body ended before its content-length".into());
+        }
+        _ => {}
+    }
+    io.write_all(wbuf).await?;
+    wbuf.clear();
+    drop(body);
+    if parts.framing == Framing::Close {
+        parts.last = true;
+    }
+    Ok(!parts.last)
+}
+
+/// The `date` header's value, formatted once a second per thread (as hyper caches it).
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+
+    pub fn extend(dst: &mut Vec<u8>) {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        CACHED.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.0 != secs || c.1.is_empty() {
+                *c = (secs, httpdate::fmt_http_date(now));
+            }
+            dst.extend_from_slice(c.1.as_bytes());
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -177,7 +177,26 @@ where
         };
         let _ = buf.split_to(len);
         let head_request = head.request.method() == Method::HEAD;
-        let response = inner.handle(head.request, client).await;
+        // While the answer is awaited, the socket is still read (a pipelined head is
+        // kept for later): a client that closes its side has left, and the request is
+        // dropped with everything it holds (hold slot, upstream exchange), as hyper's
+        // server drops it.
+        let handling = inner.handle(head.request, client);
+        tokio::pin!(handling);
+        let mut reading = true;
+        let response = loop {
+            if reading && buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                response = &mut handling => break response,
+                read = io.read_buf(&mut buf), if reading => match read {
+                    Ok(0) | Err(_) => return Outcome::Closed,
+                    Ok(_) => reading = buf.len() < max_head,
+                },
+            }
+        };
         match write_response(io, &mut wbuf, response, head_request, head.keep_alive).await {
             Ok(true) if !graceful.is_cancelled() => {}
             Ok(_) => {
@@ -544,3 +563,36 @@ mod date {
 
 #[cfg(test)]
 mod tests;
+
+/// A request head as the fast path hands it to the handler, in plain types (for the
+/// differential fuzzer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedRequest {
+    pub method: String,
+    pub uri: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub keep_alive: bool,
+}
+
+/// Reads `bytes` as the fast path reads a connection's input: head after head while it
+/// takes them. Returns the heads taken and how many bytes they used; the rest (from the
+/// first head it leaves to hyper, or an incomplete one) is hyper's.
+pub fn fuzz_parse_heads(bytes: &[u8], max_head: usize) -> (Vec<ParsedRequest>, usize) {
+    let mut used = 0;
+    let mut heads = Vec::new();
+    while let Ok(Some((head, len))) = parse(&bytes[used..], max_head) {
+        used += len;
+        heads.push(ParsedRequest {
+            method: head.request.method().to_string(),
+            uri: head.request.uri().to_string(),
+            headers: head
+                .request
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            keep_alive: head.keep_alive,
+        });
+    }
+    (heads, used)
+}

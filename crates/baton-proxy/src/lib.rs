@@ -64,6 +64,7 @@ mod upgrade;
 pub mod fuzzing {
     pub use crate::h1client::{fuzz_decode, DecodedResponse};
     pub use crate::h1guard::{fuzz_sniff, SniffVerdict};
+    pub use crate::h1server::{fuzz_parse_heads, ParsedRequest};
     pub use crate::router::fuzz_route;
     pub use crate::target::fuzz_target;
 }

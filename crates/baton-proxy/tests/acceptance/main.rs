@@ -7,6 +7,7 @@ mod common;
 mod compression;
 mod draining;
 mod failures;
+mod fast_path;
 mod publish;
 mod selection;
 mod shutdown;

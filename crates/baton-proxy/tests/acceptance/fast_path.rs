@@ -1,0 +1,138 @@
+//! The HTTP/1.1 fast path (`h1server`) on real connections: plain `GET`/`HEAD` heads
+//! are answered by it, the first head it does not take hands the connection — with
+//! what was already read — to hyper, and a client that leaves while its request waits
+//! takes the request with it.
+
+use crate::common::*;
+use baton_core::{HoldSpec, HumanDuration};
+use baton_proxy::ProxyConfig;
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Requests in one write: two plain GETs and a HEAD (fast path), a POST with a body
+/// (hyper from here on), then a GET that asks to close. All five are answered, in
+/// order, with their own bodies.
+#[tokio::test]
+async fn a_connection_moves_from_the_fast_path_to_hyper_with_nothing_lost() {
+    let a = sample("a1", "v1", None).await;
+    let p = start_proxy(ProxyConfig::default()).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![a.spec()])])))
+        .unwrap();
+    let answer = raw_exchange(
+        p.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /bytes?n=3000 HTTP/1.1\r\nHost: x\r\n\r\n\
+          HEAD / HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world\
+          GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let starts: Vec<usize> = answer
+        .match_indices("HTTP/1.1 200 OK")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(starts.len(), 5, "{answer}");
+    let parts: Vec<&str> = starts
+        .iter()
+        .zip(starts.iter().skip(1).chain([&answer.len()]))
+        .map(|(a, b)| &answer[*a..*b])
+        .collect();
+    assert!(parts[0].ends_with("v1\n"), "{}", parts[0]);
+    assert!(
+        parts[1].contains("content-length: 3000\r\n"),
+        "{}",
+        parts[1]
+    );
+    assert!(
+        parts[2].ends_with("\r\n\r\n"),
+        "HEAD has no body: {}",
+        parts[2]
+    );
+    assert!(parts[3].ends_with("hello world"), "{}", parts[3]);
+    assert!(parts[4].contains("connection: close\r\n"), "{}", parts[4]);
+    assert!(parts[4].ends_with("v1\n"), "{}", parts[4]);
+}
+
+/// A client that closes its connection while its request is held (its app has no ready
+/// backend) gives its place in the hold queue back: with a queue of one, a later request
+/// is held instead of refused with `hold_full`, and completes once a backend is there.
+#[tokio::test]
+async fn a_client_that_leaves_gives_back_its_hold_slot() {
+    let p = start_proxy(ProxyConfig::default()).await;
+    let held = |backends| {
+        let mut app = pools(vec![pool("v1", 100, backends)]);
+        app.hold = Some(HoldSpec {
+            timeout: HumanDuration::from_millis(30_000),
+            max_requests: 1,
+        });
+        table(app)
+    };
+    p.proxy.publish(&held(vec![])).unwrap();
+    let mut first = TcpStream::connect(p.addr).await.unwrap();
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The queue is full once the first request is in it.
+    let mut full = false;
+    for _ in 0..200 {
+        let answer = get_once(p.addr, "/", &[]).await;
+        if answer.0 == StatusCode::SERVICE_UNAVAILABLE && answer.1["x-baton-error"] == "hold_full" {
+            full = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(full, "the first request was never held");
+    drop(first);
+    // Its slot comes back: a new request is held (still waiting after a while) rather
+    // than refused.
+    let addr = p.addr;
+    let mut waiting = None;
+    for _ in 0..100 {
+        let attempt = tokio::spawn(async move { get_once(addr, "/", &[]).await });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if !attempt.is_finished() {
+            waiting = Some(attempt);
+            break;
+        }
+        let answer = attempt.await.unwrap();
+        assert_eq!(answer.1["x-baton-error"], "hold_full", "{answer:?}");
+    }
+    let waiting = waiting.expect("the slot of the client that left never came back");
+    let a = sample("a1", "v1", None).await;
+    p.proxy.publish(&held(vec![a.spec()])).unwrap();
+    let answer = waiting.await.unwrap();
+    assert_eq!(answer.0, StatusCode::OK);
+    assert_eq!(version_of(&answer), "v1");
+}
+
+/// Bytes of a head that arrive while a response is still being written are kept: a
+/// client that sends its next request in two pieces, the first before the answer to
+/// the slow one before it, gets both answers.
+#[tokio::test]
+async fn a_head_that_arrives_during_a_response_is_kept() {
+    let a = sample("a1", "v1", None).await;
+    let p = start_proxy(ProxyConfig::default()).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![a.spec()])])))
+        .unwrap();
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET /slow?ms=300 HTTP/1.1\r\nHost: x\r\n\r\nGET / HT")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    s.write_all(b"TP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    assert!(text.ends_with("v1\n"), "{text}");
+}

@@ -22,6 +22,7 @@
 use crate::body::{BoxError, Inbound};
 use crate::forward::ClientConn;
 use crate::h1guard::MAX_HEADERS;
+use crate::headers::{HeadCopy, ROOM};
 use crate::Inner;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName};
@@ -82,20 +83,14 @@ pub(crate) fn parse(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>
     if path.len() > MAX_URI_LEN {
         return Err(());
     }
-    // httparse's slices point into `buf`; the request keeps them as slices of one copy
-    // of the head.
-    let head = Bytes::copy_from_slice(&buf[..len]);
-    let part = |s: &[u8]| {
-        let at = (s.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
-        head.slice(at..at + s.len())
-    };
-    let uri = Uri::from_maybe_shared(part(path.as_bytes())).map_err(|_| ())?;
-    let mut map = HeaderMap::with_capacity(req.headers.len());
+    let head = HeadCopy::new(buf, len);
+    let uri = Uri::from_maybe_shared(head.part(path.as_bytes())).map_err(|_| ())?;
+    let mut map = HeaderMap::with_capacity(req.headers.len() + ROOM);
     let mut keep_alive = true;
     let mut hosts = 0;
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ())?;
-        let value = HeaderValue::from_maybe_shared(part(h.value)).map_err(|_| ())?;
+        let value = HeaderValue::from_maybe_shared(head.part(h.value)).map_err(|_| ())?;
         match name {
             header::CONTENT_LENGTH
             | header::TRANSFER_ENCODING
@@ -296,73 +291,69 @@ pub(crate) fn encode_head<B>(
     let mut wrote_len = false;
     let mut wrote_date = false;
     let mut first_len: Option<u64> = None;
-    let headers = res.headers();
-    // `HeaderMap` yields every value of a name together. Connection, Transfer-Encoding
-    // and Trailer values are joined into one line each, as hyper joins them; every other
-    // repeated name gets a line per value.
-    for name in headers.keys() {
-        let values = headers.get_all(name);
+    // `HeaderMap` yields every value of a name together, under the same key. Connection,
+    // Transfer-Encoding and Trailer values are joined into one line each, as hyper joins
+    // them; every other repeated name gets a line per value.
+    let mut joining: Option<Joined> = None;
+    let mut te_needs_chunked = false;
+    let mut prev: *const HeaderName = std::ptr::null();
+    for (name, value) in res.headers().iter() {
+        if !std::ptr::eq(prev, name) {
+            end_joined(dst, &mut joining, te_needs_chunked);
+            prev = name;
+        }
         match *name {
             header::CONTENT_LENGTH => {
-                for value in values {
-                    match body {
-                        Some(Some(known)) => {
-                            if wrote_len {
-                                continue;
-                            }
-                            framing = Framing::Length(known);
+                match body {
+                    Some(Some(known)) => {
+                        if wrote_len {
+                            continue;
                         }
-                        Some(None) => {
-                            let Some(len) = parse_length(value.as_bytes()) else {
-                                continue;
-                            };
-                            if first_len.replace(len).is_some() {
-                                continue;
-                            }
-                            framing = Framing::Length(len);
-                        }
-                        None if head_request => {}
-                        None => continue,
+                        framing = Framing::Length(known);
                     }
-                    wrote_len = true;
-                    line(dst, name, value);
+                    Some(None) => {
+                        let Some(len) = parse_length(value.as_bytes()) else {
+                            continue;
+                        };
+                        if first_len.replace(len).is_some() {
+                            continue;
+                        }
+                        framing = Framing::Length(len);
+                    }
+                    None if head_request => {}
+                    None => continue,
                 }
+                wrote_len = true;
+                line(dst, name, value);
             }
             header::TRANSFER_ENCODING if chunked_ok => {
                 wrote_len = true;
                 framing = Framing::Chunked;
-                joined_line(dst, name, values.iter());
                 // A last coding other than `chunked` gets it added, as hyper does.
-                let ends_chunked = values.iter().next_back().is_some_and(|v| {
-                    v.to_str().is_ok_and(|s| {
-                        s.rsplit(',')
-                            .next()
-                            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
-                    })
+                te_needs_chunked = !value.to_str().is_ok_and(|s| {
+                    s.rsplit(',')
+                        .next()
+                        .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
                 });
-                if !ends_chunked {
-                    dst.truncate(dst.len() - 2);
-                    dst.extend_from_slice(b", chunked\r\n");
-                }
+                join(dst, &mut joining, Joined::TransferEncoding, name, value);
             }
             header::TRANSFER_ENCODING | header::TRAILER if !chunked_ok => {}
-            header::TRAILER => joined_line(dst, name, values.iter()),
+            header::TRAILER => join(dst, &mut joining, Joined::Other, name, value),
             header::CONNECTION => {
-                if values.iter().any(|v| has_token(v, "close")) {
+                if has_token(value, "close") {
                     last = true;
                 }
-                joined_line(dst, name, values.iter());
+                join(dst, &mut joining, Joined::Other, name, value);
             }
             _ => {
                 if *name == header::DATE {
                     wrote_date = true;
                 }
-                for value in values {
-                    line(dst, name, value);
-                }
+                line(dst, name, value);
             }
         }
     }
+    end_joined(dst, &mut joining, te_needs_chunked);
     if !wrote_len {
         framing = match body {
             Some(None) if chunked_ok => {
@@ -400,21 +391,39 @@ pub(crate) fn encode_head<B>(
     Encoded { framing, last }
 }
 
-/// One line with every value of `name`, joined with ", ".
-fn joined_line<'a>(
+/// A header line whose values are being joined into it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Joined {
+    TransferEncoding,
+    Other,
+}
+
+/// Writes `value` of `name`: the start of its line, or `, value` on the line still open.
+fn join(
     dst: &mut Vec<u8>,
+    joining: &mut Option<Joined>,
+    kind: Joined,
     name: &HeaderName,
-    values: impl Iterator<Item = &'a HeaderValue>,
+    value: &HeaderValue,
 ) {
-    dst.extend_from_slice(name.as_str().as_bytes());
-    dst.extend_from_slice(b": ");
-    for (i, value) in values.enumerate() {
-        if i > 0 {
-            dst.extend_from_slice(b", ");
-        }
-        dst.extend_from_slice(value.as_bytes());
+    if joining.is_some() {
+        dst.extend_from_slice(b", ");
+    } else {
+        dst.extend_from_slice(name.as_str().as_bytes());
+        dst.extend_from_slice(b": ");
+        *joining = Some(kind);
     }
-    dst.extend_from_slice(b"\r\n");
+    dst.extend_from_slice(value.as_bytes());
+}
+
+/// Ends the joined line still open, if any.
+fn end_joined(dst: &mut Vec<u8>, joining: &mut Option<Joined>, te_needs_chunked: bool) {
+    if let Some(kind) = joining.take() {
+        if kind == Joined::TransferEncoding && te_needs_chunked {
+            dst.extend_from_slice(b", chunked");
+        }
+        dst.extend_from_slice(b"\r\n");
+    }
 }
 
 fn line(dst: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {

@@ -273,6 +273,34 @@ pub(crate) fn add_forwarding(headers: &mut HeaderMap, peer: &Peer, host: Option<
     }
 }
 
+/// Header fields the proxy may add to a request or response beyond those it read
+/// (forwarding headers, request id, `Host`, `Set-Cookie`, `Vary`): maps are made with
+/// this much room, so adding them never grows (rehashes) the map.
+pub(crate) const ROOM: usize = 8;
+
+/// One copy of a parsed head, and its parts (httparse's slices into the read buffer) as
+/// shared slices of that copy: one allocation per head instead of one per value.
+pub(crate) struct HeadCopy<'a> {
+    base: &'a [u8],
+    copy: bytes::Bytes,
+}
+
+impl<'a> HeadCopy<'a> {
+    pub fn new(buf: &'a [u8], len: usize) -> HeadCopy<'a> {
+        HeadCopy {
+            base: buf,
+            copy: bytes::Bytes::copy_from_slice(&buf[..len]),
+        }
+    }
+
+    /// `part` (a slice of the buffer given to `new`, within the head) as a slice of
+    /// the copy.
+    pub fn part(&self, part: &[u8]) -> bytes::Bytes {
+        let at = (part.as_ptr() as usize).wrapping_sub(self.base.as_ptr() as usize);
+        self.copy.slice(at..at + part.len())
+    }
+}
+
 /// 128 random bits as 32 hex digits.
 pub(crate) fn request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";

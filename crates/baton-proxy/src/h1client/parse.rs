@@ -84,13 +84,14 @@ pub(crate) fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head,
         .reason
         .filter(|r| Some(*r) != status.canonical_reason() && !r.is_empty())
         .map(|r| Bytes::copy_from_slice(r.as_bytes()));
-    let mut headers = HeaderMap::with_capacity(res.headers.len());
+    let copy = crate::headers::HeadCopy::new(buf, len);
+    let mut headers = HeaderMap::with_capacity(res.headers.len() + crate::headers::ROOM);
     let mut close = false;
     let mut keep_alive_token = false;
     for field in res.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Invalid::Head("invalid header name"))?;
-        let value = HeaderValue::from_bytes(field.value)
+        let value = HeaderValue::from_maybe_shared(copy.part(field.value))
             .map_err(|_| Invalid::Head("invalid header value"))?;
         if name == header::CONNECTION {
             for token in field.value.split(|&b| b == b',') {

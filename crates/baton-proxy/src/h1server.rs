@@ -34,8 +34,9 @@ use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-/// Bytes reserved for each read of a request head.
-const READ_CHUNK: usize = 4096;
+/// Bytes reserved for a connection's first read (most heads fit); a longer head grows
+/// the buffer by doubling.
+const READ_CHUNK: usize = 1024;
 /// Data frames up to this size are copied into the write buffer (one write for head and
 /// body); larger ones are written as they are.
 const COPY_LIMIT: usize = 16 * 1024;
@@ -151,9 +152,7 @@ where
                 Ok(None) => {}
                 Err(()) => return Outcome::Handoff(buf),
             }
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
-            }
+            reserve(&mut buf);
             let read = if buf.is_empty() {
                 tokio::select! {
                     biased;
@@ -176,16 +175,16 @@ where
         // kept for later): a client that closes its side has left, and the request is
         // dropped with everything it holds (hold slot, upstream exchange), as hyper's
         // server drops it.
-        let handling = inner.handle(head.request, client);
-        tokio::pin!(handling);
+        // Boxed: an idle connection's task then holds no room for a request in flight.
+        let mut handling = Box::pin(inner.handle(head.request, client));
         let mut reading = true;
         let response = loop {
-            if reading && buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
+            if reading {
+                reserve(&mut buf);
             }
             tokio::select! {
                 biased;
-                response = &mut handling => break response,
+                response = handling.as_mut() => break response,
                 read = io.read_buf(&mut buf), if reading => match read {
                     Ok(0) | Err(_) => return Outcome::Closed,
                     Ok(_) => reading = buf.len() < max_head,
@@ -203,9 +202,16 @@ where
         if wbuf.capacity() > KEEP_WRITE_BUFFER {
             wbuf = Vec::new();
         }
-        if buf.is_empty() && buf.capacity() > READ_CHUNK {
+        if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
             buf = BytesMut::new();
         }
+    }
+}
+
+/// Room for the next read: `READ_CHUNK` at first, then as much again as the buffer holds.
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(buf.capacity().max(READ_CHUNK));
     }
 }
 

@@ -154,9 +154,11 @@ async fn serve_conn(
         Scheme::Http => serve_http(inner, served, stream, fd, peer, false, stop).await,
         Scheme::Https => {
             let timeout = served.config.client_header_timeout;
-            match tls::accept(&inner.tls, stream, timeout).await {
+            match Box::pin(tls::accept(&inner.tls, stream, timeout)).await {
                 Ok(Handshake::Http(stream)) => {
-                    serve_http(inner, served, stream, fd, peer, true, stop).await;
+                    // Boxed, with the TLS stream: plain connections' tasks need no room
+                    // for either.
+                    Box::pin(serve_http(inner, served, stream, fd, peer, true, stop)).await;
                 }
                 Ok(Handshake::Challenge) => {
                     tracing::debug!(%peer, "answered an ACME TLS-ALPN-01 validation");
@@ -294,9 +296,10 @@ where
         let client = client.clone();
         async move { Ok::<_, Infallible>(inner.handle(req.map(Inbound::Hyper), &client).await) }
     });
-    let conn =
-        builder.serve_connection_with_upgrades(TokioIo::new(Rewind::new(first, io)), service);
-    tokio::pin!(conn);
+    // Boxed: a connection the fast path serves to its end never needs room for hyper's.
+    let mut conn = Box::pin(
+        builder.serve_connection_with_upgrades(TokioIo::new(Rewind::new(first, io)), service),
+    );
     tokio::select! {
         res = conn.as_mut() => return res,
         _ = graceful.cancelled() => {}
@@ -407,7 +410,8 @@ async fn linger_close(fd: std::os::fd::RawFd, peer: SocketAddr) {
         return;
     }
     let deadline = Instant::now() + LINGER;
-    let mut buf = [0u8; 4096];
+    // On the heap: an array here would make every connection's task this much larger.
+    let mut buf = vec![0u8; 4096];
     let mut discarded = 0usize;
     while Instant::now() < deadline {
         match recv(fd, &mut buf, MsgFlags::MSG_DONTWAIT) {

@@ -233,7 +233,13 @@ impl Inner {
         }
         headers::frame_unknown_length(&parts.method, &mut parts.headers, has_body);
         let fast = h1client::eligible(&parts.method, has_body, upgrade);
-        let replay = Replay::capture(&parts, has_body, upgrade);
+        // `h1client` keeps the request in hand for a retry; hyper's client consumes it,
+        // so only that path needs a copy of the head.
+        let replay = if fast {
+            None
+        } else {
+            Replay::capture(&parts, has_body, upgrade)
+        };
         exchange.set_bytes_in(progress);
         let upstream_req = Request::from_parts(parts, body);
         match self

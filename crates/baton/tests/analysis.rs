@@ -474,14 +474,6 @@ impl Drop for Prometheus {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
@@ -502,7 +494,7 @@ fn a_failing_prometheus_rule_aborts_the_canary() {
     // The harness checked it is there (PROMETHEUS) before this test started.
     let bin = prometheus_binary().unwrap();
     let rt = rt();
-    let prom_port = free_port();
+    let prom_port = common::free_port();
     let prom_addr: SocketAddr = format!("127.0.0.1:{prom_port}").parse().unwrap();
     let query = r#"sum(baton_requests_total{app="{app}",version="{version}",class="5xx"})"#;
     let b = Baton::start(&config(

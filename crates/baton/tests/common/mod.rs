@@ -18,12 +18,29 @@ pub struct Baton {
     server: Option<Child>,
 }
 
+/// A port for a listener the test will start (baton's proxy, TLS or admin listener, a
+/// fake upstream): the next bindable one of a port block this test process holds (see
+/// `port_range`). Not one the kernel hands out for port 0: those come from the ephemeral
+/// range, where another test's outgoing connection can take the port between this call
+/// and the bind (a test failed on "Address already in use" that way).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::Mutex;
+    static NEXT: Mutex<Option<(u32, u32)>> = Mutex::new(None);
+    let mut next = NEXT.lock().unwrap();
+    loop {
+        let (port, end) = match *next {
+            Some((port, end)) if port <= end => (port, end),
+            _ => {
+                let base = claim_block();
+                (base, base + 99)
+            }
+        };
+        *next = Some((port + 1, end));
+        let port = port as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A block of 100 host ports that no other test process holds, below Linux's ephemeral
@@ -34,6 +51,13 @@ pub fn free_port() -> u16 {
 /// this test process exits (nextest runs one test per process), so two concurrent tests can
 /// never be handed overlapping ranges.
 pub fn port_range() -> String {
+    let base = claim_block();
+    format!("{base}-{}", base + 99)
+}
+
+/// Claims a block of 100 ports (see `port_range`) for the rest of this process; returns
+/// its first port.
+fn claim_block() -> u32 {
     use std::sync::Mutex;
     static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
     const FIRST: u32 = 20_000;
@@ -51,7 +75,7 @@ pub fn port_range() -> String {
             .unwrap();
         if file.try_lock().is_ok() {
             HELD.lock().unwrap().push(file);
-            return format!("{base}-{}", base + 99);
+            return base;
         }
     }
     panic!("all {BLOCKS} test port blocks are held by other test processes");

@@ -29,6 +29,7 @@ use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame};
 use std::future::poll_fn;
+use std::io::Write as _;
 use std::pin::Pin;
 use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -40,8 +41,9 @@ const READ_CHUNK: usize = 1024;
 /// Data frames up to this size are copied into the write buffer (one write for head and
 /// body); larger ones are written as they are.
 const COPY_LIMIT: usize = 16 * 1024;
-/// A write buffer grown past this by a large answer is given back after it.
-const KEEP_WRITE_BUFFER: usize = 64 * 1024;
+/// A write buffer grown past this by a larger answer is given back after it, so an idle
+/// connection holds at most this much of it.
+const KEEP_WRITE_BUFFER: usize = 4 * 1024;
 /// hyper refuses a request target longer than this (414).
 const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
 
@@ -174,8 +176,7 @@ where
         // While the answer is awaited, the socket is still read (a pipelined head is
         // kept for later): a client that closes its side has left, and the request is
         // dropped with everything it holds (hold slot, upstream exchange), as hyper's
-        // server drops it.
-        // Boxed: an idle connection's task then holds no room for a request in flight.
+        // server drops it. Boxed: an idle connection's task holds no room for it.
         let mut handling = Box::pin(inner.handle(head.request, client));
         let mut reading = true;
         let response = loop {
@@ -374,9 +375,7 @@ pub(crate) fn encode_head<B>(
                 Framing::Length(0)
             }
             Some(Some(len)) if can_have_content_length(status) => {
-                dst.extend_from_slice(b"content-length: ");
-                dst.extend_from_slice(len.to_string().as_bytes());
-                dst.extend_from_slice(b"\r\n");
+                let _ = write!(dst, "content-length: {len}\r\n");
                 Framing::Length(len)
             }
             Some(Some(_)) => Framing::Length(0),
@@ -471,17 +470,16 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let (mut parts, mut body) = {
-        let length = body_length(response.body());
-        let mut response = response;
-        wbuf.clear();
-        let encoded = encode_head(&mut response, head_request, keep_alive, length, wbuf);
-        (encoded, response.into_body())
-    };
-    let mut left = match parts.framing {
+    let mut response = response;
+    let length = body_length(response.body());
+    wbuf.clear();
+    let encoded = encode_head(&mut response, head_request, keep_alive, length, wbuf);
+    let mut body = response.into_body();
+    let chunked = encoded.framing == Framing::Chunked;
+    let mut left = match encoded.framing {
         Framing::Length(0) => {
             io.write_all(wbuf).await?;
-            return Ok(!parts.last);
+            return Ok(!encoded.last);
         }
         Framing::Length(n) => n,
         Framing::Chunked | Framing::Close => u64::MAX,
@@ -514,14 +512,13 @@ where
             continue;
         }
         let n = data.len() as u64;
-        if parts.framing != Framing::Chunked {
+        if chunked {
+            let _ = write!(wbuf, "{:X}\r\n", data.len());
+        } else {
             if n > left {
                 return Err("the response body is longer than its content-length".into());
             }
             left -= n;
-        }
-        if parts.framing == Framing::Chunked {
-            wbuf.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
         }
         if data.len() <= COPY_LIMIT {
             wbuf.extend_from_slice(&data);
@@ -530,14 +527,14 @@ where
             wbuf.clear();
             io.write_all(&data).await?;
         }
-        if parts.framing == Framing::Chunked {
+        if chunked {
             wbuf.extend_from_slice(b"\r\n");
         }
         if body.is_end_stream() {
             break;
         }
     }
-    match parts.framing {
+    match encoded.framing {
         Framing::Chunked => wbuf.extend_from_slice(b"0\r\n\r\n"),
         Framing::Length(_) if left != 0 => {
             io.write_all(wbuf).await?;
@@ -547,11 +544,7 @@ where
     }
     io.write_all(wbuf).await?;
     wbuf.clear();
-    drop(body);
-    if parts.framing == Framing::Close {
-        parts.last = true;
-    }
-    Ok(!parts.last)
+    Ok(!encoded.last)
 }
 
 /// The `date` header's value, formatted once a second per thread (as hyper caches it).

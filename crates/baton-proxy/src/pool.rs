@@ -8,11 +8,59 @@ use crate::h1client::Conn;
 use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use nix::errno::Errno;
+use nix::sys::socket::{recv, MsgFlags};
+use std::ops::{Deref, DerefMut};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-pub(crate) type Sender = SendRequest<RequestBody>;
+/// A hyper connection's request side, with a duplicate of its socket so that an idle
+/// connection can be asked directly whether the upstream closed it. hyper's own view
+/// comes from its connection task, which on a busy runtime may not yet have read the
+/// upstream's FIN; a request with a body sent on such a connection fails and cannot be
+/// retried, so the socket itself is asked before reuse.
+pub(crate) struct Sender {
+    send: SendRequest<RequestBody>,
+    /// `None` only when the descriptor could not be duplicated (then hyper's view alone).
+    peer: Option<OwnedFd>,
+}
+
+impl Deref for Sender {
+    type Target = SendRequest<RequestBody>;
+    fn deref(&self) -> &Self::Target {
+        &self.send
+    }
+}
+
+impl DerefMut for Sender {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.send
+    }
+}
+
+impl Sender {
+    /// Whether the idle connection can carry a request now: hyper sees it ready and the
+    /// socket has neither the upstream's FIN nor unasked-for bytes waiting.
+    fn usable(&self) -> bool {
+        self.send.is_ready() && self.peer.as_ref().is_none_or(quiet)
+    }
+}
+
+/// Whether nothing waits to be read on `fd`: no data and no end of stream (one
+/// non-blocking `recv` with `MSG_PEEK`, which takes nothing off the socket).
+fn quiet(fd: &OwnedFd) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(
+        recv(
+            fd.as_raw_fd(),
+            &mut probe,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+        ),
+        Err(Errno::EAGAIN)
+    )
+}
 
 /// How long a connection whose response just finished may take to become reusable.
 const READY_GRACE: Duration = Duration::from_secs(1);
@@ -71,7 +119,7 @@ impl IdlePool {
     pub fn checkout(&self, max_idle: Duration) -> Option<Sender> {
         let queue = self.queue.as_ref()?;
         while let Some(idle) = queue.pop() {
-            if idle.since.elapsed() < max_idle && idle.sender.is_ready() {
+            if idle.since.elapsed() < max_idle && idle.sender.usable() {
                 return Some(idle.sender);
             }
         }
@@ -158,7 +206,8 @@ pub(crate) async fn connect(
 ) -> Result<Sender, ConnectError> {
     let addr = backend.addr;
     let stream = connect_stream(addr, timeout).await?;
-    let (sender, conn) = http1::Builder::new()
+    let peer = stream.as_fd().try_clone_to_owned().ok();
+    let (send, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| ConnectError::Handshake { addr, source })?;
@@ -177,5 +226,5 @@ pub(crate) async fn connect(
             }
         }
     });
-    Ok(sender)
+    Ok(Sender { send, peer })
 }

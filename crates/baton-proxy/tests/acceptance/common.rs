@@ -115,6 +115,41 @@ impl Sample {
     }
 }
 
+/// Wait until no TCP connection to `backend` is open from this host's side, read from
+/// the kernel's socket table: each has had the backend's FIN (or is gone). Panics after
+/// 10 s.
+pub async fn backend_closed_every_connection(backend: SocketAddr) {
+    for _ in 0..500 {
+        if !connections_to(backend).contains(&1) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("connections to {backend} still open after 10 s; the backend's idle timeout did not close them");
+}
+
+/// The TCP states (as `/proc/net/tcp` numbers them; 1 is ESTABLISHED) of this host's
+/// IPv4 sockets whose remote end is `peer`.
+fn connections_to(peer: SocketAddr) -> Vec<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let address = |field: &str| -> Option<SocketAddr> {
+        let (ip, port) = field.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        Some(SocketAddr::from((ip.to_ne_bytes(), port)))
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote = address(fields.get(2)?)?;
+            let state = u8::from_str_radix(fields.get(3)?, 16).ok()?;
+            (remote == peer).then_some(state)
+        })
+        .collect()
+}
+
 impl Drop for Sample {
     fn drop(&mut self) {
         self.stop.cancel();

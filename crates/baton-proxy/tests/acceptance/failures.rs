@@ -10,23 +10,25 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_closing_idle_connections_early_causes_no_client_error() {
     // The backend drops keep-alive connections after 100 ms; the proxy's pool would
-    // keep them for 15 s. Clients pause 250-400 ms, so most pooled connections are
-    // closed by the backend when the next request comes. The pauses stay well past the
-    // backend's timeout: a POST racing the close itself may rightly fail (the next test),
-    // and on a loaded machine the backend's timer fires late.
+    // keep them for 15 s. Four clients send one request each per round, GETs and POSTs
+    // mixed; between rounds the test waits until the backend has closed every upstream
+    // connection, so each round's requests find only closed connections in the pool.
+    // (Requests racing the close itself are the next test's subject: there a POST may
+    // rightly fail.)
     let backend = sample("a1", "v1", Some(100)).await;
     let p = start_proxy(ProxyConfig::default()).await;
     p.proxy
         .publish(&table(pools(vec![pool("v1", 100, vec![backend.spec()])])))
         .unwrap();
     let mut clients = Vec::new();
-    for i in 0..4 {
-        let addr = p.addr;
-        clients.push(tokio::spawn(async move {
-            let mut c = h1(addr).await;
-            let mut posts = 0;
-            for n in 0..12 {
-                tokio::time::sleep(Duration::from_millis(fastrand::u64(250..400))).await;
+    for _ in 0..4 {
+        clients.push(h1(p.addr).await);
+    }
+    let mut posts = 0;
+    for n in 0..12 {
+        let mut round = tokio::task::JoinSet::new();
+        for (i, mut c) in clients.drain(..).enumerate() {
+            round.spawn(async move {
                 let post = (i + n) % 2 == 0;
                 let req = if post {
                     request("POST", "/write", &[], "x")
@@ -40,14 +42,15 @@ async fn a_backend_closing_idle_connections_early_causes_no_client_error() {
                     "client {i} request {n}: {:?}",
                     answer.2
                 );
-                posts += u64::from(post);
-            }
-            posts
-        }));
-    }
-    let mut posts = 0;
-    for c in clients {
-        posts += c.await.unwrap();
+                (c, post)
+            });
+        }
+        while let Some(done) = round.join_next().await {
+            let (c, post) = done.unwrap();
+            clients.push(c);
+            posts += u64::from(post);
+        }
+        backend_closed_every_connection(backend.addr).await;
     }
     assert_eq!(backend.writes().await, posts);
 }

@@ -131,7 +131,7 @@ pub fn app_key_takes(key: &str) -> Option<Takes> {
         "strategy" | "replicas" | "analysis" | "recreate" | "blue_green" | "rolling" | "canary"
         | "ab_test" | "hooks" => Takes::NextRollout,
         "runtime" | "command" | "cwd" | "env" | "ports" | "image" | "container_port"
-        | "volumes" | "network" | "memory" | "cpus" | "pull" | "wait_healthcheck" => {
+        | "volumes" | "network" | "memory" | "cpus" | "pull" | "wait_healthcheck" | "swarm" => {
             Takes::NextStart
         }
         "drain_timeout" | "stop_timeout" => Takes::NextStop,
@@ -540,6 +540,12 @@ path = "/api"
             memory: Some("8MiB".into()),
             cpus: Some(1.0),
             env: [("K".to_string(), "v".to_string())].into(),
+            swarm: crate::model::SwarmConfig {
+                constraints: vec!["node.role==worker".into()],
+                spread: Some("node.labels.zone".into()),
+                secrets: vec!["s".into()],
+                configs: vec!["c".into()],
+            },
             ..AppConfig::default()
         };
         let mut leaves = BTreeMap::new();

@@ -32,7 +32,7 @@ pub use locate::Places;
 pub use model::{
     parse_memory, parse_size, AccessLogFormatKind, AccessLogSection, AcmeSection, AdminSection,
     AppConfig, AppTls, CertificateSection, CompressionSection, Config, DashboardSection,
-    OnDemandSection, ProxySection, PullPolicy, StoreSection, TlsSection, LETS_ENCRYPT,
+    OnDemandSection, ProxySection, PullPolicy, StoreSection, SwarmConfig, TlsSection, LETS_ENCRYPT,
 };
 
 use diagnose::Found;

@@ -459,6 +459,29 @@ pub struct AppConfig {
     /// `[apps.NAME.hooks]`: release / post_switch / pre_stop commands and the operator's
     /// `on_event` notification command.
     pub hooks: HooksConfig,
+    /// `[apps.NAME.swarm]`: placement and references that only the swarm runtime has.
+    pub swarm: SwarmConfig,
+}
+
+/// `[apps.NAME.swarm]`: what a Swarm service has beyond a container's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwarmConfig {
+    /// Placement constraints in Swarm's syntax (`"node.labels.zone==a"`,
+    /// `"node.role==worker"`).
+    pub constraints: Vec<String>,
+    /// Spread tasks over the values of this node attribute (`"node.labels.zone"`).
+    pub spread: Option<String>,
+    /// Swarm secrets by name, mounted at `/run/secrets/NAME`.
+    pub secrets: Vec<String>,
+    /// Swarm configs by name, mounted at `/NAME`.
+    pub configs: Vec<String>,
+}
+
+impl SwarmConfig {
+    pub fn is_empty(&self) -> bool {
+        *self == SwarmConfig::default()
+    }
 }
 
 /// `pull = "never" | "missing" | "always"`: whether the docker runtime pulls the image
@@ -554,6 +577,7 @@ impl Default for AppConfig {
             pull: PullPolicy::Never,
             wait_healthcheck: false,
             hooks: HooksConfig::default(),
+            swarm: SwarmConfig::default(),
         }
     }
 }

@@ -55,15 +55,32 @@ fn runtime(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {
                 }
             }
         }
-        RuntimeKind::Swarm => issues.push((
-            key!["apps", name, "runtime"],
-            format!(
-                "runtime = \"swarm\" in [apps.{name}] is not available yet (this baton has no \
-                 Swarm driver): use runtime = \"docker\" for containers on this engine, \
-                 \"process\" for a command baton starts, or \"static\" for instances run \
-                 elsewhere"
-            ),
-        )),
+        RuntimeKind::Swarm => {
+            if app.network.is_none() {
+                issues.push((
+                    key!["apps", name, "network"],
+                    format!(
+                        "[apps.{name}] uses the swarm runtime but has no `network`: name the attachable \
+                         overlay network its tasks join and baton reaches them on, e.g. network = \"{name}-net\" \
+                         (created with `docker network create --driver overlay --attachable {name}-net`)"
+                    ),
+                ));
+            }
+            for (key, set) in [
+                ("pull", app.pull != crate::model::PullPolicy::Never),
+                ("wait_healthcheck", app.wait_healthcheck),
+            ] {
+                if set {
+                    issues.push((
+                        key!["apps", name, key],
+                        format!(
+                            "`{key}` in [apps.{name}] has no effect with runtime = \"swarm\" (each node \
+                             fetches the image itself, and baton health-checks every task): remove it"
+                        ),
+                    ));
+                }
+            }
+        }
         _ => {}
     }
     for key in app.env.keys() {
@@ -87,12 +104,13 @@ fn runtime(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {
 /// no docker-only key on a runtime that would ignore it.
 fn docker(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {
     let at = |k: &str| key!["apps", name, k];
-    if app.runtime == RuntimeKind::Docker {
+    let runtime = app.runtime;
+    if matches!(runtime, RuntimeKind::Docker | RuntimeKind::Swarm) {
         match app.image.as_deref().map(str::trim) {
             None | Some("") => issues.push((
                 at("image"),
                 format!(
-                    "[apps.{name}] uses the docker runtime but has no `image`: add the image to \
+                    "[apps.{name}] uses the {runtime} runtime but has no `image`: add the image to \
                      run, e.g. image = \"myorg/{name}:{{version}}\" ({{version}} is replaced by \
                      the deployed version)"
                 ),
@@ -107,7 +125,7 @@ fn docker(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {
             issues.push((
                 at("container_port"),
                 format!(
-                    "[apps.{name}] uses the docker runtime but has no `container_port`: add the \
+                    "[apps.{name}] uses the {runtime} runtime but has no `container_port`: add the \
                      port the container listens on, e.g. container_port = 8080"
                 ),
             ));
@@ -116,7 +134,7 @@ fn docker(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {
             issues.push((
                 at("cwd"),
                 format!(
-                    "`cwd` in [apps.{name}] has no effect with runtime = \"docker\" (the image \
+                    "`cwd` in [apps.{name}] has no effect with runtime = \"{runtime}\" (the image \
                      sets the working directory): remove it"
                 ),
             ));
@@ -140,6 +158,26 @@ fn docker(name: &str, app: &AppConfig, issues: &mut Vec<Issue>) {
                     ),
                 ));
             }
+        }
+    }
+    if runtime != RuntimeKind::Swarm && !app.swarm.is_empty() {
+        issues.push((
+            at("swarm"),
+            format!(
+                "[apps.{name}.swarm] only applies to runtime = \"swarm\", and this app uses \
+                 runtime = \"{runtime}\": remove the section, or set runtime = \"swarm\""
+            ),
+        ));
+    }
+    for (i, c) in app.swarm.constraints.iter().enumerate() {
+        if !["==", "!="].iter().any(|op| c.contains(op)) {
+            issues.push((
+                key!["apps", name, "swarm", "constraints", i],
+                format!(
+                    "constraint {c:?} in [apps.{name}.swarm] has no == or !=: write it as Swarm does, \
+                     e.g. \"node.labels.zone==a\" or \"node.role!=manager\""
+                ),
+            ));
         }
     }
     if let Some(memory) = &app.memory {

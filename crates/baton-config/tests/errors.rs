@@ -424,16 +424,34 @@ fn the_process_runtime_needs_a_command_and_static_refuses_one() {
 }
 
 #[test]
-fn the_swarm_runtime_is_refused_naming_the_runtimes_that_work() {
+fn the_swarm_runtime_needs_an_overlay_network_and_refuses_engine_only_keys() {
     assert_error(
-        "[apps.web]\nruntime = \"swarm\"\nimage = \"web:{version}\"\n",
-        "2:1",
+        "[apps.web]\nruntime = \"swarm\"\nimage = \"web:{version}\"\ncontainer_port = 8080\n",
+        "1:7",
         &[
-            "runtime = \"swarm\" in [apps.web] is not available yet",
-            "runtime = \"docker\"",
-            "\"process\"",
-            "\"static\"",
+            "[apps.web] uses the swarm runtime but has no `network`",
+            "docker network create --driver overlay --attachable web-net",
         ],
+    );
+    assert_error(
+        "[apps.web]\nruntime = \"swarm\"\nimage = \"web:{version}\"\nnetwork = \"n\"\n",
+        "1:7",
+        &["[apps.web] uses the swarm runtime but has no `container_port`"],
+    );
+    assert_error(
+        "[apps.web]\nruntime = \"swarm\"\nimage = \"web:{version}\"\ncontainer_port = 8080\nnetwork = \"n\"\npull = \"always\"\n",
+        "6:1",
+        &["`pull` in [apps.web] has no effect with runtime = \"swarm\""],
+    );
+    assert_error(
+        "[apps.web]\nruntime = \"swarm\"\nimage = \"web:{version}\"\ncontainer_port = 8080\nnetwork = \"n\"\n[apps.web.swarm]\nconstraints = [\"node.role\"]\n",
+        "7:16",
+        &["constraint \"node.role\" in [apps.web.swarm] has no == or !="],
+    );
+    assert_error(
+        &web("[apps.web.swarm]\nconstraints = [\"node.role==worker\"]\n"),
+        "3:11",
+        &["[apps.web.swarm] only applies to runtime = \"swarm\""],
     );
 }
 

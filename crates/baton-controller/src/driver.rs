@@ -4,7 +4,9 @@
 
 use crate::ControlError;
 use baton_config::{AppConfig, RuntimeKind};
-use baton_runtime::{DockerRuntime, ProcessRuntime, ProcessSpec, Runtime, RuntimeEvent};
+use baton_runtime::{
+    DockerRuntime, ProcessRuntime, ProcessSpec, Runtime, RuntimeEvent, SwarmRuntime,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -23,6 +25,7 @@ pub(crate) struct Driver {
 enum Respec {
     Process(ProcessRuntime),
     Docker(DockerRuntime),
+    Swarm(SwarmRuntime),
     /// Nothing to replace: the operator names the instances.
     Fixed,
 }
@@ -49,12 +52,9 @@ impl Driver {
                 let rt = crate::docker::runtime(name, cfg, owner, events)?;
                 (Arc::new(rt.clone()), Respec::Docker(rt))
             }
-            // `baton validate` refuses it already; a config that skipped validation gets
-            // the same answer here.
             RuntimeKind::Swarm => {
-                return Err(ControlError::BadRequest(format!(
-                    "[apps.{name}] runtime = \"swarm\" is not available yet: use \"docker\", \"process\" or \"static\""
-                )))
+                let rt = crate::swarm::runtime(name, cfg, owner, events)?;
+                (Arc::new(rt.clone()), Respec::Swarm(rt))
             }
         };
         Ok(Driver {
@@ -72,6 +72,7 @@ impl Driver {
                 rt.set_spec(process_spec(name, cfg, &self.log_dir, &self.owner)?);
             }
             Respec::Docker(rt) => rt.set_spec(crate::docker::spec(name, cfg, &self.owner)?),
+            Respec::Swarm(rt) => rt.set_spec(crate::swarm::spec(name, cfg, &self.owner)?),
             Respec::Fixed => {}
         }
         Ok(())

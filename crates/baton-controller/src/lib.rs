@@ -19,6 +19,7 @@ mod routes;
 pub mod sampler;
 mod shared;
 pub mod status;
+mod swarm;
 
 pub use actor::Op;
 pub use controller::Controller;

@@ -76,4 +76,7 @@ pub enum RuntimeError {
 
     #[error(transparent)]
     Docker(#[from] crate::docker::DockerError),
+
+    #[error(transparent)]
+    Swarm(#[from] crate::swarm::SwarmError),
 }

@@ -44,6 +44,16 @@ pub enum HandleDetail {
         /// The image reference it was created from (`myorg/app:v3`).
         image: String,
     },
+    /// A single-replica Docker Swarm service (labels as for docker) and its task.
+    Swarm {
+        service_id: String,
+        /// `<app>-<seq>-<version>`.
+        service_name: String,
+        /// The service's one task: its state says whether the instance runs.
+        task_id: String,
+        node_id: String,
+        image: String,
+    },
 }
 
 impl HandleDetail {
@@ -53,6 +63,7 @@ impl HandleDetail {
             HandleDetail::Process { .. } => "process",
             HandleDetail::Static {} => "static",
             HandleDetail::Docker { .. } => "docker",
+            HandleDetail::Swarm { .. } => "swarm",
         }
     }
 }

@@ -10,6 +10,7 @@ mod error;
 mod handle;
 mod process;
 mod static_runtime;
+mod swarm;
 mod task;
 
 pub use docker::{default_host, DockerError, DockerRuntime, DockerSpec, Pull, DEFAULT_HOST};
@@ -17,6 +18,7 @@ pub use error::RuntimeError;
 pub use handle::{HandleDetail, InstanceHandle, RuntimeEvent, StartRequest};
 pub use process::{ProcessRuntime, ProcessSpec};
 pub use static_runtime::StaticRuntime;
+pub use swarm::{SwarmError, SwarmRuntime, SwarmSpec};
 pub use task::{tail_of, TaskOutput, TaskRequest, TASK_TAIL_LINES};
 
 use async_trait::async_trait;

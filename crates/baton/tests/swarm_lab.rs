@@ -31,7 +31,8 @@ use swarm_lab::*;
 
 fn main() {
     run(tests![
-        three_nodes_serve_a_spread_service_reached_by_task_ips[&SWARM_LAB]
+        three_nodes_serve_a_spread_service_reached_by_task_ips[&SWARM_LAB],
+        the_swarm_runtime_deploys_every_strategy_and_rolls_back_with_no_failed_request[&SWARM_LAB]
     ]);
 }
 
@@ -326,4 +327,238 @@ impl Drop for ServiceGuard {
             }
         });
     }
+}
+
+/// A container on the machine's default bridge (so this host reaches it) that is also
+/// attached to the lab's overlay: baton runs in its network namespace and so reaches the
+/// tasks on every node by their overlay addresses, as a baton container would on a real
+/// swarm. Removed on drop.
+struct Anchor {
+    id: String,
+    pid: i64,
+    ip: std::net::IpAddr,
+}
+
+impl Anchor {
+    async fn start(docker: &Docker, name: &str) -> Anchor {
+        let body = ContainerCreateBody {
+            image: Some(IMAGE.to_string()),
+            labels: Some(HashMap::from([("baton-lab-test".into(), "1".into())])),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        let id = docker
+            .create_container(Some(options), body)
+            .await
+            .unwrap()
+            .id;
+        let anchor = |pid, ip| Anchor {
+            id: id.clone(),
+            pid,
+            ip,
+        };
+        let mut a = anchor(0, std::net::Ipv4Addr::UNSPECIFIED.into());
+        docker.start_container(&id, None).await.unwrap();
+        let connect = bollard::models::NetworkConnectRequest {
+            container: id.clone(),
+            ..Default::default()
+        };
+        docker.connect_network(OVERLAY, connect).await.unwrap();
+        let c = docker.inspect_container(&id, None).await.unwrap();
+        a.pid = c.state.and_then(|s| s.pid).unwrap();
+        let networks = c.network_settings.and_then(|n| n.networks).unwrap();
+        a.ip = networks["bridge"]
+            .ip_address
+            .as_deref()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            networks.contains_key(OVERLAY),
+            "anchor not on {OVERLAY}: {networks:?}"
+        );
+        a
+    }
+
+    fn netns(&self) -> std::path::PathBuf {
+        format!("/proc/{}/ns/net", self.pid).into()
+    }
+}
+
+impl Drop for Anchor {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.id])
+            .output();
+    }
+}
+
+/// The swarm app: the sample app's images, 3 replicas spread over the lab's nodes.
+fn swarm_app(strategy: &str) -> String {
+    format!(
+        r#"[apps.web]
+runtime = "swarm"
+image = "{}:{{version}}"
+container_port = 8080
+network = "{OVERLAY}"
+replicas = 3
+strategy = "{strategy}"
+drain_timeout = "3s"
+stop_timeout = "2s"
+
+[apps.web.swarm]
+spread = "node.labels.baton-lab"
+
+[apps.web.health]
+path = "/health"
+interval = "200ms"
+startup_timeout = "60s"
+unhealthy = 2
+
+[apps.web.blue_green]
+scale_down_delay = "1s"
+
+[apps.web.canary]
+steps = [{{ weight = 20 }}, {{ pause = "2s" }}, {{ weight = 60 }}, {{ pause = "2s" }}]
+"#,
+        docker_common::IMAGE
+    )
+}
+
+/// The nodes running the tasks of `services`.
+async fn task_nodes(services: &[String]) -> BTreeSet<String> {
+    let docker = docker_common::client().await;
+    let mut nodes = BTreeSet::new();
+    for service in services {
+        let filters = HashMap::from([
+            ("service", vec![service.clone()]),
+            ("desired-state", vec!["running".to_string()]),
+        ]);
+        let options = ListTasksOptionsBuilder::new().filters(&filters).build();
+        for t in docker.list_tasks(Some(options)).await.unwrap() {
+            nodes.extend(t.node_id);
+        }
+    }
+    nodes
+}
+
+/// The names of baton's services on the swarm (by its owner label).
+fn services_of(owner: &str) -> Vec<String> {
+    common::rt().block_on(async {
+        let docker = docker_common::client().await;
+        let filters = HashMap::from([("label", vec![format!("baton.owner={owner}")])]);
+        let options = bollard::query_parameters::ListServicesOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        docker
+            .list_services(Some(options))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|s| s.spec.and_then(|s| s.name))
+            .collect()
+    })
+}
+
+fn the_swarm_runtime_deploys_every_strategy_and_rolls_back_with_no_failed_request() {
+    let t0 = Instant::now();
+    let phase = |what: &str| eprintln!("swarm: {what} at {:.1}s", t0.elapsed().as_secs_f64());
+    let lab = SwarmLab::up();
+    docker_common::ensure_images();
+    for tag in ["v1", "v2", "sick"] {
+        lab.load_image(&format!("{}:{tag}", docker_common::IMAGE));
+    }
+    phase("lab up, images on every node");
+    let rt = common::rt();
+    let anchor_name = format!("baton-lab-anchor-{}", std::process::id());
+    let anchor = rt.block_on(async {
+        let docker = docker_common::client().await;
+        Anchor::start(&docker, &anchor_name).await
+    });
+    let node_ids: BTreeSet<String> = lab.nodes().iter().map(|n| n.id.clone()).collect();
+
+    for strategy in ["rolling", "blue_green", "canary", "recreate"] {
+        let b = common::Baton::start_in_netns(
+            anchor.netns(),
+            anchor.ip,
+            common::free_port(),
+            &swarm_app(strategy),
+        );
+        let owner = b.store_path();
+        // Recreate stops v1 before v2 runs: requests wait in the proxy (hold mode), so a
+        // client sees no error there either.
+        let (report, st) =
+            common::deploy_v2_under_load(&b, strategy, 3, baton_loadgen::Profile::KeepAlive);
+        phase(&format!("{strategy}: v1 -> v2, {report:?}"));
+        // Each instance is a service of baton's with one running task on a lab node.
+        let services = services_of(&owner);
+        assert_eq!(services.len(), 3, "{strategy}: {services:?}\n{st:#}");
+        // baton spreads a version's instances (each a service of its own) over the
+        // ready nodes: one task on each of the 3.
+        let nodes = rt.block_on(task_nodes(&services));
+        assert_eq!(
+            nodes.len(),
+            3,
+            "{strategy}: v2's tasks are not on 3 nodes: {nodes:?}"
+        );
+        assert!(nodes.is_subset(&node_ids), "{nodes:?} vs {node_ids:?}");
+        for i in st["instances"].as_array().unwrap() {
+            let addr = i["address"].as_str().unwrap();
+            assert!(
+                addr.starts_with(OVERLAY_PREFIX),
+                "{strategy}: {addr} not on the overlay"
+            );
+        }
+        if strategy == "rolling" {
+            // A version whose tasks never get healthy is rolled back, under load, with no
+            // failed request; its services are removed.
+            let load = rt.block_on(async {
+                baton_loadgen::Load::start(baton_loadgen::LoadSpec {
+                    clients: 4,
+                    gap: Duration::from_millis(3),
+                    ..baton_loadgen::LoadSpec::new(b.proxy)
+                })
+            });
+            let out = b.cli(&["deploy", "web", "sick"]);
+            let st = b.wait_status("sick rolled back", common::finished);
+            let report = rt.block_on(load.stop());
+            phase(&format!("rolling: sick rolled back, {report:?}"));
+            assert_eq!(
+                report.failed,
+                0,
+                "sick: {report:?}\n{}",
+                common::tail(&b.serve_log(), 40)
+            );
+            assert_eq!(
+                st["stable_version"],
+                "v2",
+                "{st:#}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_ne!(common::state(&st), "succeeded", "{st:#}");
+            let left = b.wait_status("only v2 instances", |st| {
+                st["instances"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|i| i["version"] == "v2")
+            });
+            assert_eq!(left["instances"].as_array().unwrap().len(), 3, "{left:#}");
+            let services = services_of(&owner);
+            assert_eq!(services.len(), 3, "sick services left: {services:?}");
+            assert!(services.iter().all(|s| s.ends_with("-v2")), "{services:?}");
+        }
+        drop(b);
+        // `serve --stop-instances` removed every service it made.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !services_of(&owner).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{strategy}: services left after baton stopped: {:?}",
+                services_of(&owner)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    drop(anchor);
 }

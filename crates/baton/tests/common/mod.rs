@@ -16,6 +16,8 @@ pub struct Baton {
     pub config: PathBuf,
     pub proxy: SocketAddr,
     server: Option<Child>,
+    /// `baton serve` runs in this network namespace (`nsenter --net=PATH`) when set.
+    netns: Option<PathBuf>,
 }
 
 /// A port for a listener the test will start (baton's proxy, TLS or admin listener, a
@@ -176,6 +178,30 @@ impl Baton {
             config,
             proxy: format!("127.0.0.1:{port}").parse().unwrap(),
             server: None,
+            netns: None,
+        };
+        b.serve();
+        b
+    }
+
+    /// `start` with `baton serve` in the network namespace `netns` (a container's, to
+    /// reach a Swarm overlay), its proxy listening on `port` of every address there; the
+    /// test reaches it at `host` (the namespace's address on a network this host is on).
+    /// The admin API stays a unix socket in the test's directory.
+    pub fn start_in_netns(netns: PathBuf, host: std::net::IpAddr, port: u16, apps: &str) -> Baton {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[proxy]\nlisten = [\"0.0.0.0:{port}\"]\n\n[admin]\nlisten = \"unix:{d}/baton.sock\"\n\n[store]\npath = \"{d}/state\"\n\n{apps}",
+            d = dir.path().display()
+        );
+        let config = dir.path().join("baton.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut b = Baton {
+            dir,
+            config,
+            proxy: SocketAddr::new(host, port),
+            server: None,
+            netns: Some(netns),
         };
         b.serve();
         b
@@ -187,7 +213,15 @@ impl Baton {
             .append(true)
             .open(self.dir.path().join("serve.log"))
             .unwrap();
-        let child = Command::new(BATON)
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", netns.display())).arg(BATON);
+                c
+            }
+            None => Command::new(BATON),
+        };
+        let child = command
             .args(["serve", "--stop-instances", "-c"])
             .arg(&self.config)
             .stdout(Stdio::null())

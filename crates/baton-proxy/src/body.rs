@@ -16,6 +16,7 @@ use crate::pool::{self, Sender};
 use baton_metrics::{MetricsRegistry, VersionMetrics};
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::future::{poll_fn, Future};
@@ -463,6 +464,40 @@ impl ResponseBody {
     pub(crate) fn encode(&mut self, encoder: Encoder) {
         self.encoder = Some(Box::new(encoder));
     }
+
+    /// The upstream's header fields that `h1client` keeps as received (hop-by-hop
+    /// fields removed), if nothing has taken them yet. They belong before every field
+    /// of the response's `HeaderMap`.
+    pub(crate) fn take_fields(&mut self) -> Option<Box<crate::h1client::Fields>> {
+        match &mut self.kind {
+            Kind::Upstream {
+                inner: UpstreamBody::Fast(body),
+                ..
+            } => body.take_fields(),
+            _ => None,
+        }
+    }
+}
+
+/// Puts the header fields `h1client` kept as received into the response's
+/// `HeaderMap`, ahead of the fields already there: what reads or changes a response's
+/// headers calls this first. Only the client side's HTTP/1.1 fast path writes the
+/// fields without a map.
+pub(crate) fn materialize(res: &mut Response<ResponseBody>) {
+    let Some(fields) = res.body_mut().take_fields() else {
+        return;
+    };
+    let mut map = fields.to_map();
+    let mut last: Option<http::HeaderName> = None;
+    for (name, value) in std::mem::take(res.headers_mut()) {
+        if let Some(name) = name {
+            last = Some(name);
+        }
+        if let Some(name) = &last {
+            map.append(name.clone(), value);
+        }
+    }
+    *res.headers_mut() = map;
 }
 
 /// An error of a body on its way through: hyper's or `h1client`'s.

@@ -5,7 +5,8 @@
 use crate::access_log::{AccessLog, AccessRecord, Pending};
 use crate::backend::{Backend, InFlight};
 use crate::body::{
-    BodyLimits, Exchange, Inbound, RequestBody, RequestBodyError, ResponseBody, UpstreamBody,
+    materialize, BodyLimits, Exchange, Inbound, RequestBody, RequestBodyError, ResponseBody,
+    UpstreamBody,
 };
 use crate::compress;
 use crate::error::{error_response, ProxyError};
@@ -62,6 +63,9 @@ enum Pick {
 }
 
 impl Inner {
+    /// Answers one request. An upstream's header fields read by `h1client` may still
+    /// be outside the response's `HeaderMap` (see `body::materialize`): the HTTP/1.1
+    /// fast path writes them as they are, every other caller materializes them.
     pub(crate) async fn handle(
         &self,
         mut req: Request<Inbound>,
@@ -94,6 +98,9 @@ impl Inner {
                 error_response(&error)
             }
         };
+        if compression.is_some() {
+            materialize(&mut res);
+        }
         compress::apply(compression, &mut res);
         res.body_mut().set_active(active);
         if let Some(mut pending) = access {
@@ -107,12 +114,14 @@ impl Inner {
         // request (see `server.rs`, `Drain`). A 101 keeps its `Connection: upgrade`.
         if conn.peer.https {
             if let Some(hsts) = &self.config.load().hsts {
+                materialize(&mut res);
                 res.headers_mut()
                     .entry(header::STRICT_TRANSPORT_SECURITY)
                     .or_insert_with(|| hsts.clone());
             }
         }
         if h1 && conn.state.draining() && res.status() != StatusCode::SWITCHING_PROTOCOLS {
+            materialize(&mut res);
             res.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -554,17 +563,19 @@ impl Inner {
                 ResponseBody::upgraded(exchange),
             ));
         }
-        let (mut parts, body) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, false);
+        let (mut parts, mut body) = resp.into_parts();
+        match &mut body {
+            UpstreamBody::Fast(fast) => fast.strip_hop_by_hop(&mut parts.headers),
+            UpstreamBody::Hyper(_) => headers::strip_hop_by_hop(&mut parts.headers, false),
+        }
+        let mut res = Response::from_parts(parts, ResponseBody::upstream(body, exchange));
         if target.choice.set_cookie {
             if let Some(cookie) = &target.pool().set_cookie {
-                parts.headers.append(header::SET_COOKIE, cookie.clone());
+                materialize(&mut res);
+                res.headers_mut().append(header::SET_COOKIE, cookie.clone());
             }
         }
-        Ok(Response::from_parts(
-            parts,
-            ResponseBody::upstream(body, exchange),
-        ))
+        Ok(res)
     }
 }
 

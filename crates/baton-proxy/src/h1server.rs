@@ -21,6 +21,7 @@
 
 use crate::body::{BoxError, Inbound};
 use crate::forward::ClientConn;
+use crate::h1client::Fields;
 use crate::h1guard::MAX_HEADERS;
 use crate::headers::{HeadCopy, ROOM};
 use crate::Inner;
@@ -192,7 +193,17 @@ where
                 },
             }
         };
-        match write_response(io, &mut wbuf, response, head_request, head.keep_alive).await {
+        let mut response = response;
+        let fields = response.body_mut().take_fields();
+        let written = write_response(
+            io,
+            &mut wbuf,
+            response,
+            fields.as_deref(),
+            head_request,
+            head.keep_alive,
+        );
+        match written.await {
             Ok(true) if !graceful.is_cancelled() => {}
             Ok(_) => {
                 let _ = io.shutdown().await;
@@ -257,9 +268,12 @@ fn can_have_content_length(status: StatusCode) -> bool {
 
 /// Appends the response head to `dst` as hyper's HTTP/1 server writes it for a request
 /// that is HTTP/1.1 (`head_request`: it was `HEAD`; `keep_alive`: it did not ask to
-/// close). `body`: see `body_length`.
+/// close). `body`: see `body_length`. `fields`: an upstream's fields as received (no
+/// hop-by-hop field among them, no name twice: see `FastBody::strip_hop_by_hop`),
+/// written first, as if they led the response's `HeaderMap`.
 pub(crate) fn encode_head<B>(
     res: &mut Response<B>,
+    fields: Option<&Fields>,
     head_request: bool,
     keep_alive: bool,
     body: Option<Option<u64>>,
@@ -303,6 +317,28 @@ pub(crate) fn encode_head<B>(
     // them; every other repeated name gets a line per value.
     let mut joining: Option<Joined> = None;
     let mut te_needs_chunked = false;
+    for (name, value) in fields.iter().flat_map(|f| f.iter()) {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let keep = keep_length(
+                value,
+                body,
+                head_request,
+                &mut wrote_len,
+                &mut first_len,
+                &mut framing,
+            );
+            if !keep {
+                continue;
+            }
+        } else if name.eq_ignore_ascii_case(b"date") {
+            wrote_date = true;
+        }
+        // `HeaderMap` holds names lower-case.
+        dst.extend(name.iter().map(u8::to_ascii_lowercase));
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value);
+        dst.extend_from_slice(b"\r\n");
+    }
     let mut prev: *const HeaderName = std::ptr::null();
     for (name, value) in res.headers().iter() {
         if !std::ptr::eq(prev, name) {
@@ -311,27 +347,17 @@ pub(crate) fn encode_head<B>(
         }
         match *name {
             header::CONTENT_LENGTH => {
-                match body {
-                    Some(Some(known)) => {
-                        if wrote_len {
-                            continue;
-                        }
-                        framing = Framing::Length(known);
-                    }
-                    Some(None) => {
-                        let Some(len) = parse_length(value.as_bytes()) else {
-                            continue;
-                        };
-                        if first_len.replace(len).is_some() {
-                            continue;
-                        }
-                        framing = Framing::Length(len);
-                    }
-                    None if head_request => {}
-                    None => continue,
+                let keep = keep_length(
+                    value.as_bytes(),
+                    body,
+                    head_request,
+                    &mut wrote_len,
+                    &mut first_len,
+                    &mut framing,
+                );
+                if keep {
+                    line(dst, name, value);
                 }
-                wrote_len = true;
-                line(dst, name, value);
             }
             header::TRANSFER_ENCODING if chunked_ok => {
                 wrote_len = true;
@@ -394,6 +420,39 @@ pub(crate) fn encode_head<B>(
         last = true;
     }
     Encoded { framing, last }
+}
+
+/// Whether a `Content-Length` field of the response is written, as hyper's encoder
+/// decides it; a written one sets the framing.
+fn keep_length(
+    value: &[u8],
+    body: Option<Option<u64>>,
+    head_request: bool,
+    wrote_len: &mut bool,
+    first_len: &mut Option<u64>,
+    framing: &mut Framing,
+) -> bool {
+    match body {
+        Some(Some(known)) => {
+            if *wrote_len {
+                return false;
+            }
+            *framing = Framing::Length(known);
+        }
+        Some(None) => {
+            let Some(len) = parse_length(value) else {
+                return false;
+            };
+            if first_len.replace(len).is_some() {
+                return false;
+            }
+            *framing = Framing::Length(len);
+        }
+        None if head_request => {}
+        None => return false,
+    }
+    *wrote_len = true;
+    true
 }
 
 /// A header line whose values are being joined into it.
@@ -462,6 +521,7 @@ pub(crate) async fn write_response<S, B>(
     io: &mut S,
     wbuf: &mut Vec<u8>,
     response: Response<B>,
+    fields: Option<&Fields>,
     head_request: bool,
     keep_alive: bool,
 ) -> Result<bool, BoxError>
@@ -473,7 +533,14 @@ where
     let mut response = response;
     let length = body_length(response.body());
     wbuf.clear();
-    let encoded = encode_head(&mut response, head_request, keep_alive, length, wbuf);
+    let encoded = encode_head(
+        &mut response,
+        fields,
+        head_request,
+        keep_alive,
+        length,
+        wbuf,
+    );
     let mut body = response.into_body();
     let chunked = encoded.framing == Framing::Chunked;
     let mut left = match encoded.framing {

@@ -294,7 +294,11 @@ where
     let service = service_fn(move |req| {
         let inner = inner.clone();
         let client = client.clone();
-        async move { Ok::<_, Infallible>(inner.handle(req.map(Inbound::Hyper), &client).await) }
+        async move {
+            let mut res = inner.handle(req.map(Inbound::Hyper), &client).await;
+            crate::body::materialize(&mut res);
+            Ok::<_, Infallible>(res)
+        }
     });
     // Boxed: a connection the fast path serves to its end never needs room for hyper's.
     let mut conn = Box::pin(

@@ -3,7 +3,7 @@
 //! complete piece. When the body ends cleanly on a keep-alive connection with nothing
 //! left over, the connection goes back to the backend's idle pool at once.
 
-use super::parse::{Decoded, Decoder, Framing, Head, Invalid};
+use super::parse::{Decoded, Decoder, Fields, Framing, Head, Invalid};
 use super::{Conn, READ_CHUNK};
 use crate::backend::Backend;
 use bytes::Bytes;
@@ -38,11 +38,17 @@ pub(crate) struct FastBody {
     /// Whether the head or a frame went out since the body last waited: a failure is
     /// then held for one poll (see `poll_frame`).
     unflushed: bool,
-    held: Option<BodyError>,
+    /// Boxed: rare, and unboxed it would make every upstream body larger.
+    held: Option<Box<BodyError>>,
+    /// The response's header fields, until `strip_hop_by_hop` and then the client
+    /// side's encoder (or `body::materialize`) take them.
+    /// Boxed: a `FastBody` rides in every upstream body, and most of its size is
+    /// there already.
+    fields: Option<Box<Fields>>,
 }
 
 impl FastBody {
-    pub(super) fn new(conn: Conn, head: &Head, backend: Arc<Backend>) -> FastBody {
+    pub(super) fn new(conn: Conn, head: Head, backend: Arc<Backend>) -> FastBody {
         let mut body = FastBody {
             conn: Some(conn),
             deadline: None,
@@ -51,11 +57,35 @@ impl FastBody {
             backend,
             unflushed: true,
             held: None,
+            fields: Some(Box::new(head.fields)),
         };
         if body.decoder.is_done() {
             body.complete();
         }
         body
+    }
+
+    /// Removes the hop-by-hop fields from the response's head, as
+    /// `headers::strip_hop_by_hop(.., false)` removes them from a map. When only a map
+    /// gives the order (a name repeats), the fields become `headers` (empty until
+    /// then) and are stripped there.
+    pub fn strip_hop_by_hop(&mut self, headers: &mut http::HeaderMap) {
+        let Some(mut fields) = self.fields.take() else {
+            crate::headers::strip_hop_by_hop(headers, false);
+            return;
+        };
+        if fields.strip_hop_by_hop() {
+            self.fields = Some(fields);
+        } else {
+            *headers = fields.to_map();
+            crate::headers::strip_hop_by_hop(headers, false);
+        }
+    }
+
+    /// The response's header fields, if nothing has taken them yet: they come before
+    /// every field of the response's `HeaderMap`.
+    pub fn take_fields(&mut self) -> Option<Box<Fields>> {
+        self.fields.take()
     }
 
     /// The body ended as framed: keep the connection if it can carry another request.
@@ -145,12 +175,12 @@ impl Body for FastBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         if let Some(error) = this.held.take() {
-            return Poll::Ready(Some(Err(error)));
+            return Poll::Ready(Some(Err(*error)));
         }
         match this.poll_next(cx) {
             Poll::Ready(Some(Err(error))) if this.unflushed => {
                 this.unflushed = false;
-                this.held = Some(error);
+                this.held = Some(Box::new(error));
                 cx.waker().wake_by_ref();
                 Poll::Pending
             }

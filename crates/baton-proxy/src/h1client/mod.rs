@@ -16,6 +16,7 @@ mod body;
 pub(crate) mod parse;
 
 pub(crate) use body::FastBody;
+pub(crate) use parse::Fields;
 
 use crate::backend::Backend;
 use crate::pool::ConnectError;
@@ -105,10 +106,10 @@ pub(crate) async fn send(
     let closed = close.wait_for(move |g| *g != generation);
     tokio::pin!(closed);
     let mut received = 0usize;
-    let head = loop {
+    let mut head = loop {
         if !conn.buf.is_empty() {
             if let Some((head, used)) = parse_head(&conn.buf, head_request)? {
-                let _ = conn.buf.split_to(used);
+                bytes::Buf::advance(&mut conn.buf, used);
                 if head.status.is_informational() {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(Invalid::Head("101 to a request that asked no upgrade").into());
@@ -132,11 +133,13 @@ pub(crate) async fn send(
         }
         received += n;
     };
-    let mut res = Response::new(FastBody::new(conn, &head, backend));
-    *res.status_mut() = head.status;
-    *res.version_mut() = head.version;
-    *res.headers_mut() = head.headers;
-    if let Some(reason) = head.reason {
+    // The header fields travel in the body, as received: the response's `HeaderMap`
+    // stays empty until something needs one (`body::materialize`).
+    let (status, version, reason) = (head.status, head.version, head.reason.take());
+    let mut res = Response::new(FastBody::new(conn, head, backend));
+    *res.status_mut() = status;
+    *res.version_mut() = version;
+    if let Some(reason) = reason {
         if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason) {
             res.extensions_mut().insert(reason);
         }
@@ -200,7 +203,7 @@ pub fn fuzz_decode(
         parse::decode_whole(bytes, head_request, read).map_err(|e| e.to_string())?;
     Ok(DecodedResponse {
         status: head.status.as_u16(),
-        headers: plain(&head.headers),
+        headers: plain(&head.fields.to_map()),
         body,
         trailers: trailers.as_ref().map(plain),
     })

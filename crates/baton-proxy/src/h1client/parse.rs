@@ -4,7 +4,7 @@
 //! drives them with no socket; `mod.rs` and `body.rs` feed them from the connection.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
 
 /// Header fields one response head (or trailer section) may have.
@@ -32,10 +32,183 @@ pub(crate) struct Head {
     pub status: StatusCode,
     pub version: Version,
     pub reason: Option<Bytes>,
-    pub headers: HeaderMap,
+    /// The header fields as received; a `HeaderMap` is built only where one is needed.
+    pub fields: Fields,
     pub framing: Framing,
     /// Whether the connection may carry another request after this response.
     pub keep_alive: bool,
+}
+
+/// Where one header field's name and value are in a head's bytes.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    name: u32,
+    name_len: u32,
+    value: u32,
+    value_len: u32,
+}
+
+/// A response head's header fields as the upstream sent them: a copy of the head's
+/// bytes and where each field is in it, in order. Names keep the upstream's case;
+/// `HeaderMap` would hold them lower-case (the encoder writes them so). Every name and
+/// value was checked as `HeaderName` and `HeaderValue` check them, so `to_map` keeps
+/// every field.
+#[derive(Debug, Clone)]
+pub(crate) struct Fields {
+    bytes: Bytes,
+    spans: Vec<Span>,
+}
+
+impl Fields {
+    fn name(&self, span: &Span) -> &[u8] {
+        &self.bytes[span.name as usize..(span.name + span.name_len) as usize]
+    }
+
+    fn value(&self, span: &Span) -> &[u8] {
+        &self.bytes[span.value as usize..(span.value + span.value_len) as usize]
+    }
+
+    /// Every field as (name as received, value), in order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans.iter().map(|s| (self.name(s), self.value(s)))
+    }
+
+    /// The values of the fields named `name` (lower-case), in order.
+    fn get_all<'a>(&'a self, name: &'a str) -> impl DoubleEndedIterator<Item = &'a [u8]> + 'a {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// The fields as the `HeaderMap` that appending them one by one makes.
+    pub fn to_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.spans.len() + crate::headers::ROOM);
+        for s in &self.spans {
+            let name = HeaderName::from_bytes(self.name(s));
+            let start = s.value as usize;
+            let value = HeaderValue::from_maybe_shared(
+                self.bytes.slice(start..start + s.value_len as usize),
+            );
+            // Both were checked when the head was parsed.
+            if let (Ok(name), Ok(value)) = (name, value) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+
+    /// Removes what `headers::strip_hop_by_hop(.., false)` removes from `to_map()`'s
+    /// map, leaving the rest in the order that map then iterates in: `HeaderMap`
+    /// removes an entry by moving its last one into its place, and so does this.
+    /// `false` (nothing changed) when a name repeats: the map groups repeated names, so
+    /// only the map gives that order.
+    pub fn strip_hop_by_hop(&mut self) -> bool {
+        let repeats = self.spans.iter().enumerate().any(|(i, a)| {
+            self.spans[..i].iter().any(|b| {
+                a.name_len == b.name_len && self.name(a).eq_ignore_ascii_case(self.name(b))
+            })
+        });
+        if repeats {
+            return false;
+        }
+        let mut named: Vec<(u32, u32)> = Vec::new();
+        for s in &self.spans {
+            if self.name(s).eq_ignore_ascii_case(b"connection") {
+                let base = s.value as usize;
+                let value = self.value(s);
+                let mut at = 0;
+                for token in value.split(|b| *b == b',') {
+                    let start = at + (token.len() - token.trim_ascii_start().len());
+                    at += token.len() + 1;
+                    let token = token.trim_ascii();
+                    if token.is_empty()
+                        || token.eq_ignore_ascii_case(b"close")
+                        || token.eq_ignore_ascii_case(b"keep-alive")
+                        || token.eq_ignore_ascii_case(b"host")
+                        || token.eq_ignore_ascii_case(b"content-length")
+                    {
+                        continue;
+                    }
+                    named.push(((base + start) as u32, token.len() as u32));
+                }
+            }
+        }
+        for (at, len) in named {
+            let token = &self.bytes[at as usize..(at + len) as usize];
+            swap_remove(&self.bytes, &mut self.spans, token);
+        }
+        const HOP_BY_HOP: [&[u8]; 10] = [
+            b"http2-settings",
+            b"connection",
+            b"keep-alive",
+            b"proxy-connection",
+            b"te",
+            b"trailer",
+            b"transfer-encoding",
+            b"upgrade",
+            b"proxy-authorization",
+            b"proxy-authenticate",
+        ];
+        let any = self.spans.iter().any(|s| {
+            HOP_BY_HOP
+                .iter()
+                .any(|h| self.name(s).eq_ignore_ascii_case(h))
+        });
+        if any {
+            for name in HOP_BY_HOP {
+                swap_remove(&self.bytes, &mut self.spans, name);
+            }
+        }
+        true
+    }
+}
+
+/// Removes the field named `name` (any case) from `spans` (into `bytes`) as
+/// `HeaderMap::remove` removes an entry: the last field takes its place.
+fn swap_remove(bytes: &[u8], spans: &mut Vec<Span>, name: &[u8]) {
+    let found = spans.iter().position(|s| {
+        let at = s.name as usize;
+        s.name_len as usize == name.len() && bytes[at..at + name.len()].eq_ignore_ascii_case(name)
+    });
+    if let Some(i) = found {
+        spans.swap_remove(i);
+    }
+}
+
+/// Whether `name` is a header name `HeaderName::from_bytes` takes: 1 to 65,535 token
+/// characters (RFC 9110 §5.6.2).
+fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= 65_535
+        && name.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+/// Whether `value` is a header value `HeaderValue` takes: no control byte but tab.
+fn valid_value(value: &[u8]) -> bool {
+    let mut bad = false;
+    for &b in value {
+        bad |= !(b >= 32 && b != 127 || b == b'\t');
+    }
+    !bad
 }
 
 /// Why a response (head or body) cannot be used.
@@ -84,33 +257,50 @@ pub(crate) fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head,
         .reason
         .filter(|r| Some(*r) != status.canonical_reason() && !r.is_empty())
         .map(|r| Bytes::copy_from_slice(r.as_bytes()));
-    let copy = crate::headers::HeadCopy::new(buf, len);
-    let mut headers = HeaderMap::with_capacity(res.headers.len() + crate::headers::ROOM);
+    let offset = |part: &[u8]| (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize) as u32;
+    let mut spans = Vec::with_capacity(res.headers.len());
     let mut close = false;
     let mut keep_alive_token = false;
     for field in res.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| Invalid::Head("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(copy.part(field.value))
-            .map_err(|_| Invalid::Head("invalid header value"))?;
-        if name == header::CONNECTION {
+        let name = field.name.as_bytes();
+        if !valid_name(name) {
+            return Err(Invalid::Head("invalid header name"));
+        }
+        if !valid_value(field.value) {
+            return Err(Invalid::Head("invalid header value"));
+        }
+        if name.eq_ignore_ascii_case(b"connection") {
             for token in field.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
-        headers.append(name, value);
+        spans.push(Span {
+            name: offset(name),
+            name_len: name.len() as u32,
+            // An empty value's slice need not point into the buffer.
+            value: if field.value.is_empty() {
+                0
+            } else {
+                offset(field.value)
+            },
+            value_len: field.value.len() as u32,
+        });
     }
+    let fields = Fields {
+        bytes: Bytes::copy_from_slice(&buf[..len]),
+        spans,
+    };
     let mut keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
-    let (framing, reuse) = framing(status, version, &headers, head_request)?;
+    let (framing, reuse) = framing(status, version, &fields, head_request)?;
     keep_alive &= reuse;
     Ok(Some((
         Head {
             status,
             version,
             reason,
-            headers,
+            fields,
             framing,
             keep_alive,
         },
@@ -125,7 +315,7 @@ pub(crate) fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head,
 fn framing(
     status: StatusCode,
     version: Version,
-    headers: &HeaderMap,
+    fields: &Fields,
     head_request: bool,
 ) -> Result<(Framing, bool), Invalid> {
     if head_request
@@ -135,20 +325,18 @@ fn framing(
     {
         return Ok((Framing::Empty, true));
     }
-    if let Some(last) = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
+    if let Some(last) = fields.get_all("transfer-encoding").next_back() {
         if version == Version::HTTP_10 {
             return Err(Invalid::Head("Transfer-Encoding in an HTTP/1.0 response"));
         }
         // A response with both may have been meant to desync: its connection is not
         // reused. The last coding of the last field decides.
-        let reuse = !headers.contains_key(header::CONTENT_LENGTH);
-        let chunked = last
-            .to_str()
+        let reuse = fields.get_all("content-length").next().is_none();
+        // As `HeaderValue::to_str` reads it: visible ASCII only.
+        let visible = last.iter().all(|&b| b == b'\t' || (32..127).contains(&b));
+        let chunked = std::str::from_utf8(last)
             .ok()
+            .filter(|_| visible)
             .and_then(|v| v.rsplit(',').next())
             .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"));
         return Ok(if chunked {
@@ -158,8 +346,8 @@ fn framing(
         });
     }
     let mut length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let n = parse_content_length(value.as_bytes())?;
+    for value in fields.get_all("content-length") {
+        let n = parse_content_length(value)?;
         if length.is_some_and(|l| l != n) {
             return Err(Invalid::ContentLength);
         }

@@ -91,9 +91,16 @@ fn fast_writes(
         let mut out: Vec<u8> = Vec::new();
         let mut wbuf = Vec::new();
         for _ in 0..count {
-            let open = write_response(&mut out, &mut wbuf, respond(), head_request, keep_alive)
-                .await
-                .unwrap();
+            let open = write_response(
+                &mut out,
+                &mut wbuf,
+                respond(),
+                None,
+                head_request,
+                keep_alive,
+            )
+            .await
+            .unwrap();
             if !open {
                 break;
             }
@@ -330,7 +337,7 @@ fn a_failing_or_short_body_is_cut_not_completed() {
     };
     let (open, out) = runtime().block_on(async {
         let mut out: Vec<u8> = Vec::new();
-        let open = write_response(&mut out, &mut Vec::new(), failing(), false, true).await;
+        let open = write_response(&mut out, &mut Vec::new(), failing(), None, false, true).await;
         (open.is_ok(), out)
     });
     assert!(!open);
@@ -348,7 +355,127 @@ fn a_failing_or_short_body_is_cut_not_completed() {
     };
     let result = runtime().block_on(async {
         let mut out: Vec<u8> = Vec::new();
-        write_response(&mut out, &mut Vec::new(), short(), false, true).await
+        write_response(&mut out, &mut Vec::new(), short(), None, false, true).await
     });
     assert!(result.is_err());
+}
+
+/// The head an upstream's response gets on its way to the client, written the way it
+/// was before `h1client` kept fields as received: parsed into a `HeaderMap`, stripped
+/// of hop-by-hop fields there, encoded from the map.
+fn through_a_map(
+    upstream: &str,
+    head_request: bool,
+    keep_alive: bool,
+    body: Option<Option<u64>>,
+) -> Vec<u8> {
+    let (head, _) = crate::h1client::parse::parse_head(upstream.as_bytes(), head_request)
+        .unwrap()
+        .unwrap();
+    let mut map = head.fields.to_map();
+    crate::headers::strip_hop_by_hop(&mut map, false);
+    let mut res = Response::new(());
+    *res.status_mut() = head.status;
+    *res.headers_mut() = map;
+    let mut out = Vec::new();
+    encode_head(&mut res, None, head_request, keep_alive, body, &mut out);
+    out
+}
+
+/// The same head kept as received: stripped as fields, written from them (or from the
+/// map `FastBody::strip_hop_by_hop` falls back to), and also the map `materialize`
+/// makes of what is left.
+fn as_fields(
+    upstream: &str,
+    head_request: bool,
+    keep_alive: bool,
+    body: Option<Option<u64>>,
+) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+    let (head, _) = crate::h1client::parse::parse_head(upstream.as_bytes(), head_request)
+        .unwrap()
+        .unwrap();
+    let mut fields = head.fields;
+    let mut res = Response::new(());
+    *res.status_mut() = head.status;
+    let kept = if fields.strip_hop_by_hop() {
+        Some(fields)
+    } else {
+        let mut map = fields.to_map();
+        crate::headers::strip_hop_by_hop(&mut map, false);
+        *res.headers_mut() = map;
+        None
+    };
+    let map = match &kept {
+        Some(f) => f.to_map(),
+        None => res.headers().clone(),
+    };
+    let plain = map
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
+    let mut out = Vec::new();
+    encode_head(
+        &mut res,
+        kept.as_ref(),
+        head_request,
+        keep_alive,
+        body,
+        &mut out,
+    );
+    (out, plain)
+}
+
+#[test]
+fn an_upstream_head_kept_as_received_leaves_as_the_same_bytes_as_through_a_map() {
+    let heads = [
+        "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-type: text/plain\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\nX-Mixed-Case: A\r\n\r\n",
+        // `Connection` first: removing it moves the last field into its place.
+        "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Type: a\r\nContent-Length: 5\r\nServer: s\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nconnection: Keep-Alive, X-Gone , x-also\r\nx-gone: 1\r\nvia: v\r\nX-ALSO: 2\r\nx-last: 3\r\n\r\n",
+        // `Connection` may not remove Host or Content-Length; it may name itself.
+        "HTTP/1.1 200 OK\r\nconnection: host, content-length, connection, ,close\r\nhost: h\r\ncontent-length: 5\r\nz: z\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-t\r\nproxy-connection: k\r\nupgrade: u\r\nte: t\r\nproxy-authenticate: p\r\nproxy-authorization: p\r\nhttp2-settings: h\r\nx-keep: 1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: gzip, chunked\r\na: 1\r\n\r\n",
+        // A repeated name: only the map gives the order.
+        "HTTP/1.1 200 OK\r\nset-cookie: a=1\r\nx: 1\r\nSet-Cookie: b=2\r\ncontent-length: 5\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: x-a\r\nContent-Length: 5\r\nx-a: 1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 007\r\n\r\n",
+        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 204 No Content\r\ncontent-length: 5\r\nx: \t\r\n\r\n",
+        "HTTP/1.1 304 Not Modified\r\netag: \"e\"\r\n\r\n",
+        "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 5\r\n\r\n",
+        "HTTP/1.1 599 Whatever\r\nx-obs: café\r\n\r\n",
+        "HTTP/1.1 200 OK\r\n\r\n",
+    ];
+    let bodies = [None, Some(None), Some(Some(0)), Some(Some(5))];
+    let mut cases = 0;
+    for upstream in heads {
+        for head_request in [false, true] {
+            for keep_alive in [true, false] {
+                for body in bodies {
+                    let expected = through_a_map(upstream, head_request, keep_alive, body);
+                    let (got, map) = as_fields(upstream, head_request, keep_alive, body);
+                    assert_eq!(
+                        without_dates(&got),
+                        without_dates(&expected),
+                        "{upstream:?} head_request {head_request} keep_alive {keep_alive} body {body:?}"
+                    );
+                    let (head, _) =
+                        crate::h1client::parse::parse_head(upstream.as_bytes(), head_request)
+                            .unwrap()
+                            .unwrap();
+                    let mut stripped = head.fields.to_map();
+                    crate::headers::strip_hop_by_hop(&mut stripped, false);
+                    let stripped: Vec<(String, Vec<u8>)> = stripped
+                        .iter()
+                        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+                        .collect();
+                    assert_eq!(map, stripped, "{upstream:?}: the map materialize makes");
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 256);
 }

@@ -465,7 +465,7 @@ fn the_swarm_runtime_deploys_every_strategy_and_rolls_back_with_no_failed_reques
     let phase = |what: &str| eprintln!("swarm: {what} at {:.1}s", t0.elapsed().as_secs_f64());
     let lab = SwarmLab::up();
     docker_common::ensure_images();
-    for tag in ["v1", "v2", "sick"] {
+    for tag in ["v1", "v2", "sick", "nobind"] {
         lab.load_image(&format!("{}:{tag}", docker_common::IMAGE));
     }
     phase("lab up, images on every node");
@@ -510,43 +510,46 @@ fn the_swarm_runtime_deploys_every_strategy_and_rolls_back_with_no_failed_reques
             );
         }
         if strategy == "rolling" {
-            // A version whose tasks never get healthy is rolled back, under load, with no
-            // failed request; its services are removed.
-            let load = rt.block_on(async {
-                baton_loadgen::Load::start(baton_loadgen::LoadSpec {
-                    clients: 4,
-                    gap: Duration::from_millis(3),
-                    ..baton_loadgen::LoadSpec::new(b.proxy)
-                })
-            });
-            let out = b.cli(&["deploy", "web", "sick"]);
-            let st = b.wait_status("sick rolled back", common::finished);
-            let report = rt.block_on(load.stop());
-            phase(&format!("rolling: sick rolled back, {report:?}"));
-            assert_eq!(
-                report.failed,
-                0,
-                "sick: {report:?}\n{}",
-                common::tail(&b.serve_log(), 40)
-            );
-            assert_eq!(
-                st["stable_version"],
-                "v2",
-                "{st:#}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_ne!(common::state(&st), "succeeded", "{st:#}");
-            let left = b.wait_status("only v2 instances", |st| {
-                st["instances"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .all(|i| i["version"] == "v2")
-            });
-            assert_eq!(left["instances"].as_array().unwrap().len(), 3, "{left:#}");
-            let services = services_of(&owner);
-            assert_eq!(services.len(), 3, "sick services left: {services:?}");
-            assert!(services.iter().all(|s| s.ends_with("-v2")), "{services:?}");
+            // A version whose tasks never get healthy (`sick`) and one whose tasks exit
+            // at start (`nobind`) are each rolled back, under load, with no failed
+            // request; their services are removed.
+            for bad in ["sick", "nobind"] {
+                let load = rt.block_on(async {
+                    baton_loadgen::Load::start(baton_loadgen::LoadSpec {
+                        clients: 4,
+                        gap: Duration::from_millis(3),
+                        ..baton_loadgen::LoadSpec::new(b.proxy)
+                    })
+                });
+                let out = b.cli(&["deploy", "web", bad]);
+                let st = b.wait_status(&format!("{bad} rolled back"), common::finished);
+                let report = rt.block_on(load.stop());
+                phase(&format!("rolling: {bad} rolled back, {report:?}"));
+                assert_eq!(
+                    report.failed,
+                    0,
+                    "{bad}: {report:?}\n{}",
+                    common::tail(&b.serve_log(), 40)
+                );
+                assert_eq!(
+                    st["stable_version"],
+                    "v2",
+                    "{st:#}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert_ne!(common::state(&st), "succeeded", "{bad}: {st:#}");
+                let left = b.wait_status("only v2 instances", |st| {
+                    st["instances"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|i| i["version"] == "v2")
+                });
+                assert_eq!(left["instances"].as_array().unwrap().len(), 3, "{left:#}");
+                let services = services_of(&owner);
+                assert_eq!(services.len(), 3, "{bad}: services left: {services:?}");
+                assert!(services.iter().all(|s| s.ends_with("-v2")), "{services:?}");
+            }
         }
         drop(b);
         // `serve --stop-instances` removed every service it made.

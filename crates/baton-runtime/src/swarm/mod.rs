@@ -130,7 +130,21 @@ pub struct SwarmRuntime {
     events: mpsc::UnboundedSender<RuntimeEvent>,
     /// Instances being stopped on purpose: their end is not reported.
     stopping: Arc<Mutex<HashSet<String>>>,
+    /// Held from picking a node to creating the service, so that instances started
+    /// together see each other's placement.
+    placing: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// A service of baton's: its name, labels and the node it is pinned to.
+struct Placed {
+    name: String,
+    instance: String,
+    version: String,
+    node: Option<String>,
+}
+
+/// The constraint that pins a service to one node.
+const PIN: &str = "node.id==";
 
 /// What a task is doing, read from the engine's raw answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -218,6 +232,7 @@ impl SwarmRuntime {
             spec: Arc::new(std::sync::RwLock::new(Arc::new(spec))),
             events,
             stopping: Arc::default(),
+            placing: Arc::default(),
         })
     }
 
@@ -564,10 +579,12 @@ impl SwarmRuntime {
     }
 
     /// Reports the instance as exited once its task stops running, unless baton is
-    /// stopping it. Polls (Swarm sends no task events).
-    fn watch(&self, instance: &str, task_id: &str) {
+    /// stopping it, and removes its service (its logs are read first). Polls (Swarm
+    /// sends no task events).
+    fn watch(&self, instance: &str, service: &str, task_id: &str) {
         let rt = self.clone();
         let instance = instance.to_string();
+        let service = service.to_string();
         let task_id = task_id.to_string();
         tokio::spawn(async move {
             loop {
@@ -597,6 +614,9 @@ impl SwarmRuntime {
                 }
                 let last_logs = rt.tail(&task_id, 20).await.unwrap_or_default();
                 tracing::warn!(%instance, task = %task_id, status = %view.describe(), "swarm task ended");
+                if let Err(e) = rt.remove_service(&service).await {
+                    tracing::warn!(%instance, %service, error = %e, "could not remove the service of an ended task");
+                }
                 let _ = rt.events.send(RuntimeEvent::Exited {
                     id: instance,
                     status: view.describe(),
@@ -633,8 +653,8 @@ impl SwarmRuntime {
         Ok(lines.into_iter().skip(skip).collect())
     }
 
-    /// baton's services of `app` (by label), as (name, instance label, version label).
-    async fn services_of(&self, app: &str) -> Result<Vec<(String, String, String)>, SwarmError> {
+    /// baton's services of `app` (by label).
+    async fn services_of(&self, app: &str) -> Result<Vec<Placed>, SwarmError> {
         let filters = HashMap::from([(
             "label",
             vec![
@@ -652,10 +672,22 @@ impl SwarmRuntime {
             .into_iter()
             .filter_map(|s| {
                 let spec = s.spec?;
+                let node = spec
+                    .task_template
+                    .as_ref()
+                    .and_then(|t| t.placement.as_ref())
+                    .and_then(|p| p.constraints.as_ref())
+                    .and_then(|c| {
+                        c.iter()
+                            .find_map(|c| c.strip_prefix(PIN).map(str::to_string))
+                    });
                 let labels = spec.labels?;
-                let instance = labels.get(LABEL_INSTANCE)?.clone();
-                let version = labels.get(LABEL_VERSION).cloned().unwrap_or_default();
-                Some((spec.name?, instance, version))
+                Some(Placed {
+                    instance: labels.get(LABEL_INSTANCE)?.clone(),
+                    version: labels.get(LABEL_VERSION).cloned().unwrap_or_default(),
+                    name: spec.name?,
+                    node,
+                })
             })
             .collect())
     }
@@ -691,26 +723,11 @@ impl SwarmRuntime {
         if ready.len() < 2 {
             return Ok(None);
         }
-        let names: Vec<String> = self
-            .services_of(app)
-            .await?
-            .into_iter()
-            .filter(|(_, _, v)| v == version)
-            .map(|(name, _, _)| name)
-            .collect();
+        // Counted from the services' own pins, which exist as soon as a service does
+        // (its task may not yet).
         let mut per_node: HashMap<String, usize> = HashMap::new();
-        if !names.is_empty() {
-            let filters = HashMap::from([
-                ("service", names),
-                ("desired-state", vec!["running".to_string()]),
-            ]);
-            let options = ListTasksOptionsBuilder::new().filters(&filters).build();
-            let tasks = self
-                .docker
-                .list_tasks(Some(options))
-                .await
-                .map_err(|e| self.api(&format!("list the tasks of app {app}"), e))?;
-            for node in tasks.into_iter().filter_map(|t| t.node_id) {
+        for placed in self.services_of(app).await? {
+            if let (true, Some(node)) = (placed.version == version, placed.node) {
                 *per_node.entry(node).or_default() += 1;
             }
         }
@@ -829,6 +846,7 @@ impl Runtime for SwarmRuntime {
         }
         let image = self.spec().image_for(&req.version);
         let mut body = self.service_spec(&req, &name, &image).await?;
+        let placing = self.placing.lock().await;
         if let Some(node) = self.pick_node(&req.app, &req.version).await? {
             if let Some(placement) = body
                 .task_template
@@ -838,7 +856,7 @@ impl Runtime for SwarmRuntime {
                 placement
                     .constraints
                     .get_or_insert_with(Vec::new)
-                    .push(format!("node.id=={node}"));
+                    .push(format!("{PIN}{node}"));
             }
         }
         let created = self
@@ -846,6 +864,7 @@ impl Runtime for SwarmRuntime {
             .create_service(body, None)
             .await
             .map_err(|e| self.api(&format!("create service {name}"), e))?;
+        drop(placing);
         let service_id = created.id.unwrap_or_else(|| name.clone());
         let (task_id, node_id, addr) = match self.wait_running(&req, &name).await {
             Ok(found) => found,
@@ -871,7 +890,7 @@ impl Runtime for SwarmRuntime {
                 image,
             },
         };
-        self.watch(&handle.id, &task_id);
+        self.watch(&handle.id, &name, &task_id);
         tracing::info!(app = %handle.app, version = %handle.version, instance = %handle.id, service = %name, task = %task_id, node = %node_id, %addr, "swarm service started");
         Ok(handle)
     }
@@ -917,7 +936,7 @@ impl Runtime for SwarmRuntime {
             None => false,
         };
         if running {
-            self.watch(&handle.id, task_id);
+            self.watch(&handle.id, name, task_id);
         }
         Ok(running)
     }
@@ -943,12 +962,12 @@ impl Runtime for SwarmRuntime {
     ) -> Result<Vec<String>, RuntimeError> {
         self.check().await?;
         let mut removed = Vec::new();
-        for (name, instance, _) in self.services_of(app).await? {
-            if known.contains(&instance) {
+        for placed in self.services_of(app).await? {
+            if known.contains(&placed.instance) {
                 continue;
             }
-            self.remove_service(&name).await?;
-            removed.push(name);
+            self.remove_service(&placed.name).await?;
+            removed.push(placed.name);
         }
         Ok(removed)
     }

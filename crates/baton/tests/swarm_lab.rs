@@ -32,7 +32,8 @@ use swarm_lab::*;
 fn main() {
     run(tests![
         three_nodes_serve_a_spread_service_reached_by_task_ips[&SWARM_LAB],
-        the_swarm_runtime_deploys_every_strategy_and_rolls_back_with_no_failed_request[&SWARM_LAB]
+        the_swarm_runtime_deploys_every_strategy_and_rolls_back_with_no_failed_request[&SWARM_LAB],
+        a_worker_or_a_closed_network_is_refused_with_the_fix_and_nothing_is_made[&SWARM_LAB]
     ]);
 }
 
@@ -564,4 +565,94 @@ fn the_swarm_runtime_deploys_every_strategy_and_rolls_back_with_no_failed_reques
         }
     }
     drop(anchor);
+}
+
+/// `baton serve` with `apps` and `DOCKER_HOST`, expected to refuse to start: its exit
+/// status and what it printed.
+fn serve_refused(apps: &str, docker_host: &str) -> (std::process::ExitStatus, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state");
+    let config = dir.path().join("baton.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = [\"127.0.0.1:{}\"]\n\n[admin]\nlisten = \"unix:{}/baton.sock\"\n\n[store]\npath = \"{}\"\n\n{apps}",
+            common::free_port(),
+            dir.path().display(),
+            store.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(common::BATON)
+        .args(["serve", "-c"])
+        .arg(&config)
+        .env("DOCKER_HOST", docker_host)
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        store.display().to_string(),
+    )
+}
+
+fn a_worker_or_a_closed_network_is_refused_with_the_fix_and_nothing_is_made() {
+    let lab = SwarmLab::up();
+    let manager = format!("unix://{}", manager_socket().display());
+    // An overlay that is not attachable: baton's proxies could not join it.
+    let closed = format!("baton-lab-closed-{}", std::process::id());
+    let rt = common::rt();
+    rt.block_on(async {
+        let docker = docker_common::client().await;
+        let request = bollard::models::NetworkCreateRequest {
+            name: closed.clone(),
+            driver: Some("overlay".into()),
+            attachable: Some(false),
+            labels: Some(HashMap::from([("baton-lab".into(), "1".into())])),
+            ..Default::default()
+        };
+        docker.create_network(request).await.unwrap();
+    });
+    let app = |network: &str| {
+        swarm_app("rolling").replace(
+            &format!("network = \"{OVERLAY}\""),
+            &format!("network = \"{network}\""),
+        )
+    };
+    let (status, stderr, owner) = serve_refused(&app(&closed), &manager);
+    let _ = std::process::Command::new("docker")
+        .args(["network", "rm", &closed])
+        .output();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("network \"{closed}\" is not attachable"))
+            && stderr.contains("--attachable"),
+        "{stderr}"
+    );
+    assert!(services_of(&owner).is_empty());
+
+    // A network that does not exist.
+    let (status, stderr, owner) = serve_refused(&app("baton-lab-nonesuch"), &manager);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("network \"baton-lab-nonesuch\" does not exist")
+            && stderr.contains("docker network create --driver overlay --attachable"),
+        "{stderr}"
+    );
+    assert!(services_of(&owner).is_empty());
+
+    // A worker's engine: only managers make services.
+    let worker = lab.worker_sockets()[0].clone();
+    let (status, stderr, owner) = serve_refused(
+        &swarm_app("rolling"),
+        &format!("unix://{}", worker.display()),
+    );
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is a swarm worker, not a manager") && stderr.contains("DOCKER_HOST"),
+        "{stderr}"
+    );
+    assert!(services_of(&owner).is_empty());
 }

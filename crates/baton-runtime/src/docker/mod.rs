@@ -226,41 +226,14 @@ impl DockerRuntime {
         )
     }
 
-    fn labels(&self, req: &StartRequest) -> HashMap<String, String> {
-        HashMap::from([
-            (LABEL_OWNER.to_string(), self.spec().owner.clone()),
-            (LABEL_APP.to_string(), req.app.clone()),
-            (LABEL_VERSION.to_string(), req.version.clone()),
-            (LABEL_INSTANCE.to_string(), req.id.clone()),
-        ])
-    }
-
     fn fill(&self, template: &str, req: &StartRequest) -> String {
-        template
-            .replace("{version}", &req.version)
-            .replace("{app}", &req.app)
-            .replace("{instance}", &req.id)
-            .replace("{port}", &self.spec().container_port.to_string())
+        fill(template, req, self.spec().container_port)
     }
 
     fn body(&self, req: &StartRequest, image: &str, host_port: Option<u16>) -> ContainerCreateBody {
         let spec = self.spec();
         let exposed = format!("{}/tcp", spec.container_port);
-        let mut env: Vec<String> = spec
-            .env
-            .iter()
-            .map(|(k, v)| format!("{k}={}", self.fill(v, req)))
-            .collect();
-        for (k, v) in [
-            ("PORT", spec.container_port.to_string()),
-            ("BATON_APP", req.app.clone()),
-            ("BATON_VERSION", req.version.clone()),
-            ("BATON_INSTANCE", req.id.clone()),
-        ] {
-            if !spec.env.contains_key(k) {
-                env.push(format!("{k}={v}"));
-            }
-        }
+        let env = instance_env(&spec.env, req, spec.container_port);
         let port_bindings = host_port.map(|p| {
             HashMap::from([(
                 exposed.clone(),
@@ -289,7 +262,7 @@ impl DockerRuntime {
                 .map(|argv| argv.iter().map(|a| self.fill(a, req)).collect()),
             env: Some(env),
             exposed_ports: Some(vec![exposed]),
-            labels: Some(self.labels(req)),
+            labels: Some(labels(&spec.owner, req)),
             stop_timeout: Some(secs(spec.stop_timeout)),
             host_config: Some(host_config),
             networking_config,
@@ -499,6 +472,49 @@ impl DockerRuntime {
         }
         Ok(addr)
     }
+}
+
+/// The labels of an instance's container or service.
+pub(crate) fn labels(owner: &str, req: &StartRequest) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_OWNER.to_string(), owner.to_string()),
+        (LABEL_APP.to_string(), req.app.clone()),
+        (LABEL_VERSION.to_string(), req.version.clone()),
+        (LABEL_INSTANCE.to_string(), req.id.clone()),
+    ])
+}
+
+/// `template` with `{version}` `{app}` `{instance}` `{port}` replaced.
+pub(crate) fn fill(template: &str, req: &StartRequest, port: u16) -> String {
+    template
+        .replace("{version}", &req.version)
+        .replace("{app}", &req.app)
+        .replace("{instance}", &req.id)
+        .replace("{port}", &port.to_string())
+}
+
+/// An instance's environment: `extra` (placeholders filled), then `PORT`, `BATON_APP`,
+/// `BATON_VERSION` and `BATON_INSTANCE` unless `extra` sets them.
+pub(crate) fn instance_env(
+    extra: &BTreeMap<String, String>,
+    req: &StartRequest,
+    port: u16,
+) -> Vec<String> {
+    let mut env: Vec<String> = extra
+        .iter()
+        .map(|(k, v)| format!("{k}={}", fill(v, req, port)))
+        .collect();
+    for (k, v) in [
+        ("PORT", port.to_string()),
+        ("BATON_APP", req.app.clone()),
+        ("BATON_VERSION", req.version.clone()),
+        ("BATON_INSTANCE", req.id.clone()),
+    ] {
+        if !extra.contains_key(k) {
+            env.push(format!("{k}={v}"));
+        }
+    }
+    env
 }
 
 /// `DOCKER_HOST` if set, else the usual local socket.

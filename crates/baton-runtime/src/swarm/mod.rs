@@ -21,7 +21,9 @@ mod error;
 
 pub use error::SwarmError;
 
-use crate::docker::{default_host, LABEL_APP, LABEL_INSTANCE, LABEL_OWNER, LABEL_VERSION};
+use crate::docker::{
+    default_host, fill, instance_env, labels, LABEL_APP, LABEL_INSTANCE, LABEL_OWNER, LABEL_VERSION,
+};
 use crate::{HandleDetail, InstanceHandle, Runtime, RuntimeError, RuntimeEvent, StartRequest};
 use async_trait::async_trait;
 use baton_core::{validate_app_name, validate_version, Millis};
@@ -318,23 +320,6 @@ impl SwarmRuntime {
         name.trim_matches('-').to_string()
     }
 
-    fn fill(&self, template: &str, req: &StartRequest) -> String {
-        template
-            .replace("{version}", &req.version)
-            .replace("{app}", &req.app)
-            .replace("{instance}", &req.id)
-            .replace("{port}", &self.spec().container_port.to_string())
-    }
-
-    fn labels(&self, req: &StartRequest) -> HashMap<String, String> {
-        HashMap::from([
-            (LABEL_OWNER.to_string(), self.spec().owner.clone()),
-            (LABEL_APP.to_string(), req.app.clone()),
-            (LABEL_VERSION.to_string(), req.version.clone()),
-            (LABEL_INSTANCE.to_string(), req.id.clone()),
-        ])
-    }
-
     /// The ids of the named secrets and configs, or which one is missing.
     async fn references(
         &self,
@@ -413,24 +398,10 @@ impl SwarmRuntime {
         image: &str,
     ) -> Result<ServiceSpec, SwarmError> {
         let spec = self.spec();
-        let mut env: Vec<String> = spec
-            .env
-            .iter()
-            .map(|(k, v)| format!("{k}={}", self.fill(v, req)))
-            .collect();
-        for (k, v) in [
-            ("PORT", spec.container_port.to_string()),
-            ("BATON_APP", req.app.clone()),
-            ("BATON_VERSION", req.version.clone()),
-            ("BATON_INSTANCE", req.id.clone()),
-        ] {
-            if !spec.env.contains_key(k) {
-                env.push(format!("{k}={v}"));
-            }
-        }
+        let env = instance_env(&spec.env, req, spec.container_port);
         let mounts: Vec<Mount> = spec.volumes.iter().filter_map(|v| mount(v)).collect();
         let (secrets, configs) = self.references().await?;
-        let labels = self.labels(req);
+        let labels = labels(&spec.owner, req);
         let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
         Ok(ServiceSpec {
             name: Some(name.to_string()),
@@ -439,10 +410,11 @@ impl SwarmRuntime {
                 container_spec: Some(TaskSpecContainerSpec {
                     image: Some(image.to_string()),
                     labels: Some(labels),
-                    args: spec
-                        .command
-                        .as_ref()
-                        .map(|argv| argv.iter().map(|a| self.fill(a, req)).collect()),
+                    args: spec.command.as_ref().map(|argv| {
+                        argv.iter()
+                            .map(|a| fill(a, req, spec.container_port))
+                            .collect()
+                    }),
                     env: Some(env),
                     mounts: (!mounts.is_empty()).then_some(mounts),
                     secrets: (!secrets.is_empty()).then_some(secrets),

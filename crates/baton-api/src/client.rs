@@ -172,6 +172,29 @@ impl AdminClient {
             .await
     }
 
+    /// `GET /v1/cluster/routes` on a controller's `[cluster] listen` (this client made
+    /// with the cluster token): the table it serves, at once when it is not the one at
+    /// `since`, else when it changes or after the controller's long-poll wait.
+    pub async fn cluster_routes(
+        &self,
+        since: crate::cluster::Since,
+    ) -> Result<baton_controller::fleet::RoutesFrame, ClientError> {
+        self.get(&format!(
+            "/v1/cluster/routes?epoch={}&generation={}",
+            since.epoch, since.generation
+        ))
+        .await
+    }
+
+    /// `POST /v1/cluster/report`: a proxy's counters and drains; the answer is the
+    /// controller's current position.
+    pub async fn cluster_report(
+        &self,
+        report: &baton_controller::fleet::ProxyReport,
+    ) -> Result<baton_controller::fleet::Position, ClientError> {
+        self.post("/v1/cluster/report", Some(report)).await
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call("GET", path, None).await
     }

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod cluster;
 mod router;
 mod serve;
 pub mod types;

@@ -16,6 +16,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use baton_config::StrategyKind;
+use baton_controller::fleet::ProxyView;
 use baton_controller::{ControlError, Controller, Op};
 use futures_util::Stream;
 use std::convert::Infallible;
@@ -113,6 +114,7 @@ fn controller_routes() -> OpenApiRouter<Ctl> {
         .routes(routes!(logs))
         .routes(routes!(plan))
         .routes(routes!(events))
+        .routes(routes!(cluster_proxies))
         .routes(routes!(metrics))
 }
 
@@ -289,6 +291,15 @@ async fn no_such_route(method: axum::http::Method, uri: axum::http::Uri) -> Resp
 ))]
 async fn list_apps(State(c): State<Ctl>) -> Json<Vec<AppStatus>> {
     Json(c.statuses())
+}
+
+/// The proxies on other nodes that follow this controller (`[cluster]`): the table each
+/// serves, when it last reported, what it counted.
+#[utoipa::path(get, path = "/v1/cluster/proxies", responses(
+    (status = 200, description = "Every proxy that reported since this controller started", body = Vec<ProxyView>),
+))]
+async fn cluster_proxies(State(c): State<Ctl>) -> Json<Vec<ProxyView>> {
+    Json(c.fleet().view(std::time::Instant::now()))
 }
 
 /// One app's status (`baton status APP --json`).

@@ -234,6 +234,11 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
             Takes::NeedsUpgrade,
         ),
         (
+            "cluster",
+            leaf_changes(&old.cluster, &new.cluster),
+            Takes::NeedsRestart,
+        ),
+        (
             "store",
             leaf_changes(&old.store, &new.store),
             Takes::NeedsRestart,

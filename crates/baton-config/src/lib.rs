@@ -31,8 +31,9 @@ pub use kinds::{AdminListen, RuntimeKind, StrategyKind};
 pub use locate::Places;
 pub use model::{
     parse_memory, parse_size, AccessLogFormatKind, AccessLogSection, AcmeSection, AdminSection,
-    AppConfig, AppTls, CertificateSection, CompressionSection, Config, DashboardSection,
-    OnDemandSection, ProxySection, PullPolicy, StoreSection, SwarmConfig, TlsSection, LETS_ENCRYPT,
+    AppConfig, AppTls, CertificateSection, ClusterSection, CompressionSection, Config,
+    DashboardSection, OnDemandSection, ProxySection, PullPolicy, StoreSection, SwarmConfig,
+    TlsSection, LETS_ENCRYPT,
 };
 
 use diagnose::Found;
@@ -150,6 +151,11 @@ fn resolve(raw: RawConfig, path: &Path) -> Config {
     admin.token_file = admin.token_file.map(|f| base_dir.join(f));
     let mut store = raw.store;
     store.path = base_dir.join(&store.path);
+    let mut cluster = raw.cluster;
+    if let Some(c) = cluster.as_mut() {
+        c.token_file = c.token_file.take().map(|f| base_dir.join(f));
+        c.routes_cache = c.routes_cache.take().map(|f| base_dir.join(f));
+    }
     let mut proxy = raw.proxy;
     if let Some(log) = proxy.access_log.as_mut().filter(|l| !l.is_stdout()) {
         log.path = base_dir.join(&log.path);
@@ -171,6 +177,7 @@ fn resolve(raw: RawConfig, path: &Path) -> Config {
         proxy,
         admin,
         dashboard: raw.dashboard,
+        cluster,
         store,
         apps,
         places: Places::default(),

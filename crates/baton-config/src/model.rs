@@ -31,6 +31,8 @@ pub struct Config {
     pub admin: AdminSection,
     /// The web dashboard, when the file has a `[dashboard]` section.
     pub dashboard: Option<DashboardSection>,
+    /// baton on several nodes, when the file has a `[cluster]` section.
+    pub cluster: Option<ClusterSection>,
     pub store: StoreSection,
     /// Apps by name (names are checked with `baton_core::validate_app_name`).
     pub apps: BTreeMap<String, AppConfig>,
@@ -349,6 +351,28 @@ pub struct AdminSection {
     pub token_file: Option<PathBuf>,
 }
 
+/// `[cluster]`: baton on several nodes. The controller (`baton serve`) serves its route
+/// table and takes the proxies' reports on `listen`; each proxy (`baton proxy`, the data
+/// plane alone) follows the first of `controllers` that answers, keeps serving its last
+/// table while none does, and reports its per-version metrics and drains back. Both
+/// sides prove themselves with the token in `token_file`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// The controller's address for proxies, e.g. `"0.0.0.0:9400"` (`baton serve`).
+    pub listen: Option<SocketAddr>,
+    /// Where a proxy finds the controller: `"HOST:PORT"` each, resolved at every
+    /// connection (a Swarm service name follows its task), tried in order.
+    pub controllers: Vec<String>,
+    /// A file holding the secret shared by the controller and its proxies. Required.
+    pub token_file: Option<PathBuf>,
+    /// A proxy's name in the controller's list (default: the host name and the pid).
+    pub name: Option<String>,
+    /// Where a proxy keeps the last table it received, so that after a restart it serves
+    /// it while no controller answers.
+    pub routes_cache: Option<PathBuf>,
+}
+
 /// `[dashboard]`: the web dashboard, served by baton itself. Its login is the admin
 /// token (`[admin] token_file`); a login makes a browser session (an HttpOnly cookie,
 /// and a CSRF token every action must carry).
@@ -589,6 +613,7 @@ pub(crate) struct RawConfig {
     pub proxy: ProxySection,
     pub admin: AdminSection,
     pub dashboard: Option<DashboardSection>,
+    pub cluster: Option<ClusterSection>,
     pub store: StoreSection,
     pub apps: BTreeMap<String, AppConfig>,
 }

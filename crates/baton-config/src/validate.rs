@@ -16,6 +16,7 @@ pub(crate) fn validate(raw: &RawConfig) -> Vec<Issue> {
     proxy(raw, &mut issues);
     admin(raw, &mut issues);
     dashboard(raw, &mut issues);
+    cluster(raw, &mut issues);
     for (name, app) in &raw.apps {
         validate_app::check(name, app, &mut issues);
     }
@@ -515,6 +516,67 @@ fn dashboard(raw: &RawConfig, issues: &mut Vec<Issue>) {
         d.session_lifetime,
         issues,
     );
+}
+
+fn cluster(raw: &RawConfig, issues: &mut Vec<Issue>) {
+    let Some(c) = &raw.cluster else {
+        return;
+    };
+    if c.token_file.is_none() {
+        issues.push((
+            key!["cluster"],
+            "the controller and its proxies prove themselves with a shared secret: add \
+             token_file = \"cluster.token\" (a file holding a secret, the same on every node) \
+             to [cluster]"
+                .to_string(),
+        ));
+    }
+    if c.listen.is_none() && c.controllers.is_empty() {
+        issues.push((
+            key!["cluster"],
+            "[cluster] needs listen = \"0.0.0.0:9400\" (where `baton serve` takes its proxies) \
+             or controllers = [\"controller-host:9400\"] (where `baton proxy` finds the \
+             controller), or both"
+                .to_string(),
+        ));
+    }
+    if let Some(addr) = c.listen {
+        let taken = raw.proxy.listen.contains(&addr)
+            || raw.proxy.tls_listen.contains(&addr)
+            || raw.admin.listen == AdminListen::Tcp(addr)
+            || raw.dashboard.as_ref().and_then(|d| d.listen) == Some(addr);
+        if taken {
+            issues.push((
+                key!["cluster", "listen"],
+                format!(
+                    "{addr} is already taken by the proxy, the admin API or the dashboard: \
+                     give [cluster] listen a port of its own"
+                ),
+            ));
+        }
+    }
+    for (i, target) in c.controllers.iter().enumerate() {
+        let port = target
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        if !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p != 0) {
+            issues.push((
+                key!["cluster", "controllers", i],
+                format!(
+                    "{target:?} is not HOST:PORT: write it as \"baton-controller:9400\" or \
+                     \"10.0.0.5:9400\" (the controller's [cluster] listen)"
+                ),
+            ));
+        }
+    }
+    if let Some(name) = &c.name {
+        if name.is_empty() || name.len() > 64 || name.chars().any(|ch| ch.is_control()) {
+            issues.push((
+                key!["cluster", "name"],
+                "a proxy's name is 1 to 64 printable characters, e.g. \"node2\"".to_string(),
+            ));
+        }
+    }
 }
 
 /// A duration that must be above zero.

@@ -744,3 +744,45 @@ fn every_problem_is_reported_at_once() {
     assert_eq!(problems[1].key.as_deref(), Some("apps.web.replicas"));
     assert_eq!(err.to_string(), lines.join("\n"));
 }
+
+#[test]
+fn the_cluster_needs_a_token_a_role_and_addresses_of_its_own() {
+    assert_error(
+        "[cluster]\nlisten = \"0.0.0.0:9400\"\n",
+        "1:2",
+        &["shared secret", "token_file = \"cluster.token\""],
+    );
+    assert_error(
+        "[cluster]\ntoken_file = \"c\"\n",
+        "1:2",
+        &[
+            "listen = \"0.0.0.0:9400\"",
+            "controllers = [\"controller-host:9400\"]",
+        ],
+    );
+    assert_error(
+        "[proxy]\nlisten = [\"127.0.0.1:9000\"]\n[cluster]\ntoken_file = \"c\"\nlisten = \"127.0.0.1:9000\"\n",
+        "5:1",
+        &["127.0.0.1:9000 is already taken", "a port of its own"],
+    );
+    assert_error(
+        "[cluster]\ntoken_file = \"c\"\ncontrollers = [\"ok:9400\", \"no-port\", \":9400\"]\n",
+        "3:27",
+        &["\"no-port\" is not HOST:PORT", "\":9400\" is not HOST:PORT"],
+    );
+    assert_error(
+        "[cluster]\ntoken_file = \"c\"\ncontrollers = [\"c:9400\"]\nname = \"\"\n",
+        "4:1",
+        &["1 to 64 printable characters"],
+    );
+    let cfg = parse(
+        "[cluster]\ntoken_file = \"c.token\"\ncontrollers = [\"baton-controller:9400\"]\nroutes_cache = \"routes.json\"\n",
+        Path::new("/srv/baton/baton.toml"),
+    )
+    .unwrap();
+    let c = cfg.cluster.unwrap();
+    // Paths are the file's directory's.
+    assert_eq!(c.token_file.unwrap(), Path::new("/srv/baton/c.token"));
+    assert_eq!(c.routes_cache.unwrap(), Path::new("/srv/baton/routes.json"));
+    assert_eq!(c.controllers, ["baton-controller:9400"]);
+}

@@ -4,6 +4,7 @@
 
 use crate::actor::{AppActor, DeployRequest, Msg, Op};
 use crate::driver::Driver;
+use crate::fleet::Fleet;
 use crate::model::{Event, HistoryEntry};
 use crate::plan::{self, PlanReport};
 use crate::recovery::recover;
@@ -49,6 +50,7 @@ pub(crate) struct Boot {
     metrics: Arc<MetricsRegistry>,
     events: broadcast::Sender<Event>,
     sampler: Arc<Sampler>,
+    fleet: Arc<Fleet>,
 }
 
 pub struct Controller {
@@ -61,6 +63,14 @@ pub struct Controller {
     /// Deploys and operator requests hold it shared; a reload holds it alone, so no
     /// rollout starts between the reload's checks and its changes.
     pub(crate) gate: tokio::sync::RwLock<()>,
+}
+
+/// This controller process among the ones a proxy may follow: the table stream's epoch.
+fn epoch() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 40)
 }
 
 /// How long `resume` waits for another process to release the store.
@@ -77,13 +87,15 @@ impl Controller {
     ) -> Result<Controller, ControlError> {
         let (events, _) = broadcast::channel(1024);
         let sampler = Arc::new(Sampler::default());
-        sampler::spawn(metrics.clone(), sampler.clone());
+        let fleet = Arc::new(Fleet::new(epoch()));
+        sampler::spawn(metrics.clone(), fleet.clone(), sampler.clone());
         let boot = Boot {
             config: RwLock::new(config.clone()),
             proxy,
             metrics,
             events,
             sampler,
+            fleet,
         };
         forward_passive_events(&boot.proxy, boot.events.clone());
         let (live, actors) = boot.go_live(store).await?;
@@ -394,8 +406,18 @@ impl Controller {
         &self.boot.metrics
     }
 
+    /// This process's proxy: what it serves is the table proxies on other nodes follow.
+    pub fn proxy(&self) -> &Proxy {
+        &self.boot.proxy
+    }
+
     pub fn sampler(&self) -> &Sampler {
         &self.boot.sampler
+    }
+
+    /// The proxies on other nodes that follow this controller (`[cluster]`).
+    pub fn fleet(&self) -> &Arc<Fleet> {
+        &self.boot.fleet
     }
 }
 
@@ -429,6 +451,7 @@ impl Boot {
             routes: RouteBook::new(self.proxy.clone(), routes_of(&config)),
             store,
             events: self.events.clone(),
+            fleet: self.fleet.clone(),
         });
         let mut apps = BTreeMap::new();
         let mut actors = Vec::new();

@@ -9,6 +9,7 @@ pub mod delivery;
 mod docker;
 mod driver;
 mod error;
+pub mod fleet;
 pub mod gates;
 pub mod model;
 pub mod plan;

@@ -247,7 +247,7 @@ fn plan(
 }
 
 /// The configuration in force after applying `new`: what a reload does not apply (the
-/// admin and store sections, the worker threads, passive ejection, a `[proxy.tls.acme]`
+/// admin, cluster and store sections, the worker threads, passive ejection, a `[proxy.tls.acme]`
 /// that was there already: the running ACME client keeps its settings) keeps its old
 /// value, so the next reload still reports it, and `resume` after a failed upgrade
 /// reopens the store in use.
@@ -255,6 +255,7 @@ fn in_force(old: &Config, new: &Config) -> Config {
     let mut cfg = new.clone();
     cfg.admin = old.admin.clone();
     cfg.store = old.store.clone();
+    cfg.cluster = old.cluster.clone();
     cfg.proxy.workers = old.proxy.workers;
     if old.proxy.tls.acme.is_some() {
         cfg.proxy.tls.acme = old.proxy.tls.acme.clone();

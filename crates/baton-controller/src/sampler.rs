@@ -1,6 +1,8 @@
 //! Keeps a short history of per-version metrics snapshots so the controller can report
-//! live rates and hand analysis windows of samples without touching the hot path.
+//! live rates and hand analysis windows of samples without touching the hot path. The
+//! samples are the fleet's: this process's proxy and the proxies on other nodes.
 
+use crate::fleet::Fleet;
 use baton_core::Millis;
 use baton_metrics::{MetricsRegistry, MetricsSnapshot};
 use std::collections::{BTreeMap, VecDeque};
@@ -20,10 +22,15 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Takes one sample of every version (called about once a second).
-    pub fn sample(&self, metrics: &MetricsRegistry, now: Millis) {
-        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+    /// Takes one sample of every version (called about once a second): what this
+    /// process's proxy counted plus what the proxies on other nodes reported.
+    pub fn sample(&self, metrics: &MetricsRegistry, fleet: &Fleet, now: Millis) {
+        let mut all = fleet.counters(std::time::Instant::now());
         for (app, version, snap) in metrics.snapshot_all() {
+            all.entry((app, version)).or_default().merge(&snap);
+        }
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        for ((app, version), snap) in all {
             let ring = series.entry((app, version)).or_default();
             ring.push_back((now, snap));
             while ring
@@ -66,13 +73,17 @@ impl Sampler {
     }
 }
 
-pub fn spawn(metrics: Arc<MetricsRegistry>, sampler: Arc<Sampler>) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    metrics: Arc<MetricsRegistry>,
+    fleet: Arc<Fleet>,
+    sampler: Arc<Sampler>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            sampler.sample(&metrics, Millis::now());
+            sampler.sample(&metrics, &fleet, Millis::now());
         }
     })
 }

@@ -156,6 +156,21 @@ impl Histogram {
         }
     }
 
+    /// Adds `other`'s samples to this histogram (bucket-wise, saturating): the sum of
+    /// what several proxies recorded for one version.
+    pub fn merge(&mut self, other: &Histogram) {
+        if other.counts.is_empty() {
+            return;
+        }
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS];
+        }
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine = mine.saturating_add(*theirs);
+        }
+        self.sum_micros = self.sum_micros.saturating_add(other.sum_micros);
+    }
+
     /// Records one value in microseconds (non-atomic; for tests and offline use).
     pub fn record(&mut self, micros: u64) {
         if self.counts.is_empty() {

@@ -145,6 +145,20 @@ impl MetricsSnapshot {
         }
     }
 
+    /// Adds `other` to this snapshot: counters and the latency histogram add, and so
+    /// does `in_flight` (requests in progress on either side). Several proxies' records
+    /// of one version, summed, are the fleet's.
+    pub fn merge(&mut self, other: &MetricsSnapshot) {
+        self.requests = self.requests.saturating_add(other.requests);
+        for (mine, theirs) in self.by_class.iter_mut().zip(other.by_class) {
+            *mine = mine.saturating_add(theirs);
+        }
+        self.in_flight = self.in_flight.saturating_add(other.in_flight);
+        self.bytes_in = self.bytes_in.saturating_add(other.bytes_in);
+        self.bytes_out = self.bytes_out.saturating_add(other.bytes_out);
+        self.latency.merge(&other.latency);
+    }
+
     /// Failed requests: 5xx plus requests that got no response.
     pub fn errors(&self) -> u64 {
         self.by_class[0] + self.by_class[5]
@@ -173,6 +187,28 @@ impl MetricsSnapshot {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_snapshots_add_every_counter_and_the_latencies() {
+        let (a, b) = (VersionMetrics::new(), VersionMetrics::new());
+        a.request_started();
+        a.request_finished(200, Duration::from_millis(2), 10, 100);
+        a.request_started();
+        b.request_started();
+        b.request_finished(503, Duration::from_millis(40), 0, 5);
+        b.request_started();
+        b.request_finished(200, Duration::from_millis(3), 1, 1);
+        let mut sum = a.snapshot();
+        sum.merge(&b.snapshot());
+        assert_eq!(sum.requests, 3);
+        assert_eq!(sum.by_class[2], 2);
+        assert_eq!(sum.by_class[5], 1);
+        assert_eq!(sum.in_flight, 1);
+        assert_eq!((sum.bytes_in, sum.bytes_out), (11, 106));
+        assert_eq!(sum.latency.count(), 3);
+        assert_eq!(sum.latency.sum_micros(), 45_000);
+        assert_eq!(sum.errors(), 1);
+    }
 
     #[test]
     fn classes() {

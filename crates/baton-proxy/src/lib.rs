@@ -287,6 +287,38 @@ impl Proxy {
             .map_or(0, |b| b.in_flight())
     }
 
+    /// Removed backends that still have requests (or upgraded connections) in flight,
+    /// with their counts: what a drain is still waiting for.
+    pub fn lingering(&self) -> Vec<(String, u64)> {
+        let mut registry = lock(&self.inner.registry);
+        registry.forget_idle();
+        registry
+            .lingering
+            .iter()
+            .map(|b| (b.id.to_string(), b.in_flight()))
+            .collect()
+    }
+
+    /// How many route snapshots this proxy has swapped in (a publish that changes
+    /// nothing does not count).
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(SeqCst)
+    }
+
+    /// Resolves once a snapshot later than generation `seen` is serving (at once if
+    /// one already is).
+    pub async fn published_since(&self, seen: u64) {
+        loop {
+            let notified = self.inner.published.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.generation() != seen {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Passive health signals (ejections / restorations) for the controller.
     pub fn subscribe_events(&self) -> broadcast::Receiver<PassiveEvent> {
         self.inner.passive.subscribe()

@@ -176,6 +176,7 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
         Cmd::Upgrade { timeout } => crate::upgrade::command(c, timeout.as_deref(), ctx.json).await,
         Cmd::Reload { dry_run } => crate::reload::command(ctx, dry_run).await,
         Cmd::Serve { .. }
+        | Cmd::Proxy
         | Cmd::Validate
         | Cmd::Demo { .. }
         | Cmd::SampleApp { .. }

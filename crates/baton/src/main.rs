@@ -6,6 +6,7 @@ mod access_log;
 mod client_cmds;
 mod dashboard;
 mod demo;
+mod follow;
 mod import_compose;
 mod reload;
 mod serve;
@@ -49,6 +50,10 @@ enum Cmd {
         #[arg(long)]
         stop_instances: bool,
     },
+    /// Run the proxy alone, following the route table of the controller named in
+    /// `[cluster] controllers` (baton on several nodes); it keeps serving its last table
+    /// while no controller answers.
+    Proxy,
     /// Deploy VERSION of APP and follow it; exits 0 only if it succeeded.
     Deploy {
         app: String,
@@ -203,7 +208,7 @@ fn main() -> ExitCode {
     }
     upgrade::remember_exe();
     // Before any thread exists: this takes variables out of the environment.
-    if matches!(cli.command, Cmd::Serve { .. }) {
+    if matches!(cli.command, Cmd::Serve { .. } | Cmd::Proxy) {
         systemd::take_from_env();
     }
     let inherited = match &cli.command {
@@ -252,7 +257,7 @@ fn main() -> ExitCode {
 /// the default here; `serve` itself then reports the problem.
 fn worker_threads(cli: &Cli) -> Option<usize> {
     match cli.command {
-        Cmd::Serve { .. } => baton_config::load(&cli.config)
+        Cmd::Serve { .. } | Cmd::Proxy => baton_config::load(&cli.config)
             .ok()
             .map(|c| c.proxy.workers)
             .filter(|&n| n > 0),
@@ -317,6 +322,7 @@ impl Failure {
 async fn run(cli: Cli, inherited: Option<upgrade::Inherited>) -> ExitCode {
     let result = match cli.command {
         Cmd::Serve { stop_instances } => serve::run(&cli.config, stop_instances, inherited).await,
+        Cmd::Proxy => follow::run(&cli.config).await,
         Cmd::Validate => client_cmds::validate(&cli.config, cli.json),
         Cmd::Demo { quick, keep, ports } => demo::run(demo::Options { quick, keep, ports }).await,
         Cmd::Import {

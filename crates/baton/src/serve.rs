@@ -296,62 +296,21 @@ async fn start_with(
     hooks: Hooks,
 ) -> Result<Running, Failure> {
     let handover = inherited.is_some();
-    let (mut old_proxy, old_admin, old_dashboard) = match inherited {
+    let (old_proxy, old_admin, old_dashboard, old_cluster) = match inherited {
         Some(i) => (
             std::mem::take(&mut i.proxy),
             i.admin.take(),
             i.dashboard.take(),
+            i.cluster.take(),
         ),
-        None => (Vec::new(), None, None),
+        None => (Vec::new(), None, None, None),
     };
     let store = open_store(config, handover).await?;
     let metrics = Arc::new(MetricsRegistry::new());
     let proxy = Proxy::new(proxy_config(config), metrics.clone());
     let access_log = crate::access_log::start(config, &proxy, &metrics)?;
-    let files = crate::tls::TlsFiles::of(config);
-    let tls_files = if files.certificates.is_empty() {
-        Arc::new(crate::tls::LoadedFiles::unread(files))
-    } else {
-        let set = files.clone();
-        let (table, print) = tokio::task::spawn_blocking(move || set.load())
-            .await
-            .map_err(|e| Failure::failed(format!("loading the certificates: {e}")))?
-            .map_err(Failure::usage)?;
-        files
-            .check_overlap(&table, &crate::tls::acme_name_sets(config))
-            .map_err(Failure::usage)?;
-        proxy.set_certificates(table);
-        // The watcher compares with the files as they were read here.
-        Arc::new(crate::tls::LoadedFiles { files, print })
-    };
-    let mut listeners = Vec::new();
-    let plain = config.proxy.listen.iter().map(|a| (a, Scheme::Http));
-    let tls = config.proxy.tls_listen.iter().map(|a| (a, Scheme::Https));
-    for (addr, scheme) in plain.chain(tls) {
-        let pos = old_proxy
-            .iter()
-            .position(|l| l.local_addr().is_ok_and(|a| a == *addr));
-        let l = match pos.map(|p| old_proxy.swap_remove(p)) {
-            Some(l) => l
-                .set_nonblocking(true)
-                .and_then(|()| tokio::net::TcpListener::from_std(l)),
-            None => tokio::net::TcpListener::bind(addr).await,
-        };
-        let l = l.map_err(|e| {
-            let key = if scheme == Scheme::Https {
-                "tls_listen"
-            } else {
-                "listen"
-            };
-            Failure::failed(format!(
-                "cannot listen on {addr} ({e}); change [proxy] {key} or stop what uses it"
-            ))
-        })?;
-        listeners.push((l, scheme));
-    }
-    for l in old_proxy {
-        tracing::info!(addr = ?l.local_addr().ok(), "inherited proxy listener no longer in [proxy] listen; closing it");
-    }
+    let tls_files = load_certificates(config, &proxy).await?;
+    let listeners = bind_proxy_listeners(config, old_proxy).await?;
     let addrs = |want: Scheme| {
         listeners
             .iter()
@@ -373,14 +332,7 @@ async fn start_with(
         let _ = acme.set(started);
     }
     let token = match &config.admin.token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .map_err(|e| {
-                    Failure::usage(format!("cannot read token_file {} ({e})", f.display()))
-                })?
-                .trim()
-                .to_string(),
-        ),
+        Some(f) => Some(read_secret(f, "[admin] token_file")?),
         None => None,
     };
     let (stop, stop_rx) = watch::channel(false);
@@ -439,6 +391,17 @@ async fn start_with(
         .await?;
         tasks.push(task);
     }
+    if let Some(task) = serve_cluster(
+        config,
+        old_cluster,
+        &controller,
+        &mut proxy_listeners.copies,
+        until_stop(stop_rx.clone()),
+    )
+    .await?
+    {
+        tasks.push(task);
+    }
     let keep_socket = Arc::new(AtomicBool::new(false));
     let admin = baton_api::serve_admin_on(
         admin_listener,
@@ -474,6 +437,125 @@ async fn start_with(
         keep_socket,
         access_log,
     })
+}
+
+/// A secret from a file (`[admin] token_file`, `[cluster] token_file`), trimmed; an
+/// empty one is refused (every caller would match it).
+pub(crate) fn read_secret(file: &Path, key: &str) -> Result<String, Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::usage(format!("cannot read {key} {} ({e})", file.display())))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(Failure::usage(format!(
+            "{key} {} is empty: write a secret into it, e.g. `openssl rand -hex 32 > {}`",
+            file.display(),
+            file.display()
+        )));
+    }
+    Ok(secret.to_string())
+}
+
+/// `[cluster] listen`: where proxies on other nodes follow this controller (on the
+/// listener handed over by the previous process after an upgrade, else bound now).
+async fn serve_cluster(
+    config: &Config,
+    inherited: Option<std::net::TcpListener>,
+    controller: &Arc<Controller>,
+    copies: &mut upgrade::Listeners,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Option<tokio::task::JoinHandle<()>>, Failure> {
+    let Some(cluster) = &config.cluster else {
+        return Ok(None);
+    };
+    let Some(addr) = cluster.listen else {
+        return Ok(None);
+    };
+    let Some(file) = &cluster.token_file else {
+        return Err(Failure::usage("[cluster] needs token_file"));
+    };
+    let token = read_secret(file, "[cluster] token_file")?;
+    let inherited = inherited.filter(|l| l.local_addr().is_ok_and(|a| a == addr));
+    let listener = match inherited {
+        Some(l) => l
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(l))
+            .map_err(|e| Failure::failed(format!("inherited cluster listener: {e}")))?,
+        None => tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Failure::failed(format!(
+                "cannot listen on {addr} for the cluster's proxies ({e}); change [cluster] \
+                 listen or stop what uses it"
+            ))
+        })?,
+    };
+    copies.add_cluster(&listener).map_err(|e| {
+        Failure::failed(format!("cannot keep a copy of the cluster listener ({e})"))
+    })?;
+    let router = baton_api::cluster::cluster_router(controller.clone(), &token);
+    tracing::info!(%addr, "proxies on other nodes follow this controller at {addr}");
+    Ok(Some(tokio::spawn(async move {
+        if let Err(error) = baton_api::cluster::serve_cluster(listener, router, stop).await {
+            tracing::error!(%error, "cluster listener stopped");
+        }
+    })))
+}
+
+/// Reads `[proxy.tls]`'s certificate files into `proxy` (none: nothing to read).
+pub(crate) async fn load_certificates(
+    config: &Config,
+    proxy: &Proxy,
+) -> Result<Arc<crate::tls::LoadedFiles>, Failure> {
+    let files = crate::tls::TlsFiles::of(config);
+    if files.certificates.is_empty() {
+        return Ok(Arc::new(crate::tls::LoadedFiles::unread(files)));
+    }
+    let set = files.clone();
+    let (table, print) = tokio::task::spawn_blocking(move || set.load())
+        .await
+        .map_err(|e| Failure::failed(format!("loading the certificates: {e}")))?
+        .map_err(Failure::usage)?;
+    files
+        .check_overlap(&table, &crate::tls::acme_name_sets(config))
+        .map_err(Failure::usage)?;
+    proxy.set_certificates(table);
+    // The watcher compares with the files as they were read here.
+    Ok(Arc::new(crate::tls::LoadedFiles { files, print }))
+}
+
+/// The listeners of `[proxy] listen` and `tls_listen`: taken from `inherited` (a
+/// handover) where the address matches, bound otherwise.
+pub(crate) async fn bind_proxy_listeners(
+    config: &Config,
+    mut inherited: Vec<std::net::TcpListener>,
+) -> Result<Vec<(tokio::net::TcpListener, Scheme)>, Failure> {
+    let mut listeners = Vec::new();
+    let plain = config.proxy.listen.iter().map(|a| (a, Scheme::Http));
+    let tls = config.proxy.tls_listen.iter().map(|a| (a, Scheme::Https));
+    for (addr, scheme) in plain.chain(tls) {
+        let pos = inherited
+            .iter()
+            .position(|l| l.local_addr().is_ok_and(|a| a == *addr));
+        let l = match pos.map(|p| inherited.swap_remove(p)) {
+            Some(l) => l
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(l)),
+            None => tokio::net::TcpListener::bind(addr).await,
+        };
+        let l = l.map_err(|e| {
+            let key = if scheme == Scheme::Https {
+                "tls_listen"
+            } else {
+                "listen"
+            };
+            Failure::failed(format!(
+                "cannot listen on {addr} ({e}); change [proxy] {key} or stop what uses it"
+            ))
+        })?;
+        listeners.push((l, scheme));
+    }
+    for l in inherited {
+        tracing::info!(addr = ?l.local_addr().ok(), "inherited proxy listener no longer in [proxy] listen; closing it");
+    }
+    Ok(listeners)
 }
 
 impl Running {
@@ -551,7 +633,7 @@ impl Running {
     }
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

@@ -5,7 +5,7 @@
 //! finishes its step and stores its record; the store is closed; instances keep running,
 //! the proxy keeps serving its current routes), then starts the binary now at the path it
 //! was started from, with the same arguments, in a process group of its own. The new
-//! process inherits the listening sockets (proxy, admin and dashboard) as file descriptors, named
+//! process inherits the listening sockets (proxy, admin, dashboard and cluster) as file descriptors, named
 //! in `BATON_UPGRADE_FDS`, opens the store, recovers — re-adopting the instances by pid
 //! and start time — starts accepting on the inherited sockets and writes `ready` on its
 //! stdout. Both processes accept on the same sockets for a moment, so no connection is
@@ -72,6 +72,8 @@ pub struct Inherited {
     pub admin: Option<InheritedAdmin>,
     /// `[dashboard] listen`'s listener.
     pub dashboard: Option<std::net::TcpListener>,
+    /// `[cluster] listen`'s listener.
+    pub cluster: Option<std::net::TcpListener>,
     /// The old process's stdout and stderr (raw, close-on-exec), taken over at `ready`.
     stdio: Option<(RawFd, RawFd)>,
 }
@@ -118,6 +120,7 @@ pub fn take_inherited() -> Result<Option<Inherited>, String> {
         proxy: Vec::new(),
         admin: None,
         dashboard: None,
+        cluster: None,
         stdio: None,
     };
     for item in spec.split(',').filter(|s| !s.is_empty()) {
@@ -140,6 +143,13 @@ pub fn take_inherited() -> Result<Option<Inherited>, String> {
             ),
             "dashboard" => {
                 out.dashboard = Some(
+                    fds.take_tcp_listener(idx)
+                        .map_err(wrong)?
+                        .ok_or_else(missing)?,
+                );
+            }
+            "cluster" => {
+                out.cluster = Some(
                     fds.take_tcp_listener(idx)
                         .map_err(wrong)?
                         .ok_or_else(missing)?,
@@ -225,6 +235,12 @@ impl Listeners {
     pub fn add_dashboard(&mut self, l: &tokio::net::TcpListener) -> std::io::Result<()> {
         self.fds
             .push(("dashboard", l.as_fd().try_clone_to_owned()?, None));
+        Ok(())
+    }
+
+    pub fn add_cluster(&mut self, l: &tokio::net::TcpListener) -> std::io::Result<()> {
+        self.fds
+            .push(("cluster", l.as_fd().try_clone_to_owned()?, None));
         Ok(())
     }
 

@@ -247,11 +247,18 @@ impl AppActor {
                 deployment,
                 versions,
             } => {
+                // What every proxy counted: this process's and the other nodes' (their
+                // last reports), each cumulative, so the judge's differences are the
+                // fleet's.
                 let metrics = self.shared.routes.proxy().metrics();
+                let fleet = self.shared.fleet.counters(std::time::Instant::now());
                 let snapshots: BTreeMap<_, _> = versions
                     .into_iter()
                     .map(|v| {
-                        let snap = metrics.snapshot(&self.core.name, &v).unwrap_or_default();
+                        let mut snap = metrics.snapshot(&self.core.name, &v).unwrap_or_default();
+                        if let Some(remote) = fleet.get(&(self.core.name.clone(), v.clone())) {
+                            snap.merge(remote);
+                        }
                         (v, snap)
                     })
                     .collect();
@@ -309,16 +316,26 @@ impl AppActor {
                 pre_stop,
             } => {
                 let proxy = self.shared.routes.proxy().clone();
+                let fleet = self.shared.fleet.clone();
                 let runtime = self.runtime.clone();
                 let app = self.core.name.clone();
                 self.tasks.spawn(async move {
                     let id = handle.id.clone();
+                    // The table without this instance is published already.
+                    let generation = proxy.generation();
                     if let Some(req) = pre_stop {
                         hooks::pre_stop(runtime.as_ref(), &app, &id, *req).await;
                     }
                     let report = proxy.drain(&id, drain).await;
                     if !report.completed {
                         tracing::warn!(%app, instance = %id, left = report.in_flight_at_deadline, "drain deadline reached");
+                    }
+                    // The proxies on other nodes: each must serve that table and have
+                    // nothing left on the instance (within what is left of the timeout).
+                    let rest = drain.saturating_sub(report.waited);
+                    let holding = fleet.drained(&id, generation, rest).await;
+                    if !holding.is_empty() {
+                        tracing::warn!(%app, instance = %id, proxies = ?holding, "drain deadline reached on other nodes' proxies");
                     }
                     if let Err(error) = runtime.stop(&handle).await {
                         tracing::warn!(%app, instance = %id, %error, "stopping instance failed");

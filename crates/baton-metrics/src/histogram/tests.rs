@@ -191,3 +191,30 @@ fn serde_rejects_unknown_bucket() {
         .to_string();
     assert!(err.contains("out of range"), "{err}");
 }
+
+#[test]
+fn merge_is_the_histogram_of_both_sets_of_samples() {
+    let (mut a, mut b, mut both) = (
+        Histogram::default(),
+        Histogram::default(),
+        Histogram::default(),
+    );
+    for v in [3, 70, 1_000, 250_000] {
+        a.record(v);
+        both.record(v);
+    }
+    for v in [3, 9_000, 5_000_000] {
+        b.record(v);
+        both.record(v);
+    }
+    let mut merged = a.clone();
+    merged.merge(&b);
+    assert_eq!(merged, both);
+    assert_eq!(merged.count(), 7);
+    // Merging into an empty histogram copies; merging an empty one changes nothing.
+    let mut empty = Histogram::default();
+    empty.merge(&a);
+    assert_eq!(empty, a);
+    a.merge(&Histogram::default());
+    assert_eq!(a, empty);
+}

@@ -1,0 +1,366 @@
+//! baton on several nodes (`[cluster]`): a controller (`baton serve` with `[cluster]
+//! listen`) and a proxy of its own process (`baton proxy`) that follows its route table,
+//! as they would run on two machines — here two processes on loopback. Load goes only
+//! through the second proxy, so what the controller knows of that traffic (the canary
+//! judge's verdict, the proxies' list) came from the proxy's reports.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use baton_loadgen::{Load, LoadSpec};
+use common::*;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "a-cluster-secret-for-tests";
+
+/// A `baton proxy` process following the controller at `cluster`.
+struct Follower {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    proxy: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Follower {
+    fn start(cluster: SocketAddr, token_file: &Path, apps: &str) -> Follower {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let text = format!(
+            "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\n\n[cluster]\ncontrollers = [\"{cluster}\"]\n\
+             token_file = \"{token}\"\nname = \"node2\"\nroutes_cache = \"{d}/routes.json\"\n\n{apps}",
+            token = token_file.display(),
+            d = dir.path().display(),
+        );
+        let config = dir.path().join("baton.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut f = Follower {
+            dir,
+            config,
+            proxy: format!("127.0.0.1:{port}").parse().unwrap(),
+            child: None,
+        };
+        f.spawn();
+        f
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("proxy.log"))
+            .unwrap();
+        let child = Command::new(BATON)
+            .args(["proxy", "-c"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    /// A GET of `/` for the app through this proxy: (status line, X-Version).
+    fn get(&self) -> Option<(String, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.proxy).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(
+            s,
+            "GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok()?;
+        let status = resp.lines().next()?.to_string();
+        let version = resp
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("x-version:")
+                    .map(|v| v.trim().to_string())
+            })
+            .unwrap_or_default();
+        Some((status, version))
+    }
+
+    /// Waits until this proxy answers `/` from `version`.
+    fn wait_serving(&mut self, version: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((status, v)) = self.get() {
+                if status.contains(" 200 ") && v == version {
+                    return;
+                }
+            }
+            if let Some(s) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("baton proxy exited with {s}: {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the proxy does not serve {version}: {}",
+                tail(&self.log(), 30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The proxies the controller lists (`GET /v1/cluster/proxies`).
+fn proxies(b: &Baton) -> Vec<Value> {
+    let body = admin_get(b, "/v1/cluster/proxies");
+    let json = body.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str::<Value>(json.trim())
+        .unwrap_or_else(|e| panic!("{e}: {body}"))
+        .as_array()
+        .cloned()
+        .unwrap()
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn load_through(addr: SocketAddr) -> LoadSpec {
+    LoadSpec {
+        clients: 4,
+        gap: Duration::from_millis(3),
+        ..LoadSpec::new(addr)
+    }
+}
+
+#[test]
+fn a_proxy_on_another_node_follows_reports_back_and_outlives_its_controller() {
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("cluster.token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let cluster: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // The judge needs 30 requests of each version per verdict; no request reaches the
+    // controller's own proxy in this test, so a pass can only come from the reports.
+    let apps = analysis_app_config(
+        "canary",
+        "",
+        r#"[{ weight = 30 }, { pause = "3s" }, { weight = 60 }, { pause = "3s" }]"#,
+        "interval = \"1s\"\nmin_requests = 30\nmax_error_rate = 0.05\nprogress_deadline = \"30s\"",
+    );
+    let controller_apps = format!(
+        "{apps}\n[cluster]\nlisten = \"{cluster}\"\ntoken_file = \"{}\"\n",
+        token_file.display()
+    );
+    let mut b = Baton::start(&controller_apps);
+    b.cli_ok(&["deploy", "web", "v1"], 0);
+    let mut f = Follower::start(cluster, &token_file, &apps);
+    f.wait_serving("v1");
+    let listed = wait_for("the proxy in the controller's list", || {
+        proxies(&b)
+            .into_iter()
+            .find(|p| p["name"] == "node2" && p["live"] == true)
+    });
+    assert!(
+        listed["serving"]["generation"].as_u64().unwrap() > 0,
+        "{listed}"
+    );
+
+    // A canary judged on the second proxy's traffic alone.
+    let rt = rt();
+    let load = rt.block_on(async { Load::start(load_through(f.proxy)) });
+    let out = b.cli_ok(&["deploy", "web", "v2"], 0);
+    let report = rt.block_on(load.stop());
+    assert_eq!(report.failed, 0, "{report:?}\n{}", tail(&f.log(), 30));
+    assert!(
+        report.by_version.get("v2").copied().unwrap_or(0) > 0,
+        "{report:?}"
+    );
+    let history = b.history();
+    let last = history.as_array().unwrap().last().unwrap();
+    assert_eq!(last["to_version"], "v2", "{last:#}");
+    assert_eq!(last["outcome"], "succeeded", "{out}\n{last:#}");
+    let analysis = last["analysis"].as_str().unwrap();
+    assert!(analysis.starts_with("pass:"), "{analysis}");
+    f.wait_serving("v2");
+    // The controller counted what the proxy served (its reports come every second).
+    let counted = wait_for("the proxy's count", || {
+        let n = proxies(&b).into_iter().find(|p| p["name"] == "node2")?["requests"].as_u64()?;
+        (n >= report.ok).then_some(n)
+    });
+    assert!(counted >= report.ok);
+
+    // The controller dies mid-canary (kill -9): the proxy keeps serving its last table,
+    // a restarted proxy serves it from its cache, and a new controller resumes the
+    // deployment (or rolls it back) with the proxy following it again.
+    let load = rt.block_on(async { Load::start(load_through(f.proxy)) });
+    b.cli_ok(&["deploy", "web", "v3", "--detach"], 0);
+    b.wait_status("v3 taking traffic", |st| {
+        st["weights"]["v3"].as_u64().unwrap_or(0) > 0
+            && st["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["version"] == "v3" && i["healthy"] == true)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    b.kill9();
+    std::thread::sleep(Duration::from_secs(2));
+    let during = rt.block_on(load.stop());
+    assert_eq!(during.failed, 0, "{during:?}\n{}", tail(&f.log(), 30));
+    assert!(
+        during.by_version.get("v3").copied().unwrap_or(0) > 0,
+        "{during:?}"
+    );
+    assert!(
+        f.log().contains("the last route table keeps serving"),
+        "{}",
+        tail(&f.log(), 20)
+    );
+
+    assert!(f.stop().success(), "{}", tail(&f.log(), 20));
+    f.spawn();
+    f.wait_serving("v2");
+    assert!(
+        f.log().contains("serving the cached route table"),
+        "{}",
+        tail(&f.log(), 20)
+    );
+
+    let load = rt.block_on(async { Load::start(load_through(f.proxy)) });
+    b.serve();
+    let st = b.wait_status("the deployment finished after the restart", |st| {
+        finished(st)
+    });
+    // Another deploy through the new controller, judged on the proxy's reports again.
+    let next = if st["stable_version"] == "v3" {
+        "v4"
+    } else {
+        "v3"
+    };
+    b.cli_ok(&["deploy", "web", next], 0);
+    let after = rt.block_on(load.stop());
+    assert_eq!(after.failed, 0, "{after:?}\n{}", tail(&f.log(), 30));
+    f.wait_serving(next);
+    let back = wait_for("the proxy following the new controller", || {
+        proxies(&b)
+            .into_iter()
+            .find(|p| p["name"] == "node2" && p["live"] == true)
+    });
+    assert!(back["requests"].as_u64().unwrap() > 0, "{back}");
+    assert!(f.stop().success(), "{}", tail(&f.log(), 20));
+}
+
+#[test]
+fn a_proxy_with_a_wrong_token_or_no_controller_is_refused_with_the_fix() {
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("cluster.token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let cluster: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let apps = app_config("rolling", 1, "");
+    let b = Baton::start(&format!(
+        "{apps}\n[cluster]\nlisten = \"{cluster}\"\ntoken_file = \"{}\"\n",
+        token_file.display()
+    ));
+    b.cli_ok(&["deploy", "web", "v1"], 0);
+
+    // A proxy with another secret gets nothing and says why; it never serves.
+    let wrong = token_dir.path().join("wrong.token");
+    std::fs::write(&wrong, "not-the-secret").unwrap();
+    let f = Follower::start(cluster, &wrong, &apps);
+    wait_for("the refusal in the proxy's log", || {
+        f.log().contains("refused this proxy's token").then_some(())
+    });
+    assert!(f.get().is_none(), "a proxy without a table must not accept");
+    assert!(proxies(&b).is_empty());
+    drop(f);
+
+    // The routes without the token: 401, and the answer names the fix.
+    let raw = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(cluster).unwrap();
+        write!(
+            s,
+            "GET /v1/cluster/routes HTTP/1.1\r\nHost: c\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    };
+    assert!(raw.starts_with("HTTP/1.1 401"), "{raw}");
+    assert!(raw.contains("[cluster] token_file"), "{raw}");
+
+    // `baton proxy` without controllers, or with an empty token file: refused at start.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("baton.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = [\"127.0.0.1:{}\"]\n\n{apps}",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BATON)
+        .args(["proxy", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("controllers = ["), "{err}");
+    let empty = dir.path().join("empty.token");
+    std::fs::write(&empty, "\n").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = [\"127.0.0.1:{}\"]\n\n[cluster]\ncontrollers = [\"{cluster}\"]\ntoken_file = \"{}\"\n\n{apps}",
+            free_port(),
+            empty.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BATON)
+        .args(["proxy", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is empty") && err.contains("openssl rand"),
+        "{err}"
+    );
+}

@@ -6,156 +6,17 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "common/follower.rs"]
+mod follower;
 
 use baton_loadgen::{Load, LoadSpec};
 use common::*;
-use serde_json::Value;
+use follower::{controller_section, proxies, wait_for, Follower};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const TOKEN: &str = "a-cluster-secret-for-tests";
-
-/// A `baton proxy` process following the controller at `cluster`.
-struct Follower {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    proxy: SocketAddr,
-    child: Option<Child>,
-}
-
-impl Follower {
-    fn start(cluster: SocketAddr, token_file: &Path, apps: &str) -> Follower {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let text = format!(
-            "[proxy]\nlisten = [\"127.0.0.1:{port}\"]\n\n[cluster]\ncontrollers = [\"{cluster}\"]\n\
-             token_file = \"{token}\"\nname = \"node2\"\nroutes_cache = \"{d}/routes.json\"\n\n{apps}",
-            token = token_file.display(),
-            d = dir.path().display(),
-        );
-        let config = dir.path().join("baton.toml");
-        std::fs::write(&config, text).unwrap();
-        let mut f = Follower {
-            dir,
-            config,
-            proxy: format!("127.0.0.1:{port}").parse().unwrap(),
-            child: None,
-        };
-        f.spawn();
-        f
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("proxy.log"))
-            .unwrap();
-        let child = Command::new(BATON)
-            .args(["proxy", "-c"])
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
-    }
-
-    /// A GET of `/` for the app through this proxy: (status line, X-Version).
-    fn get(&self) -> Option<(String, String)> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.proxy).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(
-            s,
-            "GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).ok()?;
-        let status = resp.lines().next()?.to_string();
-        let version = resp
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("x-version:")
-                    .map(|v| v.trim().to_string())
-            })
-            .unwrap_or_default();
-        Some((status, version))
-    }
-
-    /// Waits until this proxy answers `/` from `version`.
-    fn wait_serving(&mut self, version: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some((status, v)) = self.get() {
-                if status.contains(" 200 ") && v == version {
-                    return;
-                }
-            }
-            if let Some(s) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("baton proxy exited with {s}: {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the proxy does not serve {version}: {}",
-                tail(&self.log(), 30)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGTERM, and the exit status.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        child.wait().unwrap()
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// The proxies the controller lists (`GET /v1/cluster/proxies`).
-fn proxies(b: &Baton) -> Vec<Value> {
-    let body = admin_get(b, "/v1/cluster/proxies");
-    let json = body.split("\r\n\r\n").nth(1).unwrap_or_default();
-    serde_json::from_str::<Value>(json.trim())
-        .unwrap_or_else(|e| panic!("{e}: {body}"))
-        .as_array()
-        .cloned()
-        .unwrap()
-}
-
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn load_through(addr: SocketAddr) -> LoadSpec {
     LoadSpec {
@@ -179,11 +40,7 @@ fn a_proxy_on_another_node_follows_reports_back_and_outlives_its_controller() {
         r#"[{ weight = 30 }, { pause = "3s" }, { weight = 60 }, { pause = "3s" }]"#,
         "interval = \"1s\"\nmin_requests = 30\nmax_error_rate = 0.05\nprogress_deadline = \"30s\"",
     );
-    let controller_apps = format!(
-        "{apps}\n[cluster]\nlisten = \"{cluster}\"\ntoken_file = \"{}\"\n",
-        token_file.display()
-    );
-    let mut b = Baton::start(&controller_apps);
+    let mut b = Baton::start(&(apps.clone() + &controller_section(cluster, &token_file)));
     b.cli_ok(&["deploy", "web", "v1"], 0);
     let mut f = Follower::start(cluster, &token_file, &apps);
     f.wait_serving("v1");
@@ -289,10 +146,7 @@ fn a_proxy_with_a_wrong_token_or_no_controller_is_refused_with_the_fix() {
     std::fs::write(&token_file, TOKEN).unwrap();
     let cluster: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let apps = app_config("rolling", 1, "");
-    let b = Baton::start(&format!(
-        "{apps}\n[cluster]\nlisten = \"{cluster}\"\ntoken_file = \"{}\"\n",
-        token_file.display()
-    ));
+    let b = Baton::start(&(apps.clone() + &controller_section(cluster, &token_file)));
     b.cli_ok(&["deploy", "web", "v1"], 0);
 
     // A proxy with another secret gets nothing and says why; it never serves.

@@ -165,8 +165,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let command_line = format!("baton import compose {file} {chosen}");
     let toml = render::render(&[(&draft, &report)], &command_line);
     super::check_and_write(&toml, args.output.as_deref(), args.force)?;
-    if args.json {
-        let result = json!({
+    let result = args.json.then(|| {
+        json!({
             "file": file,
             "service": chosen,
             "app": draft.app,
@@ -175,20 +175,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "notes": report.notes,
             "current_version": report.current_version,
             "written": args.output,
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&result).unwrap_or_default()
-        );
-    } else {
-        if args.output.is_none() {
-            print!("{toml}");
-        }
-        eprint!(
-            "{}",
-            human_report(&file, &chosen, &draft, &report, args.output.as_deref())
-        );
-    }
+        })
+    });
+    let human = human_report(&file, &chosen, &draft, &report, args.output.as_deref());
+    super::emit(result, &toml, args.output.is_some(), &human);
     Ok(())
 }
 

@@ -162,6 +162,20 @@ fn check_and_write(toml: &str, output: Option<&Path>, force: bool) -> Result<(),
     }
 }
 
+/// Prints the result: the JSON document with `--json`, else the TOML on stdout (unless
+/// it was `written` to a file) and the report on stderr.
+fn emit(json: Option<serde_json::Value>, toml: &str, written: bool, human: &str) {
+    match json {
+        Some(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+        None => {
+            if !written {
+                print!("{toml}");
+            }
+            eprint!("{human}");
+        }
+    }
+}
+
 /// Writes the file; an existing one only with `--force`.
 fn write_output(out: &Path, toml: &str, force: bool) -> Result<(), Failure> {
     let shown = out.display();

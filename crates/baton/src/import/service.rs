@@ -735,12 +735,8 @@ fn network(svc: &Mapping, ctx: &Context, report: &mut Report, draft: &mut Draft)
         }
         return;
     }
-    let names: Vec<(String, Option<&Value>)> = match svc.get("networks") {
-        Some(Value::Sequence(s)) => s.iter().map(|n| (scalar(n), None)).collect(),
-        Some(Value::Mapping(m)) => m.iter().map(|(k, v)| (scalar(k), Some(v))).collect(),
-        _ => Vec::new(),
-    };
-    let Some((first, opts)) = names.first() else {
+    let names = networks_of(svc);
+    let Some((first, _)) = names.first() else {
         if !ctx.others.is_empty() {
             let (name, _) = engine_name(ctx.top_networks, "default", ctx.project);
             draft.network = Some((
@@ -759,18 +755,33 @@ fn network(svc: &Mapping, ctx: &Context, report: &mut Report, draft: &mut Draft)
     };
     let (name, _) = engine_name(ctx.top_networks, first, ctx.project);
     draft.network = Some((name.clone(), format!("compose network {first}")));
-    if let Some(Value::Mapping(o)) = opts {
+    skip_other_networks(&names, &name, report);
+}
+
+/// The service's `networks`, in order, each with its per-service options.
+pub fn networks_of(svc: &Mapping) -> Vec<(String, Option<&Value>)> {
+    match svc.get("networks") {
+        Some(Value::Sequence(s)) => s.iter().map(|n| (scalar(n), None)).collect(),
+        Some(Value::Mapping(m)) => m.iter().map(|(k, v)| (scalar(k), Some(v))).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Names the first network's per-service options and every network after it: baton
+/// attaches an app to one network, `kept`.
+pub fn skip_other_networks(names: &[(String, Option<&Value>)], kept: &str, report: &mut Report) {
+    if let Some((first, Some(Value::Mapping(o)))) = names.first() {
         for k in o.keys() {
             report.skip(
                 &format!("networks.{first}.{}", scalar(k)),
-                "per-container network options are not translated; instances get Docker's defaults on the network".into(),
+                "per-instance network options are not translated; instances get the network's defaults".into(),
             );
         }
     }
     for (other, _) in names.iter().skip(1) {
         report.skip(
             &format!("networks.{other}"),
-            format!("baton attaches an app to one network ({name})"),
+            format!("baton attaches an app to one network ({kept})"),
         );
     }
 }

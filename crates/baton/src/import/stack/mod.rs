@@ -155,8 +155,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let apps: Vec<(&Draft, &Report)> = imported.iter().map(|i| (&i.draft, &i.report)).collect();
     let toml = render::render(&apps, &command_line);
     super::check_and_write(&toml, args.output.as_deref(), args.force)?;
-    if args.json {
-        print_json(
+    let result = args.json.then(|| {
+        result_json(
             &file,
             &stack_name,
             &imported,
@@ -164,16 +164,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
             &notes,
             &toml,
             &args,
-        );
-    } else {
-        if args.output.is_none() {
-            print!("{toml}");
-        }
-        eprint!(
-            "{}",
-            human_report(&file, &imported, &left_out, &notes, args.output.as_deref())
-        );
-    }
+        )
+    });
+    let human = human_report(&file, &imported, &left_out, &notes, args.output.as_deref());
+    super::emit(result, &toml, args.output.is_some(), &human);
     Ok(())
 }
 
@@ -368,7 +362,7 @@ fn human_report(
     s
 }
 
-fn print_json(
+fn result_json(
     file: &str,
     stack: &str,
     imported: &[Imported],
@@ -376,7 +370,7 @@ fn print_json(
     notes: &[String],
     toml: &str,
     args: &Args,
-) {
+) -> serde_json::Value {
     let apps: Vec<_> = imported
         .iter()
         .map(|i| {
@@ -393,7 +387,7 @@ fn print_json(
         .iter()
         .map(|l| json!({"service": l.service, "why": l.why}))
         .collect();
-    let result = json!({
+    json!({
         "file": file,
         "stack": stack,
         "apps": apps,
@@ -401,11 +395,7 @@ fn print_json(
         "notes": notes,
         "toml": toml,
         "written": args.output,
-    });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&result).unwrap_or_default()
-    );
+    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! join, so it must be attachable), and its secrets and configs (mounted by name; the
 //! ones `docker stack deploy` would make from a file are named, not made).
 
-use super::super::service::{engine_name, is_external, scalar, Draft};
+use super::super::service::{
+    engine_name, is_external, networks_of, scalar, skip_other_networks, Draft,
+};
 use super::super::Report;
 use yaml_serde::{Mapping, Value};
 
@@ -30,33 +32,12 @@ pub fn network(
     report: &mut Report,
     draft: &mut Draft,
 ) -> String {
-    let names: Vec<(String, Option<&Value>)> = match svc.get("networks") {
-        Some(Value::Sequence(s)) => s.iter().map(|n| (scalar(n), None)).collect(),
-        Some(Value::Mapping(m)) => m.iter().map(|(k, v)| (scalar(k), Some(v))).collect(),
-        _ => Vec::new(),
-    };
-    let (first, opts) = names
+    let names = networks_of(svc);
+    let first = names
         .first()
-        .cloned()
-        .unwrap_or_else(|| ("default".into(), None));
+        .map_or_else(|| "default".to_string(), |(n, _)| n.clone());
     let (engine, _) = engine_name(stack.section("networks"), &first, stack.name);
-    if let Some(Value::Mapping(o)) = opts {
-        for k in o.keys() {
-            report.skip(
-                &format!("networks.{first}.{}", scalar(k)),
-                "per-task network options are not translated; tasks get Swarm's defaults on the network".into(),
-            );
-        }
-    }
-    for (other, _) in names.iter().skip(1) {
-        report.skip(
-            &format!("networks.{other}"),
-            format!(
-                "baton attaches an app's tasks to one overlay ({})",
-                given.unwrap_or(&engine)
-            ),
-        );
-    }
+    skip_other_networks(&names, given.unwrap_or(&engine), report);
     if let Some(n) = given {
         draft.network = Some((n.to_string(), "--network".into()));
         if n != engine {

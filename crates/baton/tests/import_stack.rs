@@ -306,6 +306,10 @@ fn bad_input_is_a_usage_error_and_writes_nothing() {
         ),
         (vec![fixture("no-port.yml")], "no service of"),
         (
+            vec![shop.clone(), "--network".into(), " ".into()],
+            "--network is empty",
+        ),
+        (
             vec![shop, "--stack".into(), "my stack".into()],
             "--stack \"my stack\"",
         ),

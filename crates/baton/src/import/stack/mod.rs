@@ -74,6 +74,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
         )));
     }
     let (chosen, explicit) = choose(&file, &names, &args.services)?;
+    if args.network.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(Failure::usage(
+            "--network is empty: name the attachable overlay the apps' tasks join",
+        ));
+    }
     let abs = std::path::absolute(&args.file)
         .map_err(|e| Failure::usage(format!("cannot resolve the path {file} ({e})")))?;
     let dir = abs.parent().unwrap_or(Path::new("/")).to_path_buf();

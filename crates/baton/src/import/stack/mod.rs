@@ -94,29 +94,82 @@ pub fn run(args: Args) -> Result<(), Failure> {
         name: &stack_name,
         top: &itop,
     };
+    let picked = Picked {
+        services,
+        chosen: &chosen,
+        explicit,
+    };
+    let (mut imported, left_out) =
+        import_services(&picked, &stack, &dir, args.network.as_deref(), &mut notes)?;
+    placeholder_hosts(&mut imported);
+    for v in &vars.missing {
+        notes.push(format!(
+            "variable {v} is not set in the environment: `docker stack deploy` would substitute an empty string (it reads no .env file), and so did this import"
+        ));
+    }
+
+    let command_line = command_line(&file, &args);
+    let apps: Vec<(&Draft, &Report)> = imported.iter().map(|i| (&i.draft, &i.report)).collect();
+    let toml = render::render(&apps, &command_line);
+    super::check_and_write(&toml, args.output.as_deref(), args.force)?;
+    let result = args.json.then(|| {
+        result_json(
+            &file,
+            &stack_name,
+            &imported,
+            &left_out,
+            &notes,
+            &toml,
+            &args,
+        )
+    });
+    let human = human_report(&file, &imported, &left_out, &notes, args.output.as_deref());
+    super::emit(result, &toml, args.output.is_some(), &human);
+    Ok(())
+}
+
+/// The services chosen from the file, as written (before interpolation).
+struct Picked<'a> {
+    services: &'a Mapping,
+    chosen: &'a [String],
+    /// Named with --service: a service that cannot be imported is an error, not left out.
+    explicit: bool,
+}
+
+/// Each chosen service as an app, or left in the stack when it has no port; what to know
+/// about each overlay goes into `notes` once.
+fn import_services(
+    picked: &Picked,
+    stack: &Stack,
+    dir: &Path,
+    network: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<Imported>, Vec<LeftOut>), Failure> {
+    let file = stack.file;
     let mut imported: Vec<Imported> = Vec::new();
     let mut left_out = Vec::new();
-    for name in &chosen {
-        let Some(Value::Mapping(raw)) = services.get(name.as_str()) else {
+    for name in picked.chosen {
+        let Some(Value::Mapping(raw)) = picked.services.get(name.as_str()) else {
             return Err(Failure::usage(format!(
                 "service {name:?} in {file} is not a mapping of settings"
             )));
         };
         if !raw.contains_key("image") {
-            return Err(build_only(&file, name, explicit));
+            return Err(build_only(file, name, picked.explicit));
         }
-        let svc = itop
+        let svc = stack
+            .top
             .get("services")
             .and_then(|s| s.get(name.as_str()))
             .and_then(Value::as_mapping)
             .cloned()
             .unwrap_or_default();
-        let (one, overlay) = translate(name, raw, &svc, &stack, &dir, args.network.as_deref())?;
+        let (one, overlay) = translate(name, raw, &svc, stack, dir, network)?;
         if one.draft.container_port.is_none() {
             let why = format!(
                 "no `ports`, `expose` or health check port, so not an HTTP app baton can route to; to import it, add `expose: [\"PORT\"]` to it in {file} and name it with --service {name}"
             );
-            if explicit {
+            if picked.explicit {
                 return Err(Failure::usage(format!("service {name:?}: {why}")));
             }
             left_out.push(LeftOut {
@@ -141,39 +194,21 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "no service of {file} says which port it listens on (`ports`, `expose` or a health check), so none is an app baton can route to: add `expose: [\"PORT\"]` to the HTTP services and name them with --service"
         )));
     }
-    placeholder_hosts(&mut imported);
-    for v in &vars.missing {
-        notes.push(format!(
-            "variable {v} is not set in the environment: `docker stack deploy` would substitute an empty string (it reads no .env file), and so did this import"
-        ));
-    }
+    Ok((imported, left_out))
+}
 
-    let mut command_line = format!("baton import stack {file}");
+/// The command line as given, for the file's first comment.
+fn command_line(file: &str, args: &Args) -> String {
+    let mut line = format!("baton import stack {file}");
     for s in &args.services {
-        command_line.push_str(&format!(" --service {s}"));
+        line.push_str(&format!(" --service {s}"));
     }
     for (flag, value) in [("--network", &args.network), ("--stack", &args.stack)] {
         if let Some(v) = value {
-            command_line.push_str(&format!(" {flag} {v}"));
+            line.push_str(&format!(" {flag} {v}"));
         }
     }
-    let apps: Vec<(&Draft, &Report)> = imported.iter().map(|i| (&i.draft, &i.report)).collect();
-    let toml = render::render(&apps, &command_line);
-    super::check_and_write(&toml, args.output.as_deref(), args.force)?;
-    let result = args.json.then(|| {
-        result_json(
-            &file,
-            &stack_name,
-            &imported,
-            &left_out,
-            &notes,
-            &toml,
-            &args,
-        )
-    });
-    let human = human_report(&file, &imported, &left_out, &notes, args.output.as_deref());
-    super::emit(result, &toml, args.output.is_some(), &human);
-    Ok(())
+    line
 }
 
 /// `docker stack deploy` reads version 3 files (and the compose specification, which

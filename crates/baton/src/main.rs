@@ -7,7 +7,7 @@ mod client_cmds;
 mod dashboard;
 mod demo;
 mod follow;
-mod import_compose;
+mod import;
 mod reload;
 mod serve;
 mod systemd;
@@ -188,6 +188,28 @@ enum ImportFrom {
         #[arg(long)]
         container_port: Option<u16>,
     },
+    /// The services of a compose v3 stack file (`docker stack deploy -c FILE`) become apps
+    /// on the swarm runtime; every key that could not be translated is named with the
+    /// reason.
+    Stack {
+        /// The stack file.
+        file: PathBuf,
+        /// A service to import (repeat for more; default: every service with a port).
+        #[arg(long = "service", value_name = "NAME")]
+        services: Vec<String>,
+        /// The attachable overlay network for every app, instead of the stack's networks.
+        #[arg(long, value_name = "OVERLAY")]
+        network: Option<String>,
+        /// The name the stack is deployed as (default: the file's directory name).
+        #[arg(long, value_name = "NAME")]
+        stack: Option<String>,
+        /// Write the config to this file instead of printing it.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Overwrite the -o file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -335,13 +357,32 @@ async fn run(cli: Cli, inherited: Option<upgrade::Inherited>) -> ExitCode {
                     app,
                     container_port,
                 },
-        } => import_compose::run(import_compose::Args {
+        } => import::compose::run(import::compose::Args {
             file,
             service,
             output,
             force,
             app,
             container_port,
+            json: cli.json,
+        }),
+        Cmd::Import {
+            from:
+                ImportFrom::Stack {
+                    file,
+                    services,
+                    network,
+                    stack,
+                    output,
+                    force,
+                },
+        } => import::stack::run(import::stack::Args {
+            file,
+            services,
+            network,
+            stack,
+            output,
+            force,
             json: cli.json,
         }),
         Cmd::SampleApp { .. } => Ok(()),

@@ -9,13 +9,15 @@
 #[path = "common/prerequisite.rs"]
 mod prerequisite;
 
+#[path = "common/import.rs"]
+mod import;
+
+use import::{assert_has, assert_refused, assert_validates, text, BATON};
 use prerequisite::{run, tests, Test, DOCKER_CLI};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const BATON: &str = env!("CARGO_BIN_EXE_baton");
 
 fn main() {
     run(tests![
@@ -31,59 +33,27 @@ fn main() {
 }
 
 fn fixture(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/compose")
-        .join(rel)
-        .display()
-        .to_string()
+    import::fixture("compose", rel)
 }
 
-/// Runs baton without the variables the fixtures interpolate, so the shell running the
-/// tests cannot change the result.
+/// The variables the fixtures interpolate, unset for every run.
+const COMPOSE_ENV: &[&str] = &[
+    "WAS_VERSION",
+    "WAS_BLUE_PORT",
+    "WAS_GREEN_PORT",
+    "COMPOSE_PROJECT_NAME",
+];
+
 fn baton(args: &[&str]) -> Output {
-    Command::new(BATON)
-        .args(args)
-        .env_remove("WAS_VERSION")
-        .env_remove("WAS_BLUE_PORT")
-        .env_remove("WAS_GREEN_PORT")
-        .env_remove("COMPOSE_PROJECT_NAME")
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Writes `toml` and checks it with `baton validate -c`.
-fn assert_validates(dir: &Path, toml: &str) -> PathBuf {
-    let p = dir.join("baton.toml");
-    std::fs::write(&p, toml).unwrap();
-    let out = baton(&["validate", "-c", p.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "validate failed: {}\n{toml}",
-        text(&out.stderr)
-    );
-    p
+    import::baton(args, COMPOSE_ENV)
 }
 
 fn import_json(args: &[&str]) -> Value {
-    let mut all = vec!["--json", "import", "compose"];
-    all.extend_from_slice(args);
-    let out = baton(&all);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    import::import_json("compose", args, COMPOSE_ENV)
 }
 
 fn untranslated(v: &Value) -> BTreeSet<String> {
-    v["untranslated"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["key"].as_str().unwrap().to_string())
-        .collect()
+    import::keys(&v["untranslated"])
 }
 
 fn seeds_002_blue_green_pair_needs_a_choice_and_says_it_is_one_app() {
@@ -111,18 +81,19 @@ fn seeds_002_was_blue_becomes_one_blue_green_app_that_validates() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(out.stdout.is_empty(), "-o writes the file, not stdout");
     let toml = std::fs::read_to_string(&out_file).unwrap();
-    for line in [
-        "[apps.was]",
-        "runtime = \"docker\"",
-        "image = \"pennyway/pennyway-was:{version}\"",
-        "container_port = 8080",
-        "strategy = \"blue_green\"",
-        "network = \"pennyway_default\"",
-        "listen = [\"0.0.0.0:8080\"]",
-        "TZ = \"Asia/Seoul\"",
-    ] {
-        assert!(toml.contains(line), "missing {line:?} in:\n{toml}");
-    }
+    assert_has(
+        &toml,
+        &[
+            "[apps.was]",
+            "runtime = \"docker\"",
+            "image = \"pennyway/pennyway-was:{version}\"",
+            "container_port = 8080",
+            "strategy = \"blue_green\"",
+            "network = \"pennyway_default\"",
+            "listen = [\"0.0.0.0:8080\"]",
+            "TZ = \"Asia/Seoul\"",
+        ],
+    );
     // The secret in .env is named, never copied.
     assert!(!toml.contains("not-a-real-secret"), "{toml}");
     assert!(
@@ -162,31 +133,32 @@ fn every_translatable_key_lands_and_the_rest_is_named() {
     let v = import_json(&[&fixture("full/compose.yaml"), "api"]);
     let toml = v["toml"].as_str().unwrap();
     let data_dir = fixture("full/data");
-    for line in [
-        "[apps.api]",
-        "image = \"registry.example.com:5000/shop/api:{version}\"",
-        "container_port = 8080",
-        "listen = [\"127.0.0.1:9000\"]",
-        "replicas = 2",
-        "network = \"shop-backend\"",
-        "command = \"./api --listen 0.0.0.0:8080 --name 'shop api'\"",
-        &format!("\"{data_dir}:/srv/data\""),
-        "\"shop_uploads:/srv/uploads:ro\"",
-        "memory = \"512MiB\"",
-        "cpus = 0.5",
-        "pull = \"missing\"",
-        "stop_timeout = \"90s\"",
-        "RUST_LOG = \"info\"",
-        "WORKERS = \"4\"",
-        "DEBUG = \"false\"",
-        "path = \"/healthz\"",
-        "interval = \"10s\"",
-        "timeout = \"3s\"",
-        "unhealthy = 5",
-        "startup_timeout = \"70s\"",
-    ] {
-        assert!(toml.contains(line), "missing {line:?} in:\n{toml}");
-    }
+    assert_has(
+        toml,
+        &[
+            "[apps.api]",
+            "image = \"registry.example.com:5000/shop/api:{version}\"",
+            "container_port = 8080",
+            "listen = [\"127.0.0.1:9000\"]",
+            "replicas = 2",
+            "network = \"shop-backend\"",
+            "command = \"./api --listen 0.0.0.0:8080 --name 'shop api'\"",
+            &format!("\"{data_dir}:/srv/data\""),
+            "\"shop_uploads:/srv/uploads:ro\"",
+            "memory = \"512MiB\"",
+            "cpus = 0.5",
+            "pull = \"missing\"",
+            "stop_timeout = \"90s\"",
+            "RUST_LOG = \"info\"",
+            "WORKERS = \"4\"",
+            "DEBUG = \"false\"",
+            "path = \"/healthz\"",
+            "interval = \"10s\"",
+            "timeout = \"3s\"",
+            "unhealthy = 5",
+            "startup_timeout = \"70s\"",
+        ],
+    );
     assert_eq!(v["current_version"], "2.3.1");
     let expected: BTreeSet<String> = [
         "build",
@@ -214,14 +186,15 @@ fn a_lone_blue_green_pair_is_imported_without_naming_a_service() {
     let v = import_json(&[&fixture("pair-only.yml")]);
     assert_eq!(v["app"], "app");
     let toml = v["toml"].as_str().unwrap();
-    for line in [
-        "image = \"myorg/app:{version}\"",
-        "container_port = 3000",
-        "strategy = \"blue_green\"",
-        "path = \"/ready\"",
-    ] {
-        assert!(toml.contains(line), "missing {line:?} in:\n{toml}");
-    }
+    assert_has(
+        toml,
+        &[
+            "image = \"myorg/app:{version}\"",
+            "container_port = 3000",
+            "strategy = \"blue_green\"",
+            "path = \"/ready\"",
+        ],
+    );
     assert!(untranslated(&v).is_empty(), "{v}");
     let dir = tempfile::tempdir().unwrap();
     assert_validates(dir.path(), toml);
@@ -264,7 +237,6 @@ fn existing_output_is_kept_unless_forced() {
 fn bad_input_is_a_usage_error_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out_file = dir.path().join("out.toml");
-    let o = out_file.to_str().unwrap();
     let cases: [(Vec<String>, &str); 4] = [
         (
             vec![fixture("bad.yml")],
@@ -278,14 +250,7 @@ fn bad_input_is_a_usage_error_and_writes_nothing() {
         (vec![fixture("no-port.yml")], "--container-port"),
     ];
     for (args, expect) in cases {
-        let mut all = vec!["import", "compose"];
-        all.extend(args.iter().map(String::as_str));
-        all.extend(["-o", o]);
-        let out = baton(&all);
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains(expect), "{args:?}: {err}");
-        assert!(!out_file.exists(), "{args:?} wrote a file");
+        assert_refused("compose", &args, expect, &out_file, COMPOSE_ENV);
     }
     // The fix the message names works.
     let v = import_json(&[&fixture("no-port.yml"), "--container-port", "7000"]);

@@ -1,15 +1,30 @@
 //! One compose service to one baton app: every key is either translated into a field of
-//! [`Draft`] or reported with the reason it was not.
+//! [`Draft`] or reported with the reason it was not. The keys that mean the same on the
+//! docker and the swarm runtime are read here for both; a stack's `deploy`, `networks`,
+//! `secrets` and `configs` are read by `stack/`.
 
 use super::text::{format_memory, format_ms, parse_docker_memory, parse_duration_ms};
 use super::Report;
 use std::path::{Component, Path, PathBuf};
 use yaml_serde::{Mapping, Value};
 
+/// Which runtime the app is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// `import compose`: containers on this engine.
+    Docker,
+    /// `import stack`: services on a swarm, behind baton instead of the routing mesh.
+    Swarm,
+}
+
 /// The app as it will be written.
 #[derive(Default)]
 pub struct Draft {
     pub app: String,
+    /// `"docker"` or `"swarm"`.
+    pub runtime: &'static str,
+    /// `hosts` and why they were chosen.
+    pub hosts: Option<(Vec<String>, String)>,
     /// `[proxy] listen` and the compose text it came from.
     pub listen: Option<(String, String)>,
     pub image: String,
@@ -26,6 +41,28 @@ pub struct Draft {
     pub pull: Option<&'static str>,
     pub stop_timeout: Option<String>,
     pub health: Health,
+    /// `[apps.APP.swarm]`.
+    pub swarm: Swarm,
+    /// `[apps.APP.rolling]`, when the source said how versions replace each other.
+    pub rolling: Option<Rolling>,
+}
+
+/// `[apps.APP.swarm]` as it will be written.
+#[derive(Default)]
+pub struct Swarm {
+    pub constraints: Vec<String>,
+    pub spread: Option<String>,
+    pub secrets: Vec<String>,
+    pub configs: Vec<String>,
+}
+
+/// `[apps.APP.rolling]` as it will be written: values as TOML text (`2`, `"100%"`).
+pub struct Rolling {
+    pub max_surge: String,
+    pub max_unavailable: String,
+    pub batch_pause: Option<String>,
+    /// What it was read from, for a comment.
+    pub source: String,
 }
 
 #[derive(Default)]
@@ -53,6 +90,7 @@ pub struct Context<'a> {
     pub others: Vec<String>,
     /// The image as written, before interpolation, to see where its tag came from.
     pub raw_image: Option<String>,
+    pub target: Target,
 }
 
 pub fn translate(
@@ -68,12 +106,9 @@ pub fn translate(
         "expose",
         "environment",
         "volumes",
-        "networks",
-        "network_mode",
         "command",
         "mem_limit",
         "cpus",
-        "deploy",
         "scale",
         "healthcheck",
         "pull_policy",
@@ -81,11 +116,19 @@ pub fn translate(
         "build",
         "env_file",
     ];
+    // Keys the caller reads (swarm) or that are read below (docker).
+    let own: &[&str] = match ctx.target {
+        Target::Docker => &["networks", "network_mode", "deploy"],
+        Target::Swarm => &["networks", "deploy", "secrets", "configs"],
+    };
     image(svc, ctx, report, draft);
-    ports(svc, report, draft)?;
+    ports(svc, ctx, report, draft)?;
     environment(svc, report, draft);
     volumes(svc, ctx, report, draft);
-    network(svc, ctx, report, draft);
+    if ctx.target == Target::Docker {
+        network(svc, ctx, report, draft);
+        deploy_keys(svc, report);
+    }
     if let Some(c) = svc.get("command") {
         draft.command = match c {
             Value::Sequence(items) => {
@@ -96,25 +139,9 @@ pub fn translate(
         };
     }
     resources(svc, report, draft);
-    healthcheck(svc, report, draft);
+    healthcheck(svc, ctx, report, draft);
     env_file(svc, ctx, report, draft);
-    if let Some(p) = svc.get("pull_policy") {
-        let p = scalar(p);
-        draft.pull = match p.as_str() {
-            "always" | "daily" | "weekly" => Some("always"),
-            "missing" | "if_not_present" => Some("missing"),
-            "never" => Some("never"),
-            _ => {
-                report.skip(
-                    "pull_policy",
-                    format!(
-                        "{p:?} has no baton equivalent (pull = never | missing | always); baton never builds"
-                    ),
-                );
-                None
-            }
-        };
-    }
+    pull_policy(svc, ctx, report, draft);
     if let Some(g) = svc.get("stop_grace_period") {
         match parse_duration_ms(&scalar(g)) {
             Ok(ms) => draft.stop_timeout = Some(format_ms(ms)),
@@ -123,12 +150,40 @@ pub fn translate(
     }
     for (k, _) in svc {
         let k = scalar(k);
-        if HANDLED.contains(&k.as_str()) || k.starts_with("x-") {
+        if HANDLED.contains(&k.as_str()) || own.contains(&k.as_str()) || k.starts_with("x-") {
             continue;
         }
         report.skip(&k, why_not(&k, ctx));
     }
     Ok(())
+}
+
+fn pull_policy(svc: &Mapping, ctx: &Context, report: &mut Report, draft: &mut Draft) {
+    let Some(p) = svc.get("pull_policy") else {
+        return;
+    };
+    let p = scalar(p);
+    if ctx.target == Target::Swarm {
+        report.skip(
+            "pull_policy",
+            format!("{p:?}: each node fetches the image itself when Swarm starts a task there, so baton's `pull` does not apply to the swarm runtime"),
+        );
+        return;
+    }
+    draft.pull = match p.as_str() {
+        "always" | "daily" | "weekly" => Some("always"),
+        "missing" | "if_not_present" => Some("missing"),
+        "never" => Some("never"),
+        _ => {
+            report.skip(
+                "pull_policy",
+                format!(
+                    "{p:?} has no baton equivalent (pull = never | missing | always); baton never builds"
+                ),
+            );
+            None
+        }
+    };
 }
 
 /// A scalar as compose would read it (numbers and booleans as text).
@@ -152,6 +207,11 @@ fn why_not(key: &str, ctx: &Context) -> String {
     } else {
         ctx.others.join(", ")
     };
+    if ctx.target == Target::Swarm {
+        if let Some(why) = why_not_on_swarm(key) {
+            return why.into();
+        }
+    }
     match key {
         "container_name" => "baton names each container itself (app, version, instance): two versions run side by side, so one fixed name would collide".into(),
         "depends_on" => format!("baton starts only this app; keep {stays} running with compose (or however you run them now) before `baton serve`"),
@@ -166,6 +226,22 @@ fn why_not(key: &str, ctx: &Context) -> String {
         "hostname" | "domainname" => "each instance gets Docker's default hostname; two versions share no fixed name".into(),
         _ => format!("baton has no key for `{key}`: set it in the image (Dockerfile) or keep this part outside baton"),
     }
+}
+
+/// The reasons that differ for a stack file: keys `docker stack deploy` ignores too, and
+/// what baton's swarm services do instead.
+fn why_not_on_swarm(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "container_name" => "`docker stack deploy` ignores it too; baton names each instance's service <app>-<seq>-<version>, as two versions run side by side",
+        "depends_on" => "`docker stack deploy` ignores it too; baton starts only its apps: keep the services they need in the stack",
+        "links" | "external_links" => "`docker stack deploy` ignores them too: the app reaches the stack's services by name on its overlay `network`",
+        "restart" => "`docker stack deploy` ignores it too (deploy.restart_policy is Swarm's); baton makes each service with restart condition none and replaces an exited task itself",
+        "network_mode" => "`docker stack deploy` ignores it too; baton's tasks join the overlay named in `network`",
+        "labels" => "baton sets its own container labels (baton.app, baton.version, baton.instance) and has no key for extra ones",
+        "logging" => "baton reads each task's output through the manager's Engine API (`baton logs`); the tasks keep the engine's default log driver",
+        "hostname" | "domainname" => "each task gets Swarm's default hostname (its container id); two versions share no fixed name",
+        _ => return None,
+    })
 }
 
 fn image(svc: &Mapping, ctx: &Context, report: &mut Report, draft: &mut Draft) {
@@ -261,6 +337,8 @@ struct PortMap {
     published: Option<String>,
     target: u16,
     udp: bool,
+    /// Long syntax `mode: host`: published on the task's node, not the routing mesh.
+    host_mode: bool,
 }
 
 fn parse_short_port(s: &str) -> Result<PortMap, String> {
@@ -289,6 +367,7 @@ fn parse_short_port(s: &str) -> Result<PortMap, String> {
         published: published.filter(|p| !p.is_empty()),
         target,
         udp: proto.eq_ignore_ascii_case("udp"),
+        host_mode: false,
     })
 }
 
@@ -305,13 +384,19 @@ fn parse_port(v: &Value) -> Result<PortMap, String> {
                 published: m.get("published").map(scalar).filter(|p| !p.is_empty()),
                 target,
                 udp: m.get("protocol").map(scalar).as_deref() == Some("udp"),
+                host_mode: m.get("mode").map(scalar).as_deref() == Some("host"),
             })
         }
         other => parse_short_port(&scalar(other)),
     }
 }
 
-fn ports(svc: &Mapping, report: &mut Report, draft: &mut Draft) -> Result<(), String> {
+fn ports(
+    svc: &Mapping,
+    ctx: &Context,
+    report: &mut Report,
+    draft: &mut Draft,
+) -> Result<(), String> {
     let list = |k: &str| match svc.get(k) {
         Some(Value::Sequence(s)) => s.clone(),
         _ => Vec::new(),
@@ -328,6 +413,10 @@ fn ports(svc: &Mapping, report: &mut Report, draft: &mut Draft) -> Result<(), St
         };
         if map.udp {
             report.skip(&key, format!("{text}: baton proxies HTTP over TCP only"));
+            continue;
+        }
+        if ctx.target == Target::Swarm {
+            swarm_port(&key, &text, &map, report, draft);
             continue;
         }
         match draft.container_port {
@@ -378,6 +467,39 @@ fn ports(svc: &Mapping, report: &mut Report, draft: &mut Draft) -> Result<(), St
         }
     }
     Ok(())
+}
+
+/// A stack's port: the target is the container port; a published port is Swarm's routing
+/// mesh (or, in host mode, the task's node), and baton takes that place.
+fn swarm_port(key: &str, text: &str, map: &PortMap, report: &mut Report, draft: &mut Draft) {
+    match draft.container_port {
+        None => {
+            draft.container_port = Some(map.target);
+            report.note(format!(
+                "ports {text}: the container port {} becomes container_port",
+                map.target
+            ));
+        }
+        Some(first) if first == map.target => {}
+        Some(first) => {
+            report.skip(
+                key,
+                format!("{text}: baton routes one container port per app ({first}); serve this one with a second app or keep it in the stack"),
+            );
+            return;
+        }
+    }
+    if let Some(published) = &map.published {
+        let via = if map.host_mode {
+            "on the node of each task (mode: host)"
+        } else {
+            "on every node through Swarm's routing mesh, which balances over the service VIP"
+        };
+        report.skip(
+            key,
+            format!("{text}: the stack publishes port {published} {via}; baton is the entry point instead: publish baton's own listener on {published} (e.g. `docker run -p {published}:8080` with [proxy] listen = [\"0.0.0.0:8080\"]), and baton routes to each task's overlay address"),
+        );
+    }
 }
 
 /// `env_file` is not copied (its values are often secrets that should not land in
@@ -456,20 +578,32 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
-/// The engine's name for a compose volume or network `name` declared in `top`.
-fn engine_name(top: Option<&Mapping>, name: &str, project: &str) -> (String, bool) {
+/// The engine's name for a volume, network, secret or config `name` declared in `top`,
+/// and whether it carries the project (stack) prefix.
+pub fn engine_name(top: Option<&Mapping>, name: &str, project: &str) -> (String, bool) {
     let decl = top.and_then(|t| t.get(name)).and_then(Value::as_mapping);
     if let Some(n) = decl.and_then(|d| d.get("name")).map(scalar) {
         return (n, false);
     }
-    if decl
-        .and_then(|d| d.get("external"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-    {
-        return (name.to_string(), false);
+    match decl.and_then(|d| d.get("external")) {
+        Some(Value::Bool(true)) => (name.to_string(), false),
+        // The version-3 form `external: { name: real }`.
+        Some(Value::Mapping(m)) => (
+            m.get("name").map_or_else(|| name.to_string(), scalar),
+            false,
+        ),
+        _ => (format!("{project}_{name}"), true),
     }
-    (format!("{project}_{name}"), true)
+}
+
+/// Whether a top-level declaration says the object exists already (`external: true` or
+/// `external: { name: ... }`).
+pub fn is_external(decl: &Mapping) -> bool {
+    match decl.get("external") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Mapping(_)) => true,
+        _ => false,
+    }
 }
 
 fn volumes(svc: &Mapping, ctx: &Context, report: &mut Report, draft: &mut Draft) {
@@ -563,12 +697,21 @@ fn volumes(svc: &Mapping, ctx: &Context, report: &mut Report, draft: &mut Draft)
         } else {
             let (name, prefixed) = engine_name(ctx.top_volumes, &source, ctx.project);
             if prefixed {
+                let who = match ctx.target {
+                    Target::Docker => "compose prefixes the project name",
+                    Target::Swarm => "the stack prefixes its name",
+                };
                 report.note(format!(
-                    "volume {source} is {name} on the engine (compose prefixes the project name), so the app keeps its data"
+                    "volume {source} is {name} on the engine ({who}), so the app keeps its data"
                 ));
             }
             name
         };
+        if ctx.target == Target::Swarm {
+            report.note(format!(
+                "volume {host}: on a swarm it is local to the node a task runs on (a bind path must exist there, a named volume is made there), as with `docker stack deploy`"
+            ));
+        }
         if !ro && draft.volumes.is_empty() {
             report.note(format!(
                 "volume {host} is mounted read-write by two versions at once during a deploy (blue/green, canary, rolling); use strategy = \"recreate\" if the app cannot share it"
@@ -592,12 +735,8 @@ fn network(svc: &Mapping, ctx: &Context, report: &mut Report, draft: &mut Draft)
         }
         return;
     }
-    let names: Vec<(String, Option<&Value>)> = match svc.get("networks") {
-        Some(Value::Sequence(s)) => s.iter().map(|n| (scalar(n), None)).collect(),
-        Some(Value::Mapping(m)) => m.iter().map(|(k, v)| (scalar(k), Some(v))).collect(),
-        _ => Vec::new(),
-    };
-    let Some((first, opts)) = names.first() else {
+    let names = networks_of(svc);
+    let Some((first, _)) = names.first() else {
         if !ctx.others.is_empty() {
             let (name, _) = engine_name(ctx.top_networks, "default", ctx.project);
             draft.network = Some((
@@ -616,18 +755,33 @@ fn network(svc: &Mapping, ctx: &Context, report: &mut Report, draft: &mut Draft)
     };
     let (name, _) = engine_name(ctx.top_networks, first, ctx.project);
     draft.network = Some((name.clone(), format!("compose network {first}")));
-    if let Some(Value::Mapping(o)) = opts {
+    skip_other_networks(&names, &name, report);
+}
+
+/// The service's `networks`, in order, each with its per-service options.
+pub fn networks_of(svc: &Mapping) -> Vec<(String, Option<&Value>)> {
+    match svc.get("networks") {
+        Some(Value::Sequence(s)) => s.iter().map(|n| (scalar(n), None)).collect(),
+        Some(Value::Mapping(m)) => m.iter().map(|(k, v)| (scalar(k), Some(v))).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Names the first network's per-service options and every network after it: baton
+/// attaches an app to one network, `kept`.
+pub fn skip_other_networks(names: &[(String, Option<&Value>)], kept: &str, report: &mut Report) {
+    if let Some((first, Some(Value::Mapping(o)))) = names.first() {
         for k in o.keys() {
             report.skip(
                 &format!("networks.{first}.{}", scalar(k)),
-                "per-container network options are not translated; instances get Docker's defaults on the network".into(),
+                "per-instance network options are not translated; instances get the network's defaults".into(),
             );
         }
     }
     for (other, _) in names.iter().skip(1) {
         report.skip(
             &format!("networks.{other}"),
-            format!("baton attaches an app to one network ({name})"),
+            format!("baton attaches an app to one network ({kept})"),
         );
     }
 }
@@ -671,32 +825,19 @@ fn resources(svc: &Mapping, report: &mut Report, draft: &mut Draft) {
             _ => report.skip(key, format!("{:?} is not a count of 1 or more", scalar(r))),
         }
     }
-    let Some(deploy) = deploy else { return };
+}
+
+/// `deploy:` read for the docker runtime: replicas and limits are taken (see
+/// [`resources`]), the rest is Swarm's and named.
+fn deploy_keys(svc: &Mapping, report: &mut Report) {
+    let Some(deploy) = svc.get("deploy").and_then(Value::as_mapping) else {
+        return;
+    };
     for (k, v) in deploy {
         let k = scalar(k);
         match k.as_str() {
             "replicas" => {}
-            "resources" => {
-                for (rk, rv) in v.as_mapping().into_iter().flatten() {
-                    let rk = scalar(rk);
-                    if rk == "limits" {
-                        for (lk, _) in rv.as_mapping().into_iter().flatten() {
-                            let lk = scalar(lk);
-                            if lk != "memory" && lk != "cpus" {
-                                report.skip(
-                                    &format!("deploy.resources.limits.{lk}"),
-                                    "baton limits memory and cpus only".into(),
-                                );
-                            }
-                        }
-                    } else {
-                        report.skip(
-                            &format!("deploy.resources.{rk}"),
-                            "baton sets limits only (memory, cpus), no reservations".into(),
-                        );
-                    }
-                }
-            }
+            "resources" => resources_not_translated(v, report),
             "update_config" | "rollback_config" => report.skip(
                 &format!("deploy.{k}"),
                 "baton's `strategy` (and its [apps.APP.rolling] / [apps.APP.blue_green] sections) decides how versions replace each other".into(),
@@ -709,6 +850,30 @@ fn resources(svc: &Mapping, report: &mut Report, draft: &mut Draft) {
                 &format!("deploy.{k}"),
                 "Swarm placement and mode are not translated (baton's docker runtime runs on this engine)".into(),
             ),
+        }
+    }
+}
+
+/// Names what `deploy.resources` holds besides the memory and cpus limits that
+/// [`resources`] reads.
+pub fn resources_not_translated(resources: &Value, report: &mut Report) {
+    for (rk, rv) in resources.as_mapping().into_iter().flatten() {
+        let rk = scalar(rk);
+        if rk != "limits" {
+            report.skip(
+                &format!("deploy.resources.{rk}"),
+                "baton sets limits only (memory, cpus), no reservations".into(),
+            );
+            continue;
+        }
+        for (lk, _) in rv.as_mapping().into_iter().flatten() {
+            let lk = scalar(lk);
+            if lk != "memory" && lk != "cpus" {
+                report.skip(
+                    &format!("deploy.resources.limits.{lk}"),
+                    "baton limits memory and cpus only".into(),
+                );
+            }
         }
     }
 }
@@ -757,7 +922,7 @@ fn parse_test(words: &[String]) -> Option<Probe> {
     }
 }
 
-fn healthcheck(svc: &Mapping, report: &mut Report, draft: &mut Draft) {
+fn healthcheck(svc: &Mapping, ctx: &Context, report: &mut Report, draft: &mut Draft) {
     let Some(hc) = svc.get("healthcheck").and_then(Value::as_mapping) else {
         report.note(format!(
             "no healthcheck: baton will probe GET / on port {}; set [apps.{}.health] path to the app's health URL",
@@ -816,13 +981,21 @@ fn healthcheck(svc: &Mapping, report: &mut Report, draft: &mut Draft) {
             }
             draft.health.source = Some(test_text);
         }
-        None => report.skip(
-            "healthcheck.test",
-            format!(
-                "`{test_text}` runs inside the container and baton probes from outside (HTTP path or TCP): set [apps.{}.health] path, or put the check in the image's HEALTHCHECK and set wait_healthcheck = true",
-                draft.app
-            ),
-        ),
+        None => {
+            let or = match ctx.target {
+                Target::Docker => {
+                    ", or put the check in the image's HEALTHCHECK and set wait_healthcheck = true"
+                }
+                Target::Swarm => " (baton probes every task at its overlay address)",
+            };
+            report.skip(
+                "healthcheck.test",
+                format!(
+                    "`{test_text}` runs inside the container and baton probes from outside (HTTP path or TCP): set [apps.{}.health] path{or}",
+                    draft.app
+                ),
+            )
+        }
     }
     let dur = |k: &str, report: &mut Report| -> Option<u64> {
         let v = hc.get(k)?;

@@ -1,19 +1,13 @@
 //! `baton import compose FILE [SERVICE]`: a docker-compose service becomes a
-//! `baton.toml` app on the docker runtime. Every compose key is either translated or
-//! named with the reason it was not, so nothing is dropped silently. `was_blue` /
-//! `was_green`-style twins (seeds/002) are recognised as one app deployed blue/green.
+//! `baton.toml` app on the docker runtime. `was_blue` / `was_green`-style twins are
+//! recognised as one app deployed blue/green.
 
-mod render;
-mod service;
-mod text;
-
+use super::service::{self, scalar, split_image, Context, Draft, Target};
+use super::text::{self, Vars};
+use super::{interpolate, render, FileKind, Report};
 use crate::Failure;
-use serde::Serialize;
 use serde_json::json;
-use service::{scalar, split_image, Context, Draft};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use text::Vars;
 use yaml_serde::{Mapping, Value};
 
 /// The command line of `baton import compose`.
@@ -27,48 +21,15 @@ pub struct Args {
     pub json: bool,
 }
 
-/// A compose key that has no translation, and why.
-#[derive(Debug, Serialize)]
-pub struct Skipped {
-    pub key: String,
-    pub why: String,
-}
-
-/// What the import could not carry over, and what the user should know.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub untranslated: Vec<Skipped>,
-    pub notes: Vec<String>,
-    /// The version compose runs now, to deploy first.
-    pub current_version: Option<String>,
-}
-
-impl Report {
-    fn skip(&mut self, key: &str, why: String) {
-        self.untranslated.push(Skipped {
-            key: key.to_string(),
-            why,
-        });
-    }
-    fn note(&mut self, s: String) {
-        self.notes.push(s);
-    }
-}
+const COMPOSE_FILE: FileKind = FileKind {
+    name: "compose file",
+    expected: "a docker-compose.yml",
+    check: "docker compose -f {file} config",
+};
 
 pub fn run(args: Args) -> Result<(), Failure> {
     let file = args.file.display().to_string();
-    let text = std::fs::read_to_string(&args.file).map_err(|e| {
-        Failure::usage(format!(
-            "cannot read compose file {file} ({e}): give the path of a docker-compose.yml"
-        ))
-    })?;
-    let mut root: Value = yaml_serde::from_str(&text).map_err(|e| {
-        Failure::usage(format!(
-            "{file} is not valid YAML: {e}; fix it (`docker compose -f {file} config` shows the same problem)"
-        ))
-    })?;
-    root.apply_merge()
-        .map_err(|e| Failure::usage(format!("{file}: cannot apply a `<<` merge key: {e}")))?;
+    let root = super::read_yaml(&args.file, &COMPOSE_FILE)?;
     let top = root.as_mapping().ok_or_else(|| {
         Failure::usage(format!(
             "{file} is not a compose file: expected a mapping with `services:`"
@@ -116,6 +77,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
 
     let mut report = Report::default();
     let mut draft = Draft {
+        runtime: "docker",
         strategy: "rolling",
         ..Draft::default()
     };
@@ -173,15 +135,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
         top_networks: top_networks.as_mapping(),
         others,
         raw_image,
+        target: Target::Docker,
     };
     let svc_map = svc.as_mapping().cloned().unwrap_or_default();
     service::translate(&svc_map, &ctx, &mut report, &mut draft).map_err(Failure::usage)?;
-    for u in &mut report.untranslated {
-        u.why = u
-            .why
-            .replace("[apps.APP", &format!("[apps.{}", draft.app))
-            .replace("deploy APP ", &format!("deploy {} ", draft.app));
-    }
+    report.name_app(&draft.app);
     match (draft.container_port, args.container_port) {
         (_, Some(0)) => {
             return Err(Failure::usage("--container-port must be from 1 to 65535"))
@@ -205,18 +163,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
 
     let command_line = format!("baton import compose {file} {chosen}");
-    let toml = render::render(&draft, &command_line, &report);
-    let target = args.output.as_deref().unwrap_or(Path::new("baton.toml"));
-    if let Err(e) = baton_config::parse(&toml, target) {
-        return Err(Failure::failed(format!(
-            "the generated config does not validate, so nothing was written:\n{e}\n--- generated text ---\n{toml}"
-        )));
-    }
-    if let Some(out) = &args.output {
-        write_output(out, &toml, args.force)?;
-    }
-    if args.json {
-        let result = json!({
+    let toml = render::render(&[(&draft, &report)], &command_line);
+    super::check_and_write(&toml, args.output.as_deref(), args.force)?;
+    let result = args.json.then(|| {
+        json!({
             "file": file,
             "service": chosen,
             "app": draft.app,
@@ -225,20 +175,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "notes": report.notes,
             "current_version": report.current_version,
             "written": args.output,
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&result).unwrap_or_default()
-        );
-    } else {
-        if args.output.is_none() {
-            print!("{toml}");
-        }
-        eprint!(
-            "{}",
-            human_report(&file, &chosen, &draft, &report, args.output.as_deref())
-        );
-    }
+        })
+    });
+    let human = human_report(&file, &chosen, &draft, &report, args.output.as_deref());
+    super::emit(result, &toml, args.output.is_some(), &human);
     Ok(())
 }
 
@@ -371,14 +311,7 @@ fn project_name(top: &Mapping, dir: &Path, vars: &mut Vars) -> String {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         });
-    let cleaned: String = raw
-        .to_ascii_lowercase()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-        .collect();
-    cleaned
-        .trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
+    super::project_from(&raw)
 }
 
 /// `--app`, else the twin pair's stem, else the service name, made a valid app name.
@@ -401,60 +334,13 @@ fn app_name(
             .unwrap_or_else(|| "app".into()),
         None => chosen.to_string(),
     };
-    let mut name: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .skip_while(|c| !c.is_ascii_alphanumeric())
-        .collect();
-    name.truncate(63);
+    let name = super::app_name_from(&base);
     baton_core::validate_app_name(&name).map_err(|e| {
         Failure::usage(format!(
             "cannot make an app name from service {chosen:?} ({e}): pass --app NAME"
         ))
     })?;
     Ok(name)
-}
-
-/// Compose interpolates every string of the file before reading it.
-fn interpolate(v: &mut Value, vars: &mut Vars) {
-    match v {
-        Value::String(s) => *s = vars.interpolate(s),
-        Value::Sequence(items) => items.iter_mut().for_each(|i| interpolate(i, vars)),
-        Value::Mapping(m) => m.values_mut().for_each(|i| interpolate(i, vars)),
-        Value::Tagged(t) => interpolate(&mut t.value, vars),
-        _ => {}
-    }
-}
-
-/// Writes the file; an existing one only with `--force`.
-fn write_output(out: &Path, toml: &str, force: bool) -> Result<(), Failure> {
-    let shown = out.display();
-    let mut f = if force {
-        std::fs::File::create(out)
-    } else {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(out)
-    }
-    .map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Failure::usage(format!(
-                "{shown} already exists: pass --force to overwrite it, or write elsewhere with -o"
-            ))
-        } else {
-            Failure::failed(format!("cannot create {shown} ({e})"))
-        }
-    })?;
-    f.write_all(toml.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Failure::failed(format!("cannot write {shown} ({e})")))
 }
 
 fn human_report(
@@ -469,20 +355,7 @@ fn human_report(
         draft.app,
         written.map_or(String::new(), |p| format!(" into {}", p.display()))
     );
-    for n in &report.notes {
-        s.push_str(&format!("  - {n}\n"));
-    }
-    if report.untranslated.is_empty() {
-        s.push_str("every key was translated\n");
-    } else {
-        s.push_str(&format!(
-            "not translated ({}):\n",
-            report.untranslated.len()
-        ));
-        for u in &report.untranslated {
-            s.push_str(&format!("  - {}: {}\n", u.key, u.why));
-        }
-    }
+    s.push_str(&report.lines());
     let config = written.map_or("baton.toml".to_string(), |p| p.display().to_string());
     s.push_str(&format!(
         "next: baton validate -c {config} && baton serve -c {config}, then baton deploy {} {}\n",

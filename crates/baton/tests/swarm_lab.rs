@@ -8,6 +8,8 @@
 mod common;
 #[path = "common/docker.rs"]
 mod docker_common;
+#[path = "common/follower.rs"]
+mod follower;
 #[path = "common/prerequisite.rs"]
 mod prerequisite;
 #[path = "common/swarm_lab.rs"]
@@ -330,21 +332,38 @@ impl Drop for ServiceGuard {
     }
 }
 
-/// A container on the machine's default bridge (so this host reaches it) that is also
-/// attached to the lab's overlay: baton runs in its network namespace and so reaches the
-/// tasks on every node by their overlay addresses, as a baton container would on a real
-/// swarm. Removed on drop.
+/// A container attached to the lab's overlay, in whose network namespace a baton process
+/// runs (`nsenter --net=`) and so reaches the tasks on every node by their overlay
+/// addresses, as a baton container would on a real swarm. On the manager it is also on the
+/// machine's default bridge, so this host reaches it; on a worker (whose engine has no
+/// bridge) only the overlay reaches it. Removed on drop.
 struct Anchor {
     id: String,
     pid: i64,
+    /// Its address on the default bridge (the manager's anchor), else on the overlay.
     ip: std::net::IpAddr,
+    /// Its address on the overlay.
+    overlay_ip: std::net::IpAddr,
+    /// The worker engine it runs on (`None`: the manager's).
+    engine: Option<std::path::PathBuf>,
 }
 
 impl Anchor {
     async fn start(docker: &Docker, name: &str) -> Anchor {
+        Anchor::start_on(docker, None, name).await
+    }
+
+    /// On the node of `engine` (a worker's socket; `None`: the manager).
+    async fn start_on(docker: &Docker, engine: Option<std::path::PathBuf>, name: &str) -> Anchor {
+        let on_worker = engine.is_some();
         let body = ContainerCreateBody {
             image: Some(IMAGE.to_string()),
             labels: Some(HashMap::from([("baton-lab-test".into(), "1".into())])),
+            // A worker has no bridge: it joins the overlay at creation.
+            host_config: on_worker.then(|| HostConfig {
+                network_mode: Some(OVERLAY.to_string()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::new().name(name).build();
@@ -353,31 +372,39 @@ impl Anchor {
             .await
             .unwrap()
             .id;
-        let anchor = |pid, ip| Anchor {
+        let unspecified = std::net::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED);
+        let mut a = Anchor {
             id: id.clone(),
-            pid,
-            ip,
+            pid: 0,
+            ip: unspecified,
+            overlay_ip: unspecified,
+            engine,
         };
-        let mut a = anchor(0, std::net::Ipv4Addr::UNSPECIFIED.into());
         docker.start_container(&id, None).await.unwrap();
-        let connect = bollard::models::NetworkConnectRequest {
-            container: id.clone(),
-            ..Default::default()
-        };
-        docker.connect_network(OVERLAY, connect).await.unwrap();
+        if !on_worker {
+            let connect = bollard::models::NetworkConnectRequest {
+                container: id.clone(),
+                ..Default::default()
+            };
+            docker.connect_network(OVERLAY, connect).await.unwrap();
+        }
         let c = docker.inspect_container(&id, None).await.unwrap();
         a.pid = c.state.and_then(|s| s.pid).unwrap();
         let networks = c.network_settings.and_then(|n| n.networks).unwrap();
-        a.ip = networks["bridge"]
-            .ip_address
-            .as_deref()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(
-            networks.contains_key(OVERLAY),
-            "anchor not on {OVERLAY}: {networks:?}"
-        );
+        let ip_on = |net: &str| -> std::net::IpAddr {
+            networks
+                .get(net)
+                .and_then(|e| e.ip_address.as_deref())
+                .unwrap_or_else(|| panic!("anchor {name} not on {net}: {networks:?}"))
+                .parse()
+                .unwrap()
+        };
+        a.overlay_ip = ip_on(OVERLAY);
+        a.ip = if on_worker {
+            a.overlay_ip
+        } else {
+            ip_on("bridge")
+        };
         a
     }
 
@@ -388,9 +415,11 @@ impl Anchor {
 
 impl Drop for Anchor {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", &self.id])
-            .output();
+        let mut docker = std::process::Command::new("docker");
+        if let Some(engine) = &self.engine {
+            docker.arg("-H").arg(format!("unix://{}", engine.display()));
+        }
+        let _ = docker.args(["rm", "-f", &self.id]).output();
     }
 }
 
@@ -472,25 +501,96 @@ fn the_swarm_runtime_deploys_every_strategy_and_rolls_back_with_no_failed_reques
     phase("lab up, images on every node");
     let rt = common::rt();
     let anchor_name = format!("baton-lab-anchor-{}", std::process::id());
-    let anchor = rt.block_on(async {
+    // baton's controller and first proxy on node1 (the manager), a second proxy
+    // (`baton proxy`) on node2 following it; load from this host to the first and from
+    // node1's anchor over the overlay to the second.
+    let worker = lab.worker_sockets()[0].clone();
+    let (anchor, anchor2) = rt.block_on(async {
         let docker = docker_common::client().await;
-        Anchor::start(&docker, &anchor_name).await
+        let first = Anchor::start(&docker, &anchor_name).await;
+        let engine =
+            Docker::connect_with_unix(&worker.to_string_lossy(), 60, bollard::API_DEFAULT_VERSION)
+                .unwrap();
+        let second = Anchor::start_on(
+            &engine,
+            Some(worker.clone()),
+            &format!("{anchor_name}-node2"),
+        )
+        .await;
+        (first, second)
     });
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secrets.path().join("cluster.token");
+    std::fs::write(&token, "swarm-lab-cluster-secret").unwrap();
+    phase("anchors on node1 and node2");
+    let load_spec = |addr| baton_loadgen::LoadSpec {
+        clients: 4,
+        gap: Duration::from_millis(3),
+        ..baton_loadgen::LoadSpec::new(addr)
+    };
     let node_ids: BTreeSet<String> = lab.nodes().iter().map(|n| n.id.clone()).collect();
 
     for strategy in ["rolling", "blue_green", "canary", "recreate"] {
-        let b = common::Baton::start_in_netns(
+        let cluster_port = common::free_port();
+        let apps = swarm_app(strategy);
+        let mut b = common::Baton::start_in_netns(
             anchor.netns(),
             anchor.ip,
             common::free_port(),
-            &swarm_app(strategy),
+            &(apps.clone()
+                + &follower::controller_section(
+                    format!("0.0.0.0:{cluster_port}").parse().unwrap(),
+                    &token,
+                )),
         );
         let owner = b.store_path();
-        // Recreate stops v1 before v2 runs: requests wait in the proxy (hold mode), so a
-        // client sees no error there either.
-        let (report, st) =
-            common::deploy_v2_under_load(&b, strategy, 3, baton_loadgen::Profile::KeepAlive);
-        phase(&format!("{strategy}: v1 -> v2, {report:?}"));
+        let port2 = common::free_port();
+        let mut f = follower::Follower::start_full(
+            Some(anchor2.netns()),
+            format!("0.0.0.0:{port2}").parse().unwrap(),
+            std::net::SocketAddr::new(anchor2.overlay_ip, port2),
+            &format!("{}:{cluster_port}", anchor.overlay_ip),
+            &token,
+            &apps,
+        );
+        b.cli_ok(&["deploy", "web", "v1"], 0);
+        f.wait_serving("v1");
+        // Recreate stops v1 before v2 runs: requests wait in the proxies (hold mode), so
+        // a client sees no error there either.
+        let load = rt.block_on(async { baton_loadgen::Load::start(load_spec(b.proxy)) });
+        let load2 = follower::NetnsLoad::start(Some(anchor.netns()), load_spec(f.proxy));
+        std::thread::sleep(Duration::from_millis(300));
+        b.cli_ok(&["deploy", "web", "v2"], 0);
+        std::thread::sleep(Duration::from_millis(300));
+        let report = rt.block_on(load.stop());
+        let report2 = load2.stop();
+        phase(&format!(
+            "{strategy}: v1 -> v2, through node1's proxy {report:?}, through node2's proxy {report2:?}"
+        ));
+        for (which, r) in [("node1's proxy", &report), ("node2's proxy", &report2)] {
+            assert_eq!(
+                r.failed,
+                0,
+                "{strategy}, {which}: {r:?}\n{}\n{}",
+                common::tail(&b.serve_log(), 40),
+                common::tail(&f.log(), 20)
+            );
+            assert!(
+                r.by_version.get("v2").copied().unwrap_or(0) > 0,
+                "{which}: {r:?}"
+            );
+        }
+        let st = b.wait_status("old instances gone", |st| {
+            st["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|i| i["version"] == "v2")
+        });
+        assert_eq!(st["stable_version"], "v2");
+        assert_eq!(common::state(&st), "succeeded", "{st:#}");
+        assert_eq!(st["instances"].as_array().unwrap().len(), 3, "{st:#}");
+        f.wait_serving("v2");
         // Each instance is a service of baton's with one running task on a lab node.
         let services = services_of(&owner);
         assert_eq!(services.len(), 3, "{strategy}: {services:?}\n{st:#}");
@@ -552,6 +652,72 @@ fn the_swarm_runtime_deploys_every_strategy_and_rolls_back_with_no_failed_reques
                 assert!(services.iter().all(|s| s.ends_with("-v2")), "{services:?}");
             }
         }
+        if strategy == "canary" {
+            // The controller is killed (kill -9) mid-canary, v2 -> v1: node2's proxy keeps
+            // serving its last table throughout; the restarted controller resumes or
+            // rolls the deployment back, node2's proxy follows it again, and no service
+            // of the deployment is left over.
+            let load = rt.block_on(async { baton_loadgen::Load::start(load_spec(b.proxy)) });
+            let load2 = follower::NetnsLoad::start(Some(anchor.netns()), load_spec(f.proxy));
+            b.cli_ok(&["deploy", "web", "v1", "--detach"], 0);
+            b.wait_status("v1 taking a canary's share", |st| {
+                st["weights"]["v1"].as_u64().unwrap_or(0) > 0
+                    && st["deployment"]["finished_at"].is_null()
+            });
+            std::thread::sleep(Duration::from_millis(500));
+            b.kill9();
+            phase("canary v2 -> v1: controller killed");
+            std::thread::sleep(Duration::from_secs(3));
+            b.serve();
+            let st = b.wait_status("the canary finished after the restart", common::finished);
+            phase(&format!(
+                "canary v2 -> v1 after the restart: {}",
+                st["deployment"]["state"]
+            ));
+            std::thread::sleep(Duration::from_millis(500));
+            let report = rt.block_on(load.stop());
+            let report2 = load2.stop();
+            phase(&format!(
+                "controller killed mid-canary: through node1's proxy (down with the \
+                 controller) {report:?}, through node2's proxy {report2:?}"
+            ));
+            assert_eq!(
+                report2.failed,
+                0,
+                "node2's proxy while the controller was down: {report2:?}\n{}",
+                common::tail(&f.log(), 20)
+            );
+            assert!(
+                f.log().contains("the last route table keeps serving"),
+                "{}",
+                common::tail(&f.log(), 20)
+            );
+            let stable = st["stable_version"].as_str().unwrap().to_string();
+            f.wait_serving(&stable);
+            let left = b.wait_status("only the stable version's instances", |st| {
+                st["instances"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|i| i["version"] == stable.as_str())
+            });
+            assert_eq!(left["instances"].as_array().unwrap().len(), 3, "{left:#}");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let services = services_of(&owner);
+                if services.len() == 3
+                    && services.iter().all(|s| s.ends_with(&format!("-{stable}")))
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "services left after the canary: {services:?}"
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        drop(f);
         drop(b);
         // `serve --stop-instances` removed every service it made.
         let deadline = Instant::now() + Duration::from_secs(60);

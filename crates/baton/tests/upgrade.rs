@@ -11,6 +11,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/follower.rs"]
+mod follower;
 
 use baton_loadgen::{Load, LoadSpec, Profile, Report};
 use common::*;
@@ -555,6 +557,34 @@ fn sigusr2_upgrades_too() {
     assert_ne!(new, old);
     assert_eq!(s.instance_pids(), instances);
     assert_eq!(s.status()["stable_version"], "v1");
+}
+
+#[test]
+fn the_cluster_listener_is_handed_over_and_a_proxy_on_another_node_follows_the_new_process() {
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secrets.path().join("cluster.token");
+    std::fs::write(&token, "upgrade-cluster-secret").unwrap();
+    let cluster: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let apps = app_config("rolling", 2, "");
+    let mut s = Server::start(
+        &(apps.clone() + &follower::controller_section(cluster, &token)),
+        false,
+    );
+    s.cli_ok(&["deploy", "web", "v1"], 0);
+    let mut f = follower::Follower::start(cluster, &token, &apps);
+    f.wait_serving("v1");
+    let rt = rt();
+    let load = rt.block_on(async { Load::start(LoadSpec::new(f.proxy)) });
+    // The new process takes the cluster listener with the others (binding it anew would
+    // fail while the old process holds it, and the upgrade with it).
+    let (old, new) = s.upgrade();
+    assert_ne!(old, new);
+    assert_eq!(s.wait_single_server() as i64, new);
+    // Only the new process can publish v2: the proxy follows it.
+    s.cli_ok(&["deploy", "web", "v2"], 0);
+    f.wait_serving("v2");
+    let report = rt.block_on(load.stop());
+    assert_eq!(report.failed, 0, "{report:?}\n{}", tail(&f.log(), 20));
 }
 
 #[test]

@@ -102,6 +102,14 @@ pub static SWARM_LAB: Prerequisite = Prerequisite {
     check: swarm_lab_check,
 };
 
+/// An `nginx` executable on `PATH` (the swarm lab's stand-in for a service VIP when
+/// Swarm's own update is measured).
+pub static NGINX: Prerequisite = Prerequisite {
+    what: "an `nginx` binary on PATH",
+    in_ci: ".ci/run installs the Debian package nginx-light when the command is missing",
+    check: nginx_check,
+};
+
 /// One test of a binary: its name (the function's), what it needs, and the function.
 pub struct Test {
     pub name: &'static str,
@@ -210,6 +218,10 @@ pub fn binary_on_path(name: &str) -> Result<PathBuf, String> {
 fn is_executable(path: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn nginx_check() -> Result<(), String> {
+    binary_on_path("nginx").map(|_| ())
 }
 
 fn prometheus_check() -> Result<(), String> {

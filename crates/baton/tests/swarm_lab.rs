@@ -12,6 +12,8 @@ mod docker_common;
 mod follower;
 #[path = "common/prerequisite.rs"]
 mod prerequisite;
+#[path = "common/swarm_app.rs"]
+mod swarm_app;
 #[path = "common/swarm_lab.rs"]
 mod swarm_lab;
 
@@ -29,6 +31,7 @@ use futures_util::StreamExt;
 use prerequisite::{run, tests, Test, SWARM_LAB};
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
+use swarm_app::*;
 use swarm_lab::*;
 
 fn main() {
@@ -295,166 +298,6 @@ async fn fetch_from_overlay(service: &str, urls: &[String]) -> String {
     output
 }
 
-/// Removes the test's service (and so its tasks) on drop; declared after the lab, so it
-/// goes first.
-struct ServiceGuard(String);
-
-impl Drop for ServiceGuard {
-    fn drop(&mut self) {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async {
-            let Ok(docker) = Docker::connect_with_local_defaults() else {
-                return;
-            };
-            let _ = docker.delete_service(&self.0).await;
-            // Until the tasks' containers are gone (bounded), so `down` finds none.
-            let filters = HashMap::from([(
-                "label".to_string(),
-                vec![format!("com.docker.swarm.service.name={}", self.0)],
-            )]);
-            for _ in 0..60 {
-                let options = bollard::query_parameters::ListContainersOptionsBuilder::new()
-                    .all(true)
-                    .filters(&filters)
-                    .build();
-                match docker.list_containers(Some(options)).await {
-                    Ok(list) if list.is_empty() => return,
-                    Err(_) => return,
-                    Ok(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-                }
-            }
-        });
-    }
-}
-
-/// A container attached to the lab's overlay, in whose network namespace a baton process
-/// runs (`nsenter --net=`) and so reaches the tasks on every node by their overlay
-/// addresses, as a baton container would on a real swarm. On the manager it is also on the
-/// machine's default bridge, so this host reaches it; on a worker (whose engine has no
-/// bridge) only the overlay reaches it. Removed on drop.
-struct Anchor {
-    id: String,
-    pid: i64,
-    /// Its address on the default bridge (the manager's anchor), else on the overlay.
-    ip: std::net::IpAddr,
-    /// Its address on the overlay.
-    overlay_ip: std::net::IpAddr,
-    /// The worker engine it runs on (`None`: the manager's).
-    engine: Option<std::path::PathBuf>,
-}
-
-impl Anchor {
-    async fn start(docker: &Docker, name: &str) -> Anchor {
-        Anchor::start_on(docker, None, name).await
-    }
-
-    /// On the node of `engine` (a worker's socket; `None`: the manager).
-    async fn start_on(docker: &Docker, engine: Option<std::path::PathBuf>, name: &str) -> Anchor {
-        let on_worker = engine.is_some();
-        let body = ContainerCreateBody {
-            image: Some(IMAGE.to_string()),
-            labels: Some(HashMap::from([("baton-lab-test".into(), "1".into())])),
-            // A worker has no bridge: it joins the overlay at creation.
-            host_config: on_worker.then(|| HostConfig {
-                network_mode: Some(OVERLAY.to_string()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let options = CreateContainerOptionsBuilder::new().name(name).build();
-        let id = docker
-            .create_container(Some(options), body)
-            .await
-            .unwrap()
-            .id;
-        let unspecified = std::net::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED);
-        let mut a = Anchor {
-            id: id.clone(),
-            pid: 0,
-            ip: unspecified,
-            overlay_ip: unspecified,
-            engine,
-        };
-        docker.start_container(&id, None).await.unwrap();
-        if !on_worker {
-            let connect = bollard::models::NetworkConnectRequest {
-                container: id.clone(),
-                ..Default::default()
-            };
-            docker.connect_network(OVERLAY, connect).await.unwrap();
-        }
-        let c = docker.inspect_container(&id, None).await.unwrap();
-        a.pid = c.state.and_then(|s| s.pid).unwrap();
-        let networks = c.network_settings.and_then(|n| n.networks).unwrap();
-        let ip_on = |net: &str| -> std::net::IpAddr {
-            networks
-                .get(net)
-                .and_then(|e| e.ip_address.as_deref())
-                .unwrap_or_else(|| panic!("anchor {name} not on {net}: {networks:?}"))
-                .parse()
-                .unwrap()
-        };
-        a.overlay_ip = ip_on(OVERLAY);
-        a.ip = if on_worker {
-            a.overlay_ip
-        } else {
-            ip_on("bridge")
-        };
-        a
-    }
-
-    fn netns(&self) -> std::path::PathBuf {
-        format!("/proc/{}/ns/net", self.pid).into()
-    }
-}
-
-impl Drop for Anchor {
-    fn drop(&mut self) {
-        let mut docker = std::process::Command::new("docker");
-        if let Some(engine) = &self.engine {
-            docker.arg("-H").arg(format!("unix://{}", engine.display()));
-        }
-        let _ = docker.args(["rm", "-f", &self.id]).output();
-    }
-}
-
-/// The swarm app: the sample app's images, 3 replicas spread over the lab's nodes.
-fn swarm_app(strategy: &str) -> String {
-    format!(
-        r#"[apps.web]
-runtime = "swarm"
-image = "{}:{{version}}"
-container_port = 8080
-network = "{OVERLAY}"
-replicas = 3
-strategy = "{strategy}"
-drain_timeout = "3s"
-stop_timeout = "2s"
-
-[apps.web.swarm]
-spread = "node.labels.baton-lab"
-
-[apps.web.health]
-path = "/health"
-interval = "200ms"
-startup_timeout = "60s"
-unhealthy = 2
-
-[apps.web.blue_green]
-scale_down_delay = "1s"
-
-[apps.web.canary]
-steps = [{{ weight = 20 }}, {{ pause = "2s" }}, {{ weight = 60 }}, {{ pause = "2s" }}]
-"#,
-        docker_common::IMAGE
-    )
-}
-
 /// The nodes running the tasks of `services`.
 async fn task_nodes(services: &[String]) -> BTreeSet<String> {
     let docker = docker_common::client().await;
@@ -470,24 +313,6 @@ async fn task_nodes(services: &[String]) -> BTreeSet<String> {
         }
     }
     nodes
-}
-
-/// The names of baton's services on the swarm (by its owner label).
-fn services_of(owner: &str) -> Vec<String> {
-    common::rt().block_on(async {
-        let docker = docker_common::client().await;
-        let filters = HashMap::from([("label", vec![format!("baton.owner={owner}")])]);
-        let options = bollard::query_parameters::ListServicesOptionsBuilder::new()
-            .filters(&filters)
-            .build();
-        docker
-            .list_services(Some(options))
-            .await
-            .unwrap()
-            .into_iter()
-            .filter_map(|s| s.spec.and_then(|s| s.name))
-            .collect()
-    })
 }
 
 fn the_swarm_runtime_deploys_every_strategy_and_rolls_back_with_no_failed_request() {
@@ -532,7 +357,7 @@ fn the_swarm_runtime_deploys_every_strategy_and_rolls_back_with_no_failed_reques
 
     for strategy in ["rolling", "blue_green", "canary", "recreate"] {
         let cluster_port = common::free_port();
-        let apps = swarm_app(strategy);
+        let apps = swarm_app(strategy, "");
         let mut b = common::Baton::start_in_netns(
             anchor.netns(),
             anchor.ip,
@@ -782,7 +607,7 @@ fn a_worker_or_a_closed_network_is_refused_with_the_fix_and_nothing_is_made() {
         docker.create_network(request).await.unwrap();
     });
     let app = |network: &str| {
-        swarm_app("rolling").replace(
+        swarm_app("rolling", "").replace(
             &format!("network = \"{OVERLAY}\""),
             &format!("network = \"{network}\""),
         )
@@ -812,7 +637,7 @@ fn a_worker_or_a_closed_network_is_refused_with_the_fix_and_nothing_is_made() {
     // A worker's engine: only managers make services.
     let worker = lab.worker_sockets()[0].clone();
     let (status, stderr, owner) = serve_refused(
-        &swarm_app("rolling"),
+        &swarm_app("rolling", ""),
         &format!("unix://{}", worker.display()),
     );
     assert!(!status.success(), "{stderr}");

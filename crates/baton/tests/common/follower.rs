@@ -208,13 +208,8 @@ impl NetnsLoad {
             let load = rt.block_on(async { baton_loadgen::Load::start(spec) });
             // The runtime runs the load while this thread waits in it for the stop.
             rt.block_on(async {
-                loop {
-                    match stopped.try_recv() {
-                        Err(std::sync::mpsc::TryRecvError::Empty) => {
-                            tokio::time::sleep(Duration::from_millis(20)).await
-                        }
-                        _ => break,
-                    }
+                while let Err(std::sync::mpsc::TryRecvError::Empty) = stopped.try_recv() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             });
             rt.block_on(load.stop())

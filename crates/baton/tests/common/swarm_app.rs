@@ -16,22 +16,42 @@ use std::time::Duration;
 /// The image every container of these tests runs.
 pub const IMAGE_V1: &str = "baton-test-sample:v1";
 
-/// A container on the machine's default bridge (so this host reaches it) that is also
-/// attached to the lab's overlay: a process started in its network namespace reaches the
-/// tasks on every node by their overlay addresses, as a container on the overlay would,
-/// and can ask Docker's embedded DNS (127.0.0.11) for a service's tasks. Removed on drop.
+/// A container attached to the lab's overlay, in whose network namespace a baton process
+/// runs (`nsenter --net=`) and so reaches the tasks on every node by their overlay
+/// addresses, as a baton container would on a real swarm. On the manager it is also on the
+/// machine's default bridge, so this host reaches it; on a worker (whose engine has no
+/// bridge) only the overlay reaches it. Removed on drop.
 pub struct Anchor {
     pub id: String,
     pub pid: i64,
-    /// Its address on the default bridge: where this host reaches what listens in it.
+    /// Its address on the default bridge (the manager's anchor), else on the overlay.
     pub ip: std::net::IpAddr,
+    /// Its address on the overlay.
+    pub overlay_ip: std::net::IpAddr,
+    /// The worker engine it runs on (`None`: the manager's).
+    pub engine: Option<std::path::PathBuf>,
 }
 
 impl Anchor {
     pub async fn start(docker: &Docker, name: &str) -> Anchor {
+        Anchor::start_on(docker, None, name).await
+    }
+
+    /// On the node of `engine` (a worker's socket; `None`: the manager).
+    pub async fn start_on(
+        docker: &Docker,
+        engine: Option<std::path::PathBuf>,
+        name: &str,
+    ) -> Anchor {
+        let on_worker = engine.is_some();
         let body = ContainerCreateBody {
             image: Some(IMAGE_V1.to_string()),
             labels: Some(HashMap::from([("baton-lab-test".into(), "1".into())])),
+            // A worker has no bridge: it joins the overlay at creation.
+            host_config: on_worker.then(|| bollard::models::HostConfig {
+                network_mode: Some(OVERLAY.to_string()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::new().name(name).build();
@@ -40,36 +60,44 @@ impl Anchor {
             .await
             .unwrap()
             .id;
-        // Removed on drop from here on, whatever fails below.
-        let mut anchor = Anchor {
+        let unspecified = std::net::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED);
+        let mut a = Anchor {
             id: id.clone(),
             pid: 0,
-            ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            ip: unspecified,
+            overlay_ip: unspecified,
+            engine,
         };
         docker.start_container(&id, None).await.unwrap();
-        let connect = bollard::models::NetworkConnectRequest {
-            container: id.clone(),
-            ..Default::default()
-        };
-        docker.connect_network(OVERLAY, connect).await.unwrap();
+        if !on_worker {
+            let connect = bollard::models::NetworkConnectRequest {
+                container: id.clone(),
+                ..Default::default()
+            };
+            docker.connect_network(OVERLAY, connect).await.unwrap();
+        }
         let c = docker.inspect_container(&id, None).await.unwrap();
-        anchor.pid = c.state.and_then(|s| s.pid).unwrap();
+        a.pid = c.state.and_then(|s| s.pid).unwrap();
         let networks = c.network_settings.and_then(|n| n.networks).unwrap();
-        anchor.ip = networks["bridge"]
-            .ip_address
-            .as_deref()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let overlay = networks
-            .get(OVERLAY)
-            .and_then(|e| e.ip_address.clone())
-            .unwrap_or_default();
+        let ip_on = |net: &str| -> std::net::IpAddr {
+            networks
+                .get(net)
+                .and_then(|e| e.ip_address.as_deref())
+                .unwrap_or_else(|| panic!("anchor {name} not on {net}: {networks:?}"))
+                .parse()
+                .unwrap()
+        };
+        a.overlay_ip = ip_on(OVERLAY);
         assert!(
-            overlay.starts_with(OVERLAY_PREFIX),
-            "anchor not on {OVERLAY}: {networks:?}"
+            a.overlay_ip.to_string().starts_with(OVERLAY_PREFIX),
+            "anchor {name} not on {OVERLAY}: {networks:?}"
         );
-        anchor
+        a.ip = if on_worker {
+            a.overlay_ip
+        } else {
+            ip_on("bridge")
+        };
+        a
     }
 
     pub fn netns(&self) -> std::path::PathBuf {
@@ -79,9 +107,11 @@ impl Anchor {
 
 impl Drop for Anchor {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", &self.id])
-            .output();
+        let mut docker = std::process::Command::new("docker");
+        if let Some(engine) = &self.engine {
+            docker.arg("-H").arg(format!("unix://{}", engine.display()));
+        }
+        let _ = docker.args(["rm", "-f", &self.id]).output();
     }
 }
 
@@ -108,6 +138,12 @@ path = "/health"
 interval = "200ms"
 startup_timeout = "60s"
 unhealthy = 2
+
+[apps.web.blue_green]
+scale_down_delay = "1s"
+
+[apps.web.canary]
+steps = [{{ weight = 20 }}, {{ pause = "2s" }}, {{ weight = 60 }}, {{ pause = "2s" }}]
 "#,
         crate::docker_common::IMAGE
     )

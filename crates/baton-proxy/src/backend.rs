@@ -30,6 +30,10 @@ pub(crate) struct Backend {
     /// Bumped at a drain deadline: upgraded tunnels and upstream connections of this
     /// backend that started before the bump close.
     close_gen: watch::Sender<u64>,
+    /// Bumped when the backend is found dead (its health checks failed): requests still
+    /// waiting for its response head that can be sent again go to another backend.
+    abandon_gen: AtomicU64,
+    abandoned: Notify,
     pub idle: IdlePool,
 }
 
@@ -57,6 +61,8 @@ impl Backend {
             failures: AtomicU32::new(0),
             drained: Notify::new(),
             close_gen: watch::Sender::new(0),
+            abandon_gen: AtomicU64::new(0),
+            abandoned: Notify::new(),
             idle: IdlePool::new(max_idle),
         }
     }
@@ -128,6 +134,31 @@ impl Backend {
         self.closed.store(true, SeqCst);
         self.idle.clear();
         self.close_gen.send_modify(|g| *g += 1);
+    }
+
+    /// The backend is dead: its idle connections close, and requests waiting for its
+    /// response head that can be sent again are (see `abandoned_since`).
+    pub fn abandon(&self) {
+        self.abandon_gen.fetch_add(1, SeqCst);
+        self.idle.clear();
+        self.abandoned.notify_waiters();
+    }
+
+    pub fn abandon_generation(&self) -> u64 {
+        self.abandon_gen.load(SeqCst)
+    }
+
+    /// Resolves once the backend was abandoned after generation `seen` was read.
+    pub async fn abandoned_since(&self, seen: u64) {
+        loop {
+            let notified = self.abandoned.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.abandon_generation() != seen {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn drained(&self) -> &Notify {

@@ -428,8 +428,22 @@ impl Inner {
                 }
             },
         };
+        let abandon = backend.abandon_generation();
         let sent = tokio::time::timeout(header_timeout, sender.try_send_request(req));
-        let mut failed = match sent.await {
+        let can_resend = replay.is_some() && !retried;
+        let outcome = tokio::select! {
+            biased;
+            r = sent => Some(r),
+            _ = backend.abandoned_since(abandon), if can_resend => None,
+        };
+        let Some(outcome) = outcome else {
+            tracing::warn!(backend = %backend.id, "backend found dead while waiting for its response head; sending the request to another");
+            return match replay.take() {
+                Some(r) => Attempt::Retry(r.into_request()),
+                None => Attempt::Failed(upstream_error(target)),
+            };
+        };
+        let mut failed = match outcome {
             Ok(Ok(resp)) => {
                 if resp.status().is_server_error() {
                     fail("5xx response");
@@ -503,8 +517,21 @@ impl Inner {
             },
         };
         let (parts, body) = req.into_parts();
-        let sent = h1client::send(conn, reused, &parts, backend.clone());
-        let error = match tokio::time::timeout(header_timeout, sent).await {
+        let abandon = backend.abandon_generation();
+        let sent = tokio::time::timeout(
+            header_timeout,
+            h1client::send(conn, reused, &parts, backend.clone()),
+        );
+        let outcome = tokio::select! {
+            biased;
+            r = sent => Some(r),
+            _ = backend.abandoned_since(abandon), if !retried => None,
+        };
+        let Some(outcome) = outcome else {
+            tracing::warn!(backend = %backend.id, "backend found dead while waiting for its response head; sending the request to another");
+            return Attempt::Retry(Request::from_parts(parts, body));
+        };
+        let error = match outcome {
             Ok(Ok(resp)) => {
                 if resp.status().is_server_error() {
                     fail("5xx response");

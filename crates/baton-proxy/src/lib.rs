@@ -279,6 +279,18 @@ impl Proxy {
         report
     }
 
+    /// The backend was found dead (its health checks failed, e.g. its node is gone):
+    /// its idle connections close, and requests still waiting for its response head that
+    /// may be sent again (GET/HEAD, idempotent ones without a body) are sent to another
+    /// backend of the same version at once instead of waiting out
+    /// `upstream_header_timeout`. Other requests keep waiting (the instance may only be
+    /// slow). An unknown id does nothing.
+    pub fn abandon(&self, backend_id: &str) {
+        if let Some(b) = lock(&self.inner.registry).backends.get(backend_id) {
+            b.abandon();
+        }
+    }
+
     /// Requests (and upgraded connections) currently on this backend.
     pub fn in_flight(&self, backend_id: &str) -> u64 {
         lock(&self.inner.registry)

@@ -143,7 +143,14 @@ impl AppActor {
                     Some(msg) => self.request(msg),
                     None => break,
                 },
-                Some(ev) = self.health_rx.recv() => health_event(ev),
+                Some(ev) = self.health_rx.recv() => {
+                    // A dead instance: requests waiting on it that can be sent again go
+                    // elsewhere now, before the reconciler takes it out of routing.
+                    if let HealthEvent::Unhealthy { id, .. } = &ev {
+                        self.shared.routes.proxy().abandon(id);
+                    }
+                    health_event(ev)
+                }
                 Some(ev) = runtime_rx.recv() => runtime_event(ev),
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => match done {
                     Ok(ev) => ev,

@@ -496,3 +496,73 @@ async fn a_request_the_backend_may_have_processed_is_never_sent_twice() {
         .unwrap();
     assert_eq!(answer.0, StatusCode::OK);
 }
+
+/// A backend that takes connections and requests and never answers: a node that died
+/// with its packets black-holed looks the same from the proxy. Each request head it
+/// reads is reported on the channel.
+async fn silent_backend() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let _ = tx.send(head.lines().next().unwrap_or_default().to_string());
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_on_a_backend_found_dead_go_to_another_when_they_can() {
+    let good = sample("good", "v1", None).await;
+    let (silent, mut received) = silent_backend().await;
+    let p = start_proxy(ProxyConfig::default()).await;
+    let dead = baton_core::BackendSpec {
+        id: "dead".into(),
+        addr: silent,
+    };
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 1, vec![dead, good.spec()])])))
+        .unwrap();
+    // Requests until one is waiting on the silent backend (the others are answered).
+    let addr = p.addr;
+    let mut waiting_get = None;
+    for _ in 0..100 {
+        let mut task = tokio::spawn(async move { get_once(addr, "/", &[]).await });
+        // Either the good backend answers, or the silent one reports the request.
+        let answered = tokio::select! {
+            line = received.recv() => {
+                assert!(line.unwrap().starts_with("GET "));
+                None
+            }
+            answered = &mut task => Some(answered.unwrap()),
+        };
+        match answered {
+            Some((status, _, _)) => assert_eq!(status, StatusCode::OK),
+            None => {
+                waiting_get = Some(task);
+                break;
+            }
+        }
+    }
+    let waiting_get = waiting_get.expect("no request reached the silent backend in 100 tries");
+    // Found dead (its health checks failed): the GET, which can be sent again, is.
+    p.proxy.abandon("dead");
+    let answer = waiting_get.await.unwrap();
+    assert_eq!(answer.0, StatusCode::OK);
+    assert_eq!(version_of(&answer), "v1");
+}

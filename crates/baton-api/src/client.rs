@@ -84,6 +84,13 @@ impl AdminClient {
         self.get("/v1/apps").await
     }
 
+    /// `GET /v1/cluster/proxies`: the proxies on other nodes following this controller.
+    pub async fn cluster_proxies(
+        &self,
+    ) -> Result<Vec<baton_controller::fleet::ProxyView>, ClientError> {
+        self.get("/v1/cluster/proxies").await
+    }
+
     /// `GET /v1/apps/{app}`.
     pub async fn status(&self, app: &str) -> Result<AppStatus, ClientError> {
         self.get(&format!("/v1/apps/{app}")).await

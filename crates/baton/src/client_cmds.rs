@@ -130,11 +130,15 @@ pub async fn dispatch(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
         }
         Cmd::Status { app: None } => {
             let all = c.apps().await.map_err(api)?;
+            // The proxies on other nodes, when there are any (`[cluster]`).
+            let proxies = c.cluster_proxies().await.unwrap_or_default();
             ctx.print(&all, |all| {
                 if all.is_empty() {
                     return "no apps in this config\n".into();
                 }
-                all.iter().map(human_status).collect::<Vec<_>>().join("\n")
+                let mut out = all.iter().map(human_status).collect::<Vec<_>>().join("\n");
+                out.push_str(&human_proxies(&proxies));
+                out
             });
             Ok(())
         }
@@ -528,6 +532,25 @@ fn human_plan(p: &PlanReport) -> String {
     ));
     if let Some(w) = &p.warning {
         out.push_str(&format!("WARNING: {w}\n"));
+    }
+    out
+}
+
+/// The proxies on other nodes, one line each (nothing when there are none).
+fn human_proxies(proxies: &[baton_controller::fleet::ProxyView]) -> String {
+    if proxies.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nproxies on other nodes:\n");
+    for p in proxies {
+        let state = if p.live { "live" } else { "silent" };
+        out.push_str(&format!(
+            "  {:<24} {state:<6} last report {:.1}s ago, table {}, {} requests\n",
+            p.name,
+            p.last_report_ms as f64 / 1000.0,
+            p.serving.generation,
+            p.requests
+        ));
     }
     out
 }

@@ -53,6 +53,11 @@ fn a_proxy_on_another_node_follows_reports_back_and_outlives_its_controller() {
         listed["serving"]["generation"].as_u64().unwrap() > 0,
         "{listed}"
     );
+    let text = b.cli_ok(&["status"], 0);
+    assert!(
+        text.contains("proxies on other nodes:") && text.contains("node2") && text.contains("live"),
+        "{text}"
+    );
 
     // A canary judged on the second proxy's traffic alone.
     let rt = rt();

@@ -18,7 +18,7 @@ use baton_core::RouteSpec;
 use baton_metrics::MetricsRegistry;
 use baton_proxy::{PassiveEvent, Proxy};
 use baton_store::Store;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -375,6 +375,19 @@ impl Controller {
         }
         for t in tasks {
             let _ = t.await;
+        }
+        // What no record names: an instance whose start was still running when the
+        // actor stopped (its task cut short at shutdown) is this baton's all the same.
+        for (app, h) in &live.apps {
+            match h.driver.runtime.remove_strays(app, &HashSet::new()).await {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::info!(%app, ?removed, "stopped instances whose start was cut short");
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%app, %error, "could not look for instances left by a start cut short");
+                }
+            }
         }
     }
 

@@ -690,6 +690,15 @@ fn a_worker_node_lost_under_load_leaves_routing_and_no_request_fails_after() {
         "requests sent after {lost} left routing failed: {report:?}\n{}",
         common::tail(&b.serve_log(), 60)
     );
+    // Nor any sent after the cut: those waiting on node3's instance were sent again to
+    // another when its health check failed, and new connections to it were retried when
+    // their connect timed out. Only requests in flight at the cut may fail.
+    assert_eq!(
+        failed_between,
+        0,
+        "requests sent between the cut and the detection failed: {report:?}\n{}",
+        common::tail(&b.serve_log(), 60)
+    );
     assert!(sent_after > 0, "no request after the detection: {report:?}");
 
     // node3 back: the lab is whole again for the tests after this one.

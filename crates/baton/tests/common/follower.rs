@@ -5,11 +5,11 @@
 //! namespace), for proxies this host cannot reach directly.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use crate::common::{admin_get, tail, Baton, BATON};
+use crate::common::{admin_get, tail, Baton};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// A `baton proxy` process following the controllers at `controllers`.
@@ -61,26 +61,12 @@ impl Follower {
     }
 
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("proxy.log"))
-            .unwrap();
-        let mut command = match &self.netns {
-            Some(netns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net={}", netns.display())).arg(BATON);
-                c
-            }
-            None => Command::new(BATON),
-        };
-        let child = command
-            .args(["proxy", "-c"])
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child =
+            crate::common::baton_in(self.netns.as_deref(), &self.dir.path().join("proxy.log"))
+                .args(["proxy", "-c"])
+                .arg(&self.config)
+                .spawn()
+                .unwrap();
         self.child = Some(child);
     }
 

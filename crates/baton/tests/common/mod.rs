@@ -20,6 +20,26 @@ pub struct Baton {
     netns: Option<PathBuf>,
 }
 
+/// The baton binary to run in the network namespace `netns` (`nsenter --net=`; `None`:
+/// this one), its stderr appended to `log`, its stdout discarded.
+pub fn baton_in(netns: Option<&std::path::Path>, log: &std::path::Path) -> Command {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut command = match netns {
+        Some(netns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", netns.display())).arg(BATON);
+            c
+        }
+        None => Command::new(BATON),
+    };
+    command.stdout(Stdio::null()).stderr(log);
+    command
+}
+
 /// A port for a listener the test will start (baton's proxy, TLS or admin listener, a
 /// fake upstream): the next bindable one of a port block this test process holds (see
 /// `port_range`). Not one the kernel hands out for port 0: those come from the ephemeral
@@ -208,24 +228,9 @@ impl Baton {
     }
 
     pub fn serve(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("serve.log"))
-            .unwrap();
-        let mut command = match &self.netns {
-            Some(netns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net={}", netns.display())).arg(BATON);
-                c
-            }
-            None => Command::new(BATON),
-        };
-        let child = command
+        let child = baton_in(self.netns.as_deref(), &self.dir.path().join("serve.log"))
             .args(["serve", "--stop-instances", "-c"])
             .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(log)
             .spawn()
             .unwrap();
         self.server = Some(child);

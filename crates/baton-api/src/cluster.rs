@@ -102,6 +102,7 @@ async fn routes(State(c): State<Cluster>, Query(since): Query<Since>) -> Json<Ro
     Json(RoutesFrame {
         position,
         table: (*proxy.current_spec()).clone(),
+        abandoned: proxy.abandoned(),
     })
 }
 

@@ -37,6 +37,11 @@ pub struct Position {
 pub struct RoutesFrame {
     pub position: Position,
     pub table: baton_core::RouteTableSpec,
+    /// Instances found dead by the controller's health checks (and not routed again):
+    /// a proxy sends the requests it has waiting on them elsewhere, as the controller's
+    /// own proxy did (`Proxy::abandon`).
+    #[serde(default)]
+    pub abandoned: Vec<String>,
 }
 
 /// One version's counters as a proxy counted them since it started.

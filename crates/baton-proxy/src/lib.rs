@@ -97,6 +97,10 @@ use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
+/// How long an abandoned backend stays in [`Proxy::abandoned`] (proxies on other nodes
+/// take the news with the next route table, published moments later).
+pub const DEAD_KEPT: Duration = Duration::from_secs(300);
+
 /// The data plane. Cheap to clone; all clones share one state.
 #[derive(Clone)]
 pub struct Proxy {
@@ -121,6 +125,8 @@ pub(crate) struct Inner {
     access_log: OnceLock<AccessLog>,
     /// Certificates for the TLS listeners, and the ACME side.
     tls: Arc<tls::Tls>,
+    /// Backends abandoned (found dead) and not routed again since, with when.
+    dead: Mutex<HashMap<Arc<str>, std::time::Instant>>,
 }
 
 #[derive(Default)]
@@ -145,6 +151,7 @@ impl Proxy {
                 hard_stop: CancellationToken::new(),
                 access_log: OnceLock::new(),
                 tls: tls::Tls::new(),
+                dead: Mutex::default(),
             }),
         }
     }
@@ -288,7 +295,18 @@ impl Proxy {
     pub fn abandon(&self, backend_id: &str) {
         if let Some(b) = lock(&self.inner.registry).backends.get(backend_id) {
             b.abandon();
+            lock(&self.inner.dead).insert(b.id.clone(), std::time::Instant::now());
         }
+    }
+
+    /// The backends abandoned (`abandon`) in the last [`DEAD_KEPT`] and not routed
+    /// again since, by id: what proxies on other nodes abandon too.
+    pub fn abandoned(&self) -> Vec<String> {
+        let mut dead = lock(&self.inner.dead);
+        dead.retain(|_, at| at.elapsed() < DEAD_KEPT);
+        let mut ids: Vec<String> = dead.keys().map(|id| id.to_string()).collect();
+        ids.sort();
+        ids
     }
 
     /// Requests (and upgraded connections) currently on this backend.
@@ -361,6 +379,12 @@ impl Inner {
     fn apply(&self, mut registry: MutexGuard<'_, Registry>, compiled: snapshot::Compiled) {
         for b in &compiled.created {
             registry.backends.insert(b.id.clone(), b.clone());
+        }
+        if !compiled.created.is_empty() || !compiled.readded.is_empty() {
+            let mut dead = lock(&self.dead);
+            for b in compiled.created.iter().chain(&compiled.readded) {
+                dead.remove(&b.id);
+            }
         }
         for b in &compiled.readded {
             b.set_removed(false);

@@ -55,6 +55,8 @@ struct Follower {
     state: watch::Sender<Following>,
     /// Wakes the reporter at once (a new table was taken).
     report_now: Notify,
+    /// The instances the controller's last table said were found dead.
+    dead: std::sync::Mutex<BTreeSet<String>>,
 }
 
 pub async fn run(config_path: &Path) -> Result<(), Failure> {
@@ -95,6 +97,7 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
         drain: drain_timeout(&config),
         state: watch::channel(Following::default()).0,
         report_now: Notify::new(),
+        dead: Default::default(),
     });
     follower.load_cache();
     let (stop, stop_rx) = watch::channel(false);
@@ -188,6 +191,16 @@ impl Follower {
             tracing::error!(error = %e, controller = ?from, "the controller's route table was refused; the previous one keeps serving");
             return false;
         }
+        // Instances the controller found dead: what waits on them here goes elsewhere
+        // (once per time they are found dead).
+        let mut dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+        for id in &frame.abandoned {
+            if !dead.contains(id) {
+                self.proxy.abandon(id);
+            }
+        }
+        *dead = frame.abandoned.iter().cloned().collect();
+        drop(dead);
         let after = backend_ids(&frame.table);
         for gone in before.difference(&after) {
             let (proxy, id, drain) = (self.proxy.clone(), gone.clone(), self.drain);

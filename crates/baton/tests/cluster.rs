@@ -223,3 +223,66 @@ fn a_proxy_with_a_wrong_token_or_no_controller_is_refused_with_the_fix() {
         "{err}"
     );
 }
+
+/// An instance that stops answering (accepts, never responds) under load through a proxy
+/// on another node: once the controller's health check finds it dead, the requests that
+/// proxy has waiting on it go to the other instance, so none fails (without that they
+/// would wait for the 60 s response-head timeout, past the client's 8 s).
+#[test]
+fn requests_waiting_on_a_hung_instance_through_another_nodes_proxy_go_elsewhere() {
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("cluster.token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let cluster: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // A long drain: the proxy drains a backend its table drops, and at the drain's
+    // deadline a GET still waiting there is sent elsewhere too; here only finding the
+    // instance dead can save it within the client's 8 s.
+    let apps =
+        app_config("rolling", 2, "").replace("drain_timeout = \"3s\"", "drain_timeout = \"60s\"");
+    let b = Baton::start(&(apps.clone() + &controller_section(cluster, &token_file)));
+    b.cli_ok(&["deploy", "web", "v1"], 0);
+    let st = b.wait_status("two healthy instances", |st| {
+        let i = st["instances"].as_array().unwrap();
+        i.len() == 2 && i.iter().all(|i| i["healthy"] == true)
+    });
+    let hung = st["instances"][0].clone();
+    let mut f = Follower::start(cluster, &token_file, &apps);
+    f.wait_serving("v1");
+    let rt = rt();
+    let load = rt.block_on(async {
+        Load::start(LoadSpec {
+            clients: 4,
+            timeout: Duration::from_secs(8),
+            ..LoadSpec::new(f.proxy)
+        })
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let addr: SocketAddr = hung["address"].as_str().unwrap().parse().unwrap();
+    let raw = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "POST /admin/hang?on=1 HTTP/1.1\r\nHost: web\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    };
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    b.wait_status("the hung instance out of routing", |st| {
+        st["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == hung["id"] && i["healthy"] == false)
+    });
+    // Past the client's timeout: a request still waiting on the hung instance by then is
+    // counted failed (one in flight when the load stops would not be counted at all).
+    std::thread::sleep(Duration::from_secs(9));
+    let report = rt.block_on(load.stop());
+    eprintln!("through the other node's proxy while an instance hung: {report:?}");
+    assert_eq!(report.failed, 0, "{report:?}\n{}", tail(&f.log(), 20));
+    assert!(report.ok > 0);
+}

@@ -535,6 +535,7 @@ async fn requests_waiting_on_a_backend_found_dead_go_to_another_when_they_can() 
         id: "dead".into(),
         addr: silent,
     };
+    let dead_again = dead.clone();
     p.proxy
         .publish(&table(pools(vec![pool("v1", 1, vec![dead, good.spec()])])))
         .unwrap();
@@ -565,4 +566,19 @@ async fn requests_waiting_on_a_backend_found_dead_go_to_another_when_they_can() 
     let answer = waiting_get.await.unwrap();
     assert_eq!(answer.0, StatusCode::OK);
     assert_eq!(version_of(&answer), "v1");
+    // Proxies on other nodes learn it from the controller's list, until it is routed
+    // again.
+    assert_eq!(p.proxy.abandoned(), ["dead"]);
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 1, vec![good.spec()])])))
+        .unwrap();
+    assert_eq!(p.proxy.abandoned(), ["dead"]);
+    p.proxy
+        .publish(&table(pools(vec![pool(
+            "v1",
+            1,
+            vec![dead_again, good.spec()],
+        )])))
+        .unwrap();
+    assert!(p.proxy.abandoned().is_empty());
 }

@@ -18,6 +18,26 @@ use std::time::Duration;
 
 const TOKEN: &str = "a-cluster-secret-for-tests";
 
+/// The cluster secret in a file of a temporary directory (kept while the directory
+/// lives) and a free address for the controller's `[cluster] listen`.
+fn secret_and_address() -> (tempfile::TempDir, std::path::PathBuf, SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    (dir, file, addr)
+}
+
+/// Writes `request` on a new connection to `addr` and reads until the peer closes.
+fn exchange(addr: SocketAddr, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    r
+}
+
 fn load_through(addr: SocketAddr) -> LoadSpec {
     LoadSpec {
         clients: 4,
@@ -28,10 +48,7 @@ fn load_through(addr: SocketAddr) -> LoadSpec {
 
 #[test]
 fn a_proxy_on_another_node_follows_reports_back_and_outlives_its_controller() {
-    let token_dir = tempfile::tempdir().unwrap();
-    let token_file = token_dir.path().join("cluster.token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let cluster: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (_token_dir, token_file, cluster) = secret_and_address();
     // The judge needs 30 requests of each version per verdict; no request reaches the
     // controller's own proxy in this test, so a pass can only come from the reports.
     let apps = analysis_app_config(
@@ -146,10 +163,7 @@ fn a_proxy_on_another_node_follows_reports_back_and_outlives_its_controller() {
 
 #[test]
 fn a_proxy_with_a_wrong_token_or_no_controller_is_refused_with_the_fix() {
-    let token_dir = tempfile::tempdir().unwrap();
-    let token_file = token_dir.path().join("cluster.token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    let cluster: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (token_dir, token_file, cluster) = secret_and_address();
     let apps = app_config("rolling", 1, "");
     let b = Baton::start(&(apps.clone() + &controller_section(cluster, &token_file)));
     b.cli_ok(&["deploy", "web", "v1"], 0);
@@ -166,18 +180,10 @@ fn a_proxy_with_a_wrong_token_or_no_controller_is_refused_with_the_fix() {
     drop(f);
 
     // The routes without the token: 401, and the answer names the fix.
-    let raw = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(cluster).unwrap();
-        write!(
-            s,
-            "GET /v1/cluster/routes HTTP/1.1\r\nHost: c\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-        r
-    };
+    let raw = exchange(
+        cluster,
+        "GET /v1/cluster/routes HTTP/1.1\r\nHost: c\r\nConnection: close\r\n\r\n",
+    );
     assert!(raw.starts_with("HTTP/1.1 401"), "{raw}");
     assert!(raw.contains("[cluster] token_file"), "{raw}");
 
@@ -230,10 +236,7 @@ fn a_proxy_with_a_wrong_token_or_no_controller_is_refused_with_the_fix() {
 /// would wait for the 60 s response-head timeout, past the client's 8 s).
 #[test]
 fn requests_waiting_on_a_hung_instance_through_another_nodes_proxy_go_elsewhere() {
-    let token_dir = tempfile::tempdir().unwrap();
-    let token_file = token_dir.path().join("cluster.token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    let cluster: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (_token_dir, token_file, cluster) = secret_and_address();
     // A long drain: the proxy drains a backend its table drops, and at the drain's
     // deadline a GET still waiting there is sent elsewhere too; here only finding the
     // instance dead can save it within the client's 8 s.
@@ -258,18 +261,10 @@ fn requests_waiting_on_a_hung_instance_through_another_nodes_proxy_go_elsewhere(
     });
     std::thread::sleep(Duration::from_millis(500));
     let addr: SocketAddr = hung["address"].as_str().unwrap().parse().unwrap();
-    let raw = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(
-            s,
-            "POST /admin/hang?on=1 HTTP/1.1\r\nHost: web\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-        )
-        .unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-        r
-    };
+    let raw = exchange(
+        addr,
+        "POST /admin/hang?on=1 HTTP/1.1\r\nHost: web\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    );
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     b.wait_status("the hung instance out of routing", |st| {
         st["instances"]

@@ -101,3 +101,17 @@ swarm_is_ours() {
 }
 
 forward_rule() { echo "FORWARD -i $LAB_BRIDGE -o $LAB_BRIDGE -m comment --comment $LAB_RULE_COMMENT -j ACCEPT"; }
+
+# Starts worker $1's dockerd in its namespace (`up`, and `node start` after a `node stop`).
+# `nsenter --net`, not `ip netns exec`: the latter remounts /sys, and dockerd then dies
+# with "Devices cgroup isn't mounted". setsid: the daemon outlives the caller's session
+# and process group.
+start_dockerd() {
+  local w=$1 dir
+  dir=$(worker_dir "$w")
+  setsid nsenter --net="/var/run/netns/$(worker_netns "$w")" \
+    dockerd --config-file "$dir/daemon.json" --data-root "$dir/data" \
+    --exec-root "$dir/exec" --pidfile "$dir/docker.pid" -H "unix://$(worker_sock "$w")" \
+    --storage-driver vfs --bridge none --iptables=false --ip-masq=false \
+    --label "baton-lab=$w" </dev/null >>"$dir/dockerd.log" 2>&1 9>&- &
+}

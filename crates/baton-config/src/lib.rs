@@ -31,8 +31,8 @@ pub use kinds::{AdminListen, RuntimeKind, StrategyKind};
 pub use locate::Places;
 pub use model::{
     parse_memory, parse_size, AccessLogFormatKind, AccessLogSection, AcmeSection, AdminSection,
-    AppConfig, AppTls, CertificateSection, ClusterSection, CompressionSection, Config,
-    DashboardSection, OnDemandSection, ProxySection, PullPolicy, StoreSection, SwarmConfig,
+    AppConfig, AppTls, CertificateSection, ClusterSection, ClusterState, CompressionSection,
+    Config, DashboardSection, OnDemandSection, ProxySection, PullPolicy, StoreSection, SwarmConfig,
     TlsSection, LETS_ENCRYPT,
 };
 

@@ -371,6 +371,41 @@ pub struct ClusterSection {
     /// Where a proxy keeps the last table it received, so that after a restart it serves
     /// it while no controller answers.
     pub routes_cache: Option<PathBuf>,
+    /// Where the controller keeps its records: `"local"` (default: the store file alone)
+    /// or `"swarm"` (also in Swarm's replicated store, with a lease, so that a controller
+    /// on another manager takes over when this one or its node is lost).
+    pub state: ClusterState,
+    /// With `state = "swarm"`: names the lease and record services (`NAME-lease`,
+    /// `NAME-state-APP`) and marks the instances, the same for every controller that may
+    /// take over. Default `"baton"`.
+    pub state_name: Option<String>,
+    /// With `state = "swarm"`: how long a controller that stopped renewing the lease
+    /// keeps it before a standby takes over. Default 10s.
+    pub lease_ttl: Option<HumanDuration>,
+}
+
+/// `[cluster] state`: where the controller's records live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterState {
+    #[default]
+    Local,
+    Swarm,
+}
+
+impl ClusterSection {
+    /// The default lease time to live.
+    pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// `state_name`, or its default.
+    pub fn state_name(&self) -> &str {
+        self.state_name.as_deref().unwrap_or("baton")
+    }
+
+    /// `lease_ttl`, or its default.
+    pub fn lease_ttl(&self) -> std::time::Duration {
+        self.lease_ttl.map_or(Self::LEASE_TTL, |d| d.get())
+    }
 }
 
 /// `[dashboard]`: the web dashboard, served by baton itself. Its login is the admin

@@ -569,6 +569,43 @@ fn cluster(raw: &RawConfig, issues: &mut Vec<Issue>) {
             ));
         }
     }
+    if let Some(name) = &c.state_name {
+        let ok = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+            && !name.starts_with('-');
+        if !ok {
+            issues.push((
+                key!["cluster", "state_name"],
+                format!(
+                    "{name:?} cannot name Swarm services: use 1 to 32 lower-case letters, \
+                     digits and dashes, e.g. \"baton\""
+                ),
+            ));
+        }
+    }
+    if let Some(ttl) = c.lease_ttl {
+        if ttl.get() < std::time::Duration::from_secs(2) {
+            issues.push((
+                key!["cluster", "lease_ttl"],
+                format!(
+                    "{ttl} is too short for a lease renewed through the swarm's store: use \
+                     \"2s\" or more (default \"10s\")"
+                ),
+            ));
+        }
+    }
+    if c.state == crate::ClusterState::Swarm && c.listen.is_none() {
+        issues.push((
+            key!["cluster", "state"],
+            "state = \"swarm\" is the controller's (`baton serve`): add listen = \
+             \"0.0.0.0:9400\" so that proxies on other nodes follow whichever controller \
+             holds the lease, or remove state"
+                .to_string(),
+        ));
+    }
     if let Some(name) = &c.name {
         if name.is_empty() || name.len() > 64 || name.chars().any(|ch| ch.is_control()) {
             issues.push((

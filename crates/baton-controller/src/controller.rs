@@ -17,6 +17,7 @@ use baton_config::{AppConfig, Config, StrategyKind};
 use baton_core::RouteSpec;
 use baton_metrics::MetricsRegistry;
 use baton_proxy::{PassiveEvent, Proxy};
+use baton_runtime::SwarmState;
 use baton_store::Store;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,9 @@ pub(crate) struct Boot {
     events: broadcast::Sender<Event>,
     sampler: Arc<Sampler>,
     fleet: Arc<Fleet>,
+    /// `[cluster] state = "swarm"`: the lease this controller holds and the records'
+    /// replicated copy.
+    state: Option<Arc<SwarmState>>,
 }
 
 pub struct Controller {
@@ -79,11 +83,15 @@ const STORE_RELEASE_WAIT: Duration = Duration::from_secs(15);
 impl Controller {
     /// Recovers every app from `store`, publishes its routing to `proxy` (before this
     /// returns, so the caller can start accepting afterwards) and starts its actor.
+    /// `state`: with `[cluster] state = "swarm"`, the lease this process holds (the
+    /// store was brought up to date with it by [`crate::take_swarm_state`]); every record
+    /// is written there before the store.
     pub async fn start(
         config: &Config,
         store: Store,
         proxy: Proxy,
         metrics: Arc<MetricsRegistry>,
+        state: Option<Arc<SwarmState>>,
     ) -> Result<Controller, ControlError> {
         let (events, _) = broadcast::channel(1024);
         let sampler = Arc::new(Sampler::default());
@@ -96,6 +104,7 @@ impl Controller {
             events,
             sampler,
             fleet,
+            state,
         };
         forward_passive_events(&boot.proxy, boot.events.clone());
         let (live, actors) = boot.go_live(store).await?;
@@ -465,6 +474,7 @@ impl Boot {
             store,
             events: self.events.clone(),
             fleet: self.fleet.clone(),
+            state: self.state.clone(),
         });
         let mut apps = BTreeMap::new();
         let mut actors = Vec::new();
@@ -483,9 +493,13 @@ impl Boot {
     }
 }
 
-/// What marks this baton's instances: the store path.
+/// What marks this baton's instances: the store path; with `[cluster] state = "swarm"`,
+/// a name every controller that may take over shares.
 pub(crate) fn owner(shared: &Shared) -> String {
-    shared.store.path().display().to_string()
+    match &shared.state {
+        Some(state) => state.owner(),
+        None => shared.store.path().display().to_string(),
+    }
 }
 
 /// Instance logs go to `logs/` beside the store.

@@ -19,13 +19,16 @@ mod reload;
 mod routes;
 pub mod sampler;
 mod shared;
+mod state;
 pub mod status;
 mod swarm;
 
 pub use actor::Op;
+pub use baton_runtime::SwarmState;
 pub use controller::Controller;
 pub use driver::check_hooks;
 pub use error::ControlError;
 pub use plan::PlanReport;
 pub use reload::ReloadOutcome;
+pub use state::take_swarm_state;
 pub use status::AppStatus;

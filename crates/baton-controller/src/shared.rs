@@ -4,6 +4,7 @@
 use crate::fleet::Fleet;
 use crate::model::Event;
 use crate::routes::RouteBook;
+use baton_runtime::SwarmState;
 use baton_store::Store;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -14,4 +15,6 @@ pub struct Shared {
     pub events: broadcast::Sender<Event>,
     /// The proxies on other nodes: a drain waits for them too.
     pub fleet: Arc<Fleet>,
+    /// `[cluster] state = "swarm"`: every record is written there first.
+    pub state: Option<Arc<SwarmState>>,
 }

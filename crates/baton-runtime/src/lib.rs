@@ -18,7 +18,7 @@ pub use error::RuntimeError;
 pub use handle::{HandleDetail, InstanceHandle, RuntimeEvent, StartRequest};
 pub use process::{ProcessRuntime, ProcessSpec};
 pub use static_runtime::StaticRuntime;
-pub use swarm::{SwarmError, SwarmRuntime, SwarmSpec};
+pub use swarm::{StoredApp, SwarmError, SwarmRuntime, SwarmSpec, SwarmState};
 pub use task::{tail_of, TaskOutput, TaskRequest, TASK_TAIL_LINES};
 
 use async_trait::async_trait;

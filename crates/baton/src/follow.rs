@@ -32,6 +32,10 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after a controller did not answer, before the next one is tried.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// Reports in a row the followed controller did not take before its long poll is given
+/// up and the next controller tried: a controller whose node is lost leaves the poll
+/// hanging (no reset comes back), while a standby may have taken over meanwhile.
+const SILENT_AFTER: u32 = 3;
 
 /// Where this proxy is: the controller it follows and the table it serves.
 #[derive(Clone, Default)]
@@ -55,6 +59,8 @@ struct Follower {
     state: watch::Sender<Following>,
     /// Wakes the reporter at once (a new table was taken).
     report_now: Notify,
+    /// The followed controller stopped taking reports (`SILENT_AFTER`).
+    silent: Notify,
     /// The instances the controller's last table said were found dead.
     dead: std::sync::Mutex<BTreeSet<String>>,
 }
@@ -97,6 +103,7 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
         drain: drain_timeout(&config),
         state: watch::channel(Following::default()).0,
         report_now: Notify::new(),
+        silent: Notify::new(),
         dead: Default::default(),
     });
     follower.load_cache();
@@ -254,8 +261,18 @@ impl Follower {
                 client.cluster_routes(since),
             );
             let answer = tokio::select! {
-                a = ask => a,
+                a = ask => Some(a),
+                _ = self.silent.notified() => None,
                 _ = stop.wait_for(|s| *s) => return,
+            };
+            let Some(answer) = answer else {
+                failed(
+                    &mut failures,
+                    &controller,
+                    "the controller stopped taking this proxy's reports",
+                );
+                at += 1;
+                continue;
             };
             match answer {
                 Ok(Ok(frame)) => {
@@ -286,6 +303,7 @@ impl Follower {
 
     /// Reports to the controller it follows every second, and at once after a new table.
     async fn report(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut missed = 0u32;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(REPORT_EVERY) => {}
@@ -314,8 +332,17 @@ impl Follower {
             };
             let client = self.client(&controller);
             let sent = tokio::time::timeout(REPORT_TIMEOUT, client.cluster_report(&report)).await;
-            if let Ok(Err(e)) = sent {
-                tracing::debug!(%controller, "report not taken: {}", unreachable(&e));
+            match sent {
+                Ok(Ok(_)) => missed = 0,
+                Ok(Err(e)) => {
+                    tracing::debug!(%controller, "report not taken: {}", unreachable(&e));
+                    missed += 1;
+                }
+                Err(_) => missed += 1,
+            }
+            if missed >= SILENT_AFTER {
+                missed = 0;
+                self.silent.notify_one();
             }
         }
     }

@@ -117,7 +117,13 @@ pub async fn run(
         upgrade: Some(upgrade_hook(calls_tx.clone(), upgrading.clone())),
         reload: Some(reload_hook(calls_tx)),
     };
-    let running = start_with(&config, inherited.as_mut(), hooks).await?;
+    let state = match take_lease(&config, &mut stop_rx).await? {
+        Lease::Local => None,
+        Lease::Held(state) => Some(state),
+        Lease::Stopped => return Ok(()),
+    };
+    let mut lost = state.as_ref().map(|s| s.lost());
+    let running = start_with(&config, inherited.as_mut(), hooks, state.clone()).await?;
     if let Some(i) = inherited.as_mut() {
         i.report_ready();
         tracing::info!(
@@ -131,7 +137,24 @@ pub async fn run(
             _ = stop_rx.wait_for(|s| *s) => {
                 crate::systemd::stopping();
                 running.shutdown(stop_instances).await;
+                if let Some(state) = &state {
+                    state.release().await;
+                }
                 return Ok(());
+            }
+            why = lease_lost(&mut lost) => {
+                // Another controller acts now: stop acting at once (each app's step ends,
+                // and its record cannot be written any more), then stop serving. Under a
+                // supervisor (Swarm, systemd) the restarted process stands by.
+                crate::systemd::stopping();
+                if let Err(error) = running.controller.suspend().await {
+                    tracing::warn!(%error, "could not pause the controller before stopping");
+                }
+                running.shutdown(false).await;
+                return Err(Failure::failed(format!(
+                    "this controller lost the controller lease ({why}); another controller \
+                     acts now. Start it again to stand by."
+                )));
             }
             Some(_) = usr2.recv() => {
                 if upgrading.swap(true, Ordering::SeqCst) {
@@ -263,7 +286,62 @@ pub struct Running {
 }
 
 pub async fn start(config: &Config) -> Result<Running, Failure> {
-    start_with(config, None, Hooks::default()).await
+    start_with(config, None, Hooks::default(), None).await
+}
+
+/// What `serve` holds before it starts: nothing to hold (`[cluster] state = "local"`),
+/// the controller lease, or nothing because it was told to stop while standing by.
+enum Lease {
+    Local,
+    Held(Arc<baton_controller::SwarmState>),
+    Stopped,
+}
+
+/// `[cluster] state = "swarm"`: stands by until this process holds the controller lease
+/// (renewed from then on by a task of its own), then brings the store up to date with
+/// the records in Swarm's store. A wrong `DOCKER_HOST` fails here, before anything
+/// listens.
+async fn take_lease(config: &Config, stop: &mut watch::Receiver<bool>) -> Result<Lease, Failure> {
+    let Some(cluster) = config
+        .cluster
+        .as_ref()
+        .filter(|c| c.state == baton_config::ClusterState::Swarm)
+    else {
+        return Ok(Lease::Local);
+    };
+    let state = baton_controller::SwarmState::connect(cluster.state_name(), cluster.lease_ttl())
+        .await
+        .map_err(|e| Failure::failed(format!("[cluster] state = \"swarm\": {e}")))?;
+    let state = Arc::new(state);
+    tracing::info!(holder = %state.me(), "waiting for the controller lease");
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => return Ok(Lease::Stopped),
+        taken = state.acquire() => taken.map_err(|e| {
+            Failure::failed(format!("[cluster] state = \"swarm\": {e}"))
+        })?,
+    }
+    tokio::spawn(state.clone().keep());
+    let taken = baton_controller::take_swarm_state(&config.store.path, &state).await;
+    match taken {
+        Ok(apps) => tracing::info!(apps, "records taken from the swarm's store"),
+        Err(e) => {
+            state.release().await;
+            return Err(Failure::failed(format!(
+                "[cluster] state = \"swarm\": taking the records from the swarm's store: {e}"
+            )));
+        }
+    }
+    Ok(Lease::Held(state))
+}
+
+/// Resolves with why once the lease is lost; never without a lease.
+async fn lease_lost(lost: &mut Option<watch::Receiver<Option<String>>>) -> String {
+    if let Some(rx) = lost {
+        if let Ok(why) = rx.wait_for(Option::is_some).await {
+            return why.clone().unwrap_or_default();
+        }
+    }
+    std::future::pending().await
 }
 
 /// Opens the store; the new process of an upgrade waits (bounded) for the old one to
@@ -294,6 +372,7 @@ async fn start_with(
     config: &Config,
     inherited: Option<&mut Inherited>,
     hooks: Hooks,
+    state: Option<Arc<baton_controller::SwarmState>>,
 ) -> Result<Running, Failure> {
     let handover = inherited.is_some();
     let (old_proxy, old_admin, old_dashboard, old_cluster) = match inherited {
@@ -319,7 +398,7 @@ async fn start_with(
             .collect()
     };
     let (proxy_addrs, tls_addrs) = (addrs(Scheme::Http), addrs(Scheme::Https));
-    let controller = Controller::start(config, store, proxy.clone(), metrics)
+    let controller = Controller::start(config, store, proxy.clone(), metrics, state)
         .await
         .map_err(|e| Failure::failed(e.to_string()))?;
     let controller = Arc::new(controller);
@@ -590,6 +669,17 @@ impl Running {
                 .get(),
             None => upgrade::DEFAULT_TIMEOUT,
         };
+        let swarm_state = self.controller.config().cluster.as_ref().map(|c| c.state)
+            == Some(baton_config::ClusterState::Swarm);
+        if swarm_state {
+            return Err(fail(
+                409,
+                "with [cluster] state = \"swarm\" the controller lease cannot be handed to \
+                 another process: restart baton instead (a standby controller takes over at \
+                 once when this one stops, and proxies keep serving meanwhile)"
+                    .into(),
+            ));
+        }
         if let Err(e) = self.controller.suspend().await {
             let mut msg =
                 format!("cannot pause the controller for the handover ({e}); not upgrading");

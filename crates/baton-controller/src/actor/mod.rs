@@ -440,6 +440,27 @@ impl AppActor {
         let store = self.shared.store.clone();
         let app = self.core.name.clone();
         let evs = events.clone();
+        if let Some(state) = &self.shared.state {
+            // Swarm's copy first: a controller that lost the lease changes nothing.
+            let record_json = serde_json::to_string(&record)
+                .map_err(|e| format!("encoding the record of {app}: {e}"));
+            let last_json = history
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| format!("encoding a history entry of {app}: {e}"));
+            let written = match (record_json, last_json) {
+                (Ok(r), Ok(l)) => state
+                    .put(&app, &r, l.as_deref())
+                    .await
+                    .map_err(|e| e.to_string()),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            if let Err(error) = written {
+                tracing::error!(app = %self.core.name, %error, "could not store state in the swarm; nothing that depends on it happens until a store succeeds");
+                return Err(error);
+            }
+        }
         let result = tokio::task::spawn_blocking(move || {
             store.commit(&app, Some(&record), history.as_ref(), &evs)
         })

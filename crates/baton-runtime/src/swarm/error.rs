@@ -50,6 +50,9 @@ pub enum SwarmError {
     #[error("the task of instance {instance} has no address on network {network:?}")]
     NoAddress { instance: String, network: String },
 
+    #[error("this controller no longer holds the controller lease ({why}): another controller acts now; this one stops (restart it to stand by)")]
+    LeaseLost { why: String },
+
     #[error("swarm manager at {host}: could not {action}: {detail}")]
     Api {
         host: String,

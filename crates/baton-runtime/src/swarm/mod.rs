@@ -18,8 +18,10 @@
 
 mod engine;
 mod error;
+mod state;
 
 pub use error::SwarmError;
+pub use state::{StoredApp, SwarmState};
 
 use crate::docker::{
     default_host, fill, instance_env, labels, LABEL_APP, LABEL_INSTANCE, LABEL_OWNER, LABEL_VERSION,

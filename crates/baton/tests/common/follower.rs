@@ -40,10 +40,36 @@ impl Follower {
         token_file: &Path,
         apps: &str,
     ) -> Follower {
+        Follower::start_named(
+            "node2",
+            netns,
+            listen,
+            reach,
+            &[controller.to_string()],
+            token_file,
+            apps,
+        )
+    }
+
+    /// `start_full` with its own name and a list of controllers.
+    pub fn start_named(
+        name: &str,
+        netns: Option<PathBuf>,
+        listen: SocketAddr,
+        reach: SocketAddr,
+        controllers: &[String],
+        token_file: &Path,
+        apps: &str,
+    ) -> Follower {
         let dir = tempfile::tempdir().unwrap();
+        let controllers = controllers
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         let text = format!(
-            "[proxy]\nlisten = [\"{listen}\"]\n\n[cluster]\ncontrollers = [\"{controller}\"]\n\
-             token_file = \"{token}\"\nname = \"node2\"\nroutes_cache = \"{d}/routes.json\"\n\n{apps}",
+            "[proxy]\nlisten = [\"{listen}\"]\n\n[cluster]\ncontrollers = [{controllers}]\n\
+             token_file = \"{token}\"\nname = \"{name}\"\nroutes_cache = \"{d}/routes.json\"\n\n{apps}",
             token = token_file.display(),
             d = dir.path().display(),
         );

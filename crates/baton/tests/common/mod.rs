@@ -18,6 +18,8 @@ pub struct Baton {
     server: Option<Child>,
     /// `baton serve` runs in this network namespace (`nsenter --net=PATH`) when set.
     netns: Option<PathBuf>,
+    /// Set in `baton serve`'s environment (e.g. `DOCKER_HOST`).
+    pub env: Vec<(String, String)>,
 }
 
 /// The baton binary to run in the network namespace `netns` (`nsenter --net=`; `None`:
@@ -199,6 +201,7 @@ impl Baton {
             proxy: format!("127.0.0.1:{port}").parse().unwrap(),
             server: None,
             netns: None,
+            env: Vec::new(),
         };
         b.serve();
         b
@@ -209,6 +212,19 @@ impl Baton {
     /// test reaches it at `host` (the namespace's address on a network this host is on).
     /// The admin API stays a unix socket in the test's directory.
     pub fn start_in_netns(netns: PathBuf, host: std::net::IpAddr, port: u16, apps: &str) -> Baton {
+        let mut b = Baton::configure_in_netns(netns, host, port, apps);
+        b.serve();
+        b
+    }
+
+    /// `start_in_netns` without starting `baton serve` (the caller sets `env`, then
+    /// `serve` or `spawn_serve`).
+    pub fn configure_in_netns(
+        netns: PathBuf,
+        host: std::net::IpAddr,
+        port: u16,
+        apps: &str,
+    ) -> Baton {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             "[proxy]\nlisten = [\"0.0.0.0:{port}\"]\n\n[admin]\nlisten = \"unix:{d}/baton.sock\"\n\n[store]\npath = \"{d}/state\"\n\n{apps}",
@@ -216,25 +232,38 @@ impl Baton {
         );
         let config = dir.path().join("baton.toml");
         std::fs::write(&config, text).unwrap();
-        let mut b = Baton {
+        let b = Baton {
             dir,
             config,
             proxy: SocketAddr::new(host, port),
             server: None,
             netns: Some(netns),
+            env: Vec::new(),
         };
-        b.serve();
         b
     }
 
+    /// Starts `baton serve` and waits (bounded) until its admin API answers.
     pub fn serve(&mut self) {
+        self.spawn_serve();
+        self.wait_admin(Duration::from_secs(30));
+    }
+
+    /// Starts `baton serve` (`--stop-instances`) without waiting for it.
+    pub fn spawn_serve(&mut self) {
         let child = baton_in(self.netns.as_deref(), &self.dir.path().join("serve.log"))
             .args(["serve", "--stop-instances", "-c"])
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .unwrap();
         self.server = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+    }
+
+    /// Waits up to `within` for the admin API to answer; panics with the log if the
+    /// server exits first or the time runs out.
+    pub fn wait_admin(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
         loop {
             if self.cli(&["status", "--json"]).status.success() {
                 return;

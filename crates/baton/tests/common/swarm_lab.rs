@@ -92,6 +92,65 @@ impl SwarmLab {
         let _lock = Lock::take();
         script("load-image", &[image]);
     }
+
+    /// `lab/swarm/node ACTION NODE` (promote, demote, stop or start node2 or node3);
+    /// panics with its output when it fails.
+    pub fn node(&self, action: &str, node: &str) {
+        let _lock = Lock::take();
+        script("node", &[action, node]);
+    }
+
+    /// Makes node2 and node3 managers until the guard is dropped (3 managers: the swarm
+    /// keeps its quorum when one node is lost). Dropping it starts a stopped node's
+    /// dockerd again and makes both workers, as the other lab tests expect.
+    pub fn managers(&self) -> Managers<'_> {
+        for n in ["node2", "node3"] {
+            self.node("promote", n);
+        }
+        Managers { lab: self }
+    }
+}
+
+/// See [`SwarmLab::managers`].
+pub struct Managers<'a> {
+    lab: &'a SwarmLab,
+}
+
+impl Managers<'_> {
+    /// Whether NODE's dockerd is running (its pidfile names a live process).
+    pub fn running(node: &str) -> bool {
+        std::fs::read_to_string(Path::new(LAB_DIR).join(node).join("docker.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    }
+}
+
+impl Drop for Managers<'_> {
+    fn drop(&mut self) {
+        let _lock = Lock::take();
+        for n in ["node2", "node3"] {
+            if !Managers::running(n) {
+                let out = run_script("node", &["start", n]);
+                if !out.status.success() {
+                    eprintln!(
+                        "lab/swarm/node start {n} failed:\n{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+        }
+        for n in ["node2", "node3"] {
+            let out = run_script("node", &["demote", n]);
+            if !out.status.success() {
+                eprintln!(
+                    "lab/swarm/node demote {n} failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let _ = &self.lab;
+    }
 }
 
 impl Drop for SwarmLab {

@@ -164,6 +164,15 @@ fn controller_config(cluster_port: u16, token: &std::path::Path, state_name: &st
         )
 }
 
+/// `kill SIGNAL PID`.
+fn signal(signal: &str, pid: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
 /// The log written since `from` bytes.
 fn log_since(b: &common::Baton, from: usize) -> String {
     b.serve_log().get(from..).unwrap_or_default().to_string()
@@ -282,6 +291,7 @@ fn a_controller_killed_or_lost_with_its_node_is_replaced_by_one_on_another_manag
     let controllers = [
         format!("{}:{cluster_port}", anchor2.overlay_ip),
         format!("{}:{cluster_port}", anchor3.overlay_ip),
+        format!("{}:{cluster_port}", anchor1.overlay_ip),
     ];
     let (p1, p2) = (common::free_port(), common::free_port());
     let mut f1 = follower::Follower::start_named(
@@ -453,9 +463,62 @@ fn a_controller_killed_or_lost_with_its_node_is_replaced_by_one_on_another_manag
         left.is_empty().then_some(())
     });
     phase("node3 back, nothing of the removed services on it");
+
+    // 3. A controller frozen past its lease (a paused VM, a process cut off) finds, when
+    // it runs again, that a standby took over: it stops acting and exits, saying why.
+    // The standby this time runs on node1 (node3's container went with its dockerd).
+    let mut c = common::Baton::configure_in_netns(
+        anchor1.netns(),
+        anchor1.ip,
+        common::free_port(),
+        &config,
+    );
+    c.spawn_serve();
+    follower::wait_for("controller C standing by", || {
+        c.serve_log()
+            .contains("another controller holds the lease")
+            .then_some(())
+    });
+    let (l1, l2) = loads();
+    let frozen = a.server_pid().unwrap().to_string();
+    signal("-STOP", &frozen);
+    phase("controller A frozen");
+    c.wait_admin(Duration::from_secs(90));
+    phase("controller C took over");
+    signal("-CONT", &frozen);
+    let exited = a.wait_exit(Duration::from_secs(60));
+    phase(&format!("controller A woke up and exited: {exited}"));
+    assert!(!exited.success(), "{}", common::tail(&a.serve_log(), 20));
+    assert!(
+        a.serve_log().contains("lost the controller lease"),
+        "{}",
+        common::tail(&a.serve_log(), 20)
+    );
+    let st = wait_status_for(&c, 60, "C serving the stable version", |st| {
+        st["instances"].as_array().unwrap().len() == 3
+    });
+    assert_eq!(st["stable_version"], stable.as_str(), "{st:#}");
+    f1.wait_serving(&stable);
+    f2.wait_serving(&stable);
+    std::thread::sleep(Duration::from_millis(500));
+    let (r1, r2) = (l1.stop(), l2.stop());
+    phase(&format!(
+        "controller frozen past its lease: node1's proxy {r1:?}, node2's proxy {r2:?}"
+    ));
+    for (which, r) in [("node1's proxy", &r1), ("node2's proxy", &r2)] {
+        assert_eq!(
+            r.failed,
+            0,
+            "{which}: {r:?}\n{}",
+            common::tail(&c.serve_log(), 40)
+        );
+        assert!(r.ok > 0, "{which}: {r:?}");
+    }
+    wait_services(&owner, &stable, 60);
     drop((f1, f2));
     drop(b);
     drop(a);
+    drop(c);
     wait_no_services(&owner, "after the controller stopped");
     drop(services);
     drop((anchor1, anchor2, anchor3));

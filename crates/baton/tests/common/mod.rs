@@ -284,6 +284,24 @@ impl Baton {
         }
     }
 
+    /// Waits up to `within` for `baton serve` to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        let child = self.server.as_mut().expect("baton serve is not running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.server = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "baton serve did not exit within {within:?}: {}",
+                tail(&self.serve_log(), 30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The pid of `baton serve` (to signal it).
     pub fn server_pid(&self) -> Option<u32> {
         self.server.as_ref().map(Child::id)

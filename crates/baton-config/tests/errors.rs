@@ -785,4 +785,51 @@ fn the_cluster_needs_a_token_a_role_and_addresses_of_its_own() {
     assert_eq!(c.token_file.unwrap(), Path::new("/srv/baton/c.token"));
     assert_eq!(c.routes_cache.unwrap(), Path::new("/srv/baton/routes.json"));
     assert_eq!(c.controllers, ["baton-controller:9400"]);
+    assert_eq!(c.state, baton_config::ClusterState::Local);
+}
+
+#[test]
+fn the_controller_state_in_the_swarm_is_checked_before_anything_starts() {
+    let head = "[cluster]\ntoken_file = \"c\"\nlisten = \"0.0.0.0:9400\"\n";
+    assert_error(
+        &format!("{head}state = \"etcd\"\n"),
+        "4:9",
+        &["etcd", "local", "swarm"],
+    );
+    assert_error(
+        &format!("{head}state = \"swarm\"\nstate_name = \"Baton_1\"\n"),
+        "5:1",
+        &[
+            "\"Baton_1\" cannot name Swarm services",
+            "lower-case letters",
+        ],
+    );
+    assert_error(
+        &format!("{head}state = \"swarm\"\nlease_ttl = \"500ms\"\n"),
+        "5:1",
+        &["too short for a lease", "\"2s\" or more"],
+    );
+    assert_error(
+        "[cluster]\ntoken_file = \"c\"\ncontrollers = [\"c:9400\"]\nstate = \"swarm\"\n",
+        "4:1",
+        &[
+            "state = \"swarm\" is the controller's",
+            "listen = \"0.0.0.0:9400\"",
+        ],
+    );
+    let cfg = parse(
+        &format!("{head}state = \"swarm\"\nstate_name = \"shop\"\nlease_ttl = \"6s\"\n"),
+        Path::new("/srv/baton/baton.toml"),
+    )
+    .unwrap();
+    let c = cfg.cluster.unwrap();
+    assert_eq!(c.state, baton_config::ClusterState::Swarm);
+    assert_eq!(c.state_name(), "shop");
+    assert_eq!(c.lease_ttl(), std::time::Duration::from_secs(6));
+    let defaults = parse(head, Path::new("/srv/baton/baton.toml"))
+        .unwrap()
+        .cluster
+        .unwrap();
+    assert_eq!(defaults.state_name(), "baton");
+    assert_eq!(defaults.lease_ttl(), std::time::Duration::from_secs(10));
 }

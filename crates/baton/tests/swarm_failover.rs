@@ -287,6 +287,14 @@ fn a_controller_killed_or_lost_with_its_node_is_replaced_by_one_on_another_manag
         b.serve_log()
     );
     phase("controller A holds the lease, B stands by");
+    // The lease is not handed from process to process: `baton upgrade` says to restart.
+    let out = a.cli(&["upgrade"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the controller lease cannot be handed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let controllers = [
         format!("{}:{cluster_port}", anchor2.overlay_ip),

@@ -232,15 +232,14 @@ impl Baton {
         );
         let config = dir.path().join("baton.toml");
         std::fs::write(&config, text).unwrap();
-        let b = Baton {
+        Baton {
             dir,
             config,
             proxy: SocketAddr::new(host, port),
             server: None,
             netns: Some(netns),
             env: Vec::new(),
-        };
-        b
+        }
     }
 
     /// Starts `baton serve` and waits (bounded) until its admin API answers.

@@ -440,23 +440,26 @@ fn the_swarm_runtime_deploys_every_strategy_and_rolls_back_with_no_failed_reques
             // at start (`nobind`) are each rolled back, under load, with no failed
             // request; their services are removed.
             for bad in ["sick", "nobind"] {
-                let load = rt.block_on(async {
-                    baton_loadgen::Load::start(baton_loadgen::LoadSpec {
-                        clients: 4,
-                        gap: Duration::from_millis(3),
-                        ..baton_loadgen::LoadSpec::new(b.proxy)
-                    })
-                });
+                let load = rt.block_on(async { baton_loadgen::Load::start(load_spec(b.proxy)) });
+                let load2 = follower::NetnsLoad::start(Some(anchor.netns()), load_spec(f.proxy));
                 let out = b.cli(&["deploy", "web", bad]);
                 let st = b.wait_status(&format!("{bad} rolled back"), common::finished);
                 let report = rt.block_on(load.stop());
-                phase(&format!("rolling: {bad} rolled back, {report:?}"));
-                assert_eq!(
-                    report.failed,
-                    0,
-                    "{bad}: {report:?}\n{}",
-                    common::tail(&b.serve_log(), 40)
-                );
+                let report2 = load2.stop();
+                phase(&format!(
+                    "rolling: {bad} rolled back, through node1's proxy {report:?}, through \
+                     node2's proxy {report2:?}"
+                ));
+                for (which, r) in [("node1's proxy", &report), ("node2's proxy", &report2)] {
+                    assert_eq!(
+                        r.failed,
+                        0,
+                        "{bad}, {which}: {r:?}\n{}\n{}",
+                        common::tail(&b.serve_log(), 40),
+                        common::tail(&f.log(), 20)
+                    );
+                    assert!(r.ok > 0, "{bad}, {which}: {r:?}");
+                }
                 assert_eq!(
                     st["stable_version"],
                     "v2",

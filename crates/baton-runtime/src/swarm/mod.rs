@@ -465,6 +465,18 @@ impl SwarmRuntime {
         })
     }
 
+    /// A node as an operator knows it: its host name and ID (the ID alone when the
+    /// manager cannot say more).
+    async fn node_name(&self, id: &str) -> String {
+        match self.docker.inspect_node(id).await {
+            Ok(node) => match node.description.and_then(|d| d.hostname) {
+                Some(host) => format!("{host} ({id})"),
+                None => id.to_string(),
+            },
+            Err(_) => id.to_string(),
+        }
+    }
+
     /// The service named `name`'s labels, if it exists.
     async fn existing(&self, name: &str) -> Result<Option<HashMap<String, String>>, SwarmError> {
         match self.docker.inspect_service(name, None).await {
@@ -528,7 +540,7 @@ impl SwarmRuntime {
                         return Err(if view.why.contains("No such image") {
                             SwarmError::ImageMissing {
                                 image: spec.image_for(&req.version),
-                                node: view.node.clone(),
+                                node: self.node_name(&view.node).await,
                                 detail: view.why.clone(),
                             }
                         } else {

@@ -178,26 +178,19 @@ fn log_since(b: &common::Baton, from: usize) -> String {
     b.serve_log().get(from..).unwrap_or_default().to_string()
 }
 
-/// Polls `b`'s status until `pred` holds, for up to `secs`.
-fn wait_status_for(
-    b: &common::Baton,
-    secs: u64,
-    what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let st = b.status();
-        if pred(&st) {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last status: {st:#}\n{}",
-            common::tail(&b.serve_log(), 60)
+/// Stops the two loads and checks neither failed a request; prints their figures.
+fn no_failed(what: &str, loads: (follower::NetnsLoad, follower::NetnsLoad), log: &str) -> String {
+    let (r1, r2) = (loads.0.stop(), loads.1.stop());
+    for (which, r) in [("node1's proxy", &r1), ("node2's proxy", &r2)] {
+        assert_eq!(
+            r.failed,
+            0,
+            "{what}, {which}: {r:?}\n{}",
+            common::tail(log, 40)
         );
-        std::thread::sleep(Duration::from_millis(200));
+        assert!(r.ok > 0, "{what}, {which}: {r:?}");
     }
+    format!("{what}: node1's proxy {r1:?}, node2's proxy {r2:?}")
 }
 
 /// Waits until exactly `version`'s 3 services of `owner` are left.
@@ -366,7 +359,11 @@ fn a_controller_killed_or_lost_with_its_node_is_replaced_by_one_on_another_manag
         "{}",
         common::tail(&b.serve_log(), 30)
     );
-    let st = wait_status_for(&b, 120, "the canary finished under B", common::finished);
+    let st = b.wait_status_within(
+        Duration::from_secs(120),
+        "the canary finished under B",
+        common::finished,
+    );
     assert_eq!(
         st["deployment"]["id"], deployment,
         "B did not resume A's deployment: {st:#}"
@@ -379,19 +376,7 @@ fn a_controller_killed_or_lost_with_its_node_is_replaced_by_one_on_another_manag
     f1.wait_serving(&stable);
     f2.wait_serving(&stable);
     std::thread::sleep(Duration::from_millis(500));
-    let (r1, r2) = (l1.stop(), l2.stop());
-    phase(&format!(
-        "controller killed: node1's proxy {r1:?}, node2's proxy {r2:?}"
-    ));
-    for (which, r) in [("node1's proxy", &r1), ("node2's proxy", &r2)] {
-        assert_eq!(
-            r.failed,
-            0,
-            "{which}: {r:?}\n{}",
-            common::tail(&f1.log(), 20)
-        );
-        assert!(r.ok > 0, "{which}: {r:?}");
-    }
+    phase(&no_failed("controller killed", (l1, l2), &b.serve_log()));
     wait_services(&owner, &stable, 60);
 
     // 2. A comes back as the standby (its own store now stale); then B's whole node is
@@ -416,7 +401,11 @@ fn a_controller_killed_or_lost_with_its_node_is_replaced_by_one_on_another_manag
     phase("node3 lost (controller B killed, its dockerd stopped) mid-canary");
     a.wait_admin(Duration::from_secs(90));
     phase("controller A took over");
-    let st = wait_status_for(&a, 240, "the canary finished under A", common::finished);
+    let st = a.wait_status_within(
+        Duration::from_secs(240),
+        "the canary finished under A",
+        common::finished,
+    );
     assert_eq!(
         st["deployment"]["id"], deployment,
         "A did not resume B's deployment: {st:#}"
@@ -428,25 +417,20 @@ fn a_controller_killed_or_lost_with_its_node_is_replaced_by_one_on_another_manag
     ));
     f1.wait_serving(&stable);
     f2.wait_serving(&stable);
-    let st = wait_status_for(&a, 240, "3 healthy instances of the stable version", |st| {
-        let instances = st["instances"].as_array().unwrap();
-        instances.len() == 3 && instances.iter().all(|i| i["version"] == stable.as_str())
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let (r1, r2) = (l1.stop(), l2.stop());
+    let st = a.wait_status_within(
+        Duration::from_secs(240),
+        "3 healthy instances of the stable version",
+        |st| {
+            let instances = st["instances"].as_array().unwrap();
+            instances.len() == 3 && instances.iter().all(|i| i["version"] == stable.as_str())
+        },
+    );
     phase(&format!(
-        "node3 lost: node1's proxy {r1:?}, node2's proxy {r2:?}; instances {}",
+        "instances after node3 was lost: {}",
         st["instances"]
     ));
-    for (which, r) in [("node1's proxy", &r1), ("node2's proxy", &r2)] {
-        assert_eq!(
-            r.failed,
-            0,
-            "{which}: {r:?}\n{}",
-            common::tail(&a.serve_log(), 40)
-        );
-        assert!(r.ok > 0, "{which}: {r:?}");
-    }
+    std::thread::sleep(Duration::from_millis(500));
+    phase(&no_failed("node3 lost", (l1, l2), &a.serve_log()));
     wait_services(&owner, &stable, 120);
 
     // node3 back: no task of a removed service runs there.
@@ -502,26 +486,20 @@ fn a_controller_killed_or_lost_with_its_node_is_replaced_by_one_on_another_manag
         "{}",
         common::tail(&a.serve_log(), 20)
     );
-    let st = wait_status_for(&c, 60, "C serving the stable version", |st| {
-        st["instances"].as_array().unwrap().len() == 3
-    });
+    let st = c.wait_status_within(
+        Duration::from_secs(60),
+        "C serving the stable version",
+        |st| st["instances"].as_array().unwrap().len() == 3,
+    );
     assert_eq!(st["stable_version"], stable.as_str(), "{st:#}");
     f1.wait_serving(&stable);
     f2.wait_serving(&stable);
     std::thread::sleep(Duration::from_millis(500));
-    let (r1, r2) = (l1.stop(), l2.stop());
-    phase(&format!(
-        "controller frozen past its lease: node1's proxy {r1:?}, node2's proxy {r2:?}"
+    phase(&no_failed(
+        "controller frozen past its lease",
+        (l1, l2),
+        &c.serve_log(),
     ));
-    for (which, r) in [("node1's proxy", &r1), ("node2's proxy", &r2)] {
-        assert_eq!(
-            r.failed,
-            0,
-            "{which}: {r:?}\n{}",
-            common::tail(&c.serve_log(), 40)
-        );
-        assert!(r.ok > 0, "{which}: {r:?}");
-    }
     wait_services(&owner, &stable, 60);
     drop((f1, f2));
     drop(b);

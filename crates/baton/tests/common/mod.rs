@@ -359,9 +359,19 @@ impl Baton {
         serde_json::from_str(&out).unwrap()
     }
 
-    /// Polls status until `pred` holds (bounded).
+    /// Polls status until `pred` holds (bounded: 60 s).
     pub fn wait_status(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.wait_status_within(Duration::from_secs(60), what, pred)
+    }
+
+    /// Polls status until `pred` holds, for up to `within`.
+    pub fn wait_status_within(
+        &self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
         loop {
             let st = self.status();
             if pred(&st) {

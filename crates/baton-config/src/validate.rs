@@ -1,7 +1,7 @@
 //! Checks that need the whole file or more than one key: listeners, the admin token rule,
 //! and routes shared by two apps; and `[proxy]`'s own keys, `[proxy.compression]` too. Per-app checks are in `validate_app`.
 
-use crate::kinds::AdminListen;
+use crate::kinds::{AdminListen, RuntimeKind};
 use crate::locate::{key, KeyPath};
 use crate::model::{AppConfig, RawConfig};
 use crate::validate_app;
@@ -595,6 +595,26 @@ fn cluster(raw: &RawConfig, issues: &mut Vec<Issue>) {
                      \"2s\" or more (default \"10s\")"
                 ),
             ));
+        }
+    }
+    if c.state == crate::ClusterState::Swarm {
+        for (name, app) in &raw.apps {
+            if matches!(app.runtime, RuntimeKind::Process | RuntimeKind::Docker) {
+                issues.push((
+                    key!["apps", name.as_str(), "runtime"],
+                    format!(
+                        "[cluster] state = \"swarm\" lets a controller on another node take \
+                         over, but app {name}'s instances run on this machine (runtime = \
+                         \"{}\"), where no other controller can reach them: use runtime = \
+                         \"swarm\" (or \"static\"), or state = \"local\"",
+                        if app.runtime == RuntimeKind::Process {
+                            "process"
+                        } else {
+                            "docker"
+                        }
+                    ),
+                ));
+            }
         }
     }
     if c.state == crate::ClusterState::Swarm && c.listen.is_none() {

@@ -817,6 +817,14 @@ fn the_controller_state_in_the_swarm_is_checked_before_anything_starts() {
             "listen = \"0.0.0.0:9400\"",
         ],
     );
+    assert_error(
+        &format!("{head}state = \"swarm\"\n\n[apps.web]\ncommand = \"./web\"\n"),
+        "6:7",
+        &[
+            "app web's instances run on this machine",
+            "runtime = \"swarm\"",
+        ],
+    );
     let cfg = parse(
         &format!("{head}state = \"swarm\"\nstate_name = \"shop\"\nlease_ttl = \"6s\"\n"),
         Path::new("/srv/baton/baton.toml"),

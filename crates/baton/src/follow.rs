@@ -260,10 +260,19 @@ impl Follower {
                 LONG_POLL + Duration::from_secs(10),
                 client.cluster_routes(since),
             );
-            let answer = tokio::select! {
-                a = ask => Some(a),
-                _ = self.silent.notified() => None,
-                _ = stop.wait_for(|s| *s) => return,
+            let mut ask = std::pin::pin!(ask);
+            let answer = loop {
+                tokio::select! {
+                    a = &mut ask => break Some(a),
+                    // Only about the controller being asked (the reports go to the one
+                    // followed, which may be another while this one is tried).
+                    _ = self.silent.notified() => {
+                        if self.state.borrow().controller.as_deref() == Some(&controller) {
+                            break None;
+                        }
+                    }
+                    _ = stop.wait_for(|s| *s) => return,
+                }
             };
             let Some(answer) = answer else {
                 failed(

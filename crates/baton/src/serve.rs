@@ -117,7 +117,7 @@ pub async fn run(
         upgrade: Some(upgrade_hook(calls_tx.clone(), upgrading.clone())),
         reload: Some(reload_hook(calls_tx)),
     };
-    let state = match take_lease(&config, &mut stop_rx).await? {
+    let state = match take_lease(&config, stop_instances, &mut stop_rx).await? {
         Lease::Local => None,
         Lease::Held(state) => Some(state),
         Lease::Stopped => return Ok(()),
@@ -301,7 +301,11 @@ enum Lease {
 /// (renewed from then on by a task of its own), then brings the store up to date with
 /// the records in Swarm's store. A wrong `DOCKER_HOST` fails here, before anything
 /// listens.
-async fn take_lease(config: &Config, stop: &mut watch::Receiver<bool>) -> Result<Lease, Failure> {
+async fn take_lease(
+    config: &Config,
+    stop_instances: bool,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Lease, Failure> {
     let Some(cluster) = config
         .cluster
         .as_ref()
@@ -309,6 +313,16 @@ async fn take_lease(config: &Config, stop: &mut watch::Receiver<bool>) -> Result
     else {
         return Ok(Lease::Local);
     };
+    if stop_instances {
+        return Err(Failure::usage(
+            "--stop-instances with [cluster] state = \"swarm\": the instances belong to \
+             whichever controller holds the lease, and a standby takes them over when this \
+             one stops; stopping them would take the app down with this process. Start \
+             without --stop-instances (to remove an app's instances, remove the app from \
+             the config and `baton reload`, or `docker service rm` them)."
+                .to_string(),
+        ));
+    }
     let state = baton_controller::SwarmState::connect(cluster.state_name(), cluster.lease_ttl())
         .await
         .map_err(|e| Failure::failed(format!("[cluster] state = \"swarm\": {e}")))?;

@@ -228,6 +228,34 @@ fn a_proxy_with_a_wrong_token_or_no_controller_is_refused_with_the_fix() {
         err.contains("is empty") && err.contains("openssl rand"),
         "{err}"
     );
+
+    // A controller whose state is in the swarm may not stop its instances when it stops:
+    // a standby takes them over. Refused before anything is contacted or bound.
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = [\"127.0.0.1:{}\"]\n\n[store]\npath = \"{}/state\"\n\n\
+             [cluster]\nlisten = \"127.0.0.1:{}\"\ntoken_file = \"{}\"\nstate = \"swarm\"\n",
+            free_port(),
+            dir.path().display(),
+            free_port(),
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BATON)
+        .args(["serve", "--stop-instances", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--stop-instances with [cluster] state = \"swarm\"")
+            && err.contains("Start without --stop-instances"),
+        "{err}"
+    );
+    assert!(!dir.path().join("state").exists(), "the store was made");
 }
 
 /// An instance that stops answering (accepts, never responds) under load through a proxy

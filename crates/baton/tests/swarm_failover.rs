@@ -126,12 +126,14 @@ fn the_lease_and_the_records_are_compare_and_swap_writes_in_the_swarm() {
         second.put("web", r#"{"n":4}"#, None).await.unwrap();
         second
     });
+    // A write without a history entry keeps the newest one.
     let (_, labels) = services
         .list()
         .into_iter()
         .find(|(n, _)| n == &format!("{name}-state-web"))
         .unwrap();
     assert_eq!(labels["baton.state.record"], r#"{"n":4}"#);
+    assert_eq!(labels["baton.state.last"], r#"{"id":"d1"}"#);
     let (_, lease) = services
         .list()
         .into_iter()
@@ -156,12 +158,21 @@ fn the_lease_and_the_records_are_compare_and_swap_writes_in_the_swarm() {
 
 /// The controller config: the canary app, `[cluster]` with the state in the swarm.
 fn controller_config(cluster_port: u16, token: &std::path::Path, state_name: &str) -> String {
+    local_config(cluster_port, token) + &swarm_state(state_name)
+}
+
+/// `controller_config` with the state kept locally (`[cluster]` last).
+fn local_config(cluster_port: u16, token: &std::path::Path) -> String {
     swarm_app("canary", "")
         + &format!(
-            "\n[cluster]\nlisten = \"0.0.0.0:{cluster_port}\"\ntoken_file = \"{}\"\n\
-             state = \"swarm\"\nstate_name = \"{state_name}\"\nlease_ttl = \"4s\"\n",
+            "\n[cluster]\nlisten = \"0.0.0.0:{cluster_port}\"\ntoken_file = \"{}\"\n",
             token.display()
         )
+}
+
+/// The `[cluster]` keys that put the state in the swarm.
+fn swarm_state(state_name: &str) -> String {
+    format!("state = \"swarm\"\nstate_name = \"{state_name}\"\nlease_ttl = \"4s\"\n")
 }
 
 /// `kill SIGNAL PID`.
@@ -253,14 +264,45 @@ fn a_controller_killed_or_lost_with_its_node_is_replaced_by_one_on_another_manag
         )
     };
 
+    // 0. Controller A first keeps its state locally and deploys v1; restarted with
+    // `state = "swarm"` it writes its record to the swarm and adopts its running instances
+    // (relabelled from its store path to the shared owner), leaving none behind.
     let mut a = common::Baton::configure_in_netns(
         anchor2.netns(),
         anchor2.ip,
         common::free_port(),
-        &config,
+        &local_config(cluster_port, &token),
     );
     a.env.push(docker_host(&sock2));
+    a.stop_instances = false;
     a.serve();
+    a.cli_ok(&["deploy", "web", "v1"], 0);
+    let local_owner = a.store_path();
+    let before = services_of(&local_owner);
+    assert_eq!(before.len(), 3, "{before:?}");
+    assert!(a.stop().success(), "{}", common::tail(&a.serve_log(), 20));
+    let mut text = std::fs::read_to_string(&a.config).unwrap();
+    text.push_str(&swarm_state(&state_name));
+    std::fs::write(&a.config, text).unwrap();
+    a.serve();
+    let st = a.status();
+    assert_eq!(st["instances"].as_array().unwrap().len(), 3, "{st:#}");
+    assert!(services_of(&local_owner).is_empty());
+    let mut adopted = services_of(&owner);
+    adopted.sort();
+    let mut expected = before.clone();
+    expected.sort();
+    assert_eq!(
+        adopted, expected,
+        "the same services, under the shared owner"
+    );
+    assert!(
+        a.serve_log()
+            .contains("writing a record only this store had"),
+        "{}",
+        common::tail(&a.serve_log(), 20)
+    );
+    phase("A moved from local state to the swarm's, its v1 instances adopted");
     let mut b = common::Baton::configure_in_netns(
         anchor3.netns(),
         anchor3.ip,
@@ -268,6 +310,7 @@ fn a_controller_killed_or_lost_with_its_node_is_replaced_by_one_on_another_manag
         &config,
     );
     b.env.push(docker_host(&sock3));
+    b.stop_instances = false;
     b.spawn_serve();
     follower::wait_for("controller B standing by", || {
         b.serve_log()
@@ -313,7 +356,6 @@ fn a_controller_killed_or_lost_with_its_node_is_replaced_by_one_on_another_manag
         &token,
         &swarm_app("canary", ""),
     );
-    a.cli_ok(&["deploy", "web", "v1"], 0);
     f1.wait_serving("v1");
     f2.wait_serving("v1");
     phase("v1 served by both proxies");
@@ -465,6 +507,7 @@ fn a_controller_killed_or_lost_with_its_node_is_replaced_by_one_on_another_manag
         common::free_port(),
         &config,
     );
+    c.stop_instances = false;
     c.spawn_serve();
     follower::wait_for("controller C standing by", || {
         c.serve_log()
@@ -505,8 +548,12 @@ fn a_controller_killed_or_lost_with_its_node_is_replaced_by_one_on_another_manag
     drop(b);
     drop(a);
     drop(c);
-    wait_no_services(&owner, "after the controller stopped");
+    // The instances outlive the controllers (the next one to hold the lease adopts them);
+    // the test removes them and the state services.
+    let left = services_of(&owner);
+    assert_eq!(left.len(), 3, "{left:?}");
     drop(services);
+    wait_no_services(&owner, "after the test removed them");
     drop((anchor1, anchor2, anchor3));
     drop(managers);
 }

@@ -465,6 +465,29 @@ impl SwarmRuntime {
         })
     }
 
+    /// Sets the `baton.owner` label of service `name` to this runtime's owner.
+    async fn relabel_owner(&self, name: &str) -> Result<(), SwarmError> {
+        let service = self
+            .docker
+            .inspect_service(name, None)
+            .await
+            .map_err(|e| self.api(&format!("inspect service {name}"), e))?;
+        let version = service.version.and_then(|v| v.index).unwrap_or(0);
+        let mut spec = service.spec.unwrap_or_default();
+        spec.labels
+            .get_or_insert_with(HashMap::new)
+            .insert(LABEL_OWNER.to_string(), self.spec().owner.clone());
+        let options = bollard::query_parameters::UpdateServiceOptions {
+            version: i32::try_from(version).unwrap_or(i32::MAX),
+            ..Default::default()
+        };
+        self.docker
+            .update_service(name, spec, options, None)
+            .await
+            .map_err(|e| self.api(&format!("relabel service {name}"), e))?;
+        Ok(())
+    }
+
     /// A node as an operator knows it: its host name and ID (the ID alone when the
     /// manager cannot say more).
     async fn node_name(&self, id: &str) -> String {
@@ -912,10 +935,23 @@ impl Runtime for SwarmRuntime {
         let Some(labels) = self.existing(name).await? else {
             return Ok(false);
         };
-        if labels.get(LABEL_OWNER) != Some(&self.spec().owner)
-            || labels.get(LABEL_INSTANCE) != Some(&handle.id)
+        let owner = self.spec().owner.clone();
+        if labels.get(LABEL_INSTANCE) != Some(&handle.id)
+            || labels.get(LABEL_APP) != Some(&handle.app)
         {
             return Ok(false);
+        }
+        match labels.get(LABEL_OWNER) {
+            Some(o) if *o == owner => {}
+            // The record names this service, made under another owner: the controller
+            // moved from `state = "local"` (owner: its store path) to `state = "swarm"`
+            // (owner: shared by every controller). It is relabelled, so that it is found
+            // as this controller's from now on (a label change restarts no task).
+            Some(previous) => {
+                tracing::info!(instance = %handle.id, service = %name, %previous, %owner, "adopting a service made under another owner");
+                self.relabel_owner(name).await?;
+            }
+            None => return Ok(false),
         }
         let running = match self.task(task_id).await? {
             Some(raw) => TaskView::from_json(&raw).running(),

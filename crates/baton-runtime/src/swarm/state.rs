@@ -68,8 +68,9 @@ pub struct SwarmState {
     me: String,
     ttl: Duration,
     lease: Mutex<Lease>,
-    /// The version index this controller last wrote or claimed, per app's holder.
-    holders: Mutex<HashMap<String, u64>>,
+    /// Per app's holder: the version index this controller last wrote or claimed, and
+    /// the newest history entry there (kept by writes that carry none).
+    holders: Mutex<HashMap<String, Held>>,
     lost: watch::Sender<Option<String>>,
 }
 
@@ -81,6 +82,13 @@ struct Lease {
     beat: u64,
     /// Set by `release`: no more renewals.
     released: bool,
+}
+
+/// What this controller knows of one record holder.
+#[derive(Debug, Clone, Default)]
+struct Held {
+    version: u64,
+    last: Option<String>,
 }
 
 /// A service as the state reads it.
@@ -389,7 +397,7 @@ impl SwarmState {
             let spec = self.holder_spec(app, term, &stored.record, stored.last.as_deref());
             match self.update(&name, spec, found.version).await {
                 Ok(()) => {
-                    self.confirm(app, term).await?;
+                    self.confirm(app, term, stored.last.clone()).await?;
                     return Ok(Some(stored));
                 }
                 Err(Refused::Moved) => continue,
@@ -408,27 +416,33 @@ impl SwarmState {
         }
         let term = self.term().await?;
         let name = self.holder_name(app);
-        let known = self.holders.lock().await.get(app).copied();
-        let version = match known {
-            Some(v) => v,
+        let known = self.holders.lock().await.get(app).cloned();
+        let held = match known {
+            Some(held) => held,
             None => match self.find(&name).await? {
                 Some(found) => {
                     self.check_term(&found, term)?;
-                    found.version
+                    Held {
+                        version: found.version,
+                        last: found.labels.get(STATE_LAST).cloned(),
+                    }
                 }
                 None => {
-                    let spec = self.holder_spec(app, term, record, last);
+                    let last = last.map(str::to_string);
+                    let spec = self.holder_spec(app, term, record, last.as_deref());
                     return match self.docker.create_service(spec, None).await {
-                        Ok(_) => self.confirm(app, term).await,
+                        Ok(_) => self.confirm(app, term, last).await,
                         Err(e) if is_conflict(&e) => Err(self.busy(&name)),
                         Err(e) => Err(self.api(&format!("create service {name}"), e)),
                     };
                 }
             },
         };
-        let spec = self.holder_spec(app, term, record, last);
-        match self.update(&name, spec, version).await {
-            Ok(()) => self.confirm(app, term).await,
+        // A write without a history entry keeps the newest one there.
+        let last = last.map(str::to_string).or(held.last);
+        let spec = self.holder_spec(app, term, record, last.as_deref());
+        match self.update(&name, spec, held.version).await {
+            Ok(()) => self.confirm(app, term, last).await,
             Err(Refused::Moved) => {
                 let why = format!("another controller wrote the state of app {app} ({name})");
                 self.lose(why.clone());
@@ -440,7 +454,7 @@ impl SwarmState {
 
     /// Reads `app`'s holder back after a write and keeps its version, when the write
     /// there is this term's.
-    async fn confirm(&self, app: &str, term: u64) -> Result<(), SwarmError> {
+    async fn confirm(&self, app: &str, term: u64, last: Option<String>) -> Result<(), SwarmError> {
         let name = self.holder_name(app);
         let Some(found) = self.find(&name).await? else {
             return Err(self.busy(&name));
@@ -449,10 +463,11 @@ impl SwarmState {
         if label_u64(&found.labels, STATE_TERM) != term {
             return Err(self.busy(&name));
         }
-        self.holders
-            .lock()
-            .await
-            .insert(app.to_string(), found.version);
+        let held = Held {
+            version: found.version,
+            last,
+        };
+        self.holders.lock().await.insert(app.to_string(), held);
         Ok(())
     }
 

@@ -20,6 +20,8 @@ pub struct Baton {
     netns: Option<PathBuf>,
     /// Set in `baton serve`'s environment (e.g. `DOCKER_HOST`).
     pub env: Vec<(String, String)>,
+    /// `baton serve --stop-instances` (the default here: nothing outlives the test).
+    pub stop_instances: bool,
 }
 
 /// The baton binary to run in the network namespace `netns` (`nsenter --net=`; `None`:
@@ -202,6 +204,7 @@ impl Baton {
             server: None,
             netns: None,
             env: Vec::new(),
+            stop_instances: true,
         };
         b.serve();
         b
@@ -239,6 +242,7 @@ impl Baton {
             server: None,
             netns: Some(netns),
             env: Vec::new(),
+            stop_instances: true,
         }
     }
 
@@ -250,8 +254,15 @@ impl Baton {
 
     /// Starts `baton serve` (`--stop-instances`) without waiting for it.
     pub fn spawn_serve(&mut self) {
+        let stop = if self.stop_instances {
+            &["--stop-instances"][..]
+        } else {
+            &[]
+        };
         let child = baton_in(self.netns.as_deref(), &self.dir.path().join("serve.log"))
-            .args(["serve", "--stop-instances", "-c"])
+            .arg("serve")
+            .args(stop)
+            .arg("-c")
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .spawn()
@@ -400,6 +411,16 @@ impl Baton {
 
     pub fn store_path(&self) -> String {
         self.dir.path().join("state").display().to_string()
+    }
+
+    /// SIGTERM to the server, and its exit status once it has stopped.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.server.take().expect("baton serve is not running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        child.wait().unwrap()
     }
 
     /// `kill -9` of the server (instances survive, as after a crash).

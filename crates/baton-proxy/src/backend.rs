@@ -5,8 +5,9 @@
 
 use crate::pool::IdlePool;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::{watch, Notify};
 
 /// One backend instance, keyed by its stable id.
@@ -30,11 +31,50 @@ pub(crate) struct Backend {
     /// Bumped at a drain deadline: upgraded tunnels and upstream connections of this
     /// backend that started before the bump close.
     close_gen: watch::Sender<u64>,
-    /// Bumped when the backend is found dead (its health checks failed): requests still
-    /// waiting for its response head that can be sent again go to another backend.
-    abandon_gen: AtomicU64,
-    abandoned: Notify,
+    /// Its upstream connections' sockets (see [`Watched`]), for `abandon`.
+    sockets: Mutex<Vec<Weak<Watched>>>,
     pub idle: IdlePool,
+}
+
+/// An upstream connection's socket as its backend sees it (a duplicate descriptor, so
+/// it is always the same socket), and whether a request that can be sent again waits on
+/// it for its response head. When the backend is found dead (`Backend::abandon`), those
+/// sockets are shut down: the exchange ends at once with an error and the request goes
+/// to another backend. Nothing waits on a signal per request: marking the wait is two
+/// atomic operations, and the search happens only when a backend is abandoned.
+pub(crate) struct Watched {
+    fd: OwnedFd,
+    state: AtomicU8,
+}
+
+const IDLE: u8 = 0;
+const WAITING: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Watched {
+    /// The duplicate of the connection's socket.
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// A request that can be sent again now waits here for its response head.
+    pub fn wait(&self) {
+        let _ = self
+            .state
+            .compare_exchange(IDLE, WAITING, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The wait is over (a head came, or the exchange failed): whether the request may
+    /// keep what it got — false when the backend was abandoned first and the socket shut.
+    pub fn answered(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(WAITING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(now) => now != ABANDONED,
+        }
+    }
 }
 
 /// Holds one unit of `in_flight` on a backend; releases it when dropped.
@@ -61,8 +101,7 @@ impl Backend {
             failures: AtomicU32::new(0),
             drained: Notify::new(),
             close_gen: watch::Sender::new(0),
-            abandon_gen: AtomicU64::new(0),
-            abandoned: Notify::new(),
+            sockets: Mutex::new(Vec::new()),
             idle: IdlePool::new(max_idle),
         }
     }
@@ -136,29 +175,41 @@ impl Backend {
         self.close_gen.send_modify(|g| *g += 1);
     }
 
-    /// The backend is dead: its idle connections close, and requests waiting for its
-    /// response head that can be sent again are (see `abandoned_since`).
+    /// The backend is dead: its idle connections close, and the connections where a
+    /// request that can be sent again waits for its response head are shut down, so
+    /// that the request goes to another backend now (requests with a body keep waiting:
+    /// the backend may only be slow).
     pub fn abandon(&self) {
-        self.abandon_gen.fetch_add(1, SeqCst);
         self.idle.clear();
-        self.abandoned.notify_waiters();
-    }
-
-    pub fn abandon_generation(&self) -> u64 {
-        self.abandon_gen.load(SeqCst)
-    }
-
-    /// Resolves once the backend was abandoned after generation `seen` was read.
-    pub async fn abandoned_since(&self, seen: u64) {
-        loop {
-            let notified = self.abandoned.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.abandon_generation() != seen {
-                return;
+        let sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        for socket in sockets.iter().filter_map(Weak::upgrade) {
+            let waiting = socket.state.compare_exchange(
+                WAITING,
+                ABANDONED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            if waiting.is_ok() {
+                let _ = nix::sys::socket::shutdown(
+                    socket.fd.as_raw_fd(),
+                    nix::sys::socket::Shutdown::Both,
+                );
             }
-            notified.await;
         }
+    }
+
+    /// Follows the upstream connection on `socket` for `abandon`; `None` when the
+    /// descriptor cannot be duplicated (the connection then works, unwatched).
+    pub fn watch(&self, socket: BorrowedFd<'_>) -> Option<Arc<Watched>> {
+        let fd = socket.try_clone_to_owned().ok()?;
+        let watched = Arc::new(Watched {
+            fd,
+            state: AtomicU8::new(IDLE),
+        });
+        let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        sockets.retain(|w| w.strong_count() > 0);
+        sockets.push(Arc::downgrade(&watched));
+        Some(watched)
     }
 
     pub fn drained(&self) -> &Notify {

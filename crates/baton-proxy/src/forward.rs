@@ -428,21 +428,19 @@ impl Inner {
                 }
             },
         };
-        let abandon = backend.abandon_generation();
-        let sent = tokio::time::timeout(header_timeout, sender.try_send_request(req));
+        // A request that can be sent again lets `Backend::abandon` end its wait.
         let can_resend = replay.is_some() && !retried;
-        let outcome = tokio::select! {
-            biased;
-            r = sent => Some(r),
-            _ = backend.abandoned_since(abandon), if can_resend => None,
-        };
-        let Some(outcome) = outcome else {
+        if let Some(w) = sender.watched().filter(|_| can_resend) {
+            w.wait();
+        }
+        let outcome = tokio::time::timeout(header_timeout, sender.try_send_request(req)).await;
+        if can_resend && sender.watched().is_some_and(|w| !w.answered()) {
             tracing::warn!(backend = %backend.id, "backend found dead while waiting for its response head; sending the request to another");
             return match replay.take() {
                 Some(r) => Attempt::Retry(r.into_request()),
                 None => Attempt::Failed(upstream_error(target)),
             };
-        };
+        }
         let mut failed = match outcome {
             Ok(Ok(resp)) => {
                 if resp.status().is_server_error() {
@@ -517,20 +515,11 @@ impl Inner {
             },
         };
         let (parts, body) = req.into_parts();
-        let abandon = backend.abandon_generation();
-        let sent = tokio::time::timeout(
+        let outcome = tokio::time::timeout(
             header_timeout,
             h1client::send(conn, reused, &parts, backend.clone()),
-        );
-        let outcome = tokio::select! {
-            biased;
-            r = sent => Some(r),
-            _ = backend.abandoned_since(abandon), if !retried => None,
-        };
-        let Some(outcome) = outcome else {
-            tracing::warn!(backend = %backend.id, "backend found dead while waiting for its response head; sending the request to another");
-            return Attempt::Retry(Request::from_parts(parts, body));
-        };
+        )
+        .await;
         let error = match outcome {
             Ok(Ok(resp)) => {
                 if resp.status().is_server_error() {
@@ -550,6 +539,10 @@ impl Inner {
                 });
             }
         };
+        if matches!(error, SendError::Abandoned) && !retried {
+            tracing::warn!(backend = %backend.id, "backend found dead while waiting for its response head; sending the request to another");
+            return Attempt::Retry(Request::from_parts(parts, body));
+        }
         // A pooled connection the upstream closed meanwhile says nothing about the
         // backend's health.
         let stale = reused && matches!(error, SendError::Unsent(_) | SendError::Closed);

@@ -2,7 +2,7 @@
 //! queue of idle keep-alive connections. The proxy is the client here, so it alone
 //! decides when an idle connection is closed (on drain, or when it is too old).
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Watched};
 use crate::body::RequestBody;
 use crate::h1client::Conn;
 use crossbeam_queue::ArrayQueue;
@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 pub(crate) struct Sender {
     send: SendRequest<RequestBody>,
     /// `None` only when the descriptor could not be duplicated (then hyper's view alone).
-    peer: Option<OwnedFd>,
+    peer: Option<Arc<Watched>>,
 }
 
 impl Deref for Sender {
@@ -44,7 +44,12 @@ impl Sender {
     /// Whether the idle connection can carry a request now: hyper sees it ready and the
     /// socket has neither the upstream's FIN nor unasked-for bytes waiting.
     fn usable(&self) -> bool {
-        self.send.is_ready() && self.peer.as_ref().is_none_or(quiet)
+        self.send.is_ready() && self.peer.as_ref().is_none_or(|p| quiet(p.fd()))
+    }
+
+    /// The socket as its backend follows it (`Backend::abandon`).
+    pub fn watched(&self) -> Option<&Watched> {
+        self.peer.as_deref()
     }
 }
 
@@ -206,7 +211,7 @@ pub(crate) async fn connect(
 ) -> Result<Sender, ConnectError> {
     let addr = backend.addr;
     let stream = connect_stream(addr, timeout).await?;
-    let peer = stream.as_fd().try_clone_to_owned().ok();
+    let peer = backend.watch(stream.as_fd());
     let (send, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await

@@ -36,6 +36,8 @@ const READ_CHUNK: usize = 8 * 1024;
 /// One upstream connection owned by the request using it (or idle in a pool).
 pub(crate) struct Conn {
     stream: TcpStream,
+    /// The socket as its backend follows it (`Backend::abandon`).
+    watched: Option<Arc<crate::backend::Watched>>,
     buf: BytesMut,
     /// The backend's close generation when the connection was made (`Backend::close_all`
     /// bumps it at the drain deadline).
@@ -45,8 +47,10 @@ pub(crate) struct Conn {
 impl Conn {
     pub async fn connect(backend: &Backend, timeout: Duration) -> Result<Conn, ConnectError> {
         let stream = crate::pool::connect_stream(backend.addr, timeout).await?;
+        let watched = backend.watch(std::os::fd::AsFd::as_fd(&stream));
         Ok(Conn {
             stream,
+            watched,
             buf: BytesMut::new(),
             generation: backend.close_generation(),
         })
@@ -76,6 +80,9 @@ pub(crate) enum SendError {
     Closed,
     #[error("the backend's drain deadline passed")]
     DrainDeadline,
+    /// The backend was found dead while the request waited for its response head.
+    #[error("the backend was found dead while the request waited for its answer")]
+    Abandoned,
     #[error(transparent)]
     Io(#[from] io::Error),
     #[error(transparent)]
@@ -91,6 +98,11 @@ pub(crate) async fn send(
     backend: Arc<Backend>,
 ) -> Result<Response<FastBody>, SendError> {
     let head = encode_head(parts);
+    // From here the request waits for its answer; a request without a body can be sent
+    // again, so `Backend::abandon` may end the wait (by shutting the socket).
+    if let Some(w) = &conn.watched {
+        w.wait();
+    }
     // The first write tells a dead pooled connection (reset by the upstream) from a
     // request that may have been seen: nothing of the head was accepted.
     let written = match conn.stream.write(&head).await {
@@ -133,6 +145,9 @@ pub(crate) async fn send(
         }
         received += n;
     };
+    if conn.watched.as_ref().is_some_and(|w| !w.answered()) {
+        return Err(SendError::Abandoned);
+    }
     // The header fields travel in the body, as received: the response's `HeaderMap`
     // stays empty until something needs one (`body::materialize`).
     let (status, version, reason) = (head.status, head.version, head.reason.take());

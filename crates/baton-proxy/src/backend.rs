@@ -77,6 +77,11 @@ impl Watched {
     }
 }
 
+/// Ends every exchange on the socket: reads see its end, writes fail.
+fn shut(fd: &OwnedFd) {
+    let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+}
+
 /// Holds one unit of `in_flight` on a backend; releases it when dropped.
 pub(crate) struct InFlight(Arc<Backend>);
 
@@ -168,11 +173,18 @@ impl Backend {
         self.closed.load(SeqCst)
     }
 
-    /// Close everything still attached to this backend (drain deadline).
+    /// Close everything still attached to this backend (drain deadline): its upstream
+    /// sockets are shut down, which ends every exchange on them, and tunnels and hyper's
+    /// connection tasks follow the close signal.
     pub fn close_all(&self) {
         self.closed.store(true, SeqCst);
         self.idle.clear();
         self.close_gen.send_modify(|g| *g += 1);
+        let sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        for socket in sockets.iter().filter_map(Weak::upgrade) {
+            socket.state.store(ABANDONED, Ordering::Release);
+            shut(&socket.fd);
+        }
     }
 
     /// The backend is dead: its idle connections close, and the connections where a
@@ -190,18 +202,15 @@ impl Backend {
                 Ordering::Acquire,
             );
             if waiting.is_ok() {
-                let _ = nix::sys::socket::shutdown(
-                    socket.fd.as_raw_fd(),
-                    nix::sys::socket::Shutdown::Both,
-                );
+                shut(&socket.fd);
             }
         }
     }
 
-    /// Follows the upstream connection on `socket` for `abandon`; `None` when the
-    /// descriptor cannot be duplicated (the connection then works, unwatched).
-    pub fn watch(&self, socket: BorrowedFd<'_>) -> Option<Arc<Watched>> {
-        let fd = socket.try_clone_to_owned().ok()?;
+    /// Follows the upstream connection on `socket` for `abandon` and `close_all`; fails
+    /// when the descriptor cannot be duplicated.
+    pub fn watch(&self, socket: BorrowedFd<'_>) -> std::io::Result<Arc<Watched>> {
+        let fd = socket.try_clone_to_owned()?;
         let watched = Arc::new(Watched {
             fd,
             state: AtomicU8::new(IDLE),
@@ -209,7 +218,7 @@ impl Backend {
         let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
         sockets.retain(|w| w.strong_count() > 0);
         sockets.push(Arc::downgrade(&watched));
-        Some(watched)
+        Ok(watched)
     }
 
     pub fn drained(&self) -> &Notify {

@@ -211,7 +211,7 @@ pub(crate) async fn connect(
 ) -> Result<Sender, ConnectError> {
     let addr = backend.addr;
     let stream = connect_stream(addr, timeout).await?;
-    let peer = backend.watch(stream.as_fd());
+    let peer = backend.watch(stream.as_fd()).ok();
     let (send, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await

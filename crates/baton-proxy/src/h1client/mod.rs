@@ -36,8 +36,9 @@ const READ_CHUNK: usize = 8 * 1024;
 /// One upstream connection owned by the request using it (or idle in a pool).
 pub(crate) struct Conn {
     stream: TcpStream,
-    /// The socket as its backend follows it (`Backend::abandon`).
-    watched: Option<Arc<crate::backend::Watched>>,
+    /// The socket as its backend follows it: `Backend::abandon` and the drain
+    /// deadline (`Backend::close_all`) end an exchange by shutting it down.
+    watched: Arc<crate::backend::Watched>,
     buf: BytesMut,
     /// The backend's close generation when the connection was made (`Backend::close_all`
     /// bumps it at the drain deadline).
@@ -47,7 +48,12 @@ pub(crate) struct Conn {
 impl Conn {
     pub async fn connect(backend: &Backend, timeout: Duration) -> Result<Conn, ConnectError> {
         let stream = crate::pool::connect_stream(backend.addr, timeout).await?;
-        let watched = backend.watch(std::os::fd::AsFd::as_fd(&stream));
+        let watched = backend
+            .watch(std::os::fd::AsFd::as_fd(&stream))
+            .map_err(|source| ConnectError::Io {
+                addr: backend.addr,
+                source,
+            })?;
         Ok(Conn {
             stream,
             watched,
@@ -100,9 +106,7 @@ pub(crate) async fn send(
     let head = encode_head(parts);
     // From here the request waits for its answer; a request without a body can be sent
     // again, so `Backend::abandon` may end the wait (by shutting the socket).
-    if let Some(w) = &conn.watched {
-        w.wait();
-    }
+    conn.watched.wait();
     // The first write tells a dead pooled connection (reset by the upstream) from a
     // request that may have been seen: nothing of the head was accepted.
     let written = match conn.stream.write(&head).await {
@@ -112,11 +116,18 @@ pub(crate) async fn send(
     };
     conn.stream.write_all(&head[written..]).await?;
     let head_request = parts.method == Method::HEAD;
-    // The backend's drain deadline ends a request still waiting for its answer.
-    let mut close = backend.close_signal();
-    let generation = conn.generation;
-    let closed = close.wait_for(move |g| *g != generation);
-    tokio::pin!(closed);
+    // The backend's drain deadline ends a request still waiting for its answer: its
+    // socket is shut down (`Backend::close_all`), or, past it, nothing waits at all.
+    let deadline = |e: SendError| {
+        if backend.is_closed() {
+            SendError::DrainDeadline
+        } else {
+            e
+        }
+    };
+    if backend.is_closed() {
+        return Err(SendError::DrainDeadline);
+    }
     let mut received = 0usize;
     let mut head = loop {
         if !conn.buf.is_empty() {
@@ -133,20 +144,21 @@ pub(crate) async fn send(
             }
         }
         conn.buf.reserve(READ_CHUNK);
-        let n = tokio::select! {
-            n = tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf) => n?,
-            _ = &mut closed => return Err(SendError::DrainDeadline),
-        };
+        let n = tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf)
+            .await
+            .map_err(|e| deadline(e.into()))?;
         if n == 0 {
             if received == 0 {
-                return Err(SendError::Closed);
+                return Err(deadline(SendError::Closed));
             }
-            return Err(Invalid::Head("connection closed in the response head").into());
+            return Err(deadline(
+                Invalid::Head("connection closed in the response head").into(),
+            ));
         }
         received += n;
     };
-    if conn.watched.as_ref().is_some_and(|w| !w.answered()) {
-        return Err(SendError::Abandoned);
+    if !conn.watched.answered() {
+        return Err(deadline(SendError::Abandoned));
     }
     // The header fields travel in the body, as received: the response's `HeaderMap`
     // stays empty until something needs one (`body::materialize`).

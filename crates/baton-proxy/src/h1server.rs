@@ -157,10 +157,19 @@ where
             }
             reserve(&mut buf);
             let read = if buf.is_empty() {
-                tokio::select! {
-                    biased;
-                    _ = graceful.cancelled() => return Outcome::Closed,
-                    read = io.read_buf(&mut buf) => read,
+                // Between requests a graceful close ends the wait. `graceful` is cancelled
+                // only by this connection's own task (`server.rs`' watchdog loop), which
+                // polls this future again right after: a look at the token on each poll
+                // does what a wake-up registration (one per request) would.
+                let next = poll_fn(|cx| {
+                    if graceful.is_cancelled() {
+                        return Poll::Ready(None);
+                    }
+                    tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut buf).map(Some)
+                });
+                match next.await {
+                    None => return Outcome::Closed,
+                    Some(read) => read,
                 }
             } else {
                 io.read_buf(&mut buf).await

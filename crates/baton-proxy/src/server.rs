@@ -194,7 +194,9 @@ async fn serve_http<S>(
         state: state.clone(),
     });
     // `graceful`: hyper's graceful shutdown, or the fast path's equivalent (finish the
-    // response in progress, then close).
+    // response in progress, then close). Cancelled only here, in this task, which polls
+    // `conn` again in the next turn of the loop: the fast path reads the token on each
+    // poll instead of registering for a wake-up (`h1server::serve`).
     let graceful = CancellationToken::new();
     let conn = run_conn(
         inner.clone(),

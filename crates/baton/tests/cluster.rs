@@ -198,13 +198,7 @@ fn a_proxy_with_a_wrong_token_or_no_controller_is_refused_with_the_fix() {
         ),
     )
     .unwrap();
-    let out = Command::new(BATON)
-        .args(["proxy", "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&["proxy", "-c"], &config);
     assert!(err.contains("controllers = ["), "{err}");
     let empty = dir.path().join("empty.token");
     std::fs::write(&empty, "\n").unwrap();
@@ -217,13 +211,7 @@ fn a_proxy_with_a_wrong_token_or_no_controller_is_refused_with_the_fix() {
         ),
     )
     .unwrap();
-    let out = Command::new(BATON)
-        .args(["proxy", "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&["proxy", "-c"], &config);
     assert!(
         err.contains("is empty") && err.contains("openssl rand"),
         "{err}"
@@ -243,13 +231,7 @@ fn a_proxy_with_a_wrong_token_or_no_controller_is_refused_with_the_fix() {
         ),
     )
     .unwrap();
-    let out = Command::new(BATON)
-        .args(["serve", "--stop-instances", "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&["serve", "--stop-instances", "-c"], &config);
     assert!(
         err.contains("--stop-instances with [cluster] state = \"swarm\"")
             && err.contains("Start without --stop-instances"),
@@ -308,4 +290,13 @@ fn requests_waiting_on_a_hung_instance_through_another_nodes_proxy_go_elsewhere(
     eprintln!("through the other node's proxy while an instance hung: {report:?}");
     assert_eq!(report.failed, 0, "{report:?}\n{}", tail(&f.log(), 20));
     assert!(report.ok > 0);
+}
+
+/// Runs `baton ARGS CONFIG`, expected to be refused as a usage error (exit 2); its
+/// stderr.
+fn refused(args: &[&str], config: &std::path::Path) -> String {
+    let out = Command::new(BATON).args(args).arg(config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    err
 }

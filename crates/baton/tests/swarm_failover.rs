@@ -204,6 +204,22 @@ fn no_failed(what: &str, loads: (follower::NetnsLoad, follower::NetnsLoad), log:
     format!("{what}: node1's proxy {r1:?}, node2's proxy {r2:?}")
 }
 
+/// Waits (up to `secs`) until controller `who` has finished deployment `id`, which it
+/// took over, and returns the stable version.
+fn resumed(ctl: &common::Baton, who: &str, id: &str, secs: u64) -> String {
+    let st = ctl.wait_status_within(
+        Duration::from_secs(secs),
+        &format!("the canary finished under {who}"),
+        common::finished,
+    );
+    assert_eq!(
+        st["deployment"]["id"], id,
+        "{who} did not resume deployment {id}: {st:#}"
+    );
+    eprintln!("failover: {id} under {who}: {}", st["deployment"]["state"]);
+    st["stable_version"].as_str().unwrap().to_string()
+}
+
 /// Waits until exactly `version`'s 3 services of `owner` are left.
 fn wait_services(owner: &str, version: &str, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -401,19 +417,9 @@ fn a_controller_killed_or_lost_with_its_node_is_replaced_by_one_on_another_manag
         "{}",
         common::tail(&b.serve_log(), 30)
     );
-    let st = b.wait_status_within(
-        Duration::from_secs(120),
-        "the canary finished under B",
-        common::finished,
-    );
-    assert_eq!(
-        st["deployment"]["id"], deployment,
-        "B did not resume A's deployment: {st:#}"
-    );
-    let stable = st["stable_version"].as_str().unwrap().to_string();
+    let stable = resumed(&b, "B", &deployment, 120);
     phase(&format!(
-        "deployment {deployment} finished under B: {} (stable {stable})",
-        st["deployment"]["state"]
+        "deployment {deployment} finished under B (stable {stable})"
     ));
     f1.wait_serving(&stable);
     f2.wait_serving(&stable);
@@ -443,19 +449,9 @@ fn a_controller_killed_or_lost_with_its_node_is_replaced_by_one_on_another_manag
     phase("node3 lost (controller B killed, its dockerd stopped) mid-canary");
     a.wait_admin(Duration::from_secs(90));
     phase("controller A took over");
-    let st = a.wait_status_within(
-        Duration::from_secs(240),
-        "the canary finished under A",
-        common::finished,
-    );
-    assert_eq!(
-        st["deployment"]["id"], deployment,
-        "A did not resume B's deployment: {st:#}"
-    );
-    let stable = st["stable_version"].as_str().unwrap().to_string();
+    let stable = resumed(&a, "A", &deployment, 240);
     phase(&format!(
-        "deployment {deployment} finished under A: {} (stable {stable})",
-        st["deployment"]["state"]
+        "deployment {deployment} finished under A (stable {stable})"
     ));
     f1.wait_serving(&stable);
     f2.wait_serving(&stable);

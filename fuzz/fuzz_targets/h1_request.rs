@@ -4,9 +4,13 @@
 //! see exactly the same requests — method, target, every header in order — and keep
 //! the connection open after exactly the same ones (it stops after the first that asks
 //! to close, so the comparison does too). The first byte picks the head size limit.
+//!
+//! And the framing guard, which the fast path pauses while it reads: over the bytes the
+//! fast path took, the guard must find exactly as many heads, pass every one (no
+//! verdict, not switched off, nothing rewritten or cut) and end at a head boundary.
 #![no_main]
 
-use baton_proxy::fuzzing::{fuzz_parse_heads, ParsedRequest};
+use baton_proxy::fuzzing::{fuzz_parse_heads, fuzz_sniff, ParsedRequest};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::service::service_fn;
@@ -25,6 +29,11 @@ fuzz_target!(|data: &[u8]| {
     if ours.is_empty() {
         return;
     }
+    let guard = fuzz_sniff([&bytes[..used]]);
+    assert_eq!(guard.heads, ours.len() as u64, "heads the guard saw: {guard:?}");
+    assert_eq!(guard.bad_head, None, "a head the guard refuses: {guard:?}");
+    assert!(!guard.off && !guard.poisoned && !guard.head_pending, "{guard:?}");
+    assert_eq!(guard.passed, &bytes[..used], "the guard rewrote a head");
     if let Some(close) = ours.iter().position(|h| !h.keep_alive) {
         ours.truncate(close + 1);
     }

@@ -3,6 +3,13 @@
 //! input when hyper would hang on it) and counts reads for the idle timeout. Writes
 //! pass straight through. Over TLS it wraps the TLS stream, so it sees the plaintext.
 //!
+//! While the HTTP/1 fast path (`h1server`) reads the connection, the tracker is paused:
+//! every head the fast path takes is one the tracker would pass without a verdict (a
+//! `GET`/`HEAD` with no body framing, at most one `Host`, CRLF line ends), so the fast
+//! path judges its heads itself and keeps the slow-head clock; at the first head it
+//! leaves to hyper it hands the tracker the bytes it read and did not serve
+//! (`resume_guard`), at a head boundary, with the count of heads it took.
+//!
 //! `Rewind` gives hyper a connection the HTTP/1 fast path (`h1server`) started: the
 //! bytes the fast path read but did not serve come first, then the socket.
 
@@ -53,6 +60,8 @@ pub(crate) struct TrackedIo<S> {
     inner: S,
     sniffer: Sniffer,
     state: Arc<ConnState>,
+    /// The reader above judges the heads itself (see the module's text).
+    paused: bool,
 }
 
 impl<S> TrackedIo<S> {
@@ -61,6 +70,34 @@ impl<S> TrackedIo<S> {
             inner,
             sniffer: Sniffer::new(max_head),
             state,
+            paused: false,
+        }
+    }
+
+    /// The connection's shared facts (slow-head clock, reads, verdicts).
+    pub fn state(&self) -> &ConnState {
+        &self.state
+    }
+
+    /// From now on reads reach the caller unjudged: it must take only heads the tracker
+    /// would pass without a verdict, and keep the slow-head clock itself. Only at the
+    /// start of the connection.
+    pub fn pause_guard(&mut self) {
+        self.paused = true;
+    }
+
+    /// The tracker takes over again after `heads` heads taken while it was paused:
+    /// `pending` (read, not yet handed on, starting at a head boundary) is judged now,
+    /// as if just read, and cut after a byte that poisons the connection.
+    pub fn resume_guard(&mut self, heads: u64, pending: &mut BytesMut) {
+        if !self.paused {
+            return;
+        }
+        self.paused = false;
+        self.sniffer.skip_heads(heads);
+        if !pending.is_empty() {
+            let kept = self.sniffer.feed(pending, &self.state);
+            pending.truncate(kept);
         }
     }
 }
@@ -82,6 +119,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {
         let new = &mut buf.filled_mut()[before..];
         if !new.is_empty() {
             this.state.note_read();
+            if this.paused {
+                return Poll::Ready(Ok(()));
+            }
             let kept = this.sniffer.feed(new, &this.state);
             if kept < new.len() {
                 // Poisoned: hyper gets nothing after the offending byte.

@@ -196,14 +196,16 @@ impl ConnState {
         self.reads.fetch_add(1, Relaxed);
     }
 
-    fn head_begins(&self) {
+    /// A head's first byte has arrived (the slow-head clock starts, if it is not running).
+    pub(crate) fn head_begins(&self) {
         if self.head_started.load(Relaxed) == 0 {
             let ms = self.epoch.elapsed().as_millis() as u64;
             self.head_started.store(ms + 1, Relaxed);
         }
     }
 
-    fn head_ends(&self) {
+    /// The head is complete (the slow-head clock stops).
+    pub(crate) fn head_ends(&self) {
         self.head_started.store(0, Relaxed);
     }
 }
@@ -266,6 +268,12 @@ impl Sniffer {
             heads: 0,
             max_head,
         }
+    }
+
+    /// `n` heads were judged by the reader above while the tracker was paused (see
+    /// `conn.rs`); the tracker is at a head boundary after them.
+    pub fn skip_heads(&mut self, n: u64) {
+        self.heads += n;
     }
 
     /// Whether the connection's input must end: hyper would hang on what was read.

@@ -20,6 +20,7 @@
 //! for `HEAD`, 204 and 304. The tests check it byte for byte against hyper.
 
 use crate::body::{BoxError, Inbound};
+use crate::conn::TrackedIo;
 use crate::forward::ClientConn;
 use crate::h1client::Fields;
 use crate::h1guard::MAX_HEADERS;
@@ -75,7 +76,7 @@ pub(crate) fn parse(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>
         Ok(httparse::Status::Partial) if buf.len() <= max_head => return Ok(None),
         _ => return Err(()),
     };
-    if len > max_head || req.version != Some(1) {
+    if len > max_head || req.version != Some(1) || has_bare_lf(&buf[..len]) {
         return Err(());
     }
     let method = match req.method {
@@ -124,6 +125,25 @@ pub(crate) fn parse(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>
     )))
 }
 
+/// Whether a line of `head` ends in LF alone: the framing guard refuses that head, so
+/// the fast path leaves it to the guard and hyper.
+fn has_bare_lf(head: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for &b in head {
+        if b == b'\n' && prev != b'\r' {
+            return true;
+        }
+        prev = b;
+    }
+    false
+}
+
+/// Whether `buf` holds more than the blank lines allowed before a request line: a head
+/// has begun arriving (the slow-head clock runs, as the framing guard runs it).
+fn head_begun(buf: &[u8]) -> bool {
+    buf.iter().any(|&b| b != b'\r' && b != b'\n')
+}
+
 /// Whether a comma-separated header value lists `token` (any case), as hyper reads
 /// `Connection`.
 fn has_token(value: &HeaderValue, token: &str) -> bool {
@@ -136,8 +156,12 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
 /// Serves requests on `io` until the connection ends or a head the fast path does not
 /// take arrives. `graceful`: finish the response in progress, then close (an idle
 /// connection closes at once).
+///
+/// The framing guard below is paused meanwhile (every head taken here is one it would
+/// pass, see `conn.rs`); this keeps the slow-head clock and hands the guard what it
+/// read at the handoff.
 pub(crate) async fn serve<S>(
-    io: &mut S,
+    io: &mut TrackedIo<S>,
     inner: &Inner,
     client: &ClientConn,
     max_head: usize,
@@ -148,12 +172,21 @@ where
 {
     let mut buf = BytesMut::new();
     let mut wbuf: Vec<u8> = Vec::new();
+    let mut heads = 0u64;
+    io.pause_guard();
+    let handoff = |io: &mut TrackedIo<S>, heads: u64, mut buf: BytesMut| {
+        io.resume_guard(heads, &mut buf);
+        Outcome::Handoff(buf)
+    };
     loop {
         let (head, len) = loop {
             match parse(&buf, max_head) {
                 Ok(Some(parsed)) => break parsed,
                 Ok(None) => {}
-                Err(()) => return Outcome::Handoff(buf),
+                Err(()) => return handoff(io, heads, buf),
+            }
+            if head_begun(&buf) {
+                io.state().head_begins();
             }
             reserve(&mut buf);
             let read = if buf.is_empty() {
@@ -177,11 +210,16 @@ where
             match read {
                 Ok(0) | Err(_) if buf.is_empty() => return Outcome::Closed,
                 // The client ended in the middle of a head: hyper answers it as it would.
-                Ok(0) | Err(_) => return Outcome::Handoff(buf),
+                Ok(0) | Err(_) => return handoff(io, heads, buf),
                 Ok(_) => {}
             }
         };
         let _ = buf.split_to(len);
+        heads += 1;
+        io.state().head_ends();
+        if head_begun(&buf) {
+            io.state().head_begins();
+        }
         let head_request = head.request.method() == Method::HEAD;
         // While the answer is awaited, the socket is still read (a pipelined head is
         // kept for later): a client that closes its side has left, and the request is
@@ -198,7 +236,12 @@ where
                 response = handling.as_mut() => break response,
                 read = io.read_buf(&mut buf), if reading => match read {
                     Ok(0) | Err(_) => return Outcome::Closed,
-                    Ok(_) => reading = buf.len() < max_head,
+                    Ok(_) => {
+                        reading = buf.len() < max_head;
+                        if head_begun(&buf) {
+                            io.state().head_begins();
+                        }
+                    }
                 },
             }
         };

@@ -261,6 +261,7 @@ pub(crate) fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head,
     let mut spans = Vec::with_capacity(res.headers.len());
     let mut close = false;
     let mut keep_alive_token = false;
+    let mut framers = Framers::default();
     for field in res.headers.iter() {
         let name = field.name.as_bytes();
         if !valid_name(name) {
@@ -269,12 +270,24 @@ pub(crate) fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head,
         if !valid_value(field.value) {
             return Err(Invalid::Head("invalid header value"));
         }
-        if name.eq_ignore_ascii_case(b"connection") {
-            for token in field.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+        // The three names that frame the body or the connection, told apart by length
+        // before any comparison.
+        match name.len() {
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for token in field.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
             }
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                framers.lengths += 1;
+                framers.first_length.get_or_insert(field.value);
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                framers.last_coding = Some(field.value);
+            }
+            _ => {}
         }
         spans.push(Span {
             name: offset(name),
@@ -293,7 +306,7 @@ pub(crate) fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head,
         spans,
     };
     let mut keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
-    let (framing, reuse) = framing(status, version, &fields, head_request)?;
+    let (framing, reuse) = framing(status, version, &fields, &framers, head_request)?;
     keep_alive &= reuse;
     Ok(Some((
         Head {
@@ -316,6 +329,7 @@ fn framing(
     status: StatusCode,
     version: Version,
     fields: &Fields,
+    framers: &Framers<'_>,
     head_request: bool,
 ) -> Result<(Framing, bool), Invalid> {
     if head_request
@@ -325,13 +339,13 @@ fn framing(
     {
         return Ok((Framing::Empty, true));
     }
-    if let Some(last) = fields.get_all("transfer-encoding").next_back() {
+    if let Some(last) = framers.last_coding {
         if version == Version::HTTP_10 {
             return Err(Invalid::Head("Transfer-Encoding in an HTTP/1.0 response"));
         }
         // A response with both may have been meant to desync: its connection is not
         // reused. The last coding of the last field decides.
-        let reuse = fields.get_all("content-length").next().is_none();
+        let reuse = framers.lengths == 0;
         // As `HeaderValue::to_str` reads it: visible ASCII only.
         let visible = last.iter().all(|&b| b == b'\t' || (32..127).contains(&b));
         let chunked = std::str::from_utf8(last)
@@ -345,6 +359,11 @@ fn framing(
             (Framing::Eof, false)
         });
     }
+    if framers.lengths == 1 {
+        if let Some(value) = framers.first_length {
+            return Ok((Framing::Length(parse_content_length(value)?), true));
+        }
+    }
     let mut length: Option<u64> = None;
     for value in fields.get_all("content-length") {
         let n = parse_content_length(value)?;
@@ -357,6 +376,17 @@ fn framing(
         Some(n) => (Framing::Length(n), true),
         None => (Framing::Eof, false),
     })
+}
+
+/// What a head's fields say about its body's framing, gathered in the one pass over
+/// them.
+#[derive(Default)]
+struct Framers<'a> {
+    /// The value of the last `Transfer-Encoding` field.
+    last_coding: Option<&'a [u8]>,
+    /// How many `Content-Length` fields, and the first one's value.
+    lengths: usize,
+    first_length: Option<&'a [u8]>,
 }
 
 /// The largest body length accepted (hyper's bound: two values below are its markers).

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: direct (ceiling), baton, nginx, HAProxy, interleaved over rounds.
+"""Side-by-side benchmark: direct (ceiling), baton, nginx, HAProxy, Caddy, interleaved over
+rounds, at one worker each and again at two.
 
 Called by bench/run after installation and the release build. Standard library only.
 Writes bench/results.json, bench/results.svg and (full mode) bench/RESULTS.md.
@@ -23,10 +24,14 @@ import urllib.request
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-PROXIES = ["baton", "nginx", "haproxy"]
+PROXIES = ["baton", "nginx", "haproxy", "caddy"]
+OTHERS = PROXIES[1:]  # what baton's figures are divided by
+# Switches and weight steps: Caddy's counterpart (a config reload through its admin API)
+# is not measured.
+SWITCH_PROXIES = ["baton", "nginx", "haproxy"]
 TARGETS = ["direct"] + PROXIES
 MODES = {"keepalive": [], "close": ["-H", "Connection: close"]}
-# TLS rows: Caddy joins (HTTPS only); `handshake` = wrk with `Connection: close`, a full
+# TLS rows: `handshake` = wrk with `Connection: close`, a full
 # TLS handshake per request (bench/noresume.c stops wrk from resuming sessions).
 TLS_PROXIES = ["baton", "nginx", "haproxy", "caddy"]
 TLS_MODES = {"handshake": ["-H", "Connection: close"], "keepalive": []}
@@ -60,6 +65,14 @@ def pin(core):
     if shutil.which("taskset") and (os.cpu_count() or 1) > core:
         return ["taskset", "-c", str(core)]
     return []
+
+
+def pin_proxy(workers):
+    """One worker: core 0 (load and backends on core 1). More: cores 0 .. workers-1."""
+    if workers == 1:
+        return pin(0)
+    cores = min(workers, os.cpu_count() or 1)
+    return ["taskset", "-c", f"0-{cores - 1}"] if shutil.which("taskset") else []
 
 
 def spawn(argv, logfile, **kw):
@@ -203,15 +216,18 @@ def parse_wrk(text):
     return res
 
 
-def wrk_argv(port, mode, seconds, conns, scheme="http"):
+def wrk_argv(port, mode, seconds, conns, scheme="http", threads=1):
+    """One wrk thread on core 1; with more threads (the two-worker rows) wrk is not
+    pinned and shares both cores with the proxy and the backends."""
     headers = (TLS_MODES if scheme == "https" else MODES)[mode]
-    return pin(1) + ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
-                     *headers, f"{scheme}://127.0.0.1:{port}/"]
+    where = pin(1) if threads == 1 else []
+    return where + ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency",
+                    *headers, f"{scheme}://127.0.0.1:{port}/"]
 
 
-def run_wrk(port, mode, seconds, conns, scheme="http", env=None):
-    out = subprocess.run(wrk_argv(port, mode, seconds, conns, scheme), capture_output=True,
-                         text=True, timeout=seconds + 30, env=env)
+def run_wrk(port, mode, seconds, conns, scheme="http", env=None, threads=1):
+    out = subprocess.run(wrk_argv(port, mode, seconds, conns, scheme, threads),
+                         capture_output=True, text=True, timeout=seconds + 30, env=env)
     res = parse_wrk(out.stdout)
     if res["rps"] is None:
         log(f"wrk produced no figures: {out.stdout[-400:]} {out.stderr[-400:]}")
@@ -229,9 +245,12 @@ class Bench:
         self.ports = {}
         self.version = "v1"  # which backend the proxies currently route to
         self.pids = {}  # proxy -> pid of its (master) process
+        self.procs = {}  # proxy -> its Popen
         self.h2_ports = {}  # proxy -> h2c (prior knowledge) port
         self.tls_ports = {}  # proxy -> HTTPS port (HTTP/1.1 and h2 by ALPN)
         self.tls = self.tmp / "tls"  # cert.pem, key.pem, haproxy.pem (cert + key)
+        self.workers = 1  # each proxy's workers (threads, processes) in this phase
+        self.phase = ""  # suffix of the state paths of this phase's proxies
 
     def make_cert(self):
         """One self-signed ECDSA P-256 certificate for localhost / 127.0.0.1, used by
@@ -270,7 +289,7 @@ class Bench:
 [proxy]
 listen = ["127.0.0.1:{port}"]
 tls_listen = ["127.0.0.1:{self.tls_ports['baton']}"]
-workers = 1
+workers = {self.workers}
 
 [proxy.tls]
 default_host = "localhost"  # clients that send no name (h2load to an IP address)
@@ -284,7 +303,7 @@ key = "{self.tls}/key.pem"
 listen = "unix:{self.tmp}/baton.sock"
 
 [store]
-path = "{self.tmp}/baton-state"
+path = "{self.tmp}/baton-state{self.phase}"
 
 [apps.web]
 runtime = "static"
@@ -298,9 +317,10 @@ scale_down_delay = "0s"
 [apps.web.canary]
 steps = [{{ weight = 10 }}, {{ pause = "1s" }}, {{ weight = 50 }}, {{ pause = "1s" }}]
 """)
-        proc = spawn(pin(0) + [self.baton, "-c", str(self.tmp / "baton.toml"), "serve"],
+        proc = spawn(pin_proxy(self.workers) + [self.baton, "-c", str(self.tmp / "baton.toml"), "serve"],
                      self.tmp / "baton.log", env={**os.environ, "BATON_LOG": "warn"})
         self.pids["baton"] = proc.pid
+        self.procs["baton"] = proc
         wait_port(port, "baton serve")
         wait_port(self.tls_ports["baton"], "baton serve (TLS)")
         self.baton_seq = 1
@@ -364,7 +384,7 @@ steps = [{{ weight = 10 }}, {{ pause = "1s" }}, {{ weight = 50 }}, {{ pause = "1
         else:
             upstreams = f"        server 127.0.0.1:{self.backends[ver]};"
         return f"""
-worker_processes 1;
+worker_processes {self.workers};
 worker_rlimit_nofile 16384;
 daemon off;
 pid {t}/nginx.pid;
@@ -408,15 +428,16 @@ http {{
         return shutil.which("nginx") or "/usr/sbin/nginx"
 
     def start_nginx(self):
-        (self.tmp / "nginx").mkdir()
+        (self.tmp / "nginx").mkdir(exist_ok=True)
         self.ports["nginx"] = free_port()
         self.h2_ports["nginx"] = free_port()
         self.tls_ports["nginx"] = free_port()
         conf = self.tmp / "nginx" / "nginx.conf"
         conf.write_text(self.nginx_conf("v1"))
-        proc = spawn(pin(0) + [self.nginx_bin(), "-e", str(self.tmp / "nginx" / "error.log"),
+        proc = spawn(pin_proxy(self.workers) + [self.nginx_bin(), "-e", str(self.tmp / "nginx" / "error.log"),
                                "-c", str(conf)], self.tmp / "nginx.log")
         self.pids["nginx"] = proc.pid
+        self.procs["nginx"] = proc
         wait_port(self.ports["nginx"], "nginx")
 
     def nginx_switch(self, ver, weights=None):
@@ -437,7 +458,7 @@ http {{
         conf = self.tmp / "haproxy.cfg"
         conf.write_text(f"""
 global
-    nbthread 1
+    nbthread {self.workers}
     maxconn 8192
     stats socket {sock} mode 600 level admin
 
@@ -464,23 +485,30 @@ backend be
     server s1 127.0.0.1:{self.backends['v1']}
     server s2 127.0.0.1:{self.backends['v2']} disabled
 """)
-        proc = spawn(pin(0) + ["haproxy", "-db", "-f", str(conf)], self.tmp / "haproxy.log")
+        proc = spawn(pin_proxy(self.workers) + ["haproxy", "-db", "-f", str(conf)], self.tmp / "haproxy.log")
         self.pids["haproxy"] = proc.pid
+        self.procs["haproxy"] = proc
         wait_port(self.ports["haproxy"], "haproxy")
 
-    # -- caddy (TLS rows only; stays on v1)
+    # -- caddy (stays on v1: no switch rows)
     def start_caddy(self):
         d = self.tmp / "caddy"
-        d.mkdir()
+        d.mkdir(exist_ok=True)
         port = self.tls_ports["caddy"] = free_port()
+        plain = self.ports["caddy"] = self.h2_ports["caddy"] = free_port()
         conf = d / "Caddyfile"
         conf.write_text(f"""{{
 \tadmin off
 \tauto_https off
 \tdefault_sni localhost
 \tservers {{
-\t\tprotocols h1 h2
+\t\tprotocols h1 h2 h2c
 \t}}
+}}
+
+http://127.0.0.1:{plain} {{
+\tbind 127.0.0.1
+\treverse_proxy 127.0.0.1:{self.backends['v1']}
 }}
 
 https://localhost:{port}, https://127.0.0.1:{port} {{
@@ -491,12 +519,38 @@ https://localhost:{port}, https://127.0.0.1:{port} {{
 \treverse_proxy 127.0.0.1:{self.backends['v1']}
 }}
 """)
-        env = {**os.environ, "GOMAXPROCS": "1", "HOME": str(d), "XDG_DATA_HOME": str(d),
-               "XDG_CONFIG_HOME": str(d)}
-        proc = spawn(pin(0) + ["caddy", "run", "--config", str(conf), "--adapter", "caddyfile"],
+        env = {**os.environ, "GOMAXPROCS": str(self.workers), "HOME": str(d),
+               "XDG_DATA_HOME": str(d), "XDG_CONFIG_HOME": str(d)}
+        proc = spawn(pin_proxy(self.workers) + ["caddy", "run", "--config", str(conf), "--adapter", "caddyfile"],
                      self.tmp / "caddy.log", env=env)
         self.pids["caddy"] = proc.pid
+        self.procs["caddy"] = proc
         wait_port(port, "caddy")
+        wait_port(plain, "caddy (plain)")
+
+    def start_proxies(self):
+        self.start_baton()
+        self.start_nginx()
+        self.start_haproxy()
+        self.start_caddy()
+
+    def restart_proxies(self, workers):
+        """Every proxy stopped and started again with `workers` each (the backends stay)."""
+        for proxy in PROXIES:
+            proc = self.procs.pop(proxy)
+            self.pids.pop(proxy)
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=15)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self.workers = workers
+        self.phase = f"-{workers}w"
+        self.version = "v1"
+        self.start_proxies()
 
     def haproxy_api(self, cmd):
         with socket.socket(socket.AF_UNIX) as s:
@@ -782,7 +836,23 @@ def summarize(raw):
                 "socket_errors": sum(r["socket_errors"] for r in runs),
                 "non2xx": sum(r["non2xx"] for r in runs),
             }
-        for other in ("nginx", "haproxy"):
+        for other in OTHERS:
+            sm[f"ratio_baton_{other}"] = ratios(sm["baton"], sm[other],
+                                                ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"))
+    summary["throughput2"] = {}
+    for mode in MODES:
+        sm = summary["throughput2"][mode] = {}
+        for target in PROXIES:
+            runs = raw["throughput2"][mode][target]
+            sm[target] = {
+                "rps": median([r["rps"] for r in runs]),
+                "p50_ms": median([r["p50_ms"] for r in runs]),
+                "p99_ms": median([r["p99_ms"] for r in runs]),
+                "cpu_us_per_req": median([r.get("cpu_us_per_req") for r in runs]),
+                "socket_errors": sum(r["socket_errors"] for r in runs),
+                "non2xx": sum(r["non2xx"] for r in runs),
+            }
+        for other in OTHERS:
             sm[f"ratio_baton_{other}"] = ratios(sm["baton"], sm[other],
                                                 ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"))
     for rate, per in raw["fixed_rate"].items():
@@ -797,13 +867,13 @@ def summarize(raw):
             t["added_p99_ms"] = (t["p99_ms"] - direct["p99_ms"]
                                  if t.get("p99_ms") is not None
                                  and direct.get("p99_ms") is not None else None)
-        for other in ("nginx", "haproxy"):
+        for other in OTHERS:
             sr[f"ratio_baton_{other}"] = ratios(sr["baton"], sr[other],
                                                 ("p50_ms", "p99_ms", "p99_9_ms", "added_p99_ms"))
     for target, runs in raw["h2"].items():
         summary["h2"][target] = {"rps": median([r["rps"] for r in runs]),
                                  "failed": sum(r.get("failed") or 0 for r in runs)}
-    for other in ("nginx", "haproxy"):
+    for other in OTHERS:
         summary["h2"][f"ratio_baton_{other}"] = ratios(summary["h2"]["baton"],
                                                        summary["h2"][other], ("rps",))
     st = summary["tls"] = {}
@@ -835,21 +905,28 @@ def table(result):
     summary, switch, weights = result["summary"], result["switch"], result["weights"]
     memory, publish = result["memory"], result.get("publish")
     lines = []
-    for mode in MODES:
-        sm = summary["throughput"][mode]
-        lines.append(f"\n## Throughput, {mode} (wrk, median over rounds)\n")
-        lines.append("| target | req/s | p50 ms | p99 ms | proxy CPU µs/req | socket errors | non-2xx |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|")
-        for t in TARGETS:
-            x = sm[t]
-            lines.append(f"| {t} | {fmt(x['rps'], ',.0f')} | {fmt(x['p50_ms'], '.3f')} | "
-                         f"{fmt(x['p99_ms'], '.3f')} | {fmt(x['cpu_us_per_req'], '.2f')} | "
-                         f"{x['socket_errors']} | {x['non2xx']} |")
-        for other in ("nginx", "haproxy"):
-            r = sm[f"ratio_baton_{other}"]
-            lines.append(f"| **baton / {other}** | {fmt(r['rps'], '.2f')}x | "
-                         f"{fmt(r['p50_ms'], '.2f')}x | {fmt(r['p99_ms'], '.2f')}x | "
-                         f"{fmt(r['cpu_us_per_req'], '.2f')}x | | |")
+    for key, title, conns in (("throughput", "one worker each", result["params"]["connections"]),
+                              ("throughput2", "two workers each",
+                               result["params"]["connections_2_workers"])):
+        targets = TARGETS if key == "throughput" else PROXIES
+        wrk = "wrk -t1" if key == "throughput" else "wrk -t2"
+        for mode in MODES:
+            sm = summary[key][mode]
+            lines.append(f"\n## Throughput, {mode}, {title} ({wrk} -c{conns}, median over "
+                         "rounds)\n")
+            lines.append("| target | req/s | p50 ms | p99 ms | proxy CPU µs/req | socket errors "
+                         "| non-2xx |")
+            lines.append("|---|---:|---:|---:|---:|---:|---:|")
+            for t in targets:
+                x = sm[t]
+                lines.append(f"| {t} | {fmt(x['rps'], ',.0f')} | {fmt(x['p50_ms'], '.3f')} | "
+                             f"{fmt(x['p99_ms'], '.3f')} | {fmt(x['cpu_us_per_req'], '.2f')} | "
+                             f"{x['socket_errors']} | {x['non2xx']} |")
+            for other in OTHERS:
+                r = sm[f"ratio_baton_{other}"]
+                lines.append(f"| **baton / {other}** | {fmt(r['rps'], '.2f')}x | "
+                             f"{fmt(r['p50_ms'], '.2f')}x | {fmt(r['p99_ms'], '.2f')}x | "
+                             f"{fmt(r['cpu_us_per_req'], '.2f')}x | | |")
     lines.append("\n## Latency at fixed request rates (open loop, corrected for coordinated "
                  "omission; median over rounds)\n")
     lines.append("| rate req/s | target | achieved | p50 ms | p99 ms | p99.9 ms | added p99 ms "
@@ -861,7 +938,7 @@ def table(result):
             lines.append(f"| {rate} | {t} | {fmt(x['rps'], ',.0f')} | {fmt(x['p50_ms'], '.3f')} | "
                          f"{fmt(x['p99_ms'], '.3f')} | {fmt(x['p99_9_ms'], '.3f')} | "
                          f"{fmt(x.get('added_p99_ms'), '.3f')} | {x['failed']} |")
-        for other in ("nginx", "haproxy"):
+        for other in OTHERS:
             r = sr[f"ratio_baton_{other}"]
             lines.append(f"| {rate} | **baton / {other}** | | {fmt(r['p50_ms'], '.2f')}x | "
                          f"{fmt(r['p99_ms'], '.2f')}x | {fmt(r['p99_9_ms'], '.2f')}x | "
@@ -872,7 +949,7 @@ def table(result):
     for p in PROXIES:
         lines.append(f"| {p} | {fmt(summary['h2'][p]['rps'], ',.0f')} | "
                      f"{summary['h2'][p]['failed']} |")
-    for other in ("nginx", "haproxy"):
+    for other in OTHERS:
         lines.append(f"| **baton / {other}** | "
                      f"{fmt(summary['h2'][f'ratio_baton_{other}']['rps'], '.2f')}x | |")
     st = summary["tls"]
@@ -905,7 +982,7 @@ def table(result):
         m = memory[p]
         lines.append(f"| {p} | {fmt(m['idle_mib'], '.1f')} | {fmt(m['conns_mib'], '.1f')} | "
                      f"{fmt(m.get('idle_after_mib'), '.1f')} |")
-    for other in ("nginx", "haproxy"):
+    for other in OTHERS:
         b, o = memory["baton"], memory[other]
         r = ratios(b, o, ("idle_mib", "conns_mib", "idle_after_mib"))
         lines.append(f"| **baton / {other}** | {fmt(r['idle_mib'], '.2f')}x | "
@@ -914,7 +991,7 @@ def table(result):
     lines.append("| proxy | profile | switches | requests | failed | command to first response "
                  "from new, median / max ms | old backend last seen after command, median / max ms |")
     lines.append("|---|---|---:|---:|---:|---:|---:|")
-    for proxy in PROXIES:
+    for proxy in SWITCH_PROXIES:
         for prof in PROFILES:
             x = switch[proxy][prof]
             failed = f"{x['failed']}" + (f" {x['failures']}" if x["failed"] else "")
@@ -926,7 +1003,7 @@ def table(result):
     lines.append("\n## Weight steps under load (v2 at 0 -> 10 -> 50 -> 100 %, 1 s apart)\n")
     lines.append("| proxy | profile | requests | failed | first v2 response ms | v1 last seen ms |")
     lines.append("|---|---|---:|---:|---:|---:|")
-    for proxy in PROXIES:
+    for proxy in SWITCH_PROXIES:
         for prof in PROFILES:
             x = weights[proxy][prof]
             failed = f"{x['failed']}" + (f" {x['failures']}" if x["failed"] else "")
@@ -955,8 +1032,9 @@ def table(result):
 
 
 def svg_chart(summary):
-    colors = {"direct": "#999999", "baton": "#d9534f", "nginx": "#5cb85c", "haproxy": "#428bca"}
-    width, bar, gap, group_gap, top, h = 640, 40, 8, 60, 40, 260
+    colors = {"direct": "#999999", "baton": "#d9534f", "nginx": "#5cb85c", "haproxy": "#428bca",
+              "caddy": "#f0ad4e"}
+    width, bar, gap, group_gap, top, h = 760, 40, 8, 60, 40, 260
     summary = summary["throughput"]
     vals = [summary[m][t]["rps"] or 0 for m in MODES for t in TARGETS]
     vmax = max(vals) or 1
@@ -1006,11 +1084,12 @@ def missing_figures(result):
             for k in ("rps", "p50_ms", "p99_ms"):
                 if summary["throughput"][mode][t][k] is None:
                     missing.append(f"{mode}/{t}/{k}")
-        for other in ("nginx", "haproxy"):
-            r = summary["throughput"][mode][f"ratio_baton_{other}"]
-            for k in ("rps", "cpu_us_per_req"):
-                if r[k] is None:
-                    missing.append(f"{mode}/ratio_baton_{other}/{k}")
+        for other in OTHERS:
+            for key in ("throughput", "throughput2"):
+                r = summary[key][mode][f"ratio_baton_{other}"]
+                for k in ("rps", "cpu_us_per_req"):
+                    if r[k] is None:
+                        missing.append(f"{key}/{mode}/ratio_baton_{other}/{k}")
     for rate, sr in summary["fixed_rate"].items():
         for t in TARGETS:
             for k in ("p50_ms", "p99_ms", "p99_9_ms"):
@@ -1023,6 +1102,7 @@ def missing_figures(result):
         for k in ("idle_mib", "conns_mib", "idle_after_mib"):
             if m.get(k) is None:
                 missing.append(f"memory/{p}/{k}")
+    for p in SWITCH_PROXIES:
         for prof in PROFILES:
             s = result["switch"][p][prof]
             if s["failed"] is None or s["to_new_ms_median"] is None:
@@ -1063,6 +1143,7 @@ def main():
         rounds, seconds, rate_s, conns, switches, rates, mem_conns = 1, 2, 2, 32, 4, [2000], 200
     else:
         rounds, seconds, rate_s, conns, switches, rates, mem_conns = 3, 10, 8, 32, 20, [5000, 20000], 1000
+    conns2 = 2 * conns  # the two-worker rows: wrk -t2, as many connections per thread
     interval = 0.8  # seconds between switch commands
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     raise_nofile()
@@ -1071,6 +1152,7 @@ def main():
     os.chmod(tmp, 0o755)
     bench = Bench(args.baton, tmp)
     raw = {"throughput": {m: {t: [] for t in TARGETS} for m in MODES},
+           "throughput2": {m: {p: [] for p in PROXIES} for m in MODES},
            "fixed_rate": {r: {t: [] for t in TARGETS} for r in rates},
            "h2": {p: [] for p in PROXIES},
            "tls": {m: {p: [] for p in TLS_PROXIES} for m in (*TLS_MODES, "h2")}}
@@ -1078,10 +1160,7 @@ def main():
         noresume_env = {**os.environ, "LD_PRELOAD": build_noresume(tmp)}
         bench.make_cert()
         bench.start_backends()
-        bench.start_baton()
-        bench.start_nginx()
-        bench.start_haproxy()
-        bench.start_caddy()
+        bench.start_proxies()
         for proxy in PROXIES:
             body = get_body(bench.ports[proxy])
             if "v1" not in body:
@@ -1131,9 +1210,9 @@ def main():
                 if r.get("succeeded"):
                     r["cpu_us_per_req"] = (cpu_seconds(bench.pids[p]) - c0) * 1e6 / r["succeeded"]
                 raw["tls"]["h2"][p].append(r)
-        switch = {p: {} for p in PROXIES}
-        weights = {p: {} for p in PROXIES}
-        for proxy in PROXIES:
+        switch = {p: {} for p in SWITCH_PROXIES}
+        weights = {p: {} for p in SWITCH_PROXIES}
+        for proxy in SWITCH_PROXIES:
             for prof in PROFILES:
                 log(f"switch under load: {proxy} {prof} ({switches} switches)")
                 switch[proxy][prof] = switch_profile(bench, client, proxy, prof, switches,
@@ -1149,6 +1228,24 @@ def main():
         time.sleep(1.0)
         for proxy in PROXIES:
             memory[proxy]["idle_after_mib"] = round(rss_mib(bench.pids[proxy]), 2)
+        log("two workers each: every proxy started again")
+        bench.restart_proxies(2)
+        for proxy in PROXIES:
+            body = get_body(bench.ports[proxy])
+            if "v1" not in body:
+                raise RuntimeError(f"{proxy} (two workers) does not route to v1: {body[:200]}")
+        for rnd in range(rounds):
+            k = rnd % len(PROXIES)
+            order = PROXIES[k:] + PROXIES[:k]
+            for mode in MODES:
+                for t in order:
+                    log(f"round {rnd + 1}/{rounds} two workers {mode} {t} ({seconds}s)")
+                    pid = bench.pids[t]
+                    c0 = cpu_seconds(pid)
+                    r = run_wrk(bench.ports[t], mode, seconds, conns2, threads=2)
+                    if r.get("requests"):
+                        r["cpu_us_per_req"] = (cpu_seconds(pid) - c0) * 1e6 / r["requests"]
+                    raw["throughput2"][mode][t].append(r)
     finally:
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -1163,6 +1260,7 @@ def main():
     result = {"command": cmd, "mode": "quick" if args.quick else "full",
               "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "params": {"rounds": rounds, "seconds": seconds, "connections": conns,
+                         "connections_2_workers": conns2,
                          "wrk_threads": 1, "switches": switches, "switch_interval_s": interval,
                          "rates": rates, "rate_seconds": rate_s, "memory_connections": mem_conns,
                          "proxy_core": 0, "loadgen_core": 1},
@@ -1193,14 +1291,15 @@ def write_results_md(path, result, text):
     p = result["params"]
     old = path.read_text() if path.exists() else ""
     reading = old[old.index(READING):] if READING in old else ""
-    path.write_text(f"""# Benchmark results: baton vs nginx vs HAProxy (and Caddy, TLS rows)
+    path.write_text(f"""# Benchmark results: baton vs nginx vs HAProxy vs Caddy
 
 Produced by `{result['command']}` on {result['date_utc']} (figures below are copied from
 `bench/results.json` of that run; the chart is `bench/results.svg`).
 
 Setup: two `baton sample-app` backends (v1, v2) on loopback; each proxy with one worker
 (nginx `worker_processes 1` + upstream `keepalive 64` + `access_log off`; HAProxy
-`nbthread 1` + `http-reuse always`, no logging; baton `[proxy] workers = 1`, static
+`nbthread 1` + `http-reuse always`, no logging; Caddy (Debian's package) `GOMAXPROCS=1`,
+`reverse_proxy`, admin endpoint off, no logs; baton `[proxy] workers = 1`, static
 runtime). Every proxy is pinned to its core with `taskset`. Proxies on core {p['proxy_core']}; load
 generators and the backends on core {p['loadgen_core']}. {p['rounds']} rounds, targets
 interleaved with a rotating order; medians over rounds.
@@ -1208,14 +1307,18 @@ interleaved with a rotating order; medians over rounds.
 - Throughput: wrk `-t1 -c{p['connections']} --latency`, {p['seconds']} s per target;
   `close` = `Connection: close` (one new client connection per request). CPU µs/request =
   the proxy's process tree utime+stime (`/proc/<pid>/stat`) over the run / requests.
+- Throughput at two workers each (after every other row): each proxy started again with
+  two (nginx `worker_processes 2`, HAProxy `nbthread 2`, Caddy `GOMAXPROCS=2`, baton
+  `workers = 2`) on both cores; wrk `-t2 -c{p['connections_2_workers']}`, not pinned: the
+  proxy, wrk and the backends share the two cores, alike for every proxy.
 - Fixed rates ({', '.join(str(r) for r in p['rates'])} req/s): `bench-client` (crates/baton-loadgen),
   {p['connections']} connections, open loop: latency counts from each request's scheduled send
   time, so stalls are charged to the requests queued behind them (coordinated-omission
   correction). "added p99" = target p99 − direct p99.
-- HTTP/2: h2load over h2c prior knowledge (nginx `listen ... http2`, HAProxy `proto h2`).
+- HTTP/2: h2load over h2c prior knowledge (nginx `listen ... http2`, HAProxy `proto h2`,
+  Caddy `protocols h1 h2 h2c`).
 - TLS 1.3 (the same self-signed ECDSA P-256 certificate, made with `openssl req` per run,
-  for all four; Caddy is in these rows only, `GOMAXPROCS=1`, `reverse_proxy` to the same v1
-  backend): baton `tls_listen` (rustls + ring), nginx `listen ... ssl http2` +
+  for all four): baton `tls_listen` (rustls + ring), nginx `listen ... ssl http2` +
   `ssl_protocols TLSv1.3`, HAProxy `bind ... ssl alpn h2,http/1.1 ssl-min-ver TLSv1.3`,
   Caddy `tls cert key {{ protocols tls1.3 }}`; each server's default ciphers, key exchange
   and session tickets. "New handshakes/s" = wrk over https with `Connection: close`: every
@@ -1233,7 +1336,9 @@ interleaved with a rotating order; medians over rounds.
   50 ms idle gaps, a new connection per request. baton: `POST /v1/apps/web/deployments`
   (what `baton deploy --detach` sends; blue/green, static targets) then status polling until
   it finished; nginx: rewrite the upstream + `nginx -s reload`; HAProxy: runtime API
-  `set server be/sX weight|state`. Failed = any error or non-2xx, nothing retried.
+  `set server be/sX weight|state`; Caddy is not in these rows (its counterpart, a config
+  reload through its admin API, is not measured). Failed = any error or non-2xx, nothing
+  retried.
   "Old backend last seen" = the last response from the old backend after the command.
 - Weight steps: v2 at 10 %, 50 %, 100 % one second apart (baton: one canary deploy with
   steps `weight 10, pause 1s, weight 50, pause 1s`; nginx: weighted upstream + reload per step;

@@ -128,14 +128,7 @@ pub(crate) fn parse(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>
 /// Whether a line of `head` ends in LF alone: the framing guard refuses that head, so
 /// the fast path leaves it to the guard and hyper.
 fn has_bare_lf(head: &[u8]) -> bool {
-    let mut prev = 0u8;
-    for &b in head {
-        if b == b'\n' && prev != b'\r' {
-            return true;
-        }
-        prev = b;
-    }
-    false
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
 /// Whether `buf` holds more than the blank lines allowed before a request line: a head

@@ -268,9 +268,7 @@ pub(crate) fn add_forwarding(headers: &mut HeaderMap, peer: &Peer, host: Option<
         Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
         None => headers.remove(&X_FORWARDED_HOST),
     };
-    if !headers.contains_key(&X_REQUEST_ID) {
-        headers.insert(X_REQUEST_ID.clone(), request_id());
-    }
+    headers.entry(&X_REQUEST_ID).or_insert_with(request_id);
 }
 
 /// Header fields the proxy may add to a request or response beyond those it read
@@ -304,11 +302,13 @@ impl<'a> HeadCopy<'a> {
 /// 128 random bits as 32 hex digits.
 pub(crate) fn request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut n = fastrand::u128(..);
     let mut buf = [0u8; 32];
-    for b in buf.iter_mut().rev() {
-        *b = HEX[(n & 0xf) as usize];
-        n >>= 4;
+    for (pair, byte) in buf
+        .chunks_exact_mut(2)
+        .zip(fastrand::u128(..).to_le_bytes())
+    {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
     HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }

@@ -392,6 +392,9 @@ error_log {t}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    # Not 1,000 requests per client connection (the default; for h2c too, where h2load
+    # counts every stream after the GOAWAY as failed).
+    keepalive_requests 1000000;
     client_body_temp_path {t}/body;
     proxy_temp_path {t}/proxy;
     fastcgi_temp_path {t}/fastcgi;

@@ -28,6 +28,7 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -293,14 +294,19 @@ where
         Outcome::Closed => return Ok(()),
         Outcome::Handoff(first) => first,
     };
+    // Each request's future is boxed where it is made: hyper moves the future it is
+    // given several times (an HTTP/2 stream's into a task of its own), and the request
+    // handler's future is kilobytes.
     let service = service_fn(move |req| {
         let inner = inner.clone();
         let client = client.clone();
-        async move {
-            let mut res = inner.handle(req.map(Inbound::Hyper), &client).await;
-            crate::body::materialize(&mut res);
-            Ok::<_, Infallible>(res)
-        }
+        let answer: Pin<Box<dyn Future<Output = Result<_, Infallible>> + Send>> =
+            Box::pin(async move {
+                let mut res = inner.handle(req.map(Inbound::Hyper), &client).await;
+                crate::body::materialize(&mut res);
+                Ok(res)
+            });
+        answer
     });
     // Boxed: a connection the fast path serves to its end never needs room for hyper's.
     let mut conn = Box::pin(

@@ -85,7 +85,9 @@ pub(crate) async fn serve(
                         config = now;
                     }
                     let served = Served { config: config.clone(), builder: builder.clone() };
-                    let conn = serve_conn(inner.clone(), served, stream, peer, scheme, stop.clone());
+                    // Boxed where it is made: spawning moves the future into its task
+                    // several times, and it is kilobytes.
+                    let conn = Box::pin(serve_conn(inner.clone(), served, stream, peer, scheme, stop.clone()));
                     tracker.spawn(conn);
                 }
                 Err(error) => {

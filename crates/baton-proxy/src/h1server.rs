@@ -10,8 +10,11 @@
 //! hyper together with every byte read so far (`Handoff`), and hyper serves the rest of
 //! the connection exactly as it serves a connection from its start; so hyper's parser
 //! still answers every malformed head (400, 431), and every body, upgrade and h2 stream
-//! is hyper's. The framing guard (`h1guard`) sits below both on the socket and sees every
-//! byte once; its verdicts reach the handler in request order either way.
+//! is hyper's. The framing guard (`h1guard`) sits below both on the socket; every head
+//! the fast path takes is one it passes without a verdict (which includes CRLF line
+//! ends), so it is paused while the fast path reads and judges, at the handoff, what
+//! the fast path read and did not serve (`conn.rs`). Its verdicts reach the handler in
+//! request order either way.
 //!
 //! The response is encoded as hyper's server encodes it (`encode_head`): the same status
 //! line and reason, the same header order, `content-length` from the body's exact size,

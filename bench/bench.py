@@ -826,38 +826,24 @@ def ratios(b, o, keys):
 
 def summarize(raw):
     """Medians over rounds, and baton / nginx, baton / HAProxy ratios."""
-    summary = {"throughput": {}, "fixed_rate": {}, "h2": {}}
-    for mode in MODES:
-        sm = summary["throughput"][mode] = {}
-        for target in TARGETS:
-            runs = raw["throughput"][mode][target]
-            sm[target] = {
-                "rps": median([r["rps"] for r in runs]),
-                "p50_ms": median([r["p50_ms"] for r in runs]),
-                "p99_ms": median([r["p99_ms"] for r in runs]),
-                "cpu_us_per_req": median([r.get("cpu_us_per_req") for r in runs]),
-                "socket_errors": sum(r["socket_errors"] for r in runs),
-                "non2xx": sum(r["non2xx"] for r in runs),
-            }
-        for other in OTHERS:
-            sm[f"ratio_baton_{other}"] = ratios(sm["baton"], sm[other],
-                                                ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"))
-    summary["throughput2"] = {}
-    for mode in MODES:
-        sm = summary["throughput2"][mode] = {}
-        for target in PROXIES:
-            runs = raw["throughput2"][mode][target]
-            sm[target] = {
-                "rps": median([r["rps"] for r in runs]),
-                "p50_ms": median([r["p50_ms"] for r in runs]),
-                "p99_ms": median([r["p99_ms"] for r in runs]),
-                "cpu_us_per_req": median([r.get("cpu_us_per_req") for r in runs]),
-                "socket_errors": sum(r["socket_errors"] for r in runs),
-                "non2xx": sum(r["non2xx"] for r in runs),
-            }
-        for other in OTHERS:
-            sm[f"ratio_baton_{other}"] = ratios(sm["baton"], sm[other],
-                                                ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"))
+    summary = {"throughput": {}, "throughput2": {}, "fixed_rate": {}, "h2": {}}
+    # One worker each (with direct, the ceiling), then two workers each.
+    for key, targets in (("throughput", TARGETS), ("throughput2", PROXIES)):
+        for mode in MODES:
+            sm = summary[key][mode] = {}
+            for target in targets:
+                runs = raw[key][mode][target]
+                sm[target] = {
+                    "rps": median([r["rps"] for r in runs]),
+                    "p50_ms": median([r["p50_ms"] for r in runs]),
+                    "p99_ms": median([r["p99_ms"] for r in runs]),
+                    "cpu_us_per_req": median([r.get("cpu_us_per_req") for r in runs]),
+                    "socket_errors": sum(r["socket_errors"] for r in runs),
+                    "non2xx": sum(r["non2xx"] for r in runs),
+                }
+            for other in OTHERS:
+                sm[f"ratio_baton_{other}"] = ratios(
+                    sm["baton"], sm[other], ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"))
     for rate, per in raw["fixed_rate"].items():
         sr = summary["fixed_rate"][rate] = {}
         for target, runs in per.items():

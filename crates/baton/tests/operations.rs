@@ -99,6 +99,58 @@ fn static_runtime_moves_traffic_between_targets_it_does_not_run() {
     assert_eq!(st["stable_version"], "v2");
 }
 
+/// A static deploy gives each of its `--target`s one instance, even though their starts
+/// wait at the same time, and may name an address an older version still holds (here
+/// `v1`'s, warm through the default scale-down delay after `v2`).
+#[test]
+fn static_runtime_gives_each_target_an_instance_and_may_reuse_an_older_versions_address() {
+    let cfg = "[apps.web]\nruntime = \"static\"\nstrategy = \"blue_green\"\n[apps.web.health]\npath = \"/health\"\ninterval = \"100ms\"\n";
+    let b = Baton::start(cfg);
+    let (p1, p2, p3) = (port(), port(), port());
+    let _a = External::start(p1, "v1");
+    let _b = External::start(p2, "v1");
+    let _c = External::start(p3, "v2");
+    let (a1, a2, a3) = (
+        format!("127.0.0.1:{p1}"),
+        format!("127.0.0.1:{p2}"),
+        format!("127.0.0.1:{p3}"),
+    );
+    b.cli_ok(
+        &["deploy", "web", "v1", "--target", &a1, "--target", &a2],
+        0,
+    );
+    let addresses = |st: &serde_json::Value, version: &str| {
+        let mut out: Vec<String> = st["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["version"] == version)
+            .map(|i| i["address"].as_str().unwrap().to_string())
+            .collect();
+        out.sort();
+        out
+    };
+    let st = b.status();
+    let mut both = vec![a1.clone(), a2.clone()];
+    both.sort();
+    assert_eq!(addresses(&st, "v1"), both, "{st:#}");
+    let rt = rt();
+    let load = rt.block_on(async { Load::start(LoadSpec::new(b.proxy)) });
+    b.cli_ok(&["deploy", "web", "v2", "--target", &a3], 0);
+    let st = b.status();
+    assert_eq!(addresses(&st, "v2"), vec![a3.clone()], "{st:#}");
+    assert_eq!(addresses(&st, "v1"), both, "v1 stays warm: {st:#}");
+    b.cli_ok(&["deploy", "web", "v3", "--target", &a1], 0);
+    let st = b.wait_status("v3 at v1's old address, v1 gone", |st| {
+        finished(st) && addresses(st, "v1").is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let report = rt.block_on(load.stop());
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(st["stable_version"], "v3");
+    assert_eq!(addresses(&st, "v3"), vec![a1.clone()], "{st:#}");
+}
+
 #[test]
 fn canary_can_be_paused_resumed_and_aborted() {
     let steps = "[apps.web.canary]\nsteps = [{ weight = 30 }, { pause = \"manual\" }, { weight = 60 }, { pause = \"1s\" }]\n";

@@ -328,6 +328,10 @@ pub struct AppCore {
     heal_after: Millis,
     /// Instances with a health monitor.
     watched: BTreeSet<String>,
+    /// Static runtime: the address each start of the current deployment was given, so
+    /// two starts waiting at once never get the same one (read only while the id is
+    /// still among the deployment's `pending_starts`).
+    start_targets: BTreeMap<String, std::net::SocketAddr>,
     pub(crate) last_finished: Option<HistoryEntry>,
     pub(crate) analysis: AnalysisRun,
     /// Waiting for the next store.
@@ -377,6 +381,7 @@ impl AppCore {
             healing: BTreeSet::new(),
             heal_after: Millis(0),
             watched: BTreeSet::new(),
+            start_targets: BTreeMap::new(),
             last_finished,
             analysis: AnalysisRun::default(),
             batch: Batch::default(),

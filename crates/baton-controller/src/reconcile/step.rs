@@ -176,7 +176,7 @@ impl AppCore {
     // === carrying out commands ===
 
     pub(super) fn start_instance(&mut self, id: String, version: String, out: &mut Vec<Effect>) {
-        let target = self.target_for(&version);
+        let target = self.target_for(&id, &version);
         out.push(Effect::Start(StartRequest {
             id,
             app: self.name.clone(),
@@ -229,15 +229,30 @@ impl AppCore {
         });
     }
 
-    /// For the static runtime: which address the next instance of `version` is.
-    fn target_for(&self, version: &str) -> Option<std::net::SocketAddr> {
+    /// For the static runtime: which address the next instance of `version` is — the
+    /// first of the deployment's targets that no instance of this deployment holds or
+    /// is being started on. Another version's instance on the same address does not
+    /// count: a static instance is only a name for an address, each has its own
+    /// backend in the proxy (its own in-flight count and drain), and the old one is on
+    /// its way out (e.g. `v1` at A, `v2` at B, then `v3` back at A while `v1` waits out
+    /// its scale-down delay).
+    fn target_for(&mut self, id: &str, version: &str) -> Option<std::net::SocketAddr> {
         let dep = self.record.deployment.as_ref()?;
-        let running: HashSet<std::net::SocketAddr> =
-            self.record.instances.iter().map(|h| h.addr).collect();
-        if version == dep.version {
-            dep.targets.iter().copied().find(|t| !running.contains(t))
-        } else {
-            None
+        if version != dep.version {
+            return None;
         }
+        self.start_targets
+            .retain(|id, _| dep.pending_starts.iter().any(|p| p == id));
+        let taken: HashSet<std::net::SocketAddr> = self
+            .record
+            .instances
+            .iter()
+            .filter(|h| h.version == version && !self.stopping.contains(&h.id))
+            .map(|h| h.addr)
+            .chain(self.start_targets.values().copied())
+            .collect();
+        let target = dep.targets.iter().copied().find(|t| !taken.contains(t))?;
+        self.start_targets.insert(id.to_string(), target);
+        Some(target)
     }
 }

@@ -86,17 +86,28 @@ struct World {
     release_stored_done: BTreeSet<String>,
     /// `pre_stop` hooks handed over with a drain: (instance, request).
     pre_stops: Vec<(InstanceHandle, baton_runtime::TaskRequest)>,
+    /// The static runtime: instances are the operator's `--target` addresses.
+    static_runtime: bool,
 }
 
 impl World {
     fn new(cfg: AppConfig) -> World {
+        World::with_runtime(cfg, false)
+    }
+
+    /// A world whose runtime is `static`: every start is at the address it is given.
+    fn new_static(cfg: AppConfig) -> World {
+        World::with_runtime(cfg, true)
+    }
+
+    fn with_runtime(cfg: AppConfig, static_runtime: bool) -> World {
         let core = AppCore::new(
             cfg.clone(),
             AppRecord::new(APP),
             BTreeSet::new(),
             None,
-            false,
-            "process",
+            static_runtime,
+            if static_runtime { "static" } else { "process" },
         );
         let mut w = World {
             cfg,
@@ -120,6 +131,7 @@ impl World {
             hook_output: Vec::new(),
             release_stored_done: BTreeSet::new(),
             pre_stops: Vec::new(),
+            static_runtime,
         };
         w.send(Event::Boot { lost: Vec::new() });
         w
@@ -292,13 +304,18 @@ impl World {
     }
 
     fn deploy(&mut self, version: &str) -> Ticket {
+        self.deploy_to(version, &[])
+    }
+
+    /// `baton deploy web VERSION --target ADDR ...` (the static runtime).
+    fn deploy_to(&mut self, version: &str, targets: &[SocketAddr]) -> Ticket {
         self.next_ticket += 1;
         let ticket = self.next_ticket;
         self.send(Event::Deploy {
             req: DeployRequest {
                 version: version.into(),
                 strategy: None,
-                targets: Vec::new(),
+                targets: targets.to_vec(),
                 irreversible: false,
             },
             ticket,
@@ -316,6 +333,13 @@ impl World {
     fn finish_task(&mut self, i: usize, ok: bool) {
         let task = self.tasks.remove(i);
         let event = match task {
+            Task::Start(req) if self.static_runtime && req.target.is_none() => {
+                self.faults += 1;
+                Event::Started {
+                    id: req.id,
+                    result: Err("static instance has no target address".into()),
+                }
+            }
             Task::Start(req) => {
                 if !ok {
                     self.faults += 1;
@@ -325,11 +349,14 @@ impl World {
                     }
                 } else {
                     self.next_port += 1;
+                    let addr = req
+                        .target
+                        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], self.next_port)));
                     let handle = InstanceHandle {
                         id: req.id.clone(),
                         app: req.app,
                         version: req.version,
-                        addr: SocketAddr::from(([127, 0, 0, 1], self.next_port)),
+                        addr,
                         started_at: self.now,
                         detail: HandleDetail::Static {},
                     };
@@ -458,8 +485,12 @@ impl World {
             record,
             healthy,
             self.history.last().cloned(),
-            false,
-            "process",
+            self.static_runtime,
+            if self.static_runtime {
+                "static"
+            } else {
+                "process"
+            },
         );
         self.send(Event::Boot { lost });
     }
@@ -695,6 +726,80 @@ fn a_deploy_right_after_a_blue_green_switch_is_accepted() {
     w.settle();
     assert!(w.core.record.warm.is_none());
     assert_eq!(w.running.len(), 2);
+}
+
+/// Where the instances of `version` are, sorted.
+fn addresses(w: &World, version: &str) -> Vec<SocketAddr> {
+    let mut addrs: Vec<SocketAddr> = w
+        .core
+        .record
+        .instances
+        .iter()
+        .filter(|h| h.version == version)
+        .map(|h| h.addr)
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+#[test]
+fn static_starts_waiting_at_once_get_different_targets() {
+    let mut w = World::new_static(config("blue_green", ""));
+    let (a, b) = (
+        "127.0.0.1:9001".parse().unwrap(),
+        "127.0.0.1:9002".parse().unwrap(),
+    );
+    let t = w.deploy_to("v1", &[a, b]);
+    let starts: Vec<Option<SocketAddr>> = w
+        .tasks
+        .iter()
+        .filter_map(|t| match t {
+            Task::Start(req) => Some(req.target),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        starts,
+        vec![Some(a), Some(b)],
+        "both start before either is up"
+    );
+    w.settle();
+    assert!(matches!(w.replies.get(&t), Some(Ok(_))), "{:?}", w.replies);
+    assert_eq!(w.core.record.stable_version.as_deref(), Some("v1"));
+    assert_eq!(addresses(&w, "v1"), vec![a, b]);
+    assert_eq!(
+        w.history.last().map(|h| h.outcome),
+        Some(Outcome::Succeeded)
+    );
+}
+
+#[test]
+fn a_static_deploy_may_go_back_to_addresses_an_older_version_still_holds() {
+    let mut w = World::new_static(config("blue_green", ""));
+    let a: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+    let b: SocketAddr = "127.0.0.1:9002".parse().unwrap();
+    w.deploy_to("v1", &[a]);
+    w.settle_until(|w| w.core.record.deployment.is_none());
+    w.deploy_to("v2", &[b]);
+    w.settle_until(|w| w.core.record.deployment.is_none());
+    assert_eq!(
+        w.core.record.warm.as_ref().map(|w| w.version.as_str()),
+        Some("v1"),
+        "v1 at {a} waits out its scale-down delay"
+    );
+    // v3 at v1's address: v1's instance is stopped (a new version ends the warm
+    // window) while v3's starts on the same address.
+    let t = w.deploy_to("v3", &[a]);
+    w.settle();
+    assert!(matches!(w.replies.get(&t), Some(Ok(_))), "{:?}", w.replies);
+    assert_eq!(
+        w.history.last().map(|h| h.outcome),
+        Some(Outcome::Succeeded)
+    );
+    assert_eq!(w.core.record.stable_version.as_deref(), Some("v3"));
+    assert_eq!(addresses(&w, "v3"), vec![a]);
+    assert_eq!(addresses(&w, "v1"), Vec::<SocketAddr>::new());
+    w.check("after v3");
 }
 
 #[test]

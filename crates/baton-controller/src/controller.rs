@@ -96,7 +96,12 @@ impl Controller {
         let (events, _) = broadcast::channel(1024);
         let sampler = Arc::new(Sampler::default());
         let fleet = Arc::new(Fleet::new(epoch()));
-        sampler::spawn(metrics.clone(), fleet.clone(), sampler.clone());
+        sampler::spawn(
+            proxy.clone(),
+            metrics.clone(),
+            fleet.clone(),
+            sampler.clone(),
+        );
         let boot = Boot {
             config: RwLock::new(config.clone()),
             proxy,

@@ -170,6 +170,22 @@ impl Fleet {
         sum
     }
 
+    /// Forgets what every proxy counted for these `(app, version)`s: their metrics were
+    /// retired here ([`baton_proxy::Proxy::retire_metrics`]), and the proxies on other
+    /// nodes, following the same table, retire them too. Counts kept from a proxy's
+    /// earlier run and those of a proxy gone for good would otherwise stay forever.
+    pub fn forget(&self, versions: &[(String, String)]) {
+        if versions.is_empty() {
+            return;
+        }
+        for m in self.members().values_mut() {
+            for key in versions {
+                m.latest.remove(key);
+                m.carried.remove(key);
+            }
+        }
+    }
+
     /// The proxies, by name.
     pub fn view(&self, now: Instant) -> Vec<ProxyView> {
         self.members()
@@ -287,6 +303,9 @@ mod tests {
         let view = fleet.view(later);
         assert_eq!(view.len(), 2);
         assert!(view.iter().all(|p| !p.live));
+        // Retired: neither the kept counts nor the silent proxy's last report stay.
+        fleet.forget(std::slice::from_ref(&key));
+        assert!(!fleet.counters(later).contains_key(&key));
     }
 
     #[test]

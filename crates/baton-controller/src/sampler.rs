@@ -9,11 +9,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How much history is kept per version.
-const KEEP: Duration = Duration::from_secs(600);
+/// How much history is kept per version (as long as the proxy keeps the metrics of a
+/// version it no longer routes).
+const KEEP: Duration = baton_proxy::METRICS_KEPT;
 
-/// Snapshots of one version, oldest first.
-type Series = VecDeque<(Millis, MetricsSnapshot)>;
+/// Snapshots of one version, oldest first. A snapshot equal to the one before it (a
+/// version without traffic) is the same allocation.
+type Series = VecDeque<(Millis, Arc<MetricsSnapshot>)>;
 
 #[derive(Default)]
 pub struct Sampler {
@@ -30,8 +32,15 @@ impl Sampler {
             all.entry((app, version)).or_default().merge(&snap);
         }
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        // A version no proxy counts any more (its metrics were retired, see
+        // `Proxy::retire_metrics`) has nothing more to say.
+        series.retain(|key, _| all.contains_key(key));
         for ((app, version), snap) in all {
             let ring = series.entry((app, version)).or_default();
+            let snap = match ring.back() {
+                Some((_, last)) if **last == snap => last.clone(),
+                _ => Arc::new(snap),
+            };
             ring.push_back((now, snap));
             while ring
                 .front()
@@ -68,12 +77,15 @@ impl Sampler {
         let base = ring.iter().rev().find(|(t, _)| *t <= since).map(|(_, s)| s);
         Some(match base {
             Some(b) => last.delta(b),
-            None => last.clone(),
+            None => (**last).clone(),
         })
     }
 }
 
+/// Samples every second; first, the proxy forgets the metrics of versions it has not
+/// routed for [`baton_proxy::METRICS_KEPT`] (as long as samples are kept here).
 pub fn spawn(
+    proxy: baton_proxy::Proxy,
     metrics: Arc<MetricsRegistry>,
     fleet: Arc<Fleet>,
     sampler: Arc<Sampler>,
@@ -83,7 +95,66 @@ pub fn spawn(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
+            let retired = proxy.retire_metrics(baton_proxy::METRICS_KEPT);
+            for (app, version) in &retired {
+                tracing::debug!(%app, %version, "metrics of a version no longer routed forgotten");
+            }
+            fleet.forget(&retired);
             sampler.sample(&metrics, &fleet, Millis::now());
         }
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn one_request(m: &baton_metrics::VersionMetrics) {
+        m.request_started();
+        m.request_finished(200, Duration::from_micros(300), 0, 0);
+    }
+
+    #[test]
+    fn samples_without_traffic_share_one_copy_and_a_retired_version_goes() {
+        let metrics = MetricsRegistry::new();
+        let fleet = Fleet::new(1);
+        let sampler = Sampler::default();
+        let v1 = metrics.version("web", "v1");
+        one_request(&v1);
+        metrics.version("web", "v2");
+        for t in 1..=3 {
+            sampler.sample(&metrics, &fleet, Millis(t * 1_000));
+        }
+        let key = ("web".to_string(), "v1".to_string());
+        {
+            let series = sampler.series.lock().unwrap();
+            let ring = &series[&key];
+            assert_eq!(ring.len(), 3);
+            assert!(Arc::ptr_eq(&ring[0].1, &ring[2].1), "unchanged: one copy");
+        }
+        one_request(&v1);
+        sampler.sample(&metrics, &fleet, Millis(4_000));
+        {
+            let series = sampler.series.lock().unwrap();
+            let ring = &series[&key];
+            assert!(!Arc::ptr_eq(&ring[2].1, &ring[3].1));
+            assert_eq!(ring[3].1.requests, 2);
+        }
+        let (span, last) = sampler.window("web", "v1", Duration::from_secs(1)).unwrap();
+        assert_eq!((span, last.requests), (Duration::from_secs(1), 1));
+        assert_eq!(
+            sampler.since("web", "v1", Millis(1_000)).unwrap().requests,
+            1
+        );
+        // Its metrics retired: its samples go with them; v2's stay.
+        metrics.remove_version("web", "v1");
+        sampler.sample(&metrics, &fleet, Millis(5_000));
+        assert!(sampler
+            .window("web", "v1", Duration::from_secs(60))
+            .is_none());
+        assert!(sampler
+            .window("web", "v2", Duration::from_secs(60))
+            .is_some());
+    }
 }

@@ -71,7 +71,10 @@ pub(crate) fn duration_micros(d: Duration) -> u64 {
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(try_from = "HistogramWire", into = "HistogramWire")]
 pub struct Histogram {
-    /// Either empty (nothing recorded yet, no allocation) or exactly [`BUCKETS`] long.
+    /// Counts of buckets `0..counts.len()`; the buckets after its end are empty. Ends at
+    /// the last non-empty bucket when taken from the atomics ([`Self::from_dense`]): a
+    /// snapshot of latencies up to a few milliseconds is ~250 counts, not [`BUCKETS`] —
+    /// the controller keeps ten minutes of one a second per version.
     counts: Vec<u64>,
     /// Exact sum of recorded values in µs (before clamping), for the mean and Prometheus `_sum`.
     sum_micros: u64,
@@ -80,10 +83,23 @@ pub struct Histogram {
 // === impl Histogram ===
 
 impl Histogram {
-    /// Builds a histogram from dense counts (used by the atomic snapshot).
-    pub(crate) fn from_parts(counts: Vec<u64>, sum_micros: u64) -> Self {
-        debug_assert_eq!(counts.len(), BUCKETS);
+    /// Builds a histogram from the counts of the first buckets (used by the atomic
+    /// snapshot), dropping the empty buckets at the end.
+    pub(crate) fn from_dense(mut counts: Vec<u64>, sum_micros: u64) -> Self {
+        debug_assert!(counts.len() <= BUCKETS);
+        counts.truncate(BUCKETS);
+        let used = counts.iter().rposition(|&n| n > 0).map_or(0, |i| i + 1);
+        counts.truncate(used);
+        counts.shrink_to_fit();
         Self { counts, sum_micros }
+    }
+
+    /// The count of bucket `index`, growing the storage to reach it.
+    fn slot(&mut self, index: usize) -> &mut u64 {
+        if index >= self.counts.len() {
+            self.counts.resize(index + 1, 0);
+        }
+        &mut self.counts[index]
     }
 
     /// Number of recorded values.
@@ -162,8 +178,8 @@ impl Histogram {
         if other.counts.is_empty() {
             return;
         }
-        if self.counts.is_empty() {
-            self.counts = vec![0; BUCKETS];
+        if self.counts.len() < other.counts.len() {
+            self.counts.resize(other.counts.len(), 0);
         }
         for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
             *mine = mine.saturating_add(*theirs);
@@ -173,10 +189,7 @@ impl Histogram {
 
     /// Records one value in microseconds (non-atomic; for tests and offline use).
     pub fn record(&mut self, micros: u64) {
-        if self.counts.is_empty() {
-            self.counts = vec![0; BUCKETS];
-        }
-        self.counts[bucket_index(micros)] += 1;
+        *self.slot(bucket_index(micros)) += 1;
         self.sum_micros = self.sum_micros.saturating_add(micros);
     }
 
@@ -240,10 +253,8 @@ impl TryFrom<HistogramWire> for Histogram {
                     buckets: BUCKETS,
                 });
             }
-            if h.counts.is_empty() {
-                h.counts = vec![0; BUCKETS];
-            }
-            h.counts[index] = h.counts[index].saturating_add(n);
+            let slot = h.slot(index);
+            *slot = slot.saturating_add(n);
         }
         Ok(h)
     }

@@ -73,6 +73,14 @@ impl MetricsRegistry {
             .collect()
     }
 
+    /// Every version registered, as `(app, version)`, sorted.
+    pub fn versions(&self) -> Vec<(String, String)> {
+        self.lock()
+            .iter()
+            .flat_map(|(app, versions)| versions.keys().map(move |v| (app.clone(), v.clone())))
+            .collect()
+    }
+
     /// Snapshot of one version, `None` if it was never registered (or was removed).
     pub fn snapshot(&self, app: &str, version: &str) -> Option<MetricsSnapshot> {
         let metrics = self.lock().get(app)?.get(version)?.clone();

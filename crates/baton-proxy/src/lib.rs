@@ -101,6 +101,11 @@ use tokio_util::sync::CancellationToken;
 /// take the news with the next route table, published moments later).
 pub const DEAD_KEPT: Duration = Duration::from_secs(300);
 
+/// How long the metrics of a version the proxy no longer routes are kept
+/// ([`Proxy::retire_metrics`]): as long as the controller keeps its samples, so charts
+/// and windows of a version just replaced stay whole.
+pub const METRICS_KEPT: Duration = Duration::from_secs(600);
+
 /// The data plane. Cheap to clone; all clones share one state.
 #[derive(Clone)]
 pub struct Proxy {
@@ -134,6 +139,9 @@ struct Registry {
     backends: HashMap<Arc<str>, Arc<Backend>>,
     /// Removed backends still in `backends` because requests were in flight.
     lingering: Vec<Arc<Backend>>,
+    /// Versions with metrics that the published table does not route, since when
+    /// `retire_metrics` first saw them so.
+    unrouted: HashMap<(String, String), std::time::Instant>,
 }
 
 impl Proxy {
@@ -307,6 +315,42 @@ impl Proxy {
         let mut ids: Vec<String> = dead.keys().map(|id| id.to_string()).collect();
         ids.sort();
         ids
+    }
+
+    /// Forgets the metrics of every version the published table has not routed for
+    /// `keep` (counted from the first call that found it unrouted): each deployment of a
+    /// new version adds one (~7 KiB of counters, a `/metrics` series, a sample a second
+    /// in the controller), which would otherwise stay for the life of the process. A
+    /// version routed again later starts from zero. Returns what was forgotten, sorted.
+    /// Called about once a second (by the controller's sampler; by `baton proxy`
+    /// before each report). Serialized with publishing, so a version routed again by a
+    /// publish racing this call keeps the counters its pool records into.
+    pub fn retire_metrics(&self, keep: Duration) -> Vec<(String, String)> {
+        let inner = &self.inner;
+        let mut registry = lock(&inner.registry);
+        let snapshot = inner.snapshot.load();
+        let routed: std::collections::HashSet<(&str, &str)> = snapshot
+            .apps
+            .iter()
+            .flat_map(|app| app.pools.iter().map(|p| (&*app.name, &*p.version)))
+            .collect();
+        let now = std::time::Instant::now();
+        let mut unrouted = HashMap::new();
+        let mut retired = Vec::new();
+        for key in inner.metrics.versions() {
+            if routed.contains(&(key.0.as_str(), key.1.as_str())) {
+                continue;
+            }
+            let since = registry.unrouted.get(&key).copied().unwrap_or(now);
+            if now.saturating_duration_since(since) >= keep {
+                inner.metrics.remove_version(&key.0, &key.1);
+                retired.push(key);
+            } else {
+                unrouted.insert(key, since);
+            }
+        }
+        registry.unrouted = unrouted;
+        retired
     }
 
     /// Requests (and upgraded connections) currently on this backend.

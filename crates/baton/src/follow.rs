@@ -323,6 +323,9 @@ impl Follower {
             let Some(controller) = state.controller else {
                 continue;
             };
+            // Versions the table has not routed for a while are not reported again
+            // (the controller forgets them at the same time).
+            self.proxy.retire_metrics(baton_proxy::METRICS_KEPT);
             let report = ProxyReport {
                 name: self.name.clone(),
                 boot: self.boot,

@@ -218,3 +218,42 @@ fn merge_is_the_histogram_of_both_sets_of_samples() {
     a.merge(&Histogram::default());
     assert_eq!(a, empty);
 }
+
+#[test]
+fn storage_ends_at_the_last_nonempty_bucket() {
+    let mut h = Histogram::default();
+    h.record(100);
+    assert_eq!(h.counts.len(), bucket_index(100) + 1);
+    let mut dense = vec![0; BUCKETS];
+    dense[bucket_index(100)] = 1;
+    let from_atomics = Histogram::from_dense(dense, 100);
+    assert_eq!(from_atomics.counts.len(), bucket_index(100) + 1);
+    assert_eq!(from_atomics, h);
+    assert_eq!(Histogram::from_dense(vec![0; BUCKETS], 0).counts.len(), 0);
+    // A higher value grows it; deltas and merges across lengths count every bucket.
+    let mut later = h.clone();
+    later.record(3_000_000);
+    assert_eq!(later.counts.len(), bucket_index(3_000_000) + 1);
+    assert_eq!(later.delta(&h).count(), 1);
+    assert_eq!(later.delta(&h).quantile(1.0), later.quantile(1.0));
+    assert_eq!(h.delta(&later).count(), 0);
+    let mut merged = h.clone();
+    merged.merge(&later);
+    assert_eq!(merged.count(), 3);
+    assert_eq!(merged.quantile(1.0), later.quantile(1.0));
+}
+
+#[test]
+fn a_snapshot_copies_only_the_buckets_up_to_the_slowest_request() {
+    let m = crate::VersionMetrics::new();
+    assert_eq!(m.snapshot().latency.counts.len(), 0);
+    for micros in [40, 300, 2_500] {
+        m.request_started();
+        m.request_finished(200, std::time::Duration::from_micros(micros), 0, 0);
+    }
+    let snap = m.snapshot();
+    assert_eq!(snap.latency.counts.len(), bucket_index(2_500) + 1);
+    assert!(snap.latency.counts.len() < BUCKETS / 3);
+    assert_eq!(snap.latency.count(), 3);
+    assert_eq!(snap.latency.sum_micros(), 2_840);
+}

@@ -7,6 +7,7 @@ use baton_core::{
 };
 use baton_proxy::{ProxyConfig, RouteError};
 use http::StatusCode;
+use std::time::Duration;
 
 #[tokio::test]
 async fn bad_tables_are_rejected_and_the_previous_snapshot_keeps_serving() {
@@ -269,4 +270,51 @@ async fn publish_app_changes_one_app_and_refuses_a_bad_change_whole() {
     let report = p.proxy.drain("w2", std::time::Duration::from_secs(5)).await;
     assert!(report.completed);
     assert_eq!(p.proxy.in_flight("w2"), 0);
+}
+
+/// Each deployment of a new version registers its metrics; once the table has not
+/// routed a version for the time kept, its metrics go (they would otherwise stay for
+/// the life of the process, one set per version ever deployed). A version still
+/// routed keeps its counts, and one routed again starts from zero.
+#[tokio::test]
+async fn metrics_of_versions_no_longer_routed_are_forgotten_after_the_time_kept() {
+    let v1 = sample("a1", "v1", None).await;
+    let v2 = sample("a2", "v2", None).await;
+    let p = start_proxy(ProxyConfig::default()).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![v1.spec()])])))
+        .unwrap();
+    assert_eq!(version_of(&get_once(p.addr, "/", &[]).await), "v1");
+    p.proxy
+        .publish(&table(pools(vec![pool("v2", 100, vec![v2.spec()])])))
+        .unwrap();
+    assert_eq!(version_of(&get_once(p.addr, "/", &[]).await), "v2");
+    let versions = |p: &TestProxy| p.metrics.versions();
+    let both = vec![
+        (APP.to_string(), "v1".to_string()),
+        (APP.to_string(), "v2".to_string()),
+    ];
+    assert_eq!(versions(&p), both);
+    // Kept while the time has not passed (the first call starts v1's clock).
+    assert!(p.proxy.retire_metrics(Duration::from_secs(600)).is_empty());
+    assert!(p.proxy.retire_metrics(Duration::from_secs(600)).is_empty());
+    assert_eq!(versions(&p), both);
+    let counted = |p: &TestProxy, v: &str| p.metrics.snapshot(APP, v).map(|s| s.requests);
+    assert!(eventually(200, || counted(&p, "v1") == Some(1)).await);
+    // Past it: v1 goes, the routed v2 stays with its count.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        p.proxy.retire_metrics(Duration::from_millis(50)),
+        vec![(APP.to_string(), "v1".to_string())]
+    );
+    assert_eq!(versions(&p), vec![(APP.to_string(), "v2".to_string())]);
+    assert!(eventually(200, || counted(&p, "v2") == Some(1)).await);
+    assert!(p.proxy.retire_metrics(Duration::ZERO).is_empty());
+    // Routed again: counted from zero.
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![v1.spec()])])))
+        .unwrap();
+    assert_eq!(counted(&p, "v1"), Some(0));
+    assert_eq!(version_of(&get_once(p.addr, "/", &[]).await), "v1");
+    assert!(eventually(200, || counted(&p, "v1") == Some(1)).await);
 }

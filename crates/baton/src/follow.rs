@@ -110,6 +110,7 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     let (stop, stop_rx) = watch::channel(false);
     let follow = tokio::spawn(follower.clone().follow(stop_rx.clone()));
     let report = tokio::spawn(follower.clone().report(stop_rx.clone()));
+    crate::purge::spawn();
     let (signal_tx, mut signalled) = watch::channel(false);
     tokio::spawn(async move {
         crate::serve::wait_for_signal().await;

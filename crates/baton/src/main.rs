@@ -8,6 +8,7 @@ mod dashboard;
 mod demo;
 mod follow;
 mod import;
+mod purge;
 mod reload;
 mod serve;
 mod systemd;

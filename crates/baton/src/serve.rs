@@ -132,6 +132,7 @@ pub async fn run(
         );
     }
     crate::systemd::serving(inherited.is_some(), &serving_status(&running));
+    crate::purge::spawn();
     loop {
         let call = tokio::select! {
             _ = stop_rx.wait_for(|s| *s) => {

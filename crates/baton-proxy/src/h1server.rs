@@ -27,7 +27,7 @@ use crate::conn::TrackedIo;
 use crate::forward::ClientConn;
 use crate::h1client::Fields;
 use crate::h1guard::MAX_HEADERS;
-use crate::headers::{HeadCopy, ROOM};
+use crate::headers::ROOM;
 use crate::Inner;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName};
@@ -68,10 +68,64 @@ pub(crate) struct Head {
     pub keep_alive: bool,
 }
 
-/// Parses one request head from the start of `buf`: `Ok(Some)` with the head's length
-/// when the fast path serves it, `Ok(None)` when more bytes are needed, `Err(())` when
-/// it is hyper's to answer (not a simple `GET`/`HEAD`, or not valid at all).
-pub(crate) fn parse(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, ()> {
+/// Parses one request head from the start of `buf`: `Ok(Some)` when the fast path
+/// serves it — the head's bytes are then split off `buf`, and the request's target and
+/// header values are slices of them (no copy) — `Ok(None)` when more bytes are needed,
+/// `Err(())` when it is hyper's to answer (not a simple `GET`/`HEAD`, or not valid at
+/// all). Unless it is `Ok(Some)`, `buf` holds the same bytes as before.
+pub(crate) fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, ()> {
+    let Some(seen) = scan(buf, max_head)? else {
+        return Ok(None);
+    };
+    let head = buf.split_to(seen.len).freeze();
+    match build(&head, &seen) {
+        Some(request) => Ok(Some(Head {
+            request,
+            keep_alive: seen.keep_alive,
+        })),
+        None => {
+            // A target or name the `http` types refuse: hyper's to answer, with every
+            // byte where it was.
+            let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+            whole.extend_from_slice(&head);
+            whole.extend_from_slice(buf);
+            *buf = whole;
+            Err(())
+        }
+    }
+}
+
+/// Where a part of a head is: (offset from its start, length).
+type Span = (u32, u32);
+
+/// Fields whose places `scan` keeps without allocating (most heads have fewer).
+const INLINE_FIELDS: usize = 16;
+
+/// What `scan` found in a head the fast path takes.
+struct Scanned {
+    len: usize,
+    method: Method,
+    path: Span,
+    /// (name, value) of the first fields, `count` in all …
+    fields: [(Span, Span); INLINE_FIELDS],
+    /// … and of those past `INLINE_FIELDS`.
+    more: Vec<(Span, Span)>,
+    count: usize,
+    keep_alive: bool,
+}
+
+impl Scanned {
+    /// (name, value) of every field, in order.
+    fn fields(&self) -> impl Iterator<Item = &(Span, Span)> {
+        self.fields[..self.count.min(INLINE_FIELDS)]
+            .iter()
+            .chain(&self.more)
+    }
+}
+
+/// Decides on the bytes as read (nothing copied, nothing split) whether the fast path
+/// takes the head at the start of `buf`, and where its parts are.
+fn scan(buf: &[u8], max_head: usize) -> Result<Option<Scanned>, ()> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -91,41 +145,70 @@ pub(crate) fn parse(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>
     if path.len() > MAX_URI_LEN {
         return Err(());
     }
-    let head = HeadCopy::new(buf, len);
-    let uri = Uri::from_maybe_shared(head.part(path.as_bytes())).map_err(|_| ())?;
-    let mut map = HeaderMap::with_capacity(req.headers.len() + ROOM);
-    let mut keep_alive = true;
-    let mut hosts = 0;
-    for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ())?;
-        let value = HeaderValue::from_maybe_shared(head.part(h.value)).map_err(|_| ())?;
-        match name {
-            header::CONTENT_LENGTH
-            | header::TRANSFER_ENCODING
-            | header::EXPECT
-            | header::UPGRADE
-            | header::TE => return Err(()),
-            header::HOST => hosts += 1,
-            header::CONNECTION if has_token(&value, "close") => keep_alive = false,
-            _ => {}
+    let span = |part: &[u8]| -> Span {
+        // An empty value's slice need not point into the buffer.
+        if part.is_empty() {
+            return (0, 0);
         }
-        map.append(name, value);
+        let at = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+        (at as u32, part.len() as u32)
+    };
+    let mut seen = Scanned {
+        len,
+        method,
+        path: span(path.as_bytes()),
+        fields: [((0, 0), (0, 0)); INLINE_FIELDS],
+        more: Vec::new(),
+        count: req.headers.len(),
+        keep_alive: true,
+    };
+    let mut hosts = 0;
+    for (i, h) in req.headers.iter().enumerate() {
+        let name = h.name.as_bytes();
+        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+        if is("content-length")
+            || is("transfer-encoding")
+            || is("expect")
+            || is("upgrade")
+            || is("te")
+        {
+            return Err(());
+        }
+        if is("host") {
+            hosts += 1;
+        } else if is("connection") && has_token(h.value, "close") {
+            seen.keep_alive = false;
+        }
+        let place = (span(name), span(h.value));
+        match seen.fields.get_mut(i) {
+            Some(slot) => *slot = place,
+            None => seen.more.push(place),
+        }
     }
     if hosts > 1 {
         return Err(());
     }
+    Ok(Some(seen))
+}
+
+/// The request of a head `scan` took, its parts slices of `head`; `None` when the
+/// `http` types refuse its target or a name.
+fn build(head: &bytes::Bytes, seen: &Scanned) -> Option<Request<Inbound>> {
+    let part = |(at, len): Span| head.slice(at as usize..(at + len) as usize);
+    let uri = Uri::from_maybe_shared(part(seen.path)).ok()?;
+    let mut map = HeaderMap::with_capacity(seen.count + ROOM);
+    for &(name, value) in seen.fields() {
+        let (at, len) = name;
+        let name = HeaderName::from_bytes(&head[at as usize..(at + len) as usize]).ok()?;
+        let value = HeaderValue::from_maybe_shared(part(value)).ok()?;
+        map.append(name, value);
+    }
     let mut request = Request::new(Inbound::Empty);
-    *request.method_mut() = method;
+    *request.method_mut() = seen.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = map;
-    Ok(Some((
-        Head {
-            request,
-            keep_alive,
-        },
-        len,
-    )))
+    Some(request)
 }
 
 /// Whether a line of `head` ends in LF alone: the framing guard refuses that head, so
@@ -141,12 +224,14 @@ fn head_begun(buf: &[u8]) -> bool {
 }
 
 /// Whether a comma-separated header value lists `token` (any case), as hyper reads
-/// `Connection`.
-fn has_token(value: &HeaderValue, token: &str) -> bool {
+/// `Connection` (a value with bytes outside visible ASCII, space and tab lists none).
+fn has_token(value: &[u8], token: &str) -> bool {
     value
-        .to_str()
-        .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        .unwrap_or(false)
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
+        && value
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Serves requests on `io` until the connection ends or a head the fast path does not
@@ -175,9 +260,9 @@ where
         Outcome::Handoff(buf)
     };
     loop {
-        let (head, len) = loop {
-            match parse(&buf, max_head) {
-                Ok(Some(parsed)) => break parsed,
+        let head = loop {
+            match parse(&mut buf, max_head) {
+                Ok(Some(head)) => break head,
                 Ok(None) => {}
                 Err(()) => return handoff(io, heads, buf),
             }
@@ -210,7 +295,6 @@ where
                 Ok(_) => {}
             }
         };
-        let _ = buf.split_to(len);
         heads += 1;
         io.state().head_ends();
         if head_begun(&buf) {
@@ -330,7 +414,7 @@ pub(crate) fn encode_head<B>(
     if !keep_alive {
         match res.headers_mut().entry(header::CONNECTION) {
             header::Entry::Occupied(mut e) => {
-                if !e.iter().any(|v| has_token(v, "close")) {
+                if !e.iter().any(|v| has_token(v.as_bytes(), "close")) {
                     e.append(HeaderValue::from_static("close"));
                 }
             }
@@ -421,7 +505,7 @@ pub(crate) fn encode_head<B>(
             header::TRANSFER_ENCODING | header::TRAILER if !chunked_ok => {}
             header::TRAILER => join(dst, &mut joining, Joined::Other, name, value),
             header::CONNECTION => {
-                if has_token(value, "close") {
+                if has_token(value.as_bytes(), "close") {
                     last = true;
                 }
                 join(dst, &mut joining, Joined::Other, name, value);
@@ -701,10 +785,9 @@ pub struct ParsedRequest {
 /// takes them. Returns the heads taken and how many bytes they used; the rest (from the
 /// first head it leaves to hyper, or an incomplete one) is hyper's.
 pub fn fuzz_parse_heads(bytes: &[u8], max_head: usize) -> (Vec<ParsedRequest>, usize) {
-    let mut used = 0;
+    let mut buf = BytesMut::from(bytes);
     let mut heads = Vec::new();
-    while let Ok(Some((head, len))) = parse(&bytes[used..], max_head) {
-        used += len;
+    while let Ok(Some(head)) = parse(&mut buf, max_head) {
         heads.push(ParsedRequest {
             method: head.request.method().to_string(),
             uri: head.request.uri().to_string(),
@@ -717,5 +800,5 @@ pub fn fuzz_parse_heads(bytes: &[u8], max_head: usize) -> (Vec<ParsedRequest>, u
             keep_alive: head.keep_alive,
         });
     }
-    (heads, used)
+    (heads, bytes.len() - buf.len())
 }

@@ -276,41 +276,41 @@ pub(crate) fn add_forwarding(headers: &mut HeaderMap, peer: &Peer, host: Option<
 /// this much room, so adding them never grows (rehashes) the map.
 pub(crate) const ROOM: usize = 8;
 
-/// One copy of a parsed head, and its parts (httparse's slices into the read buffer) as
-/// shared slices of that copy: one allocation per head instead of one per value.
-pub(crate) struct HeadCopy<'a> {
-    base: &'a [u8],
-    copy: bytes::Bytes,
-}
+/// Length of a request id: 128 random bits as hex digits.
+const ID_LEN: usize = 32;
+/// Request ids made at once, in one buffer each thread takes its next id from (a
+/// reference to a slice of it): one allocation per this many requests, not one each.
+const IDS_AT_ONCE: usize = 64;
 
-impl<'a> HeadCopy<'a> {
-    pub fn new(buf: &'a [u8], len: usize) -> HeadCopy<'a> {
-        HeadCopy {
-            base: buf,
-            copy: bytes::Bytes::copy_from_slice(&buf[..len]),
-        }
-    }
-
-    /// `part` (a slice of the buffer given to `new`, within the head) as a slice of
-    /// the copy.
-    pub fn part(&self, part: &[u8]) -> bytes::Bytes {
-        let at = (part.as_ptr() as usize).wrapping_sub(self.base.as_ptr() as usize);
-        self.copy.slice(at..at + part.len())
-    }
+thread_local! {
+    static IDS: std::cell::RefCell<bytes::Bytes> = const {
+        std::cell::RefCell::new(bytes::Bytes::new())
+    };
 }
 
 /// 128 random bits as 32 hex digits.
 pub(crate) fn request_id() -> HeaderValue {
+    IDS.with(|ids| {
+        let mut ids = ids.borrow_mut();
+        if ids.len() < ID_LEN {
+            *ids = fresh_ids();
+        }
+        let id = ids.split_to(ID_LEN);
+        HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    })
+}
+
+/// `IDS_AT_ONCE` request ids, one after the other.
+fn fresh_ids() -> bytes::Bytes {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 32];
-    for (pair, byte) in buf
-        .chunks_exact_mut(2)
-        .zip(fastrand::u128(..).to_le_bytes())
-    {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 0xf)];
+    let mut buf = Vec::with_capacity(ID_LEN * IDS_AT_ONCE);
+    for _ in 0..IDS_AT_ONCE {
+        for byte in fastrand::u128(..).to_le_bytes() {
+            buf.push(HEX[usize::from(byte >> 4)]);
+            buf.push(HEX[usize::from(byte & 0xf)]);
+        }
     }
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    bytes::Bytes::from(buf)
 }
 
 /// The host the client asked for: `:authority` / absolute-form URI, else `Host`.
@@ -414,6 +414,20 @@ mod tests {
         for gone in ["connection", "x-custom", "keep-alive", "te"] {
             assert!(!h.contains_key(gone), "{gone} should be stripped");
         }
+    }
+
+    #[test]
+    fn request_ids_are_32_hex_digits_and_differ_across_blocks() {
+        let ids: Vec<HeaderValue> = (0..3 * IDS_AT_ONCE + 5).map(|_| request_id()).collect();
+        for id in &ids {
+            assert_eq!(id.len(), ID_LEN);
+            assert!(id
+                .as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)));
+        }
+        let distinct: std::collections::HashSet<&[u8]> = ids.iter().map(|v| v.as_bytes()).collect();
+        assert_eq!(distinct.len(), ids.len());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::pool::ConnectError;
 use bytes::BytesMut;
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
-use parse::{parse_head, Invalid};
+use parse::{take_head, Invalid};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,18 +103,25 @@ pub(crate) async fn send(
     parts: &Parts,
     backend: Arc<Backend>,
 ) -> Result<Response<FastBody>, SendError> {
-    let head = encode_head(parts);
+    // The head is encoded in the read buffer (empty between exchanges: a connection is
+    // pooled only with no byte left over), so a pooled connection's request allocates
+    // nothing for it.
+    debug_assert!(conn.buf.is_empty());
+    conn.buf.clear();
+    encode_head(parts, &mut conn.buf);
+    let head = &conn.buf;
     // From here the request waits for its answer; a request without a body can be sent
     // again, so `Backend::abandon` may end the wait (by shutting the socket).
     conn.watched.wait();
     // The first write tells a dead pooled connection (reset by the upstream) from a
     // request that may have been seen: nothing of the head was accepted.
-    let written = match conn.stream.write(&head).await {
+    let written = match conn.stream.write(head).await {
         Ok(n) => n,
         Err(e) if reused => return Err(SendError::Unsent(e)),
         Err(e) => return Err(e.into()),
     };
     conn.stream.write_all(&head[written..]).await?;
+    conn.buf.clear();
     let head_request = parts.method == Method::HEAD;
     // The backend's drain deadline ends a request still waiting for its answer: its
     // socket is shut down (`Backend::close_all`), or, past it, nothing waits at all.
@@ -131,8 +138,7 @@ pub(crate) async fn send(
     let mut received = 0usize;
     let mut head = loop {
         if !conn.buf.is_empty() {
-            if let Some((head, used)) = parse_head(&conn.buf, head_request)? {
-                bytes::Buf::advance(&mut conn.buf, used);
+            if let Some(head) = take_head(&mut conn.buf, head_request)? {
                 if head.status.is_informational() {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(Invalid::Head("101 to a request that asked no upgrade").into());
@@ -175,16 +181,17 @@ pub(crate) async fn send(
 }
 
 /// The request head as hyper's client writes it: request line, then every field as
-/// `name: value` (names lower-case, as `HeaderMap` holds them).
-fn encode_head(parts: &Parts) -> Vec<u8> {
+/// `name: value` (names lower-case, as `HeaderMap` holds them), appended to `head`
+/// (empty).
+fn encode_head(parts: &Parts, head: &mut BytesMut) {
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut size = parts.method.as_str().len() + target.len() + 14;
     for (name, value) in &parts.headers {
         size += name.as_str().len() + value.len() + 4;
     }
-    let mut head = Vec::with_capacity(size);
+    head.reserve(size);
     head.extend_from_slice(parts.method.as_str().as_bytes());
-    head.push(b' ');
+    head.extend_from_slice(b" ");
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
@@ -194,7 +201,6 @@ fn encode_head(parts: &Parts) -> Vec<u8> {
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    head
 }
 
 /// Whether a request goes over this client: no body, no upgrade, `GET` or `HEAD`.

@@ -59,25 +59,56 @@ pub(crate) struct Fields {
     spans: Vec<Span>,
 }
 
-impl Fields {
-    fn name(&self, span: &Span) -> &[u8] {
+/// A head's fields where they were read: what `framing` reads before the head's bytes
+/// are taken from the connection's buffer.
+#[derive(Clone, Copy)]
+struct FieldsRef<'a> {
+    bytes: &'a [u8],
+    spans: &'a [Span],
+}
+
+impl<'a> FieldsRef<'a> {
+    fn name(self, span: &Span) -> &'a [u8] {
         &self.bytes[span.name as usize..(span.name + span.name_len) as usize]
     }
 
-    fn value(&self, span: &Span) -> &[u8] {
+    fn value(self, span: &Span) -> &'a [u8] {
         &self.bytes[span.value as usize..(span.value + span.value_len) as usize]
+    }
+
+    fn iter(self) -> impl DoubleEndedIterator<Item = (&'a [u8], &'a [u8])> {
+        self.spans
+            .iter()
+            .map(move |s| (self.name(s), self.value(s)))
+    }
+
+    /// The values of the fields named `name` (lower-case), in order.
+    fn get_all(self, name: &'a str) -> impl DoubleEndedIterator<Item = &'a [u8]> {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+}
+
+impl Fields {
+    fn view(&self) -> FieldsRef<'_> {
+        FieldsRef {
+            bytes: &self.bytes,
+            spans: &self.spans,
+        }
+    }
+
+    fn name(&self, span: &Span) -> &[u8] {
+        self.view().name(span)
+    }
+
+    fn value(&self, span: &Span) -> &[u8] {
+        self.view().value(span)
     }
 
     /// Every field as (name as received, value), in order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&[u8], &[u8])> + '_ {
-        self.spans.iter().map(|s| (self.name(s), self.value(s)))
-    }
-
-    /// The values of the fields named `name` (lower-case), in order.
-    fn get_all<'a>(&'a self, name: &'a str) -> impl DoubleEndedIterator<Item = &'a [u8]> + 'a {
-        self.iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
+        self.view().iter()
     }
 
     /// The fields as the `HeaderMap` that appending them one by one makes.
@@ -229,7 +260,59 @@ pub(crate) enum Invalid {
 /// Parses one response head at the start of `buf`: `Ok(None)` while it is incomplete,
 /// else the head and how many bytes it took. `head_request`: the request was `HEAD`, so
 /// the response has no body whatever its headers say.
+#[cfg(test)]
 pub(crate) fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head, usize)>, Invalid> {
+    let Some(scanned) = scan_head(buf, head_request)? else {
+        return Ok(None);
+    };
+    let len = scanned.len;
+    Ok(Some((
+        scanned.into_head(Bytes::copy_from_slice(&buf[..len])),
+        len,
+    )))
+}
+
+/// `parse_head` on a connection's buffer: the head's bytes are split off `buf` (not
+/// copied) and the fields are slices of them; `buf` keeps what follows (the body).
+/// Unless it is `Ok(Some)`, `buf` is as it was.
+pub(crate) fn take_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Invalid> {
+    let Some(scanned) = scan_head(buf, head_request)? else {
+        return Ok(None);
+    };
+    let bytes = buf.split_to(scanned.len).freeze();
+    Ok(Some(scanned.into_head(bytes)))
+}
+
+/// A response head read where it arrived: everything but its bytes.
+struct Scanned {
+    len: usize,
+    status: StatusCode,
+    version: Version,
+    /// Where a reason phrase other than the status's own is.
+    reason: Option<(usize, usize)>,
+    spans: Vec<Span>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl Scanned {
+    /// The head, with `bytes` (the head's own, from its first byte) holding its fields.
+    fn into_head(self, bytes: Bytes) -> Head {
+        Head {
+            status: self.status,
+            version: self.version,
+            reason: self.reason.map(|(at, len)| bytes.slice(at..at + len)),
+            fields: Fields {
+                bytes,
+                spans: self.spans,
+            },
+            framing: self.framing,
+            keep_alive: self.keep_alive,
+        }
+    }
+}
+
+fn scan_head(buf: &[u8], head_request: bool) -> Result<Option<Scanned>, Invalid> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut fields);
     let len = match res.parse(buf) {
@@ -253,11 +336,11 @@ pub(crate) fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head,
     } else {
         Version::HTTP_11
     };
+    let offset = |part: &[u8]| (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize) as u32;
     let reason = res
         .reason
         .filter(|r| Some(*r) != status.canonical_reason() && !r.is_empty())
-        .map(|r| Bytes::copy_from_slice(r.as_bytes()));
-    let offset = |part: &[u8]| (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize) as u32;
+        .map(|r| (offset(r.as_bytes()) as usize, r.len()));
     let mut spans = Vec::with_capacity(res.headers.len());
     let mut close = false;
     let mut keep_alive_token = false;
@@ -306,24 +389,22 @@ pub(crate) fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head,
             value_len: field.value.len() as u32,
         });
     }
-    let fields = Fields {
-        bytes: Bytes::copy_from_slice(&buf[..len]),
-        spans,
+    let fields = FieldsRef {
+        bytes: &buf[..len],
+        spans: &spans,
     };
     let mut keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
-    let (framing, reuse) = framing(status, version, &fields, &framers, head_request)?;
+    let (framing, reuse) = framing(status, version, fields, &framers, head_request)?;
     keep_alive &= reuse;
-    Ok(Some((
-        Head {
-            status,
-            version,
-            reason,
-            fields,
-            framing,
-            keep_alive,
-        },
+    Ok(Some(Scanned {
         len,
-    )))
+        status,
+        version,
+        reason,
+        spans,
+        framing,
+        keep_alive,
+    }))
 }
 
 /// How the body is framed (RFC 9112 §6.3, in the order hyper's client decides it, so
@@ -333,7 +414,7 @@ pub(crate) fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head,
 fn framing(
     status: StatusCode,
     version: Version,
-    fields: &Fields,
+    fields: FieldsRef<'_>,
     framers: &Framers<'_>,
     head_request: bool,
 ) -> Result<(Framing, bool), Invalid> {
@@ -708,9 +789,9 @@ pub(crate) fn decode_whole(
     let mut input = bytes.chunks(read);
     let mut buf = BytesMut::new();
     let head = loop {
-        match parse_head(&buf, head_request)? {
-            Some((head, used)) => {
-                buf.advance(used);
+        // As the exchange reads it: the head split off the buffer the body follows in.
+        match take_head(&mut buf, head_request)? {
+            Some(head) => {
                 if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS
                 {
                     continue;

@@ -156,6 +156,20 @@ fn length_of(kind: BodyKind) -> &'static str {
     }
 }
 
+/// `super::parse` on a buffer holding `input`: the head and the bytes it used. Unless
+/// it takes a head, the buffer must hold exactly what it held.
+fn parse(input: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, ()> {
+    let mut buf = BytesMut::from(input);
+    let parsed = super::parse(&mut buf, max_head);
+    match parsed {
+        Ok(Some(head)) => Ok(Some((head, input.len() - buf.len()))),
+        other => {
+            assert_eq!(&buf[..], input, "the bytes of a head not taken changed");
+            other.map(|_| None)
+        }
+    }
+}
+
 #[test]
 fn responses_are_the_bytes_hyper_writes() {
     let statuses = [200u16, 201, 204, 304, 404, 599];

@@ -13,6 +13,9 @@ use std::time::Duration;
 /// version it no longer routes).
 const KEEP: Duration = baton_proxy::METRICS_KEPT;
 
+/// Samples between two sweeps for versions no longer routed.
+const RETIRE_EVERY: u64 = 10;
+
 /// Snapshots of one version, oldest first. A snapshot equal to the one before it (a
 /// version without traffic) is the same allocation.
 type Series = VecDeque<(Millis, Arc<MetricsSnapshot>)>;
@@ -82,8 +85,9 @@ impl Sampler {
     }
 }
 
-/// Samples every second; first, the proxy forgets the metrics of versions it has not
-/// routed for [`baton_proxy::METRICS_KEPT`] (as long as samples are kept here).
+/// Samples every second. Every [`RETIRE_EVERY`] samples, first, the proxy forgets the
+/// metrics of versions it has not routed for [`baton_proxy::METRICS_KEPT`] (as long as
+/// samples are kept here).
 pub fn spawn(
     proxy: baton_proxy::Proxy,
     metrics: Arc<MetricsRegistry>,
@@ -93,9 +97,15 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
+        for n in 0u64.. {
             tick.tick().await;
-            let retired = proxy.retire_metrics(baton_proxy::METRICS_KEPT);
+            // It walks every version and every routed pool under the lock publishing
+            // takes; the 10-minute clock needs no finer tick than this.
+            let retired = if n % RETIRE_EVERY == 0 {
+                proxy.retire_metrics(baton_proxy::METRICS_KEPT)
+            } else {
+                Vec::new()
+            };
             for (app, version) in &retired {
                 tracing::debug!(%app, %version, "metrics of a version no longer routed forgotten");
             }

@@ -322,8 +322,8 @@ impl Proxy {
     /// new version adds one (~7 KiB of counters, a `/metrics` series, a sample a second
     /// in the controller), which would otherwise stay for the life of the process. A
     /// version routed again later starts from zero. Returns what was forgotten, sorted.
-    /// Called about once a second (by the controller's sampler; by `baton proxy`
-    /// before each report). Serialized with publishing, so a version routed again by a
+    /// Called every 10 s by the controller's sampler and before each report (every
+    /// second) by `baton proxy`. Serialized with publishing, so a version routed again by a
     /// publish racing this call keeps the counters its pool records into.
     pub fn retire_metrics(&self, keep: Duration) -> Vec<(String, String)> {
         let inner = &self.inner;

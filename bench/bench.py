@@ -153,18 +153,35 @@ def proc_tree(pid):
     return out
 
 
-def cpu_seconds(pid):
-    """utime + stime of the process tree, in seconds."""
+def cpu_times(pid):
+    """(utime, stime) of the process tree, in seconds: the proxy's own instructions and
+    the kernel's work for it (system calls, TCP on loopback)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    user = system = 0
     for p in proc_tree(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            user += int(fields[11])
+            system += int(fields[12])
         except (OSError, IndexError, ValueError):
             pass
-    return total / tick
+    return user / tick, system / tick
+
+
+def cpu_seconds(pid):
+    """utime + stime of the process tree, in seconds."""
+    return sum(cpu_times(pid))
+
+
+def cpu_per_request(r, before, after, requests):
+    """Adds CPU µs per request to a run's record `r`: in all, and its user and kernel
+    parts (on loopback the kernel's TCP work is most of a small request's cost, and it is
+    the same for every proxy; the user part is what a proxy's own code decides)."""
+    user, system = after[0] - before[0], after[1] - before[1]
+    r["cpu_us_per_req"] = (user + system) * 1e6 / requests
+    r["user_us_per_req"] = user * 1e6 / requests
+    r["sys_us_per_req"] = system * 1e6 / requests
 
 
 def rss_mib(pid):
@@ -838,12 +855,16 @@ def summarize(raw):
                     "p50_ms": median([r["p50_ms"] for r in runs]),
                     "p99_ms": median([r["p99_ms"] for r in runs]),
                     "cpu_us_per_req": median([r.get("cpu_us_per_req") for r in runs]),
+                    "user_us_per_req": median([r.get("user_us_per_req") for r in runs]),
+                    "sys_us_per_req": median([r.get("sys_us_per_req") for r in runs]),
                     "socket_errors": sum(r["socket_errors"] for r in runs),
                     "non2xx": sum(r["non2xx"] for r in runs),
                 }
             for other in OTHERS:
                 sm[f"ratio_baton_{other}"] = ratios(
-                    sm["baton"], sm[other], ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"))
+                    sm["baton"], sm[other],
+                    ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "user_us_per_req",
+                     "sys_us_per_req"))
     for rate, per in raw["fixed_rate"].items():
         sr = summary["fixed_rate"][rate] = {}
         for target, runs in per.items():
@@ -903,19 +924,23 @@ def table(result):
             sm = summary[key][mode]
             lines.append(f"\n## Throughput, {mode}, {title} ({wrk} -c{conns}, median over "
                          "rounds)\n")
-            lines.append("| target | req/s | p50 ms | p99 ms | proxy CPU µs/req | socket errors "
-                         "| non-2xx |")
-            lines.append("|---|---:|---:|---:|---:|---:|---:|")
+            lines.append("| target | req/s | p50 ms | p99 ms | proxy CPU µs/req | of it user "
+                         "| of it kernel | socket errors | non-2xx |")
+            lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
             for t in targets:
                 x = sm[t]
                 lines.append(f"| {t} | {fmt(x['rps'], ',.0f')} | {fmt(x['p50_ms'], '.3f')} | "
                              f"{fmt(x['p99_ms'], '.3f')} | {fmt(x['cpu_us_per_req'], '.2f')} | "
+                             f"{fmt(x.get('user_us_per_req'), '.2f')} | "
+                             f"{fmt(x.get('sys_us_per_req'), '.2f')} | "
                              f"{x['socket_errors']} | {x['non2xx']} |")
             for other in OTHERS:
                 r = sm[f"ratio_baton_{other}"]
                 lines.append(f"| **baton / {other}** | {fmt(r['rps'], '.2f')}x | "
                              f"{fmt(r['p50_ms'], '.2f')}x | {fmt(r['p99_ms'], '.2f')}x | "
-                             f"{fmt(r['cpu_us_per_req'], '.2f')}x | | |")
+                             f"{fmt(r['cpu_us_per_req'], '.2f')}x | "
+                             f"{fmt(r.get('user_us_per_req'), '.2f')}x | "
+                             f"{fmt(r.get('sys_us_per_req'), '.2f')}x | | |")
     lines.append("\n## Latency at fixed request rates (open loop, corrected for coordinated "
                  "omission; median over rounds)\n")
     lines.append("| rate req/s | target | achieved | p50 ms | p99 ms | p99.9 ms | added p99 ms "
@@ -1076,7 +1101,7 @@ def missing_figures(result):
         for other in OTHERS:
             for key in ("throughput", "throughput2"):
                 r = summary[key][mode][f"ratio_baton_{other}"]
-                for k in ("rps", "cpu_us_per_req"):
+                for k in ("rps", "cpu_us_per_req", "user_us_per_req", "sys_us_per_req"):
                     if r[k] is None:
                         missing.append(f"{key}/{mode}/ratio_baton_{other}/{k}")
     for rate, sr in summary["fixed_rate"].items():
@@ -1167,10 +1192,10 @@ def main():
                 for t in order:
                     log(f"round {rnd + 1}/{rounds} {mode} {t} ({seconds}s)")
                     pid = bench.pids.get(t)
-                    c0 = cpu_seconds(pid) if pid else None
+                    c0 = cpu_times(pid) if pid else None
                     r = run_wrk(bench.ports[t], mode, seconds, conns)
                     if pid and r.get("requests"):
-                        r["cpu_us_per_req"] = (cpu_seconds(pid) - c0) * 1e6 / r["requests"]
+                        cpu_per_request(r, c0, cpu_times(pid), r["requests"])
                     raw["throughput"][mode][t].append(r)
             for rate in rates:
                 for t in order:
@@ -1230,10 +1255,10 @@ def main():
                 for t in order:
                     log(f"round {rnd + 1}/{rounds} two workers {mode} {t} ({seconds}s)")
                     pid = bench.pids[t]
-                    c0 = cpu_seconds(pid)
+                    c0 = cpu_times(pid)
                     r = run_wrk(bench.ports[t], mode, seconds, conns2, threads=2)
                     if r.get("requests"):
-                        r["cpu_us_per_req"] = (cpu_seconds(pid) - c0) * 1e6 / r["requests"]
+                        cpu_per_request(r, c0, cpu_times(pid), r["requests"])
                     raw["throughput2"][mode][t].append(r)
     finally:
         stop_all()

@@ -1,6 +1,15 @@
 //! The request path: check framing, route (holding the request while its app has no
 //! ready backend, if the app asks for that), rewrite headers, send upstream with the
 //! retries that are provably safe, and stream the answer back.
+//!
+//! The request path's steps are `fn … -> impl Future { async move { … } }`, not
+//! `async fn`: an `async fn`'s future keeps room for each argument beside the local its
+//! body moves it into (a request is 264 bytes), and these futures are made, moved into
+//! one another and boxed once per request, so every byte of them is copied several
+//! times per request.
+
+// The steps above are written out as `impl Future` on purpose (the module's text says why).
+#![allow(clippy::manual_async_fn)]
 
 use crate::access_log::{AccessLog, AccessRecord, Pending};
 use crate::backend::{Backend, InFlight};
@@ -23,6 +32,7 @@ use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Body as _;
 use hyper::upgrade::OnUpgrade;
+use std::future::Future;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -66,66 +76,68 @@ impl Inner {
     /// Answers one request. An upstream's header fields read by `h1client` may still
     /// be outside the response's `HeaderMap` (see `body::materialize`): the HTTP/1.1
     /// fast path writes them as they are, every other caller materializes them.
-    pub(crate) async fn handle(
-        &self,
+    pub(crate) fn handle<'a>(
+        &'a self,
         mut req: Request<Inbound>,
-        conn: &ClientConn,
-    ) -> Response<ResponseBody> {
-        let active = conn.state.begin();
-        let mut access = self
-            .access_log
-            .get()
-            .map(|log| access_start(log, &mut req, conn));
-        let h1 = req.version() < http::Version::HTTP_2;
-        let compression = {
-            let cfg = self.config.load();
-            compress::Offer::new(cfg.compression.as_ref(), req.method(), req.headers())
-        };
-        if !h1 {
-            conn.state.note_h2();
-        }
-        let mut res = match self.forward(req, conn).await {
-            Ok(res) => res,
-            Err(error) => {
-                tracing::debug!(
-                    kind = error.kind(),
-                    status = error.status().as_u16(),
-                    "proxy answered with an error"
-                );
-                if let Some(p) = access.as_mut() {
-                    (p.record.app, p.record.version) = error.app_version();
-                }
-                error_response(&error)
+        conn: &'a ClientConn,
+    ) -> impl Future<Output = Response<ResponseBody>> + 'a {
+        async move {
+            let active = conn.state.begin();
+            let mut access = self
+                .access_log
+                .get()
+                .map(|log| access_start(log, &mut req, conn));
+            let h1 = req.version() < http::Version::HTTP_2;
+            let compression = {
+                let cfg = self.config.load();
+                compress::Offer::new(cfg.compression.as_ref(), req.method(), req.headers())
+            };
+            if !h1 {
+                conn.state.note_h2();
             }
-        };
-        if compression.is_some() {
-            materialize(&mut res);
-        }
-        compress::apply(compression, &mut res);
-        res.body_mut().set_active(active);
-        if let Some(mut pending) = access {
-            pending.record.status = res.status().as_u16();
-            res.body_mut().set_access(pending);
-        }
-        // Shutting down (an upgrade hands over, or baton stops): the client learns with
-        // this answer that the connection ends, and sends its next request on a new one
-        // (to the new process). Checked as late as possible, just before hyper writes the
-        // head; a response that just misses it leaves the connection open for the next
-        // request (see `server.rs`, `Drain`). A 101 keeps its `Connection: upgrade`.
-        if conn.peer.https {
-            if let Some(hsts) = &self.config.load().hsts {
+            let mut res = match self.forward(req, conn).await {
+                Ok(res) => res,
+                Err(error) => {
+                    tracing::debug!(
+                        kind = error.kind(),
+                        status = error.status().as_u16(),
+                        "proxy answered with an error"
+                    );
+                    if let Some(p) = access.as_mut() {
+                        (p.record.app, p.record.version) = error.app_version();
+                    }
+                    error_response(&error)
+                }
+            };
+            if compression.is_some() {
+                materialize(&mut res);
+            }
+            compress::apply(compression, &mut res);
+            res.body_mut().set_active(active);
+            if let Some(mut pending) = access {
+                pending.record.status = res.status().as_u16();
+                res.body_mut().set_access(pending);
+            }
+            // Shutting down (an upgrade hands over, or baton stops): the client learns with
+            // this answer that the connection ends, and sends its next request on a new one
+            // (to the new process). Checked as late as possible, just before hyper writes the
+            // head; a response that just misses it leaves the connection open for the next
+            // request (see `server.rs`, `Drain`). A 101 keeps its `Connection: upgrade`.
+            if conn.peer.https {
+                if let Some(hsts) = &self.config.load().hsts {
+                    materialize(&mut res);
+                    res.headers_mut()
+                        .entry(header::STRICT_TRANSPORT_SECURITY)
+                        .or_insert_with(|| hsts.clone());
+                }
+            }
+            if h1 && conn.state.draining() && res.status() != StatusCode::SWITCHING_PROTOCOLS {
                 materialize(&mut res);
                 res.headers_mut()
-                    .entry(header::STRICT_TRANSPORT_SECURITY)
-                    .or_insert_with(|| hsts.clone());
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
+            res
         }
-        if h1 && conn.state.draining() && res.status() != StatusCode::SWITCHING_PROTOCOLS {
-            materialize(&mut res);
-            res.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        res
     }
 
     /// What an HTTP listener answers itself when HTTPS is on: a pending ACME HTTP-01
@@ -158,118 +170,120 @@ impl Inner {
         Some(res)
     }
 
-    async fn forward(
-        &self,
+    fn forward<'a>(
+        &'a self,
         mut req: Request<Inbound>,
-        conn: &ClientConn,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
-        if let Some(why) = conn.state.next_request_is_bad() {
-            return Err(ProxyError::BadRequest(why));
-        }
-        headers::check_framing(req.headers())?;
-        if req.method() == Method::CONNECT {
-            return Err(ProxyError::MethodNotAllowed);
-        }
-        if let Some(res) = self.front_door(&req, conn) {
-            return Ok(res);
-        }
-        let (body_limit, body_read_timeout, request_buffering) = {
-            let cfg = self.config.load();
-            (
-                cfg.max_request_body,
-                cfg.body_read_timeout,
-                cfg.request_buffering,
-            )
-        };
-        if let Some(limit) = body_limit {
-            // hyper knows a declared length (HTTP/1.1 Content-Length, HTTP/2
-            // content-length) as the body's lower size bound.
-            if req.body().size_hint().lower() > limit {
-                return Err(ProxyError::BodyTooLarge { limit });
+        conn: &'a ClientConn,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + 'a {
+        async move {
+            if let Some(why) = conn.state.next_request_is_bad() {
+                return Err(ProxyError::BadRequest(why));
             }
-        }
-        let mut upgrade = headers::wants_upgrade(req.version(), req.method(), req.headers());
-        let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let (mut parts, body) = req.into_parts();
-        target::check(&mut parts)?;
-        let has_body = !body.is_end_stream();
-        let limits = BodyLimits {
-            max_bytes: body_limit,
-            read_timeout: body_read_timeout,
-        };
-        let (mut body, progress) = RequestBody::from_client(body, &limits, &self.metrics);
-        // Before routing: a slow body holds neither a backend connection nor an
-        // in-flight slot (which would also hold up a drain) while it arrives.
-        if let Some(ahead) = request_buffering {
-            body.read_ahead(ahead).await.map_err(|e| match e {
-                RequestBodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
-                RequestBodyError::Stalled { timeout } => ProxyError::BodyTimeout { timeout },
-                RequestBodyError::Client(error) => {
-                    tracing::debug!(%error, "request body could not be read");
-                    ProxyError::BadRequest("the request body could not be read")
+            headers::check_framing(req.headers())?;
+            if req.method() == Method::CONNECT {
+                return Err(ProxyError::MethodNotAllowed);
+            }
+            if let Some(res) = self.front_door(&req, conn) {
+                return Ok(res);
+            }
+            let (body_limit, body_read_timeout, request_buffering) = {
+                let cfg = self.config.load();
+                (
+                    cfg.max_request_body,
+                    cfg.body_read_timeout,
+                    cfg.request_buffering,
+                )
+            };
+            if let Some(limit) = body_limit {
+                // hyper knows a declared length (HTTP/1.1 Content-Length, HTTP/2
+                // content-length) as the body's lower size bound.
+                if req.body().size_hint().lower() > limit {
+                    return Err(ProxyError::BodyTooLarge { limit });
                 }
-            })?;
-        }
-        let host = headers::request_host(&parts.uri, &parts.headers);
-        let (target, guard) = self.route(&parts, host.as_ref()).await?;
-        if upgrade {
-            match headers::allowed_upgrade(&parts.headers, &target.app.spec.upgrade_protocols) {
-                Some(offer) => {
-                    parts.headers.insert(header::UPGRADE, offer);
-                }
-                None => (upgrade, client_upgrade) = (false, None),
             }
-        }
-        headers::filter_underscores(&mut parts.headers, target.app.spec.underscores_in_headers);
-        headers::canonical_length(&mut parts.headers);
-        // Latency is the version's: from routing (after any hold) to the body's end.
-        let mut exchange = Exchange::start(target.pool().metrics.clone(), Instant::now());
-        let backend_addr = guard.backend().addr;
-        exchange.set_in_flight(guard);
-
-        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-        headers::add_forwarding(&mut parts.headers, &conn.peer, host.as_ref());
-        headers::to_http11(
-            &mut parts.version,
-            &mut parts.uri,
-            &mut parts.headers,
-            host.as_ref(),
-        );
-        if host.is_none() {
-            if let Ok(v) = HeaderValue::from_str(&backend_addr.to_string()) {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
-        headers::frame_unknown_length(&parts.method, &mut parts.headers, has_body);
-        let fast = h1client::eligible(&parts.method, has_body, upgrade);
-        // `h1client` keeps the request in hand for a retry; hyper's client consumes it,
-        // so only that path needs a copy of the head.
-        let replay = if fast {
-            None
-        } else {
-            Replay::capture(&parts, has_body, upgrade)
-        };
-        exchange.set_bytes_in(progress);
-        let upstream_req = Request::from_parts(parts, body);
-        match self
-            .send(upstream_req, replay, fast, &target, &mut exchange)
-            .await
-        {
-            Ok(resp) => self.respond(resp, &target, exchange, client_upgrade),
-            Err(error) => {
-                // A body cut off at the limit or stalled fails the upstream request;
-                // say why.
-                let error = match body_limit {
-                    _ if exchange.body_stalled() => ProxyError::BodyTimeout {
-                        timeout: body_read_timeout,
-                    },
-                    Some(limit) if exchange.bytes_in() > limit => {
-                        ProxyError::BodyTooLarge { limit }
+            let mut upgrade = headers::wants_upgrade(req.version(), req.method(), req.headers());
+            let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+            let (mut parts, body) = req.into_parts();
+            target::check(&mut parts)?;
+            let has_body = !body.is_end_stream();
+            let limits = BodyLimits {
+                max_bytes: body_limit,
+                read_timeout: body_read_timeout,
+            };
+            let (mut body, progress) = RequestBody::from_client(body, &limits, &self.metrics);
+            // Before routing: a slow body holds neither a backend connection nor an
+            // in-flight slot (which would also hold up a drain) while it arrives.
+            if let Some(ahead) = request_buffering {
+                body.read_ahead(ahead).await.map_err(|e| match e {
+                    RequestBodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
+                    RequestBodyError::Stalled { timeout } => ProxyError::BodyTimeout { timeout },
+                    RequestBodyError::Client(error) => {
+                        tracing::debug!(%error, "request body could not be read");
+                        ProxyError::BadRequest("the request body could not be read")
                     }
-                    _ => error,
-                };
-                exchange.status = error.status().as_u16();
-                Err(error)
+                })?;
+            }
+            let host = headers::request_host(&parts.uri, &parts.headers);
+            let (target, guard) = self.route(&parts, host.as_ref()).await?;
+            if upgrade {
+                match headers::allowed_upgrade(&parts.headers, &target.app.spec.upgrade_protocols) {
+                    Some(offer) => {
+                        parts.headers.insert(header::UPGRADE, offer);
+                    }
+                    None => (upgrade, client_upgrade) = (false, None),
+                }
+            }
+            headers::filter_underscores(&mut parts.headers, target.app.spec.underscores_in_headers);
+            headers::canonical_length(&mut parts.headers);
+            // Latency is the version's: from routing (after any hold) to the body's end.
+            let mut exchange = Exchange::start(target.pool().metrics.clone(), Instant::now());
+            let backend_addr = guard.backend().addr;
+            exchange.set_in_flight(guard);
+
+            headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+            headers::add_forwarding(&mut parts.headers, &conn.peer, host.as_ref());
+            headers::to_http11(
+                &mut parts.version,
+                &mut parts.uri,
+                &mut parts.headers,
+                host.as_ref(),
+            );
+            if host.is_none() {
+                if let Ok(v) = HeaderValue::from_str(&backend_addr.to_string()) {
+                    parts.headers.insert(header::HOST, v);
+                }
+            }
+            headers::frame_unknown_length(&parts.method, &mut parts.headers, has_body);
+            let fast = h1client::eligible(&parts.method, has_body, upgrade);
+            // `h1client` keeps the request in hand for a retry; hyper's client consumes it,
+            // so only that path needs a copy of the head.
+            let replay = if fast {
+                None
+            } else {
+                Replay::capture(&parts, has_body, upgrade)
+            };
+            exchange.set_bytes_in(progress);
+            let upstream_req = Request::from_parts(parts, body);
+            match self
+                .send(upstream_req, replay, fast, &target, &mut exchange)
+                .await
+            {
+                Ok(resp) => self.respond(resp, &target, exchange, client_upgrade),
+                Err(error) => {
+                    // A body cut off at the limit or stalled fails the upstream request;
+                    // say why.
+                    let error = match body_limit {
+                        _ if exchange.body_stalled() => ProxyError::BodyTimeout {
+                            timeout: body_read_timeout,
+                        },
+                        Some(limit) if exchange.bytes_in() > limit => {
+                            ProxyError::BodyTooLarge { limit }
+                        }
+                        _ => error,
+                    };
+                    exchange.status = error.status().as_u16();
+                    Err(error)
+                }
             }
         }
     }
@@ -352,39 +366,41 @@ impl Inner {
 
     /// Send with at most one retry, and only when the upstream provably did not
     /// process the request (or the method is idempotent and nothing was answered).
-    async fn send(
-        &self,
+    fn send<'a>(
+        &'a self,
         mut req: Request<RequestBody>,
         mut replay: Option<Replay>,
         fast: bool,
-        target: &Target,
-        exchange: &mut Exchange,
-    ) -> Result<Response<UpstreamBody>, ProxyError> {
-        let mut retried = false;
-        let sent = Instant::now();
-        loop {
-            let Some(backend) = exchange.in_flight().map(|g| g.backend().clone()) else {
-                return Err(upstream_error(target));
-            };
-            let attempt = if fast {
-                self.attempt_fast(&backend, req, retried, target).await
-            } else {
-                self.attempt(&backend, req, &mut replay, retried, target)
-                    .await
-            };
-            match attempt {
-                Attempt::Answered(resp, sender) => {
-                    exchange.upstream_time = Some(sent.elapsed());
-                    if let Some(sender) = sender {
-                        exchange.set_conn(sender);
+        target: &'a Target,
+        exchange: &'a mut Exchange,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, ProxyError>> + 'a {
+        async move {
+            let mut retried = false;
+            let sent = Instant::now();
+            loop {
+                let Some(backend) = exchange.in_flight().map(|g| g.backend().clone()) else {
+                    return Err(upstream_error(target));
+                };
+                let attempt = if fast {
+                    self.attempt_fast(&backend, req, retried, target).await
+                } else {
+                    self.attempt(&backend, req, &mut replay, retried, target)
+                        .await
+                };
+                match attempt {
+                    Attempt::Answered(resp, sender) => {
+                        exchange.upstream_time = Some(sent.elapsed());
+                        if let Some(sender) = sender {
+                            exchange.set_conn(sender);
+                        }
+                        return Ok(resp);
                     }
-                    return Ok(resp);
+                    Attempt::Failed(error) => return Err(error),
+                    Attempt::Retry(again) => req = again,
                 }
-                Attempt::Failed(error) => return Err(error),
-                Attempt::Retry(again) => req = again,
+                retried = true;
+                move_to_other(exchange, target.pool());
             }
-            retried = true;
-            move_to_other(exchange, target.pool());
         }
     }
 
@@ -400,86 +416,88 @@ impl Inner {
 
     /// One try on one backend: a pooled connection (fresh on a retry), the request,
     /// and the response head within the timeout.
-    async fn attempt(
-        &self,
-        backend: &Arc<Backend>,
+    fn attempt<'a>(
+        &'a self,
+        backend: &'a Arc<Backend>,
         req: Request<RequestBody>,
-        replay: &mut Option<Replay>,
+        replay: &'a mut Option<Replay>,
         retried: bool,
-        target: &Target,
-    ) -> Attempt {
-        let pool = target.pool();
-        let (connect_timeout, header_timeout, idle_timeout) = self.upstream_timeouts();
-        let fail = |reason| self.passive.failure(backend, &pool.backends, reason);
-        let pooled = if retried {
-            None
-        } else {
-            backend.idle.checkout(idle_timeout)
-        };
-        let reused = pooled.is_some();
-        let mut sender = match pooled {
-            Some(s) => s,
-            None => match pool::connect(backend, connect_timeout).await {
-                Ok(s) => s,
-                Err(error) => {
-                    tracing::warn!(backend = %backend.id, %error, retried, "upstream connect failed");
-                    fail("connect failed");
-                    return connect_failed(req, retried, target);
-                }
-            },
-        };
-        // A request that can be sent again lets `Backend::abandon` end its wait.
-        let can_resend = replay.is_some() && !retried;
-        if let Some(w) = sender.watched().filter(|_| can_resend) {
-            w.wait();
-        }
-        let outcome = tokio::time::timeout(header_timeout, sender.try_send_request(req)).await;
-        if can_resend && sender.watched().is_some_and(|w| !w.answered()) {
-            tracing::warn!(backend = %backend.id, "backend found dead while waiting for its response head; sending the request to another");
-            return match replay.take() {
-                Some(r) => Attempt::Retry(r.into_request()),
-                None => Attempt::Failed(upstream_error(target)),
+        target: &'a Target,
+    ) -> impl Future<Output = Attempt> + 'a {
+        async move {
+            let pool = target.pool();
+            let (connect_timeout, header_timeout, idle_timeout) = self.upstream_timeouts();
+            let fail = |reason| self.passive.failure(backend, &pool.backends, reason);
+            let pooled = if retried {
+                None
+            } else {
+                backend.idle.checkout(idle_timeout)
             };
-        }
-        let mut failed = match outcome {
-            Ok(Ok(resp)) => {
-                if resp.status().is_server_error() {
-                    fail("5xx response");
-                } else {
-                    self.passive.success(backend);
+            let reused = pooled.is_some();
+            let mut sender = match pooled {
+                Some(s) => s,
+                None => match pool::connect(backend, connect_timeout).await {
+                    Ok(s) => s,
+                    Err(error) => {
+                        tracing::warn!(backend = %backend.id, %error, retried, "upstream connect failed");
+                        fail("connect failed");
+                        return connect_failed(req, retried, target);
+                    }
+                },
+            };
+            // A request that can be sent again lets `Backend::abandon` end its wait.
+            let can_resend = replay.is_some() && !retried;
+            if let Some(w) = sender.watched().filter(|_| can_resend) {
+                w.wait();
+            }
+            let outcome = tokio::time::timeout(header_timeout, sender.try_send_request(req)).await;
+            if can_resend && sender.watched().is_some_and(|w| !w.answered()) {
+                tracing::warn!(backend = %backend.id, "backend found dead while waiting for its response head; sending the request to another");
+                return match replay.take() {
+                    Some(r) => Attempt::Retry(r.into_request()),
+                    None => Attempt::Failed(upstream_error(target)),
+                };
+            }
+            let mut failed = match outcome {
+                Ok(Ok(resp)) => {
+                    if resp.status().is_server_error() {
+                        fail("5xx response");
+                    } else {
+                        self.passive.success(backend);
+                    }
+                    return Attempt::Answered(resp.map(UpstreamBody::Hyper), Some(sender));
                 }
-                return Attempt::Answered(resp.map(UpstreamBody::Hyper), Some(sender));
+                Ok(Err(failed)) => failed,
+                Err(_) => {
+                    tracing::warn!(backend = %backend.id, "upstream response header timeout");
+                    fail("response header timeout");
+                    return Attempt::Failed(ProxyError::UpstreamTimeout {
+                        app: target.app.name.clone(),
+                        version: pool.version.clone(),
+                    });
+                }
+            };
+            if let Some(unsent) = failed.take_message().filter(|_| !retried) {
+                // The connection closed before the request was written: nothing was sent.
+                tracing::debug!(backend = %backend.id, reused, "upstream connection closed before the request was written; retrying");
+                if !reused {
+                    fail("connection closed");
+                }
+                return Attempt::Retry(unsent);
             }
-            Ok(Err(failed)) => failed,
-            Err(_) => {
-                tracing::warn!(backend = %backend.id, "upstream response header timeout");
-                fail("response header timeout");
-                return Attempt::Failed(ProxyError::UpstreamTimeout {
-                    app: target.app.name.clone(),
-                    version: pool.version.clone(),
-                });
+            let error = failed.into_error();
+            if !error.is_user() {
+                fail("upstream error");
             }
-        };
-        if let Some(unsent) = failed.take_message().filter(|_| !retried) {
-            // The connection closed before the request was written: nothing was sent.
-            tracing::debug!(backend = %backend.id, reused, "upstream connection closed before the request was written; retrying");
-            if !reused {
-                fail("connection closed");
-            }
-            return Attempt::Retry(unsent);
-        }
-        let error = failed.into_error();
-        if !error.is_user() {
-            fail("upstream error");
-        }
-        match replay.take().filter(|_| !retried) {
-            Some(r) => {
-                tracing::debug!(backend = %backend.id, %error, "idempotent request failed before any answer; retrying");
-                Attempt::Retry(r.into_request())
-            }
-            None => {
-                tracing::warn!(backend = %backend.id, %error, "upstream request failed");
-                Attempt::Failed(upstream_error(target))
+            match replay.take().filter(|_| !retried) {
+                Some(r) => {
+                    tracing::debug!(backend = %backend.id, %error, "idempotent request failed before any answer; retrying");
+                    Attempt::Retry(r.into_request())
+                }
+                None => {
+                    tracing::warn!(backend = %backend.id, %error, "upstream request failed");
+                    Attempt::Failed(upstream_error(target))
+                }
             }
         }
     }
@@ -487,74 +505,76 @@ impl Inner {
     /// One try of a request without a body on `h1client`: the exchange runs in this
     /// task. `GET` and `HEAD` may be sent again whatever went wrong before the response
     /// head, so every failure but the second is a retry.
-    async fn attempt_fast(
-        &self,
-        backend: &Arc<Backend>,
+    fn attempt_fast<'a>(
+        &'a self,
+        backend: &'a Arc<Backend>,
         req: Request<RequestBody>,
         retried: bool,
-        target: &Target,
-    ) -> Attempt {
-        let pool = target.pool();
-        let (connect_timeout, header_timeout, idle_timeout) = self.upstream_timeouts();
-        let fail = |reason| self.passive.failure(backend, &pool.backends, reason);
-        let pooled = if retried {
-            None
-        } else {
-            backend.idle.checkout_conn(backend, idle_timeout)
-        };
-        let reused = pooled.is_some();
-        let conn = match pooled {
-            Some(c) => c,
-            None => match h1client::Conn::connect(backend, connect_timeout).await {
-                Ok(c) => c,
-                Err(error) => {
-                    tracing::warn!(backend = %backend.id, %error, retried, "upstream connect failed");
-                    fail("connect failed");
-                    return connect_failed(req, retried, target);
+        target: &'a Target,
+    ) -> impl Future<Output = Attempt> + 'a {
+        async move {
+            let pool = target.pool();
+            let (connect_timeout, header_timeout, idle_timeout) = self.upstream_timeouts();
+            let fail = |reason| self.passive.failure(backend, &pool.backends, reason);
+            let pooled = if retried {
+                None
+            } else {
+                backend.idle.checkout_conn(backend, idle_timeout)
+            };
+            let reused = pooled.is_some();
+            let conn = match pooled {
+                Some(c) => c,
+                None => match h1client::Conn::connect(backend, connect_timeout).await {
+                    Ok(c) => c,
+                    Err(error) => {
+                        tracing::warn!(backend = %backend.id, %error, retried, "upstream connect failed");
+                        fail("connect failed");
+                        return connect_failed(req, retried, target);
+                    }
+                },
+            };
+            let (parts, body) = req.into_parts();
+            let outcome = tokio::time::timeout(
+                header_timeout,
+                h1client::send(conn, reused, &parts, backend.clone()),
+            )
+            .await;
+            let error = match outcome {
+                Ok(Ok(resp)) => {
+                    if resp.status().is_server_error() {
+                        fail("5xx response");
+                    } else {
+                        self.passive.success(backend);
+                    }
+                    return Attempt::Answered(resp.map(UpstreamBody::Fast), None);
                 }
-            },
-        };
-        let (parts, body) = req.into_parts();
-        let outcome = tokio::time::timeout(
-            header_timeout,
-            h1client::send(conn, reused, &parts, backend.clone()),
-        )
-        .await;
-        let error = match outcome {
-            Ok(Ok(resp)) => {
-                if resp.status().is_server_error() {
-                    fail("5xx response");
-                } else {
-                    self.passive.success(backend);
+                Ok(Err(error)) => error,
+                Err(_) => {
+                    tracing::warn!(backend = %backend.id, "upstream response header timeout");
+                    fail("response header timeout");
+                    return Attempt::Failed(ProxyError::UpstreamTimeout {
+                        app: target.app.name.clone(),
+                        version: pool.version.clone(),
+                    });
                 }
-                return Attempt::Answered(resp.map(UpstreamBody::Fast), None);
+            };
+            if matches!(error, SendError::Abandoned) && !retried {
+                tracing::warn!(backend = %backend.id, "backend found dead while waiting for its response head; sending the request to another");
+                return Attempt::Retry(Request::from_parts(parts, body));
             }
-            Ok(Err(error)) => error,
-            Err(_) => {
-                tracing::warn!(backend = %backend.id, "upstream response header timeout");
-                fail("response header timeout");
-                return Attempt::Failed(ProxyError::UpstreamTimeout {
-                    app: target.app.name.clone(),
-                    version: pool.version.clone(),
-                });
+            // A pooled connection the upstream closed meanwhile says nothing about the
+            // backend's health.
+            let stale = reused && matches!(error, SendError::Unsent(_) | SendError::Closed);
+            if !stale {
+                fail("upstream error");
             }
-        };
-        if matches!(error, SendError::Abandoned) && !retried {
-            tracing::warn!(backend = %backend.id, "backend found dead while waiting for its response head; sending the request to another");
-            return Attempt::Retry(Request::from_parts(parts, body));
+            if retried {
+                tracing::warn!(backend = %backend.id, %error, "upstream request failed");
+                return Attempt::Failed(upstream_error(target));
+            }
+            tracing::debug!(backend = %backend.id, %error, reused, "request without a body failed before any answer; retrying");
+            Attempt::Retry(Request::from_parts(parts, body))
         }
-        // A pooled connection the upstream closed meanwhile says nothing about the
-        // backend's health.
-        let stale = reused && matches!(error, SendError::Unsent(_) | SendError::Closed);
-        if !stale {
-            fail("upstream error");
-        }
-        if retried {
-            tracing::warn!(backend = %backend.id, %error, "upstream request failed");
-            return Attempt::Failed(upstream_error(target));
-        }
-        tracing::debug!(backend = %backend.id, %error, reused, "request without a body failed before any answer; retrying");
-        Attempt::Retry(Request::from_parts(parts, body))
     }
 
     fn respond(

@@ -33,7 +33,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::Write as _;
 use std::pin::Pin;
 use std::task::Poll;
@@ -46,6 +46,8 @@ const READ_CHUNK: usize = 1024;
 /// Data frames up to this size are copied into the write buffer (one write for head and
 /// body); larger ones are written as they are.
 const COPY_LIMIT: usize = 16 * 1024;
+/// Bytes reserved for a connection's first answer (a head and a small body).
+const WRITE_CHUNK: usize = 1024;
 /// A write buffer grown past this by a larger answer is given back after it, so an idle
 /// connection holds at most this much of it.
 const KEEP_WRITE_BUFFER: usize = 4 * 1024;
@@ -338,7 +340,11 @@ where
         match written.await {
             Ok(true) if !graceful.is_cancelled() => {}
             Ok(_) => {
-                let _ = io.shutdown().await;
+                // Over TLS the close is a record (close_notify) to write; over plain TCP
+                // closing the socket, which follows at once, sends the FIN itself.
+                if client.peer.https {
+                    let _ = io.shutdown().await;
+                }
                 return Outcome::Closed;
             }
             Err(_) => return Outcome::Closed,
@@ -649,22 +655,27 @@ fn parse_length(value: &[u8]) -> Option<u64> {
 /// Writes a response: head, body framed as encoded, then the end. `Ok(true)` when the
 /// connection may carry another request; an error (the client left, the body failed)
 /// ends the connection without finishing the body, as hyper does.
-pub(crate) async fn write_response<S, B>(
-    io: &mut S,
-    wbuf: &mut Vec<u8>,
+pub(crate) fn write_response<'a, S, B>(
+    io: &'a mut S,
+    wbuf: &'a mut Vec<u8>,
     response: Response<B>,
     fields: Option<&Fields>,
     head_request: bool,
     keep_alive: bool,
-) -> Result<bool, BoxError>
+) -> impl Future<Output = Result<bool, BoxError>> + 'a
 where
     S: AsyncWrite + Unpin,
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Unpin + 'a,
     B::Error: Into<BoxError>,
 {
+    // The head is encoded before the future is made: it holds the body alone, not the
+    // whole response (the future is part of every connection's task).
     let mut response = response;
     let length = body_length(response.body());
     wbuf.clear();
+    // Room for a head and a small body at once: grown a few bytes at a time, a new
+    // connection's buffer would be reallocated five times over its first answer.
+    wbuf.reserve(WRITE_CHUNK);
     let encoded = encode_head(
         &mut response,
         fields,
@@ -674,76 +685,78 @@ where
         wbuf,
     );
     let mut body = response.into_body();
-    let chunked = encoded.framing == Framing::Chunked;
-    let mut left = match encoded.framing {
-        Framing::Length(0) => {
-            io.write_all(wbuf).await?;
-            return Ok(!encoded.last);
-        }
-        Framing::Length(n) => n,
-        Framing::Chunked | Framing::Close => u64::MAX,
-    };
-    enum Step<E> {
-        Frame(Option<Result<Frame<Bytes>, E>>),
-        Flush,
-    }
-    loop {
-        let step = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(Step::Frame(frame)),
-            Poll::Pending if !wbuf.is_empty() => Poll::Ready(Step::Flush),
-            Poll::Pending => Poll::Pending,
-        })
-        .await;
-        let data = match step {
-            Step::Flush => {
+    async move {
+        let chunked = encoded.framing == Framing::Chunked;
+        let mut left = match encoded.framing {
+            Framing::Length(0) => {
                 io.write_all(wbuf).await?;
-                wbuf.clear();
+                return Ok(!encoded.last);
+            }
+            Framing::Length(n) => n,
+            Framing::Chunked | Framing::Close => u64::MAX,
+        };
+        enum Step<E> {
+            Frame(Option<Result<Frame<Bytes>, E>>),
+            Flush,
+        }
+        loop {
+            let step = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(frame) => Poll::Ready(Step::Frame(frame)),
+                Poll::Pending if !wbuf.is_empty() => Poll::Ready(Step::Flush),
+                Poll::Pending => Poll::Pending,
+            })
+            .await;
+            let data = match step {
+                Step::Flush => {
+                    io.write_all(wbuf).await?;
+                    wbuf.clear();
+                    continue;
+                }
+                Step::Frame(None) => break,
+                Step::Frame(Some(frame)) => match frame.map_err(Into::into)?.into_data() {
+                    Ok(data) => data,
+                    // Trailers: hyper sends none to a request that did not offer `TE`.
+                    Err(_) => continue,
+                },
+            };
+            if data.is_empty() {
                 continue;
             }
-            Step::Frame(None) => break,
-            Step::Frame(Some(frame)) => match frame.map_err(Into::into)?.into_data() {
-                Ok(data) => data,
-                // Trailers: hyper sends none to a request that did not offer `TE`.
-                Err(_) => continue,
-            },
-        };
-        if data.is_empty() {
-            continue;
-        }
-        let n = data.len() as u64;
-        if chunked {
-            let _ = write!(wbuf, "{:X}\r\n", data.len());
-        } else {
-            if n > left {
-                return Err("the response body is longer than its content-length".into());
+            let n = data.len() as u64;
+            if chunked {
+                let _ = write!(wbuf, "{:X}\r\n", data.len());
+            } else {
+                if n > left {
+                    return Err("the response body is longer than its content-length".into());
+                }
+                left -= n;
             }
-            left -= n;
+            if data.len() <= COPY_LIMIT {
+                wbuf.extend_from_slice(&data);
+            } else {
+                io.write_all(wbuf).await?;
+                wbuf.clear();
+                io.write_all(&data).await?;
+            }
+            if chunked {
+                wbuf.extend_from_slice(b"\r\n");
+            }
+            if body.is_end_stream() {
+                break;
+            }
         }
-        if data.len() <= COPY_LIMIT {
-            wbuf.extend_from_slice(&data);
-        } else {
-            io.write_all(wbuf).await?;
-            wbuf.clear();
-            io.write_all(&data).await?;
+        match encoded.framing {
+            Framing::Chunked => wbuf.extend_from_slice(b"0\r\n\r\n"),
+            Framing::Length(_) if left != 0 => {
+                io.write_all(wbuf).await?;
+                return Err("the response body ended before its content-length".into());
+            }
+            _ => {}
         }
-        if chunked {
-            wbuf.extend_from_slice(b"\r\n");
-        }
-        if body.is_end_stream() {
-            break;
-        }
+        io.write_all(wbuf).await?;
+        wbuf.clear();
+        Ok(!encoded.last)
     }
-    match encoded.framing {
-        Framing::Chunked => wbuf.extend_from_slice(b"0\r\n\r\n"),
-        Framing::Length(_) if left != 0 => {
-            io.write_all(wbuf).await?;
-            return Err("the response body ended before its content-length".into());
-        }
-        _ => {}
-    }
-    io.write_all(wbuf).await?;
-    wbuf.clear();
-    Ok(!encoded.last)
 }
 
 /// The `date` header's value, formatted once a second per thread (as hyper caches it).

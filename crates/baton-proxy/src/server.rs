@@ -32,7 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -189,8 +189,7 @@ async fn serve_http<S>(
     let io = TrackedIo::new(stream, state.clone(), config.max_header_bytes);
     let client = Arc::new(ClientConn {
         peer: Peer {
-            ip: HeaderValue::from_str(&peer.ip().to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            ip: ip_value(peer.ip()),
             trusted: config.trusts(peer.ip()),
             https,
         },
@@ -211,8 +210,8 @@ async fn serve_http<S>(
     );
     tokio::pin!(conn);
     let mut watchdog = Watchdog::new(&config, &state);
-    let mut tick = tokio::time::interval(watchdog.period);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let tick = tokio::time::sleep_until(watchdog.next_tick());
+    tokio::pin!(tick);
     let mut closing = false;
     let mut drain: Option<Drain> = None;
     loop {
@@ -241,41 +240,58 @@ async fn serve_http<S>(
                     }
                 }
             }
-            _ = tick.tick() => match watchdog.check(&state) {
-                Verdict::Fine => {}
-                Verdict::Idle | Verdict::SlowHeader if closing => {}
-                // Nothing is being answered, so nothing else writes to the socket:
-                // say why, then close.
-                // (Over TLS the answer would have to be encrypted by the stream hyper
-                // owns: the connection is closed without it, as nginx does.)
-                Verdict::SlowHeader if !state.busy() => {
-                    tracing::debug!(%peer, "closing client connection: request head too slow (408)");
-                    if !https {
-                        let flags = nix::sys::socket::MsgFlags::MSG_NOSIGNAL
-                            | nix::sys::socket::MsgFlags::MSG_DONTWAIT;
-                        let _ = nix::sys::socket::send(fd, REQUEST_TIMEOUT, flags);
+            _ = tick.as_mut() => {
+                tick.as_mut().reset(watchdog.next_tick());
+                match watchdog.check(&state) {
+                    Verdict::Fine => {}
+                    Verdict::Idle | Verdict::SlowHeader if closing => {}
+                    // Nothing is being answered, so nothing else writes to the socket:
+                    // say why, then close.
+                    // (Over TLS the answer would have to be encrypted by the stream hyper
+                    // owns: the connection is closed without it, as nginx does.)
+                    Verdict::SlowHeader if !state.busy() => {
+                        tracing::debug!(%peer, "closing client connection: request head too slow (408)");
+                        if !https {
+                            let flags = nix::sys::socket::MsgFlags::MSG_NOSIGNAL
+                                | nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+                            let _ = nix::sys::socket::send(fd, REQUEST_TIMEOUT, flags);
+                        }
+                        return;
                     }
-                    return;
+                    Verdict::Idle => {
+                        tracing::debug!(%peer, "closing idle client connection");
+                        closing = true;
+                        graceful.cancel();
+                    }
+                    // A partial head closes at once; a pipelined head behind a request
+                    // still in progress waits for that response first.
+                    Verdict::SlowHeader => {
+                        tracing::debug!(%peer, "closing client connection: request head too slow");
+                        closing = true;
+                        graceful.cancel();
+                    }
+                    Verdict::Overdue => {
+                        tracing::debug!(%peer, "dropping client connection: head still incomplete");
+                        return;
+                    }
                 }
-                Verdict::Idle => {
-                    tracing::debug!(%peer, "closing idle client connection");
-                    closing = true;
-                    graceful.cancel();
-                }
-                // A partial head closes at once; a pipelined head behind a request
-                // still in progress waits for that response first.
-                Verdict::SlowHeader => {
-                    tracing::debug!(%peer, "closing client connection: request head too slow");
-                    closing = true;
-                    graceful.cancel();
-                }
-                Verdict::Overdue => {
-                    tracing::debug!(%peer, "dropping client connection: head still incomplete");
-                    return;
-                }
-            },
+            }
         }
     }
+}
+
+/// The client's address as a header value (`X-Forwarded-For`, the access log), written
+/// without a `String` in between.
+fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    use std::io::Write as _;
+    // The longest textual address, an IPv4-mapped IPv6 one, is 45 bytes.
+    let mut buf = [0u8; 48];
+    let mut rest = &mut buf[..];
+    if write!(rest, "{ip}").is_err() {
+        return HeaderValue::from_static("unknown");
+    }
+    let len = 48 - rest.len();
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// One connection's HTTP: the fast path (`h1server`) while the client sends plain
@@ -474,6 +490,20 @@ impl Watchdog {
         }
     }
 
+    /// When to look next: the first multiple of the period (counted from one instant
+    /// for the whole process) after now. Connections checked as often share their
+    /// deadlines, so a new connection's timer joins one already set instead of waking
+    /// the timer driver to re-arm (a system call per connection); a check comes at
+    /// most one period after the last, as from an interval.
+    fn next_tick(&self) -> Instant {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(Instant::now);
+        let period = self.period.as_nanos().max(1);
+        let since = Instant::now().saturating_duration_since(start).as_nanos();
+        let next = (since / period + 1) * period;
+        start + Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX))
+    }
+
     fn check(&mut self, state: &ConnState) -> Verdict {
         match state.head_age() {
             Some(age) if age >= self.header_timeout * 2 && !state.busy() => {
@@ -493,5 +523,47 @@ impl Watchdog {
         } else {
             Verdict::Fine
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_addresses_are_written_as_text() {
+        let value = |s: &str| ip_value(s.parse().unwrap());
+        assert_eq!(value("192.0.2.7"), "192.0.2.7");
+        assert_eq!(value("2001:db8::1"), "2001:db8::1");
+        assert_eq!(value("::ffff:255.255.255.255"), "::ffff:255.255.255.255");
+        // The longest text an address takes here (39 bytes; the buffer holds 48).
+        let full: std::net::Ipv6Addr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        assert_eq!(
+            ip_value(full.into()),
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+        );
+    }
+
+    #[tokio::test]
+    async fn watchdogs_of_the_same_period_share_their_next_check() {
+        let cfg = ProxyConfig::default();
+        let state = ConnState::new();
+        let first = Watchdog::new(&cfg, &state);
+        let second = Watchdog::new(&cfg, &state);
+        let before = Instant::now();
+        let (a, b) = (first.next_tick(), second.next_tick());
+        let after = Instant::now();
+        assert!(
+            a > before && a <= after + first.period,
+            "next check {:?} after now, at most a period",
+            a - before
+        );
+        // Unless the two calls straddle a tick, they land on the same instant; either way
+        // both are whole periods from the same start.
+        let apart = if b >= a { b - a } else { a - b };
+        assert!(
+            apart == Duration::ZERO || apart == first.period,
+            "{apart:?}"
+        );
     }
 }

@@ -284,13 +284,15 @@ async fn serve_http<S>(
 /// without a `String` in between.
 fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
     use std::io::Write as _;
-    // The longest textual address, an IPv4-mapped IPv6 one, is 45 bytes.
+    // Room for the longest textual address there is (45 bytes, IPv4-mapped IPv6 written
+    // out in full); std writes at most 39.
     let mut buf = [0u8; 48];
     let mut rest = &mut buf[..];
     if write!(rest, "{ip}").is_err() {
         return HeaderValue::from_static("unknown");
     }
-    let len = 48 - rest.len();
+    let unused = rest.len();
+    let len = buf.len() - unused;
     HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 

@@ -70,8 +70,12 @@ pub struct ProxySection {
     /// body already streaming to the instance is aborted). Default 60s, as nginx's
     /// `client_body_timeout`.
     pub body_read_timeout: HumanDuration,
-    /// Threads serving traffic (and the control plane). Default 0 = one per CPU core;
-    /// `1` makes baton a single event loop, like one nginx or HAProxy worker.
+    /// Threads serving traffic. Default 0 = one per CPU core; `1` makes baton a single
+    /// event loop (traffic and control plane), like one nginx or HAProxy worker. With
+    /// more than one, each worker is a thread with an event loop of its own that
+    /// accepts on every listener, keeps each connection it accepted, and keeps its own
+    /// idle upstream connections, like nginx's worker processes; the control plane
+    /// has a thread of its own.
     pub workers: usize,
     /// `[proxy.access_log]`: one line per request. Absent = no access log.
     pub access_log: Option<AccessLogSection>,

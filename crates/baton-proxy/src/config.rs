@@ -44,7 +44,7 @@ pub struct ProxyConfig {
     /// was already streaming upstream, the upstream request is aborted, so the backend
     /// never gets it complete.
     pub body_read_timeout: Duration,
-    /// Idle upstream connections kept per backend.
+    /// Idle upstream connections kept per backend, by each worker (`cores.rs`).
     pub max_idle_per_backend: usize,
     /// Peers whose `X-Forwarded-For` is extended; from anyone else it is replaced.
     pub trusted_proxies: Vec<IpAddr>,

@@ -41,6 +41,7 @@ mod body;
 mod compress;
 mod config;
 mod conn;
+mod cores;
 mod drain;
 mod error;
 mod forward;
@@ -74,6 +75,7 @@ pub use access_log::{
 };
 pub use compress::{Algorithm, Compression, DEFAULT_TYPES as DEFAULT_COMPRESSION_TYPES};
 pub use config::{ProxyConfig, DEFAULT_REQUEST_BUFFERING};
+pub use cores::start as start_workers;
 pub use drain::DrainReport;
 pub use error::RouteError;
 pub use passive::PassiveEvent;

@@ -4,6 +4,7 @@
 
 use crate::backend::{Backend, Watched};
 use crate::body::RequestBody;
+use crate::cores;
 use crate::h1client::Conn;
 use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -71,8 +72,13 @@ fn quiet(fd: &OwnedFd) -> bool {
 const READY_GRACE: Duration = Duration::from_secs(1);
 
 /// Idle connections of one backend, oldest first: hyper's (which carried requests with
-/// a body) and `h1client`'s (requests without), each up to the capacity.
+/// a body) and `h1client`'s (requests without), each up to the capacity — per worker
+/// (`cores`): a worker takes back only the connections its own runtime drives.
 pub(crate) struct IdlePool {
+    workers: Box<[Queues]>,
+}
+
+struct Queues {
     queue: Option<ArrayQueue<Idle>>,
     conns: Option<ArrayQueue<IdleConn>>,
 }
@@ -89,15 +95,27 @@ struct IdleConn {
 
 impl IdlePool {
     pub fn new(capacity: usize) -> IdlePool {
-        IdlePool {
-            queue: (capacity > 0).then(|| ArrayQueue::new(capacity)),
-            conns: (capacity > 0).then(|| ArrayQueue::new(capacity)),
-        }
+        let workers = (0..cores::count())
+            .map(|_| Queues {
+                queue: (capacity > 0).then(|| ArrayQueue::new(capacity)),
+                conns: (capacity > 0).then(|| ArrayQueue::new(capacity)),
+            })
+            .collect();
+        IdlePool { workers }
+    }
+
+    /// The calling worker's queues.
+    fn mine(&self) -> &Queues {
+        const NONE: &Queues = &Queues {
+            queue: None,
+            conns: None,
+        };
+        self.workers.get(cores::current()).unwrap_or(NONE)
     }
 
     /// An `h1client` connection idle for less than `max_idle` that can still be used.
     pub fn checkout_conn(&self, backend: &Backend, max_idle: Duration) -> Option<Conn> {
-        let queue = self.conns.as_ref()?;
+        let queue = self.mine().conns.as_ref()?;
         while let Some(idle) = queue.pop() {
             if idle.since.elapsed() < max_idle && idle.conn.usable(backend) {
                 return Some(idle.conn);
@@ -112,7 +130,7 @@ impl IdlePool {
         if backend.is_removed() || backend.is_closed() {
             return;
         }
-        if let Some(queue) = &self.conns {
+        if let Some(queue) = &self.mine().conns {
             let _ = queue.push(IdleConn {
                 conn,
                 since: Instant::now(),
@@ -122,7 +140,7 @@ impl IdlePool {
 
     /// A connection that is open, ready and idle for less than `max_idle`.
     pub fn checkout(&self, max_idle: Duration) -> Option<Sender> {
-        let queue = self.queue.as_ref()?;
+        let queue = self.mine().queue.as_ref()?;
         while let Some(idle) = queue.pop() {
             if idle.since.elapsed() < max_idle && idle.sender.usable() {
                 return Some(idle.sender);
@@ -132,7 +150,7 @@ impl IdlePool {
     }
 
     fn push(&self, sender: Sender) {
-        if let Some(queue) = &self.queue {
+        if let Some(queue) = &self.mine().queue {
             // Full: the connection is dropped, which closes it.
             let _ = queue.push(Idle {
                 sender,
@@ -141,13 +159,15 @@ impl IdlePool {
         }
     }
 
-    /// Drop (and so close) every idle connection.
+    /// Drop (and so close) every idle connection, of every worker.
     pub fn clear(&self) {
-        if let Some(queue) = &self.queue {
-            while queue.pop().is_some() {}
-        }
-        if let Some(queue) = &self.conns {
-            while queue.pop().is_some() {}
+        for q in self.workers.iter() {
+            if let Some(queue) = &q.queue {
+                while queue.pop().is_some() {}
+            }
+            if let Some(queue) = &q.conns {
+                while queue.pop().is_some() {}
+            }
         }
     }
 }
@@ -232,4 +252,50 @@ pub(crate) async fn connect(
         }
     });
     Ok(Sender { send, peer })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn a_worker_takes_back_only_its_own_idle_connections_and_clear_closes_all() {
+        cores::start(2).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = tokio::spawn(async move {
+            let mut open = Vec::new();
+            for _ in 0..2 {
+                open.push(listener.accept().await.unwrap().0);
+            }
+            open
+        });
+        let backend = Backend::new("b1".into(), addr, "web".into(), "v1".into(), 4);
+        let timeout = Duration::from_secs(10);
+        let first = Conn::connect(&backend, timeout).await.unwrap();
+        let second = Conn::connect(&backend, timeout).await.unwrap();
+        let mut open = accepted.await.unwrap();
+        let long = Duration::from_secs(600);
+
+        cores::act_as(1);
+        backend.idle.push_conn(&backend, first);
+        cores::act_as(0);
+        assert!(
+            backend.idle.checkout_conn(&backend, long).is_none(),
+            "worker 0 took worker 1's connection"
+        );
+        backend.idle.push_conn(&backend, second);
+        cores::act_as(1);
+        let _taken = backend.idle.checkout_conn(&backend, long).expect("its own");
+        assert!(backend.idle.checkout_conn(&backend, long).is_none());
+
+        // Worker 0 still keeps the second connection; clearing the pool closes it: its
+        // far end reads the end of the stream.
+        backend.idle.clear();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(30), open[1].read(&mut byte)).await;
+        assert_eq!(read.expect("the connection was not closed").unwrap(), 0);
+    }
 }

@@ -15,6 +15,7 @@
 
 use crate::body::{BoxError, Inbound};
 use crate::conn::{Rewind, TrackedIo};
+use crate::cores;
 use crate::forward::ClientConn;
 use crate::h1guard::{ConnState, MAX_HEADERS};
 use crate::h1server::{self, Outcome};
@@ -67,38 +68,57 @@ pub(crate) async fn serve(
     scheme: Scheme,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    // Rebuilt when the settings change (`Proxy::set_config`): a connection is served
-    // with the settings in force when it was accepted.
-    let mut config = inner.config.load_full();
-    let mut builder = Arc::new(builder(&config));
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    tokio::pin!(shutdown);
-    loop {
+    let workers = cores::workers();
+    if workers.is_empty() {
+        let accepting = accept(
+            inner.clone(),
+            listener,
+            scheme,
+            stop.clone(),
+            tracker.clone(),
+        );
         tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let now = inner.config.load_full();
-                    if !Arc::ptr_eq(&now, &config) {
-                        builder = Arc::new(self::builder(&now));
-                        config = now;
+            _ = shutdown => {}
+            _ = accepting => {}
+        }
+    } else {
+        // One duplicate of the listening socket per worker: each worker's runtime
+        // waits on it, and what a worker accepts it serves.
+        // All duplicates are made before any worker starts, so a failure (out of file
+        // descriptors) leaves no worker accepting.
+        let listener = listener.into_std()?;
+        let owns = workers
+            .iter()
+            .map(|_| listener.try_clone())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        drop(listener);
+        let stop_accepting = CancellationToken::new();
+        let mut loops = Vec::with_capacity(workers.len());
+        for (worker, own) in workers.iter().zip(owns) {
+            let (inner, stop, tracker) = (inner.clone(), stop.clone(), tracker.clone());
+            let until = stop_accepting.clone();
+            loops.push(worker.spawn(async move {
+                let own = match TcpListener::from_std(own) {
+                    Ok(own) => own,
+                    Err(error) => {
+                        tracing::error!(%error, "a proxy worker cannot accept on a listener");
+                        return;
                     }
-                    let served = Served { config: config.clone(), builder: builder.clone() };
-                    // Boxed where it is made: spawning moves the future into its task
-                    // several times, and it is kilobytes.
-                    let conn = Box::pin(serve_conn(inner.clone(), served, stream, peer, scheme, stop.clone()));
-                    tracker.spawn(conn);
+                };
+                tokio::select! {
+                    _ = until.cancelled() => {}
+                    _ = accept(inner, own, scheme, stop, tracker) => {}
                 }
-                Err(error) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
+            }));
+        }
+        shutdown.await;
+        stop_accepting.cancel();
+        for accepting in loops {
+            let _ = accepting.await;
         }
     }
-    drop(listener);
     tracing::info!(
         connections = tracker.len(),
         "proxy stops accepting; finishing open connections"
@@ -116,6 +136,52 @@ pub(crate) async fn serve(
     }
     inner.hard_stop.cancel();
     Ok(())
+}
+
+/// Accepts on `listener` and serves each connection in a task of the calling runtime
+/// (tracked by `tracker`; `stop` is their graceful close); runs until dropped.
+async fn accept(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    scheme: Scheme,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    // Rebuilt when the settings change (`Proxy::set_config`): a connection is served
+    // with the settings in force when it was accepted.
+    let mut config = inner.config.load_full();
+    let mut builder = Arc::new(builder(&config));
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let now = inner.config.load_full();
+                if !Arc::ptr_eq(&now, &config) {
+                    builder = Arc::new(self::builder(&now));
+                    config = now;
+                }
+                let served = Served {
+                    config: config.clone(),
+                    builder: builder.clone(),
+                };
+                // Boxed where it is made: spawning moves the future into its task
+                // several times, and it is kilobytes.
+                let conn = Box::pin(serve_conn(
+                    inner.clone(),
+                    served,
+                    stream,
+                    peer,
+                    scheme,
+                    stop.clone(),
+                ));
+                tracker.spawn(conn);
+            }
+            Err(error) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// What a connection is served with: the settings in force when it was accepted.

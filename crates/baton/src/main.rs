@@ -263,8 +263,15 @@ fn main() -> ExitCode {
         )
         .init();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = worker_threads(&cli) {
-        builder.worker_threads(n);
+    if let Some(workers) = proxy_workers(&cli) {
+        // With more than one worker, each is a thread of its own
+        // (`baton_proxy::start_workers`) and this runtime keeps one thread for the rest
+        // (controller, admin API, health checks); with one, the proxy serves here.
+        if let Err(e) = baton_proxy::start_workers(workers) {
+            eprintln!("error: cannot start the proxy's {workers} worker threads: {e}");
+            return ExitCode::from(1);
+        }
+        builder.worker_threads(1);
     }
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
@@ -276,14 +283,18 @@ fn main() -> ExitCode {
     rt.block_on(run(cli, inherited))
 }
 
-/// `[proxy] workers` for `serve`, when set. A config that does not load falls back to
-/// the default here; `serve` itself then reports the problem.
-fn worker_threads(cli: &Cli) -> Option<usize> {
+/// The proxy's workers for `serve` and `proxy`: `[proxy] workers`, or one per CPU core
+/// when it is 0 (the default). A config that does not load counts as the default here;
+/// `serve` itself then reports the problem.
+fn proxy_workers(cli: &Cli) -> Option<usize> {
     match cli.command {
-        Cmd::Serve { .. } | Cmd::Proxy => baton_config::load(&cli.config)
-            .ok()
-            .map(|c| c.proxy.workers)
-            .filter(|&n| n > 0),
+        Cmd::Serve { .. } | Cmd::Proxy => {
+            let set = baton_config::load(&cli.config)
+                .ok()
+                .map(|c| c.proxy.workers)
+                .filter(|&n| n > 0);
+            Some(set.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())))
+        }
         _ => None,
     }
 }

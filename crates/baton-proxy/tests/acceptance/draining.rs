@@ -45,6 +45,17 @@ async fn slow_requests_complete_after_their_backend_is_removed_and_drained() {
 
 #[tokio::test]
 async fn removal_closes_idle_upstream_connections_and_drain_needs_removal() {
+    removal_closes_idle_upstream_connections_and_drain_needs_removal_scenario().await;
+}
+
+/// The same with two proxy workers (`baton_proxy::start_workers`).
+#[tokio::test]
+async fn removal_closes_idle_upstream_connections_and_drain_needs_removal_with_two_workers() {
+    baton_proxy::start_workers(2).unwrap();
+    removal_closes_idle_upstream_connections_and_drain_needs_removal_scenario().await;
+}
+
+async fn removal_closes_idle_upstream_connections_and_drain_needs_removal_scenario() {
     let backend = counting("c1", "v1", 200).await;
     let other = counting("c2", "v2", 200).await;
     let p = start_proxy(ProxyConfig::default()).await;
@@ -165,6 +176,17 @@ async fn ws_echo(s: &mut TcpStream, msg: &str) -> io::Result<String> {
 
 #[tokio::test]
 async fn proxy_shutdown_stops_accepting_and_finishes_open_requests() {
+    proxy_shutdown_stops_accepting_and_finishes_open_requests_scenario().await;
+}
+
+/// The same with two proxy workers (`baton_proxy::start_workers`).
+#[tokio::test]
+async fn proxy_shutdown_stops_accepting_and_finishes_open_requests_with_two_workers() {
+    baton_proxy::start_workers(2).unwrap();
+    proxy_shutdown_stops_accepting_and_finishes_open_requests_scenario().await;
+}
+
+async fn proxy_shutdown_stops_accepting_and_finishes_open_requests_scenario() {
     let a = sample("a1", "v1", None).await;
     let mut p = start_proxy(ProxyConfig::default()).await;
     p.proxy

@@ -89,6 +89,17 @@ async fn a_request_sent_on_an_idle_connection_after_shutdown_is_answered_with_cl
 
 #[tokio::test]
 async fn a_request_in_progress_at_shutdown_is_answered_with_close() {
+    a_request_in_progress_at_shutdown_is_answered_with_close_scenario().await;
+}
+
+/// The same with two proxy workers (`baton_proxy::start_workers`).
+#[tokio::test]
+async fn a_request_in_progress_at_shutdown_is_answered_with_close_with_two_workers() {
+    baton_proxy::start_workers(2).unwrap();
+    a_request_in_progress_at_shutdown_is_answered_with_close_scenario().await;
+}
+
+async fn a_request_in_progress_at_shutdown_is_answered_with_close_scenario() {
     let (mut p, _a) = proxy_with_app().await;
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     s.write_all(b"GET /slow?ms=500 HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
@@ -105,6 +116,17 @@ async fn a_request_in_progress_at_shutdown_is_answered_with_close() {
 
 #[tokio::test]
 async fn an_idle_connection_is_closed_at_shutdown_with_a_fin_not_a_reset() {
+    an_idle_connection_is_closed_at_shutdown_with_a_fin_not_a_reset_scenario().await;
+}
+
+/// The same with two proxy workers (`baton_proxy::start_workers`).
+#[tokio::test]
+async fn an_idle_connection_is_closed_at_shutdown_with_a_fin_not_a_reset_with_two_workers() {
+    baton_proxy::start_workers(2).unwrap();
+    an_idle_connection_is_closed_at_shutdown_with_a_fin_not_a_reset_scenario().await;
+}
+
+async fn an_idle_connection_is_closed_at_shutdown_with_a_fin_not_a_reset_scenario() {
     let (mut p, _a) = proxy_with_app().await;
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     s.write_all(GET).await.unwrap();
@@ -118,6 +140,17 @@ async fn an_idle_connection_is_closed_at_shutdown_with_a_fin_not_a_reset() {
 
 #[tokio::test]
 async fn back_to_back_requests_across_shutdown_are_all_answered() {
+    back_to_back_requests_across_shutdown_are_all_answered_scenario().await;
+}
+
+/// The same with two proxy workers (`baton_proxy::start_workers`).
+#[tokio::test]
+async fn back_to_back_requests_across_shutdown_are_all_answered_with_two_workers() {
+    baton_proxy::start_workers(2).unwrap();
+    back_to_back_requests_across_shutdown_are_all_answered_scenario().await;
+}
+
+async fn back_to_back_requests_across_shutdown_are_all_answered_scenario() {
     let (mut p, _a) = proxy_with_app().await;
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     let mut served = None;

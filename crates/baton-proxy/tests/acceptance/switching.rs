@@ -46,6 +46,17 @@ fn versions(spec: &RouteTableSpec) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_switches_under_keep_alive_load_fail_no_request() {
+    two_hundred_switches_under_keep_alive_load_fail_no_request_scenario().await;
+}
+
+/// The same with two proxy workers (`baton_proxy::start_workers`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_switches_under_keep_alive_load_fail_no_request_with_two_workers() {
+    baton_proxy::start_workers(2).unwrap();
+    two_hundred_switches_under_keep_alive_load_fail_no_request_scenario().await;
+}
+
+async fn two_hundred_switches_under_keep_alive_load_fail_no_request_scenario() {
     let a = [
         sample("a1", "v1", None).await,
         sample("a2", "v1", None).await,

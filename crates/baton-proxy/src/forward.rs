@@ -534,13 +534,10 @@ impl Inner {
                 },
             };
             let (parts, body) = req.into_parts();
-            let outcome = tokio::time::timeout(
-                header_timeout,
-                h1client::send(conn, reused, &parts, backend.clone()),
-            )
-            .await;
+            let outcome =
+                h1client::send(conn, reused, &parts, backend.clone(), header_timeout).await;
             let error = match outcome {
-                Ok(Ok(resp)) => {
+                Ok(resp) => {
                     if resp.status().is_server_error() {
                         fail("5xx response");
                     } else {
@@ -548,8 +545,7 @@ impl Inner {
                     }
                     return Attempt::Answered(resp.map(UpstreamBody::Fast), None);
                 }
-                Ok(Err(error)) => error,
-                Err(_) => {
+                Err(SendError::HeaderTimeout) => {
                     tracing::warn!(backend = %backend.id, "upstream response header timeout");
                     fail("response header timeout");
                     return Attempt::Failed(ProxyError::UpstreamTimeout {
@@ -557,6 +553,7 @@ impl Inner {
                         version: pool.version.clone(),
                     });
                 }
+                Err(error) => error,
             };
             if matches!(error, SendError::Abandoned) && !retried {
                 tracing::warn!(backend = %backend.id, "backend found dead while waiting for its response head; sending the request to another");

@@ -11,6 +11,14 @@
 //! keep-alive connection with no byte left over; idle ones wait in the backend's
 //! `IdlePool` and are checked for a close by the upstream (end of stream or stray
 //! bytes) when taken out.
+//!
+//! The response-head deadline (`upstream_header_timeout`) is a timer the connection
+//! keeps from one exchange to the next (`Deadline`). Registering a timer with the
+//! runtime and removing it again for every request cost about as much as the rest of a
+//! small request's bookkeeping; a connection's deadlines only move later, so the timer
+//! stays where an earlier exchange set it and is moved on only when it fires before the
+//! deadline of the exchange in progress: on a busy connection, about once per
+//! `upstream_header_timeout` instead of twice per request.
 
 mod body;
 pub(crate) mod parse;
@@ -24,11 +32,15 @@ use bytes::BytesMut;
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use parse::{take_head, Invalid};
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// Read buffer reserved per read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -43,6 +55,12 @@ pub(crate) struct Conn {
     /// The backend's close generation when the connection was made (`Backend::close_all`
     /// bumps it at the drain deadline).
     generation: u64,
+    /// The response-head deadline's timer, made at the first exchange that waits and
+    /// kept while the connection lives (see the module's text). Idle in the pool, it
+    /// still holds the waker of the last request that waited on it, until it fires or
+    /// the next exchange polls it: at most one finished task per idle connection, for
+    /// at most `upstream_header_timeout`.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Conn {
@@ -59,6 +77,7 @@ impl Conn {
             watched,
             buf: BytesMut::new(),
             generation: backend.close_generation(),
+            timer: None,
         })
     }
 
@@ -86,6 +105,9 @@ pub(crate) enum SendError {
     Closed,
     #[error("the backend's drain deadline passed")]
     DrainDeadline,
+    /// No response head within `upstream_header_timeout` of sending the request.
+    #[error("no response head within the upstream header timeout")]
+    HeaderTimeout,
     /// The backend was found dead while the request waited for its response head.
     #[error("the backend was found dead while the request waited for its answer")]
     Abandoned,
@@ -96,13 +118,19 @@ pub(crate) enum SendError {
 }
 
 /// Writes `parts` (a request without a body, already rewritten for the upstream) and
-/// reads the response head. The body is read later, by whoever polls the `FastBody`.
+/// reads the response head, both within `header_timeout`. The body is read later, by
+/// whoever polls the `FastBody`.
 pub(crate) async fn send(
     mut conn: Conn,
     reused: bool,
     parts: &Parts,
     backend: Arc<Backend>,
+    header_timeout: Duration,
 ) -> Result<Response<FastBody>, SendError> {
+    let mut deadline = Deadline {
+        timer: &mut conn.timer,
+        at: Instant::now() + header_timeout,
+    };
     // The head is encoded in the read buffer (empty between exchanges: a connection is
     // pooled only with no byte left over), so a pooled connection's request allocates
     // nothing for it.
@@ -115,17 +143,19 @@ pub(crate) async fn send(
     conn.watched.wait();
     // The first write tells a dead pooled connection (reset by the upstream) from a
     // request that may have been seen: nothing of the head was accepted.
-    let written = match conn.stream.write(head).await {
+    let written = match deadline.within(conn.stream.write(head)).await? {
         Ok(n) => n,
         Err(e) if reused => return Err(SendError::Unsent(e)),
         Err(e) => return Err(e.into()),
     };
-    conn.stream.write_all(&head[written..]).await?;
+    deadline
+        .within(conn.stream.write_all(&head[written..]))
+        .await??;
     conn.buf.clear();
     let head_request = parts.method == Method::HEAD;
     // The backend's drain deadline ends a request still waiting for its answer: its
     // socket is shut down (`Backend::close_all`), or, past it, nothing waits at all.
-    let deadline = |e: SendError| {
+    let drained = |e: SendError| {
         if backend.is_closed() {
             SendError::DrainDeadline
         } else {
@@ -150,21 +180,25 @@ pub(crate) async fn send(
             }
         }
         conn.buf.reserve(READ_CHUNK);
-        let n = tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf)
-            .await
-            .map_err(|e| deadline(e.into()))?;
+        let n = deadline
+            .within(tokio::io::AsyncReadExt::read_buf(
+                &mut conn.stream,
+                &mut conn.buf,
+            ))
+            .await?
+            .map_err(|e| drained(e.into()))?;
         if n == 0 {
             if received == 0 {
-                return Err(deadline(SendError::Closed));
+                return Err(drained(SendError::Closed));
             }
-            return Err(deadline(
+            return Err(drained(
                 Invalid::Head("connection closed in the response head").into(),
             ));
         }
         received += n;
     };
     if !conn.watched.answered() {
-        return Err(deadline(SendError::Abandoned));
+        return Err(drained(SendError::Abandoned));
     }
     // The header fields travel in the body, as received: the response's `HeaderMap`
     // stays empty until something needs one (`body::materialize`).
@@ -178,6 +212,46 @@ pub(crate) async fn send(
         }
     }
     Ok(res)
+}
+
+/// An exchange's response-head deadline, on the timer its connection keeps.
+struct Deadline<'a> {
+    timer: &'a mut Option<Pin<Box<Sleep>>>,
+    at: Instant,
+}
+
+impl Deadline<'_> {
+    /// `io`'s output, or `HeaderTimeout` if the deadline passes first.
+    async fn within<F: Future>(&mut self, io: F) -> Result<F::Output, SendError> {
+        let mut io = std::pin::pin!(io);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = io.as_mut().poll(cx) {
+                return Poll::Ready(Ok(out));
+            }
+            self.poll_passed(cx).map(|()| Err(SendError::HeaderTimeout))
+        })
+        .await
+    }
+
+    /// Ready once the deadline has passed. The timer fires at an earlier exchange's
+    /// deadline or at this one's, never later: when it fires early it is moved on.
+    fn poll_passed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let at = self.at;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        // A reload may have shortened the timeout since the timer was set.
+        if timer.deadline() > at {
+            timer.as_mut().reset(at);
+        }
+        loop {
+            ready!(timer.as_mut().poll(cx));
+            if Instant::now() >= at {
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(at);
+        }
+    }
 }
 
 /// The request head as hyper's client writes it: request line, then every field as

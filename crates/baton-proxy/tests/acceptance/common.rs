@@ -128,6 +128,12 @@ pub async fn backend_closed_every_connection(backend: SocketAddr) {
     panic!("connections to {backend} still open after 10 s; the backend's idle timeout did not close them");
 }
 
+/// How many TCP connections to `backend` are established from this host's side.
+#[allow(dead_code)]
+pub fn established_to(backend: SocketAddr) -> usize {
+    connections_to(backend).iter().filter(|&&s| s == 1).count()
+}
+
 /// The TCP states (as `/proc/net/tcp` numbers them; 1 is ESTABLISHED) of this host's
 /// IPv4 sockets whose remote end is `peer`.
 fn connections_to(peer: SocketAddr) -> Vec<u8> {

@@ -190,6 +190,40 @@ async fn failures_are_502_503_504_with_a_reason() {
 }
 
 #[tokio::test]
+async fn each_request_on_a_pooled_connection_gets_the_whole_header_timeout() {
+    // The response-head timer stays with the upstream connection from one request to
+    // the next: an earlier request's deadline passing must neither cut a later request
+    // short nor let it wait beyond its own.
+    let p = start_proxy(ProxyConfig {
+        upstream_header_timeout: Duration::from_millis(1000),
+        ..ProxyConfig::default()
+    })
+    .await;
+    let slow = sample("slow", "v1", None).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![slow.spec()])])))
+        .unwrap();
+    let mut c = h1(p.addr).await;
+    let first = try_send(&mut c, request("GET", "/", &[], ""))
+        .await
+        .unwrap();
+    assert_eq!(first.0, StatusCode::OK);
+    // The first request's deadline passes while its connection waits in the pool.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = try_send(&mut c, request("GET", "/slow?ms=300", &[], ""))
+        .await
+        .unwrap();
+    assert_eq!(second.0, StatusCode::OK, "{:?}", second.2);
+    // Both went over one upstream connection: the second one met the first's timer.
+    assert_eq!(established_to(slow.addr), 1);
+    let third = try_send(&mut c, request("GET", "/slow?ms=3000", &[], ""))
+        .await
+        .unwrap();
+    assert_eq!(third.0, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(third.1["x-baton-error"], "upstream_timeout");
+}
+
+#[tokio::test]
 async fn failing_backends_are_ejected_and_restored_but_never_the_last_one() {
     let bad = counting("bad", "v1", 500).await;
     let good = counting("good", "v1", 200).await;

@@ -4,21 +4,23 @@
 //! TLS records, bodies) inside its arenas wherever a live allocation sits above it:
 //! after an h2c run baton stayed 6 MiB above its idle size until it exited. A process
 //! that just went quiet has nothing to lose by handing those pages back, so this task
-//! watches the process's own CPU time and, a few seconds after a busy stretch ends, asks
+//! watches the process's own CPU time and, a second or two after a busy stretch ends, asks
 //! the allocator once to return every free page (`malloc_trim(0)`). Nothing runs per
 //! request; under steady load nothing is trimmed (the next burst would take the pages
-//! again). Start-up counts as a busy stretch: what loading the config, the store and
-//! the certificates freed goes back at the first quiet period. Other C libraries
+//! again). What start-up freed (loading the config, the store and the certificates) goes
+//! back as soon as serving starts, and start-up counts as a busy stretch, so what the
+//! first deployments freed goes back at the first quiet period. Other C libraries
 //! (musl) return freed memory on their own: there it does nothing.
 
 use std::time::Duration;
 
-/// How often the process's CPU time is read.
-const PERIOD: Duration = Duration::from_secs(2);
+/// How often the process's CPU time is read (a clock read, nothing more): freed memory
+/// goes back one to two periods after a load ends.
+const PERIOD: Duration = Duration::from_secs(1);
 /// CPU time within one period that makes it busy (10 % of a core).
-const BUSY: Duration = Duration::from_millis(200);
+const BUSY: Duration = Duration::from_millis(100);
 /// CPU time within one period under which the process is quiet (1 % of a core).
-const QUIET: Duration = Duration::from_millis(20);
+const QUIET: Duration = Duration::from_millis(10);
 
 /// When to trim: after at least one busy period, at the first quiet one. Starting up
 /// counts as busy (loading the config, the store and the certificates frees most of
@@ -57,9 +59,13 @@ fn process_cpu() -> Option<Duration> {
     Some(Duration::from(t))
 }
 
-/// Starts the task (on the current runtime). It ends with the runtime.
+/// Starts the task (on the current runtime), called once start-up is done: what
+/// loading the config, the store and the certificates freed goes back at once, and
+/// after that at the end of each busy stretch. It ends with the runtime.
 pub fn spawn() {
     tokio::spawn(async {
+        let released = tokio::task::spawn_blocking(trim).await.unwrap_or(false);
+        tracing::debug!(released, "start-up done: freed memory handed back");
         let mut tick = tokio::time::interval(PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut state = LoadEnd::default();
@@ -108,28 +114,28 @@ mod tests {
         let mut s = LoadEnd::default();
         // What starting up freed goes back at the first quiet period; then, idle,
         // there is nothing more to give back.
-        assert!(!s.observe(ms(100)));
-        assert!(s.observe(ms(10)));
+        assert!(!s.observe(ms(50)));
+        assert!(s.observe(ms(5)));
         assert!(!s.observe(ms(0)));
         assert!(!s.observe(ms(5)));
         // A load, then a period in between (neither busy nor quiet): not yet.
-        assert!(!s.observe(ms(1_900)));
-        assert!(!s.observe(ms(1_900)));
-        assert!(!s.observe(ms(100)));
+        assert!(!s.observe(ms(950)));
+        assert!(!s.observe(ms(950)));
+        assert!(!s.observe(ms(50)));
         // Quiet: once.
         assert!(s.observe(ms(3)));
         assert!(!s.observe(ms(3)));
         assert!(!s.observe(ms(0)));
         // The next load ends: once more.
-        assert!(!s.observe(ms(250)));
-        assert!(s.observe(ms(19)));
+        assert!(!s.observe(ms(120)));
+        assert!(s.observe(ms(9)));
     }
 
     #[test]
     fn steady_load_is_never_trimmed() {
         let mut s = LoadEnd::default();
         for _ in 0..100 {
-            assert!(!s.observe(ms(1_500)));
+            assert!(!s.observe(ms(750)));
         }
     }
 

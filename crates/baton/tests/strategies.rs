@@ -74,3 +74,32 @@ fn ab_test_splits_until_promoted() {
     );
     assert_eq!(st["stable_version"], "v2");
 }
+
+/// The threads of process `pid`, as `ps` names them.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn one_worker_serves_and_deploys_on_one_event_loop_and_fails_no_request() {
+    // `workers = 1`: traffic and the control plane share one event loop, as in one nginx
+    // worker; a deployment under keep-alive load still fails no request.
+    let b = Baton::start_with(|_| "workers = 1".into(), &app_config("rolling", 2, ""));
+    deploy_v2_under_load(&b, "rolling", 2, Profile::KeepAlive);
+    let names = thread_names(b.server_pid().unwrap());
+    assert!(
+        !names.iter().any(|n| n.starts_with("baton-worker")),
+        "{names:?}"
+    );
+    // Two workers are a thread each, named so.
+    let b = Baton::start_with(|_| "workers = 2".into(), &app_config("rolling", 2, ""));
+    deploy_v2_under_load(&b, "rolling", 2, Profile::KeepAlive);
+    let names = thread_names(b.server_pid().unwrap());
+    for want in ["baton-worker-0", "baton-worker-1"] {
+        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+    }
+}

@@ -66,7 +66,10 @@ pub fn spawn() {
     tokio::spawn(async {
         let released = tokio::task::spawn_blocking(trim).await.unwrap_or(false);
         tracing::debug!(released, "start-up done: freed memory handed back");
-        let mut tick = tokio::time::interval(PERIOD);
+        // The first check a whole period from now (an interval's first tick is at
+        // once): what the first deployment frees, just after start-up, is then
+        // still to come, and start-up counting as busy makes that check trim it.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PERIOD, PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut state = LoadEnd::default();
         let mut last = process_cpu();

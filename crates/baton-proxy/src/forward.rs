@@ -543,6 +543,9 @@ impl Inner {
                     } else {
                         self.passive.success(backend);
                     }
+                    // The request's head was sent and is not resent now: its map serves
+                    // a later request on this thread.
+                    headers::recycle(parts.headers);
                     return Attempt::Answered(resp.map(UpstreamBody::Fast), None);
                 }
                 Err(SendError::HeaderTimeout) => {

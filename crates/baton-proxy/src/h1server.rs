@@ -27,11 +27,11 @@ use crate::conn::TrackedIo;
 use crate::forward::ClientConn;
 use crate::h1client::Fields;
 use crate::h1guard::MAX_HEADERS;
-use crate::headers::ROOM;
+use crate::headers::{self, ROOM};
 use crate::Inner;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame};
 use std::future::{poll_fn, Future};
 use std::io::Write as _;
@@ -198,7 +198,7 @@ fn scan(buf: &[u8], max_head: usize) -> Result<Option<Scanned>, ()> {
 fn build(head: &bytes::Bytes, seen: &Scanned) -> Option<Request<Inbound>> {
     let part = |(at, len): Span| head.slice(at as usize..(at + len) as usize);
     let uri = Uri::from_maybe_shared(part(seen.path)).ok()?;
-    let mut map = HeaderMap::with_capacity(seen.count + ROOM);
+    let mut map = headers::map_with_capacity(seen.count + ROOM);
     for &(name, value) in seen.fields() {
         let (at, len) = name;
         let name = HeaderName::from_bytes(&head[at as usize..(at + len) as usize]).ok()?;

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""A/B of two baton builds on the CPU: the same load through each, alternating.
+
+    python3 bench/ab.py --a /tmp/baton-before --b target/release/baton [--rounds 3]
+
+Each run starts a fresh baton (one worker, on core 0) and fresh backends with bench.py's
+`Bench` (core 1), warms up for 2 s, then runs `wrk -t1 -c32` for `--seconds` per mode
+(keep-alive, then `Connection: close`) on core 1, reading the proxy's CPU time from
+/proc before and after. The builds alternate, and which goes first flips every round, so
+a machine that gets busier or quieter during the runs is shared by both. Prints each run,
+then per mode and build the figures of every round: CPU µs per request (user + kernel),
+of it user, and req/s. Compare rounds against rounds; one pair of runs says little on a
+shared machine.
+"""
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench as B  # noqa: E402
+
+MODES = ("keepalive", "close")
+
+
+def one_run(binary, seconds):
+    """Fresh backends and baton from `binary`; {mode: wrk result with CPU per request}."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="baton-ab-") as tmp:
+        b = B.Bench(binary, tmp)
+        try:
+            b.make_cert()
+            b.start_backends()
+            b.start_baton()
+            port, pid = b.ports["baton"], b.pids["baton"]
+            B.run_wrk(port, "keepalive", 2, 32)
+            for mode in MODES:
+                before = B.cpu_times(pid)
+                res = B.run_wrk(port, mode, seconds, 32)
+                if not res["requests"]:
+                    raise RuntimeError(f"wrk completed no requests through {binary} ({mode})")
+                B.cpu_per_request(res, before, B.cpu_times(pid), res["requests"])
+                out[mode] = res
+        finally:
+            B.stop_all()
+            B.CHILDREN.clear()
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--a", required=True, help="the first baton binary (e.g. the base)")
+    ap.add_argument("--b", required=True, help="the second baton binary (e.g. the change)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=10, help="wrk's duration per mode")
+    args = ap.parse_args()
+    builds = {"a": args.a, "b": args.b}
+    for name, path in builds.items():
+        if not Path(path).is_file():
+            sys.exit(f"ab: --{name} {path} is not a file; build it first "
+                     "(cargo build --release -p baton, then copy target/release/baton)")
+    B.raise_nofile()
+    runs = []
+    for r in range(args.rounds):
+        order = list(builds.items())
+        if r % 2:
+            order.reverse()
+        for name, path in order:
+            for mode, res in one_run(path, args.seconds).items():
+                runs.append((name, mode, res))
+                print(f"round {r + 1} {name} {mode:9} {res['rps']:9,.0f} req/s  "
+                      f"CPU {res['cpu_us_per_req']:6.2f} µs/req  "
+                      f"user {res['user_us_per_req']:5.2f}  kernel {res['sys_us_per_req']:6.2f}",
+                      flush=True)
+            time.sleep(1)
+    for mode in MODES:
+        for name, path in builds.items():
+            rs = [res for n, m, res in runs if n == name and m == mode]
+            cpu = " / ".join(f"{x['cpu_us_per_req']:.2f}" for x in rs)
+            user = " / ".join(f"{x['user_us_per_req']:.2f}" for x in rs)
+            rps = " / ".join(f"{x['rps']:,.0f}" for x in rs)
+            print(f"{mode:9} {name} ({path}): CPU µs/req {cpu}; user {user}; req/s {rps}")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,12 +15,9 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
-/// How many names `hop_by_hop` lists.
-const HOP_BY_HOP: usize = 10;
-
 /// Hop-by-hop headers removed in both directions (RFC 9110 §7.6.1 plus the usual
 /// non-standard ones, and the h2c upgrade's `HTTP2-Settings`).
-fn hop_by_hop() -> [&'static HeaderName; HOP_BY_HOP] {
+fn hop_by_hop() -> [&'static HeaderName; 10] {
     [
         &HTTP2_SETTINGS,
         &header::CONNECTION,
@@ -230,7 +227,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // `Connection: keep-alive` / `close`); only those are removed, each a hashed
     // removal (ten of them were ~5% of the proxy's instructions per request).
     let hop = hop_by_hop();
-    let mut present = [false; HOP_BY_HOP];
+    let mut present = hop.map(|_| false);
     for key in headers.keys() {
         if let Some(i) = hop.iter().position(|h| *h == key) {
             present[i] = true;

@@ -40,11 +40,16 @@ pub struct PebbleOptions {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let [port] = free_ports();
+    port
+}
+
+/// `N` distinct free ports: every listener is held until all are bound (one released
+/// before the next bind may be handed out again, and two of pebble's servers then clash).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [std::net::TcpListener; N] =
+        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    listeners.map(|l| l.local_addr().unwrap().port())
 }
 
 impl Pebble {
@@ -53,8 +58,7 @@ impl Pebble {
     pub async fn start(http_port: u16, tls_port: u16, opts: PebbleOptions) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let tls_ca = write_tls_files(dir.path());
-        let (listen, mgmt, dns_port, dns_mgmt) =
-            (free_port(), free_port(), free_port(), free_port());
+        let [listen, mgmt, dns_port, dns_mgmt] = free_ports();
         let mut config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{listen}"),
             "managementListenAddress": format!("127.0.0.1:{mgmt}"),

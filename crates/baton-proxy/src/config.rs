@@ -44,7 +44,11 @@ pub struct ProxyConfig {
     /// was already streaming upstream, the upstream request is aborted, so the backend
     /// never gets it complete.
     pub body_read_timeout: Duration,
-    /// Idle upstream connections kept per backend, by each worker (`cores.rs`).
+    /// Idle upstream connections kept per backend, by each worker (`cores.rs`), at
+    /// most: as many as the backend's peak concurrency left idle, each closed once it
+    /// has been idle for `upstream_idle_timeout` (`pool::IdlePool`). High enough for
+    /// HTTP/2 clients' many streams, so connections are not opened and closed under
+    /// a steady load.
     pub max_idle_per_backend: usize,
     /// Peers whose `X-Forwarded-For` is extended; from anyone else it is replaced.
     pub trusted_proxies: Vec<IpAddr>,
@@ -73,7 +77,7 @@ impl Default for ProxyConfig {
             max_request_body: None,
             request_buffering: Some(DEFAULT_REQUEST_BUFFERING),
             body_read_timeout: Duration::from_secs(60),
-            max_idle_per_backend: 64,
+            max_idle_per_backend: 1024,
             trusted_proxies: Vec::new(),
             eject_after: 5,
             eject_time: Duration::from_secs(30),

@@ -6,14 +6,15 @@ use crate::backend::{Backend, Watched};
 use crate::body::RequestBody;
 use crate::cores;
 use crate::h1client::Conn;
-use crossbeam_queue::ArrayQueue;
+use crate::lock;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use nix::errno::Errno;
 use nix::sys::socket::{recv, MsgFlags};
+use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -71,103 +72,149 @@ fn quiet(fd: &OwnedFd) -> bool {
 /// How long a connection whose response just finished may take to become reusable.
 const READY_GRACE: Duration = Duration::from_secs(1);
 
-/// Idle connections of one backend, oldest first: hyper's (which carried requests with
-/// a body) and `h1client`'s (requests without), each up to the capacity — per worker
-/// (`cores`): a worker takes back only the connections its own runtime drives.
+/// Idle connections of one backend: hyper's (which carried requests with a body) and
+/// `h1client`'s (requests without), each up to the capacity — per worker (`cores`): a
+/// worker takes back only the connections its own runtime drives.
+///
+/// The capacity is a bound, not a size: the queues hold what the backend's concurrency
+/// left idle, and grow and shrink with it. A multiplexing client (HTTP/2, a hundred
+/// streams on a connection) needs as many upstream connections as streams in flight;
+/// keeping fewer would close and reopen connections all the time (a TCP handshake, a
+/// `TIME_WAIT` socket and the backend's accept for a share of the requests).
 pub(crate) struct IdlePool {
     workers: Box<[Queues]>,
+    capacity: usize,
 }
 
 struct Queues {
-    queue: Option<ArrayQueue<Idle>>,
-    conns: Option<ArrayQueue<IdleConn>>,
+    queue: Stack<Sender>,
+    conns: Stack<Conn>,
 }
 
-struct Idle {
-    sender: Sender,
-    since: Instant,
+/// One worker's idle connections of one kind, newest last. A checkout takes the newest
+/// (the warmest): under a steady load the same few carry the requests, and those a
+/// burst opened stay at the oldest end until they have been idle for `max_idle`; each
+/// checkout closes at most one of those, so they go at the pace of the requests.
+struct Stack<T> {
+    items: Mutex<VecDeque<(T, Instant)>>,
 }
 
-struct IdleConn {
-    conn: Conn,
-    since: Instant,
+/// A stack's memory is given back when it holds less than a quarter of its room (and
+/// the room is more than this): after a burst, as its connections expire.
+const SHRINK_ABOVE: usize = 64;
+
+impl<T> Stack<T> {
+    fn new() -> Stack<T> {
+        Stack {
+            items: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The newest connection idle for less than `max_idle` that `usable` accepts; the
+    /// ones refused on the way, and the oldest if it expired, are dropped (closed),
+    /// outside the lock.
+    fn take(&self, max_idle: Duration, usable: impl Fn(&T) -> bool) -> Option<T> {
+        let now = Instant::now();
+        let expired = {
+            let mut items = lock(&self.items);
+            let expired = match items.front() {
+                Some((_, since)) if now.duration_since(*since) >= max_idle => items.pop_front(),
+                _ => None,
+            };
+            if items.capacity() > SHRINK_ABOVE && items.len() < items.capacity() / 4 {
+                let room = items.capacity() / 2;
+                items.shrink_to(room);
+            }
+            expired
+        };
+        drop(expired);
+        loop {
+            let (item, since) = lock(&self.items).pop_back()?;
+            if now.duration_since(since) < max_idle && usable(&item) {
+                return Some(item);
+            }
+        }
+    }
+
+    /// Keep `item` as the newest; when `capacity` are kept, the oldest is closed.
+    fn put(&self, item: T, capacity: usize) {
+        let evicted = {
+            let mut items = lock(&self.items);
+            let evicted = if items.len() >= capacity {
+                items.pop_front()
+            } else {
+                None
+            };
+            items.push_back((item, Instant::now()));
+            evicted
+        };
+        drop(evicted);
+    }
+
+    fn clear(&self) {
+        let all = std::mem::take(&mut *lock(&self.items));
+        drop(all);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        lock(&self.items).len()
+    }
 }
 
 impl IdlePool {
     pub fn new(capacity: usize) -> IdlePool {
         let workers = (0..cores::count())
             .map(|_| Queues {
-                queue: (capacity > 0).then(|| ArrayQueue::new(capacity)),
-                conns: (capacity > 0).then(|| ArrayQueue::new(capacity)),
+                queue: Stack::new(),
+                conns: Stack::new(),
             })
             .collect();
-        IdlePool { workers }
+        IdlePool { workers, capacity }
     }
 
-    /// The calling worker's queues.
-    fn mine(&self) -> &Queues {
-        const NONE: &Queues = &Queues {
-            queue: None,
-            conns: None,
-        };
-        self.workers.get(cores::current()).unwrap_or(NONE)
+    /// The calling worker's queues (`None` outside the workers, where nothing is kept).
+    fn mine(&self) -> Option<&Queues> {
+        self.workers.get(cores::current())
     }
 
     /// An `h1client` connection idle for less than `max_idle` that can still be used.
     pub fn checkout_conn(&self, backend: &Backend, max_idle: Duration) -> Option<Conn> {
-        let queue = self.mine().conns.as_ref()?;
-        while let Some(idle) = queue.pop() {
-            if idle.since.elapsed() < max_idle && idle.conn.usable(backend) {
-                return Some(idle.conn);
-            }
-        }
-        None
+        self.mine()?
+            .conns
+            .take(max_idle, |conn| conn.usable(backend))
     }
 
     /// Keep an `h1client` connection whose response ended cleanly (dropped, and so
-    /// closed, when the backend is draining or the pool is full).
+    /// closed, when the backend is draining or no connection is to be kept).
     pub fn push_conn(&self, backend: &Backend, conn: Conn) {
-        if backend.is_removed() || backend.is_closed() {
+        if backend.is_removed() || backend.is_closed() || self.capacity == 0 {
             return;
         }
-        if let Some(queue) = &self.mine().conns {
-            let _ = queue.push(IdleConn {
-                conn,
-                since: Instant::now(),
-            });
+        if let Some(mine) = self.mine() {
+            mine.conns.put(conn, self.capacity);
         }
     }
 
     /// A connection that is open, ready and idle for less than `max_idle`.
     pub fn checkout(&self, max_idle: Duration) -> Option<Sender> {
-        let queue = self.mine().queue.as_ref()?;
-        while let Some(idle) = queue.pop() {
-            if idle.since.elapsed() < max_idle && idle.sender.usable() {
-                return Some(idle.sender);
-            }
-        }
-        None
+        self.mine()?.queue.take(max_idle, Sender::usable)
     }
 
     fn push(&self, sender: Sender) {
-        if let Some(queue) = &self.mine().queue {
-            // Full: the connection is dropped, which closes it.
-            let _ = queue.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+        if self.capacity == 0 {
+            return;
+        }
+        if let Some(mine) = self.mine() {
+            mine.queue.put(sender, self.capacity);
         }
     }
 
     /// Drop (and so close) every idle connection, of every worker.
     pub fn clear(&self) {
         for q in self.workers.iter() {
-            if let Some(queue) = &q.queue {
-                while queue.pop().is_some() {}
-            }
-            if let Some(queue) = &q.conns {
-                while queue.pop().is_some() {}
-            }
+            q.queue.clear();
+            q.conns.clear();
         }
     }
 }
@@ -259,6 +306,75 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
+
+    const LONG: Duration = Duration::from_secs(600);
+
+    fn taken(stack: &Stack<u32>, max_idle: Duration) -> Vec<u32> {
+        std::iter::from_fn(|| stack.take(max_idle, |_| true)).collect()
+    }
+
+    #[test]
+    fn the_newest_goes_first_and_a_full_stack_closes_its_oldest() {
+        let stack = Stack::new();
+        for n in 1..=3 {
+            stack.put(n, 3);
+        }
+        assert_eq!(stack.take(LONG, |_| true), Some(3));
+        stack.put(4, 3);
+        stack.put(5, 3); // full: 1, the oldest, goes
+        assert_eq!(taken(&stack, LONG), vec![5, 4, 2]);
+    }
+
+    #[test]
+    fn refused_and_expired_connections_are_dropped_on_the_way() {
+        let stack = Stack::new();
+        for n in 1..=4 {
+            stack.put(n, 10);
+        }
+        assert_eq!(stack.take(LONG, |n| *n == 2), Some(2), "4 and 3 refused");
+        assert_eq!(stack.len(), 1, "the refused ones were dropped");
+        stack.put(7, 10);
+        assert!(taken(&stack, Duration::ZERO).is_empty(), "all expired");
+        assert_eq!(stack.len(), 0);
+    }
+
+    #[test]
+    fn each_checkout_closes_the_oldest_if_it_outlived_the_idle_time() {
+        let stack = Stack::new();
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(60)).unwrap();
+        lock(&stack.items).push_back((1, long_ago));
+        lock(&stack.items).push_back((2, long_ago));
+        stack.put(3, 10);
+        stack.put(4, 10);
+        let idle = Duration::from_secs(15);
+        assert_eq!(stack.take(idle, |_| true), Some(4));
+        assert_eq!(
+            stack.len(),
+            2,
+            "1 expired with that checkout, 2 waits for the next"
+        );
+        assert_eq!(stack.take(idle, |_| true), Some(3));
+        assert_eq!(stack.len(), 0, "2 expired too");
+    }
+
+    #[test]
+    fn a_burst_s_room_is_given_back_as_its_connections_go() {
+        let stack = Stack::new();
+        for n in 0..1000 {
+            stack.put(n, 1024);
+        }
+        let room = lock(&stack.items).capacity();
+        assert!(room >= 1000);
+        for _ in 0..990 {
+            stack.take(LONG, |_| true).unwrap();
+        }
+        let now = lock(&stack.items).capacity();
+        assert!(
+            now <= SHRINK_ABOVE * 2,
+            "room {now} of {room} kept for 10 connections"
+        );
+        assert_eq!(taken(&stack, LONG), (0..10).rev().collect::<Vec<_>>());
+    }
 
     #[tokio::test]
     async fn a_worker_takes_back_only_its_own_idle_connections_and_clear_closes_all() {

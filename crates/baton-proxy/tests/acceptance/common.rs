@@ -73,6 +73,16 @@ pub struct Sample {
 }
 
 pub async fn sample(id: &str, version: &str, idle_timeout_ms: Option<u64>) -> Sample {
+    sample_with_latency(id, version, idle_timeout_ms, 0).await
+}
+
+/// A sample app that waits `latency_ms` before each answer.
+pub async fn sample_with_latency(
+    id: &str,
+    version: &str,
+    idle_timeout_ms: Option<u64>,
+    latency_ms: u64,
+) -> Sample {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let opts = sample_app::SampleOptions {
@@ -82,7 +92,7 @@ pub async fn sample(id: &str, version: &str, idle_timeout_ms: Option<u64>) -> Sa
         instance: Some(id.to_string()),
         startup_delay_ms: 0,
         error_rate: 0.0,
-        latency_ms: 0,
+        latency_ms,
         fail_health: false,
         exit_after_ms: None,
         idle_timeout_ms,
@@ -132,6 +142,13 @@ pub async fn backend_closed_every_connection(backend: SocketAddr) {
 #[allow(dead_code)]
 pub fn established_to(backend: SocketAddr) -> usize {
     connections_to(backend).iter().filter(|&&s| s == 1).count()
+}
+
+/// How many TCP connections to `backend` from this host's side are in any state but
+/// ESTABLISHED: closing, closed and waiting out `TIME_WAIT`, or still connecting.
+#[allow(dead_code)]
+pub fn not_established_to(backend: SocketAddr) -> usize {
+    connections_to(backend).iter().filter(|&&s| s != 1).count()
 }
 
 /// The TCP states (as `/proc/net/tcp` numbers them; 1 is ESTABLISHED) of this host's

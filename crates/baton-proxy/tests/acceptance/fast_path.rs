@@ -137,3 +137,57 @@ async fn a_head_that_arrives_during_a_response_is_kept() {
     assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
     assert!(text.ends_with("v1\n"), "{text}");
 }
+
+/// An HTTP/2 client with 100 streams in flight needs 100 upstream connections at once
+/// (the backend answers each after a second). They are all kept when the responses
+/// end, and the next 100 streams are carried by the same connections: none is closed
+/// and none opened, where a pool of fewer would close the surplus after every wave and
+/// connect again for the next.
+#[tokio::test]
+async fn an_http2_client_s_concurrent_streams_keep_their_upstream_connections() {
+    const STREAMS: usize = 100;
+    let a = sample_with_latency("a1", "v1", None, 1000).await;
+    let p = start_proxy(ProxyConfig::default()).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![a.spec()])])))
+        .unwrap();
+    let client = h2(p.addr).await;
+    let wave = || {
+        let streams: Vec<_> = (0..STREAMS)
+            .map(|_| {
+                let (mut c, addr) = (client.clone(), p.addr);
+                tokio::spawn(async move {
+                    try_send_h2(&mut c, request("GET", "/", &[], ""), addr).await
+                })
+            })
+            .collect();
+        async move {
+            for s in streams {
+                let (status, ..) = s.await.unwrap().unwrap();
+                assert_eq!(status, StatusCode::OK);
+            }
+        }
+    };
+    wave().await;
+    assert!(
+        eventually(500, || established_to(a.addr) == STREAMS).await,
+        "after the first wave {} connections to the backend are open, not {STREAMS}",
+        established_to(a.addr)
+    );
+    assert_eq!(
+        not_established_to(a.addr),
+        0,
+        "the proxy closed upstream connections the first wave opened"
+    );
+    wave().await;
+    assert_eq!(
+        established_to(a.addr),
+        STREAMS,
+        "the second wave opened more"
+    );
+    assert_eq!(
+        not_established_to(a.addr),
+        0,
+        "the second wave did not reuse the first wave's connections"
+    );
+}

@@ -2,11 +2,13 @@
 """A/B of two baton builds on the CPU: the same load through each, alternating.
 
     python3 bench/ab.py --a /tmp/baton-before --b target/release/baton [--rounds 3]
+        [--modes keepalive,close,h2c]
 
 Each run starts a fresh baton (one worker, on core 0) and fresh backends with bench.py's
-`Bench` (core 1), warms up for 2 s, then runs `wrk -t1 -c32` for `--seconds` per mode
-(keep-alive, then `Connection: close`) on core 1, reading the proxy's CPU time from
-/proc before and after. The builds alternate, and which goes first flips every round, so
+`Bench` (core 1), warms up for 2 s, then runs each mode for `--seconds` on core 1 —
+`wrk -t1 -c32` keep-alive, `wrk` with `Connection: close`, `h2load -c32 -m10` over
+h2c (the default is the first two) — reading the proxy's CPU time from /proc before
+and after. The builds alternate, and which goes first flips every round, so
 a machine that gets busier or quieter during the runs is shared by both. Prints each run,
 then per mode and build the figures of every round: CPU µs per request (user + kernel),
 of it user, and req/s. Compare rounds against rounds; one pair of runs says little on a
@@ -21,10 +23,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench as B  # noqa: E402
 
-MODES = ("keepalive", "close")
+MODES = ("keepalive", "close", "h2c")
 
 
-def one_run(binary, seconds):
+def load(port, mode, seconds):
+    """One mode's load through `port`: a result with "requests" and "rps"."""
+    if mode == "h2c":
+        res = B.h2_throughput(port, seconds)
+        if res["failed"]:
+            raise RuntimeError(f"h2load: {res['failed']} requests failed")
+        res["requests"] = res["succeeded"]
+        return res
+    return B.run_wrk(port, mode, seconds, 32)
+
+
+def one_run(binary, seconds, modes):
     """Fresh backends and baton from `binary`; {mode: wrk result with CPU per request}."""
     out = {}
     with tempfile.TemporaryDirectory(prefix="baton-ab-") as tmp:
@@ -35,9 +48,9 @@ def one_run(binary, seconds):
             b.start_baton()
             port, pid = b.ports["baton"], b.pids["baton"]
             B.run_wrk(port, "keepalive", 2, 32)
-            for mode in MODES:
+            for mode in modes:
                 before = B.cpu_times(pid)
-                res = B.run_wrk(port, mode, seconds, 32)
+                res = load(port, mode, seconds)
                 if not res["requests"]:
                     raise RuntimeError(f"wrk completed no requests through {binary} ({mode})")
                 B.cpu_per_request(res, before, B.cpu_times(pid), res["requests"])
@@ -53,8 +66,14 @@ def main():
     ap.add_argument("--a", required=True, help="the first baton binary (e.g. the base)")
     ap.add_argument("--b", required=True, help="the second baton binary (e.g. the change)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=int, default=10, help="wrk's duration per mode")
+    ap.add_argument("--seconds", type=int, default=10, help="each mode's duration")
+    ap.add_argument("--modes", default="keepalive,close",
+                    help=f"comma-separated, of {', '.join(MODES)}")
     args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        sys.exit(f"ab: --modes {args.modes!r}: use one or more of {', '.join(MODES)}")
     builds = {"a": args.a, "b": args.b}
     for name, path in builds.items():
         if not Path(path).is_file():
@@ -67,14 +86,14 @@ def main():
         if r % 2:
             order.reverse()
         for name, path in order:
-            for mode, res in one_run(path, args.seconds).items():
+            for mode, res in one_run(path, args.seconds, modes).items():
                 runs.append((name, mode, res))
                 print(f"round {r + 1} {name} {mode:9} {res['rps']:9,.0f} req/s  "
                       f"CPU {res['cpu_us_per_req']:6.2f} µs/req  "
                       f"user {res['user_us_per_req']:5.2f}  kernel {res['sys_us_per_req']:6.2f}",
                       flush=True)
             time.sleep(1)
-    for mode in MODES:
+    for mode in modes:
         for name, path in builds.items():
             rs = [res for n, m, res in runs if n == name and m == mode]
             cpu = " / ".join(f"{x['cpu_us_per_req']:.2f}" for x in rs)

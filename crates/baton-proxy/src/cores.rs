@@ -1,10 +1,16 @@
-//! Per-core serving: with more than one worker, each worker is a thread with a
-//! current-thread tokio runtime of its own. Every listener is accepted on by every
-//! worker (one duplicate of its socket each), a connection stays on the worker that
-//! accepted it for its whole life, and each worker keeps its own idle upstream
-//! connections (`pool::IdlePool`), so a request is read, forwarded and answered
-//! without waking another thread. With one worker there are no worker threads: the
-//! proxy serves on the runtime it was started on, as it does in tests.
+//! Per-core serving: each worker is a thread with a current-thread tokio runtime of
+//! its own. Every listener is accepted on by every worker (one duplicate of its socket
+//! each), a connection stays on the worker that accepted it for its whole life, and
+//! each worker keeps its own idle upstream connections (`pool::IdlePool`), so a
+//! request is read, forwarded and answered without waking another thread.
+//!
+//! One worker is a thread too, not the runtime `main` builds: on a work-stealing
+//! runtime a task that wakes another hands it the rest of its turn (tokio's LIFO
+//! slot), so an HTTP/2 connection's task ran and wrote after every stream that
+//! finished — a `writev` for every two responses where one event loop writes one for
+//! every nine, at a quarter more CPU per h2c request (bench/README.md "One worker").
+//! Without `start` (tests, `Proxy::start` alone) the proxy serves on the runtime it
+//! was started on.
 //!
 //! The process's other work (controller, admin API, health checks) stays on the
 //! runtime `main` builds.
@@ -21,10 +27,10 @@ thread_local! {
     static INDEX: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Starts `count` worker threads (none when `count` ≤ 1, or when they already run).
+/// Starts `count` worker threads (none when `count` is 0, or when they already run).
 /// Each runs its runtime until the process exits.
 pub fn start(count: usize) -> std::io::Result<()> {
-    if count <= 1 || WORKERS.get().is_some() {
+    if count == 0 || WORKERS.get().is_some() {
         return Ok(());
     }
     let mut handles = Vec::with_capacity(count);
@@ -70,8 +76,8 @@ pub(crate) fn act_as(index: usize) {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn workers_are_named_threads_and_one_worker_needs_none() {
-        super::start(1).unwrap();
+    fn workers_are_named_threads_and_none_are_started_for_zero() {
+        super::start(0).unwrap();
         assert!(super::workers().is_empty());
         assert_eq!(super::count(), 1);
         super::start(2).unwrap();

@@ -264,9 +264,9 @@ fn main() -> ExitCode {
         .init();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = proxy_workers(&cli) {
-        // With more than one worker, each is a thread of its own
-        // (`baton_proxy::start_workers`) and this runtime keeps one thread for the rest
-        // (controller, admin API, health checks); with one, the proxy serves here.
+        // Each worker is a thread of its own (`baton_proxy::start_workers`), one as
+        // well, and this runtime keeps one thread for the rest (controller, admin API,
+        // health checks).
         if let Err(e) = baton_proxy::start_workers(workers) {
             eprintln!("error: cannot start the proxy's {workers} worker threads: {e}");
             return ExitCode::from(1);

@@ -407,6 +407,16 @@ impl Proxy {
 }
 
 impl Inner {
+    /// Closes the idle upstream connections that outlived `upstream_idle_timeout`, of
+    /// every backend (`pool::IdlePool::expire`); `server::serve` calls it every second.
+    fn expire_idle_upstreams(&self) {
+        let backends: Vec<Arc<Backend>> = lock(&self.registry).backends.values().cloned().collect();
+        let idle = self.config.load().upstream_idle_timeout;
+        for backend in backends {
+            backend.idle.expire(idle);
+        }
+    }
+
     fn env<'a>(
         &'a self,
         prev: &'a snapshot::Snapshot,

@@ -93,8 +93,8 @@ struct Queues {
 
 /// One worker's idle connections of one kind, newest last. A checkout takes the newest
 /// (the warmest): under a steady load the same few carry the requests, and those a
-/// burst opened stay at the oldest end until they have been idle for `max_idle`; each
-/// checkout closes at most one of those, so they go at the pace of the requests.
+/// burst opened stay at the oldest end until they have been idle for `max_idle`, when
+/// the proxy's sweep (`IdlePool::expire`, every second) closes them.
 struct Stack<T> {
     items: Mutex<VecDeque<(T, Instant)>>,
 }
@@ -111,29 +111,35 @@ impl<T> Stack<T> {
     }
 
     /// The newest connection idle for less than `max_idle` that `usable` accepts; the
-    /// ones refused on the way, and the oldest if it expired, are dropped (closed),
-    /// outside the lock.
+    /// ones refused on the way are dropped (closed), outside the lock.
     fn take(&self, max_idle: Duration, usable: impl Fn(&T) -> bool) -> Option<T> {
+        loop {
+            let (item, since) = lock(&self.items).pop_back()?;
+            if since.elapsed() < max_idle && usable(&item) {
+                return Some(item);
+            }
+        }
+    }
+
+    /// Drop (close) the connections idle for `max_idle` or longer, outside the lock,
+    /// and give back the room of a stack that emptied after a burst.
+    fn expire(&self, max_idle: Duration) {
         let now = Instant::now();
-        let expired = {
+        let mut expired = Vec::new();
+        {
             let mut items = lock(&self.items);
-            let expired = match items.front() {
-                Some((_, since)) if now.duration_since(*since) >= max_idle => items.pop_front(),
-                _ => None,
-            };
+            while let Some((_, since)) = items.front() {
+                if now.duration_since(*since) < max_idle {
+                    break;
+                }
+                expired.extend(items.pop_front());
+            }
             if items.capacity() > SHRINK_ABOVE && items.len() < items.capacity() / 4 {
                 let room = items.capacity() / 2;
                 items.shrink_to(room);
             }
-            expired
-        };
-        drop(expired);
-        loop {
-            let (item, since) = lock(&self.items).pop_back()?;
-            if now.duration_since(since) < max_idle && usable(&item) {
-                return Some(item);
-            }
         }
+        drop(expired);
     }
 
     /// Keep `item` as the newest; when `capacity` are kept, the oldest is closed.
@@ -207,6 +213,16 @@ impl IdlePool {
         }
         if let Some(mine) = self.mine() {
             mine.queue.put(sender, self.capacity);
+        }
+    }
+
+    /// Close the connections idle for `max_idle` or longer, of every worker: what a
+    /// burst opened and the load since has not needed, and connections of a backend
+    /// no request went to since.
+    pub fn expire(&self, max_idle: Duration) {
+        for q in self.workers.iter() {
+            q.queue.expire(max_idle);
+            q.conns.expire(max_idle);
         }
     }
 
@@ -326,7 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn refused_and_expired_connections_are_dropped_on_the_way() {
+    fn refused_and_outlived_connections_are_dropped_on_the_way() {
         let stack = Stack::new();
         for n in 1..=4 {
             stack.put(n, 10);
@@ -334,27 +350,20 @@ mod tests {
         assert_eq!(stack.take(LONG, |n| *n == 2), Some(2), "4 and 3 refused");
         assert_eq!(stack.len(), 1, "the refused ones were dropped");
         stack.put(7, 10);
-        assert!(taken(&stack, Duration::ZERO).is_empty(), "all expired");
+        assert!(taken(&stack, Duration::ZERO).is_empty(), "all too old");
         assert_eq!(stack.len(), 0);
     }
 
     #[test]
-    fn each_checkout_closes_the_oldest_if_it_outlived_the_idle_time() {
+    fn expire_closes_the_connections_that_outlived_the_idle_time_and_no_others() {
         let stack = Stack::new();
         let long_ago = Instant::now().checked_sub(Duration::from_secs(60)).unwrap();
         lock(&stack.items).push_back((1, long_ago));
         lock(&stack.items).push_back((2, long_ago));
         stack.put(3, 10);
         stack.put(4, 10);
-        let idle = Duration::from_secs(15);
-        assert_eq!(stack.take(idle, |_| true), Some(4));
-        assert_eq!(
-            stack.len(),
-            2,
-            "1 expired with that checkout, 2 waits for the next"
-        );
-        assert_eq!(stack.take(idle, |_| true), Some(3));
-        assert_eq!(stack.len(), 0, "2 expired too");
+        stack.expire(Duration::from_secs(15));
+        assert_eq!(taken(&stack, LONG), vec![4, 3]);
     }
 
     #[test]
@@ -367,6 +376,9 @@ mod tests {
         assert!(room >= 1000);
         for _ in 0..990 {
             stack.take(LONG, |_| true).unwrap();
+        }
+        for _ in 0..4 {
+            stack.expire(LONG);
         }
         let now = lock(&stack.items).capacity();
         assert!(

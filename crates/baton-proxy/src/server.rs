@@ -82,6 +82,7 @@ pub(crate) async fn serve(
         tokio::select! {
             _ = shutdown => {}
             _ = accepting => {}
+            _ = sweep(inner.clone()) => {}
         }
     } else {
         // One duplicate of the listening socket per worker: each worker's runtime
@@ -113,7 +114,10 @@ pub(crate) async fn serve(
                 }
             }));
         }
-        shutdown.await;
+        tokio::select! {
+            _ = shutdown => {}
+            _ = sweep(inner.clone()) => {}
+        }
         stop_accepting.cancel();
         for accepting in loops {
             let _ = accepting.await;
@@ -136,6 +140,20 @@ pub(crate) async fn serve(
     }
     inner.hard_stop.cancel();
     Ok(())
+}
+
+/// How often idle upstream connections are looked at for those to close.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Closes idle upstream connections as they outlive `upstream_idle_timeout`, also when
+/// no request comes to take them (`Inner::expire_idle_upstreams`); runs until dropped.
+async fn sweep(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        inner.expire_idle_upstreams();
+    }
 }
 
 /// Accepts on `listener` and serves each connection in a task of the calling runtime

@@ -138,6 +138,22 @@ async fn a_head_that_arrives_during_a_response_is_kept() {
     assert!(text.ends_with("v1\n"), "{text}");
 }
 
+/// `streams` GETs at once on one HTTP/2 connection; each must answer 200.
+async fn h2_wave(client: &H2, addr: std::net::SocketAddr, streams: usize) {
+    let streams: Vec<_> = (0..streams)
+        .map(|_| {
+            let mut c = client.clone();
+            tokio::spawn(
+                async move { try_send_h2(&mut c, request("GET", "/", &[], ""), addr).await },
+            )
+        })
+        .collect();
+    for s in streams {
+        let (status, ..) = s.await.unwrap().unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+}
+
 /// An HTTP/2 client with 100 streams in flight needs 100 upstream connections at once
 /// (the backend answers each after a second). They are all kept when the responses
 /// end, and the next 100 streams are carried by the same connections: none is closed
@@ -152,23 +168,7 @@ async fn an_http2_client_s_concurrent_streams_keep_their_upstream_connections() 
         .publish(&table(pools(vec![pool("v1", 100, vec![a.spec()])])))
         .unwrap();
     let client = h2(p.addr).await;
-    let wave = || {
-        let streams: Vec<_> = (0..STREAMS)
-            .map(|_| {
-                let (mut c, addr) = (client.clone(), p.addr);
-                tokio::spawn(async move {
-                    try_send_h2(&mut c, request("GET", "/", &[], ""), addr).await
-                })
-            })
-            .collect();
-        async move {
-            for s in streams {
-                let (status, ..) = s.await.unwrap().unwrap();
-                assert_eq!(status, StatusCode::OK);
-            }
-        }
-    };
-    wave().await;
+    h2_wave(&client, p.addr, STREAMS).await;
     assert!(
         eventually(500, || established_to(a.addr) == STREAMS).await,
         "after the first wave {} connections to the backend are open, not {STREAMS}",
@@ -179,7 +179,7 @@ async fn an_http2_client_s_concurrent_streams_keep_their_upstream_connections() 
         0,
         "the proxy closed upstream connections the first wave opened"
     );
-    wave().await;
+    h2_wave(&client, p.addr, STREAMS).await;
     assert_eq!(
         established_to(a.addr),
         STREAMS,
@@ -189,5 +189,29 @@ async fn an_http2_client_s_concurrent_streams_keep_their_upstream_connections() 
         not_established_to(a.addr),
         0,
         "the second wave did not reuse the first wave's connections"
+    );
+}
+
+/// Idle upstream connections are closed once idle for `upstream_idle_timeout`, also
+/// when no request comes to the backend again to find them so.
+#[tokio::test]
+async fn idle_upstream_connections_close_after_the_idle_timeout_with_no_more_requests() {
+    const STREAMS: usize = 10;
+    let a = sample_with_latency("a1", "v1", None, 300).await;
+    let p = start_proxy(ProxyConfig {
+        upstream_idle_timeout: std::time::Duration::from_secs(2),
+        ..ProxyConfig::default()
+    })
+    .await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![a.spec()])])))
+        .unwrap();
+    let client = h2(p.addr).await;
+    h2_wave(&client, p.addr, STREAMS).await;
+    assert_eq!(established_to(a.addr), STREAMS, "one connection per stream");
+    assert!(
+        eventually(1000, || established_to(a.addr) == 0).await,
+        "{} idle upstream connections still open 10 s after the idle timeout",
+        established_to(a.addr)
     );
 }

@@ -3,8 +3,10 @@
 //! backends without failing their requests, retries only what provably was not
 //! processed, and records per-version metrics.
 //!
-//! **Architecture Invariant:** the request path takes no lock and waits on nothing but
-//! the forwarding itself; the control side (`publish`, `drain`) never pauses it.
+//! **Architecture Invariant:** the request path waits on nothing but the forwarding
+//! itself; the control side (`publish`, `drain`) never pauses it. The only lock it
+//! takes is its own worker's idle-connection stack of the backend (`pool.rs`), which
+//! the sweep and a drain hold just long enough to move entries out.
 //!
 //! **Architecture Invariant:** a request that may have reached a backend is never sent
 //! again, except an idempotent request without a body that got no answer at all.

@@ -23,6 +23,10 @@ pub(crate) struct Backend {
     /// Absent from the published snapshot: gets no new requests, waits to be drained.
     removed: AtomicBool,
     ejected: AtomicBool,
+    /// Found dead (`abandon`) and not routed again since: a request that starts to wait
+    /// on it in the moments before the route table without it is published gives up at
+    /// once (`wait`), as one already waiting did.
+    dead: AtomicBool,
     /// Past its drain deadline: nothing new (not even a retry) may start on it.
     closed: AtomicBool,
     failures: AtomicU32,
@@ -57,11 +61,14 @@ impl Watched {
         &self.fd
     }
 
-    /// A request that can be sent again now waits here for its response head.
-    pub fn wait(&self) {
+    /// A request that can be sent again now waits here for its response head (see
+    /// `Backend::wait`).
+    fn wait(&self) {
+        // SeqCst with `Backend::abandon`'s: either it finds this wait, or this finds
+        // the backend dead.
         let _ = self
             .state
-            .compare_exchange(IDLE, WAITING, Ordering::AcqRel, Ordering::Acquire);
+            .compare_exchange(IDLE, WAITING, Ordering::SeqCst, Ordering::SeqCst);
     }
 
     /// The wait is over (a head came, or the exchange failed): whether the request may
@@ -102,6 +109,7 @@ impl Backend {
             upgraded: AtomicU64::new(0),
             removed: AtomicBool::new(false),
             ejected: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             failures: AtomicU32::new(0),
             drained: Notify::new(),
@@ -155,6 +163,7 @@ impl Backend {
             self.idle.clear();
         } else {
             self.closed.store(false, SeqCst);
+            self.dead.store(false, SeqCst);
         }
         // A drain waiting on this backend re-checks its state.
         self.drained.notify_waiters();
@@ -191,20 +200,42 @@ impl Backend {
     /// request that can be sent again waits for its response head are shut down, so
     /// that the request goes to another backend now (requests with a body keep waiting:
     /// the backend may only be slow).
+    /// Until the backend is routed again, a request that starts to wait on it gives up
+    /// at once (`wait`).
     pub fn abandon(&self) {
+        self.dead.store(true, SeqCst);
         self.idle.clear();
         let sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
         for socket in sockets.iter().filter_map(Weak::upgrade) {
             let waiting = socket.state.compare_exchange(
                 WAITING,
                 ABANDONED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
             );
             if waiting.is_ok() {
                 shut(&socket.fd);
             }
         }
+    }
+
+    /// A request that can be sent again now waits on `watched` (one of this backend's
+    /// connections) for its response head, until `abandon` ends the wait. On a backend
+    /// already abandoned (found dead while still in the route table, which is published
+    /// without it moments later) the wait ends at once: the request goes to another
+    /// backend instead of waiting out `upstream_header_timeout`. False when it ended so.
+    pub fn wait(&self, watched: &Watched) -> bool {
+        watched.wait();
+        if self.dead.load(SeqCst)
+            && watched
+                .state
+                .compare_exchange(WAITING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            shut(&watched.fd);
+            return false;
+        }
+        true
     }
 
     /// Follows the upstream connection on `socket` for `abandon` and `close_all`; fails

@@ -448,7 +448,9 @@ impl Inner {
             // A request that can be sent again lets `Backend::abandon` end its wait.
             let can_resend = replay.is_some() && !retried;
             if let Some(w) = sender.watched().filter(|_| can_resend) {
-                w.wait();
+                // On a backend found dead the wait ends at once, and the request,
+                // on a socket shut down, goes elsewhere (below).
+                let _ = backend.wait(w);
             }
             let outcome = tokio::time::timeout(header_timeout, sender.try_send_request(req)).await;
             if can_resend && sender.watched().is_some_and(|w| !w.answered()) {

@@ -140,7 +140,9 @@ pub(crate) async fn send(
     let head = &conn.buf;
     // From here the request waits for its answer; a request without a body can be sent
     // again, so `Backend::abandon` may end the wait (by shutting the socket).
-    conn.watched.wait();
+    if !backend.wait(&conn.watched) {
+        return Err(SendError::Abandoned);
+    }
     // The first write tells a dead pooled connection (reset by the upstream) from a
     // request that may have been seen: nothing of the head was accepted.
     let written = match deadline.within(conn.stream.write(head)).await? {

@@ -612,6 +612,18 @@ async fn requests_waiting_on_a_backend_found_dead_go_to_another_when_they_can() 
     // body) can be sent again, and are.
     let addr = p.addr;
     for method in ["GET", "DELETE"] {
+        // Routed again (out of the table and back) after the last one found it dead:
+        // until then no request would start to wait on it (the next test).
+        p.proxy
+            .publish(&table(pools(vec![pool("v1", 1, vec![good.spec()])])))
+            .unwrap();
+        p.proxy
+            .publish(&table(pools(vec![pool(
+                "v1",
+                1,
+                vec![dead_again.clone(), good.spec()],
+            )])))
+            .unwrap();
         let task = waiting_on_silent(addr, &mut received, method, "").await;
         p.proxy.abandon("dead");
         let answer = task.await.unwrap();
@@ -645,4 +657,47 @@ async fn requests_waiting_on_a_backend_found_dead_go_to_another_when_they_can() 
         )])))
         .unwrap();
     assert!(p.proxy.abandoned().is_empty());
+}
+
+/// Between a backend found dead and the route table published without it, requests are
+/// still routed to it. One that can be sent again gives up at once instead of starting
+/// to wait (which nothing would end: the backend was already abandoned), and goes to
+/// another backend: the silent one never gets it, and the client gets the good one's
+/// answer, not a 504 after the response-head timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_routed_to_a_backend_already_found_dead_go_to_another_at_once() {
+    let good = sample("good", "v1", None).await;
+    let (silent, mut received) = silent_backend().await;
+    let p = start_proxy(ProxyConfig {
+        upstream_header_timeout: Duration::from_secs(30),
+        ..ProxyConfig::default()
+    })
+    .await;
+    let dead = baton_core::BackendSpec {
+        id: "dead".into(),
+        addr: silent,
+    };
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 1, vec![dead, good.spec()])])))
+        .unwrap();
+    // Found dead while still in the route table, before any request used it.
+    p.proxy.abandon("dead");
+    for method in ["GET", "DELETE"] {
+        let mut direct = h1(good.spec().addr).await;
+        let expected = try_send(&mut direct, request(method, "/", &[], ""))
+            .await
+            .unwrap();
+        for i in 0..20 {
+            let mut c = h1(p.addr).await;
+            let answer = try_send(&mut c, request(method, "/", &[], ""))
+                .await
+                .unwrap();
+            assert_eq!(answer.0, expected.0, "{method} {i}");
+            assert_eq!(version_of(&answer), "v1", "{method} {i}");
+        }
+    }
+    assert!(
+        received.try_recv().is_err(),
+        "a request reached the backend found dead"
+    );
 }

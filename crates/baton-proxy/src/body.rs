@@ -27,23 +27,26 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 
-/// A client request's body as the request handler gets it: hyper's, or none at all
-/// (a request the HTTP/1 fast path (`h1server`) read, which never has one).
+/// A client request's body as the request handler gets it: hyper's (HTTP/1.1 requests
+/// hyper serves), an HTTP/2 stream's (`h2server`), or none at all (a request the
+/// HTTP/1 fast path (`h1server`) read, which never has one).
 pub(crate) enum Inbound {
     Hyper(Incoming),
+    H2(H2Body),
     Empty,
 }
 
 impl Body for Inbound {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Inbound::Hyper(b) => Pin::new(b).poll_frame(cx),
+            Inbound::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inbound::H2(b) => b.poll_frame(cx),
             Inbound::Empty => Poll::Ready(None),
         }
     }
@@ -51,6 +54,7 @@ impl Body for Inbound {
     fn is_end_stream(&self) -> bool {
         match self {
             Inbound::Hyper(b) => b.is_end_stream(),
+            Inbound::H2(b) => b.recv.is_end_stream(),
             Inbound::Empty => true,
         }
     }
@@ -58,7 +62,54 @@ impl Body for Inbound {
     fn size_hint(&self) -> SizeHint {
         match self {
             Inbound::Hyper(b) => b.size_hint(),
+            Inbound::H2(b) => b
+                .content_length
+                .map_or_else(SizeHint::new, SizeHint::with_exact),
             Inbound::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// An HTTP/2 request's body: the stream's DATA frames, then its trailers. Each chunk's
+/// bytes go back to the client's flow-control window as soon as they are taken, so the
+/// client sends on while the proxy forwards (h2 itself refuses a body that disagrees
+/// with the request's `Content-Length`).
+pub(crate) struct H2Body {
+    recv: h2::RecvStream,
+    /// The request's `Content-Length`, when it gave one.
+    content_length: Option<u64>,
+    data_done: bool,
+}
+
+impl H2Body {
+    pub fn new(recv: h2::RecvStream, content_length: Option<u64>) -> H2Body {
+        H2Body {
+            recv,
+            content_length,
+            data_done: false,
+        }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                // RST_STREAM NO_ERROR: the client needs no more of an answer (RFC 9113
+                // §8.1): the body ends here, it did not fail.
+                Some(Err(e)) if e.reason() == Some(h2::Reason::NO_ERROR) => {
+                    return Poll::Ready(None)
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                None => self.data_done = true,
+            }
+        }
+        match ready!(self.recv.poll_trailers(cx)) {
+            Ok(trailers) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
+            Err(e) if e.reason() == Some(h2::Reason::NO_ERROR) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e.into()))),
         }
     }
 }
@@ -71,7 +122,7 @@ pub(crate) enum RequestBody {
 
 /// The client's body: what was read ahead (sent first), then the rest as it arrives.
 pub(crate) struct ClientBody {
-    inner: Incoming,
+    inner: Inbound,
     /// Data read ahead before a backend was chosen, not yet sent upstream.
     buffered: Option<Bytes>,
     /// Trailers read ahead (only when the whole body was read ahead).
@@ -102,8 +153,8 @@ pub(crate) struct BodyProgress {
 /// never gets a complete request.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RequestBodyError {
-    #[error(transparent)]
-    Client(#[from] hyper::Error),
+    #[error("{0}")]
+    Client(BoxError),
     #[error("the request body is larger than max_request_body ({limit} bytes)")]
     TooLarge { limit: u64 },
     #[error("the client sent no request body bytes for {timeout:?} (body_read_timeout)")]
@@ -123,10 +174,9 @@ impl RequestBody {
         limits: &BodyLimits,
         metrics: &Arc<MetricsRegistry>,
     ) -> (RequestBody, Option<Arc<BodyProgress>>) {
-        let inner = match inner {
-            Inbound::Hyper(inner) if !inner.is_end_stream() => inner,
-            _ => return (RequestBody::Empty, None),
-        };
+        if inner.is_end_stream() {
+            return (RequestBody::Empty, None);
+        }
         let progress = Arc::new(BodyProgress::default());
         let body = ClientBody {
             inner,
@@ -208,7 +258,7 @@ impl ClientBody {
             }
             Some(Err(e)) => {
                 self.ended = true;
-                Poll::Ready(Some(Err(e.into())))
+                Poll::Ready(Some(Err(RequestBodyError::Client(e))))
             }
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {

@@ -760,7 +760,7 @@ where
 }
 
 /// The `date` header's value, formatted once a second per thread (as hyper caches it).
-mod date {
+pub(crate) mod date {
     use std::cell::RefCell;
     use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -778,6 +778,14 @@ mod date {
             }
             dst.extend_from_slice(c.1.as_bytes());
         });
+    }
+
+    /// The value as a header value (HTTP/2 responses without one of their own).
+    pub fn value() -> http::HeaderValue {
+        let mut buf = Vec::with_capacity(29);
+        extend(&mut buf);
+        http::HeaderValue::from_maybe_shared(bytes::Bytes::from(buf))
+            .unwrap_or_else(|_| http::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
     }
 }
 

@@ -22,7 +22,8 @@
 //!   length (and drops equal duplicate lengths); a shadow framing tracker on the socket
 //!   (`h1guard`) catches these and every other ambiguous framing, so the client gets
 //!   400 and the connection is closed before anything reaches a backend. Oversized
-//!   heads get 431 from hyper. docs/SECURITY.md lists every case and its status.
+//!   heads get 431 (`server.rs` judges the head the fast path hands over; hyper the
+//!   later ones). docs/SECURITY.md lists every case and its status.
 //! - A slow request head gets 408 and its connection closed (hyper's own
 //!   `header_read_timeout` is not used because it also closes idle keep-alive
 //!   connections, and it sends no 408).
@@ -50,6 +51,7 @@ mod forward;
 mod h1client;
 mod h1guard;
 mod h1server;
+mod h2server;
 mod headers;
 mod passive;
 mod pool;

@@ -10,8 +10,8 @@
 //! closed after that response. Idle means no request in progress and no bytes from
 //! the client.
 //!
-//! HTTP/2 limits (CVE-2023-44487 rapid reset, CVE-2024-27316-class CONTINUATION
-//! floods) are set explicitly in `builder`; docs/SECURITY.md lists them.
+//! HTTP/2 is served by `h2server`, which sets its limits (CVE-2023-44487 rapid reset,
+//! CVE-2024-27316-class CONTINUATION floods) explicitly; docs/SECURITY.md lists them.
 
 use crate::body::{BoxError, Inbound};
 use crate::conn::{Rewind, TrackedIo};
@@ -19,13 +19,15 @@ use crate::cores;
 use crate::forward::ClientConn;
 use crate::h1guard::{ConnState, MAX_HEADERS};
 use crate::h1server::{self, Outcome};
+use crate::h2server;
 use crate::headers::Peer;
 use crate::tls::{self, Handshake};
 use crate::{Inner, ProxyConfig};
+use bytes::BytesMut;
 use http::HeaderValue;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -41,14 +43,10 @@ use tokio_util::task::TaskTracker;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// hyper refuses a read buffer smaller than this.
 const MIN_BUF: usize = 8192;
-/// Streams one HTTP/2 connection may have open at once.
-pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
-/// Streams a client may reset before the server accepted them (rapid reset); one more
-/// and the connection gets GOAWAY `ENHANCE_YOUR_CALM`.
-pub(crate) const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
-/// Streams the server may reset because of client protocol errors before it sends
-/// GOAWAY `ENHANCE_YOUR_CALM`.
-pub(crate) const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// What a request head longer than `max_header_bytes` gets before its connection is
+/// closed.
+const HEADERS_TOO_LARGE: &[u8] =
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 /// What a too-slow request head gets before its connection is closed.
 const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
@@ -205,23 +203,16 @@ async fn accept(
 /// What a connection is served with: the settings in force when it was accepted.
 struct Served {
     config: Arc<ProxyConfig>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<http1::Builder>,
 }
 
-fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .keep_alive(true)
+/// hyper's HTTP/1.1 server, for the heads the fast path leaves to it.
+fn builder(config: &ProxyConfig) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.keep_alive(true)
         .header_read_timeout(None)
         .max_headers(MAX_HEADERS)
         .max_buf_size(config.max_header_bytes.max(MIN_BUF));
-    // The header list limit also bounds CONTINUATION frames: h2 allows only as many
-    // as that limit needs and answers more with GOAWAY ENHANCE_YOUR_CALM.
-    b.http2()
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
-        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
-        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
     b
 }
 
@@ -381,12 +372,13 @@ fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
 }
 
 /// One connection's HTTP: the fast path (`h1server`) while the client sends plain
-/// `GET`/`HEAD` requests, then hyper (HTTP/1.1 with upgrades, or h2) from the first
-/// head the fast path leaves to it, with the bytes already read put back in front.
+/// `GET`/`HEAD` requests; then, from the first head the fast path leaves, HTTP/2
+/// (`h2server`) when the connection starts with its preface, else hyper's HTTP/1.1
+/// (with upgrades) — either with the bytes already read put back in front.
 async fn run_conn<S>(
     inner: Arc<Inner>,
     client: Arc<ClientConn>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<http1::Builder>,
     mut io: TrackedIo<S>,
     max_head: usize,
     graceful: CancellationToken,
@@ -394,13 +386,26 @@ async fn run_conn<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let first = match h1server::serve(&mut io, &inner, &client, max_head, &graceful).await {
+    let mut first = match h1server::serve(&mut io, &inner, &client, max_head, &graceful).await {
         Outcome::Closed => return Ok(()),
         Outcome::Handoff(first) => first,
     };
+    if is_h2(&mut first, &mut io).await {
+        let io = Rewind::new(first, io);
+        // Boxed: a connection served over HTTP/1 to its end never needs room for it.
+        return Box::pin(h2server::serve(io, &inner, &client, max_head, &graceful)).await;
+    }
+    // hyper applies its buffer limit only while a head is still incomplete, so a head
+    // that one read completes gets through however long it is; the head the fast path
+    // left over is judged here instead, by the same limit.
+    if head_too_large(&first, max_head.max(MIN_BUF)) {
+        use tokio::io::AsyncWriteExt as _;
+        let _ = io.write_all(HEADERS_TOO_LARGE).await;
+        let _ = io.shutdown().await;
+        return Ok(());
+    }
     // Each request's future is boxed where it is made: hyper moves the future it is
-    // given several times (an HTTP/2 stream's into a task of its own), and the request
-    // handler's future is kilobytes.
+    // given several times, and the request handler's future is kilobytes.
     let service = service_fn(move |req| {
         let inner = inner.clone();
         let client = client.clone();
@@ -414,14 +419,53 @@ where
     });
     // Boxed: a connection the fast path serves to its end never needs room for hyper's.
     let mut conn = Box::pin(
-        builder.serve_connection_with_upgrades(TokioIo::new(Rewind::new(first, io)), service),
+        builder
+            .serve_connection(TokioIo::new(Rewind::new(first, io)), service)
+            .with_upgrades(),
     );
     tokio::select! {
-        res = conn.as_mut() => return res,
+        res = conn.as_mut() => return res.map_err(Into::into),
         _ = graceful.cancelled() => {}
     }
     conn.as_mut().graceful_shutdown();
-    conn.await
+    conn.await.map_err(Into::into)
+}
+
+/// Whether the request head at the start of `buf` is longer than `max` bytes (it ends
+/// past `max`, or `buf` holds more than `max` bytes and no end of it).
+fn head_too_large(buf: &[u8], max: usize) -> bool {
+    if buf.len() <= max {
+        return false;
+    }
+    // A head ends with an empty line: a line feed, then CRLF or another line feed (bare
+    // line feeds are taken by hyper's parser too). The first `max` bytes hold any end
+    // of a head within `max`.
+    let window = &buf[..max];
+    memchr::memmem::find(window, b"\n\r\n").is_none()
+        && memchr::memmem::find(window, b"\n\n").is_none()
+}
+
+/// Whether the connection starts with HTTP/2's preface. `first` is what was read so
+/// far; while it is a proper beginning of the preface, more is read into it. A client
+/// that ends before the whole preface is left to hyper (which answers what it can).
+async fn is_h2<S>(first: &mut BytesMut, io: &mut TrackedIo<S>) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt as _;
+    loop {
+        let n = first.len().min(h2server::PREFACE.len());
+        if first[..n] != h2server::PREFACE[..n] {
+            return false;
+        }
+        if n == h2server::PREFACE.len() {
+            return true;
+        }
+        match io.read_buf(first).await {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// How often a connection being drained at shutdown is looked at.
@@ -615,6 +659,30 @@ impl Watchdog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_is_too_large_when_it_does_not_end_within_the_limit() {
+        let head =
+            |pad: usize, end: &str| format!("GET / HTTP/1.1\r\nX: {}\r\n{end}", "a".repeat(pad));
+        // 16 + 3 + 2 = 21 bytes around the padding, 2 for the final CRLF.
+        let exact = head(100 - 23, "\r\n");
+        assert_eq!(exact.len(), 100);
+        assert!(!head_too_large(exact.as_bytes(), 100));
+        assert!(head_too_large(head(100 - 22, "\r\n").as_bytes(), 100));
+        // Bare line feeds end a head too; bytes after the head (a body, the next
+        // request) are not counted.
+        assert!(!head_too_large(
+            format!("{}{}", head(10, "\n"), "b".repeat(500)).as_bytes(),
+            100
+        ));
+        assert!(!head_too_large(
+            format!("{}{}", head(10, "\r\n"), "b".repeat(500)).as_bytes(),
+            100
+        ));
+        // No end at all in more than the limit.
+        assert!(head_too_large("a".repeat(101).as_bytes(), 100));
+        assert!(!head_too_large("a".repeat(100).as_bytes(), 100));
+    }
 
     #[test]
     fn client_addresses_are_written_as_text() {

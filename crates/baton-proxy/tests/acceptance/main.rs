@@ -8,6 +8,7 @@ mod compression;
 mod draining;
 mod failures;
 mod fast_path;
+mod http2;
 mod publish;
 mod selection;
 mod shutdown;

@@ -1,0 +1,117 @@
+//! HTTP/2 as `h2server` serves it, over real connections: what the proxy adds to and
+//! takes out of a response, and a stream the client gives up on.
+
+use crate::common::*;
+use baton_core::BackendSpec;
+use baton_proxy::ProxyConfig;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An HTTP/2 client of the `h2` crate (which, unlike hyper's, can reset a stream).
+async fn h2_client(addr: std::net::SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+fn get(path: &str) -> Request<()> {
+    Request::get(format!("http://proxy.test{path}"))
+        .body(())
+        .unwrap()
+}
+
+/// A backend that answers every request on a connection with `response`, as written.
+async fn raw_backend(response: &'static [u8]) -> BackendSpec {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        if stream.write_all(response).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    BackendSpec {
+        id: "raw".into(),
+        addr,
+    }
+}
+
+/// A response without `date` gets one, as every HTTP/1.1 response from the proxy does;
+/// its body arrives whole, with the length it was sent with.
+#[tokio::test]
+async fn an_http2_response_without_a_date_gets_one() {
+    let backend =
+        raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-App: raw\r\n\r\nhello").await;
+    let p = start_proxy(ProxyConfig::default()).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![backend])])))
+        .unwrap();
+    let mut client = h2_client(p.addr).await;
+    let (response, _) = client.send_request(get("/"), true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let date = response.headers().get("date").expect("no date header");
+    httpdate::parse_http_date(date.to_str().unwrap()).expect("date is not an HTTP date");
+    assert_eq!(response.headers()["x-app"], "raw");
+    assert_eq!(response.headers()["content-length"], "5");
+    let mut body = response.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = body.data().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(got, b"hello");
+}
+
+/// A stream the client resets while its request waits for the backend takes the
+/// exchange with it: the upstream connection is closed at once, not held until the
+/// backend answers (30 s later) — as on HTTP/1 when the client closes its connection.
+/// The connection to the client stays up and serves the next stream.
+#[tokio::test]
+async fn a_stream_the_client_resets_drops_its_upstream_exchange() {
+    let slow = sample_with_latency("a1", "v1", None, 30_000).await;
+    let p = start_proxy(ProxyConfig::default()).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![slow.spec()])])))
+        .unwrap();
+    let mut client = h2_client(p.addr).await;
+    let (response, send) = client.send_request(get("/"), true).unwrap();
+    assert!(
+        eventually(1000, || established_to(slow.addr) == 1).await,
+        "the request never reached the backend"
+    );
+    // Dropping every handle of a stream that has not ended resets it (CANCEL).
+    drop(response);
+    drop(send);
+    assert!(
+        eventually(1000, || established_to(slow.addr) == 0).await,
+        "the upstream connection is still open 10 s after the client reset its stream"
+    );
+    let fast = sample("b1", "v2", None).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v2", 100, vec![fast.spec()])])))
+        .unwrap();
+    let (response, _) = client.send_request(get("/"), true).unwrap();
+    assert_eq!(response.await.unwrap().status(), StatusCode::OK);
+}

@@ -589,12 +589,20 @@ async fn waiting_on_silent(
     panic!("no {method} reached the silent backend in 100 tries");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_waiting_on_a_backend_found_dead_go_to_another_when_they_can() {
+/// A proxy with this response-head timeout routing `v1` to a silent backend ("dead")
+/// and a good one; the dead one's spec, and what reaches the silent backend.
+async fn silent_and_good(
+    head_timeout: Duration,
+) -> (
+    TestProxy,
+    Sample,
+    baton_core::BackendSpec,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
     let good = sample("good", "v1", None).await;
-    let (silent, mut received) = silent_backend().await;
+    let (silent, received) = silent_backend().await;
     let p = start_proxy(ProxyConfig {
-        upstream_header_timeout: Duration::from_secs(3),
+        upstream_header_timeout: head_timeout,
         ..ProxyConfig::default()
     })
     .await;
@@ -602,10 +610,19 @@ async fn requests_waiting_on_a_backend_found_dead_go_to_another_when_they_can() 
         id: "dead".into(),
         addr: silent,
     };
-    let dead_again = dead.clone();
     p.proxy
-        .publish(&table(pools(vec![pool("v1", 1, vec![dead, good.spec()])])))
+        .publish(&table(pools(vec![pool(
+            "v1",
+            1,
+            vec![dead.clone(), good.spec()],
+        )])))
         .unwrap();
+    (p, good, dead, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_on_a_backend_found_dead_go_to_another_when_they_can() {
+    let (p, good, dead_again, mut received) = silent_and_good(Duration::from_secs(3)).await;
     // One at a time (the balancer prefers the backend with fewer requests in flight),
     // a request waits on the silent backend, which is then found dead (its health
     // checks failed). A GET (the fast path) and a DELETE (hyper's client: idempotent, no
@@ -666,20 +683,7 @@ async fn requests_waiting_on_a_backend_found_dead_go_to_another_when_they_can() 
 /// answer, not a 504 after the response-head timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_routed_to_a_backend_already_found_dead_go_to_another_at_once() {
-    let good = sample("good", "v1", None).await;
-    let (silent, mut received) = silent_backend().await;
-    let p = start_proxy(ProxyConfig {
-        upstream_header_timeout: Duration::from_secs(30),
-        ..ProxyConfig::default()
-    })
-    .await;
-    let dead = baton_core::BackendSpec {
-        id: "dead".into(),
-        addr: silent,
-    };
-    p.proxy
-        .publish(&table(pools(vec![pool("v1", 1, vec![dead, good.spec()])])))
-        .unwrap();
+    let (p, good, _, mut received) = silent_and_good(Duration::from_secs(30)).await;
     // Found dead while still in the route table, before any request used it.
     p.proxy.abandon("dead");
     for method in ["GET", "DELETE"] {

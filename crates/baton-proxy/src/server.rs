@@ -383,11 +383,12 @@ fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
     let len = match ip {
         std::net::IpAddr::V4(v4) => write_ipv4(v4, &mut buf),
         std::net::IpAddr::V6(v6) => {
+            let room = buf.len();
             let mut rest = &mut buf[..];
             if write!(rest, "{v6}").is_err() {
                 return HeaderValue::from_static("unknown");
             }
-            48 - rest.len()
+            room - rest.len()
         }
     };
     HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
@@ -493,6 +494,25 @@ fn head_too_large(buf: &[u8], max: usize) -> bool {
 /// far; while it is a proper beginning of the preface, more is read into it. A client
 /// that ends before the whole preface is left to hyper (which answers what it can).
 async fn is_h2<S>(first: &mut BytesMut, io: &mut TrackedIo<S>) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    // The rest of a preface is timed as a request head: the framing guard stops
+    // following at its first line (`PRI * HTTP/2.0`), so without this a client that
+    // sent that line and nothing more would hold the connection for good. Only when no
+    // head is being timed already (a partial first line is, by the guard).
+    let timed = io.state().head_age().is_none();
+    if timed {
+        io.state().head_begins();
+    }
+    let h2 = preface_completes(first, io).await;
+    if timed {
+        io.state().head_ends();
+    }
+    h2
+}
+
+async fn preface_completes<S>(first: &mut BytesMut, io: &mut TrackedIo<S>) -> bool
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

@@ -115,3 +115,35 @@ async fn a_stream_the_client_resets_drops_its_upstream_exchange() {
     let (response, _) = client.send_request(get("/"), true).unwrap();
     assert_eq!(response.await.unwrap().status(), StatusCode::OK);
 }
+
+/// A client that sends the preface's first line (`PRI * HTTP/2.0`, a complete HTTP/1
+/// head to the framing guard, which stops following there) and then nothing: the rest
+/// of the preface is timed as a request head, so the connection gets the slow head's
+/// 408 and is closed, as a partial HTTP/1 head is — not held open for good.
+#[tokio::test]
+async fn a_preface_that_stops_after_its_first_line_is_cut_off_as_a_slow_head() {
+    let p = start_proxy(ProxyConfig {
+        client_header_timeout: std::time::Duration::from_millis(300),
+        ..ProxyConfig::default()
+    })
+    .await;
+    for sent in [
+        &b"PRI * HTTP/2.0\r\n\r\n"[..],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n",
+    ] {
+        let mut s = TcpStream::connect(p.addr).await.unwrap();
+        s.write_all(sent).await.unwrap();
+        let mut answer = Vec::new();
+        // The bound only keeps a regression from hanging the suite: the idle timeout
+        // (60 s) is far beyond it, and only the head timeout (0.3 s) closes.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            s.read_to_end(&mut answer),
+        )
+        .await
+        .expect("the connection was still open 20 s after a partial preface")
+        .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{sent:?}: {answer}");
+    }
+}

@@ -537,12 +537,16 @@ impl ResponseBody {
 /// headers calls this first. Only the client side's HTTP/1.1 fast path writes the
 /// fields without a map.
 pub(crate) fn materialize(res: &mut Response<ResponseBody>) {
-    let Some(fields) = res.body_mut().take_fields() else {
-        return;
-    };
+    if let Some(fields) = res.body_mut().take_fields() {
+        prepend_fields(&fields, res.headers_mut());
+    }
+}
+
+/// Puts `fields` into `headers` ahead of the fields already there.
+pub(crate) fn prepend_fields(fields: &crate::h1client::Fields, headers: &mut HeaderMap) {
     let mut map = fields.to_map();
     let mut last: Option<http::HeaderName> = None;
-    for (name, value) in std::mem::take(res.headers_mut()) {
+    for (name, value) in std::mem::take(headers) {
         if let Some(name) = name {
             last = Some(name);
         }
@@ -550,7 +554,7 @@ pub(crate) fn materialize(res: &mut Response<ResponseBody>) {
             map.append(name.clone(), value);
         }
     }
-    *res.headers_mut() = map;
+    *headers = map;
 }
 
 /// An error of a body on its way through: hyper's or `h1client`'s.

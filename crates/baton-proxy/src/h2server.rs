@@ -15,15 +15,21 @@
 //! A stream's request goes to `Inner::handle` like any other, with its body as
 //! `Inbound::H2`; the answer comes back as the `ResponseBody` the HTTP/1 side sends. A
 //! connection that ends (or fails) drops the exchanges still in progress on it.
+//!
+//! An HTTP/1 upstream's header fields (kept by `h1client` as the head's bytes) are
+//! encoded into the HPACK block from those bytes (`h2::EncodedFields`, a BATON-PATCH of
+//! the vendored h2), not first made into a `HeaderMap` for h2 to encode: that map cost
+//! about as much as the rest of the response's HTTP/2 framing.
 
-use crate::body::{materialize, BoxError, H2Body, Inbound, ResponseBody};
+use crate::body::{prepend_fields, BoxError, H2Body, Inbound, ResponseBody};
 use crate::forward::ClientConn;
+use crate::h1client::Fields;
 use crate::h1server::date;
 use crate::Inner;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::{Builder, SendResponse};
-use h2::{Reason, RecvStream, SendStream};
+use h2::{EncodedFields, Reason, RecvStream, SendStream};
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Response};
 use http_body::Body;
@@ -97,7 +103,9 @@ where
         loop {
             match conn.poll_accept(cx) {
                 Poll::Ready(Some(Ok((request, respond)))) => {
-                    streams.push(exchange(inner, client, request, respond));
+                    // Boxed: the exchange's future is large, and `push` would move it
+                    // three times over into its task.
+                    streams.push(Box::pin(exchange(inner, client, request, respond)));
                 }
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error.into())),
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
@@ -164,30 +172,70 @@ async fn run_exchange(
         }
     })
     .await?;
-    materialize(&mut response);
+    let upstream = response.body_mut().take_fields();
     let (head, body) = response.into_parts();
     let mut head = Response::from_parts(head, ());
-    strip_connection_fields(head.headers_mut());
-    if !head.headers().contains_key(header::DATE) {
-        head.headers_mut().insert(header::DATE, date::value());
-    }
-    if body.is_end_stream() {
-        respond.send_response(head, true)?;
-        return Ok(());
-    }
-    if let Some(len) = body.size_hint().exact() {
-        if !head.headers().contains_key(header::CONTENT_LENGTH) {
-            head.headers_mut()
-                .insert(header::CONTENT_LENGTH, len.into());
+    let mut encoded = None;
+    if let Some(fields) = upstream {
+        match encode_fields(&fields) {
+            Some(fields) => encoded = Some(fields),
+            None => prepend_fields(&fields, head.headers_mut()),
         }
     }
-    let tx = respond.send_response(head, false)?;
+    strip_connection_fields(head.headers_mut());
+    let (has_date, has_length) = encoded
+        .as_ref()
+        .map_or((false, false), |e| (e.date, e.length));
+    if !has_date && !head.headers().contains_key(header::DATE) {
+        head.headers_mut().insert(header::DATE, date::value());
+    }
+    let end = body.is_end_stream();
+    if !end {
+        if let Some(len) = body.size_hint().exact() {
+            if !has_length && !head.headers().contains_key(header::CONTENT_LENGTH) {
+                head.headers_mut()
+                    .insert(header::CONTENT_LENGTH, len.into());
+            }
+        }
+    }
+    let tx = match encoded {
+        Some(e) => respond.send_response_with_fields(head, e.fields, end)?,
+        None => respond.send_response(head, end)?,
+    };
+    if end {
+        return Ok(());
+    }
     Pipe {
         body,
         tx,
         waiting: None,
     }
     .await
+}
+
+/// An upstream's HTTP/1 header fields encoded for h2 as they are, without a
+/// `HeaderMap`, and whether `date` and `content-length` are among them.
+struct Encoded {
+    fields: EncodedFields,
+    date: bool,
+    length: bool,
+}
+
+/// `None` when a field is not one HTTP/2 may carry: those go through the map, whose
+/// `strip_connection_fields` takes out what HTTP/2 forbids. (`h1client` has already
+/// taken out the hop-by-hop fields, so this is rare.)
+fn encode_fields(fields: &Fields) -> Option<Encoded> {
+    let mut encoded = Encoded {
+        fields: EncodedFields::with_capacity(fields.head_len()),
+        date: false,
+        length: false,
+    };
+    for (name, value) in fields.iter() {
+        encoded.fields.push(name, value).ok()?;
+        encoded.date |= name.eq_ignore_ascii_case(b"date");
+        encoded.length |= name.eq_ignore_ascii_case(b"content-length");
+    }
+    Some(encoded)
 }
 
 /// The request's `Content-Length` when it has exactly one valid value (h2 refuses the

@@ -137,6 +137,9 @@ mod share;
 #[cfg_attr(any(feature = "unstable", fuzzing), allow(missing_docs))]
 pub mod fuzz_bridge;
 
+// BATON-PATCH: header fields the caller encodes (`encoded.rs`).
+mod encoded;
+pub use crate::encoded::{EncodedFields, InvalidField};
 pub use crate::error::{Error, Reason};
 pub use crate::share::{FlowControl, Ping, PingPong, Pong, RecvStream, SendStream, StreamId};
 

@@ -1268,7 +1268,21 @@ impl<B: Buf> SendResponse<B> {
         end_of_stream: bool,
     ) -> Result<SendStream<B>, crate::Error> {
         self.inner
-            .send_response(response, end_of_stream)
+            .send_response(response, None, end_of_stream)
+            .map(|_| SendStream::new(self.inner.clone()))
+            .map_err(Into::into)
+    }
+
+    /// BATON-PATCH: like `send_response`, with `fields` (already checked and encoded)
+    /// sent before the fields of `response`'s map.
+    pub fn send_response_with_fields(
+        &mut self,
+        response: Response<()>,
+        fields: crate::EncodedFields,
+        end_of_stream: bool,
+    ) -> Result<SendStream<B>, crate::Error> {
+        self.inner
+            .send_response(response, Some(fields), end_of_stream)
             .map(|_| SendStream::new(self.inner.clone()))
             .map_err(Into::into)
     }

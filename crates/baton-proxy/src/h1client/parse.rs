@@ -111,6 +111,12 @@ impl Fields {
         self.view().iter()
     }
 
+    /// How many bytes the fields take as received (names, values and what separates
+    /// them): room enough for them encoded as HTTP/2 literals.
+    pub fn head_len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// The fields as the `HeaderMap` that appending them one by one makes.
     pub fn to_map(&self) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.spans.len() + crate::headers::ROOM);

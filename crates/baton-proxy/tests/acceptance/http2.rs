@@ -84,6 +84,63 @@ async fn an_http2_response_without_a_date_gets_one() {
     assert_eq!(got, b"hello");
 }
 
+/// An HTTP/1 upstream's fields reach an HTTP/2 client as they were sent, in order and
+/// lowercased (`h2server` encodes them from the head's bytes, without a `HeaderMap`):
+/// repeated names keep every value in order, the upstream's own `date` and
+/// `content-length` are kept and not doubled, and the hop-by-hop fields (those
+/// `Connection` names too) are gone.
+#[tokio::test]
+async fn an_upstreams_fields_reach_an_http2_client_as_sent() {
+    let backend = raw_backend(
+        b"HTTP/1.1 201 Created\r\n\
+          Date: Tue, 01 Dec 2026 10:00:00 GMT\r\n\
+          Content-Type: text/plain\r\n\
+          Set-Cookie: a=1\r\n\
+          X-Custom-Field-With-A-Long-Name: v1\r\n\
+          Set-Cookie: b=2\r\n\
+          Connection: X-Hop, keep-alive\r\n\
+          X-Hop: gone\r\n\
+          Keep-Alive: timeout=5\r\n\
+          Cache-Control: no-store\r\n\
+          Content-Length: 5\r\n\r\nhello",
+    )
+    .await;
+    let p = start_proxy(ProxyConfig::default()).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![backend])])))
+        .unwrap();
+    let mut client = h2_client(p.addr).await;
+    // twice on one connection: the encoder keeps no state between responses
+    for _ in 0..2 {
+        let (response, _) = client.send_request(get("/"), true).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let headers = response.headers();
+        let fields: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("date", "Tue, 01 Dec 2026 10:00:00 GMT"),
+                ("content-type", "text/plain"),
+                ("set-cookie", "a=1"),
+                ("set-cookie", "b=2"),
+                ("x-custom-field-with-a-long-name", "v1"),
+                ("cache-control", "no-store"),
+                ("content-length", "5"),
+            ]
+        );
+        let mut body = response.into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = body.data().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(got, b"hello");
+    }
+}
+
 /// A stream the client resets while its request waits for the backend takes the
 /// exchange with it: the upstream connection is closed at once, not held until the
 /// backend answers (30 s later) — as on HTTP/1 when the client closes its connection.

@@ -1,4 +1,5 @@
 use super::{util, StreamDependency, StreamId};
+use crate::encoded::EncodedFields; // BATON-PATCH
 use crate::ext::Protocol;
 use crate::frame::{Error, Frame, Head, Kind};
 use crate::hpack::{self, BytesStr};
@@ -29,6 +30,11 @@ pub struct Headers {
 
     /// The header block fragment
     header_block: HeaderBlock,
+
+    /// BATON-PATCH: fields the caller encoded (`server::SendResponse::
+    /// send_response_with_fields`), written after the pseudo-headers and before
+    /// `header_block`'s fields.
+    encoded: Option<EncodedFields>,
 
     /// The associated flags
     flags: HeadersFlag,
@@ -127,6 +133,7 @@ impl Headers {
                 is_over_size: false,
                 pseudo,
             },
+            encoded: None,
             flags: HeadersFlag::default(),
         }
     }
@@ -144,6 +151,7 @@ impl Headers {
                 is_over_size: false,
                 pseudo: Pseudo::default(),
             },
+            encoded: None,
             flags,
         }
     }
@@ -209,6 +217,7 @@ impl Headers {
                 is_over_size: false,
                 pseudo: Pseudo::default(),
             },
+            encoded: None,
             flags,
         };
 
@@ -242,6 +251,11 @@ impl Headers {
 
     pub fn set_end_stream(&mut self) {
         self.flags.set_end_stream()
+    }
+
+    /// BATON-PATCH: fields the caller encoded, sent ahead of the map's fields.
+    pub fn set_encoded_fields(&mut self, fields: EncodedFields) {
+        self.encoded = Some(fields);
     }
 
     pub fn is_over_size(&self) -> bool {
@@ -286,7 +300,7 @@ impl Headers {
         let head = self.head();
 
         self.header_block
-            .into_encoding(encoder)
+            .into_encoding(encoder, self.encoded.as_ref())
             .encode(&head, dst, Some(encoder), |_| {})
     }
 
@@ -507,7 +521,7 @@ impl PushPromise {
         let promised_id = self.promised_id;
 
         self.header_block
-            .into_encoding(encoder)
+            .into_encoding(encoder, None)
             .encode(&head, dst, Some(encoder), |dst| {
                 dst.put_u32(promised_id.into());
             })
@@ -1007,9 +1021,29 @@ impl HeaderBlock {
         Ok(())
     }
 
-    fn into_encoding(self, encoder: &mut hpack::Encoder) -> EncodingHeaderBlock {
+    fn into_encoding(
+        self,
+        encoder: &mut hpack::Encoder,
+        encoded: Option<&EncodedFields>,
+    ) -> EncodingHeaderBlock {
         let mut hpack = encoder.take_scratch();
         hpack.clear();
+        // BATON-PATCH: the caller's encoded fields go between the pseudo-headers and
+        // the map's fields (pseudo-headers come first, RFC 9113 §8.3).
+        if let Some(encoded) = encoded {
+            let pseudo = Iter {
+                pseudo: Some(self.pseudo),
+                fields: HeaderMap::new().into_iter(),
+            };
+            encoder.encode(pseudo, &mut hpack);
+            hpack.extend_from_slice(encoded.as_bytes());
+            let fields = Iter {
+                pseudo: None,
+                fields: self.fields.into_iter(),
+            };
+            encoder.encode(fields, &mut hpack);
+            return EncodingHeaderBlock { hpack };
+        }
         let headers = Iter {
             pseudo: Some(self.pseudo),
             fields: self.fields.into_iter(),
@@ -1061,7 +1095,7 @@ fn decoded_header_size(name: usize, value: usize) -> usize {
 mod test {
     use super::*;
     use crate::frame;
-    use crate::hpack::{huffman, Encoder};
+    use crate::hpack::Encoder;
 
     #[test]
     fn test_nameless_header_at_resume() {
@@ -1087,40 +1121,28 @@ mod test {
             ]),
         );
 
+        // BATON-PATCH: the encoder writes raw literals without indexing now (see
+        // `hpack::Encoder::encode`): 36 bytes, split over a CONTINUATION frame.
         let continuation = headers
             .encode(&mut encoder, &mut (&mut dst).limit(frame::HEADER_LEN + 8))
             .unwrap();
 
         assert_eq!(17, dst.len());
         assert_eq!([0, 0, 8, 1, 0, 0, 0, 0, 0], &dst[0..9]);
-        assert_eq!(&[0x40, 0x80 | 4], &dst[9..11]);
-        assert_eq!("hello", huff_decode(&dst[11..15]));
-        assert_eq!(0x80 | 4, dst[15]);
-
-        let mut world = dst[16..17].to_owned();
+        assert_eq!(b"\x00\x05hello\x05", &dst[9..17]);
 
         dst.clear();
 
         assert!(continuation
-            .encode(&mut (&mut dst).limit(frame::HEADER_LEN + 16))
+            .encode(&mut (&mut dst).limit(frame::HEADER_LEN + 32))
             .is_none());
 
-        world.extend_from_slice(&dst[9..12]);
-        assert_eq!("world", huff_decode(&world));
-
-        assert_eq!(24, dst.len());
-        assert_eq!([0, 0, 15, 9, 4, 0, 0, 0, 0], &dst[0..9]);
-
-        // // Next is not indexed
-        assert_eq!(&[15, 47, 0x80 | 3], &dst[12..15]);
-        assert_eq!("zomg", huff_decode(&dst[15..18]));
-        assert_eq!(&[15, 47, 0x80 | 3], &dst[18..21]);
-        assert_eq!("sup", huff_decode(&dst[21..]));
-    }
-
-    fn huff_decode(src: &[u8]) -> BytesMut {
-        let mut buf = BytesMut::new();
-        huffman::decode(src, &mut buf).unwrap()
+        assert_eq!(37, dst.len());
+        assert_eq!([0, 0, 28, 9, 4, 0, 0, 0, 0], &dst[0..9]);
+        assert_eq!(
+            b"world\x00\x05hello\x04zomg\x00\x05hello\x03sup",
+            &dst[9..]
+        );
     }
 
     #[test]

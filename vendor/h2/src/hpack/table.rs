@@ -1,3 +1,8 @@
+// BATON-PATCH: `Encoder::encode` no longer indexes fields in the dynamic table; it keeps
+// a `Table` only for its size (the table-size updates it still sends), and calls
+// `index_static`. The rest is upstream's code, left as it was so the patch stays small.
+#![allow(dead_code)]
+
 use super::Header;
 
 use fnv::FnvHasher;
@@ -669,7 +674,8 @@ fn hash_header(header: &Header) -> HashValue {
 
 /// Checks the static table for the header. If found, returns the index and a
 /// boolean representing if the value matched as well.
-fn index_static(header: &Header) -> Option<(usize, bool)> {
+/// BATON-PATCH: also used by `Encoder::encode`, which no longer indexes dynamically.
+pub(crate) fn index_static(header: &Header) -> Option<(usize, bool)> {
     match *header {
         Header::Field {
             ref name,

@@ -321,7 +321,10 @@ impl Future for Pipe {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let end = me.body.is_end_stream();
-                        if data.is_empty() {
+                        // The last chunk (often the only one) goes to h2 at once, which
+                        // sends it as the windows allow: nothing follows it, so no claim
+                        // on the window is needed to keep the body from running ahead.
+                        if data.is_empty() || end {
                             me.tx.send_data(data, end)?;
                             if end {
                                 return Poll::Ready(Ok(()));

@@ -141,6 +141,52 @@ async fn an_upstreams_fields_reach_an_http2_client_as_sent() {
     }
 }
 
+/// Response bodies larger than the client's flow-control windows arrive whole: two
+/// streams at once, each window (stream and connection) 1 KiB, the client giving the
+/// window back only as it reads. The proxy hands the last chunk of a body to h2 at
+/// once, and h2 sends it only as the windows allow.
+#[tokio::test]
+async fn bodies_larger_than_the_clients_window_arrive_whole() {
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut response =
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    response.extend_from_slice(&body);
+    let backend = raw_backend(Box::leak(response.into_boxed_slice())).await;
+    let p = start_proxy(ProxyConfig::default()).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![backend])])))
+        .unwrap();
+    let tcp = TcpStream::connect(p.addr).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(1024)
+        .initial_connection_window_size(1024)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let mut client = client.clone();
+        let (response, _) = client.send_request(get("/"), true).unwrap();
+        streams.push(tokio::spawn(async move {
+            let mut body = response.await.unwrap().into_body();
+            let mut got = Vec::new();
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.unwrap();
+                assert!(chunk.len() <= 1024, "a DATA frame of {} bytes", chunk.len());
+                got.extend_from_slice(&chunk);
+                body.flow_control().release_capacity(chunk.len()).unwrap();
+            }
+            got
+        }));
+    }
+    for stream in streams {
+        assert!(stream.await.unwrap() == body, "a body arrived changed");
+    }
+}
+
 /// A stream the client resets while its request waits for the backend takes the
 /// exchange with it: the upstream connection is closed at once, not held until the
 /// backend answers (30 s later) — as on HTTP/1 when the client closes its connection.

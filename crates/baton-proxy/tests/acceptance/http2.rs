@@ -25,6 +25,15 @@ fn get(path: &str) -> Request<()> {
         .unwrap()
 }
 
+/// A response body, read to its end.
+async fn read_body(mut body: h2::RecvStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    while let Some(chunk) = body.data().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    got
+}
+
 /// A backend that answers every request on a connection with `response`, as written.
 async fn raw_backend(response: &'static [u8]) -> BackendSpec {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -76,12 +85,7 @@ async fn an_http2_response_without_a_date_gets_one() {
     httpdate::parse_http_date(date.to_str().unwrap()).expect("date is not an HTTP date");
     assert_eq!(response.headers()["x-app"], "raw");
     assert_eq!(response.headers()["content-length"], "5");
-    let mut body = response.into_body();
-    let mut got = Vec::new();
-    while let Some(chunk) = body.data().await {
-        got.extend_from_slice(&chunk.unwrap());
-    }
-    assert_eq!(got, b"hello");
+    assert_eq!(read_body(response.into_body()).await, b"hello");
 }
 
 /// An HTTP/1 upstream's fields reach an HTTP/2 client as they were sent, in order and
@@ -132,12 +136,7 @@ async fn an_upstreams_fields_reach_an_http2_client_as_sent() {
                 ("content-length", "5"),
             ]
         );
-        let mut body = response.into_body();
-        let mut got = Vec::new();
-        while let Some(chunk) = body.data().await {
-            got.extend_from_slice(&chunk.unwrap());
-        }
-        assert_eq!(got, b"hello");
+        assert_eq!(read_body(response.into_body()).await, b"hello");
     }
 }
 

@@ -2,10 +2,13 @@
 //!
 //! A proxy that received a response's fields as bytes (an HTTP/1.1 head) can write
 //! them into the HTTP/2 header block as they are, lowercased, without building an
-//! `http::HeaderMap` first and without the map's hashing: `EncodedFields::push` checks
-//! each field as `HeaderName` / `HeaderValue` and h2's own send checks would, and
-//! encodes it the way `hpack::Encoder::encode` does (a literal without indexing, the
-//! name a static-table index where the table has it, raw strings).
+//! `http::HeaderMap` first and without the map's hashing. `EncodedFields::push` refuses
+//! a name that is not a token (as `HeaderName` does), a value with CR, LF or NUL
+//! (RFC 9113 §8.2.1; `HeaderValue` also refuses the other control bytes, and baton's
+//! fields were checked by it when their HTTP/1 head was parsed), and the
+//! connection-specific fields h2's send check refuses. It encodes each field as
+//! `hpack::Encoder::encode` does: a literal without indexing, the name a static-table
+//! index where the table has it, raw strings.
 //! `server::SendResponse::send_response_with_fields` sends them ahead of the
 //! response's own map.
 

@@ -92,11 +92,7 @@ impl EncodedFields {
         if invalid {
             return Err(InvalidField::Name);
         }
-        // Written so that it vectorizes: values are most of a head's bytes.
-        let bad_value = value
-            .iter()
-            .fold(false, |bad, &b| bad | (b == b'\r') | (b == b'\n') | (b == 0));
-        if bad_value {
+        if has_cr_lf_nul(value) {
             return Err(InvalidField::Value);
         }
         let lower = &*lower;
@@ -131,6 +127,32 @@ impl EncodedFields {
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.block
     }
+}
+
+/// Whether `value` holds a CR, LF or NUL byte, eight bytes at a time: values are most
+/// of a head's bytes.
+fn has_cr_lf_nul(value: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Non-zero exactly when some byte of `x` is zero.
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut chunks = value.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        if zero_byte(x)
+            | zero_byte(x ^ (ONES * u64::from(b'\r')))
+            | zero_byte(x ^ (ONES * u64::from(b'\n')))
+            != 0
+        {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b == b'\r' || b == b'\n' || b == 0)
 }
 
 /// Each byte's lowercase form if it is a token character (RFC 9110 §5.6.2), else 0.
@@ -231,6 +253,26 @@ mod test {
             })
             .unwrap();
         out
+    }
+
+    #[test]
+    fn cr_lf_and_nul_are_found_wherever_they_sit() {
+        for len in 0..40 {
+            let clean = vec![b'a'; len];
+            assert!(!has_cr_lf_nul(&clean), "len {len}");
+            for at in 0..len {
+                for bad in [b'\r', b'\n', 0] {
+                    let mut v = clean.clone();
+                    v[at] = bad;
+                    assert!(has_cr_lf_nul(&v), "len {len}, {bad:#04x} at {at}");
+                }
+            }
+        }
+        // Bytes next to the refused ones are not taken for them.
+        let near: Vec<u8> = (1..=255u8)
+            .filter(|b| ![b'\r', b'\n'].contains(b))
+            .collect();
+        assert!(!has_cr_lf_nul(&near));
     }
 
     #[test]

@@ -78,17 +78,18 @@ impl Send {
     }
 
     fn check_headers(fields: &http::HeaderMap) -> Result<(), UserError> {
+        use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
         // 8.1.2.2. Connection-Specific Header Fields
-        if fields.contains_key(http::header::CONNECTION)
-            || fields.contains_key(http::header::TRANSFER_ENCODING)
-            || fields.contains_key(http::header::UPGRADE)
-            || fields.contains_key("keep-alive")
-            || fields.contains_key("proxy-connection")
-        {
-            tracing::debug!("illegal connection-specific headers found");
-            return Err(UserError::MalformedHeaders);
-        } else if let Some(te) = fields.get(http::header::TE) {
-            if te != "trailers" {
+        // BATON-PATCH: one pass over the fields, not five lookups (two of them parsing a
+        // name from a string first): a response's map is small, often empty.
+        for (name, value) in fields {
+            let illegal = *name == CONNECTION
+                || *name == TRANSFER_ENCODING
+                || *name == UPGRADE
+                || name.as_str() == "keep-alive"
+                || name.as_str() == "proxy-connection"
+                || (*name == TE && value != "trailers");
+            if illegal {
                 tracing::debug!("illegal connection-specific headers found");
                 return Err(UserError::MalformedHeaders);
             }

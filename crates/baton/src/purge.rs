@@ -4,52 +4,54 @@
 //! TLS records, bodies) inside its arenas wherever a live allocation sits above it:
 //! after an h2c run baton stayed 6 MiB above its idle size until it exited. A process
 //! that just went quiet has nothing to lose by handing those pages back, so this task
-//! watches the process's own CPU time and, a second or two after a busy stretch ends, asks
-//! the allocator once to return every free page (`malloc_trim(0)`). Nothing runs per
-//! request; under steady load nothing is trimmed (the next burst would take the pages
-//! again). What start-up freed (loading the config, the store and the certificates) goes
-//! back as soon as serving starts, and start-up counts as a busy stretch, so what the
-//! first deployments freed goes back at the first quiet period. Other C libraries
-//! (musl) return freed memory on their own: there it does nothing.
+//! reads the process's own CPU time four times a second and, at the first quiet period
+//! after some work, asks the allocator once to return every free page
+//! (`malloc_trim(0)`). Nothing runs per request; under steady load nothing is trimmed
+//! (the next burst would take the pages again). Work counts however it is spread: a
+//! deployment (store transactions, health probes, the API's answers) may never keep a
+//! core busy for a whole period, but what it freed goes back once it is over. What
+//! start-up freed (loading the config, the store and the certificates) goes back as
+//! soon as serving starts, and start-up counts as work, so what the first deployments
+//! freed goes back at the first quiet period after them. Other C libraries (musl)
+//! return freed memory on their own: there it does nothing.
 
 use std::time::Duration;
 
 /// How often the process's CPU time is read (a clock read, nothing more): freed memory
 /// goes back one to two periods after a load ends.
-const PERIOD: Duration = Duration::from_secs(1);
-/// CPU time within one period that makes it busy (10 % of a core).
-const BUSY: Duration = Duration::from_millis(100);
+const PERIOD: Duration = Duration::from_millis(250);
+/// CPU time since the last trim that makes the next quiet period trim (10 % of a core
+/// for one period, or the same spread over several).
+const WORK: Duration = Duration::from_millis(25);
 /// CPU time within one period under which the process is quiet (1 % of a core).
-const QUIET: Duration = Duration::from_millis(10);
+const QUIET: Duration = Duration::from_micros(2500);
 
-/// When to trim: after at least one busy period, at the first quiet one. Starting up
-/// counts as busy (loading the config, the store and the certificates frees most of
-/// what it allocated: ~2 MiB the first quiet period gives back).
+/// When to trim: at the first quiet period once `WORK` of CPU time was used since the
+/// last trim. Starting up counts as that much work (loading the config, the store and
+/// the certificates frees most of what it allocated: ~2 MiB the first quiet period
+/// gives back). Idle, what baton still does (timers, health probes: ~1.5 ms of CPU a
+/// second) adds up to `WORK` every 15-20 seconds: that trim finds next to nothing and
+/// costs next to nothing.
 #[derive(Debug)]
 struct LoadEnd {
-    busy_since_trim: bool,
+    since_trim: Duration,
 }
 
 impl Default for LoadEnd {
     fn default() -> LoadEnd {
-        LoadEnd {
-            busy_since_trim: true,
-        }
+        LoadEnd { since_trim: WORK }
     }
 }
 
 impl LoadEnd {
     /// The CPU time used in the last period; true when now is the time to trim.
     fn observe(&mut self, used: Duration) -> bool {
-        if used >= BUSY {
-            self.busy_since_trim = true;
+        self.since_trim += used;
+        if used >= QUIET || self.since_trim < WORK {
             return false;
         }
-        if used < QUIET && self.busy_since_trim {
-            self.busy_since_trim = false;
-            return true;
-        }
-        false
+        self.since_trim = Duration::ZERO;
+        true
     }
 }
 
@@ -108,37 +110,68 @@ fn trim() -> bool {
 mod tests {
     use super::*;
 
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
+    /// CPU time in one period: a load, quiet, and in between (neither).
+    const LOAD: Duration = WORK;
+    const IDLE: Duration = Duration::ZERO;
+    fn quiet() -> Duration {
+        QUIET / 2
+    }
+    fn between() -> Duration {
+        QUIET * 2
     }
 
     #[test]
-    fn trims_once_at_the_first_quiet_period_after_a_busy_one() {
+    fn trims_once_at_the_first_quiet_period_after_some_work() {
         let mut s = LoadEnd::default();
         // What starting up freed goes back at the first quiet period; then, idle,
         // there is nothing more to give back.
-        assert!(!s.observe(ms(50)));
-        assert!(s.observe(ms(5)));
-        assert!(!s.observe(ms(0)));
-        assert!(!s.observe(ms(5)));
+        assert!(!s.observe(between()));
+        assert!(s.observe(quiet()));
+        assert!(!s.observe(IDLE));
+        assert!(!s.observe(quiet()));
         // A load, then a period in between (neither busy nor quiet): not yet.
-        assert!(!s.observe(ms(950)));
-        assert!(!s.observe(ms(950)));
-        assert!(!s.observe(ms(50)));
+        assert!(!s.observe(PERIOD));
+        assert!(!s.observe(PERIOD));
+        assert!(!s.observe(between()));
         // Quiet: once.
-        assert!(s.observe(ms(3)));
-        assert!(!s.observe(ms(3)));
-        assert!(!s.observe(ms(0)));
+        assert!(s.observe(quiet()));
+        assert!(!s.observe(quiet()));
+        assert!(!s.observe(IDLE));
         // The next load ends: once more.
-        assert!(!s.observe(ms(120)));
-        assert!(s.observe(ms(9)));
+        assert!(!s.observe(LOAD));
+        assert!(s.observe(QUIET - Duration::from_micros(1)));
+    }
+
+    #[test]
+    fn work_spread_over_periods_counts() {
+        let mut s = LoadEnd::default();
+        assert!(s.observe(IDLE));
+        // A deployment: a few periods of light work, none of them busy.
+        let periods = WORK.as_micros() / between().as_micros() + 1;
+        for _ in 0..periods {
+            assert!(!s.observe(between()));
+        }
+        assert!(s.observe(IDLE));
+        assert!(!s.observe(IDLE));
+    }
+
+    #[test]
+    fn quiet_periods_add_up_too() {
+        let mut s = LoadEnd::default();
+        assert!(s.observe(IDLE));
+        // Periods just under the quiet threshold: a trim once they add up to WORK (ten
+        // of them), not at each.
+        let periods = (0..1000)
+            .take_while(|_| !s.observe(QUIET - Duration::from_micros(1)))
+            .count();
+        assert_eq!(periods as u128, WORK.as_micros() / (QUIET.as_micros() - 1));
     }
 
     #[test]
     fn steady_load_is_never_trimmed() {
         let mut s = LoadEnd::default();
         for _ in 0..100 {
-            assert!(!s.observe(ms(750)));
+            assert!(!s.observe(PERIOD * 3 / 4));
         }
     }
 

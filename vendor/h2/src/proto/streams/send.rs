@@ -666,3 +666,48 @@ impl Send {
         self.is_extended_connect_protocol_enabled
     }
 }
+
+// BATON-PATCH: the send-side check of connection-specific fields (item 10).
+#[cfg(test)]
+mod test {
+    use super::*;
+    use http::header::{HeaderMap, HeaderValue};
+
+    fn check(fields: &[(&'static str, &'static str)]) -> Result<(), UserError> {
+        let mut map = HeaderMap::new();
+        for (name, value) in fields {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        Send::check_headers(&map)
+    }
+
+    #[test]
+    fn connection_specific_fields_are_refused_wherever_they_sit() {
+        let ordinary = [
+            ("content-type", "text/plain"),
+            ("x-a", "1"),
+            ("te", "trailers"),
+        ];
+        assert!(check(&[]).is_ok());
+        assert!(check(&ordinary).is_ok());
+        for bad in [
+            ("connection", "close"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+        ] {
+            for at in 0..=ordinary.len() {
+                let mut fields = ordinary.to_vec();
+                fields.insert(at, bad);
+                assert!(
+                    matches!(check(&fields), Err(UserError::MalformedHeaders)),
+                    "{bad:?} at {at}"
+                );
+            }
+        }
+        // Every `te` value is checked, not only the first.
+        assert!(check(&[("te", "trailers"), ("te", "gzip")]).is_err());
+    }
+}

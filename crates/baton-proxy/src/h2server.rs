@@ -25,6 +25,7 @@ use crate::body::{prepend_fields, BoxError, H2Body, Inbound, ResponseBody};
 use crate::forward::ClientConn;
 use crate::h1client::Fields;
 use crate::h1server::date;
+use crate::headers;
 use crate::Inner;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -69,8 +70,19 @@ fn builder(max_header_bytes: usize) -> Builder {
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
-        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
+        .header_map(request_map);
     b
+}
+
+/// Fields a request's map has room for, the forwarding fields the proxy adds among them.
+const REQUEST_FIELDS: usize = 16;
+
+/// The map a request's header block is decoded into: an emptied one from a request
+/// already sent upstream (`headers::recycle`), as the HTTP/1 side's are, or a new one
+/// with room for the proxy's own fields.
+fn request_map() -> HeaderMap {
+    headers::map_with_capacity(REQUEST_FIELDS)
 }
 
 /// Serves one HTTP/2 connection (`io` starts with the client's preface) until it ends.

@@ -283,15 +283,25 @@ pub(crate) fn add_forwarding(headers: &mut HeaderMap, peer: &Peer, host: Option<
 /// this much room, so adding them never grows (rehashes) the map.
 pub(crate) const ROOM: usize = 8;
 
-/// Request header maps kept for the next request of the same thread, at most.
-const SPARE_MAPS: usize = 32;
 /// The largest map kept (in fields): one that a request of 40 fields made, and more
-/// than browsers send. A larger one is freed, so spare maps stay under ~200 KiB a thread.
+/// than browsers send. A larger one is freed.
 const SPARE_FIELDS: usize = 48;
+/// Room (in fields) one thread's spare maps hold in all, at most: ~120 bytes a field,
+/// so under 500 KiB. That is a few hundred maps, as many as HTTP/2 clients keep
+/// requests in flight (32 connections of 10 streams each hold 320 maps, from their
+/// header blocks until their response heads come back), so that such a load takes its
+/// maps from here too.
+const SPARE_ROOM: usize = 4096;
+
+/// One thread's emptied request maps, and the room they hold in all.
+struct Spare {
+    maps: Vec<HeaderMap>,
+    room: usize,
+}
 
 thread_local! {
-    static SPARE: std::cell::RefCell<Vec<HeaderMap>> = const {
-        std::cell::RefCell::new(Vec::new())
+    static SPARE: std::cell::RefCell<Spare> = const {
+        std::cell::RefCell::new(Spare { maps: Vec::new(), room: 0 })
     };
 }
 
@@ -299,7 +309,13 @@ thread_local! {
 /// A request's map holds a dozen fields and more, past the size glibc's per-thread cache
 /// serves: made new, each is two trips through the allocator's main path; reused, none.
 pub(crate) fn map_with_capacity(fields: usize) -> HeaderMap {
-    match SPARE.with(|spare| spare.borrow_mut().pop()) {
+    let spare = SPARE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        let map = spare.maps.pop()?;
+        spare.room -= map.capacity();
+        Some(map)
+    });
+    match spare {
         Some(mut map) => {
             map.reserve(fields);
             map
@@ -309,16 +325,19 @@ pub(crate) fn map_with_capacity(fields: usize) -> HeaderMap {
 }
 
 /// Keep a request's map for `map_with_capacity`, emptied (the values it held, slices
-/// of the client's read buffer, go now), unless enough are kept or it is large.
+/// of the client's read buffer, go now), unless it is large or the kept maps hold
+/// `SPARE_ROOM` already.
 pub(crate) fn recycle(mut map: HeaderMap) {
-    if map.capacity() > SPARE_FIELDS {
+    let room = map.capacity();
+    if room > SPARE_FIELDS {
         return;
     }
-    map.clear();
     SPARE.with(|spare| {
         let mut spare = spare.borrow_mut();
-        if spare.len() < SPARE_MAPS {
-            spare.push(map);
+        if spare.room + room <= SPARE_ROOM {
+            map.clear();
+            spare.room += room;
+            spare.maps.push(map);
         }
     });
 }
@@ -506,13 +525,21 @@ mod tests {
         // Asked for more than it has, it grows.
         recycle(again);
         assert!(map_with_capacity(room + 1).capacity() > room);
-        // A map past SPARE_FIELDS is freed, and at most SPARE_MAPS are kept.
+        // A map past SPARE_FIELDS is freed, and the kept ones hold SPARE_ROOM at most.
         recycle(HeaderMap::with_capacity(SPARE_FIELDS + 1));
-        assert_eq!(SPARE.with(|s| s.borrow().len()), 0);
-        for _ in 0..SPARE_MAPS + 3 {
-            recycle(HeaderMap::with_capacity(8));
+        let kept = || SPARE.with(|s| (s.borrow().maps.len(), s.borrow().room));
+        assert_eq!(kept(), (0, 0));
+        let each = HeaderMap::<HeaderValue>::with_capacity(SPARE_FIELDS).capacity();
+        for _ in 0..SPARE_ROOM / each + 3 {
+            recycle(HeaderMap::with_capacity(SPARE_FIELDS));
         }
-        assert_eq!(SPARE.with(|s| s.borrow().len()), SPARE_MAPS);
+        assert_eq!(kept(), (SPARE_ROOM / each, SPARE_ROOM / each * each));
+        // Taking one out gives its room back.
+        let _ = map_with_capacity(1);
+        assert_eq!(
+            kept(),
+            (SPARE_ROOM / each - 1, (SPARE_ROOM / each - 1) * each)
+        );
     }
 
     #[test]

@@ -263,6 +263,9 @@ pub struct Builder {
     ///
     /// When this gets exhausted, we issue a GOAWAY with `ENHANCE_YOUR_CALM`.
     data_frame_budget: proto::DataFrameBudget,
+
+    /// BATON-PATCH: where each received header block's map comes from.
+    header_map: fn() -> HeaderMap,
 }
 
 /// Send a response back to the client
@@ -395,6 +398,8 @@ where
         if let Some(max) = builder.settings.max_header_list_size() {
             codec.set_max_recv_header_list_size(max as usize);
         }
+
+        codec.set_recv_header_map(builder.header_map);
 
         // Send initial settings frame.
         codec
@@ -663,7 +668,19 @@ impl Builder {
             max_send_buffer_size: proto::DEFAULT_MAX_SEND_BUFFER_SIZE,
             local_max_error_reset_streams: Some(proto::DEFAULT_LOCAL_RESET_COUNT_MAX),
             data_frame_budget: proto::DataFrameBudget::Auto,
+            header_map: HeaderMap::new,
         }
+    }
+
+    /// BATON-PATCH: makes the map each received header block (a request's fields, or
+    /// its trailers) is decoded into. The map is used as given, so one with room for
+    /// the fields (and for those the caller adds later) is never grown while the block
+    /// is decoded; a caller that keeps emptied maps of finished requests can hand them
+    /// out again here. A map that is not empty is cleared first. The default is
+    /// `HeaderMap::new`.
+    pub fn header_map(&mut self, make: fn() -> HeaderMap) -> &mut Self {
+        self.header_map = make;
+        self
     }
 
     /// Indicates the initial window size (in octets) for stream-level

@@ -38,6 +38,9 @@ struct FrameDecoder {
     max_continuation_frames: usize,
 
     partial: Option<Partial>,
+
+    /// BATON-PATCH: makes the map a header block is decoded into.
+    header_map: fn() -> http::HeaderMap,
 }
 
 /// Partially loaded headers frame
@@ -105,6 +108,11 @@ impl<T> FramedRead<T> {
     pub fn set_header_table_size(&mut self, val: usize) {
         self.decoder.set_header_table_size(val);
     }
+
+    /// BATON-PATCH: where the maps of received header blocks come from.
+    pub fn set_header_map(&mut self, make: fn() -> http::HeaderMap) {
+        self.decoder.header_map = make;
+    }
 }
 
 fn calc_max_continuation_frames(header_max: usize, frame_max: usize) -> usize {
@@ -127,6 +135,7 @@ impl FrameDecoder {
                 max_frame_size,
             ),
             partial: None,
+            header_map: http::HeaderMap::new,
         }
     }
 
@@ -193,6 +202,8 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
 
             let is_end_headers = frame.is_end_headers();
             let mut malformed = false;
+            // BATON-PATCH: the block is decoded into a map from `header_map`.
+            frame.set_fields((decoder.header_map)());
 
             // Load the HPACK encoded headers
             match frame.load_hpack(&mut payload, decoder.max_header_list_size, &mut decoder.hpack) {
@@ -532,5 +543,46 @@ impl<T> From<Continuable> for Frame<T> {
                 push.into()
             }
         }
+    }
+}
+
+// BATON-PATCH: item 11's test.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A map with room for 100 fields and a stale field, as a pool of used maps might
+    /// hand one out.
+    fn roomy_map() -> http::HeaderMap {
+        let mut map = http::HeaderMap::with_capacity(100);
+        map.insert("x-stale", http::HeaderValue::from_static("old"));
+        map
+    }
+
+    #[test]
+    fn header_blocks_are_decoded_into_the_given_maps() {
+        // HEADERS, END_STREAM | END_HEADERS, stream 1: GET, http, /, then a literal
+        // without indexing `x-a: 1`.
+        let block: &[u8] = &[0x82, 0x86, 0x84, 0x00, 3, b'x', b'-', b'a', 1, b'1'];
+        let mut frame = vec![0, 0, block.len() as u8, 0x1, 0x5, 0, 0, 0, 1];
+        frame.extend_from_slice(block);
+
+        let mut decoder = FrameDecoder::new(frame::DEFAULT_MAX_FRAME_SIZE as usize);
+        let default = match decoder.decode(BytesMut::from(&frame[..])) {
+            Ok(Some(Frame::Headers(h))) => h,
+            other => panic!("expected HEADERS, got {:?}", other),
+        };
+        assert!(default.fields().capacity() < 100);
+
+        decoder.header_map = roomy_map;
+        let headers = match decoder.decode(BytesMut::from(&frame[..])) {
+            Ok(Some(Frame::Headers(h))) => h,
+            other => panic!("expected HEADERS, got {:?}", other),
+        };
+        let fields = headers.fields();
+        assert!(fields.capacity() >= 100, "the given map was not used");
+        assert_eq!(fields.len(), 1, "{:?}", fields);
+        assert_eq!(fields["x-a"], "1");
+        assert!(!fields.contains_key("x-stale"));
     }
 }

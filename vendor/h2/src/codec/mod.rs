@@ -105,6 +105,11 @@ impl<T, B> Codec<T, B> {
         self.inner.set_max_header_list_size(val);
     }
 
+    /// BATON-PATCH: where received header blocks' maps come from.
+    pub fn set_recv_header_map(&mut self, make: fn() -> http::HeaderMap) {
+        self.inner.set_header_map(make);
+    }
+
     /// Get a reference to the inner stream.
     #[cfg(feature = "unstable")]
     pub fn get_ref(&self) -> &T {

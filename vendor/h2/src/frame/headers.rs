@@ -156,6 +156,12 @@ impl Headers {
         }
     }
 
+    /// BATON-PATCH: the (empty) map the block's fields are decoded into; one that holds
+    /// fields is cleared.
+    pub fn set_fields(&mut self, fields: HeaderMap) {
+        self.header_block.set_fields(fields);
+    }
+
     /// Loads the header frame but doesn't actually do HPACK decoding.
     ///
     /// HPACK decoding is done in the `load_hpack` step.
@@ -386,6 +392,11 @@ impl PushPromise {
             promised_id,
             stream_id,
         }
+    }
+
+    /// BATON-PATCH: as `Headers::set_fields`.
+    pub fn set_fields(&mut self, fields: HeaderMap) {
+        self.header_block.set_fields(fields);
     }
 
     pub fn validate_request(req: &Request<()>) -> Result<(), PushPromiseHeaderError> {
@@ -873,6 +884,14 @@ impl fmt::Debug for PushPromiseFlag {
 // ===== HeaderBlock =====
 
 impl HeaderBlock {
+    /// BATON-PATCH: decode into `fields` (emptied) instead of the block's own map.
+    fn set_fields(&mut self, mut fields: HeaderMap) {
+        if !fields.is_empty() {
+            fields.clear();
+        }
+        self.fields = fields;
+    }
+
     fn load(
         &mut self,
         src: &mut BytesMut,

@@ -233,6 +233,11 @@ struct Encoded {
     length: bool,
 }
 
+/// HPACK's static table indexes (RFC 7541 Appendix A) of `date` and `content-length`,
+/// which `EncodedFields::push` returns for those names.
+const DATE_INDEX: usize = 33;
+const CONTENT_LENGTH_INDEX: usize = 28;
+
 /// `None` when a field is not one HTTP/2 may carry: those go through the map, whose
 /// `strip_connection_fields` takes out what HTTP/2 forbids. (`h1client` has already
 /// taken out the hop-by-hop fields, so this is rare.)
@@ -243,9 +248,11 @@ fn encode_fields(fields: &Fields) -> Option<Encoded> {
         length: false,
     };
     for (name, value) in fields.iter() {
-        encoded.fields.push(name, value).ok()?;
-        encoded.date |= name.eq_ignore_ascii_case(b"date");
-        encoded.length |= name.eq_ignore_ascii_case(b"content-length");
+        match encoded.fields.push(name, value).ok()? {
+            Some(DATE_INDEX) => encoded.date = true,
+            Some(CONTENT_LENGTH_INDEX) => encoded.length = true,
+            _ => {}
+        }
     }
     Some(encoded)
 }
@@ -400,6 +407,35 @@ mod tests {
         let before = h.clone();
         strip_connection_fields(&mut h);
         assert_eq!(h, before);
+    }
+
+    fn upstream_fields(head: &[u8]) -> Fields {
+        match crate::h1client::parse::parse_head(head, false) {
+            Ok(Some((head, _))) => head.fields,
+            _ => panic!("not a complete response head"),
+        }
+    }
+
+    #[test]
+    fn encoded_upstream_fields_say_whether_date_and_content_length_are_among_them() {
+        let both = upstream_fields(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDATE: Sat, 05 Dec 2026 22:10:33 GMT\r\n\
+              x-date: no\r\nContent-Length: 3\r\n\r\n",
+        );
+        let encoded = encode_fields(&both).expect("valid HTTP/2 fields");
+        assert_eq!(
+            (encoded.date, encoded.length, encoded.fields.len()),
+            (true, true, 4)
+        );
+
+        let neither = upstream_fields(
+            b"HTTP/1.1 200 OK\r\nx-date: no\r\ncontent-lengths: 3\r\ndates: x\r\n\r\n",
+        );
+        let encoded = encode_fields(&neither).expect("valid HTTP/2 fields");
+        assert_eq!(
+            (encoded.date, encoded.length, encoded.fields.len()),
+            (false, false, 3)
+        );
     }
 
     #[test]

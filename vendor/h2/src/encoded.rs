@@ -70,9 +70,12 @@ impl EncodedFields {
         }
     }
 
-    /// Appends one field, its name in any case (it is written lowercased). A field
-    /// that is not a valid HTTP/2 field is refused and nothing is appended.
-    pub fn push(&mut self, name: &[u8], value: &[u8]) -> Result<(), InvalidField> {
+    /// Appends one field, its name in any case (it is written lowercased), and returns
+    /// the name's index in HPACK's static table (RFC 7541 Appendix A) where the table
+    /// has it: a caller looking for `date` (33) or `content-length` (28) among the fields
+    /// need not compare names again. A field that is not a valid HTTP/2 field is refused
+    /// and nothing is appended.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) -> Result<Option<usize>, InvalidField> {
         let mut short = [0u8; SHORT_NAME];
         let mut long = Vec::new();
         let lower: &mut [u8] = if name.len() <= SHORT_NAME {
@@ -102,7 +105,8 @@ impl EncodedFields {
             b"te" if value != b"trailers" => return Err(InvalidField::ConnectionSpecific),
             _ => {}
         }
-        match static_name(lower) {
+        let index = static_name(lower);
+        match index {
             Some(index) => encode_int(index, 4, 0, &mut self.block),
             None => {
                 self.block.put_u8(0);
@@ -111,7 +115,7 @@ impl EncodedFields {
         }
         encode_str(value, &mut self.block);
         self.count += 1;
-        Ok(())
+        Ok(index)
     }
 
     /// How many fields were pushed.
@@ -302,10 +306,14 @@ mod test {
     #[test]
     fn static_names_are_indexes() {
         let mut fields = EncodedFields::default();
-        fields.push(b"Date", b"x").unwrap();
-        fields.push(b"www-authenticate", b"y").unwrap();
-        // name index 33 = 15 + 18; 61 = 15 + 46
-        assert_eq!(fields.as_bytes(), b"\x0f\x12\x01x\x0f\x2e\x01y");
+        assert_eq!(fields.push(b"Date", b"x"), Ok(Some(33)));
+        assert_eq!(fields.push(b"www-authenticate", b"y"), Ok(Some(61)));
+        assert_eq!(fields.push(b"x-date", b"z"), Ok(None));
+        // name index 33 = 15 + 18; 61 = 15 + 46; then a literal name
+        assert_eq!(
+            fields.as_bytes(),
+            b"\x0f\x12\x01x\x0f\x2e\x01y\x00\x06x-date\x01z"
+        );
     }
 
     #[test]

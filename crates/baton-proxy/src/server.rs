@@ -165,6 +165,24 @@ fn nodelay_inherited(listener: &TcpListener) -> bool {
     cfg!(target_os = "linux")
 }
 
+/// Turns TCP_QUICKACK off on the listening socket, so the connections it accepts start
+/// in delayed-ACK mode (Linux copies the listener's mode to each): the first request's
+/// ACK then leaves with the response instead of in a segment of its own right after
+/// the request is read. A new connection starts in quick-ACK mode otherwise, and one
+/// that carries a single request (`Connection: close`) never leaves it. Large request
+/// bodies are still ACKed every second full segment; an answer slower than the
+/// delayed-ACK timer (40 ms and more) gets its ACK from the timer, which also ends
+/// delayed-ACK mode for that connection. Returns whether the option was set.
+fn delayed_first_ack(listener: &TcpListener) -> bool {
+    match socket2::SockRef::from(listener).set_tcp_quickack(false) {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::debug!(%error, "TCP_QUICKACK off on a listener");
+            false
+        }
+    }
+}
+
 /// Accepts on `listener` and serves each connection in a task of the calling runtime
 /// (tracked by `tracker`; `stop` is their graceful close); runs until dropped.
 async fn accept(
@@ -182,6 +200,7 @@ async fn accept(
     // it saves a `setsockopt` per connection. Each accepted socket is set on its own
     // only where the listener's could not be (never seen; kept for other kernels).
     let inherited = nodelay_inherited(&listener);
+    delayed_first_ack(&listener);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -739,6 +758,24 @@ mod tests {
                 "TCP_NODELAY not inherited from the listener"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn connections_accepted_on_a_listener_start_in_delayed_ack_mode() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _before = TcpStream::connect(addr).await.unwrap();
+        let (before, _) = listener.accept().await.unwrap();
+        // Linux reports TCP_QUICKACK as "not in delayed-ACK (ping-pong) mode": a new
+        // connection is in quick-ACK mode.
+        assert!(socket2::SockRef::from(&before).tcp_quickack().unwrap());
+        assert!(delayed_first_ack(&listener));
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(
+            !socket2::SockRef::from(&accepted).tcp_quickack().unwrap(),
+            "delayed-ACK mode not inherited from the listener"
+        );
     }
 
     #[test]

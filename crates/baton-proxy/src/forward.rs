@@ -55,12 +55,16 @@ impl Target {
     }
 }
 
-/// The outcome of one try on one backend.
-enum Attempt {
+/// The outcome of one try on one backend. `R` is what a retry needs back: hyper's
+/// client consumes the request (`Request<RequestBody>`); `h1client` only borrows its
+/// head (`()`). Not boxed: the answer is the common case, and boxing it would allocate
+/// once per request.
+#[allow(clippy::large_enum_variant)]
+enum Attempt<R> {
     /// hyper's client answered on this connection, kept for reuse when the body ends.
     Answered(Response<UpstreamBody>, Option<pool::Sender>),
     /// The request is back in hand and may be sent once more.
-    Retry(Request<RequestBody>),
+    Retry(R),
     Failed(ProxyError),
 }
 
@@ -254,20 +258,25 @@ impl Inner {
                 }
             }
             headers::frame_unknown_length(&parts.method, &mut parts.headers, has_body);
-            let fast = h1client::eligible(&parts.method, has_body, upgrade);
-            // `h1client` keeps the request in hand for a retry; hyper's client consumes it,
-            // so only that path needs a copy of the head.
-            let replay = if fast {
-                None
-            } else {
-                Replay::capture(&parts, has_body, upgrade)
-            };
             exchange.set_bytes_in(progress);
-            let upstream_req = Request::from_parts(parts, body);
-            match self
-                .send(upstream_req, replay, fast, &target, &mut exchange)
-                .await
-            {
+            // `h1client` borrows the head, which stays here for a retry (and is not
+            // moved from future to future); hyper's client consumes the request, so only
+            // that path needs a copy of the head.
+            let sent = if h1client::eligible(&parts.method, has_body, upgrade) {
+                let sent = self.send_fast(&parts, &target, &mut exchange).await;
+                if sent.is_ok() {
+                    // The head was sent and is not resent now: its map serves a later
+                    // request on this thread.
+                    headers::recycle(parts.headers);
+                }
+                sent
+            } else {
+                let replay = Replay::capture(&parts, has_body, upgrade);
+                let upstream_req = Request::from_parts(parts, body);
+                self.send(upstream_req, replay, &target, &mut exchange)
+                    .await
+            };
+            match sent {
                 Ok(resp) => self.respond(resp, &target, exchange, client_upgrade),
                 Err(error) => {
                     // A body cut off at the limit or stalled fails the upstream request;
@@ -370,7 +379,6 @@ impl Inner {
         &'a self,
         mut req: Request<RequestBody>,
         mut replay: Option<Replay>,
-        fast: bool,
         target: &'a Target,
         exchange: &'a mut Exchange,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, ProxyError>> + 'a {
@@ -381,13 +389,10 @@ impl Inner {
                 let Some(backend) = exchange.in_flight().map(|g| g.backend().clone()) else {
                     return Err(upstream_error(target));
                 };
-                let attempt = if fast {
-                    self.attempt_fast(&backend, req, retried, target).await
-                } else {
-                    self.attempt(&backend, req, &mut replay, retried, target)
-                        .await
-                };
-                match attempt {
+                match self
+                    .attempt(&backend, req, &mut replay, retried, target)
+                    .await
+                {
                     Attempt::Answered(resp, sender) => {
                         exchange.upstream_time = Some(sent.elapsed());
                         if let Some(sender) = sender {
@@ -397,6 +402,34 @@ impl Inner {
                     }
                     Attempt::Failed(error) => return Err(error),
                     Attempt::Retry(again) => req = again,
+                }
+                retried = true;
+                move_to_other(exchange, target.pool());
+            }
+        }
+    }
+
+    /// `send` for a request without a body on `h1client` (`h1client::eligible`).
+    fn send_fast<'a>(
+        &'a self,
+        parts: &'a Parts,
+        target: &'a Target,
+        exchange: &'a mut Exchange,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, ProxyError>> + 'a {
+        async move {
+            let mut retried = false;
+            let sent = Instant::now();
+            loop {
+                let Some(backend) = exchange.in_flight().map(|g| g.backend().clone()) else {
+                    return Err(upstream_error(target));
+                };
+                match self.attempt_fast(&backend, parts, retried, target).await {
+                    Attempt::Answered(resp, _) => {
+                        exchange.upstream_time = Some(sent.elapsed());
+                        return Ok(resp);
+                    }
+                    Attempt::Failed(error) => return Err(error),
+                    Attempt::Retry(()) => {}
                 }
                 retried = true;
                 move_to_other(exchange, target.pool());
@@ -423,7 +456,7 @@ impl Inner {
         replay: &'a mut Option<Replay>,
         retried: bool,
         target: &'a Target,
-    ) -> impl Future<Output = Attempt> + 'a {
+    ) -> impl Future<Output = Attempt<Request<RequestBody>>> + 'a {
         async move {
             let pool = target.pool();
             let (connect_timeout, header_timeout, idle_timeout) = self.upstream_timeouts();
@@ -510,10 +543,10 @@ impl Inner {
     fn attempt_fast<'a>(
         &'a self,
         backend: &'a Arc<Backend>,
-        req: Request<RequestBody>,
+        parts: &'a Parts,
         retried: bool,
         target: &'a Target,
-    ) -> impl Future<Output = Attempt> + 'a {
+    ) -> impl Future<Output = Attempt<()>> + 'a {
         async move {
             let pool = target.pool();
             let (connect_timeout, header_timeout, idle_timeout) = self.upstream_timeouts();
@@ -531,13 +564,12 @@ impl Inner {
                     Err(error) => {
                         tracing::warn!(backend = %backend.id, %error, retried, "upstream connect failed");
                         fail("connect failed");
-                        return connect_failed(req, retried, target);
+                        return connect_failed((), retried, target);
                     }
                 },
             };
-            let (parts, body) = req.into_parts();
             let outcome =
-                h1client::send(conn, reused, &parts, backend.clone(), header_timeout).await;
+                h1client::send(conn, reused, parts, backend.clone(), header_timeout).await;
             let error = match outcome {
                 Ok(resp) => {
                     if resp.status().is_server_error() {
@@ -545,9 +577,6 @@ impl Inner {
                     } else {
                         self.passive.success(backend);
                     }
-                    // The request's head was sent and is not resent now: its map serves
-                    // a later request on this thread.
-                    headers::recycle(parts.headers);
                     return Attempt::Answered(resp.map(UpstreamBody::Fast), None);
                 }
                 Err(SendError::HeaderTimeout) => {
@@ -562,7 +591,7 @@ impl Inner {
             };
             if matches!(error, SendError::Abandoned) && !retried {
                 tracing::warn!(backend = %backend.id, "backend found dead while waiting for its response head; sending the request to another");
-                return Attempt::Retry(Request::from_parts(parts, body));
+                return Attempt::Retry(());
             }
             // A pooled connection the upstream closed meanwhile says nothing about the
             // backend's health.
@@ -575,7 +604,7 @@ impl Inner {
                 return Attempt::Failed(upstream_error(target));
             }
             tracing::debug!(backend = %backend.id, %error, reused, "request without a body failed before any answer; retrying");
-            Attempt::Retry(Request::from_parts(parts, body))
+            Attempt::Retry(())
         }
     }
 
@@ -678,7 +707,7 @@ fn unavailable(app: &CompiledApp) -> ProxyError {
 
 /// A failed connect: nothing reached the upstream, so the first one is retried on
 /// another connection (or backend), the second answers 502.
-fn connect_failed(req: Request<RequestBody>, retried: bool, target: &Target) -> Attempt {
+fn connect_failed<R>(req: R, retried: bool, target: &Target) -> Attempt<R> {
     if !retried {
         return Attempt::Retry(req);
     }

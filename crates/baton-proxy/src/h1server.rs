@@ -307,9 +307,9 @@ where
         // kept for later): a client that closes its side has left, and the request is
         // dropped with everything it holds (hold slot, upstream exchange), as hyper's
         // server drops it. Boxed: an idle connection's task holds no room for it.
-        let mut handling = Box::pin(inner.handle(head.request, client));
+        let mut handling = crate::boxed_future(|| inner.handle(head.request, client));
         let mut reading = true;
-        let response = loop {
+        let mut response = loop {
             if reading {
                 reserve(&mut buf);
             }
@@ -327,17 +327,18 @@ where
                 },
             }
         };
-        let mut response = response;
         let fields = response.body_mut().take_fields();
         let written = write_response(
             io,
             &mut wbuf,
-            response,
+            &mut response,
             fields.as_deref(),
             head_request,
             head.keep_alive,
-        );
-        match written.await {
+        )
+        .await;
+        drop(response);
+        match written {
             Ok(true) if !graceful.is_cancelled() => {}
             Ok(_) => {
                 // Over TLS the close is a record (close_notify) to write; over plain TCP
@@ -658,7 +659,7 @@ fn parse_length(value: &[u8]) -> Option<u64> {
 pub(crate) fn write_response<'a, S, B>(
     io: &'a mut S,
     wbuf: &'a mut Vec<u8>,
-    response: Response<B>,
+    response: &'a mut Response<B>,
     fields: Option<&Fields>,
     head_request: bool,
     keep_alive: bool,
@@ -668,23 +669,16 @@ where
     B: Body<Data = Bytes> + Unpin + 'a,
     B::Error: Into<BoxError>,
 {
-    // The head is encoded before the future is made: it holds the body alone, not the
-    // whole response (the future is part of every connection's task).
-    let mut response = response;
+    // The head is encoded before the future is made, and the response stays where the
+    // caller has it: the future holds a reference to its body (it is part of every
+    // connection's task, and a response moved into it would be written over again).
     let length = body_length(response.body());
     wbuf.clear();
     // Room for a head and a small body at once: grown a few bytes at a time, a new
     // connection's buffer would be reallocated five times over its first answer.
     wbuf.reserve(WRITE_CHUNK);
-    let encoded = encode_head(
-        &mut response,
-        fields,
-        head_request,
-        keep_alive,
-        length,
-        wbuf,
-    );
-    let mut body = response.into_body();
+    let encoded = encode_head(response, fields, head_request, keep_alive, length, wbuf);
+    let body = response.body_mut();
     async move {
         let chunked = encoded.framing == Framing::Chunked;
         let mut left = match encoded.framing {
@@ -700,7 +694,7 @@ where
             Flush,
         }
         loop {
-            let step = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+            let step = poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Ready(frame) => Poll::Ready(Step::Frame(frame)),
                 Poll::Pending if !wbuf.is_empty() => Poll::Ready(Step::Flush),
                 Poll::Pending => Poll::Pending,

@@ -29,6 +29,7 @@ use crate::headers;
 use crate::Inner;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use h2::server::{Builder, SendResponse};
 use h2::{EncodedFields, Reason, RecvStream, SendStream};
 use http::header::{self, HeaderMap, HeaderName};
@@ -117,7 +118,9 @@ where
                 Poll::Ready(Some(Ok((request, respond)))) => {
                     // Boxed: the exchange's future is large, and `push` would move it
                     // three times over into its task.
-                    streams.push(Box::pin(exchange(inner, client, request, respond)));
+                    streams.push(crate::boxed_future(|| {
+                        exchange(inner, client, request, respond)
+                    }));
                 }
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error.into())),
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
@@ -142,22 +145,27 @@ where
 }
 
 /// One stream: the request through the proxy, the response back, however it ends.
-async fn exchange(
-    inner: &Inner,
-    client: &ClientConn,
+/// (`map`, not an `async fn` awaiting `run_exchange`: that would move the request into
+/// `run_exchange`'s future when first polled; this way both are built at once, in the
+/// stream's allocation.)
+fn exchange<'a>(
+    inner: &'a Inner,
+    client: &'a ClientConn,
     request: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
-) {
-    if let Err(error) = run_exchange(inner, client, request, &mut respond).await {
-        tracing::debug!(%error, "HTTP/2 stream ended early");
-    }
+    respond: SendResponse<Bytes>,
+) -> impl Future<Output = ()> + 'a {
+    run_exchange(inner, client, request, respond).map(|ended| {
+        if let Err(error) = ended {
+            tracing::debug!(%error, "HTTP/2 stream ended early");
+        }
+    })
 }
 
 async fn run_exchange(
     inner: &Inner,
     client: &ClientConn,
     request: Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
+    mut respond: SendResponse<Bytes>,
 ) -> Result<(), h2::Error> {
     let (parts, recv) = request.into_parts();
     let content_length = request_length(&parts.headers);
@@ -173,7 +181,8 @@ async fn run_exchange(
     // A client that resets the stream has left: the exchange is dropped with
     // everything it holds (hold slot, backend connection), as on HTTP/1 when the
     // client closes.
-    let mut response = poll_fn(|cx| {
+    // Taken apart where it lands: each move of the response writes its 480 bytes again.
+    let (head, mut body) = poll_fn(|cx| {
         if let Poll::Ready(response) = handling.as_mut().poll(cx) {
             return Poll::Ready(Ok(response));
         }
@@ -183,9 +192,9 @@ async fn run_exchange(
             Poll::Pending => Poll::Pending,
         }
     })
-    .await?;
-    let upstream = response.body_mut().take_fields();
-    let (head, body) = response.into_parts();
+    .await?
+    .into_parts();
+    let upstream = body.take_fields();
     let mut head = Response::from_parts(head, ());
     let mut encoded = None;
     if let Some(fields) = upstream {
@@ -218,7 +227,7 @@ async fn run_exchange(
         return Ok(());
     }
     Pipe {
-        body,
+        body: &mut body,
         tx,
         waiting: None,
     }
@@ -301,14 +310,14 @@ fn strip_connection_fields(headers: &mut HeaderMap) {
 /// Sends a response body on its stream: each chunk once the client's window has room
 /// for some of it (h2 queues the rest), then the trailers or the end of the stream.
 /// A client reset ends it with that error; a body that fails resets the stream.
-struct Pipe {
-    body: ResponseBody,
+struct Pipe<'a> {
+    body: &'a mut ResponseBody,
     tx: SendStream<Bytes>,
     /// A chunk taken from the body, waiting for window.
     waiting: Option<(Bytes, bool)>,
 }
 
-impl Future for Pipe {
+impl Future for Pipe<'_> {
     type Output = Result<(), h2::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -336,7 +345,7 @@ impl Future for Pipe {
             }
             // The next frame before any window is claimed: a claim held while a body
             // produces nothing would hold the connection's window from other streams.
-            match ready!(Pin::new(&mut me.body).poll_frame(cx)) {
+            match ready!(Pin::new(&mut *me.body).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let end = me.body.is_end_stream();

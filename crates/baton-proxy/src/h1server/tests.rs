@@ -94,7 +94,7 @@ fn fast_writes(
             let open = write_response(
                 &mut out,
                 &mut wbuf,
-                respond(),
+                &mut respond(),
                 None,
                 head_request,
                 keep_alive,
@@ -364,7 +364,8 @@ fn a_failing_or_short_body_is_cut_not_completed() {
     };
     let (open, out) = runtime().block_on(async {
         let mut out: Vec<u8> = Vec::new();
-        let open = write_response(&mut out, &mut Vec::new(), failing(), None, false, true).await;
+        let open =
+            write_response(&mut out, &mut Vec::new(), &mut failing(), None, false, true).await;
         (open.is_ok(), out)
     });
     assert!(!open);
@@ -382,7 +383,7 @@ fn a_failing_or_short_body_is_cut_not_completed() {
     };
     let result = runtime().block_on(async {
         let mut out: Vec<u8> = Vec::new();
-        write_response(&mut out, &mut Vec::new(), short(), None, false, true).await
+        write_response(&mut out, &mut Vec::new(), &mut short(), None, false, true).await
     });
     assert!(result.is_err());
 }

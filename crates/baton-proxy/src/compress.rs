@@ -215,6 +215,11 @@ impl Offer {
 
 /// Decide for `res` and, when it is to be compressed, rewrite its head and wrap its
 /// body. Only upstream bodies are touched (not proxy errors, not a 101).
+///
+/// Not inlined: an encoder is built on the stack before it is boxed, and inlined, that
+/// room would be part of the stack frame of every request's future (see the text of
+/// `forward.rs`).
+#[inline(never)]
 pub(crate) fn apply(offer: Option<Offer>, res: &mut Response<ResponseBody>) {
     let Some(offer) = offer else {
         return;

@@ -7,6 +7,20 @@
 //! body moves it into (a request is 264 bytes), and these futures are made, moved into
 //! one another and boxed once per request, so every byte of them is copied several
 //! times per request.
+//!
+//! The memory a request touches is what its cost comes down to (between two polls of
+//! its future the kernel's work has pushed most of it out of the CPU's caches), so:
+//! - The request and the response are not moved from step to step where a borrow will
+//!   do (`send_fast` borrows the head; `h1server::write_response` borrows the
+//!   response), and a request's future is built in its allocation
+//!   (`crate::boxed_future`).
+//! - The polls on the request path keep small stack frames. A frame past a page is
+//!   probed a page at a time (one store, usually a cache miss, per 4 KiB), and LLVM
+//!   inlines callees' stack room into their caller's frame: a task spawned (its future
+//!   is built on the stack), an encoder made, httparse's 100 field slots. Those
+//!   functions are `#[inline(never)]` (`upgrade::spawn_tunnel`, `pool::spawn_conn_task`,
+//!   `compress::apply`, `h1client::parse::take_head`): `forward`'s poll went from a
+//!   55 KB frame (13 probes per poll) to under 6 KB.
 
 // The steps above are written out as `impl Future` on purpose (the module's text says why).
 #![allow(clippy::manual_async_fn)]
@@ -115,8 +129,8 @@ impl Inner {
             };
             if compression.is_some() {
                 materialize(&mut res);
+                compress::apply(compression, &mut res);
             }
-            compress::apply(compression, &mut res);
             res.body_mut().set_active(active);
             if let Some(mut pending) = access {
                 pending.record.status = res.status().as_u16();

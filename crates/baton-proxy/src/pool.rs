@@ -299,6 +299,15 @@ pub(crate) async fn connect(
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| ConnectError::Handshake { addr, source })?;
+    spawn_conn_task(backend, conn);
+    Ok(Sender { send, peer })
+}
+
+/// The task that drives one of hyper's client connections. Not inlined: the task's
+/// future is built on the stack before it is moved into the task, and that room would
+/// be part of every request's stack frame (see the text of `forward.rs`).
+#[inline(never)]
+fn spawn_conn_task(backend: &Backend, conn: http1::Connection<TokioIo<TcpStream>, RequestBody>) {
     let mut close = backend.close_signal();
     let generation = *close.borrow_and_update();
     let id = backend.id.clone();
@@ -314,7 +323,6 @@ pub(crate) async fn connect(
             }
         }
     });
-    Ok(Sender { send, peer })
 }
 
 #[cfg(test)]

@@ -218,14 +218,9 @@ async fn accept(
                 };
                 // Boxed where it is made: spawning moves the future into its task
                 // several times, and it is kilobytes.
-                let conn = Box::pin(serve_conn(
-                    inner.clone(),
-                    served,
-                    stream,
-                    peer,
-                    scheme,
-                    stop.clone(),
-                ));
+                let conn = crate::boxed_future(|| {
+                    serve_conn(inner.clone(), served, stream, peer, scheme, stop.clone())
+                });
                 tracker.spawn(conn);
             }
             Err(error) => {
@@ -268,11 +263,12 @@ async fn serve_conn(
         Scheme::Http => serve_http(inner, served, stream, fd, peer, false, stop).await,
         Scheme::Https => {
             let timeout = served.config.client_header_timeout;
-            match Box::pin(tls::accept(&inner.tls, stream, timeout)).await {
+            match crate::boxed_future(|| tls::accept(&inner.tls, stream, timeout)).await {
                 Ok(Handshake::Http(stream)) => {
                     // Boxed, with the TLS stream: plain connections' tasks need no room
                     // for either.
-                    Box::pin(serve_http(inner, served, stream, fd, peer, true, stop)).await;
+                    crate::boxed_future(|| serve_http(inner, served, stream, fd, peer, true, stop))
+                        .await;
                 }
                 Ok(Handshake::Challenge) => {
                     tracing::debug!(%peer, "answered an ACME TLS-ALPN-01 validation");
@@ -457,7 +453,8 @@ where
     if is_h2(&mut first, &mut io).await {
         let io = Rewind::new(first, io);
         // Boxed: a connection served over HTTP/1 to its end never needs room for it.
-        return Box::pin(h2server::serve(io, &inner, &client, max_head, &graceful)).await;
+        return crate::boxed_future(|| h2server::serve(io, &inner, &client, max_head, &graceful))
+            .await;
     }
     // hyper applies its buffer limit only while a head is still incomplete, so a head
     // that one read completes gets through however long it is; the head the fast path
@@ -482,11 +479,11 @@ where
         answer
     });
     // Boxed: a connection the fast path serves to its end never needs room for hyper's.
-    let mut conn = Box::pin(
+    let mut conn = crate::boxed_future(|| {
         builder
             .serve_connection(TokioIo::new(Rewind::new(first, io)), service)
-            .with_upgrades(),
-    );
+            .with_upgrades()
+    });
     tokio::select! {
         res = conn.as_mut() => return res.map_err(Into::into),
         _ = graceful.cancelled() => {}

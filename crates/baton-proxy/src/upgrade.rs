@@ -50,6 +50,10 @@ pub(crate) fn is_websocket(headers: &HeaderMap) -> bool {
 
 /// Start the tunnel for an accepted upgrade. The guard keeps the backend's in-flight
 /// count up until the tunnel ends. `websocket`: the 101 answered `Upgrade: websocket`.
+/// Not inlined: the tunnel's future is built on the stack before it is moved into its
+/// task, and inlined that room would be part of every request's stack frame (see the
+/// text of `forward.rs`).
+#[inline(never)]
 pub(crate) fn spawn_tunnel(
     client: OnUpgrade,
     upstream: OnUpgrade,

@@ -281,6 +281,10 @@ pub(crate) fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(Head,
 /// `parse_head` on a connection's buffer: the head's bytes are split off `buf` (not
 /// copied) and the fields are slices of them; `buf` keeps what follows (the body).
 /// Unless it is `Ok(Some)`, `buf` is as it was.
+///
+/// Not inlined: its 3.2 KB of httparse field slots would become part of the stack
+/// frame of the request's future (see the text of `forward.rs`).
+#[inline(never)]
 pub(crate) fn take_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Invalid> {
     let Some(scanned) = scan_head(buf, head_request)? else {
         return Ok(None);

@@ -97,6 +97,7 @@ use baton_core::{AppRouteSpec, RouteTableSpec};
 use baton_metrics::MetricsRegistry;
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -493,6 +494,19 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// copies all of it into the allocation: kilobytes per request (mostly room for states
 /// the future has not reached), into memory that is not in cache.
 #[inline(always)]
-pub(crate) fn boxed_future<F: Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+pub(crate) fn boxed_future<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
     Box::into_pin(Box::write(Box::new_uninit(), make()))
+}
+
+/// A boxed future polled through a vtable, so that its poll is never inlined into its
+/// caller's: a connection's rarer paths (TLS, HTTP/2, hyper's HTTP/1.1) then add nothing
+/// to the stack frame of the poll every plain HTTP/1.1 request goes through (see the
+/// text of `forward.rs`).
+pub(crate) fn out_of_line<'a, F>(
+    make: impl FnOnce() -> F,
+) -> Pin<Box<dyn Future<Output = F::Output> + Send + 'a>>
+where
+    F: Future + Send + 'a,
+{
+    boxed_future(make)
 }

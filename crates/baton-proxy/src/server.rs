@@ -263,11 +263,11 @@ async fn serve_conn(
         Scheme::Http => serve_http(inner, served, stream, fd, peer, false, stop).await,
         Scheme::Https => {
             let timeout = served.config.client_header_timeout;
-            match crate::boxed_future(|| tls::accept(&inner.tls, stream, timeout)).await {
+            match crate::out_of_line(|| tls::accept(&inner.tls, stream, timeout)).await {
                 Ok(Handshake::Http(stream)) => {
                     // Boxed, with the TLS stream: plain connections' tasks need no room
-                    // for either.
-                    crate::boxed_future(|| serve_http(inner, served, stream, fd, peer, true, stop))
+                    // for either (and their polls no stack room for its poll).
+                    crate::out_of_line(|| serve_http(inner, served, stream, fd, peer, true, stop))
                         .await;
                 }
                 Ok(Handshake::Challenge) => {
@@ -453,9 +453,26 @@ where
     if is_h2(&mut first, &mut io).await {
         let io = Rewind::new(first, io);
         // Boxed: a connection served over HTTP/1 to its end never needs room for it.
-        return crate::boxed_future(|| h2server::serve(io, &inner, &client, max_head, &graceful))
+        return crate::out_of_line(|| h2server::serve(io, &inner, &client, max_head, &graceful))
             .await;
     }
+    crate::out_of_line(|| serve_hyper(inner, client, builder, first, io, max_head, graceful)).await
+}
+
+/// hyper's HTTP/1.1 server, from the head the fast path left, with the bytes already
+/// read put back in front.
+async fn serve_hyper<S>(
+    inner: Arc<Inner>,
+    client: Arc<ClientConn>,
+    builder: Arc<http1::Builder>,
+    first: BytesMut,
+    mut io: TrackedIo<S>,
+    max_head: usize,
+    graceful: CancellationToken,
+) -> Result<(), BoxError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     // hyper applies its buffer limit only while a head is still incomplete, so a head
     // that one read completes gets through however long it is; the head the fast path
     // left over is judged here instead, by the same limit.

@@ -11,7 +11,7 @@
 //! The memory a request touches is what its cost comes down to (between two polls of
 //! its future the kernel's work has pushed most of it out of the CPU's caches), so:
 //! - The request and the response are not moved from step to step where a borrow will
-//!   do (`send_fast` borrows the head; `h1server::write_response` borrows the
+//!   do (`send` and `attempt_fast` borrow the head; `h1server::write_response` borrows the
 //!   response), and a request's future is built in its allocation
 //!   (`crate::boxed_future`).
 //! - The polls on the request path keep small stack frames. A frame past a page is
@@ -84,6 +84,16 @@ enum Attempt<R> {
     /// The request is back in hand and may be sent once more.
     Retry(R),
     Failed(ProxyError),
+}
+
+/// What `send` sends: a head `h1client` borrows (a retry sends it as it is), or a
+/// request hyper's client consumes (a retry gets it back, or a copy from `Replay`).
+/// Made in `forward`'s frame and borrowed by `send`, never moved: boxing the request
+/// would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Outgoing<'a> {
+    Fast(&'a Parts),
+    Hyper(Option<Request<RequestBody>>, Option<Replay>),
 }
 
 enum Pick {
@@ -281,7 +291,9 @@ impl Inner {
             // moved from future to future); hyper's client consumes the request, so only
             // that path needs a copy of the head.
             let sent = if h1client::eligible(&parts.method, has_body, upgrade) {
-                let sent = self.send_fast(&parts, &target, &mut exchange).await;
+                let sent = self
+                    .send(&mut Outgoing::Fast(&parts), &target, &mut exchange)
+                    .await;
                 if sent.is_ok() {
                     // The head was sent and is not resent now: its map serves a later
                     // request on this thread.
@@ -291,8 +303,8 @@ impl Inner {
             } else {
                 let replay = Replay::capture(&parts, has_body, upgrade);
                 let upstream_req = Request::from_parts(parts, body);
-                self.send(upstream_req, replay, &target, &mut exchange)
-                    .await
+                let mut outgoing = Outgoing::Hyper(Some(upstream_req), replay);
+                self.send(&mut outgoing, &target, &mut exchange).await
             };
             match sent {
                 Ok(resp) => self.respond(resp, &target, exchange, client_upgrade),
@@ -393,10 +405,10 @@ impl Inner {
 
     /// Send with at most one retry, and only when the upstream provably did not
     /// process the request (or the method is idempotent and nothing was answered).
+    /// `outgoing` is borrowed: a head `h1client` sends stays where `forward` has it.
     fn send<'a>(
         &'a self,
-        mut req: Request<RequestBody>,
-        mut replay: Option<Replay>,
+        outgoing: &'a mut Outgoing<'a>,
         target: &'a Target,
         exchange: &'a mut Exchange,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, ProxyError>> + 'a {
@@ -407,43 +419,30 @@ impl Inner {
                 let Some(backend) = exchange.in_flight().map(|g| g.backend().clone()) else {
                     return Err(upstream_error(target));
                 };
-                match self
-                    .attempt(&backend, req, &mut replay, retried, target)
-                    .await
-                {
+                let attempt = match outgoing {
+                    Outgoing::Fast(parts) => {
+                        self.attempt_fast(&backend, parts, retried, target).await
+                    }
+                    Outgoing::Hyper(req, replay) => {
+                        let Some(r) = req.take() else {
+                            return Err(upstream_error(target));
+                        };
+                        match self.attempt(&backend, r, replay, retried, target).await {
+                            Attempt::Answered(resp, sender) => Attempt::Answered(resp, sender),
+                            Attempt::Failed(error) => Attempt::Failed(error),
+                            Attempt::Retry(again) => {
+                                *req = Some(again);
+                                Attempt::Retry(())
+                            }
+                        }
+                    }
+                };
+                match attempt {
                     Attempt::Answered(resp, sender) => {
                         exchange.upstream_time = Some(sent.elapsed());
                         if let Some(sender) = sender {
                             exchange.set_conn(sender);
                         }
-                        return Ok(resp);
-                    }
-                    Attempt::Failed(error) => return Err(error),
-                    Attempt::Retry(again) => req = again,
-                }
-                retried = true;
-                move_to_other(exchange, target.pool());
-            }
-        }
-    }
-
-    /// `send` for a request without a body on `h1client` (`h1client::eligible`).
-    fn send_fast<'a>(
-        &'a self,
-        parts: &'a Parts,
-        target: &'a Target,
-        exchange: &'a mut Exchange,
-    ) -> impl Future<Output = Result<Response<UpstreamBody>, ProxyError>> + 'a {
-        async move {
-            let mut retried = false;
-            let sent = Instant::now();
-            loop {
-                let Some(backend) = exchange.in_flight().map(|g| g.backend().clone()) else {
-                    return Err(upstream_error(target));
-                };
-                match self.attempt_fast(&backend, parts, retried, target).await {
-                    Attempt::Answered(resp, _) => {
-                        exchange.upstream_time = Some(sent.elapsed());
                         return Ok(resp);
                     }
                     Attempt::Failed(error) => return Err(error),

@@ -220,10 +220,7 @@ impl Offer {
 /// room would be part of the stack frame of every request's future (see the text of
 /// `forward.rs`).
 #[inline(never)]
-pub(crate) fn apply(offer: Option<Offer>, res: &mut Response<ResponseBody>) {
-    let Some(offer) = offer else {
-        return;
-    };
+pub(crate) fn apply(offer: Offer, res: &mut Response<ResponseBody>) {
     if !res.body().is_upstream() {
         return;
     }

@@ -141,9 +141,9 @@ impl Inner {
                     error_response(&error)
                 }
             };
-            if compression.is_some() {
+            if let Some(offer) = compression {
                 materialize(&mut res);
-                compress::apply(compression, &mut res);
+                compress::apply(offer, &mut res);
             }
             res.body_mut().set_active(active);
             if let Some(mut pending) = access {

@@ -49,11 +49,12 @@ def load(port, mode, seconds):
     return B.run_wrk(port, mode, seconds, 32)
 
 
-def one_run(binary, seconds, modes):
-    """Fresh backends and baton from `binary`; {mode: wrk result with CPU per request}."""
+def one_run(binary, seconds, modes, sample_app):
+    """Fresh backends (from `sample_app`) and baton from `binary`; {mode: wrk result with
+    CPU per request}."""
     out = {}
     with tempfile.TemporaryDirectory(prefix="baton-ab-") as tmp:
-        b = B.Bench(binary, tmp)
+        b = B.Bench(binary, tmp, sample_app)
         try:
             b.make_cert()
             b.start_backends()
@@ -77,6 +78,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--a", required=True, help="the first baton binary (e.g. the base)")
     ap.add_argument("--b", required=True, help="the second baton binary (e.g. the change)")
+    ap.add_argument("--sample-app", help="the binary whose `sample-app` is the backend of "
+                    "both (default: --a), so a build's backends do not differ")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=10, help="each mode's duration")
     ap.add_argument("--modes", default="keepalive,close",
@@ -100,7 +103,8 @@ def main():
         if r % 2:
             order.reverse()
         for name, path in order:
-            for mode, res in one_run(path, args.seconds, modes).items():
+            for mode, res in one_run(path, args.seconds, modes,
+                                     args.sample_app or args.a).items():
                 runs.append((name, mode, res))
                 p99 = f"  p99 {res['p99_ms']:.3f} ms" if res.get("p99_ms") is not None else ""
                 print(f"round {r + 1} {name} {mode:9} {res['rps']:9,.0f} req/s  "

@@ -255,8 +255,10 @@ def run_wrk(port, mode, seconds, conns, scheme="http", env=None, threads=1):
 
 
 class Bench:
-    def __init__(self, baton, tmp):
+    def __init__(self, baton, tmp, sample_app=None):
         self.baton = str(Path(baton).resolve())
+        # The backends' binary: the same for every build of baton under test.
+        self.sample_app = str(Path(sample_app or baton).resolve())
         self.tmp = Path(tmp)
         self.backends = {}
         self.ports = {}
@@ -285,7 +287,7 @@ class Bench:
     def start_backends(self):
         for ver in ("v1", "v2"):
             port = free_port()
-            spawn(pin(1) + [self.baton, "sample-app", "--port", str(port), "--version", ver],
+            spawn(pin(1) + [self.sample_app, "sample-app", "--port", str(port), "--version", ver],
                   self.tmp / f"backend-{ver}.log")
             wait_port(port, f"sample-app {ver}")
             self.backends[ver] = port
@@ -1149,8 +1151,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--baton", required=True)
     ap.add_argument("--client", required=True, help="the bench-client binary (baton-loadgen)")
+    ap.add_argument("--sample-app", help="the baton binary that runs the backends "
+                    "(default: --baton)")
     ap.add_argument("--publish-json", help="output of the publish_scale bench")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--build", default="plain", choices=("plain", "pgo"),
+                    help="how --baton was built: `cargo build --release` or dist/build-pgo")
     ap.add_argument("--out", default=str(BENCH_DIR))
     args = ap.parse_args()
     if args.quick:
@@ -1164,7 +1170,7 @@ def main():
     client = str(Path(args.client).resolve())
     tmp = tempfile.mkdtemp(prefix="baton-bench-")
     os.chmod(tmp, 0o755)
-    bench = Bench(args.baton, tmp)
+    bench = Bench(args.baton, tmp, args.sample_app)
     raw = {"throughput": {m: {t: [] for t in TARGETS} for m in MODES},
            "throughput2": {m: {p: [] for p in PROXIES} for m in MODES},
            "fixed_rate": {r: {t: [] for t in TARGETS} for r in rates},
@@ -1270,14 +1276,15 @@ def main():
             publish = json.loads(Path(args.publish_json).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             log(f"no control-plane figures: {exc}")
-    cmd = "bench/run" + (" --quick" if args.quick else "")
+    cmd = "bench/run" + (" --quick" if args.quick else "") + (
+        " --plain" if args.build == "plain" and not args.quick else "")
     result = {"command": cmd, "mode": "quick" if args.quick else "full",
               "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "params": {"rounds": rounds, "seconds": seconds, "connections": conns,
                          "connections_2_workers": conns2,
                          "wrk_threads": 1, "switches": switches, "switch_interval_s": interval,
                          "rates": rates, "rate_seconds": rate_s, "memory_connections": mem_conns,
-                         "proxy_core": 0, "loadgen_core": 1},
+                         "proxy_core": 0, "loadgen_core": 1, "baton_build": args.build},
               "machine": machine_info(), "summary": summarize(raw), "switch": switch,
               "weights": weights, "memory": memory, "publish": publish, "raw": raw}
     out = Path(args.out)
@@ -1300,6 +1307,12 @@ def main():
 READING = "\n## Reading the figures"
 
 
+# How the baton under test was built, in RESULTS.md's words.
+BUILDS = {"plain": "built by `cargo build --release`",
+          "pgo": "built by `dist/build-pgo` (profile-guided, the build to install; "
+                 "`bench/run --plain` measures `cargo build --release`)"}
+
+
 def write_results_md(path, result, text):
     m = result["machine"]
     p = result["params"]
@@ -1314,7 +1327,7 @@ Setup: two `baton sample-app` backends (v1, v2) on loopback; each proxy with one
 (nginx `worker_processes 1` + upstream `keepalive 64` + `access_log off`; HAProxy
 `nbthread 1` + `http-reuse always`, no logging; Caddy (Debian's package) `GOMAXPROCS=1`,
 `reverse_proxy`, admin endpoint off, no logs; baton `[proxy] workers = 1`, static
-runtime). Every proxy is pinned to its core with `taskset`. Proxies on core {p['proxy_core']}; load
+runtime, {BUILDS[p.get('baton_build', 'plain')]}). Every proxy is pinned to its core with `taskset`. Proxies on core {p['proxy_core']}; load
 generators and the backends on core {p['loadgen_core']}. {p['rounds']} rounds, targets
 interleaved with a rotating order; medians over rounds.
 

@@ -27,13 +27,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import bench as B  # noqa: E402
 
 
-def wrk(port, seconds, scheme="http", extra=()):
-    argv = ["wrk", "-t1", "-c32", f"-d{seconds}s", *extra, f"{scheme}://127.0.0.1:{port}/"]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
-    res = B.parse_wrk(out.stdout)
+def wrk_argv(port, seconds, scheme="http", extra=()):
+    return ["wrk", "-t1", "-c32", f"-d{seconds}s", *extra, f"{scheme}://127.0.0.1:{port}/"]
+
+
+def wrk_rps(argv, stdout, stderr=""):
+    """wrk's req/s, or an error if any request failed: counts of failures would train
+    the error paths as hot."""
+    res = B.parse_wrk(stdout)
     if not res["rps"] or res["non2xx"] or res["socket_errors"]:
-        raise RuntimeError(f"training load failed ({' '.join(argv)}): {out.stdout}{out.stderr}")
+        raise RuntimeError(f"training load failed ({' '.join(argv)}): {stdout}{stderr}")
     return res["rps"]
+
+
+def wrk(port, seconds, scheme="http", extra=()):
+    argv = wrk_argv(port, seconds, scheme, extra)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    return wrk_rps(argv, out.stdout, out.stderr)
 
 
 def h2load(port, seconds, scheme="http"):
@@ -44,11 +54,21 @@ def h2load(port, seconds, scheme="http"):
 
 
 def main():
+    try:
+        train()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        sys.exit(f"pgo-train: {exc}")
+
+
+def train():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baton", required=True, help="the instrumented baton binary")
     ap.add_argument("--profile-dir", required=True, help="where the .profraw files go")
     ap.add_argument("--seconds", type=int, default=4)
     args = ap.parse_args()
+    if not (Path(args.baton).is_file() and os.access(args.baton, os.X_OK)):
+        raise RuntimeError(f"--baton {args.baton} is not an executable file: an instrumented "
+                           "build (dist/build-pgo makes one)")
     profile_dir = Path(args.profile_dir).resolve()
     profile_dir.mkdir(parents=True, exist_ok=True)
     s = args.seconds
@@ -65,7 +85,7 @@ def main():
             port, tls = bench.ports["baton"], bench.tls_ports["baton"]
             post = Path(tmp) / "post.lua"
             post.write_text('wrk.method = "POST"\nwrk.path = "/echo"\n'
-                            f'wrk.body = string.rep("x", 16384)\n')
+                            'wrk.body = string.rep("x", 16384)\n')
             runs = [
                 ("keep-alive", lambda: wrk(port, s)),
                 ("new connection per request", lambda: wrk(port, s, extra=("-H", "Connection: close"))),
@@ -78,15 +98,12 @@ def main():
             for name, run in runs:
                 print(f"pgo-train: {name}: {run():,.0f} req/s", file=sys.stderr, flush=True)
             # A switch under load: publish, drain, the new version's first requests.
-            load = subprocess.Popen(["wrk", "-t1", "-c32", f"-d{s}s", f"http://127.0.0.1:{port}/"],
-                                    stdout=subprocess.PIPE, text=True)
+            argv = wrk_argv(port, s)
+            load = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
             time.sleep(s / 4)
             bench.baton_wait(bench.baton_deploy("v2"))
             out, _ = load.communicate(timeout=s + 30)
-            res = B.parse_wrk(out)
-            if not res["rps"] or res["non2xx"] or res["socket_errors"]:
-                raise RuntimeError(f"training load failed during a deployment: {out}")
-            print(f"pgo-train: blue/green switch under load: {res['rps']:,.0f} req/s",
+            print(f"pgo-train: blue/green switch under load: {wrk_rps(argv, out):,.0f} req/s",
                   file=sys.stderr, flush=True)
             # The counts are written when the process exits normally (SIGTERM: a
             # graceful stop).

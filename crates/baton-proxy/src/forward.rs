@@ -92,7 +92,7 @@ enum Attempt<R> {
 /// would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 enum Outgoing<'a> {
-    Fast(&'a Parts),
+    Fast(&'a Parts, &'a headers::Forwarding<'a>),
     Hyper(Option<Request<RequestBody>>, Option<Replay>),
 }
 
@@ -273,7 +273,7 @@ impl Inner {
             exchange.set_in_flight(guard);
 
             headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-            headers::add_forwarding(&mut parts.headers, &conn.peer, host.as_ref());
+            let forwarding = headers::forwarding(&mut parts.headers, &conn.peer, host.as_ref());
             headers::to_http11(
                 &mut parts.version,
                 &mut parts.uri,
@@ -292,7 +292,11 @@ impl Inner {
             // that path needs a copy of the head.
             let sent = if h1client::eligible(&parts.method, has_body, upgrade) {
                 let sent = self
-                    .send(&mut Outgoing::Fast(&parts), &target, &mut exchange)
+                    .send(
+                        &mut Outgoing::Fast(&parts, &forwarding),
+                        &target,
+                        &mut exchange,
+                    )
                     .await;
                 if sent.is_ok() {
                     // The head was sent and is not resent now: its map serves a later
@@ -301,6 +305,7 @@ impl Inner {
                 }
                 sent
             } else {
+                forwarding.insert_into(&mut parts.headers);
                 let replay = Replay::capture(&parts, has_body, upgrade);
                 let upstream_req = Request::from_parts(parts, body);
                 let mut outgoing = Outgoing::Hyper(Some(upstream_req), replay);
@@ -420,8 +425,9 @@ impl Inner {
                     return Err(upstream_error(target));
                 };
                 let attempt = match outgoing {
-                    Outgoing::Fast(parts) => {
-                        self.attempt_fast(&backend, parts, retried, target).await
+                    Outgoing::Fast(parts, forwarding) => {
+                        self.attempt_fast(&backend, parts, forwarding, retried, target)
+                            .await
                     }
                     Outgoing::Hyper(req, replay) => {
                         let Some(r) = req.take() else {
@@ -561,6 +567,7 @@ impl Inner {
         &'a self,
         backend: &'a Arc<Backend>,
         parts: &'a Parts,
+        forwarding: &'a headers::Forwarding<'a>,
         retried: bool,
         target: &'a Target,
     ) -> impl Future<Output = Attempt<()>> + 'a {
@@ -585,8 +592,15 @@ impl Inner {
                     }
                 },
             };
-            let outcome =
-                h1client::send(conn, reused, parts, backend.clone(), header_timeout).await;
+            let outcome = h1client::send(
+                conn,
+                reused,
+                parts,
+                forwarding,
+                backend.clone(),
+                header_timeout,
+            )
+            .await;
             let error = match outcome {
                 Ok(resp) => {
                     if resp.status().is_server_error() {

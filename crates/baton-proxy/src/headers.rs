@@ -254,9 +254,45 @@ pub(crate) struct Peer {
     pub https: bool,
 }
 
-/// Add the proxy's own headers. Must run after `strip_hop_by_hop`, so nothing the
-/// client put in `Connection` can remove them.
-pub(crate) fn add_forwarding(headers: &mut HeaderMap, peer: &Peer, host: Option<&HeaderValue>) {
+/// The proxy's own fields for a request going upstream: `X-Forwarded-For`,
+/// `X-Forwarded-Proto`, `X-Forwarded-Host` (when the request names a host) and
+/// `X-Request-Id` (unless the request brought one). `forwarding` takes the fields they
+/// replace out of the map; then either `insert_into` puts them in (hyper's client sends
+/// the map), or `h1client` writes them after the map's fields (`write_to`): four hashed
+/// insertions (the names are not ones `HeaderMap` knows) spared on every request.
+pub(crate) struct Forwarding<'a> {
+    /// The client's address, or (a trusted peer's) the list it sent with that appended.
+    xff: std::borrow::Cow<'a, HeaderValue>,
+    https: bool,
+    host: Option<&'a HeaderValue>,
+    /// `None`: the request's own stays in the map.
+    request_id: Option<HeaderValue>,
+}
+
+/// Takes out of `headers` what the proxy's own fields replace and says what they are
+/// (see `Forwarding`). Must run after `strip_hop_by_hop`, so nothing the client put in
+/// `Connection` can remove them.
+pub(crate) fn forwarding<'a>(
+    headers: &mut HeaderMap,
+    peer: &'a Peer,
+    host: Option<&'a HeaderValue>,
+) -> Forwarding<'a> {
+    use std::borrow::Cow;
+    // Most requests carry none of these: a look at the names spares hashed lookups.
+    let ours = |k: &HeaderName| {
+        *k == X_FORWARDED_FOR
+            || *k == X_FORWARDED_PROTO
+            || *k == X_FORWARDED_HOST
+            || *k == X_REQUEST_ID
+    };
+    if !headers.keys().any(ours) {
+        return Forwarding {
+            xff: Cow::Borrowed(&peer.ip),
+            https: peer.https,
+            host,
+            request_id: Some(request_id()),
+        };
+    }
     let xff = if peer.trusted && headers.contains_key(&X_FORWARDED_FOR) {
         let mut joined = Vec::with_capacity(64);
         for v in headers.get_all(&X_FORWARDED_FOR) {
@@ -264,18 +300,73 @@ pub(crate) fn add_forwarding(headers: &mut HeaderMap, peer: &Peer, host: Option<
             joined.extend_from_slice(b", ");
         }
         joined.extend_from_slice(peer.ip.as_bytes());
-        HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer.ip.clone())
+        HeaderValue::from_bytes(&joined).map_or(Cow::Borrowed(&peer.ip), Cow::Owned)
     } else {
-        peer.ip.clone()
+        Cow::Borrowed(&peer.ip)
     };
-    headers.insert(X_FORWARDED_FOR.clone(), xff);
-    let proto = if peer.https { "https" } else { "http" };
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    match host {
-        Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
-        None => headers.remove(&X_FORWARDED_HOST),
-    };
-    headers.entry(&X_REQUEST_ID).or_insert_with(request_id);
+    headers.remove(&X_FORWARDED_FOR);
+    headers.remove(&X_FORWARDED_PROTO);
+    headers.remove(&X_FORWARDED_HOST);
+    let request_id = (!headers.contains_key(&X_REQUEST_ID)).then(request_id);
+    Forwarding {
+        xff,
+        https: peer.https,
+        host,
+        request_id,
+    }
+}
+
+impl Forwarding<'_> {
+    fn proto(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Into the map (which `forwarding` has emptied of them), after its fields.
+    pub(crate) fn insert_into(self, headers: &mut HeaderMap) {
+        let proto = self.proto();
+        headers.insert(X_FORWARDED_FOR.clone(), self.xff.into_owned());
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+        if let Some(host) = self.host {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        }
+        if let Some(id) = self.request_id {
+            headers.insert(X_REQUEST_ID.clone(), id);
+        }
+    }
+
+    /// As HTTP/1.1 field lines, in the order `insert_into` puts them in the map.
+    pub(crate) fn write_to(&self, head: &mut bytes::BytesMut) {
+        let line = |head: &mut bytes::BytesMut, name: &HeaderName, value: &[u8]| {
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n");
+        };
+        line(head, &X_FORWARDED_FOR, self.xff.as_bytes());
+        line(head, &X_FORWARDED_PROTO, self.proto().as_bytes());
+        if let Some(host) = self.host {
+            line(head, &X_FORWARDED_HOST, host.as_bytes());
+        }
+        if let Some(id) = &self.request_id {
+            line(head, &X_REQUEST_ID, id.as_bytes());
+        }
+    }
+
+    /// Bytes `write_to` writes.
+    pub(crate) fn len(&self) -> usize {
+        let line = |name: &HeaderName, value: usize| name.as_str().len() + value + 4;
+        line(&X_FORWARDED_FOR, self.xff.len())
+            + line(&X_FORWARDED_PROTO, self.proto().len())
+            + self.host.map_or(0, |h| line(&X_FORWARDED_HOST, h.len()))
+            + self
+                .request_id
+                .as_ref()
+                .map_or(0, |id| line(&X_REQUEST_ID, id.len()))
+    }
 }
 
 /// Header fields the proxy may add to a request or response beyond those it read
@@ -461,6 +552,36 @@ mod tests {
         h
     }
 
+    /// The proxy's own headers into the map, as the request path adds them when hyper's
+    /// client sends the request.
+    fn add_forwarding(headers: &mut HeaderMap, peer: &Peer, host: Option<&HeaderValue>) {
+        forwarding(headers, peer, host).insert_into(headers);
+    }
+
+    /// What the proxy's own headers are, written as insertions into the map (as the
+    /// request path made them before `Forwarding`): the reference it is checked against.
+    fn reference(headers: &mut HeaderMap, peer: &Peer, host: Option<&HeaderValue>) {
+        let xff = if peer.trusted && headers.contains_key(&X_FORWARDED_FOR) {
+            let mut joined = Vec::new();
+            for v in headers.get_all(&X_FORWARDED_FOR) {
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(peer.ip.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap()
+        } else {
+            peer.ip.clone()
+        };
+        headers.insert(X_FORWARDED_FOR.clone(), xff);
+        let proto = if peer.https { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+        match host {
+            Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+        headers.entry(&X_REQUEST_ID).or_insert_with(request_id);
+    }
+
     fn peer(trusted: bool) -> Peer {
         Peer {
             https: false,
@@ -554,6 +675,93 @@ mod tests {
         }
         let distinct: std::collections::HashSet<&[u8]> = ids.iter().map(|v| v.as_bytes()).collect();
         assert_eq!(distinct.len(), ids.len());
+    }
+
+    /// `write_to` writes what `insert_into` puts in the map, in the map's order after
+    /// the request's own fields, whatever the request brought.
+    #[test]
+    fn forwarding_written_out_is_what_the_map_would_hold() {
+        // (the request's fields, trusted peer, HTTPS, host)
+        type Case<'a> = (&'a [(&'a str, &'a str)], bool, bool, Option<&'a str>);
+        let cases: [Case; 6] = [
+            (&[("host", "a")], false, false, Some("a")),
+            (&[("host", "a")], false, true, None),
+            (
+                &[
+                    ("x-forwarded-for", "6.6.6.6"),
+                    ("accept", "*/*"),
+                    ("x-forwarded-proto", "https"),
+                ],
+                false,
+                false,
+                Some("a"),
+            ),
+            (
+                &[
+                    ("x-forwarded-for", "1.1.1.1"),
+                    ("x-forwarded-for", "2.2.2.2"),
+                    ("x-forwarded-host", "evil"),
+                ],
+                true,
+                true,
+                None,
+            ),
+            (
+                &[("x-request-id", "abc"), ("host", "a")],
+                true,
+                false,
+                Some("a"),
+            ),
+            (
+                &[("x-forwarded-host", "evil"), ("x-request-id", "abc")],
+                false,
+                false,
+                None,
+            ),
+        ];
+        for (fields, trusted, https, host) in cases {
+            let host = host.map(HeaderValue::from_static);
+            let mut peer = peer(trusted);
+            peer.https = https;
+            let mut written = map(fields);
+            let fwd = forwarding(&mut written, &peer, host.as_ref());
+            let mut bytes = bytes::BytesMut::new();
+            fwd.write_to(&mut bytes);
+            assert_eq!(bytes.len(), fwd.len());
+            let mut both = written.clone();
+            fwd.insert_into(&mut both);
+            let mut lines = Vec::new();
+            for (name, value) in &written {
+                lines.push(format!("{}: {}", name, value.to_str().unwrap()));
+            }
+            let ours = String::from_utf8(bytes.to_vec()).unwrap();
+            lines.extend(ours.split_terminator("\r\n").map(str::to_owned));
+            let mut want = Vec::new();
+            for (name, value) in &both {
+                let value = value.to_str().unwrap();
+                want.push(format!("{name}: {value}"));
+            }
+            assert_eq!(lines, want, "{fields:?} trusted={trusted} https={https}");
+            // And the same fields as insertions into the map give (the request id is
+            // another draw).
+            let mut added = map(fields);
+            reference(&mut added, &peer, host.as_ref());
+            let mut a: Vec<_> = added.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+            let mut b: Vec<_> = both.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+            for list in [&mut a, &mut b] {
+                list.retain(|(n, _)| {
+                    *n != X_REQUEST_ID || fields.iter().any(|(f, _)| *f == "x-request-id")
+                });
+                list.sort_by(|x, y| {
+                    x.0.as_str()
+                        .cmp(y.0.as_str())
+                        .then(x.1.as_bytes().cmp(y.1.as_bytes()))
+                });
+            }
+            assert_eq!(a, b);
+            assert_eq!(both.get_all(&X_REQUEST_ID).iter().count(), 1);
+            assert_eq!(both.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub(crate) use body::FastBody;
 pub(crate) use parse::Fields;
 
 use crate::backend::Backend;
+use crate::headers::Forwarding;
 use crate::pool::ConnectError;
 use bytes::BytesMut;
 use http::request::Parts;
@@ -124,6 +125,7 @@ pub(crate) async fn send(
     mut conn: Conn,
     reused: bool,
     parts: &Parts,
+    forwarding: &Forwarding<'_>,
     backend: Arc<Backend>,
     header_timeout: Duration,
 ) -> Result<Response<FastBody>, SendError> {
@@ -136,7 +138,7 @@ pub(crate) async fn send(
     // nothing for it.
     debug_assert!(conn.buf.is_empty());
     conn.buf.clear();
-    encode_head(parts, &mut conn.buf);
+    encode_head(parts, forwarding, &mut conn.buf);
     let head = &conn.buf;
     // From here the request waits for its answer; a request without a body can be sent
     // again, so `Backend::abandon` may end the wait (by shutting the socket).
@@ -257,11 +259,11 @@ impl Deadline<'_> {
 }
 
 /// The request head as hyper's client writes it: request line, then every field as
-/// `name: value` (names lower-case, as `HeaderMap` holds them), appended to `head`
-/// (empty).
-fn encode_head(parts: &Parts, head: &mut BytesMut) {
+/// `name: value` (names lower-case, as `HeaderMap` holds them) and the proxy's own
+/// after them (as if inserted into the map last), appended to `head` (empty).
+fn encode_head(parts: &Parts, forwarding: &Forwarding<'_>, head: &mut BytesMut) {
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut size = parts.method.as_str().len() + target.len() + 14;
+    let mut size = parts.method.as_str().len() + target.len() + 14 + forwarding.len();
     for (name, value) in &parts.headers {
         size += name.as_str().len() + value.len() + 4;
     }
@@ -276,6 +278,7 @@ fn encode_head(parts: &Parts, head: &mut BytesMut) {
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
+    forwarding.write_to(head);
     head.extend_from_slice(b"\r\n");
 }
 

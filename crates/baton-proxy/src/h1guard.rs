@@ -33,6 +33,7 @@
 //! errors). Off means "no verdicts", never a wrong verdict: hyper still parses and
 //! re-frames every message, so nothing ambiguous ever reaches a backend.
 
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Instant;
@@ -392,9 +393,12 @@ impl Sniffer {
 
     /// Decide the framing of one complete head; records a bad head in `state`.
     fn parse(&mut self, head: &[u8], state: &ConnState) -> Phase {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        if !matches!(
+            req.parse_with_uninit_headers(head, &mut headers),
+            Ok(httparse::Status::Complete(_))
+        ) {
             return Phase::Off;
         }
         let index = self.heads;

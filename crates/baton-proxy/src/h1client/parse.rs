@@ -6,6 +6,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
+use std::mem::MaybeUninit;
 
 /// Header fields one response head (or trailer section) may have.
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -323,9 +324,14 @@ impl Scanned {
 }
 
 fn scan_head(buf: &[u8], head_request: bool) -> Result<Option<Scanned>, Invalid> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut fields);
-    let len = match res.parse(buf) {
+    // Left uninitialized: httparse writes the fields it finds (see `h1server::scan`).
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        buf,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
             return Err(Invalid::HeadTooLarge)

@@ -459,6 +459,26 @@ pub(crate) fn encode_head<B>(
     // them; every other repeated name gets a line per value.
     let mut joining: Option<Joined> = None;
     let mut te_needs_chunked = false;
+    let mut fields = fields;
+    if let Some(written) = fields.and_then(Fields::as_written) {
+        // The upstream wrote its fields as the loop below would: its lines go out at
+        // once, unless its `content-length` is one the loop would leave out.
+        let keep = written.length.is_none_or(|value| {
+            keep_length(
+                value,
+                body,
+                head_request,
+                &mut wrote_len,
+                &mut first_len,
+                &mut framing,
+            )
+        });
+        if keep {
+            dst.extend_from_slice(written.lines);
+            wrote_date = written.date;
+            fields = None;
+        }
+    }
     for (name, value) in fields.iter().flat_map(|f| f.iter()) {
         if name.eq_ignore_ascii_case(b"content-length") {
             let keep = keep_length(
@@ -475,8 +495,11 @@ pub(crate) fn encode_head<B>(
         } else if name.eq_ignore_ascii_case(b"date") {
             wrote_date = true;
         }
-        // `HeaderMap` holds names lower-case.
-        dst.extend(name.iter().map(u8::to_ascii_lowercase));
+        // `HeaderMap` holds names lower-case. Copied, then lowered in place: one copy
+        // rather than a capacity check per byte.
+        let at = dst.len();
+        dst.extend_from_slice(name);
+        dst[at..].make_ascii_lowercase();
         dst.extend_from_slice(b": ");
         dst.extend_from_slice(value);
         dst.extend_from_slice(b"\r\n");

@@ -58,6 +58,19 @@ struct Span {
 pub(crate) struct Fields {
     bytes: Bytes,
     spans: Vec<Span>,
+    /// No name has an upper-case letter.
+    lower: bool,
+}
+
+/// Fields as the client side's HTTP/1.1 encoder would write them one by one, already
+/// so in the upstream's head (see `Fields::as_written`).
+pub(crate) struct Written<'a> {
+    /// Every field line, `name: value` CRLF each.
+    pub lines: &'a [u8],
+    /// The value of the one `content-length` field, if there is one.
+    pub length: Option<&'a [u8]>,
+    /// Whether there is a `date` field.
+    pub date: bool,
 }
 
 /// A head's fields where they were read: what `framing` reads before the head's bytes
@@ -116,6 +129,43 @@ impl Fields {
     /// them): room enough for them encoded as HTTP/2 literals.
     pub fn head_len(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// The field lines as they are in the head, when that is how the client side's
+    /// HTTP/1.1 encoder writes them: names lower-case, each line `name: value` CRLF,
+    /// one after the other in the fields' order (none removed from between them), at
+    /// most one `content-length`. Most upstreams write their heads so; the encoder then
+    /// copies the lines at once.
+    pub fn as_written(&self) -> Option<Written<'_>> {
+        if !self.lower {
+            return None;
+        }
+        let start = self.spans.first()?.name as usize;
+        let mut at = start;
+        let mut length = None;
+        let mut date = false;
+        for s in &self.spans {
+            let name_end = (s.name + s.name_len) as usize;
+            let value_end = (s.value + s.value_len) as usize;
+            if s.name as usize != at
+                || s.value as usize != name_end + 2
+                || self.bytes.get(name_end..name_end + 2) != Some(b": ")
+                || self.bytes.get(value_end..value_end + 2) != Some(b"\r\n")
+            {
+                return None;
+            }
+            let name = self.name(s);
+            if name == b"content-length" && length.replace(self.value(s)).is_some() {
+                return None;
+            }
+            date |= name == b"date";
+            at = value_end + 2;
+        }
+        Some(Written {
+            lines: &self.bytes[start..at],
+            length,
+            date,
+        })
     }
 
     /// The fields as the `HeaderMap` that appending them one by one makes.
@@ -302,6 +352,8 @@ struct Scanned {
     /// Where a reason phrase other than the status's own is.
     reason: Option<(usize, usize)>,
     spans: Vec<Span>,
+    /// No name has an upper-case letter.
+    lower: bool,
     framing: Framing,
     keep_alive: bool,
 }
@@ -316,6 +368,7 @@ impl Scanned {
             fields: Fields {
                 bytes,
                 spans: self.spans,
+                lower: self.lower,
             },
             framing: self.framing,
             keep_alive: self.keep_alive,
@@ -361,6 +414,7 @@ fn scan_head(buf: &[u8], head_request: bool) -> Result<Option<Scanned>, Invalid>
     let mut close = false;
     let mut keep_alive_token = false;
     let mut framers = Framers::default();
+    let mut upper = false;
     for field in res.headers.iter() {
         let name = field.name.as_bytes();
         // httparse takes exactly these: its name bytes are RFC 9110's token characters
@@ -393,6 +447,7 @@ fn scan_head(buf: &[u8], head_request: bool) -> Result<Option<Scanned>, Invalid>
             }
             _ => {}
         }
+        upper |= name.iter().any(u8::is_ascii_uppercase);
         spans.push(Span {
             name: offset(name),
             name_len: name.len() as u32,
@@ -413,6 +468,7 @@ fn scan_head(buf: &[u8], head_request: bool) -> Result<Option<Scanned>, Invalid>
     let (framing, reuse) = framing(status, version, fields, &framers, head_request)?;
     keep_alive &= reuse;
     Ok(Some(Scanned {
+        lower: !upper,
         len,
         status,
         version,

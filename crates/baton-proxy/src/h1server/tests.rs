@@ -475,6 +475,14 @@ fn an_upstream_head_kept_as_received_leaves_as_the_same_bytes_as_through_a_map()
         "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 5\r\n\r\n",
         "HTTP/1.1 599 Whatever\r\nx-obs: café\r\n\r\n",
         "HTTP/1.1 200 OK\r\n\r\n",
+        // Lines the encoder would write as they are (copied at once), and near misses.
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-version: v1\r\ncontent-length: 3\r\ndate: Sun, 06 Dec 2026 08:18:36 GMT\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ndate: x\r\ncontent-length: 12\r\nx: y\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nx-a:1\r\nx-b:  2\r\nx-c:\t3\r\ncontent-length: 5\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nx-a: 1 \r\ncontent-length: 5\r\nx-empty: \r\n\r\n",
+        "HTTP/1.1 200 OK\r\nx-a: 1\ncontent-length: 5\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nx-a: 1\r\nconnection: keep-alive\r\nx-b: 2\r\n\r\n",
     ];
     let bodies = [None, Some(None), Some(Some(0)), Some(Some(5))];
     let mut cases = 0;
@@ -505,5 +513,43 @@ fn an_upstream_head_kept_as_received_leaves_as_the_same_bytes_as_through_a_map()
             }
         }
     }
-    assert_eq!(cases, 256);
+    assert_eq!(cases, heads.len() * 16);
+}
+
+/// Which upstream heads have their field lines copied as they are.
+#[test]
+fn field_lines_are_copied_at_once_only_when_written_as_the_encoder_writes_them() {
+    let written = |upstream: &str| {
+        let (head, _) = crate::h1client::parse::parse_head(upstream.as_bytes(), false)
+            .unwrap()
+            .unwrap();
+        head.fields.as_written().map(|w| {
+            (
+                String::from_utf8(w.lines.to_vec()).unwrap(),
+                w.length.map(|v| String::from_utf8(v.to_vec()).unwrap()),
+                w.date,
+            )
+        })
+    };
+    let lines = "content-type: text/plain\r\ncontent-length: 3\r\ndate: d\r\n";
+    assert_eq!(
+        written(&format!("HTTP/1.1 200 OK\r\n{lines}\r\n")),
+        Some((lines.to_string(), Some("3".to_string()), true))
+    );
+    assert_eq!(
+        written("HTTP/1.1 200 OK\r\nx: 1\r\n\r\n"),
+        Some(("x: 1\r\n".to_string(), None, false))
+    );
+    for other in [
+        "HTTP/1.1 200 OK\r\nContent-Type: a\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nx:1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nx:\t1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nx: 1 \r\n\r\n",
+        "HTTP/1.1 200 OK\r\nx: \r\n\r\n",
+        "HTTP/1.1 200 OK\r\nx: 1\ny: 2\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\n\r\n",
+    ] {
+        assert_eq!(written(other), None, "{other:?}");
+    }
 }

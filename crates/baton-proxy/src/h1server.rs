@@ -450,10 +450,14 @@ pub(crate) fn encode_head<B>(
     }
     let chunked_ok = !http10 && can_have_body(head_request, status);
     let mut last = !keep_alive;
-    let mut framing = Framing::Length(0);
-    let mut wrote_len = false;
+    let mut lengths = Lengths {
+        body,
+        head_request,
+        written: false,
+        first: None,
+        framing: Framing::Length(0),
+    };
     let mut wrote_date = false;
-    let mut first_len: Option<u64> = None;
     // `HeaderMap` yields every value of a name together, under the same key. Connection,
     // Transfer-Encoding and Trailer values are joined into one line each, as hyper joins
     // them; every other repeated name gets a line per value.
@@ -463,16 +467,7 @@ pub(crate) fn encode_head<B>(
     if let Some(written) = fields.and_then(Fields::as_written) {
         // The upstream wrote its fields as the loop below would: its lines go out at
         // once, unless its `content-length` is one the loop would leave out.
-        let keep = written.length.is_none_or(|value| {
-            keep_length(
-                value,
-                body,
-                head_request,
-                &mut wrote_len,
-                &mut first_len,
-                &mut framing,
-            )
-        });
+        let keep = written.length.is_none_or(|value| lengths.keep(value));
         if keep {
             dst.extend_from_slice(written.lines);
             wrote_date = written.date;
@@ -481,14 +476,7 @@ pub(crate) fn encode_head<B>(
     }
     for (name, value) in fields.iter().flat_map(|f| f.iter()) {
         if name.eq_ignore_ascii_case(b"content-length") {
-            let keep = keep_length(
-                value,
-                body,
-                head_request,
-                &mut wrote_len,
-                &mut first_len,
-                &mut framing,
-            );
+            let keep = lengths.keep(value);
             if !keep {
                 continue;
             }
@@ -512,21 +500,14 @@ pub(crate) fn encode_head<B>(
         }
         match *name {
             header::CONTENT_LENGTH => {
-                let keep = keep_length(
-                    value.as_bytes(),
-                    body,
-                    head_request,
-                    &mut wrote_len,
-                    &mut first_len,
-                    &mut framing,
-                );
+                let keep = lengths.keep(value.as_bytes());
                 if keep {
                     line(dst, name, value);
                 }
             }
             header::TRANSFER_ENCODING if chunked_ok => {
-                wrote_len = true;
-                framing = Framing::Chunked;
+                lengths.written = true;
+                lengths.framing = Framing::Chunked;
                 // A last coding other than `chunked` gets it added, as hyper does.
                 te_needs_chunked = !value.to_str().is_ok_and(|s| {
                     s.rsplit(',')
@@ -552,8 +533,8 @@ pub(crate) fn encode_head<B>(
         }
     }
     end_joined(dst, &mut joining, te_needs_chunked);
-    if !wrote_len {
-        framing = match body {
+    if !lengths.written {
+        lengths.framing = match body {
             Some(None) if chunked_ok => {
                 dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
                 Framing::Chunked
@@ -573,7 +554,7 @@ pub(crate) fn encode_head<B>(
         };
     }
     if !can_have_body(head_request, status) {
-        framing = Framing::Length(0);
+        lengths.framing = Framing::Length(0);
     }
     if !wrote_date {
         dst.extend_from_slice(b"date: ");
@@ -581,43 +562,53 @@ pub(crate) fn encode_head<B>(
         dst.extend_from_slice(b"\r\n");
     }
     dst.extend_from_slice(b"\r\n");
-    if framing == Framing::Close {
+    if lengths.framing == Framing::Close {
         last = true;
     }
-    Encoded { framing, last }
+    Encoded {
+        framing: lengths.framing,
+        last,
+    }
 }
 
-/// Whether a `Content-Length` field of the response is written, as hyper's encoder
-/// decides it; a written one sets the framing.
-fn keep_length(
-    value: &[u8],
+/// How the response's `Content-Length` fields frame its body, as hyper's encoder
+/// decides it: `body` and `head_request` as `encode_head` has them.
+struct Lengths {
     body: Option<Option<u64>>,
     head_request: bool,
-    wrote_len: &mut bool,
-    first_len: &mut Option<u64>,
-    framing: &mut Framing,
-) -> bool {
-    match body {
-        Some(Some(known)) => {
-            if *wrote_len {
-                return false;
+    /// A `Content-Length` (or `Transfer-Encoding`) line is written.
+    written: bool,
+    /// The first length read from a field, when the body's own size is not known.
+    first: Option<u64>,
+    framing: Framing,
+}
+
+impl Lengths {
+    /// Whether a `Content-Length` field of the response is written; a written one sets
+    /// the framing.
+    fn keep(&mut self, value: &[u8]) -> bool {
+        match self.body {
+            Some(Some(known)) => {
+                if self.written {
+                    return false;
+                }
+                self.framing = Framing::Length(known);
             }
-            *framing = Framing::Length(known);
-        }
-        Some(None) => {
-            let Some(len) = parse_length(value) else {
-                return false;
-            };
-            if first_len.replace(len).is_some() {
-                return false;
+            Some(None) => {
+                let Some(len) = parse_length(value) else {
+                    return false;
+                };
+                if self.first.replace(len).is_some() {
+                    return false;
+                }
+                self.framing = Framing::Length(len);
             }
-            *framing = Framing::Length(len);
+            None if self.head_request => {}
+            None => return false,
         }
-        None if head_request => {}
-        None => return false,
+        self.written = true;
+        true
     }
-    *wrote_len = true;
-    true
 }
 
 /// A header line whose values are being joined into it.

@@ -415,7 +415,7 @@ fn can_have_content_length(status: StatusCode) -> bool {
 /// written first, as if they led the response's `HeaderMap`.
 pub(crate) fn encode_head<B>(
     res: &mut Response<B>,
-    fields: Option<&Fields>,
+    mut fields: Option<&Fields>,
     head_request: bool,
     keep_alive: bool,
     body: Option<Option<u64>>,
@@ -463,7 +463,6 @@ pub(crate) fn encode_head<B>(
     // them; every other repeated name gets a line per value.
     let mut joining: Option<Joined> = None;
     let mut te_needs_chunked = false;
-    let mut fields = fields;
     if let Some(written) = fields.and_then(Fields::as_written) {
         // The upstream wrote its fields as the loop below would: its lines go out at
         // once, unless its `content-length` is one the loop would leave out.

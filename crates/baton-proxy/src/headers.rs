@@ -285,15 +285,8 @@ pub(crate) fn forwarding<'a>(
             || *k == X_FORWARDED_HOST
             || *k == X_REQUEST_ID
     };
-    if !headers.keys().any(ours) {
-        return Forwarding {
-            xff: Cow::Borrowed(&peer.ip),
-            https: peer.https,
-            host,
-            request_id: Some(request_id()),
-        };
-    }
-    let xff = if peer.trusted && headers.contains_key(&X_FORWARDED_FOR) {
+    let any = headers.keys().any(ours);
+    let xff = if any && peer.trusted && headers.contains_key(&X_FORWARDED_FOR) {
         let mut joined = Vec::with_capacity(64);
         for v in headers.get_all(&X_FORWARDED_FOR) {
             joined.extend_from_slice(v.as_bytes());
@@ -304,10 +297,12 @@ pub(crate) fn forwarding<'a>(
     } else {
         Cow::Borrowed(&peer.ip)
     };
-    headers.remove(&X_FORWARDED_FOR);
-    headers.remove(&X_FORWARDED_PROTO);
-    headers.remove(&X_FORWARDED_HOST);
-    let request_id = (!headers.contains_key(&X_REQUEST_ID)).then(request_id);
+    if any {
+        headers.remove(&X_FORWARDED_FOR);
+        headers.remove(&X_FORWARDED_PROTO);
+        headers.remove(&X_FORWARDED_HOST);
+    }
+    let request_id = (!any || !headers.contains_key(&X_REQUEST_ID)).then(request_id);
     Forwarding {
         xff,
         https: peer.https,

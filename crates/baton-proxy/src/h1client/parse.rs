@@ -58,8 +58,6 @@ struct Span {
 pub(crate) struct Fields {
     bytes: Bytes,
     spans: Vec<Span>,
-    /// No name has an upper-case letter.
-    lower: bool,
 }
 
 /// Fields as the client side's HTTP/1.1 encoder would write them one by one, already
@@ -137,9 +135,6 @@ impl Fields {
     /// most one `content-length`. Most upstreams write their heads so; the encoder then
     /// copies the lines at once.
     pub fn as_written(&self) -> Option<Written<'_>> {
-        if !self.lower {
-            return None;
-        }
         let start = self.spans.first()?.name as usize;
         let mut at = start;
         let mut length = None;
@@ -155,6 +150,9 @@ impl Fields {
                 return None;
             }
             let name = self.name(s);
+            if name.iter().any(u8::is_ascii_uppercase) {
+                return None;
+            }
             if name == b"content-length" && length.replace(self.value(s)).is_some() {
                 return None;
             }
@@ -352,8 +350,6 @@ struct Scanned {
     /// Where a reason phrase other than the status's own is.
     reason: Option<(usize, usize)>,
     spans: Vec<Span>,
-    /// No name has an upper-case letter.
-    lower: bool,
     framing: Framing,
     keep_alive: bool,
 }
@@ -368,7 +364,6 @@ impl Scanned {
             fields: Fields {
                 bytes,
                 spans: self.spans,
-                lower: self.lower,
             },
             framing: self.framing,
             keep_alive: self.keep_alive,
@@ -414,7 +409,6 @@ fn scan_head(buf: &[u8], head_request: bool) -> Result<Option<Scanned>, Invalid>
     let mut close = false;
     let mut keep_alive_token = false;
     let mut framers = Framers::default();
-    let mut upper = false;
     for field in res.headers.iter() {
         let name = field.name.as_bytes();
         // httparse takes exactly these: its name bytes are RFC 9110's token characters
@@ -447,7 +441,6 @@ fn scan_head(buf: &[u8], head_request: bool) -> Result<Option<Scanned>, Invalid>
             }
             _ => {}
         }
-        upper |= name.iter().any(u8::is_ascii_uppercase);
         spans.push(Span {
             name: offset(name),
             name_len: name.len() as u32,
@@ -468,7 +461,6 @@ fn scan_head(buf: &[u8], head_request: bool) -> Result<Option<Scanned>, Invalid>
     let (framing, reuse) = framing(status, version, fields, &framers, head_request)?;
     keep_alive &= reuse;
     Ok(Some(Scanned {
-        lower: !upper,
         len,
         status,
         version,

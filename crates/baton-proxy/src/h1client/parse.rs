@@ -71,6 +71,22 @@ pub(crate) struct Written<'a> {
     pub date: bool,
 }
 
+/// Whether a field name has no upper-case letter and no byte of 0x80 or above, eight
+/// bytes at a time. A byte `b` below 0x80 is in `A..=Z` when `b + 0x3F` reaches 0x80 and
+/// `b + 0x25` does not; neither sum carries into the next byte, and a byte of 0x80 or
+/// above (which no token has) answers `false` by its own high bit.
+pub(super) fn lower_case(name: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let flags = |w: u64| w | (w.wrapping_add(0x3F * ONES) & !w.wrapping_add(0x25 * ONES));
+    let (words, rest) = name.as_chunks::<8>();
+    let mut seen = words
+        .iter()
+        .fold(0, |seen, word| seen | flags(u64::from_le_bytes(*word)));
+    seen |= flags(rest.iter().rev().fold(0, |w, &b| w << 8 | u64::from(b)));
+    seen & HIGH == 0
+}
+
 /// A head's fields where they were read: what `framing` reads before the head's bytes
 /// are taken from the connection's buffer.
 #[derive(Clone, Copy)]
@@ -150,7 +166,7 @@ impl Fields {
                 return None;
             }
             let name = self.name(s);
-            if name.iter().any(u8::is_ascii_uppercase) {
+            if !lower_case(name) {
                 return None;
             }
             if name == b"content-length" && length.replace(self.value(s)).is_some() {

@@ -1,7 +1,7 @@
 //! The response reader on whole responses, fed in every read size.
 
 use super::fuzz_decode;
-use super::parse::{parse_head, Framing};
+use super::parse::{lower_case, parse_head, Framing};
 
 /// Decodes `raw` in reads of 1, 3, 7 and all bytes; they must agree.
 fn decode(raw: &str, head: bool) -> Result<super::DecodedResponse, String> {
@@ -161,4 +161,30 @@ fn a_non_canonical_reason_phrase_is_kept() {
         .unwrap()
         .unwrap();
     assert_eq!(h.reason, None);
+}
+
+#[test]
+fn lower_case_names_are_told_apart_a_word_at_a_time_as_byte_by_byte() {
+    let reference = |name: &[u8]| name.iter().all(|b| *b < 0x80 && !b.is_ascii_uppercase());
+    // Every byte value at every place of names from 0 to 17 bytes long (whole words,
+    // the tail, both), among lower-case letters and among letters just past `Z`.
+    for len in 0..=17 {
+        for fill in [b'a', b'z', b'[', b'@', b'-'] {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut name = vec![fill; len];
+                    name[at] = byte;
+                    assert_eq!(
+                        lower_case(&name),
+                        reference(&name),
+                        "{name:?} (byte {byte:#04x} at {at} of {len})"
+                    );
+                }
+            }
+        }
+    }
+    assert!(lower_case(b""));
+    assert!(lower_case(b"content-length"));
+    assert!(!lower_case(b"Content-Length"));
+    assert!(!lower_case(b"x-forwarded-fOr"));
 }

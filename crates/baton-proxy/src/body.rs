@@ -442,8 +442,13 @@ impl Drop for Exchange {
     }
 }
 
-/// What the proxy sends to the client.
-pub(crate) struct ResponseBody {
+/// What the proxy sends to the client. Boxed: a response is moved from future to
+/// future on its way out (handler, connection loop, writer), and a pointer is what
+/// moves, not the ~370 bytes of an upstream body and its exchange; the handler's own
+/// future, which holds a response at several of its awaits, stays small with it.
+pub(crate) struct ResponseBody(Box<Outbound>);
+
+struct Outbound {
     kind: Kind,
     /// Keeps the client connection marked busy until the response is done.
     active: Option<Active>,
@@ -471,58 +476,58 @@ enum Kind {
 
 impl ResponseBody {
     pub(crate) fn full(bytes: Bytes) -> ResponseBody {
-        ResponseBody {
+        ResponseBody(Box::new(Outbound {
             kind: Kind::Full(Some(bytes)),
             active: None,
             access: None,
             sent: 0,
             encoder: None,
-        }
+        }))
     }
 
     pub(crate) fn upgraded(exchange: Exchange) -> ResponseBody {
-        ResponseBody {
+        ResponseBody(Box::new(Outbound {
             kind: Kind::Upgraded(exchange),
             active: None,
             access: None,
             sent: 0,
             encoder: None,
-        }
+        }))
     }
 
     pub(crate) fn upstream(inner: UpstreamBody, exchange: Exchange) -> ResponseBody {
-        ResponseBody {
+        ResponseBody(Box::new(Outbound {
             kind: Kind::Upstream { inner, exchange },
             active: None,
             access: None,
             sent: 0,
             encoder: None,
-        }
+        }))
     }
 
     pub(crate) fn set_active(&mut self, active: Active) {
-        self.active = Some(active);
+        self.0.active = Some(active);
     }
 
     pub(crate) fn set_access(&mut self, pending: Pending) {
-        self.access = Some(pending);
+        self.0.access = Some(pending);
     }
 
     /// Whether this streams an upstream's answer (not a proxy error, not a 101).
     pub(crate) fn is_upstream(&self) -> bool {
-        matches!(self.kind, Kind::Upstream { .. })
+        matches!(self.0.kind, Kind::Upstream { .. })
     }
 
     /// Compress the body from now on.
     pub(crate) fn encode(&mut self, encoder: Encoder) {
-        self.encoder = Some(Box::new(encoder));
+        self.0.encoder = Some(Box::new(encoder));
     }
 
     /// The upstream's header fields that `h1client` keeps as received (hop-by-hop
     /// fields removed), if nothing has taken them yet. They belong before every field
     /// of the response's `HeaderMap`.
     pub(crate) fn take_fields(&mut self) -> Option<Box<crate::h1client::Fields>> {
-        match &mut self.kind {
+        match &mut self.0.kind {
             Kind::Upstream {
                 inner: UpstreamBody::Fast(body),
                 ..
@@ -604,7 +609,7 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
+        let this = &mut *self.get_mut().0;
         let (kind, sent, active) = (&mut this.kind, &mut this.sent, &mut this.active);
         match this.encoder.as_deref_mut() {
             Some(encoder) => encoder.poll_frame(cx, |cx| poll_kind(kind, sent, active, cx)),
@@ -613,10 +618,11 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        if let Some(encoder) = &self.encoder {
+        let this = &*self.0;
+        if let Some(encoder) = &this.encoder {
             return encoder.is_end_stream();
         }
-        match &self.kind {
+        match &this.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Upgraded(_) => true,
             Kind::Upstream { inner, .. } => inner.is_end_stream(),
@@ -624,10 +630,11 @@ impl Body for ResponseBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.encoder.is_some() {
+        let this = &*self.0;
+        if this.encoder.is_some() {
             return SizeHint::default();
         }
-        match &self.kind {
+        match &this.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream { inner, .. } => inner.size_hint(),
             Kind::Upgraded(_) => SizeHint::with_exact(0),
@@ -672,7 +679,7 @@ fn poll_kind(
     }
 }
 
-impl Drop for ResponseBody {
+impl Drop for Outbound {
     fn drop(&mut self) {
         if let Kind::Upstream { inner, exchange } = &mut self.kind {
             exchange.finish(inner.is_end_stream());

@@ -88,7 +88,7 @@ pub(crate) struct IdlePool {
 
 struct Queues {
     queue: Stack<Sender>,
-    conns: Stack<Conn>,
+    conns: Stack<Box<Conn>>,
 }
 
 /// One worker's idle connections of one kind, newest last. A checkout takes the newest
@@ -185,7 +185,7 @@ impl IdlePool {
     }
 
     /// An `h1client` connection idle for less than `max_idle` that can still be used.
-    pub fn checkout_conn(&self, backend: &Backend, max_idle: Duration) -> Option<Conn> {
+    pub fn checkout_conn(&self, backend: &Backend, max_idle: Duration) -> Option<Box<Conn>> {
         self.mine()?
             .conns
             .take(max_idle, |conn| conn.usable(backend))
@@ -193,7 +193,7 @@ impl IdlePool {
 
     /// Keep an `h1client` connection whose response ended cleanly (dropped, and so
     /// closed, when the backend is draining or no connection is to be kept).
-    pub fn push_conn(&self, backend: &Backend, conn: Conn) {
+    pub fn push_conn(&self, backend: &Backend, conn: Box<Conn>) {
         if backend.is_removed() || backend.is_closed() || self.capacity == 0 {
             return;
         }

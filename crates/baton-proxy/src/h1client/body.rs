@@ -29,7 +29,7 @@ type Deadline = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 pub(crate) struct FastBody {
     /// `None` once the body is complete (the connection is pooled or closed).
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     /// Made the first time the body waits for the upstream (most bodies never do).
     deadline: Option<Deadline>,
     decoder: Decoder,
@@ -48,7 +48,7 @@ pub(crate) struct FastBody {
 }
 
 impl FastBody {
-    pub(super) fn new(conn: Conn, head: Head, backend: Arc<Backend>) -> FastBody {
+    pub(super) fn new(conn: Box<Conn>, head: Head, backend: Arc<Backend>) -> FastBody {
         let mut body = FastBody {
             conn: Some(conn),
             deadline: None,

@@ -65,7 +65,9 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub async fn connect(backend: &Backend, timeout: Duration) -> Result<Conn, ConnectError> {
+    /// Boxed once per connection: a connection rides in its response's body (and in
+    /// the pool between exchanges), and only a pointer then moves with it.
+    pub async fn connect(backend: &Backend, timeout: Duration) -> Result<Box<Conn>, ConnectError> {
         let stream = crate::pool::connect_stream(backend.addr, timeout).await?;
         let watched = backend
             .watch(std::os::fd::AsFd::as_fd(&stream))
@@ -73,13 +75,13 @@ impl Conn {
                 addr: backend.addr,
                 source,
             })?;
-        Ok(Conn {
+        Ok(Box::new(Conn {
             stream,
             watched,
             buf: BytesMut::new(),
             generation: backend.close_generation(),
             timer: None,
-        })
+        }))
     }
 
     /// Whether an idle connection can carry a request: made since the last drain
@@ -122,7 +124,7 @@ pub(crate) enum SendError {
 /// reads the response head, both within `header_timeout`. The body is read later, by
 /// whoever polls the `FastBody`.
 pub(crate) async fn send(
-    mut conn: Conn,
+    mut conn: Box<Conn>,
     reused: bool,
     parts: &Parts,
     forwarding: &Forwarding<'_>,

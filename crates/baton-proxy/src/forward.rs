@@ -13,7 +13,9 @@
 //! - The request and the response are not moved from step to step where a borrow will
 //!   do (`send` and `attempt_fast` borrow the head; `h1server::write_response` borrows the
 //!   response), and a request's future is built in its allocation
-//!   (`crate::boxed_future`).
+//!   (`crate::boxed_future`). Where a response does move (a future's result is copied
+//!   into its caller's), it is 120 bytes: `ResponseBody` is a pointer to its state, and
+//!   an upstream connection is boxed once, when it is made.
 //! - The polls on the request path keep small stack frames. A frame past a page is
 //!   probed a page at a time (one store, usually a cache miss, per 4 KiB), and LLVM
 //!   inlines callees' stack room into their caller's frame: a task spawned (its future

@@ -474,34 +474,26 @@ enum Kind {
 }
 
 impl ResponseBody {
-    pub(crate) fn full(bytes: Bytes) -> ResponseBody {
+    fn new(kind: Kind) -> ResponseBody {
         ResponseBody(Box::new(Outbound {
-            kind: Kind::Full(Some(bytes)),
+            kind,
             active: None,
             access: None,
             sent: 0,
             encoder: None,
         }))
+    }
+
+    pub(crate) fn full(bytes: Bytes) -> ResponseBody {
+        ResponseBody::new(Kind::Full(Some(bytes)))
     }
 
     pub(crate) fn upgraded(exchange: Exchange) -> ResponseBody {
-        ResponseBody(Box::new(Outbound {
-            kind: Kind::Upgraded(exchange),
-            active: None,
-            access: None,
-            sent: 0,
-            encoder: None,
-        }))
+        ResponseBody::new(Kind::Upgraded(exchange))
     }
 
     pub(crate) fn upstream(inner: UpstreamBody, exchange: Exchange) -> ResponseBody {
-        ResponseBody(Box::new(Outbound {
-            kind: Kind::Upstream { inner, exchange },
-            active: None,
-            access: None,
-            sent: 0,
-            encoder: None,
-        }))
+        ResponseBody::new(Kind::Upstream { inner, exchange })
     }
 
     pub(crate) fn set_active(&mut self, active: Active) {

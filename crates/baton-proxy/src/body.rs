@@ -140,11 +140,13 @@ pub(crate) struct ClientBody {
     metrics: Arc<MetricsRegistry>,
 }
 
-/// How far the client's body got, shared with the exchange.
-#[derive(Default)]
+/// How far the client's body got, shared with the exchange, and the limits it was read
+/// under (so that an upstream failure it caused is told as the limit's).
 pub(crate) struct BodyProgress {
     bytes: AtomicU64,
     stalled: AtomicBool,
+    limit: Option<u64>,
+    read_timeout: Duration,
 }
 
 /// Why the request body stopped: the client's stream failed, it grew past
@@ -177,7 +179,12 @@ impl RequestBody {
         if inner.is_end_stream() {
             return (RequestBody::Empty, None);
         }
-        let progress = Arc::new(BodyProgress::default());
+        let progress = Arc::new(BodyProgress {
+            bytes: AtomicU64::new(0),
+            stalled: AtomicBool::new(false),
+            limit: limits.max_bytes,
+            read_timeout: limits.read_timeout,
+        });
         let body = ClientBody {
             inner,
             buffered: None,
@@ -285,6 +292,18 @@ impl BodyProgress {
     pub fn stalled(&self) -> bool {
         self.stalled.load(Relaxed)
     }
+
+    /// Why the body was cut off, if it was: the client stopped sending it, or it grew
+    /// past the limit.
+    pub fn cut_off(&self) -> Option<RequestBodyError> {
+        if self.stalled() {
+            return Some(RequestBodyError::Stalled {
+                timeout: self.read_timeout,
+            });
+        }
+        let limit = self.limit?;
+        (self.bytes() > limit).then_some(RequestBodyError::TooLarge { limit })
+    }
 }
 
 impl Body for RequestBody {
@@ -383,9 +402,10 @@ impl Exchange {
         self.bytes_in.as_ref().map_or(0, |p| p.bytes())
     }
 
-    /// Whether the client stopped sending the request body (`body_read_timeout`).
-    pub fn body_stalled(&self) -> bool {
-        self.bytes_in.as_ref().is_some_and(|p| p.stalled())
+    /// Why the client's body was cut off (`body_read_timeout`, `max_request_body`), if
+    /// it was: an upstream request that failed then failed because of it.
+    pub fn body_cut_off(&self) -> Option<RequestBodyError> {
+        self.bytes_in.as_ref().and_then(|p| p.cut_off())
     }
 
     /// The backend serving the request (moves on a retry).

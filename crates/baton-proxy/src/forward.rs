@@ -27,6 +27,19 @@
 //!   poll had a 55 KB frame (13 probes per poll), the connection's 19 KB and 15 KB;
 //!   now all three are under 6 KB. `python3 bench/frames` lists the frames of a page
 //!   or more.
+//! - A request's future (`Handling`, boxed once per request) stays within the 1,032
+//!   bytes glibc's per-thread cache serves; past it, its allocation and free take the
+//!   allocator's general path (~550 instructions a request). It was 2,640 bytes; what
+//!   keeps it at 960: the work before the first await runs before the future is made
+//!   (`admit`) and the work after the last one in a plain poll (`Finish`), so no
+//!   future holds the request beside the parts taken from it (a future keeps each
+//!   captured variable for its whole life); a local that a closure borrows, or whose
+//!   reference is taken, is kept across every await in its scope, so the locals that
+//!   live through `h1client::send` are values, not borrowed (`attempt_fast`); the rare
+//!   steps' futures (a connect, hyper's client, its request) are boxed where they
+//!   start. `forward::size_tests` holds the limit; `RUSTC_BOOTSTRAP=1
+//!   RUSTFLAGS=-Zprint-type-sizes cargo build --release -p baton-proxy` prints each
+//!   future's layout.
 
 // The steps above are written out as `impl Future` on purpose (the module's text says why).
 #![allow(clippy::manual_async_fn)]
@@ -34,13 +47,13 @@
 use crate::access_log::{AccessLog, AccessRecord, Pending};
 use crate::backend::{Backend, InFlight};
 use crate::body::{
-    materialize, BodyLimits, Exchange, Inbound, RequestBody, RequestBodyError, ResponseBody,
-    UpstreamBody,
+    materialize, BodyLimits, BodyProgress, Exchange, Inbound, RequestBody, RequestBodyError,
+    ResponseBody, UpstreamBody,
 };
 use crate::compress;
 use crate::error::{error_response, ProxyError};
 use crate::h1client::{self, SendError};
-use crate::h1guard::ConnState;
+use crate::h1guard::{Active, ConnState};
 use crate::headers::{self, Peer};
 use crate::pool;
 use crate::select::{choose_pool, pick_backend, Choice};
@@ -53,8 +66,10 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use hyper::body::Body as _;
 use hyper::upgrade::OnUpgrade;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 /// What the handler knows about the client connection.
@@ -90,12 +105,185 @@ enum Attempt<R> {
 
 /// What `send` sends: a head `h1client` borrows (a retry sends it as it is), or a
 /// request hyper's client consumes (a retry gets it back, or a copy from `Replay`).
-/// Made in `forward`'s frame and borrowed by `send`, never moved: boxing the request
-/// would only add an allocation.
-#[allow(clippy::large_enum_variant)]
+/// Made in `forward`'s frame and borrowed by `send`, never moved. The request is boxed
+/// (only requests with a body or an upgrade go that way) so that the room `forward`'s
+/// future keeps for it is a pointer's.
 enum Outgoing<'a> {
     Fast(&'a Parts, &'a headers::Forwarding<'a>),
-    Hyper(Option<Request<RequestBody>>, Option<Replay>),
+    Hyper(Box<(Option<Request<RequestBody>>, Option<Replay>)>),
+}
+
+/// A request that passed `Inner::admit`: its head (rewritten for the upstream after
+/// routing) and body, and what the steps after routing need to know of it.
+struct Admitted {
+    parts: Parts,
+    body: RequestBody,
+    progress: Option<Arc<BodyProgress>>,
+    /// The client's side of an upgrade, while one may be granted.
+    client_upgrade: Option<OnUpgrade>,
+    upgrade: bool,
+    has_body: bool,
+    /// `request_buffering`: how much of the body is read before routing.
+    read_ahead: Option<u64>,
+}
+
+/// The answer a request gets without being forwarded: the proxy's own, or a refusal.
+type Early = Result<Response<ResponseBody>, ProxyError>;
+
+pin_project_lite::pin_project! {
+    /// A request's future (`Inner::handle`): forwarding, then the answer's last touches
+    /// (`Finish`), which need no future of their own.
+    struct Handling<'a, F> {
+        #[pin]
+        stage: Stage<F>,
+        finish: Option<Finish<'a>>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StageProj]
+    enum Stage<F> {
+        Forwarding { #[pin] forwarding: F },
+        Answered { answer: Option<Early> },
+    }
+}
+
+impl<F> Future for Handling<'_, F>
+where
+    F: Future<Output = Early>,
+{
+    type Output = Response<ResponseBody>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<ResponseBody>> {
+        let this = self.project();
+        let answer = match this.stage.project() {
+            StageProj::Forwarding { forwarding } => Some(ready!(forwarding.poll(cx))),
+            StageProj::Answered { answer } => answer.take(),
+        };
+        match (this.finish.take(), answer) {
+            (Some(finish), Some(answer)) => Poll::Ready(finish.answer(answer)),
+            // As an `async` block's future does.
+            _ => panic!("a request's future was polled after it answered"),
+        }
+    }
+}
+
+/// What the answer to a request gets after it is known: compression, the connection's
+/// and the access log's share, and the headers the listener adds.
+struct Finish<'a> {
+    inner: &'a Inner,
+    conn: &'a ClientConn,
+    active: Active,
+    access: Option<Pending>,
+    h1: bool,
+    compression: Option<compress::Offer>,
+}
+
+impl Finish<'_> {
+    fn answer(self, answer: Early) -> Response<ResponseBody> {
+        let Finish {
+            inner,
+            conn,
+            active,
+            mut access,
+            h1,
+            compression,
+        } = self;
+        let mut res = match answer {
+            Ok(res) => res,
+            Err(error) => {
+                tracing::debug!(
+                    kind = error.kind(),
+                    status = error.status().as_u16(),
+                    "proxy answered with an error"
+                );
+                if let Some(p) = access.as_mut() {
+                    (p.record.app, p.record.version) = error.app_version();
+                }
+                error_response(&error)
+            }
+        };
+        if let Some(offer) = compression {
+            materialize(&mut res);
+            compress::apply(offer, &mut res);
+        }
+        res.body_mut().set_active(active);
+        if let Some(mut pending) = access {
+            pending.record.status = res.status().as_u16();
+            res.body_mut().set_access(pending);
+        }
+        // Shutting down (an upgrade hands over, or baton stops): the client learns with
+        // this answer that the connection ends, and sends its next request on a new one
+        // (to the new process). Checked as late as possible, just before the head is
+        // written; a response that just misses it leaves the connection open for the
+        // next request (see `server.rs`, `Drain`). A 101 keeps its `Connection: upgrade`.
+        if conn.peer.https {
+            if let Some(hsts) = &inner.config.load().hsts {
+                materialize(&mut res);
+                res.headers_mut()
+                    .entry(header::STRICT_TRANSPORT_SECURITY)
+                    .or_insert_with(|| hsts.clone());
+            }
+        }
+        if h1 && conn.state.draining() && res.status() != StatusCode::SWITCHING_PROTOCOLS {
+            materialize(&mut res);
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        res
+    }
+}
+
+/// The request's head as the upstream gets it, once routing chose `target` (whose
+/// backend `guard` holds): only the upgrade the app allows, the hop-by-hop fields
+/// gone, HTTP/1.1 form, a `Host`, a framing for a body of unknown length; and the
+/// proxy's own fields (`Forwarding`). Starts the version's exchange, which counts the
+/// latency from here (after any hold) to the body's end.
+fn upstream_head<'h>(
+    a: &mut Admitted,
+    target: &Target,
+    guard: InFlight,
+    host: Option<&'h HeaderValue>,
+    peer: &'h Peer,
+) -> (Exchange, headers::Forwarding<'h>) {
+    let headers = &mut a.parts.headers;
+    if a.upgrade {
+        match headers::allowed_upgrade(headers, &target.app.spec.upgrade_protocols) {
+            Some(offer) => {
+                headers.insert(header::UPGRADE, offer);
+            }
+            None => (a.upgrade, a.client_upgrade) = (false, None),
+        }
+    }
+    headers::filter_underscores(headers, target.app.spec.underscores_in_headers);
+    headers::canonical_length(headers);
+    let mut exchange = Exchange::start(target.pool().metrics.clone(), Instant::now());
+    let fallback_host = host
+        .is_none()
+        .then(|| HeaderValue::from_str(&guard.backend().addr.to_string()).ok())
+        .flatten();
+    exchange.set_in_flight(guard);
+    headers::strip_hop_by_hop(headers, a.upgrade);
+    let forwarding = headers::forwarding(headers, peer, host);
+    headers::to_http11(&mut a.parts.version, &mut a.parts.uri, headers, host);
+    if let Some(v) = fallback_host {
+        headers.insert(header::HOST, v);
+    }
+    headers::frame_unknown_length(&a.parts.method, headers, a.has_body);
+    exchange.set_bytes_in(a.progress.take());
+    (exchange, forwarding)
+}
+
+/// The answer to a request whose body could not be read or was cut off.
+fn body_error(e: RequestBodyError) -> ProxyError {
+    match e {
+        RequestBodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
+        RequestBodyError::Stalled { timeout } => ProxyError::BodyTimeout { timeout },
+        RequestBodyError::Client(error) => {
+            tracing::debug!(%error, "request body could not be read");
+            ProxyError::BadRequest("the request body could not be read")
+        }
+    }
 }
 
 enum Pick {
@@ -110,67 +298,46 @@ impl Inner {
     /// Answers one request. An upstream's header fields read by `h1client` may still
     /// be outside the response's `HeaderMap` (see `body::materialize`): the HTTP/1.1
     /// fast path writes them as they are, every other caller materializes them.
+    ///
+    /// What runs before the first answer can be awaited runs here, before the future
+    /// exists (`admit`), so the future holds the request's parts once, not also the
+    /// request they came from.
     pub(crate) fn handle<'a>(
         &'a self,
         mut req: Request<Inbound>,
         conn: &'a ClientConn,
     ) -> impl Future<Output = Response<ResponseBody>> + 'a {
-        async move {
-            let active = conn.state.begin();
-            let mut access = self
-                .access_log
-                .get()
-                .map(|log| access_start(log, &mut req, conn));
-            let h1 = req.version() < http::Version::HTTP_2;
-            let compression = {
-                let cfg = self.config.load();
-                compress::Offer::new(cfg.compression.as_ref(), req.method(), req.headers())
-            };
-            if !h1 {
-                conn.state.note_h2();
-            }
-            let mut res = match self.forward(req, conn).await {
-                Ok(res) => res,
-                Err(error) => {
-                    tracing::debug!(
-                        kind = error.kind(),
-                        status = error.status().as_u16(),
-                        "proxy answered with an error"
-                    );
-                    if let Some(p) = access.as_mut() {
-                        (p.record.app, p.record.version) = error.app_version();
-                    }
-                    error_response(&error)
-                }
-            };
-            if let Some(offer) = compression {
-                materialize(&mut res);
-                compress::apply(offer, &mut res);
-            }
-            res.body_mut().set_active(active);
-            if let Some(mut pending) = access {
-                pending.record.status = res.status().as_u16();
-                res.body_mut().set_access(pending);
-            }
-            // Shutting down (an upgrade hands over, or baton stops): the client learns with
-            // this answer that the connection ends, and sends its next request on a new one
-            // (to the new process). Checked as late as possible, just before hyper writes the
-            // head; a response that just misses it leaves the connection open for the next
-            // request (see `server.rs`, `Drain`). A 101 keeps its `Connection: upgrade`.
-            if conn.peer.https {
-                if let Some(hsts) = &self.config.load().hsts {
-                    materialize(&mut res);
-                    res.headers_mut()
-                        .entry(header::STRICT_TRANSPORT_SECURITY)
-                        .or_insert_with(|| hsts.clone());
-                }
-            }
-            if h1 && conn.state.draining() && res.status() != StatusCode::SWITCHING_PROTOCOLS {
-                materialize(&mut res);
-                res.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            res
+        let active = conn.state.begin();
+        let access = self
+            .access_log
+            .get()
+            .map(|log| access_start(log, &mut req, conn));
+        let h1 = req.version() < http::Version::HTTP_2;
+        let compression = {
+            let cfg = self.config.load();
+            compress::Offer::new(cfg.compression.as_ref(), req.method(), req.headers())
+        };
+        if !h1 {
+            conn.state.note_h2();
+        }
+        let stage = match self.admit(req, conn) {
+            Ok(admitted) => Stage::Forwarding {
+                forwarding: self.forward(admitted, conn),
+            },
+            Err(answer) => Stage::Answered {
+                answer: Some(answer),
+            },
+        };
+        Handling {
+            stage,
+            finish: Some(Finish {
+                inner: self,
+                conn,
+                active,
+                access,
+                h1,
+                compression,
+            }),
         }
     }
 
@@ -204,98 +371,74 @@ impl Inner {
         Some(res)
     }
 
+    /// The checks a request passes before it is routed, and its split into the head the
+    /// proxy rewrites and the body it streams. `Err` is the answer the request gets
+    /// instead: the proxy's own (a redirect, a challenge) or a refusal.
+    fn admit(&self, mut req: Request<Inbound>, conn: &ClientConn) -> Result<Admitted, Early> {
+        if let Some(why) = conn.state.next_request_is_bad() {
+            return Err(Err(ProxyError::BadRequest(why)));
+        }
+        headers::check_framing(req.headers()).map_err(Err)?;
+        if req.method() == Method::CONNECT {
+            return Err(Err(ProxyError::MethodNotAllowed));
+        }
+        if let Some(res) = self.front_door(&req, conn) {
+            return Err(Ok(res));
+        }
+        let (limits, read_ahead) = {
+            let cfg = self.config.load();
+            let limits = BodyLimits {
+                max_bytes: cfg.max_request_body,
+                read_timeout: cfg.body_read_timeout,
+            };
+            (limits, cfg.request_buffering)
+        };
+        if let Some(limit) = limits.max_bytes {
+            // hyper knows a declared length (HTTP/1.1 Content-Length, HTTP/2
+            // content-length) as the body's lower size bound.
+            if req.body().size_hint().lower() > limit {
+                return Err(Err(ProxyError::BodyTooLarge { limit }));
+            }
+        }
+        let upgrade = headers::wants_upgrade(req.version(), req.method(), req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        target::check(&mut parts).map_err(Err)?;
+        let has_body = !body.is_end_stream();
+        let (body, progress) = RequestBody::from_client(body, &limits, &self.metrics);
+        Ok(Admitted {
+            parts,
+            body,
+            progress,
+            client_upgrade,
+            upgrade,
+            has_body,
+            read_ahead,
+        })
+    }
+
     fn forward<'a>(
         &'a self,
-        mut req: Request<Inbound>,
+        mut a: Admitted,
         conn: &'a ClientConn,
     ) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + 'a {
         async move {
-            if let Some(why) = conn.state.next_request_is_bad() {
-                return Err(ProxyError::BadRequest(why));
-            }
-            headers::check_framing(req.headers())?;
-            if req.method() == Method::CONNECT {
-                return Err(ProxyError::MethodNotAllowed);
-            }
-            if let Some(res) = self.front_door(&req, conn) {
-                return Ok(res);
-            }
-            let (body_limit, body_read_timeout, request_buffering) = {
-                let cfg = self.config.load();
-                (
-                    cfg.max_request_body,
-                    cfg.body_read_timeout,
-                    cfg.request_buffering,
-                )
-            };
-            if let Some(limit) = body_limit {
-                // hyper knows a declared length (HTTP/1.1 Content-Length, HTTP/2
-                // content-length) as the body's lower size bound.
-                if req.body().size_hint().lower() > limit {
-                    return Err(ProxyError::BodyTooLarge { limit });
-                }
-            }
-            let mut upgrade = headers::wants_upgrade(req.version(), req.method(), req.headers());
-            let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-            let (mut parts, body) = req.into_parts();
-            target::check(&mut parts)?;
-            let has_body = !body.is_end_stream();
-            let limits = BodyLimits {
-                max_bytes: body_limit,
-                read_timeout: body_read_timeout,
-            };
-            let (mut body, progress) = RequestBody::from_client(body, &limits, &self.metrics);
             // Before routing: a slow body holds neither a backend connection nor an
             // in-flight slot (which would also hold up a drain) while it arrives.
-            if let Some(ahead) = request_buffering {
-                body.read_ahead(ahead).await.map_err(|e| match e {
-                    RequestBodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
-                    RequestBodyError::Stalled { timeout } => ProxyError::BodyTimeout { timeout },
-                    RequestBodyError::Client(error) => {
-                        tracing::debug!(%error, "request body could not be read");
-                        ProxyError::BadRequest("the request body could not be read")
-                    }
-                })?;
+            if let Some(ahead) = a.read_ahead {
+                a.body.read_ahead(ahead).await.map_err(body_error)?;
             }
-            let host = headers::request_host(&parts.uri, &parts.headers);
-            let (target, guard) = self.route(&parts, host.as_ref()).await?;
-            if upgrade {
-                match headers::allowed_upgrade(&parts.headers, &target.app.spec.upgrade_protocols) {
-                    Some(offer) => {
-                        parts.headers.insert(header::UPGRADE, offer);
-                    }
-                    None => (upgrade, client_upgrade) = (false, None),
-                }
-            }
-            headers::filter_underscores(&mut parts.headers, target.app.spec.underscores_in_headers);
-            headers::canonical_length(&mut parts.headers);
-            // Latency is the version's: from routing (after any hold) to the body's end.
-            let mut exchange = Exchange::start(target.pool().metrics.clone(), Instant::now());
-            let backend_addr = guard.backend().addr;
-            exchange.set_in_flight(guard);
-
-            headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-            let forwarding = headers::forwarding(&mut parts.headers, &conn.peer, host.as_ref());
-            headers::to_http11(
-                &mut parts.version,
-                &mut parts.uri,
-                &mut parts.headers,
-                host.as_ref(),
-            );
-            if host.is_none() {
-                if let Ok(v) = HeaderValue::from_str(&backend_addr.to_string()) {
-                    parts.headers.insert(header::HOST, v);
-                }
-            }
-            headers::frame_unknown_length(&parts.method, &mut parts.headers, has_body);
-            exchange.set_bytes_in(progress);
+            let host = headers::request_host(&a.parts.uri, &a.parts.headers);
+            let (target, guard) = self.route(&a.parts, host.as_ref()).await?;
+            let (mut exchange, forwarding) =
+                upstream_head(&mut a, &target, guard, host.as_ref(), &conn.peer);
             // `h1client` borrows the head, which stays here for a retry (and is not
             // moved from future to future); hyper's client consumes the request, so only
             // that path needs a copy of the head.
-            let sent = if h1client::eligible(&parts.method, has_body, upgrade) {
+            let sent = if h1client::eligible(&a.parts.method, a.has_body, a.upgrade) {
                 let sent = self
                     .send(
-                        &mut Outgoing::Fast(&parts, &forwarding),
+                        &mut Outgoing::Fast(&a.parts, &forwarding),
                         &target,
                         &mut exchange,
                     )
@@ -303,30 +446,22 @@ impl Inner {
                 if sent.is_ok() {
                     // The head was sent and is not resent now: its map serves a later
                     // request on this thread.
-                    headers::recycle(parts.headers);
+                    headers::recycle(a.parts.headers);
                 }
                 sent
             } else {
-                forwarding.insert_into(&mut parts.headers);
-                let replay = Replay::capture(&parts, has_body, upgrade);
-                let upstream_req = Request::from_parts(parts, body);
-                let mut outgoing = Outgoing::Hyper(Some(upstream_req), replay);
+                forwarding.insert_into(&mut a.parts.headers);
+                let replay = Replay::capture(&a.parts, a.has_body, a.upgrade);
+                let upstream_req = Request::from_parts(a.parts, a.body);
+                let mut outgoing = Outgoing::Hyper(Box::new((Some(upstream_req), replay)));
                 self.send(&mut outgoing, &target, &mut exchange).await
             };
             match sent {
-                Ok(resp) => self.respond(resp, &target, exchange, client_upgrade),
+                Ok(resp) => self.respond(resp, &target, exchange, a.client_upgrade),
                 Err(error) => {
                     // A body cut off at the limit or stalled fails the upstream request;
                     // say why.
-                    let error = match body_limit {
-                        _ if exchange.body_stalled() => ProxyError::BodyTimeout {
-                            timeout: body_read_timeout,
-                        },
-                        Some(limit) if exchange.bytes_in() > limit => {
-                            ProxyError::BodyTooLarge { limit }
-                        }
-                        _ => error,
-                    };
+                    let error = exchange.body_cut_off().map_or(error, body_error);
                     exchange.status = error.status().as_u16();
                     Err(error)
                 }
@@ -431,11 +566,16 @@ impl Inner {
                         self.attempt_fast(&backend, parts, forwarding, retried, target)
                             .await
                     }
-                    Outgoing::Hyper(req, replay) => {
+                    Outgoing::Hyper(hyper) => {
+                        let (req, replay) = &mut **hyper;
                         let Some(r) = req.take() else {
                             return Err(upstream_error(target));
                         };
-                        match self.attempt(&backend, r, replay, retried, target).await {
+                        // Out of line: `send`'s future keeps no room for hyper's.
+                        let attempt = crate::out_of_line(|| {
+                            self.attempt(&backend, r, replay, retried, target)
+                        });
+                        match attempt.await {
                             Attempt::Answered(resp, sender) => Attempt::Answered(resp, sender),
                             Attempt::Failed(error) => Attempt::Failed(error),
                             Attempt::Retry(again) => {
@@ -460,6 +600,12 @@ impl Inner {
                 move_to_other(exchange, target.pool());
             }
         }
+    }
+
+    /// A failure of `backend` that counts toward ejecting it (passive health checks).
+    fn fail(&self, backend: &Arc<Backend>, target: &Target, reason: &str) {
+        self.passive
+            .failure(backend, &target.pool().backends, reason);
     }
 
     /// Connect, response-head and pooled-connection idle timeouts, as configured now.
@@ -574,22 +720,24 @@ impl Inner {
         target: &'a Target,
     ) -> impl Future<Output = Attempt<()>> + 'a {
         async move {
-            let pool = target.pool();
+            // Nothing here is borrowed across an await that need not be: the future
+            // keeps room for what is.
             let (connect_timeout, header_timeout, idle_timeout) = self.upstream_timeouts();
-            let fail = |reason| self.passive.failure(backend, &pool.backends, reason);
-            let pooled = if retried {
-                None
-            } else {
-                backend.idle.checkout_conn(backend, idle_timeout)
-            };
-            let reused = pooled.is_some();
-            let conn = match pooled {
-                Some(c) => c,
-                None => match h1client::Conn::connect(backend, connect_timeout).await {
-                    Ok(c) => c,
+            let (conn, reused) = match (!retried)
+                .then(move || backend.idle.checkout_conn(backend, idle_timeout))
+                .flatten()
+            {
+                Some(c) => (c, true),
+                // Out of line: a pooled connection's request keeps no room for a connect.
+                None => match crate::out_of_line(move || {
+                    h1client::Conn::connect(backend, connect_timeout)
+                })
+                .await
+                {
+                    Ok(c) => (c, false),
                     Err(error) => {
                         tracing::warn!(backend = %backend.id, %error, retried, "upstream connect failed");
-                        fail("connect failed");
+                        self.fail(backend, target, "connect failed");
                         return connect_failed((), retried, target);
                     }
                 },
@@ -606,7 +754,7 @@ impl Inner {
             let error = match outcome {
                 Ok(resp) => {
                     if resp.status().is_server_error() {
-                        fail("5xx response");
+                        self.fail(backend, target, "5xx response");
                     } else {
                         self.passive.success(backend);
                     }
@@ -614,10 +762,10 @@ impl Inner {
                 }
                 Err(SendError::HeaderTimeout) => {
                     tracing::warn!(backend = %backend.id, "upstream response header timeout");
-                    fail("response header timeout");
+                    self.fail(backend, target, "response header timeout");
                     return Attempt::Failed(ProxyError::UpstreamTimeout {
                         app: target.app.name.clone(),
-                        version: pool.version.clone(),
+                        version: target.pool().version.clone(),
                     });
                 }
                 Err(error) => error,
@@ -630,7 +778,7 @@ impl Inner {
             // backend's health.
             let stale = reused && matches!(error, SendError::Unsent(_) | SendError::Closed);
             if !stale {
-                fail("upstream error");
+                self.fail(backend, target, "upstream error");
             }
             if retried {
                 tracing::warn!(backend = %backend.id, %error, "upstream request failed");
@@ -874,5 +1022,43 @@ mod https_tests {
         assert_eq!(at("evil.com/x", 443), None);
         assert_eq!(at("a@b", 443), None);
         assert_eq!(at("", 443), None);
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::ClientConn;
+    use crate::body::Inbound;
+    use crate::h1guard::ConnState;
+    use crate::headers::Peer;
+    use http::{HeaderValue, Request};
+    use std::sync::Arc;
+
+    /// glibc serves allocations up to this size from a thread's own cache; a larger
+    /// one takes its locked general path (~550 instructions for the pair).
+    const THREAD_CACHE_MAX: usize = 1032;
+
+    #[test]
+    fn a_request_future_fits_the_allocators_thread_cache() {
+        let metrics = Arc::new(baton_metrics::MetricsRegistry::new());
+        let proxy = crate::Proxy::new(crate::ProxyConfig::default(), metrics);
+        let conn = ClientConn {
+            peer: Peer {
+                ip: HeaderValue::from_static("127.0.0.1"),
+                trusted: false,
+                https: false,
+            },
+            state: Arc::new(ConnState::new()),
+        };
+        let req = Request::get("/").body(Inbound::Empty).unwrap();
+        let handling = proxy.inner.handle(req, &conn);
+        let size = std::mem::size_of_val(&handling);
+        assert!(
+            size <= THREAD_CACHE_MAX,
+            "a request's future is {size} bytes, over the {THREAD_CACHE_MAX} glibc's \
+             thread cache serves: print its layout with `RUSTC_BOOTSTRAP=1 \
+             RUSTFLAGS=-Zprint-type-sizes cargo build --release -p baton-proxy` and see \
+             what `forward.rs` says about keeping it small"
+        );
     }
 }

@@ -181,7 +181,7 @@ async fn run_exchange(
     // A client that resets the stream has left: the exchange is dropped with
     // everything it holds (hold slot, backend connection), as on HTTP/1 when the
     // client closes.
-    // Taken apart where it lands: each move of the response writes its 480 bytes again.
+    // Taken apart where it lands: each move of the response writes all of it again.
     let (head, mut body) = poll_fn(|cx| {
         if let Poll::Ready(response) = handling.as_mut().poll(cx) {
             return Poll::Ready(Ok(response));

@@ -122,102 +122,108 @@ pub(crate) enum SendError {
 
 /// Writes `parts` (a request without a body, already rewritten for the upstream) and
 /// reads the response head, both within `header_timeout`. The body is read later, by
-/// whoever polls the `FastBody`.
-pub(crate) async fn send(
+/// whoever polls the `FastBody`. Not an `async fn`, which would keep room in the
+/// future for each argument twice (see `forward.rs`).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn send<'a>(
     mut conn: Box<Conn>,
     reused: bool,
-    parts: &Parts,
-    forwarding: &Forwarding<'_>,
+    parts: &'a Parts,
+    forwarding: &'a Forwarding<'a>,
     backend: Arc<Backend>,
     header_timeout: Duration,
-) -> Result<Response<FastBody>, SendError> {
-    let mut deadline = Deadline {
-        timer: &mut conn.timer,
-        at: Instant::now() + header_timeout,
-    };
-    // The head is encoded in the read buffer (empty between exchanges: a connection is
-    // pooled only with no byte left over), so a pooled connection's request allocates
-    // nothing for it.
-    debug_assert!(conn.buf.is_empty());
-    conn.buf.clear();
-    encode_head(parts, forwarding, &mut conn.buf);
-    let head = &conn.buf;
-    // From here the request waits for its answer; a request without a body can be sent
-    // again, so `Backend::abandon` may end the wait (by shutting the socket).
-    if !backend.wait(&conn.watched) {
-        return Err(SendError::Abandoned);
-    }
-    // The first write tells a dead pooled connection (reset by the upstream) from a
-    // request that may have been seen: nothing of the head was accepted.
-    let written = match deadline.within(conn.stream.write(head)).await? {
-        Ok(n) => n,
-        Err(e) if reused => return Err(SendError::Unsent(e)),
-        Err(e) => return Err(e.into()),
-    };
-    deadline
-        .within(conn.stream.write_all(&head[written..]))
-        .await??;
-    conn.buf.clear();
-    let head_request = parts.method == Method::HEAD;
-    // The backend's drain deadline ends a request still waiting for its answer: its
-    // socket is shut down (`Backend::close_all`), or, past it, nothing waits at all.
-    let drained = |e: SendError| {
+) -> impl Future<Output = Result<Response<FastBody>, SendError>> + 'a {
+    async move {
+        let mut deadline = Deadline {
+            timer: &mut conn.timer,
+            at: Instant::now() + header_timeout,
+        };
+        // The head is encoded in the read buffer (empty between exchanges: a connection is
+        // pooled only with no byte left over), so a pooled connection's request allocates
+        // nothing for it.
+        debug_assert!(conn.buf.is_empty());
+        conn.buf.clear();
+        encode_head(parts, forwarding, &mut conn.buf);
+        let head = &conn.buf;
+        // From here the request waits for its answer; a request without a body can be sent
+        // again, so `Backend::abandon` may end the wait (by shutting the socket).
+        if !backend.wait(&conn.watched) {
+            return Err(SendError::Abandoned);
+        }
+        // The first write tells a dead pooled connection (reset by the upstream) from a
+        // request that may have been seen: nothing of the head was accepted.
+        let written = match deadline.within(conn.stream.write(head)).await? {
+            Ok(n) => n,
+            Err(e) if reused => return Err(SendError::Unsent(e)),
+            Err(e) => return Err(e.into()),
+        };
+        deadline
+            .within(conn.stream.write_all(&head[written..]))
+            .await??;
+        conn.buf.clear();
+        let head_request = parts.method == Method::HEAD;
+        // The backend's drain deadline ends a request still waiting for its answer: its
+        // socket is shut down (`Backend::close_all`), or, past it, nothing waits at all.
+        let drained = |e: SendError| {
+            if backend.is_closed() {
+                SendError::DrainDeadline
+            } else {
+                e
+            }
+        };
         if backend.is_closed() {
-            SendError::DrainDeadline
-        } else {
-            e
+            return Err(SendError::DrainDeadline);
         }
-    };
-    if backend.is_closed() {
-        return Err(SendError::DrainDeadline);
-    }
-    let mut received = 0usize;
-    let mut head = loop {
-        if !conn.buf.is_empty() {
-            if let Some(head) = take_head(&mut conn.buf, head_request)? {
-                if head.status.is_informational() {
-                    if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                        return Err(Invalid::Head("101 to a request that asked no upgrade").into());
+        let mut received = 0usize;
+        let mut head = loop {
+            if !conn.buf.is_empty() {
+                if let Some(head) = take_head(&mut conn.buf, head_request)? {
+                    if head.status.is_informational() {
+                        if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                            return Err(
+                                Invalid::Head("101 to a request that asked no upgrade").into()
+                            );
+                        }
+                        // 100 Continue, 103 Early Hints: the final answer follows.
+                        continue;
                     }
-                    // 100 Continue, 103 Early Hints: the final answer follows.
-                    continue;
+                    break head;
                 }
-                break head;
+            }
+            conn.buf.reserve(READ_CHUNK);
+            let n = deadline
+                .within(tokio::io::AsyncReadExt::read_buf(
+                    &mut conn.stream,
+                    &mut conn.buf,
+                ))
+                .await?
+                .map_err(|e| drained(e.into()))?;
+            if n == 0 {
+                if received == 0 {
+                    return Err(drained(SendError::Closed));
+                }
+                return Err(drained(
+                    Invalid::Head("connection closed in the response head").into(),
+                ));
+            }
+            received += n;
+        };
+        if !conn.watched.answered() {
+            return Err(drained(SendError::Abandoned));
+        }
+        // The header fields travel in the body, as received: the response's `HeaderMap`
+        // stays empty until something needs one (`body::materialize`).
+        let (status, version, reason) = (head.status, head.version, head.reason.take());
+        let mut res = Response::new(FastBody::new(conn, head, backend));
+        *res.status_mut() = status;
+        *res.version_mut() = version;
+        if let Some(reason) = reason {
+            if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason) {
+                res.extensions_mut().insert(reason);
             }
         }
-        conn.buf.reserve(READ_CHUNK);
-        let n = deadline
-            .within(tokio::io::AsyncReadExt::read_buf(
-                &mut conn.stream,
-                &mut conn.buf,
-            ))
-            .await?
-            .map_err(|e| drained(e.into()))?;
-        if n == 0 {
-            if received == 0 {
-                return Err(drained(SendError::Closed));
-            }
-            return Err(drained(
-                Invalid::Head("connection closed in the response head").into(),
-            ));
-        }
-        received += n;
-    };
-    if !conn.watched.answered() {
-        return Err(drained(SendError::Abandoned));
+        Ok(res)
     }
-    // The header fields travel in the body, as received: the response's `HeaderMap`
-    // stays empty until something needs one (`body::materialize`).
-    let (status, version, reason) = (head.status, head.version, head.reason.take());
-    let mut res = Response::new(FastBody::new(conn, head, backend));
-    *res.status_mut() = status;
-    *res.version_mut() = version;
-    if let Some(reason) = reason {
-        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason) {
-            res.extensions_mut().insert(reason);
-        }
-    }
-    Ok(res)
 }
 
 /// An exchange's response-head deadline, on the timer its connection keeps.
@@ -226,17 +232,34 @@ struct Deadline<'a> {
     at: Instant,
 }
 
-impl Deadline<'_> {
+pin_project_lite::pin_project! {
+    /// `Deadline::within`'s future: no bigger than `io`'s and two pointers (an `async
+    /// fn` would hold `io` twice, and this is awaited in every request's future).
+    struct Within<'d, 'a, F> {
+        #[pin]
+        io: F,
+        deadline: &'d mut Deadline<'a>,
+    }
+}
+
+impl<F: Future> Future for Within<'_, '_, F> {
+    type Output = Result<F::Output, SendError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.io.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        this.deadline
+            .poll_passed(cx)
+            .map(|()| Err(SendError::HeaderTimeout))
+    }
+}
+
+impl<'a> Deadline<'a> {
     /// `io`'s output, or `HeaderTimeout` if the deadline passes first.
-    async fn within<F: Future>(&mut self, io: F) -> Result<F::Output, SendError> {
-        let mut io = std::pin::pin!(io);
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = io.as_mut().poll(cx) {
-                return Poll::Ready(Ok(out));
-            }
-            self.poll_passed(cx).map(|()| Err(SendError::HeaderTimeout))
-        })
-        .await
+    fn within<'d, F: Future>(&'d mut self, io: F) -> Within<'d, 'a, F> {
+        Within { io, deadline: self }
     }
 
     /// Ready once the deadline has passed. The timer fires at an earlier exchange's

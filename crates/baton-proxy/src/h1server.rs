@@ -259,6 +259,7 @@ where
     let mut buf = BytesMut::new();
     let mut wbuf: Vec<u8> = Vec::new();
     let mut heads = 0u64;
+    let mut request_box = None;
     io.pause_guard();
     let handoff = |io: &mut TrackedIo<S>, heads: u64, mut buf: BytesMut| {
         io.resume_guard(heads, &mut buf);
@@ -309,8 +310,10 @@ where
         // While the answer is awaited, the socket is still read (a pipelined head is
         // kept for later): a client that closes its side has left, and the request is
         // dropped with everything it holds (hold slot, upstream exchange), as hyper's
-        // server drops it. Boxed: an idle connection's task holds no room for it.
-        let mut handling = crate::boxed_future(|| inner.handle(head.request, client));
+        // server drops it. Boxed, in the box the connection's previous request used:
+        // the connection's own future holds no room for it.
+        let mut handling =
+            crate::reboxed_future(&mut request_box, || inner.handle(head.request, client));
         let mut reading = true;
         let mut response = loop {
             if reading {

@@ -498,6 +498,24 @@ pub(crate) fn boxed_future<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
     Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
+/// `boxed_future` for a future made once per request of a connection: built in the
+/// allocation the connection's previous request used (kept in `slot`), so a
+/// connection's requests after its first allocate nothing for their futures. What
+/// stays in the slot between requests is a finished future, which holds nothing.
+pub(crate) fn reboxed_future<F: Future>(
+    slot: &mut Option<Pin<Box<F>>>,
+    make: impl FnOnce() -> F,
+) -> Pin<&mut F> {
+    let boxed = match slot.take() {
+        Some(mut boxed) => {
+            boxed.set(make());
+            boxed
+        }
+        None => boxed_future(make),
+    };
+    slot.insert(boxed).as_mut()
+}
+
 /// A boxed future polled through a vtable, so that its poll is never inlined into its
 /// caller's: a connection's rarer paths (TLS, HTTP/2, hyper's HTTP/1.1) then add nothing
 /// to the stack frame of the poll every plain HTTP/1.1 request goes through (see the

@@ -393,6 +393,12 @@ impl Exchange {
         }
     }
 
+    /// When the exchange started (routing done): the clock reading its first try
+    /// shares.
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+
     pub fn set_bytes_in(&mut self, progress: Option<Arc<BodyProgress>>) {
         self.bytes_in = progress;
     }

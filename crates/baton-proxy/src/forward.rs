@@ -556,14 +556,18 @@ impl Inner {
     ) -> impl Future<Output = Result<Response<UpstreamBody>, ProxyError>> + 'a {
         async move {
             let mut retried = false;
-            let sent = Instant::now();
+            // One clock reading for the first try's steps (an exchange starts just
+            // before it is sent): the upstream time's start, the pool's idle check,
+            // the response head's deadline. A retry reads the clock again.
+            let sent = exchange.started();
             loop {
                 let Some(backend) = exchange.in_flight().map(|g| g.backend().clone()) else {
                     return Err(upstream_error(target));
                 };
                 let attempt = match outgoing {
                     Outgoing::Fast(parts, forwarding) => {
-                        self.attempt_fast(&backend, parts, forwarding, retried, target)
+                        let now = if retried { Instant::now() } else { sent };
+                        self.attempt_fast(&backend, parts, forwarding, retried, now, target)
                             .await
                     }
                     Outgoing::Hyper(hyper) => {
@@ -717,6 +721,7 @@ impl Inner {
         parts: &'a Parts,
         forwarding: &'a headers::Forwarding<'a>,
         retried: bool,
+        now: Instant,
         target: &'a Target,
     ) -> impl Future<Output = Attempt<()>> + 'a {
         async move {
@@ -724,7 +729,7 @@ impl Inner {
             // keeps room for what is.
             let (connect_timeout, header_timeout, idle_timeout) = self.upstream_timeouts();
             let (conn, reused) = match (!retried)
-                .then(move || backend.idle.checkout_conn(backend, idle_timeout))
+                .then(move || backend.idle.checkout_conn(backend, idle_timeout, now))
                 .flatten()
             {
                 Some(c) => (c, true),
@@ -742,13 +747,16 @@ impl Inner {
                     }
                 },
             };
+            // The response head's deadline counts from the request's clock reading,
+            // or from a new connection's connect.
+            let sent = if reused { now } else { Instant::now() };
             let outcome = h1client::send(
                 conn,
                 reused,
                 parts,
                 forwarding,
                 backend.clone(),
-                header_timeout,
+                tokio::time::Instant::from_std(sent + header_timeout),
             )
             .await;
             let error = match outcome {

@@ -110,12 +110,12 @@ impl<T> Stack<T> {
         }
     }
 
-    /// The newest connection idle for less than `max_idle` that `usable` accepts; the
-    /// ones refused on the way are dropped (closed), outside the lock.
-    fn take(&self, max_idle: Duration, usable: impl Fn(&T) -> bool) -> Option<T> {
+    /// The newest connection idle for less than `max_idle` at `now` that `usable`
+    /// accepts; the ones refused on the way are dropped (closed), outside the lock.
+    fn take(&self, max_idle: Duration, now: Instant, usable: impl Fn(&T) -> bool) -> Option<T> {
         loop {
             let (item, since) = lock(&self.items).pop_back()?;
-            if since.elapsed() < max_idle && usable(&item) {
+            if now.saturating_duration_since(since) < max_idle && usable(&item) {
                 return Some(item);
             }
         }
@@ -184,11 +184,17 @@ impl IdlePool {
         self.workers.get(cores::current())
     }
 
-    /// An `h1client` connection idle for less than `max_idle` that can still be used.
-    pub fn checkout_conn(&self, backend: &Backend, max_idle: Duration) -> Option<Box<Conn>> {
+    /// An `h1client` connection idle for less than `max_idle` at `now` (the request's
+    /// clock reading, shared by its steps) that can still be used.
+    pub fn checkout_conn(
+        &self,
+        backend: &Backend,
+        max_idle: Duration,
+        now: Instant,
+    ) -> Option<Box<Conn>> {
         self.mine()?
             .conns
-            .take(max_idle, |conn| conn.usable(backend))
+            .take(max_idle, now, |conn| conn.usable(backend))
     }
 
     /// Keep an `h1client` connection whose response ended cleanly (dropped, and so
@@ -204,7 +210,9 @@ impl IdlePool {
 
     /// A connection that is open, ready and idle for less than `max_idle`.
     pub fn checkout(&self, max_idle: Duration) -> Option<Sender> {
-        self.mine()?.queue.take(max_idle, Sender::usable)
+        self.mine()?
+            .queue
+            .take(max_idle, Instant::now(), Sender::usable)
     }
 
     fn push(&self, sender: Sender) {
@@ -334,7 +342,7 @@ mod tests {
     const LONG: Duration = Duration::from_secs(600);
 
     fn taken(stack: &Stack<u32>, max_idle: Duration) -> Vec<u32> {
-        std::iter::from_fn(|| stack.take(max_idle, |_| true)).collect()
+        std::iter::from_fn(|| stack.take(max_idle, Instant::now(), |_| true)).collect()
     }
 
     #[test]
@@ -343,7 +351,7 @@ mod tests {
         for n in 1..=3 {
             stack.put(n, 3);
         }
-        assert_eq!(stack.take(LONG, |_| true), Some(3));
+        assert_eq!(stack.take(LONG, Instant::now(), |_| true), Some(3));
         stack.put(4, 3);
         stack.put(5, 3); // full: 1, the oldest, goes
         assert_eq!(taken(&stack, LONG), vec![5, 4, 2]);
@@ -355,7 +363,11 @@ mod tests {
         for n in 1..=4 {
             stack.put(n, 10);
         }
-        assert_eq!(stack.take(LONG, |n| *n == 2), Some(2), "4 and 3 refused");
+        assert_eq!(
+            stack.take(LONG, Instant::now(), |n| *n == 2),
+            Some(2),
+            "4 and 3 refused"
+        );
         assert_eq!(stack.len(), 1, "the refused ones were dropped");
         stack.put(7, 10);
         assert!(taken(&stack, Duration::ZERO).is_empty(), "all too old");
@@ -383,7 +395,7 @@ mod tests {
         let room = lock(&stack.items).capacity();
         assert!(room >= 1000);
         for _ in 0..990 {
-            stack.take(LONG, |_| true).unwrap();
+            stack.take(LONG, Instant::now(), |_| true).unwrap();
         }
         for _ in 0..4 {
             stack.expire(LONG);
@@ -419,13 +431,22 @@ mod tests {
         backend.idle.push_conn(&backend, first);
         cores::act_as(0);
         assert!(
-            backend.idle.checkout_conn(&backend, long).is_none(),
+            backend
+                .idle
+                .checkout_conn(&backend, long, Instant::now())
+                .is_none(),
             "worker 0 took worker 1's connection"
         );
         backend.idle.push_conn(&backend, second);
         cores::act_as(1);
-        let _taken = backend.idle.checkout_conn(&backend, long).expect("its own");
-        assert!(backend.idle.checkout_conn(&backend, long).is_none());
+        let _taken = backend
+            .idle
+            .checkout_conn(&backend, long, Instant::now())
+            .expect("its own");
+        assert!(backend
+            .idle
+            .checkout_conn(&backend, long, Instant::now())
+            .is_none());
 
         // Worker 0 still keeps the second connection; clearing the pool closes it: its
         // far end reads the end of the stream.

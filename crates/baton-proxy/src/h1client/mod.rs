@@ -121,7 +121,7 @@ pub(crate) enum SendError {
 }
 
 /// Writes `parts` (a request without a body, already rewritten for the upstream) and
-/// reads the response head, both within `header_timeout`. The body is read later, by
+/// reads the response head, both by `deadline_at`. The body is read later, by
 /// whoever polls the `FastBody`. Not an `async fn`, which would keep room in the
 /// future for each argument twice (see `forward.rs`).
 #[allow(clippy::manual_async_fn)]
@@ -131,12 +131,12 @@ pub(crate) fn send<'a>(
     parts: &'a Parts,
     forwarding: &'a Forwarding<'a>,
     backend: Arc<Backend>,
-    header_timeout: Duration,
+    deadline_at: Instant,
 ) -> impl Future<Output = Result<Response<FastBody>, SendError>> + 'a {
     async move {
         let mut deadline = Deadline {
             timer: &mut conn.timer,
-            at: Instant::now() + header_timeout,
+            at: deadline_at,
         };
         // The head is encoded in the read buffer (empty between exchanges: a connection is
         // pooled only with no byte left over), so a pooled connection's request allocates

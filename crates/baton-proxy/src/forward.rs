@@ -566,8 +566,7 @@ impl Inner {
                 };
                 let attempt = match outgoing {
                     Outgoing::Fast(parts, forwarding) => {
-                        let now = if retried { Instant::now() } else { sent };
-                        self.attempt_fast(&backend, parts, forwarding, retried, now, target)
+                        self.attempt_fast(&backend, parts, forwarding, retried, sent, target)
                             .await
                     }
                     Outgoing::Hyper(hyper) => {
@@ -635,7 +634,6 @@ impl Inner {
         async move {
             let pool = target.pool();
             let (connect_timeout, header_timeout, idle_timeout) = self.upstream_timeouts();
-            let fail = |reason| self.passive.failure(backend, &pool.backends, reason);
             let pooled = if retried {
                 None
             } else {
@@ -648,7 +646,7 @@ impl Inner {
                     Ok(s) => s,
                     Err(error) => {
                         tracing::warn!(backend = %backend.id, %error, retried, "upstream connect failed");
-                        fail("connect failed");
+                        self.fail(backend, target, "connect failed");
                         return connect_failed(req, retried, target);
                     }
                 },
@@ -671,7 +669,7 @@ impl Inner {
             let mut failed = match outcome {
                 Ok(Ok(resp)) => {
                     if resp.status().is_server_error() {
-                        fail("5xx response");
+                        self.fail(backend, target, "5xx response");
                     } else {
                         self.passive.success(backend);
                     }
@@ -680,7 +678,7 @@ impl Inner {
                 Ok(Err(failed)) => failed,
                 Err(_) => {
                     tracing::warn!(backend = %backend.id, "upstream response header timeout");
-                    fail("response header timeout");
+                    self.fail(backend, target, "response header timeout");
                     return Attempt::Failed(ProxyError::UpstreamTimeout {
                         app: target.app.name.clone(),
                         version: pool.version.clone(),
@@ -691,13 +689,13 @@ impl Inner {
                 // The connection closed before the request was written: nothing was sent.
                 tracing::debug!(backend = %backend.id, reused, "upstream connection closed before the request was written; retrying");
                 if !reused {
-                    fail("connection closed");
+                    self.fail(backend, target, "connection closed");
                 }
                 return Attempt::Retry(unsent);
             }
             let error = failed.into_error();
             if !error.is_user() {
-                fail("upstream error");
+                self.fail(backend, target, "upstream error");
             }
             match replay.take().filter(|_| !retried) {
                 Some(r) => {
@@ -747,8 +745,9 @@ impl Inner {
                     }
                 },
             };
-            // The response head's deadline counts from the request's clock reading,
-            // or from a new connection's connect.
+            // The response head's deadline counts from the request's clock reading
+            // (`now`, also the pool's idle check), or from a new connection's connect
+            // (always so on a retry, which takes no pooled connection).
             let sent = if reused { now } else { Instant::now() };
             let outcome = h1client::send(
                 conn,

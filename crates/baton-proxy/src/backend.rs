@@ -178,6 +178,11 @@ impl Backend {
         *self.close_gen.borrow()
     }
 
+    /// Found dead (`abandon`) and not routed again since.
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(SeqCst)
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.load(SeqCst)
     }

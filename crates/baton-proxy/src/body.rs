@@ -414,6 +414,16 @@ impl Exchange {
         self.bytes_in.as_ref().and_then(|p| p.cut_off())
     }
 
+    /// The request was routed again, to `guard`'s backend (`forward::send`): what this
+    /// exchange counted for its version ends unanswered (status 0), and the new one
+    /// counts for the version of `metrics` from now.
+    pub fn restart(&mut self, metrics: Arc<VersionMetrics>, guard: InFlight) {
+        let progress = self.bytes_in.take();
+        *self = Exchange::start(metrics, Instant::now());
+        self.bytes_in = progress;
+        self.set_in_flight(guard);
+    }
+
     /// The backend serving the request (moves on a retry).
     pub fn set_in_flight(&mut self, guard: InFlight) {
         self.served_by = Some(guard.backend().clone());

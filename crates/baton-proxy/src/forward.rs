@@ -113,6 +113,25 @@ enum Outgoing<'a> {
     Hyper(Box<(Option<Request<RequestBody>>, Option<Replay>)>),
 }
 
+impl Outgoing<'_> {
+    /// The head to route the request by again (`Inner::reroute`; rare, so hyper's
+    /// request gives a copy).
+    fn routing_head(&self) -> std::borrow::Cow<'_, Parts> {
+        match self {
+            Outgoing::Fast(parts, _) => std::borrow::Cow::Borrowed(parts),
+            Outgoing::Hyper(hyper) => {
+                let mut head = Request::new(());
+                if let Some(req) = &hyper.0 {
+                    *head.method_mut() = req.method().clone();
+                    *head.uri_mut() = req.uri().clone();
+                    *head.headers_mut() = req.headers().clone();
+                }
+                std::borrow::Cow::Owned(head.into_parts().0)
+            }
+        }
+    }
+}
+
 /// A request that passed `Inner::admit`: its head (rewritten for the upstream after
 /// routing) and body, and what the steps after routing need to know of it.
 struct Admitted {
@@ -429,7 +448,7 @@ impl Inner {
                 a.body.read_ahead(ahead).await.map_err(body_error)?;
             }
             let host = headers::request_host(&a.parts.uri, &a.parts.headers);
-            let (target, guard) = self.route(&a.parts, host.as_ref()).await?;
+            let (mut target, guard) = self.route(&a.parts, host.as_ref()).await?;
             let (mut exchange, forwarding) =
                 upstream_head(&mut a, &target, guard, host.as_ref(), &conn.peer);
             // `h1client` borrows the head, which stays here for a retry (and is not
@@ -439,8 +458,9 @@ impl Inner {
                 let sent = self
                     .send(
                         &mut Outgoing::Fast(&a.parts, &forwarding),
-                        &target,
+                        &mut target,
                         &mut exchange,
+                        host.as_ref(),
                     )
                     .await;
                 if sent.is_ok() {
@@ -454,7 +474,8 @@ impl Inner {
                 let replay = Replay::capture(&a.parts, a.has_body, a.upgrade);
                 let upstream_req = Request::from_parts(a.parts, a.body);
                 let mut outgoing = Outgoing::Hyper(Box::new((Some(upstream_req), replay)));
-                self.send(&mut outgoing, &target, &mut exchange).await
+                self.send(&mut outgoing, &mut target, &mut exchange, host.as_ref())
+                    .await
             };
             match sent {
                 Ok(resp) => self.respond(resp, &target, exchange, a.client_upgrade),
@@ -548,59 +569,120 @@ impl Inner {
     /// Send with at most one retry, and only when the upstream provably did not
     /// process the request (or the method is idempotent and nothing was answered).
     /// `outgoing` is borrowed: a head `h1client` sends stays where `forward` has it.
+    /// A request whose backend was found dead, with no other backend of its version to
+    /// go to, is routed again (`reroute`; `target` and `exchange` then change), once.
     fn send<'a>(
         &'a self,
         outgoing: &'a mut Outgoing<'a>,
-        target: &'a Target,
+        target: &'a mut Target,
         exchange: &'a mut Exchange,
+        host: Option<&'a HeaderValue>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, ProxyError>> + 'a {
         async move {
             let mut retried = false;
+            let mut rerouted = false;
             // One clock reading for the first try's steps (an exchange starts just
             // before it is sent): the upstream time's start, the pool's idle check,
             // the response head's deadline. A retry reads the clock again.
-            let sent = exchange.started();
+            let mut sent = exchange.started();
             loop {
                 let Some(backend) = exchange.in_flight().map(|g| g.backend().clone()) else {
                     return Err(upstream_error(target));
                 };
-                let attempt = match outgoing {
-                    Outgoing::Fast(parts, forwarding) => {
-                        self.attempt_fast(&backend, parts, forwarding, retried, sent, target)
-                            .await
-                    }
-                    Outgoing::Hyper(hyper) => {
-                        let (req, replay) = &mut **hyper;
-                        let Some(r) = req.take() else {
-                            return Err(upstream_error(target));
-                        };
-                        // Out of line: `send`'s future keeps no room for hyper's.
-                        let attempt = crate::out_of_line(|| {
-                            self.attempt(&backend, r, replay, retried, target)
-                        });
-                        match attempt.await {
-                            Attempt::Answered(resp, sender) => Attempt::Answered(resp, sender),
-                            Attempt::Failed(error) => Attempt::Failed(error),
-                            Attempt::Retry(again) => {
-                                *req = Some(again);
-                                Attempt::Retry(())
+                // A block: what a try returned is not kept beside a reroute's future.
+                {
+                    let attempt = match outgoing {
+                        Outgoing::Fast(parts, forwarding) => {
+                            self.attempt_fast(&backend, parts, forwarding, retried, sent, target)
+                                .await
+                        }
+                        Outgoing::Hyper(hyper) => {
+                            let (req, replay) = &mut **hyper;
+                            let Some(r) = req.take() else {
+                                return Err(upstream_error(target));
+                            };
+                            // Out of line: `send`'s future keeps no room for hyper's.
+                            let attempt = crate::out_of_line(|| {
+                                self.attempt(&backend, r, replay, retried, target)
+                            });
+                            match attempt.await {
+                                Attempt::Answered(resp, sender) => Attempt::Answered(resp, sender),
+                                Attempt::Failed(error) => Attempt::Failed(error),
+                                Attempt::Retry(again) => {
+                                    *req = Some(again);
+                                    Attempt::Retry(())
+                                }
                             }
                         }
-                    }
-                };
-                match attempt {
-                    Attempt::Answered(resp, sender) => {
-                        exchange.upstream_time = Some(sent.elapsed());
-                        if let Some(sender) = sender {
-                            exchange.set_conn(sender);
+                    };
+                    match attempt {
+                        Attempt::Answered(resp, sender) => {
+                            exchange.upstream_time = Some(sent.elapsed());
+                            if let Some(sender) = sender {
+                                exchange.set_conn(sender);
+                            }
+                            return Ok(resp);
                         }
-                        return Ok(resp);
+                        Attempt::Failed(error) => return Err(error),
+                        Attempt::Retry(()) => {}
                     }
-                    Attempt::Failed(error) => return Err(error),
-                    Attempt::Retry(()) => {}
                 }
                 retried = true;
                 move_to_other(exchange, target.pool());
+                // Found dead, and its version has no other backend that is not: the
+                // route table without it is published moments later, and routes the
+                // request to another version (a canary found dead goes back to stable).
+                // Not so past a drain deadline (no backend left here): what runs then
+                // is cancelled, not sent elsewhere.
+                if !rerouted && exchange.in_flight().is_some_and(|g| g.backend().is_dead()) {
+                    rerouted = true;
+                    // Out of line: the request's future keeps no room for a rare step.
+                    let rerouted_to = crate::out_of_line(|| self.reroute(outgoing, host, sent));
+                    let Some((again, guard)) = rerouted_to.await else {
+                        tracing::warn!(app = %target.app.name, "no backend to send the request to after its backend was found dead");
+                        return Err(upstream_error(target));
+                    };
+                    *target = again;
+                    exchange.restart(target.pool().metrics.clone(), guard);
+                    sent = exchange.started();
+                    retried = false;
+                }
+            }
+        }
+    }
+
+    /// Routes a request again (`send`): against the current table, else each one
+    /// published until the response head's deadline (counted from `sent`), never to a
+    /// backend found dead. None at the deadline or when the app is no longer routed.
+    fn reroute<'a>(
+        &'a self,
+        outgoing: &'a Outgoing<'a>,
+        host: Option<&'a HeaderValue>,
+        sent: Instant,
+    ) -> impl Future<Output = Option<(Target, InFlight)>> + 'a {
+        async move {
+            let (_, header_timeout, _) = self.upstream_timeouts();
+            let deadline = tokio::time::Instant::from_std(sent + header_timeout);
+            let head = outgoing.routing_head();
+            let host = host.and_then(|h| h.to_str().ok()).unwrap_or("");
+            loop {
+                let notified = self.published.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                // A pool may still hold the dead backend beside live ones: a few picks.
+                for _ in 0..4 {
+                    match self.pick(host, &head) {
+                        Ok(Pick::Got(target, guard)) if !guard.backend().is_dead() => {
+                            return Some((target, guard));
+                        }
+                        Ok(_) => {}
+                        Err(_) => return None,
+                    }
+                }
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep_until(deadline) => return None,
+                }
             }
         }
     }

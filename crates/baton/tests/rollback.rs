@@ -92,7 +92,7 @@ fn version_turning_unhealthy_mid_rollout_is_rolled_back() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let st = b.wait_status("rolled back", |st| finished(st) && state(st) == "failed");
     let report = rt.block_on(load.stop());
-    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(report.failed, 0, "{report:?}\n{}", tail(&b.serve_log(), 60));
     assert_eq!(st["stable_version"], "v1");
     let h = b.history();
     let reason = h.as_array().unwrap().last().unwrap()["reason"]

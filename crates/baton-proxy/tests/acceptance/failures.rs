@@ -676,6 +676,62 @@ async fn requests_waiting_on_a_backend_found_dead_go_to_another_when_they_can() 
     assert!(p.proxy.abandoned().is_empty());
 }
 
+/// A canary's only instance found dead (its health checks failed; it may well still be
+/// up) while requests wait on it: its version has no other backend, so a request that
+/// can be sent again is routed again — by the table the controller publishes without the
+/// dead instance — and the stable version answers it, not the proxy's 502 from a retry
+/// on the same instance. Both orders: the table published after the request gave up
+/// (it waits for it), and before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_on_a_canary_found_dead_go_to_the_stable_version() {
+    let good = sample("good", "v1", None).await;
+    let (silent, mut received) = silent_backend().await;
+    let p = start_proxy(ProxyConfig {
+        upstream_header_timeout: Duration::from_secs(30),
+        ..ProxyConfig::default()
+    })
+    .await;
+    let dead = baton_core::BackendSpec {
+        id: "dead".into(),
+        addr: silent,
+    };
+    let with_canary = table(pools(vec![
+        pool("v1", 1, vec![good.spec()]),
+        pool("v2", 1, vec![dead]),
+    ]));
+    let without = table(pools(vec![
+        pool("v1", 1, vec![good.spec()]),
+        pool("v2", 1, vec![]),
+    ]));
+    for method in ["GET", "DELETE"] {
+        let mut direct = h1(good.spec().addr).await;
+        let expected = try_send(&mut direct, request(method, "/", &[], ""))
+            .await
+            .unwrap();
+        for publish_first in [false, true] {
+            // Routed again (out of the table and back) after the last round found it
+            // dead.
+            p.proxy.publish(&without).unwrap();
+            p.proxy.publish(&with_canary).unwrap();
+            let task = waiting_on_silent(p.addr, &mut received, method, "").await;
+            if publish_first {
+                p.proxy.publish(&without).unwrap();
+                p.proxy.abandon("dead");
+            } else {
+                p.proxy.abandon("dead");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                p.proxy.publish(&without).unwrap();
+            }
+            let answer = task.await.unwrap();
+            assert_eq!(
+                answer.0, expected.0,
+                "{method} published first: {publish_first}"
+            );
+            assert_eq!(version_of(&answer), "v1", "{method} {publish_first}");
+        }
+    }
+}
+
 /// Between a backend found dead and the route table published without it, requests are
 /// still routed to it. One that can be sent again gives up at once instead of starting
 /// to wait (which nothing would end: the backend was already abandoned), and goes to

@@ -415,8 +415,9 @@ impl Exchange {
     }
 
     /// The request was routed again, to `guard`'s backend (`forward::send`): what this
-    /// exchange counted for its version ends unanswered (status 0), and the new one
-    /// counts for the version of `metrics` from now.
+    /// exchange counted for its version ends unanswered (status 0, which that version's
+    /// error rate counts: its instance failed the request), and the new one counts for
+    /// the version of `metrics` from now.
     pub fn restart(&mut self, metrics: Arc<VersionMetrics>, guard: InFlight) {
         let progress = self.bytes_in.take();
         *self = Exchange::start(metrics, Instant::now());

@@ -56,7 +56,7 @@ use crate::h1client::{self, SendError};
 use crate::h1guard::{Active, ConnState};
 use crate::headers::{self, Peer};
 use crate::pool;
-use crate::select::{choose_pool, pick_backend, Choice};
+use crate::select::{self, choose_pool, pick_backend, Choice};
 use crate::snapshot::{AppShared, CompiledApp, CompiledPool};
 use crate::target;
 use crate::upgrade;
@@ -100,6 +100,9 @@ enum Attempt<R> {
     Answered(Response<UpstreamBody>, Option<pool::Sender>),
     /// The request is back in hand and may be sent once more.
     Retry(R),
+    /// A retry's connect failed too: nothing reached the version, the request is back
+    /// in hand (`send` gives it to another version of the app, or answers 502).
+    Unreachable(R),
     Failed(ProxyError),
 }
 
@@ -612,6 +615,10 @@ impl Inner {
                                     *req = Some(again);
                                     Attempt::Retry(())
                                 }
+                                Attempt::Unreachable(again) => {
+                                    *req = Some(again);
+                                    Attempt::Unreachable(())
+                                }
                             }
                         }
                     };
@@ -625,6 +632,26 @@ impl Inner {
                         }
                         Attempt::Failed(error) => return Err(error),
                         Attempt::Retry(()) => {}
+                        Attempt::Unreachable(()) => {
+                            // Its version's backends refuse connections (an instance that
+                            // exited): another version of the app takes the request, once.
+                            let other = (!rerouted)
+                                .then(|| self.other_version(outgoing, host, target))
+                                .flatten();
+                            let Some((again, guard)) = other else {
+                                return Err(ProxyError::Connect {
+                                    app: target.app.name.clone(),
+                                    version: target.pool().version.clone(),
+                                });
+                            };
+                            tracing::warn!(app = %target.app.name, from = %target.pool().version, to = %again.pool().version, "no backend of the version accepted a connection; the request goes to another version");
+                            rerouted = true;
+                            *target = again;
+                            exchange.restart(target.pool().metrics.clone(), guard);
+                            sent = exchange.started();
+                            retried = false;
+                            continue;
+                        }
                     }
                 }
                 retried = true;
@@ -687,6 +714,28 @@ impl Inner {
         }
     }
 
+    /// Another version of the request's app, in the current table, for a request no
+    /// backend of `target`'s version accepted (`select::other_pool`). None when the app
+    /// has no other version with a backend to take it.
+    fn other_version(
+        &self,
+        outgoing: &Outgoing<'_>,
+        host: Option<&HeaderValue>,
+        target: &Target,
+    ) -> Option<(Target, InFlight)> {
+        let head = outgoing.routing_head();
+        let host = host.and_then(|h| h.to_str().ok()).unwrap_or("");
+        let snapshot = self.snapshot.load();
+        let app = snapshot.route(host, head.uri.path())?;
+        let choice = select::other_pool(app, &target.pool().version, &mut fastrand::Rng::new())?;
+        let guard = pick_backend(&app.pools[choice.pool].backends, None)?.try_acquire()?;
+        let target = Target {
+            app: app.clone(),
+            choice,
+        };
+        Some((target, guard))
+    }
+
     /// A failure of `backend` that counts toward ejecting it (passive health checks).
     fn fail(&self, backend: &Arc<Backend>, target: &Target, reason: &str) {
         self.passive
@@ -729,7 +778,7 @@ impl Inner {
                     Err(error) => {
                         tracing::warn!(backend = %backend.id, %error, retried, "upstream connect failed");
                         self.fail(backend, target, "connect failed");
-                        return connect_failed(req, retried, target);
+                        return connect_failed(req, retried);
                     }
                 },
             };
@@ -823,7 +872,7 @@ impl Inner {
                     Err(error) => {
                         tracing::warn!(backend = %backend.id, %error, retried, "upstream connect failed");
                         self.fail(backend, target, "connect failed");
-                        return connect_failed((), retried, target);
+                        return connect_failed((), retried);
                     }
                 },
             };
@@ -976,15 +1025,13 @@ fn unavailable(app: &CompiledApp) -> ProxyError {
 }
 
 /// A failed connect: nothing reached the upstream, so the first one is retried on
-/// another connection (or backend), the second answers 502.
-fn connect_failed<R>(req: R, retried: bool, target: &Target) -> Attempt<R> {
-    if !retried {
-        return Attempt::Retry(req);
+/// another connection (or backend of the version), the second is `Unreachable`.
+fn connect_failed<R>(req: R, retried: bool) -> Attempt<R> {
+    if retried {
+        Attempt::Unreachable(req)
+    } else {
+        Attempt::Retry(req)
     }
-    Attempt::Failed(ProxyError::Connect {
-        app: target.app.name.clone(),
-        version: target.pool().version.clone(),
-    })
 }
 
 fn upstream_error(target: &Target) -> ProxyError {

@@ -48,6 +48,12 @@ impl Weights {
         }
     }
 
+    /// The weight of pool `i` (0 past the end).
+    pub fn weight(&self, i: usize) -> u64 {
+        let below = i.checked_sub(1).map_or(0, |j| self.cumulative[j]);
+        self.cumulative.get(i).map_or(0, |c| c - below)
+    }
+
     /// A weighted random draw from the thread-local generator (request path).
     pub(crate) fn pick_random_local(&self) -> Option<usize> {
         match self.total() {
@@ -128,6 +134,36 @@ pub(crate) fn choose_pool(app: &CompiledApp, req: &Parts) -> Option<Choice> {
             None => weighted(app, false),
         },
     }
+}
+
+/// Another version for a request that no backend of version `not` accepted (their
+/// connects failed, so nothing reached them): a weighted draw among the app's other
+/// versions that have backends, else the first of them (all at weight 0: the old
+/// version of a switch, still serving while it drains). None when there is no other.
+pub(crate) fn other_pool(app: &CompiledApp, not: &str, rng: &mut fastrand::Rng) -> Option<Choice> {
+    let others = || {
+        app.pools
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.version.as_ref() != not && p.has_backends())
+            .map(|(i, _)| i)
+    };
+    let total: u64 = others().map(|i| app.weights.weight(i)).sum();
+    let pool = if total > 0 {
+        let mut point = rng.u64(..total);
+        others().find(|&i| {
+            let w = app.weights.weight(i);
+            let here = point < w;
+            point = point.saturating_sub(w);
+            here
+        })
+    } else {
+        others().next()
+    }?;
+    Some(Choice {
+        pool,
+        set_cookie: false,
+    })
 }
 
 fn weighted(app: &CompiledApp, set_cookie: bool) -> Option<Choice> {

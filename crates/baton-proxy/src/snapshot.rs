@@ -634,6 +634,77 @@ mod tests {
         assert_eq!(s.apps[0].weights, Weights::new(&[30, 0]));
     }
 
+    /// A request no backend of its version accepted goes to another version: by the
+    /// others' weights, else (all at 0) the first other with backends; never to one
+    /// without backends, and nowhere when there is no other.
+    #[test]
+    fn a_request_its_version_could_not_take_goes_to_another_by_weight() {
+        let mut a = app("v1", 10, &["a1"]);
+        for (version, weight, ids) in [("v2", 30, &["b1"][..]), ("v3", 60, &["c1"]), ("v4", 0, &[])]
+        {
+            a.pools.push(baton_core::PoolSpec {
+                version: version.into(),
+                weight,
+                backends: ids
+                    .iter()
+                    .map(|id| BackendSpec {
+                        id: id.to_string(),
+                        addr: "127.0.0.1:1".parse().unwrap(),
+                    })
+                    .collect(),
+            });
+        }
+        let s = publish(
+            &Snapshot::default(),
+            &spec(&[("a", a)]),
+            &mut HashMap::new(),
+        )
+        .snapshot;
+        let compiled = &s.apps[0];
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut counts = [0u32; 4];
+        for _ in 0..9000 {
+            let choice = crate::select::other_pool(compiled, "v1", &mut rng).unwrap();
+            assert!(!choice.set_cookie);
+            counts[choice.pool] += 1;
+        }
+        assert_eq!(counts[0], 0, "never the version that failed");
+        assert_eq!(counts[3], 0, "never a version without backends");
+        // v2 : v3 = 30 : 60.
+        assert!((2700..3300).contains(&counts[1]), "{counts:?}");
+        assert!((5700..6300).contains(&counts[2]), "{counts:?}");
+
+        // Only weight-0 others (the old version of a switch): the first with backends.
+        let mut b = app("v1", 100, &["a1"]);
+        for version in ["v0", "old"] {
+            b.pools.push(baton_core::PoolSpec {
+                version: version.into(),
+                weight: 0,
+                backends: vec![BackendSpec {
+                    id: format!("{version}-1"),
+                    addr: "127.0.0.1:1".parse().unwrap(),
+                }],
+            });
+        }
+        let s = publish(
+            &Snapshot::default(),
+            &spec(&[("b", b)]),
+            &mut HashMap::new(),
+        )
+        .snapshot;
+        let choice = crate::select::other_pool(&s.apps[0], "v1", &mut rng).unwrap();
+        assert_eq!(s.apps[0].pools[choice.pool].version.as_ref(), "v0");
+
+        // A single version: nowhere else to go.
+        let s = publish(
+            &Snapshot::default(),
+            &spec(&[("c", app("v1", 100, &["a1"]))]),
+            &mut HashMap::new(),
+        )
+        .snapshot;
+        assert!(crate::select::other_pool(&s.apps[0], "v1", &mut rng).is_none());
+    }
+
     /// `compile_app` the way `publish_app` does.
     fn publish_app(
         prev: &Snapshot,

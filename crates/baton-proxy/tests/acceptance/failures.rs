@@ -762,3 +762,50 @@ async fn requests_routed_to_a_backend_already_found_dead_go_to_another_at_once()
         "a request reached the backend found dead"
     );
 }
+
+/// A canary of one instance that is gone (its process exited: connections are refused)
+/// while the table still sends it every request: each one, whatever its method and
+/// body, is answered by the stable version instead of a 502 — the refused connects
+/// show nothing reached the canary. The canary's count keeps each as unanswered (its
+/// analysis sees the failures); v1 counts the answers. With no other version, the
+/// request still gets the 502 at once (`failures_are_502_503_504_with_a_reason`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_a_gone_canary_cannot_take_go_to_the_stable_version() {
+    let good = sample("good", "v1", None).await;
+    let p = start_proxy(ProxyConfig::default()).await;
+    let gone = baton_core::BackendSpec {
+        id: "gone".into(),
+        addr: dead_addr().await,
+    };
+    p.proxy
+        .publish(&table(pools(vec![
+            pool("v1", 0, vec![good.spec()]),
+            pool("v2", 1, vec![gone]),
+        ])))
+        .unwrap();
+    let mut c = h1(p.addr).await;
+    let requests = [
+        ("GET", "/", ""),
+        ("POST", "/write", "x"),
+        ("DELETE", "/", ""),
+    ];
+    for (method, path, body) in requests {
+        let mut direct = h1(good.spec().addr).await;
+        let expected = try_send(&mut direct, request(method, path, &[], body))
+            .await
+            .unwrap();
+        let answer = try_send(&mut c, request(method, path, &[], body))
+            .await
+            .unwrap();
+        assert_eq!(answer.0, expected.0, "{method} {path}: {:?}", answer.2);
+        assert_eq!(version_of(&answer), "v1", "{method} {path}");
+    }
+    // The POST reached v1 once through the proxy (and once directly).
+    assert_eq!(good.writes().await, 2);
+    let v2 = p.metrics.snapshot(APP, "v2").unwrap();
+    assert_eq!(v2.by_class[0], 3, "{v2:?}");
+    assert_eq!(v2.by_class[5], 0, "{v2:?}");
+    let v1 = p.metrics.snapshot(APP, "v1").unwrap();
+    assert_eq!(v1.by_class.iter().sum::<u64>(), 3, "{v1:?}");
+    assert_eq!(v1.by_class[0] + v1.by_class[5], 0, "{v1:?}");
+}

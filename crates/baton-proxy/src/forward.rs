@@ -573,7 +573,9 @@ impl Inner {
     /// process the request (or the method is idempotent and nothing was answered).
     /// `outgoing` is borrowed: a head `h1client` sends stays where `forward` has it.
     /// A request whose backend was found dead, with no other backend of its version to
-    /// go to, is routed again (`reroute`; `target` and `exchange` then change), once.
+    /// go to, is routed again (`reroute`); one whose retry's connect failed as well goes
+    /// to another version of the app (`other_version`). Either once (`target` and
+    /// `exchange` then change).
     fn send<'a>(
         &'a self,
         outgoing: &'a mut Outgoing<'a>,

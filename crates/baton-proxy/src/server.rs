@@ -32,9 +32,12 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -76,6 +79,7 @@ pub(crate) async fn serve(
             scheme,
             stop.clone(),
             tracker.clone(),
+            None,
         );
         tokio::select! {
             _ = shutdown => {}
@@ -94,10 +98,12 @@ pub(crate) async fn serve(
             .collect::<std::io::Result<Vec<_>>>()?;
         drop(listener);
         let stop_accepting = CancellationToken::new();
+        let spread = Arc::new(Spread::new(workers.len()));
         let mut loops = Vec::with_capacity(workers.len());
-        for (worker, own) in workers.iter().zip(owns) {
+        for (index, (worker, own)) in workers.iter().zip(owns).enumerate() {
             let (inner, stop, tracker) = (inner.clone(), stop.clone(), tracker.clone());
             let until = stop_accepting.clone();
+            let spread = Some((spread.clone(), index));
             loops.push(worker.spawn(async move {
                 let own = match TcpListener::from_std(own) {
                     Ok(own) => own,
@@ -108,7 +114,7 @@ pub(crate) async fn serve(
                 };
                 tokio::select! {
                     _ = until.cancelled() => {}
-                    _ = accept(inner, own, scheme, stop, tracker) => {}
+                    _ = accept(inner, own, scheme, stop, tracker, spread) => {}
                 }
             }));
         }
@@ -185,12 +191,14 @@ fn delayed_first_ack(listener: &TcpListener) -> bool {
 
 /// Accepts on `listener` and serves each connection in a task of the calling runtime
 /// (tracked by `tracker`; `stop` is their graceful close); runs until dropped.
+/// `spread`: the workers accepting on the same socket, and which one this is.
 async fn accept(
     inner: Arc<Inner>,
     listener: TcpListener,
     scheme: Scheme,
     stop: CancellationToken,
     tracker: TaskTracker,
+    spread: Option<(Arc<Spread>, usize)>,
 ) {
     // Rebuilt when the settings change (`Proxy::set_config`): a connection is served
     // with the settings in force when it was accepted.
@@ -201,9 +209,17 @@ async fn accept(
     // only where the listener's could not be (never seen; kept for other kernels).
     let inherited = nodelay_inherited(&listener);
     delayed_first_ack(&listener);
+    // Until when a worker that let a connection wait for nothing takes every one.
+    let mut alone_until = Instant::now();
     loop {
+        if let Some((spread, me)) = &spread {
+            if Instant::now() >= alone_until && !spread.make_way(*me, MAKE_WAY).await {
+                alone_until = Instant::now() + ALONE;
+            }
+        }
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let serving = spread.as_ref().map(|(spread, me)| spread.serving(*me));
                 if !inherited {
                     let _ = stream.set_nodelay(true);
                 }
@@ -219,7 +235,15 @@ async fn accept(
                 // Boxed where it is made: spawning moves the future into its task
                 // several times, and it is kilobytes.
                 let conn = crate::boxed_future(|| {
-                    serve_conn(inner.clone(), served, stream, peer, scheme, stop.clone())
+                    serve_conn(
+                        inner.clone(),
+                        served,
+                        stream,
+                        peer,
+                        scheme,
+                        stop.clone(),
+                        serving,
+                    )
                 });
                 tracker.spawn(conn);
             }
@@ -229,6 +253,90 @@ async fn accept(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// How long a worker serving more connections than another leaves the next one to it.
+const MAKE_WAY: Duration = Duration::from_millis(1);
+/// How long a worker takes every connection after another let one wait `MAKE_WAY` for
+/// nothing (that one is busy or stuck: its turn comes when it accepts again).
+const ALONE: Duration = Duration::from_millis(100);
+
+/// The connections each worker accepted from one listener and still serves. Every
+/// worker waits on the same socket, and the first to run accepts until none is left:
+/// a burst of new connections (clients starting, a load balancer reconnecting) went
+/// all to one worker, which then served them alone while the others idled (measured:
+/// 64 keep-alive connections all on one of two workers, 0.84x the requests a second of
+/// an even split). So a worker serving more than one connection above the least
+/// loaded one leaves the next connection to the others: it accepts again once another
+/// worker has (or after `MAKE_WAY`, and then, for `ALONE`, without waiting).
+struct Spread {
+    live: Box<[AtomicUsize]>,
+    /// Woken at every accept while a worker makes way (`waiting` of them): it looks
+    /// again.
+    accepted: Notify,
+    waiting: AtomicUsize,
+}
+
+impl Spread {
+    fn new(workers: usize) -> Spread {
+        Spread {
+            live: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            accepted: Notify::new(),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Worker `me` serves more than one connection above the least loaded worker.
+    fn ahead(&self, me: usize) -> bool {
+        let least = self.live.iter().map(|n| n.load(SeqCst)).min().unwrap_or(0);
+        self.live[me].load(SeqCst) > least + 1
+    }
+
+    /// Waits while worker `me` is `ahead` and the others accept; false when none did
+    /// within `patience` (`MAKE_WAY`).
+    async fn make_way(&self, me: usize, patience: Duration) -> bool {
+        while self.ahead(me) {
+            let notified = self.accepted.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.waiting.fetch_add(1, SeqCst);
+            // Looked at again once registered: an accept in between is not missed.
+            let made_way = !self.ahead(me)
+                || tokio::select! {
+                    _ = notified => true,
+                    _ = tokio::time::sleep(patience) => false,
+                };
+            self.waiting.fetch_sub(1, SeqCst);
+            if !made_way {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Counts a connection worker `me` accepted, until the guard drops.
+    fn serving(self: &Arc<Self>, me: usize) -> Serving {
+        self.live[me].fetch_add(1, SeqCst);
+        if self.waiting.load(SeqCst) > 0 {
+            self.accepted.notify_waiters();
+        }
+        Serving {
+            spread: self.clone(),
+            me,
+        }
+    }
+}
+
+/// One connection a worker serves (`Spread::serving`).
+struct Serving {
+    spread: Arc<Spread>,
+    me: usize,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.spread.live[self.me].fetch_sub(1, SeqCst);
     }
 }
 
@@ -248,6 +356,7 @@ fn builder(config: &ProxyConfig) -> http1::Builder {
     b
 }
 
+/// `_serving`: counts the connection for its worker (`Spread`) until it ends.
 async fn serve_conn(
     inner: Arc<Inner>,
     served: Served,
@@ -255,6 +364,7 @@ async fn serve_conn(
     peer: SocketAddr,
     scheme: Scheme,
     stop: CancellationToken,
+    _serving: Option<Serving>,
 ) {
     // Valid while `conn` (which owns the stream) lives: to look for bytes waiting and to
     // close at shutdown, and in the clear for the 408.
@@ -756,6 +866,35 @@ impl Watchdog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker more than one connection above the least loaded one makes way until
+    /// another accepts (or its patience ends); the least loaded never does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_ahead_makes_way_until_another_accepts() {
+        let spread = Arc::new(Spread::new(2));
+        let first: Vec<Serving> = (0..2).map(|_| spread.serving(0)).collect();
+        assert!(spread.ahead(0));
+        assert!(!spread.ahead(1));
+        assert!(spread.make_way(1, Duration::from_secs(60)).await);
+        // Nobody else accepts: it gives up.
+        assert!(!spread.make_way(0, Duration::from_millis(1)).await);
+        // Worker 1 accepts while worker 0 waits (or just before): the wait ends.
+        let waiter = tokio::spawn({
+            let spread = spread.clone();
+            async move { spread.make_way(0, Duration::from_secs(60)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = spread.serving(1);
+        assert!(waiter.await.unwrap());
+        assert!(!spread.ahead(0), "2 against 1");
+        // Connections that end count no more.
+        let third: Vec<Serving> = (0..2).map(|_| spread.serving(1)).collect();
+        assert!(!spread.ahead(1), "3 against 2");
+        drop(first);
+        assert!(spread.ahead(1), "3 against 0");
+        drop((second, third));
+        assert!(!spread.ahead(0) && !spread.ahead(1));
+    }
 
     #[tokio::test]
     async fn connections_accepted_on_a_listener_have_nodelay() {

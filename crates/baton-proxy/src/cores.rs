@@ -1,6 +1,7 @@
 //! Per-core serving: each worker is a thread with a current-thread tokio runtime of
 //! its own. Every listener is accepted on by every worker (one duplicate of its socket
-//! each), a connection stays on the worker that accepted it for its whole life, and
+//! each; `server::Spread` keeps the workers' shares of connections even), a connection
+//! stays on the worker that accepted it for its whole life, and
 //! each worker keeps its own idle upstream connections (`pool::IdlePool`), so a
 //! request is read, forwarded and answered without waking another thread.
 //!

@@ -167,13 +167,7 @@ impl Thread {
         while let Some(first) = self.rx.blocking_recv() {
             let mut next = Some(first);
             while let Some(entry) = next {
-                if let Entry::Line(record) = entry {
-                    self.format.write(&record, &mut self.buf);
-                    self.lines += 1;
-                    if self.buf.len() >= BATCH {
-                        self.flush();
-                    }
-                }
+                self.take(entry);
                 next = self.rx.try_recv().ok();
             }
             self.flush();
@@ -181,10 +175,26 @@ impl Thread {
                 self.reopen();
             }
             if self.flags.stop.load(SeqCst) {
+                // Lines queued while the last batch was written (a slow disk) are
+                // written too: the queue takes no more, and what it holds is read out.
+                self.rx.close();
+                while let Some(entry) = self.rx.blocking_recv() {
+                    self.take(entry);
+                }
                 break;
             }
         }
         self.flush();
+    }
+
+    fn take(&mut self, entry: Entry) {
+        if let Entry::Line(record) = entry {
+            self.format.write(&record, &mut self.buf);
+            self.lines += 1;
+            if self.buf.len() >= BATCH {
+                self.flush();
+            }
+        }
     }
 
     fn flush(&mut self) {

@@ -17,9 +17,42 @@ use crate::h1guard::{ConnState, Sniffer};
 use bytes::{Buf, BytesMut};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A connection's graceful close (finish the response or streams in progress, then
+/// close), asked for only by the task that serves the connection (`server.rs`'s
+/// watchdog loop), which polls the connection again right after asking. So the
+/// protocol being served looks at it on each poll and needs no wake-up: no waiter is
+/// registered per wait, and nothing is allocated per connection (a
+/// `CancellationToken` costs an allocation, a clone and a waiter list).
+#[derive(Debug, Default)]
+pub(crate) struct Graceful(AtomicBool);
+
+impl Graceful {
+    pub fn cancel(&self) {
+        self.0.store(true, Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Relaxed)
+    }
+
+    /// Ready once cancelled, for a `select!` beside the connection's own future. It
+    /// registers no wake-up (see above): only for a future polled by the task that
+    /// cancels.
+    pub fn cancelled(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |_| {
+            if self.is_cancelled() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
 
 /// `AsyncWrite` for a read-side wrapper: every write goes straight to `inner`.
 macro_rules! writes_pass_through {

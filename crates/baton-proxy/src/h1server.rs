@@ -23,7 +23,7 @@
 //! for `HEAD`, 204 and 304. The tests check it byte for byte against hyper.
 
 use crate::body::{BoxError, Inbound};
-use crate::conn::TrackedIo;
+use crate::conn::{Graceful, TrackedIo};
 use crate::forward::ClientConn;
 use crate::h1client::Fields;
 use crate::h1guard::MAX_HEADERS;
@@ -39,7 +39,6 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
 /// Bytes reserved for a connection's first read (most heads fit); a longer head grows
 /// the buffer by doubling.
@@ -251,31 +250,37 @@ pub(crate) async fn serve<S>(
     inner: &Inner,
     client: &ClientConn,
     max_head: usize,
-    graceful: &CancellationToken,
+    graceful: &Graceful,
 ) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf = BytesMut::new();
-    let mut wbuf: Vec<u8> = Vec::new();
+    // The buffers of a connection this thread served before, when one is spare: a
+    // connection's first answer then allocates nothing for them (see `Spare`).
+    let mut bufs = Spare::take();
+    let Spare {
+        read: buf,
+        write: wbuf,
+    } = &mut bufs;
     let mut heads = 0u64;
     let mut request_box = None;
     io.pause_guard();
-    let handoff = |io: &mut TrackedIo<S>, heads: u64, mut buf: BytesMut| {
+    let handoff = |io: &mut TrackedIo<S>, heads: u64, buf: &mut BytesMut| {
+        let mut buf = std::mem::take(buf);
         io.resume_guard(heads, &mut buf);
         Outcome::Handoff(buf)
     };
     loop {
         let head = loop {
-            match parse(&mut buf, max_head) {
+            match parse(buf, max_head) {
                 Ok(Some(head)) => break head,
                 Ok(None) => {}
                 Err(()) => return handoff(io, heads, buf),
             }
-            if head_begun(&buf) {
+            if head_begun(buf) {
                 io.state().head_begins();
             }
-            reserve(&mut buf);
+            reserve(buf);
             let read = if buf.is_empty() {
                 // Between requests a graceful close ends the wait. `graceful` is cancelled
                 // only by this connection's own task (`server.rs`' watchdog loop), which
@@ -285,14 +290,14 @@ where
                     if graceful.is_cancelled() {
                         return Poll::Ready(None);
                     }
-                    tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut buf).map(Some)
+                    tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf).map(Some)
                 });
                 match next.await {
                     None => return Outcome::Closed,
                     Some(read) => read,
                 }
             } else {
-                io.read_buf(&mut buf).await
+                io.read_buf(buf).await
             };
             match read {
                 Ok(0) | Err(_) if buf.is_empty() => return Outcome::Closed,
@@ -303,7 +308,7 @@ where
         };
         heads += 1;
         io.state().head_ends();
-        if head_begun(&buf) {
+        if head_begun(buf) {
             io.state().head_begins();
         }
         let head_request = head.request.method() == Method::HEAD;
@@ -317,16 +322,16 @@ where
         let mut reading = true;
         let mut response = loop {
             if reading {
-                reserve(&mut buf);
+                reserve(buf);
             }
             tokio::select! {
                 biased;
                 response = handling.as_mut() => break response,
-                read = io.read_buf(&mut buf), if reading => match read {
+                read = io.read_buf(buf), if reading => match read {
                     Ok(0) | Err(_) => return Outcome::Closed,
                     Ok(_) => {
                         reading = buf.len() < max_head;
-                        if head_begun(&buf) {
+                        if head_begun(buf) {
                             io.state().head_begins();
                         }
                     }
@@ -336,7 +341,7 @@ where
         let fields = response.body_mut().take_fields();
         let written = write_response(
             io,
-            &mut wbuf,
+            wbuf,
             &mut response,
             fields.as_deref(),
             head_request,
@@ -357,10 +362,10 @@ where
             Err(_) => return Outcome::Closed,
         }
         if wbuf.capacity() > KEEP_WRITE_BUFFER {
-            wbuf = Vec::new();
+            *wbuf = Vec::new();
         }
         if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
-            buf = BytesMut::new();
+            *buf = BytesMut::new();
         }
     }
 }
@@ -369,6 +374,59 @@ where
 fn reserve(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(buf.capacity().max(READ_CHUNK));
+    }
+}
+
+/// How many connections' buffers a thread keeps for its next connections.
+const KEEP_SPARE: usize = 64;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<(BytesMut, Vec<u8>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A connection's read and write buffers, given to the next connection the thread
+/// serves when this one ends (at most `KEEP_SPARE` wait, each at most
+/// `KEEP_WRITE_BUFFER` + `4 * READ_CHUNK` bytes). Connections come and go in batches (an
+/// event loop's turn ends several, then accepts several), more than the allocator's
+/// per-thread cache holds of one size: without this, a one-request connection's two
+/// buffers cost ~950 instructions in `malloc` and `free`.
+struct Spare {
+    read: BytesMut,
+    write: Vec<u8>,
+}
+
+impl Spare {
+    fn take() -> Spare {
+        let spare = SPARE.try_with(|spare| spare.borrow_mut().pop());
+        let (read, write) = spare.ok().flatten().unwrap_or_default();
+        Spare { read, write }
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        // A buffer handed over to hyper or HTTP/2 leaves none behind; one that holds
+        // bytes (a client's next head, left unread at a close) or grew past the limits
+        // is not kept.
+        let kept = self.read.capacity() > 0
+            && self.read.is_empty()
+            && self.read.capacity() <= 4 * READ_CHUNK
+            && self.write.capacity() <= KEEP_WRITE_BUFFER;
+        if !kept {
+            return;
+        }
+        self.write.clear();
+        let spare = (
+            std::mem::take(&mut self.read),
+            std::mem::take(&mut self.write),
+        );
+        let _ = SPARE.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < KEEP_SPARE {
+                pool.push(spare);
+            }
+        });
     }
 }
 

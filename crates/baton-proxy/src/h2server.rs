@@ -22,6 +22,7 @@
 //! about as much as the rest of the response's HTTP/2 framing.
 
 use crate::body::{prepend_fields, BoxError, H2Body, Inbound, ResponseBody};
+use crate::conn::Graceful;
 use crate::forward::ClientConn;
 use crate::h1client::Fields;
 use crate::h1server::date;
@@ -39,7 +40,6 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::sync::CancellationToken;
 
 /// The connection preface every HTTP/2 connection starts with (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -94,7 +94,7 @@ pub(crate) async fn serve<I>(
     inner: &Inner,
     client: &ClientConn,
     max_header_bytes: usize,
-    graceful: &CancellationToken,
+    graceful: &Graceful,
 ) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin,

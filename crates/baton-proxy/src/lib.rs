@@ -516,6 +516,73 @@ pub(crate) fn reboxed_future<F: Future>(
     slot.insert(boxed).as_mut()
 }
 
+/// Boxes for the futures of one kind of task, kept when a task finishes for the next
+/// one to be built in: the connection futures a listener spawns are kilobytes, too
+/// large for the allocator's per-thread cache, and a fresh allocation and its free cost
+/// ~700 instructions a connection.
+/// At most `keep` boxes wait (each holds a finished future, which holds nothing).
+pub(crate) struct BoxPool<F> {
+    spare: Mutex<Vec<Pin<Box<F>>>>,
+    keep: usize,
+}
+
+impl<F: Future> BoxPool<F> {
+    pub fn new(keep: usize) -> Arc<BoxPool<F>> {
+        Arc::new(BoxPool {
+            spare: Mutex::new(Vec::new()),
+            keep,
+        })
+    }
+
+    /// The future `make` builds, in a spare box if there is one, as a future that gives
+    /// its box back when it finishes.
+    pub fn boxed(self: &Arc<Self>, make: impl FnOnce() -> F) -> Pooled<F> {
+        let spare = lock(&self.spare).pop();
+        let boxed = match spare {
+            Some(mut boxed) => {
+                boxed.set(make());
+                boxed
+            }
+            None => boxed_future(make),
+        };
+        Pooled {
+            boxed: Some(boxed),
+            pool: self.clone(),
+        }
+    }
+}
+
+/// A future in a box of a `BoxPool`, given back to the pool when it finishes (a future
+/// dropped before it finishes drops its box).
+pub(crate) struct Pooled<F> {
+    boxed: Option<Pin<Box<F>>>,
+    pool: Arc<BoxPool<F>>,
+}
+
+impl<F: Future> Future for Pooled<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        // `Pooled` is `Unpin` (it holds its future by a box), so it can be reached mutably.
+        let this = &mut *self;
+        let Some(boxed) = this.boxed.as_mut() else {
+            // Polled after it finished, which a task never does.
+            return std::task::Poll::Pending;
+        };
+        let out = std::task::ready!(boxed.as_mut().poll(cx));
+        if let Some(boxed) = this.boxed.take() {
+            let mut spare = lock(&this.pool.spare);
+            if spare.len() < this.pool.keep {
+                spare.push(boxed);
+            }
+        }
+        std::task::Poll::Ready(out)
+    }
+}
+
 /// A boxed future polled through a vtable, so that its poll is never inlined into its
 /// caller's: a connection's rarer paths (TLS, HTTP/2, hyper's HTTP/1.1) then add nothing
 /// to the stack frame of the poll every plain HTTP/1.1 request goes through (see the
@@ -527,4 +594,51 @@ where
     F: Future + Send + 'a,
 {
     boxed_future(make)
+}
+
+#[cfg(test)]
+mod box_pool_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn address<F>(pooled: &Pooled<F>) -> *const F {
+        pooled.boxed.as_ref().map(|b| &**b as *const F).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_finished_future_leaves_its_box_to_the_next_one() {
+        let pool = BoxPool::new(1);
+        let make = |n: u32| async move {
+            if n == 0 {
+                std::future::pending::<()>().await;
+            }
+            n
+        };
+        let first = pool.boxed(|| make(1));
+        let first_box = address(&first);
+        assert_eq!(first.await, 1);
+        let second = pool.boxed(|| make(2));
+        assert_eq!(address(&second), first_box, "built in the first one's box");
+        assert_eq!(second.await, 2);
+
+        // Dropped before it finished: its box is not kept (it may still hold things).
+        let mut unfinished = pool.boxed(|| make(0));
+        assert!(lock(&pool.spare).is_empty());
+        let waker = std::task::Waker::noop();
+        let polled = Pin::new(&mut unfinished).poll(&mut std::task::Context::from_waker(waker));
+        assert!(polled.is_pending());
+        drop(unfinished);
+        assert!(lock(&pool.spare).is_empty());
+    }
+
+    #[tokio::test]
+    async fn at_most_keep_boxes_wait() {
+        let pool = BoxPool::new(2);
+        let make = |n: u32| async move { n };
+        let futures: Vec<_> = (0..5).map(|n| pool.boxed(|| make(n))).collect();
+        for (n, f) in futures.into_iter().enumerate() {
+            assert_eq!(f.await, n as u32);
+        }
+        assert_eq!(lock(&pool.spare).len(), 2);
+    }
 }

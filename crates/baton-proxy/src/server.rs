@@ -14,7 +14,7 @@
 //! CVE-2024-27316-class CONTINUATION floods) explicitly; docs/SECURITY.md lists them.
 
 use crate::body::{BoxError, Inbound};
-use crate::conn::{Rewind, TrackedIo};
+use crate::conn::{Graceful, Rewind, TrackedIo};
 use crate::cores;
 use crate::forward::ClientConn;
 use crate::h1guard::{ConnState, MAX_HEADERS};
@@ -32,9 +32,10 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -70,6 +71,7 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let stop = CancellationToken::new();
+    let stopping = Arc::new(AtomicBool::new(false));
     let tracker = TaskTracker::new();
     let workers = cores::workers();
     if workers.is_empty() {
@@ -77,7 +79,7 @@ pub(crate) async fn serve(
             inner.clone(),
             listener,
             scheme,
-            stop.clone(),
+            Stop::for_worker(&stop, &stopping),
             tracker.clone(),
             None,
         );
@@ -101,7 +103,8 @@ pub(crate) async fn serve(
         let spread = Arc::new(Spread::new(workers.len()));
         let mut loops = Vec::with_capacity(workers.len());
         for (index, (worker, own)) in workers.iter().zip(owns).enumerate() {
-            let (inner, stop, tracker) = (inner.clone(), stop.clone(), tracker.clone());
+            let (inner, tracker) = (inner.clone(), tracker.clone());
+            let stop = Stop::for_worker(&stop, &stopping);
             let until = stop_accepting.clone();
             let spread = Some((spread.clone(), index));
             loops.push(worker.spawn(async move {
@@ -131,6 +134,7 @@ pub(crate) async fn serve(
         connections = tracker.len(),
         "proxy stops accepting; finishing open connections"
     );
+    stopping.store(true, Release);
     stop.cancel();
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
@@ -189,6 +193,32 @@ fn delayed_first_ack(listener: &TcpListener) -> bool {
     }
 }
 
+/// The proxy's graceful stop as one worker's connections see it. Each connection
+/// registers once for the token's wake-up, and from then on looks at the flag when it
+/// wakes for anything else: looking at a `CancellationToken`, or polling a wait for it,
+/// takes the mutex of its node, and the connections of every worker would take that of
+/// the proxy's one token twice a request (measured: ~300 instructions a keep-alive
+/// request, and a cache line moving between cores with two workers).
+struct Stop {
+    /// A child of the proxy's token, one per worker: cancelled with it.
+    token: CancellationToken,
+    /// Set just before the proxy's token is cancelled.
+    stopping: Arc<AtomicBool>,
+}
+
+impl Stop {
+    fn for_worker(stop: &CancellationToken, stopping: &Arc<AtomicBool>) -> Arc<Stop> {
+        Arc::new(Stop {
+            token: stop.child_token(),
+            stopping: stopping.clone(),
+        })
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Acquire)
+    }
+}
+
 /// Accepts on `listener` and serves each connection in a task of the calling runtime
 /// (tracked by `tracker`; `stop` is their graceful close); runs until dropped.
 /// `spread`: the workers accepting on the same socket, and which one this is.
@@ -196,7 +226,7 @@ async fn accept(
     inner: Arc<Inner>,
     listener: TcpListener,
     scheme: Scheme,
-    stop: CancellationToken,
+    stop: Arc<Stop>,
     tracker: TaskTracker,
     spread: Option<(Arc<Spread>, usize)>,
 ) {
@@ -211,6 +241,7 @@ async fn accept(
     delayed_first_ack(&listener);
     // Until when a worker that let a connection wait for nothing takes every one.
     let mut alone_until = Instant::now();
+    let boxes = crate::BoxPool::new(KEEP_CONN_BOXES);
     loop {
         if let Some((spread, me)) = &spread {
             if Instant::now() >= alone_until && !spread.make_way(*me, MAKE_WAY).await {
@@ -233,8 +264,9 @@ async fn accept(
                     builder: builder.clone(),
                 };
                 // Boxed where it is made: spawning moves the future into its task
-                // several times, and it is kilobytes.
-                let conn = crate::boxed_future(|| {
+                // several times, and it is kilobytes. In a box an earlier connection
+                // used, when there is one.
+                let conn = boxes.boxed(|| {
                     serve_conn(
                         inner.clone(),
                         served,
@@ -255,6 +287,10 @@ async fn accept(
         }
     }
 }
+
+/// How many boxes of finished connections' futures a listener keeps per worker for the
+/// next connections (2 KiB each).
+const KEEP_CONN_BOXES: usize = 64;
 
 /// How long a worker serving more connections than another leaves the next one to it.
 const MAKE_WAY: Duration = Duration::from_millis(1);
@@ -363,7 +399,7 @@ async fn serve_conn(
     stream: TcpStream,
     peer: SocketAddr,
     scheme: Scheme,
-    stop: CancellationToken,
+    stop: Arc<Stop>,
     _serving: Option<Serving>,
 ) {
     // Valid while `conn` (which owns the stream) lives: to look for bytes waiting and to
@@ -397,7 +433,7 @@ async fn serve_http<S>(
     fd: std::os::fd::RawFd,
     peer: SocketAddr,
     https: bool,
-    stop: CancellationToken,
+    stop: Arc<Stop>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -414,16 +450,15 @@ async fn serve_http<S>(
     });
     // `graceful`: hyper's graceful shutdown, or the fast path's equivalent (finish the
     // response in progress, then close). Cancelled only here, in this task, which polls
-    // `conn` again in the next turn of the loop: the fast path reads the token on each
-    // poll instead of registering for a wake-up (`h1server::serve`).
-    let graceful = CancellationToken::new();
+    // `conn` again in the next turn of the loop (see `Graceful`).
+    let graceful = Graceful::default();
     let conn = run_conn(
         inner.clone(),
         client,
         builder,
         io,
         config.max_header_bytes,
-        graceful.clone(),
+        &graceful,
     );
     tokio::pin!(conn);
     let mut watchdog = Watchdog::new(&config, &state);
@@ -431,6 +466,12 @@ async fn serve_http<S>(
     tokio::pin!(tick);
     let mut closing = false;
     let mut drain: Option<Drain> = None;
+    // Registered here for the stop's wake-up, and polled again only once the stop has
+    // begun (see `Stop`): the wake-up goes to the waker of this first poll, which is
+    // this task's, whichever poll comes later.
+    let stop_wait = stop.token.cancelled();
+    tokio::pin!(stop_wait);
+    std::future::poll_fn(|cx| Poll::Ready(stop_wait.as_mut().poll(cx).is_ready())).await;
     loop {
         tokio::select! {
             res = conn.as_mut() => {
@@ -439,7 +480,15 @@ async fn serve_http<S>(
                 }
                 return;
             }
-            _ = stop.cancelled(), if !closing && drain.is_none() => {
+            // Looked at again only once the stop has begun (a `select!`'s conditions are
+            // read when it starts, not when its task wakes).
+            _ = std::future::poll_fn(|cx| {
+                if stop.stopping() {
+                    stop_wait.as_mut().poll(cx)
+                } else {
+                    Poll::Pending
+                }
+            }), if !closing && drain.is_none() => {
                 state.start_draining();
                 drain = Some(Drain::new(&state, inner.config.load().client_idle_timeout));
             }
@@ -551,19 +600,19 @@ async fn run_conn<S>(
     builder: Arc<http1::Builder>,
     mut io: TrackedIo<S>,
     max_head: usize,
-    graceful: CancellationToken,
+    graceful: &Graceful,
 ) -> Result<(), BoxError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let mut first = match h1server::serve(&mut io, &inner, &client, max_head, &graceful).await {
+    let mut first = match h1server::serve(&mut io, &inner, &client, max_head, graceful).await {
         Outcome::Closed => return Ok(()),
         Outcome::Handoff(first) => first,
     };
     if is_h2(&mut first, &mut io).await {
         let io = Rewind::new(first, io);
         // Boxed: a connection served over HTTP/1 to its end never needs room for it.
-        return crate::out_of_line(|| h2server::serve(io, &inner, &client, max_head, &graceful))
+        return crate::out_of_line(|| h2server::serve(io, &inner, &client, max_head, graceful))
             .await;
     }
     crate::out_of_line(|| serve_hyper(inner, client, builder, first, io, max_head, graceful)).await
@@ -578,7 +627,7 @@ async fn serve_hyper<S>(
     first: BytesMut,
     mut io: TrackedIo<S>,
     max_head: usize,
-    graceful: CancellationToken,
+    graceful: &Graceful,
 ) -> Result<(), BoxError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,

@@ -553,3 +553,52 @@ fn field_lines_are_copied_at_once_only_when_written_as_the_encoder_writes_them()
         assert_eq!(written(other), None, "{other:?}");
     }
 }
+
+#[test]
+fn a_closed_connections_buffers_go_to_the_next_one_on_its_thread() {
+    std::thread::spawn(|| {
+        let first = Spare::take();
+        assert_eq!(
+            first.read.capacity(),
+            0,
+            "a new thread has no spare buffers"
+        );
+        let mut first = first;
+        first.read.reserve(READ_CHUNK);
+        first.write.reserve(WRITE_CHUNK);
+        first.write.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n");
+        let (read_cap, write_cap) = (first.read.capacity(), first.write.capacity());
+        drop(first);
+        let second = Spare::take();
+        assert_eq!(second.read.capacity(), read_cap);
+        assert_eq!(second.write.capacity(), write_cap);
+        assert!(second.write.is_empty(), "a kept write buffer is emptied");
+        drop(second);
+
+        // Bytes of a next head left unread, or a buffer grown past the limits: not kept.
+        let mut unread = Spare::take();
+        unread.read.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        drop(unread);
+        assert_eq!(Spare::take().read.capacity(), 0);
+        let mut grown = Spare::take();
+        grown.read.reserve(READ_CHUNK);
+        grown.write.reserve(KEEP_WRITE_BUFFER + 1);
+        drop(grown);
+        assert_eq!(Spare::take().read.capacity(), 0);
+
+        // At most `KEEP_SPARE` wait.
+        let many: Vec<Spare> = (0..KEEP_SPARE + 3)
+            .map(|_| {
+                let mut s = Spare::take();
+                s.read.reserve(READ_CHUNK);
+                s
+            })
+            .collect();
+        drop(many);
+        let kept: Vec<Spare> = (0..KEEP_SPARE + 3).map(|_| Spare::take()).collect();
+        let with_room = kept.iter().filter(|s| s.read.capacity() > 0).count();
+        assert_eq!(with_room, KEEP_SPARE);
+    })
+    .join()
+    .unwrap();
+}

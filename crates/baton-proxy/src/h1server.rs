@@ -317,17 +317,32 @@ where
         // dropped with everything it holds (hold slot, upstream exchange), as hyper's
         // server drops it. Boxed, in the box the connection's previous request used:
         // the connection's own future holds no room for it.
+        //
+        // Not at the wait's first poll, though: most answers come at the next wake-up,
+        // and that read would only find nothing (a poll of the socket's readiness, and
+        // for a socket not yet registered, its registration with the reactor: two
+        // `epoll_ctl` for a connection that never has to wait, see `socket.rs`). A
+        // client that leaves is noticed at the wait's next wake-up, at the latest the
+        // connection watchdog's next check (a quarter of the shortest client timeout, at
+        // most 2.5 s).
         let mut handling =
             crate::reboxed_future(&mut request_box, || inner.handle(head.request, client));
         let mut reading = true;
+        let mut first_poll = true;
         let mut response = loop {
             if reading {
                 reserve(buf);
             }
+            let read = poll_fn(|cx| {
+                if std::mem::take(&mut first_poll) {
+                    return Poll::Pending;
+                }
+                tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)
+            });
             tokio::select! {
                 biased;
                 response = handling.as_mut() => break response,
-                read = io.read_buf(buf), if reading => match read {
+                read = read, if reading => match read {
                     Ok(0) | Err(_) => return Outcome::Closed,
                     Ok(_) => {
                         reading = buf.len() < max_head;

@@ -60,6 +60,7 @@ mod router;
 pub mod select;
 mod server;
 mod snapshot;
+mod socket;
 mod target;
 mod tls;
 mod upgrade;

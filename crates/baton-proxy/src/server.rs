@@ -21,6 +21,7 @@ use crate::h1guard::{ConnState, MAX_HEADERS};
 use crate::h1server::{self, Outcome};
 use crate::h2server;
 use crate::headers::Peer;
+use crate::socket::{self, ClientSocket};
 use crate::tls::{self, Handshake};
 use crate::{Inner, ProxyConfig};
 use bytes::BytesMut;
@@ -37,7 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -77,7 +78,7 @@ pub(crate) async fn serve(
     if workers.is_empty() {
         let accepting = accept(
             inner.clone(),
-            listener,
+            listener.into_std()?,
             scheme,
             Stop::for_worker(&stop, &stopping),
             tracker.clone(),
@@ -108,13 +109,6 @@ pub(crate) async fn serve(
             let until = stop_accepting.clone();
             let spread = Some((spread.clone(), index));
             loops.push(worker.spawn(async move {
-                let own = match TcpListener::from_std(own) {
-                    Ok(own) => own,
-                    Err(error) => {
-                        tracing::error!(%error, "a proxy worker cannot accept on a listener");
-                        return;
-                    }
-                };
                 tokio::select! {
                     _ = until.cancelled() => {}
                     _ = accept(inner, own, scheme, stop, tracker, spread) => {}
@@ -166,7 +160,7 @@ async fn sweep(inner: Arc<Inner>) {
 
 /// Sets TCP_NODELAY on the listening socket; true when the connections it accepts then
 /// have it without being set one by one (Linux copies the listener's option to each).
-fn nodelay_inherited(listener: &TcpListener) -> bool {
+fn nodelay_inherited(listener: &std::net::TcpListener) -> bool {
     let set = nix::sys::socket::setsockopt(listener, nix::sys::socket::sockopt::TcpNoDelay, &true);
     if let Err(error) = set {
         tracing::debug!(%error, "TCP_NODELAY on a listener: set on each connection instead");
@@ -183,7 +177,7 @@ fn nodelay_inherited(listener: &TcpListener) -> bool {
 /// bodies are still ACKed every second full segment; an answer slower than the
 /// delayed-ACK timer (40 ms and more) gets its ACK from the timer, which also ends
 /// delayed-ACK mode for that connection. Returns whether the option was set.
-fn delayed_first_ack(listener: &TcpListener) -> bool {
+fn delayed_first_ack(listener: &std::net::TcpListener) -> bool {
     match socket2::SockRef::from(listener).set_tcp_quickack(false) {
         Ok(()) => true,
         Err(error) => {
@@ -224,7 +218,7 @@ impl Stop {
 /// `spread`: the workers accepting on the same socket, and which one this is.
 async fn accept(
     inner: Arc<Inner>,
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     scheme: Scheme,
     stop: Arc<Stop>,
     tracker: TaskTracker,
@@ -239,6 +233,14 @@ async fn accept(
     // only where the listener's could not be (never seen; kept for other kernels).
     let inherited = nodelay_inherited(&listener);
     delayed_first_ack(&listener);
+    // Accepted sockets stay out of the reactor until they have to wait (`socket.rs`).
+    let listener = match socket::listening(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "a proxy worker cannot accept on a listener");
+            return;
+        }
+    };
     // Until when a worker that let a connection wait for nothing takes every one.
     let mut alone_until = Instant::now();
     let boxes = crate::BoxPool::new(KEEP_CONN_BOXES);
@@ -248,11 +250,13 @@ async fn accept(
                 alone_until = Instant::now() + ALONE;
             }
         }
-        match listener.accept().await {
+        match socket::accept(&listener).await {
             Ok((stream, peer)) => {
                 let serving = spread.as_ref().map(|(spread, me)| spread.serving(*me));
                 if !inherited {
-                    let _ = stream.set_nodelay(true);
+                    if let Some(socket) = stream.sock_ref() {
+                        let _ = socket.set_tcp_nodelay(true);
+                    }
                 }
                 let now = inner.config.load_full();
                 if !Arc::ptr_eq(&now, &config) {
@@ -396,7 +400,7 @@ fn builder(config: &ProxyConfig) -> http1::Builder {
 async fn serve_conn(
     inner: Arc<Inner>,
     served: Served,
-    stream: TcpStream,
+    stream: ClientSocket,
     peer: SocketAddr,
     scheme: Scheme,
     stop: Arc<Stop>,
@@ -464,6 +468,7 @@ async fn serve_http<S>(
     let mut watchdog = Watchdog::new(&config, &state);
     let tick = tokio::time::sleep_until(watchdog.next_tick());
     tokio::pin!(tick);
+    let mut tick_armed = false;
     let mut closing = false;
     let mut drain: Option<Drain> = None;
     // Registered here for the stop's wake-up, and polled again only once the stop has
@@ -473,7 +478,10 @@ async fn serve_http<S>(
     tokio::pin!(stop_wait);
     std::future::poll_fn(|cx| Poll::Ready(stop_wait.as_mut().poll(cx).is_ready())).await;
     loop {
+        // `biased`: polled in order, without drawing a random start on every wake-up; only
+        // `conn` is ready more than once in a connection's life.
         tokio::select! {
+            biased;
             res = conn.as_mut() => {
                 if let Err(error) = res {
                     tracing::debug!(%peer, %error, "client connection ended with an error");
@@ -506,8 +514,9 @@ async fn serve_http<S>(
                     }
                 }
             }
-            _ = tick.as_mut() => {
+            _ = std::future::poll_fn(|cx| poll_tick(tick.as_mut(), &mut tick_armed, cx)) => {
                 tick.as_mut().reset(watchdog.next_tick());
+                tick_armed = false;
                 match watchdog.check(&state) {
                     Verdict::Fine => {}
                     Verdict::Idle | Verdict::SlowHeader if closing => {}
@@ -544,6 +553,27 @@ async fn serve_http<S>(
             }
         }
     }
+}
+
+/// Polls the watchdog's timer only when it can be ready: once after each reset, which
+/// leaves this task's waker with the timer, and afterwards only once the timer has fired
+/// (a load, where a poll takes the coop budget and the waker's lock, twice a keep-alive
+/// request). The arming poll runs outside the coop budget: a poll refused for budget
+/// would register no waker, and an idle connection would never hear its timer.
+///
+/// Armed from the connection's first poll on, busy or not: a request waiting for its
+/// answer reads its client's socket only from the wait's second wake-up on (`h1server`),
+/// and this timer is what brings that wake-up when the answer is slow.
+fn poll_tick(
+    tick: Pin<&mut tokio::time::Sleep>,
+    armed: &mut bool,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<()> {
+    if *armed && !tick.is_elapsed() {
+        return Poll::Pending;
+    }
+    *armed = true;
+    std::pin::pin!(tokio::task::coop::unconstrained(tick)).poll(cx)
 }
 
 /// The client's address as a header value (`X-Forwarded-For`, the access log), written
@@ -945,18 +975,26 @@ mod tests {
         assert!(!spread.ahead(0) && !spread.ahead(1));
     }
 
+    /// A bound, non-blocking listener as `accept` waits on it, and its address.
+    fn listener() -> (std::net::TcpListener, SocketAddr) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        (listener, addr)
+    }
+
     #[tokio::test]
     async fn connections_accepted_on_a_listener_have_nodelay() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listener, addr) = listener();
         let inherited = nodelay_inherited(&listener);
         assert_eq!(inherited, cfg!(target_os = "linux"));
-        let addr = listener.local_addr().unwrap();
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
+        let listener = socket::listening(listener).unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = socket::accept(&listener).await.unwrap();
         // What `accept` relies on when it sets nothing on the connection itself.
         if inherited {
             assert!(
-                accepted.nodelay().unwrap(),
+                accepted.sock_ref().unwrap().tcp_nodelay().unwrap(),
                 "TCP_NODELAY not inherited from the listener"
             );
         }
@@ -964,18 +1002,25 @@ mod tests {
 
     #[tokio::test]
     async fn connections_accepted_on_a_listener_start_in_delayed_ack_mode() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _before = TcpStream::connect(addr).await.unwrap();
-        let (before, _) = listener.accept().await.unwrap();
+        let (listener, addr) = listener();
+        let _before = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (before, _) = loop {
+            match listener.accept() {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                accepted => break accepted.unwrap(),
+            }
+        };
         // Linux reports TCP_QUICKACK as "not in delayed-ACK (ping-pong) mode": a new
         // connection is in quick-ACK mode.
         assert!(socket2::SockRef::from(&before).tcp_quickack().unwrap());
         assert!(delayed_first_ack(&listener));
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
+        let listener = socket::listening(listener).unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = socket::accept(&listener).await.unwrap();
         assert!(
-            !socket2::SockRef::from(&accepted).tcp_quickack().unwrap(),
+            !accepted.sock_ref().unwrap().tcp_quickack().unwrap(),
             "delayed-ACK mode not inherited from the listener"
         );
     }

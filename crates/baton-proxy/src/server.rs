@@ -233,6 +233,7 @@ async fn accept(
     // only where the listener's could not be (never seen; kept for other kernels).
     let inherited = nodelay_inherited(&listener);
     delayed_first_ack(&listener);
+    socket::deferred_accept(&listener);
     // Accepted sockets stay out of the reactor until they have to wait (`socket.rs`).
     let listener = match socket::listening(listener) {
         Ok(listener) => listener,

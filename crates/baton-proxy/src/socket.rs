@@ -37,6 +37,46 @@ enum Reg {
     Closed,
 }
 
+/// How long a connection that sends nothing waits in the kernel before `accept` gets it
+/// (`deferred_accept`). Linux counts it in SYN-ACKs sent again: one second is one.
+const DEFER_ACCEPT_SECONDS: i32 = 1;
+
+/// Asks the kernel to hand `listener`'s connections to `accept` once their first bytes
+/// have arrived (TCP_DEFER_ACCEPT, as nginx's `listen ... deferred` and HAProxy's
+/// `defer-accept`). Every protocol baton serves has the client speak first (HTTP/1, h2c,
+/// a TLS ClientHello), so the first read of an accepted connection finds its request and
+/// its socket seldom has to be registered at all. Otherwise a proxy with time to spare
+/// accepts a connection at the handshake's last ACK, just before the request follows,
+/// reads nothing, and registers to wait. A client that connects and sends nothing is
+/// still accepted, about a second after its handshake, and is timed from then on as any
+/// other. Returns whether the option was set.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub(crate) fn deferred_accept(listener: &std::net::TcpListener) -> bool {
+    let seconds: nix::libc::c_int = DEFER_ACCEPT_SECONDS;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a pointer to a live c_int
+    // and writes nothing; the descriptor is the listener's, open while it is borrowed.
+    let set = unsafe {
+        nix::libc::setsockopt(
+            listener.as_raw_fd(),
+            nix::libc::IPPROTO_TCP,
+            nix::libc::TCP_DEFER_ACCEPT,
+            std::ptr::from_ref(&seconds).cast(),
+            std::mem::size_of_val(&seconds) as nix::libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        let error = io::Error::last_os_error();
+        tracing::debug!(%error, "TCP_DEFER_ACCEPT on a listener");
+    }
+    set == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn deferred_accept(_listener: &std::net::TcpListener) -> bool {
+    false
+}
+
 /// `listener`, made non-blocking, registered for reading (for `accept`).
 #[allow(unsafe_code)]
 pub(crate) fn listening(
@@ -235,6 +275,7 @@ impl AsyncWrite for ClientSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn listener() -> (AsyncFd<std::net::TcpListener>, SocketAddr) {
@@ -244,28 +285,25 @@ mod tests {
     }
 
     /// A request already sent is read, and its answer written, without registering:
-    /// no `epoll_ctl` for a connection that never waits.
+    /// no `epoll_ctl` for a connection that never waits. With the accept deferred, the
+    /// request is there when the connection is accepted.
     #[tokio::test]
     async fn a_connection_that_never_waits_is_never_registered() {
-        let (listener, addr) = listener().await;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(deferred_accept(&listener));
+        let addr = listener.local_addr().unwrap();
+        let listener = listening(listener).unwrap();
         let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
         client.write_all(b"ping").await.unwrap();
         let (mut socket, peer) = accept(&listener).await.unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
         assert!(!socket.is_registered());
         let mut got = [0u8; 4];
-        // The bytes may reach the accepted socket a moment after the connection does;
-        // reading waits for them if so (and registers).
         socket.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"ping");
-        let registered_by_read = socket.is_registered();
         socket.write_all(b"pong").await.unwrap();
         socket.shutdown().await.unwrap();
-        assert_eq!(
-            socket.is_registered(),
-            registered_by_read,
-            "a write with room waits for nothing"
-        );
+        assert!(!socket.is_registered());
         let mut answer = Vec::new();
         client.read_to_end(&mut answer).await.unwrap();
         assert_eq!(answer, b"pong", "the answer, then the end of the stream");
@@ -311,6 +349,25 @@ mod tests {
         assert!(writer.await.unwrap(), "the writer had to wait");
         assert_eq!(got.len(), expected.len());
         assert!(got == expected);
+    }
+
+    /// A client that connects and sends nothing is accepted all the same, after the
+    /// deferral, and is then read as any other.
+    #[tokio::test]
+    async fn a_deferred_accept_still_takes_a_client_that_sends_nothing() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(deferred_accept(&listener));
+        let addr = listener.local_addr().unwrap();
+        let listener = listening(listener).unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut socket, _) = tokio::time::timeout(Duration::from_secs(30), accept(&listener))
+            .await
+            .expect("a silent client was never accepted")
+            .unwrap();
+        client.write_all(b"late").await.unwrap();
+        let mut got = [0u8; 4];
+        socket.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"late");
     }
 
     /// The peer's close reads as the end of the stream, direct or registered.

@@ -11,7 +11,11 @@
 //! keep-alive connection registers when it first waits for its next request.
 //!
 //! `accept` takes connections from a listener the same way: non-blocking and
-//! close-on-exec from `accept4` itself, and not registered.
+//! close-on-exec from `accept4` itself, and not registered. `deferred_accept` has the
+//! kernel hold each connection until its first bytes arrive, so that the first read
+//! finds the request even when the proxy has time to spare (without it, the accept
+//! comes at the handshake's last ACK, just before the request, and the read that
+//! finds nothing registers the socket).
 
 use std::io::{self, Read as _, Write as _};
 use std::net::SocketAddr;

@@ -288,15 +288,20 @@ mod tests {
         (listening(listener).unwrap(), addr)
     }
 
+    /// A listener as `server.rs` sets one up, accepts deferred, and its address.
+    fn deferred_listener() -> (AsyncFd<std::net::TcpListener>, SocketAddr) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(deferred_accept(&listener));
+        let addr = listener.local_addr().unwrap();
+        (listening(listener).unwrap(), addr)
+    }
+
     /// A request already sent is read, and its answer written, without registering:
     /// no `epoll_ctl` for a connection that never waits. With the accept deferred, the
     /// request is there when the connection is accepted.
     #[tokio::test]
     async fn a_connection_that_never_waits_is_never_registered() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        assert!(deferred_accept(&listener));
-        let addr = listener.local_addr().unwrap();
-        let listener = listening(listener).unwrap();
+        let (listener, addr) = deferred_listener();
         let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
         client.write_all(b"ping").await.unwrap();
         let (mut socket, peer) = accept(&listener).await.unwrap();
@@ -359,10 +364,7 @@ mod tests {
     /// deferral, and is then read as any other.
     #[tokio::test]
     async fn a_deferred_accept_still_takes_a_client_that_sends_nothing() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        assert!(deferred_accept(&listener));
-        let addr = listener.local_addr().unwrap();
-        let listener = listening(listener).unwrap();
+        let (listener, addr) = deferred_listener();
         let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut socket, _) = tokio::time::timeout(Duration::from_secs(30), accept(&listener))
             .await

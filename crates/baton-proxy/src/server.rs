@@ -1004,20 +1004,13 @@ mod tests {
     #[tokio::test]
     async fn connections_accepted_on_a_listener_start_in_delayed_ack_mode() {
         let (listener, addr) = listener();
+        let listener = socket::listening(listener).unwrap();
         let _before = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (before, _) = loop {
-            match listener.accept() {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    tokio::time::sleep(Duration::from_millis(5)).await
-                }
-                accepted => break accepted.unwrap(),
-            }
-        };
+        let (before, _) = socket::accept(&listener).await.unwrap();
         // Linux reports TCP_QUICKACK as "not in delayed-ACK (ping-pong) mode": a new
         // connection is in quick-ACK mode.
-        assert!(socket2::SockRef::from(&before).tcp_quickack().unwrap());
-        assert!(delayed_first_ack(&listener));
-        let listener = socket::listening(listener).unwrap();
+        assert!(before.sock_ref().unwrap().tcp_quickack().unwrap());
+        assert!(delayed_first_ack(listener.get_ref()));
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (accepted, _) = socket::accept(&listener).await.unwrap();
         assert!(

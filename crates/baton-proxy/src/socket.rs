@@ -156,18 +156,18 @@ impl ClientSocket {
     }
 }
 
-/// The call would have had to wait: time to register.
-fn would_wait(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-    )
-}
-
-/// A direct call's result, or `None` to go through the reactor.
+/// A direct call's result, or `None` when it would have had to wait: time to register
+/// and go through the reactor.
 fn direct<T>(result: io::Result<T>) -> Option<io::Result<T>> {
     match result {
-        Err(error) if would_wait(&error) => None,
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            None
+        }
         done => Some(done),
     }
 }

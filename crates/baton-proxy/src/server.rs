@@ -245,13 +245,33 @@ async fn accept(
     // Until when a worker that let a connection wait for nothing takes every one.
     let mut alone_until = Instant::now();
     let boxes = crate::BoxPool::new(KEEP_CONN_BOXES);
+    // The worker's timer wheel always holds the connections' next watchdog check while
+    // it accepts. A connection's timer put in a wheel that was empty when the runtime
+    // last went to sleep (nothing else open) wakes the runtime's driver to re-arm, a
+    // write to its eventfd and one more event to collect: with a connection per
+    // request that was half a system call a connection. Joining a deadline already
+    // there costs nothing.
+    let keeper = tokio::time::sleep_until(Watchdog::boundary(Watchdog::period(&config)));
+    tokio::pin!(keeper);
+    let mut keeper_armed = false;
     loop {
         if let Some((spread, me)) = &spread {
             if Instant::now() >= alone_until && !spread.make_way(*me, MAKE_WAY).await {
                 alone_until = Instant::now() + ALONE;
             }
         }
-        match socket::accept(&listener).await {
+        let accepted = tokio::select! {
+            // The keeper first: it must be polled once to be in the wheel, and after
+            // that a poll is a load until it fires.
+            biased;
+            _ = std::future::poll_fn(|cx| poll_tick(keeper.as_mut(), &mut keeper_armed, cx)) => {
+                keeper.as_mut().reset(Watchdog::boundary(Watchdog::period(&config)));
+                keeper_armed = false;
+                continue;
+            }
+            accepted = socket::accept(&listener) => accepted,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 let serving = spread.as_ref().map(|(spread, me)| spread.serving(*me));
                 if !inherited {
@@ -262,6 +282,12 @@ async fn accept(
                 let now = inner.config.load_full();
                 if !Arc::ptr_eq(&now, &config) {
                     builder = Arc::new(self::builder(&now));
+                    if Watchdog::period(&now) != Watchdog::period(&config) {
+                        keeper
+                            .as_mut()
+                            .reset(Watchdog::boundary(Watchdog::period(&now)));
+                        keeper_armed = false;
+                    }
                     config = now;
                 }
                 let served = Served {
@@ -897,14 +923,19 @@ struct Watchdog {
 
 impl Watchdog {
     fn new(cfg: &ProxyConfig, state: &ConnState) -> Watchdog {
-        let shortest = cfg.client_header_timeout.min(cfg.client_idle_timeout);
         Watchdog {
-            period: (shortest / 4).clamp(Duration::from_millis(10), Duration::from_millis(2500)),
+            period: Watchdog::period(cfg),
             header_timeout: cfg.client_header_timeout,
             idle_timeout: cfg.client_idle_timeout,
             last_reads: state.reads(),
             quiet_since: Instant::now(),
         }
+    }
+
+    /// How often a connection is looked at: a quarter of the shortest client timeout.
+    fn period(cfg: &ProxyConfig) -> Duration {
+        let shortest = cfg.client_header_timeout.min(cfg.client_idle_timeout);
+        (shortest / 4).clamp(Duration::from_millis(10), Duration::from_millis(2500))
     }
 
     /// When to look next: the first multiple of the period (counted from one instant
@@ -913,9 +944,15 @@ impl Watchdog {
     /// the timer driver to re-arm (a system call per connection); a check comes at
     /// most one period after the last, as from an interval.
     fn next_tick(&self) -> Instant {
+        Watchdog::boundary(self.period)
+    }
+
+    /// The first multiple of `period` after now, counted from one instant for the
+    /// whole process.
+    fn boundary(period: Duration) -> Instant {
         static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
         let start = *START.get_or_init(Instant::now);
-        let period = self.period.as_nanos().max(1);
+        let period = period.as_nanos().max(1);
         let since = Instant::now().saturating_duration_since(start).as_nanos();
         let next = (since / period + 1) * period;
         start + Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX))

@@ -216,3 +216,51 @@ async fn idle_upstream_connections_close_after_the_idle_timeout_with_no_more_req
         established_to(a.addr)
     );
 }
+
+/// Connections one after another, each a request with `Connection: close`, on one
+/// proxy worker: the worker's runtime goes to sleep between them with nothing open.
+/// A new connection's watchdog timer joins a deadline the worker keeps in its timer
+/// wheel instead of waking the runtime's driver to re-arm — a write to the runtime's
+/// eventfd, the only `write(2)` a worker makes (sockets are written with `send`,
+/// which the kernel's `syscw` count leaves out).
+#[tokio::test]
+async fn connections_one_after_another_do_not_wake_the_workers_timer_driver() {
+    baton_proxy::start_workers(1).unwrap();
+    let a = sample("a1", "v1", None).await;
+    let p = start_proxy(ProxyConfig::default()).await;
+    p.proxy
+        .publish(&table(pools(vec![pool("v1", 100, vec![a.spec()])])))
+        .unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    // The first also opens the upstream connection the others reuse.
+    assert!(raw_exchange(p.addr, request).await.ends_with("v1\n"));
+    let before = worker_writes();
+    let connections = 40;
+    for _ in 0..connections {
+        let answer = raw_exchange(p.addr, request).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.ends_with("v1\n"), "{answer}");
+    }
+    let writes = worker_writes() - before;
+    // One a connection before; the keeper's own re-arming, once a period (2.5 s with
+    // the default timeouts), is what may remain.
+    assert!(
+        writes < connections / 4,
+        "{writes} write(2) calls by the worker for {connections} connections"
+    );
+}
+
+/// The `write(2)`-family calls the proxy's worker thread has made (`syscw` in
+/// `/proc/self/task/<tid>/io`).
+fn worker_writes() -> u64 {
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap();
+        if comm.trim() == "baton-worker-0" {
+            let io = std::fs::read_to_string(task.join("io")).unwrap();
+            let line = io.lines().find(|l| l.starts_with("syscw:")).unwrap();
+            return line["syscw:".len()..].trim().parse().unwrap();
+        }
+    }
+    panic!("no thread named baton-worker-0 in this process");
+}

@@ -275,9 +275,7 @@ async fn accept(
             Ok((stream, peer)) => {
                 let serving = spread.as_ref().map(|(spread, me)| spread.serving(*me));
                 if !inherited {
-                    if let Some(socket) = stream.sock_ref() {
-                        let _ = socket.set_tcp_nodelay(true);
-                    }
+                    let _ = stream.sock_ref().set_tcp_nodelay(true);
                 }
                 let now = inner.config.load_full();
                 if !Arc::ptr_eq(&now, &config) {
@@ -1032,7 +1030,7 @@ mod tests {
         // What `accept` relies on when it sets nothing on the connection itself.
         if inherited {
             assert!(
-                accepted.sock_ref().unwrap().tcp_nodelay().unwrap(),
+                accepted.sock_ref().tcp_nodelay().unwrap(),
                 "TCP_NODELAY not inherited from the listener"
             );
         }
@@ -1046,12 +1044,12 @@ mod tests {
         let (before, _) = socket::accept(&listener).await.unwrap();
         // Linux reports TCP_QUICKACK as "not in delayed-ACK (ping-pong) mode": a new
         // connection is in quick-ACK mode.
-        assert!(before.sock_ref().unwrap().tcp_quickack().unwrap());
+        assert!(before.sock_ref().tcp_quickack().unwrap());
         assert!(delayed_first_ack(listener.get_ref()));
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (accepted, _) = socket::accept(&listener).await.unwrap();
         assert!(
-            !accepted.sock_ref().unwrap().tcp_quickack().unwrap(),
+            !accepted.sock_ref().tcp_quickack().unwrap(),
             "delayed-ACK mode not inherited from the listener"
         );
     }

@@ -8,7 +8,9 @@
 //! the write finds room. So an accepted socket starts outside the reactor: reads and
 //! writes go straight to the kernel while they complete, and the first one that would
 //! block registers the socket, which from then on waits as any tokio socket does. A
-//! keep-alive connection registers when it first waits for its next request.
+//! keep-alive connection registers when it first waits for its next request. Direct
+//! calls count against the task's coop budget as the reactor's do, so a connection
+//! whose bytes are always there still yields to the worker's other tasks.
 //!
 //! `accept` takes connections from a listener the same way: non-blocking and
 //! close-on-exec from `accept4` itself, and not registered. `deferred_accept` has the
@@ -17,11 +19,11 @@
 //! comes at the handshake's last ACK, just before the request, and the read that
 //! finds nothing registers the socket).
 
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -36,9 +38,13 @@ enum Reg {
         socket: std::net::TcpStream,
         drained: bool,
     },
-    Registered(tokio::net::TcpStream),
-    /// Registering failed (the runtime is shutting down) and closed the socket.
-    Closed,
+    /// Registered with the reactor, for reading and writing. An `AsyncFd` rather than
+    /// tokio's `TcpStream`: registering one that fails hands the socket back, so the
+    /// descriptor stays open, and its number unused by another connection, for as long
+    /// as the `ClientSocket` lives (`server.rs` keeps the number).
+    Registered(AsyncFd<std::net::TcpStream>),
+    /// Only while `registered` moves the socket from one to the other.
+    Moving,
 }
 
 /// How long a connection that sends nothing waits in the kernel before `accept` gets it
@@ -130,28 +136,86 @@ impl ClientSocket {
         matches!(self.0, Reg::Registered(_))
     }
 
-    /// The socket's options; `None` once closed.
-    pub(crate) fn sock_ref(&self) -> Option<socket2::SockRef<'_>> {
+    /// The socket's options.
+    pub(crate) fn sock_ref(&self) -> socket2::SockRef<'_> {
+        socket2::SockRef::from(self.socket())
+    }
+
+    fn socket(&self) -> &std::net::TcpStream {
         match &self.0 {
-            Reg::Direct { socket, .. } => Some(socket2::SockRef::from(socket)),
-            Reg::Registered(socket) => Some(socket2::SockRef::from(socket)),
-            Reg::Closed => None,
+            Reg::Direct { socket, .. } => socket,
+            Reg::Registered(fd) => fd.get_ref(),
+            Reg::Moving => unreachable!("a client socket is moved only inside `registered`"),
         }
     }
 
-    /// The socket as tokio's, registering it first if it is not yet.
-    fn registered(&mut self) -> io::Result<Pin<&mut tokio::net::TcpStream>> {
+    /// The socket as the reactor knows it, registering it first if it is not yet. When
+    /// registering fails (no room for another epoll entry, the runtime shutting down),
+    /// the socket stays as it was and the error is returned.
+    #[allow(unsafe_code)]
+    fn registered(&mut self) -> io::Result<&AsyncFd<std::net::TcpStream>> {
         if let Reg::Direct { .. } = self.0 {
-            if let Reg::Direct { socket, .. } = std::mem::replace(&mut self.0, Reg::Closed) {
-                self.0 = Reg::Registered(tokio::net::TcpStream::from_std(socket)?);
+            let Reg::Direct { socket, drained } = std::mem::replace(&mut self.0, Reg::Moving)
+            else {
+                unreachable!("matched above")
+            };
+            let interest = tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE;
+            // SAFETY: the `AsyncFd` owns the socket, so the descriptor it registers stays
+            // open and unchanged until the `AsyncFd` deregisters it when dropped; a
+            // failed registration hands the socket back.
+            match unsafe { AsyncFd::register_with_interest(socket, interest) } {
+                Ok(fd) => self.0 = Reg::Registered(fd),
+                Err(error) => {
+                    let (socket, error) = error.into_parts();
+                    self.0 = Reg::Direct { socket, drained };
+                    return Err(error);
+                }
             }
         }
-        match &mut self.0 {
-            Reg::Registered(socket) => Ok(Pin::new(socket)),
-            Reg::Direct { .. } | Reg::Closed => Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the client's socket could not be registered with the runtime and was closed",
-            )),
+        match &self.0 {
+            Reg::Registered(fd) => Ok(fd),
+            Reg::Direct { .. } | Reg::Moving => unreachable!("registered above"),
+        }
+    }
+
+    /// A write of `len` bytes by `write`: straight to the kernel while the socket is not
+    /// registered and the call completes, else through the reactor.
+    fn write(
+        &mut self,
+        cx: &mut Context<'_>,
+        len: usize,
+        mut write: impl FnMut(&std::net::TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        if let Reg::Direct { socket, .. } = &self.0 {
+            // A call straight to the kernel counts against the task's budget as a
+            // reactor's does: a client that always has bytes waiting would otherwise
+            // keep the worker's other connections and timers from running.
+            let coop = ready!(tokio::task::coop::poll_proceed(cx));
+            if let Some(written) = direct(write(socket)) {
+                coop.made_progress();
+                return Poll::Ready(written);
+            }
+        }
+        let fd = match self.registered() {
+            Ok(fd) => fd,
+            Err(error) => return Poll::Ready(Err(error)),
+        };
+        loop {
+            let mut ready = ready!(fd.poll_write_ready(cx))?;
+            match ready.try_io(|fd| write(fd.get_ref())) {
+                Ok(Ok(n)) => {
+                    // A short write filled the send buffer: wait for room without a
+                    // write that finds none (as tokio's own sockets do).
+                    if n > 0 && n < len {
+                        ready.clear_ready();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Ok(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(error)) => return Poll::Ready(Err(error)),
+                // Would block: the readiness was cleared; wait for the next.
+                Err(_) => {}
+            }
         }
     }
 }
@@ -172,13 +236,22 @@ fn direct<T>(result: io::Result<T>) -> Option<io::Result<T>> {
     }
 }
 
+/// Reads from `socket` into `buf`'s unfilled part, which is not zeroed first (a reader
+/// hands a fresh, uninitialized `ReadBuf` over its buffer's spare room to every read).
+#[allow(unsafe_code)]
+fn recv(socket: &std::net::TcpStream, buf: &mut ReadBuf<'_>) -> io::Result<usize> {
+    // SAFETY: `recv` only writes initialized bytes into the slice it is given, and never
+    // de-initializes any (`unfilled_mut`'s contract).
+    let n = socket2::SockRef::from(socket).recv(unsafe { buf.unfilled_mut() })?;
+    // SAFETY: the kernel wrote the first `n` bytes of the unfilled part.
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    Ok(n)
+}
+
 impl AsRawFd for ClientSocket {
     fn as_raw_fd(&self) -> RawFd {
-        match &self.0 {
-            Reg::Direct { socket, .. } => socket.as_raw_fd(),
-            Reg::Registered(socket) => socket.as_raw_fd(),
-            Reg::Closed => -1,
-        }
+        self.socket().as_raw_fd()
     }
 }
 
@@ -189,47 +262,39 @@ impl AsyncRead for ClientSocket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let room = buf.remaining();
         if let Reg::Direct {
             socket,
             drained: drained @ false,
         } = &mut this.0
         {
-            let room = buf.remaining();
-            let mut socket = &*socket;
-            if let Some(read) = direct(socket.read(buf.initialize_unfilled())) {
-                return Poll::Ready(read.map(|n| {
-                    *drained = n < room;
-                    buf.advance(n);
-                }));
+            // Against the task's budget, as in `write`.
+            let coop = ready!(tokio::task::coop::poll_proceed(cx));
+            if let Some(read) = direct(recv(socket, buf)) {
+                coop.made_progress();
+                return Poll::Ready(read.map(|n| *drained = n < room));
             }
         }
-        match this.registered() {
-            Ok(socket) => socket.poll_read(cx, buf),
-            Err(error) => Poll::Ready(Err(error)),
-        }
-    }
-}
-
-impl ClientSocket {
-    /// A write: straight to the kernel while the socket is not registered and the call
-    /// completes, else through the reactor.
-    fn write(
-        &mut self,
-        cx: &mut Context<'_>,
-        direct_write: impl FnOnce(&mut &std::net::TcpStream) -> io::Result<usize>,
-        reactor_write: impl FnOnce(
-            Pin<&mut tokio::net::TcpStream>,
-            &mut Context<'_>,
-        ) -> Poll<io::Result<usize>>,
-    ) -> Poll<io::Result<usize>> {
-        if let Reg::Direct { socket, .. } = &self.0 {
-            if let Some(written) = direct(direct_write(&mut &*socket)) {
-                return Poll::Ready(written);
+        let fd = match this.registered() {
+            Ok(fd) => fd,
+            Err(error) => return Poll::Ready(Err(error)),
+        };
+        loop {
+            let mut ready = ready!(fd.poll_read_ready(cx))?;
+            match ready.try_io(|fd| recv(fd.get_ref(), buf)) {
+                Ok(Ok(n)) => {
+                    // A short read emptied the socket: wait for the next bytes without a
+                    // read that finds none (as tokio's own sockets do).
+                    if n > 0 && n < room {
+                        ready.clear_ready();
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(error)) => return Poll::Ready(Err(error)),
+                // Would block: the readiness was cleared; wait for the next.
+                Err(_) => {}
             }
-        }
-        match self.registered() {
-            Ok(socket) => reactor_write(socket, cx),
-            Err(error) => Poll::Ready(Err(error)),
         }
     }
 }
@@ -240,9 +305,8 @@ impl AsyncWrite for ClientSocket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let write = |socket: &mut &std::net::TcpStream| socket.write(buf);
         self.get_mut()
-            .write(cx, write, |socket, cx| socket.poll_write(cx, buf))
+            .write(cx, buf.len(), |mut socket| socket.write(buf))
     }
 
     fn poll_write_vectored(
@@ -250,29 +314,22 @@ impl AsyncWrite for ClientSocket {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let write = |socket: &mut &std::net::TcpStream| socket.write_vectored(bufs);
+        let len = bufs.iter().map(|b| b.len()).sum();
         self.get_mut()
-            .write(cx, write, |socket, cx| socket.poll_write_vectored(cx, bufs))
+            .write(cx, len, |mut socket| socket.write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().0 {
-            Reg::Registered(socket) => Pin::new(socket).poll_flush(cx),
-            // Nothing is buffered above the kernel.
-            Reg::Direct { .. } | Reg::Closed => Poll::Ready(Ok(())),
-        }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Nothing is buffered above the kernel.
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().0 {
-            Reg::Direct { socket, .. } => Poll::Ready(socket.shutdown(std::net::Shutdown::Write)),
-            Reg::Registered(socket) => Pin::new(socket).poll_shutdown(cx),
-            Reg::Closed => Poll::Ready(Ok(())),
-        }
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.socket().shutdown(std::net::Shutdown::Write))
     }
 }
 
@@ -316,6 +373,52 @@ mod tests {
         let mut answer = Vec::new();
         client.read_to_end(&mut answer).await.unwrap();
         assert_eq!(answer, b"pong", "the answer, then the end of the stream");
+    }
+
+    /// A client whose bytes are always there when the proxy reads: the reads go straight
+    /// to the kernel, and still count against the task's budget, so the task yields
+    /// after a bounded number of them and the worker's other tasks (connections, the
+    /// accept loop, timers) get their turn. Without the budget it read all 1,024 chunks
+    /// before the other task ran.
+    #[tokio::test]
+    async fn reads_that_never_wait_still_let_other_tasks_run() {
+        let (listener, addr) = deferred_listener();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let chunk = 16;
+        let chunks = 1024;
+        client.write_all(&vec![7u8; chunk * chunks]).await.unwrap();
+        let (mut socket, _) = accept(&listener).await.unwrap();
+        // Until every byte is in the proxy's receive queue, so that no read would wait.
+        let mut arrived = 0;
+        let mut room = vec![std::mem::MaybeUninit::new(0u8); chunk * chunks + 1];
+        for _ in 0..500 {
+            arrived = socket.sock_ref().peek(&mut room).unwrap_or(0);
+            if arrived == chunk * chunks {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            arrived,
+            chunk * chunks,
+            "the client's bytes did not all arrive"
+        );
+        let other_ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tokio::spawn({
+            let other_ran = other_ran.clone();
+            async move { other_ran.store(true, std::sync::atomic::Ordering::SeqCst) }
+        });
+        let mut reads = 0;
+        let mut buf = vec![0u8; chunk];
+        while !other_ran.load(std::sync::atomic::Ordering::SeqCst) && reads < chunks {
+            socket.read_exact(&mut buf).await.unwrap();
+            reads += 1;
+        }
+        assert!(!socket.is_registered(), "every read found its bytes");
+        assert!(
+            reads < chunks,
+            "the other task ran only after all {reads} reads"
+        );
     }
 
     /// Bytes read before they were sent: the read registers and wakes when they come.

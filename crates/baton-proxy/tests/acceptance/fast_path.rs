@@ -222,7 +222,8 @@ async fn idle_upstream_connections_close_after_the_idle_timeout_with_no_more_req
 /// A new connection's watchdog timer joins a deadline the worker keeps in its timer
 /// wheel instead of waking the runtime's driver to re-arm — a write to the runtime's
 /// eventfd, the only `write(2)` a worker makes (sockets are written with `send`,
-/// which the kernel's `syscw` count leaves out).
+/// which the kernel's `syscw` count leaves out). The count is the process's own: the
+/// suite's runner (nextest) runs every test in a process of its own.
 #[tokio::test]
 async fn connections_one_after_another_do_not_wake_the_workers_timer_driver() {
     baton_proxy::start_workers(1).unwrap();

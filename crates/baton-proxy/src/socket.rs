@@ -421,6 +421,47 @@ mod tests {
         );
     }
 
+    /// Registering can fail (no room for another epoll entry, the runtime shutting
+    /// down): the socket is handed back, still open, so the descriptor number the
+    /// connection's task keeps (`server.rs`: drain, linger close, the 408) is still this
+    /// client's and cannot go to the next accepted one. The read that needed the
+    /// registration reports the error.
+    #[test]
+    fn a_socket_that_cannot_be_registered_stays_open() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (mut socket, client) = runtime.block_on(async {
+            let (listener, addr) = listener().await;
+            let client = std::net::TcpStream::connect(addr).unwrap();
+            let (socket, _) = accept(&listener).await.unwrap();
+            (socket, client)
+        });
+        // A runtime whose I/O driver has shut down refuses every registration.
+        let stopped = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = stopped.handle().clone();
+        drop(stopped);
+        let _entered = handle.enter();
+        let mut room = [0u8; 16];
+        let mut buf = ReadBuf::new(&mut room);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // Nothing was sent: the read would wait, so it has to register.
+        match Pin::new(&mut socket).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(Err(_)) => {}
+            other => panic!("expected the registration's error, got {other:?}"),
+        }
+        assert!(!socket.is_registered());
+        assert_eq!(
+            socket.sock_ref().peer_addr().unwrap().as_socket(),
+            Some(client.local_addr().unwrap()),
+            "the socket is still open and still this client's"
+        );
+    }
+
     /// Bytes read before they were sent: the read registers and wakes when they come.
     #[tokio::test]
     async fn a_read_that_would_wait_registers_and_wakes_when_bytes_come() {

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use tokio::io::unix::AsyncFd;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// An accepted client connection (see the module's text).
@@ -196,26 +196,40 @@ impl ClientSocket {
                 return Poll::Ready(written);
             }
         }
-        let fd = match self.registered() {
-            Ok(fd) => fd,
-            Err(error) => return Poll::Ready(Err(error)),
-        };
-        loop {
-            let mut ready = ready!(fd.poll_write_ready(cx))?;
-            match ready.try_io(|fd| write(fd.get_ref())) {
-                Ok(Ok(n)) => {
-                    // A short write filled the send buffer: wait for room without a
-                    // write that finds none (as tokio's own sockets do).
-                    if n > 0 && n < len {
-                        ready.clear_ready();
-                    }
-                    return Poll::Ready(Ok(n));
+        match self.registered() {
+            Ok(fd) => through_reactor(fd, cx, len, AsyncFd::poll_write_ready, write),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+}
+
+/// One read or write of up to `len` bytes by `call` on a registered socket, once
+/// `poll_ready` says the socket is ready for it. A short transfer (the receive queue
+/// emptied, the send buffer filled) clears the readiness, so the next call waits for the
+/// kernel's next event instead of finding nothing (as tokio's own sockets do).
+fn through_reactor<'a>(
+    fd: &'a AsyncFd<std::net::TcpStream>,
+    cx: &mut Context<'_>,
+    len: usize,
+    poll_ready: impl Fn(
+        &'a AsyncFd<std::net::TcpStream>,
+        &mut Context<'_>,
+    ) -> Poll<io::Result<AsyncFdReadyGuard<'a, std::net::TcpStream>>>,
+    mut call: impl FnMut(&std::net::TcpStream) -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        let mut ready = ready!(poll_ready(fd, cx))?;
+        match ready.try_io(|fd| call(fd.get_ref())) {
+            Ok(Ok(n)) => {
+                if n > 0 && n < len {
+                    ready.clear_ready();
                 }
-                Ok(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
-                Ok(Err(error)) => return Poll::Ready(Err(error)),
-                // Would block: the readiness was cleared; wait for the next.
-                Err(_) => {}
+                return Poll::Ready(Ok(n));
             }
+            Ok(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(error)) => return Poll::Ready(Err(error)),
+            // Would block: `try_io` cleared the readiness; wait for the next.
+            Err(_) => {}
         }
     }
 }
@@ -275,26 +289,12 @@ impl AsyncRead for ClientSocket {
                 return Poll::Ready(read.map(|n| *drained = n < room));
             }
         }
-        let fd = match this.registered() {
-            Ok(fd) => fd,
-            Err(error) => return Poll::Ready(Err(error)),
-        };
-        loop {
-            let mut ready = ready!(fd.poll_read_ready(cx))?;
-            match ready.try_io(|fd| recv(fd.get_ref(), buf)) {
-                Ok(Ok(n)) => {
-                    // A short read emptied the socket: wait for the next bytes without a
-                    // read that finds none (as tokio's own sockets do).
-                    if n > 0 && n < room {
-                        ready.clear_ready();
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
-                Ok(Err(error)) => return Poll::Ready(Err(error)),
-                // Would block: the readiness was cleared; wait for the next.
-                Err(_) => {}
-            }
+        match this.registered() {
+            Ok(fd) => through_reactor(fd, cx, room, AsyncFd::poll_read_ready, |socket| {
+                recv(socket, buf)
+            })
+            .map_ok(|_| ()),
+            Err(error) => Poll::Ready(Err(error)),
         }
     }
 }

@@ -38,6 +38,30 @@ TLS_MODES = {"handshake": ["-H", "Connection: close"], "keepalive": []}
 
 CHILDREN = []  # every Popen we start, cleaned up in stop_all()
 
+# What every proxy tells the backend about the request, so each does the same job and
+# the backend reads the same fields from each: the client's Host, X-Forwarded-For,
+# -Proto and -Host, and the client's X-Request-Id or a new one. baton sets these
+# without being asked; a production nginx or HAProxy is configured to (Caddy adds the
+# X-Forwarded-* fields by itself).
+NGINX_FORWARDING = """\
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Request-Id $forward_request_id;
+"""
+
+
+def haproxy_forwarding(proto):
+    """A frontend's lines for the fields above; `proto`: http or https."""
+    return (f"    http-request set-header X-Forwarded-Proto {proto}\n"
+            "    http-request set-header X-Forwarded-Host %[req.hdr(host)]\n"
+            "    http-request set-header X-Request-Id %[unique-id]"
+            " unless { req.hdr(x-request-id) -m found }\n")
+
+
+CADDY_FORWARDING = "\t\theader_up X-Request-Id {http.request.uuid}\n"
+
 
 def log(msg):
     print(f"bench: {msg}", file=sys.stderr, flush=True)
@@ -402,6 +426,7 @@ steps = [{{ weight = 10 }}, {{ pause = "1s" }}, {{ weight = 50 }}, {{ pause = "1
                 + (" down" if w == 0 else "") + ";" for v, w in weights.items())
         else:
             upstreams = f"        server 127.0.0.1:{self.backends[ver]};"
+        fields = NGINX_FORWARDING
         return f"""
 worker_processes {self.workers};
 worker_rlimit_nofile 16384;
@@ -419,6 +444,11 @@ http {{
     fastcgi_temp_path {t}/fastcgi;
     uwsgi_temp_path {t}/uwsgi;
     scgi_temp_path {t}/scgi;
+    # The client's X-Request-Id, or a new one (32 hex digits), as baton does.
+    map $http_x_request_id $forward_request_id {{
+        "" $request_id;
+        default $http_x_request_id;
+    }}
     upstream be {{
 {upstreams}
         keepalive 64;
@@ -430,7 +460,7 @@ http {{
             proxy_pass http://be;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-        }}
+{fields}        }}
     }}
     server {{
         listen 127.0.0.1:{self.tls_ports['nginx']} ssl http2;
@@ -441,7 +471,7 @@ http {{
             proxy_pass http://be;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-        }}
+{fields}        }}
     }}
 }}
 """
@@ -490,18 +520,20 @@ defaults
     timeout client 30s
     timeout server 30s
     http-reuse always
+    option forwardfor
+    unique-id-format %[uuid()]
 
 frontend fe
     bind 127.0.0.1:{self.ports['haproxy']}
-    default_backend be
+{haproxy_forwarding("http")}    default_backend be
 
 frontend fe_h2c
     bind 127.0.0.1:{self.h2_ports['haproxy']} proto h2
-    default_backend be
+{haproxy_forwarding("http")}    default_backend be
 
 frontend fe_tls
     bind 127.0.0.1:{self.tls_ports['haproxy']} ssl crt {self.tls}/haproxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3
-    default_backend be
+{haproxy_forwarding("https")}    default_backend be
 
 backend be
     server s1 127.0.0.1:{self.backends['v1']}
@@ -530,7 +562,8 @@ backend be
 
 http://127.0.0.1:{plain} {{
 \tbind 127.0.0.1
-\treverse_proxy 127.0.0.1:{self.backends['v1']}
+\treverse_proxy 127.0.0.1:{self.backends['v1']} {{
+{CADDY_FORWARDING}\t}}
 }}
 
 https://localhost:{port}, https://127.0.0.1:{port} {{
@@ -538,7 +571,8 @@ https://localhost:{port}, https://127.0.0.1:{port} {{
 \ttls {self.tls}/cert.pem {self.tls}/key.pem {{
 \t\tprotocols tls1.3
 \t}}
-\treverse_proxy 127.0.0.1:{self.backends['v1']}
+\treverse_proxy 127.0.0.1:{self.backends['v1']} {{
+{CADDY_FORWARDING}\t}}
 }}
 """)
         env = {**os.environ, "GOMAXPROCS": str(self.workers), "HOME": str(d),
@@ -1327,7 +1361,11 @@ Setup: two `baton sample-app` backends (v1, v2) on loopback; each proxy with one
 (nginx `worker_processes 1` + upstream `keepalive 64` + `access_log off`; HAProxy
 `nbthread 1` + `http-reuse always`, no logging; Caddy (Debian's package) `GOMAXPROCS=1`,
 `reverse_proxy`, admin endpoint off, no logs; baton `[proxy] workers = 1`, static
-runtime, {BUILDS[p.get('baton_build', 'plain')]}). Every proxy is pinned to its core with `taskset`. Proxies on core {p['proxy_core']}; load
+runtime, {BUILDS[p.get('baton_build', 'plain')]}). Each proxy tells the backend the same: the client's Host,
+X-Forwarded-For, -Proto, -Host, and an X-Request-Id (baton by itself; nginx
+`proxy_set_header` with `$request_id`; HAProxy `option forwardfor`, `set-header` and a
+`uuid()` unique id; Caddy by itself plus `header_up X-Request-Id {{http.request.uuid}}`),
+so the backends read the same request from each. Every proxy is pinned to its core with `taskset`. Proxies on core {p['proxy_core']}; load
 generators and the backends on core {p['loadgen_core']}. {p['rounds']} rounds, targets
 interleaved with a rotating order; medians over rounds.
 

@@ -187,7 +187,10 @@ fn dot_segment(seg: &str) -> Option<u8> {
 }
 
 fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|s| dot_segment(s).is_some())
+    // A dot-segment needs a `.` or a `%`: most paths have neither, and one pass over
+    // their bytes answers without splitting them.
+    path.bytes().any(|b| b == b'.' || b == b'%')
+        && path.split('/').any(|s| dot_segment(s).is_some())
 }
 
 /// RFC 3986 §5.2.4 on an absolute path, except that `..` at the root is an error
@@ -252,6 +255,26 @@ mod tests {
             ("/%2e%2e/x", None),
         ] {
             assert_eq!(remove_dot_segments(path).as_deref(), want, "{path}");
+        }
+    }
+
+    /// The shortcut over paths without `.` or `%` answers as the segments do.
+    #[test]
+    fn paths_without_dots_or_escapes_have_no_dot_segment() {
+        for (path, want) in [
+            ("/", false),
+            ("/api/v1/users", false),
+            ("/a/./b", true),
+            ("/a/..", true),
+            ("/a/%2e/b", true),
+            ("/a/%2E%2e", true),
+            ("/a/%41/b", false),
+            ("/file.txt", false),
+            ("/a/..b", false),
+        ] {
+            assert_eq!(has_dot_segment(path), want, "{path}");
+            let by_segments = path.split('/').any(|s| dot_segment(s).is_some());
+            assert_eq!(by_segments, want, "{path}");
         }
     }
 

@@ -553,6 +553,10 @@ async fn tcp_connect(spec: &LoadSpec) -> Result<tokio::net::TcpStream, String> {
     Ok(stream)
 }
 
+/// What hyper says of a request it never began to write: its connection closed while
+/// the request waited to go out on it.
+const NOT_SENT: &str = "not sent: connection closed";
+
 /// `send: ` and what hyper (and h2 beneath it) said, e.g. `send: http2 error: stream
 /// error received: refused stream before processing any application logic`.
 fn send_error(e: &hyper::Error) -> String {
@@ -638,7 +642,9 @@ async fn run_worker(spec: LoadSpec, stop: Arc<AtomicBool>, mut w: Worker) -> Wor
                 None => return Err(("send".to_string(), true)),
             }
             .map_err(|e| {
-                if e.is_incomplete_message() {
+                if e.is_canceled() {
+                    (NOT_SENT.to_string(), true)
+                } else if e.is_incomplete_message() {
                     ("reset".to_string(), true)
                 } else {
                     (send_error(&e), true)
@@ -671,6 +677,14 @@ async fn run_worker(spec: LoadSpec, stop: Arc<AtomicBool>, mut w: Worker) -> Wor
                 } else {
                     w.succeed(start, &version);
                 }
+            }
+            Ok(Err((kind, _))) if kind == NOT_SENT => {
+                // The connection closed (an HTTP/2 GOAWAY that crossed the request on its
+                // way in) before hyper wrote a byte of the request: the server never saw
+                // it. It goes out again on a new connection, as hyper-util's client does
+                // by default (`retry_canceled_requests`); nothing was sent twice.
+                conn = None;
+                continue;
             }
             Ok(Err((kind, drop_conn))) => {
                 w.fail(start, kind);

@@ -426,7 +426,6 @@ steps = [{{ weight = 10 }}, {{ pause = "1s" }}, {{ weight = 50 }}, {{ pause = "1
                 + (" down" if w == 0 else "") + ";" for v, w in weights.items())
         else:
             upstreams = f"        server 127.0.0.1:{self.backends[ver]};"
-        fields = NGINX_FORWARDING
         return f"""
 worker_processes {self.workers};
 worker_rlimit_nofile 16384;
@@ -460,7 +459,7 @@ http {{
             proxy_pass http://be;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-{fields}        }}
+{NGINX_FORWARDING}        }}
     }}
     server {{
         listen 127.0.0.1:{self.tls_ports['nginx']} ssl http2;
@@ -471,7 +470,7 @@ http {{
             proxy_pass http://be;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-{fields}        }}
+{NGINX_FORWARDING}        }}
     }}
 }}
 """

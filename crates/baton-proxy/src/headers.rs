@@ -45,7 +45,6 @@ pub(crate) fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
     // hash and a probe) cost more than comparing every name with three known ones.
     let mut length: Option<&HeaderValue> = None;
     let mut lengths_differ = false;
-    let mut coding_field = false;
     let mut codings = 0usize;
     let mut first_coding_chunked = false;
     let mut hosts = 0usize;
@@ -56,7 +55,6 @@ pub(crate) fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
                 None => length = Some(value),
             }
         } else if name == header::TRANSFER_ENCODING {
-            coding_field = true;
             for token in value.as_bytes().split(|b| *b == b',') {
                 if codings == 0 {
                     first_coding_chunked = token.trim_ascii().eq_ignore_ascii_case(b"chunked");
@@ -68,7 +66,8 @@ pub(crate) fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
         }
     }
     if length.is_some() {
-        if coding_field {
+        // An empty Transfer-Encoding still counts one (empty) coding.
+        if codings > 0 {
             return Err(ProxyError::BadRequest(
                 "both Content-Length and Transfer-Encoding are present",
             ));

@@ -529,23 +529,13 @@ pub(crate) async fn start_app(
     rt_rx: mpsc::UnboundedReceiver<baton_runtime::RuntimeEvent>,
 ) -> Result<(AppHandle, JoinHandle<()>), ControlError> {
     let rec = recover(name, cfg, driver.runtime.as_ref(), &shared.store).await?;
-    let (view_tx, view_rx) = watch::channel(AppView {
-        record: rec.record.clone(),
-        healthy: rec.healthy.clone(),
-        rollout: None,
-        last_finished: rec.last_finished.clone(),
-        experiment: None,
-        store_error: None,
-        published: rec.record.route.clone(),
-    });
-    let actor = AppActor::new(
+    let (actor, view_rx) = AppActor::new(
         cfg.clone(),
         rec.record,
         driver.runtime.clone(),
         shared.clone(),
         rec.healthy,
         rec.last_finished,
-        view_tx,
     );
     actor.publish();
     let (tx, rx) = mpsc::channel(64);

@@ -94,8 +94,7 @@ impl AppActor {
         shared: Arc<Shared>,
         healthy: BTreeSet<String>,
         last_finished: Option<HistoryEntry>,
-        view: watch::Sender<AppView>,
-    ) -> Self {
+    ) -> (Self, watch::Receiver<AppView>) {
         let (health_tx, health_rx) = mpsc::channel(256);
         let core = AppCore::new(
             cfg,
@@ -105,7 +104,10 @@ impl AppActor {
             runtime.operator_targets(),
             runtime.kind(),
         );
-        AppActor {
+        // Readers see the recovered record as the core reads it from the first moment:
+        // a deployment in progress is reported as such, never as the last finished one.
+        let (view, view_rx) = watch::channel(core.view());
+        let actor = AppActor {
             core,
             runtime,
             shared,
@@ -118,7 +120,8 @@ impl AppActor {
             view,
             health_tx,
             health_rx,
-        }
+        };
+        (actor, view_rx)
     }
 
     /// Hands the proxy the recovered routing (before the listener accepts).
@@ -529,4 +532,45 @@ fn runtime_event(ev: RuntimeEvent) -> Event {
         .unwrap_or_default();
     let why = format!("{id} {status}{tail}");
     Event::Exited { id, why }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::Fleet;
+    use crate::routes::RouteBook;
+    use crate::sampler::Sampler;
+    use baton_metrics::MetricsRegistry;
+    use baton_proxy::{Proxy, ProxyConfig};
+
+    #[test]
+    fn an_actor_reports_the_recovered_deployment_before_its_boot_step() {
+        // A restarted controller's status is read as soon as its actor exists; the boot
+        // step (which may wait seconds on a runtime or on Swarm's store) comes later.
+        let (cfg, record, healthy, last) = crate::reconcile::tests::stored_mid_canary();
+        let id = record
+            .deployment
+            .as_ref()
+            .expect("a deployment in progress")
+            .id
+            .clone();
+        let dir = std::env::temp_dir().join(format!("baton-actor-view-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let store = baton_store::Store::open(&dir.join("baton.db")).expect("a new store");
+        let proxy = Proxy::new(ProxyConfig::default(), Arc::new(MetricsRegistry::default()));
+        let shared = Arc::new(Shared {
+            routes: RouteBook::new(proxy, Vec::new()),
+            store: Arc::new(store),
+            events: tokio::sync::broadcast::channel(16).0,
+            fleet: Arc::new(Fleet::new(1)),
+            state: None,
+        });
+        let runtime: Arc<dyn Runtime> = Arc::new(baton_runtime::StaticRuntime::new());
+        let (actor, view) = AppActor::new(cfg, record, runtime, shared, healthy, Some(last));
+        let st = view.borrow().status(|_| 0, &Sampler::default());
+        let d = st.deployment.expect("a deployment is reported");
+        assert_eq!((d.id.as_str(), d.finished_at), (id.as_str(), None));
+        drop(actor);
+        std::fs::remove_dir_all(&dir).expect("the temporary directory removed");
+    }
 }

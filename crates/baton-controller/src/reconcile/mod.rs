@@ -30,7 +30,7 @@ mod step;
 mod warm;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub(crate) use analysis::{AnalysisRun, Round};
 

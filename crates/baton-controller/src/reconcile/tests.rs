@@ -903,6 +903,36 @@ fn a_restart_resumes_from_the_stored_record() {
     assert_eq!(w.backends().len(), 2);
 }
 
+/// A canary v1 -> v2 stored mid-way, as a restarted controller finds it: the app's
+/// config, the stored record, its healthy instances and v1's finished deployment.
+pub(crate) fn stored_mid_canary() -> (AppConfig, AppRecord, BTreeSet<String>, HistoryEntry) {
+    let mut w = served("canary");
+    w.deploy("v2");
+    let json = w.stored.clone().expect("the deployment is stored");
+    let record: AppRecord = serde_json::from_str(&json).expect("the stored record is resumable");
+    let last = w.history.last().cloned().expect("v1's deployment finished");
+    (w.cfg.clone(), record, w.core.healthy.clone(), last)
+}
+
+#[test]
+fn a_recovered_core_reports_the_deployment_in_progress_not_the_last_finished() {
+    let (cfg, record, healthy, last) = stored_mid_canary();
+    let id = record
+        .deployment
+        .as_ref()
+        .expect("a deployment in progress")
+        .id
+        .clone();
+    assert_ne!(last.id, id);
+    let core = AppCore::new(cfg, record, healthy, Some(last), false, "process");
+    let st = core
+        .view()
+        .status(|_| 0, &crate::sampler::Sampler::default());
+    let d = st.deployment.expect("a deployment is reported");
+    assert_eq!(d.id, id);
+    assert_eq!(d.finished_at, None);
+}
+
 #[test]
 fn a_retired_app_stops_everything_and_keeps_its_sequence() {
     let mut w = served("rolling");

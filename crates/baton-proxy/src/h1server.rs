@@ -76,9 +76,12 @@ pub(crate) struct Head {
 /// `Err(())` when it is hyper's to answer (not a simple `GET`/`HEAD`, or not valid at
 /// all). Unless it is `Ok(Some)`, `buf` holds the same bytes as before.
 pub(crate) fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, ()> {
-    let Some(seen) = scan(buf, max_head)? else {
+    // Filled in place: returned through `Result<Option<_>>`, its 300 bytes were copied
+    // three times a request.
+    let mut seen = Scanned::empty();
+    if !scan(buf, max_head, &mut seen)? {
         return Ok(None);
-    };
+    }
     let head = buf.split_to(seen.len).freeze();
     match build(&head, &seen) {
         Some(request) => Ok(Some(Head {
@@ -117,6 +120,18 @@ struct Scanned {
 }
 
 impl Scanned {
+    fn empty() -> Scanned {
+        Scanned {
+            len: 0,
+            method: Method::GET,
+            path: (0, 0),
+            fields: [((0, 0), (0, 0)); INLINE_FIELDS],
+            more: Vec::new(),
+            count: 0,
+            keep_alive: true,
+        }
+    }
+
     /// (name, value) of every field, in order.
     fn fields(&self) -> impl Iterator<Item = &(Span, Span)> {
         self.fields[..self.count.min(INLINE_FIELDS)]
@@ -126,15 +141,16 @@ impl Scanned {
 }
 
 /// Decides on the bytes as read (nothing copied, nothing split) whether the fast path
-/// takes the head at the start of `buf`, and where its parts are.
-fn scan(buf: &[u8], max_head: usize) -> Result<Option<Scanned>, ()> {
+/// takes the head at the start of `buf` (`Ok(true)`, its parts' places in `seen`, which
+/// must be `Scanned::empty()`), needs more bytes (`Ok(false)`) or is hyper's (`Err`).
+fn scan(buf: &[u8], max_head: usize, seen: &mut Scanned) -> Result<bool, ()> {
     // Left uninitialized: httparse writes the fields it finds, and writing 100 empty
     // ones first costs more than parsing a short head.
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() <= max_head => return Ok(None),
+        Ok(httparse::Status::Partial) if buf.len() <= max_head => return Ok(false),
         _ => return Err(()),
     };
     if len > max_head || req.version != Some(1) || has_bare_lf(&buf[..len]) {
@@ -157,15 +173,10 @@ fn scan(buf: &[u8], max_head: usize) -> Result<Option<Scanned>, ()> {
         let at = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
         (at as u32, part.len() as u32)
     };
-    let mut seen = Scanned {
-        len,
-        method,
-        path: span(path.as_bytes()),
-        fields: [((0, 0), (0, 0)); INLINE_FIELDS],
-        more: Vec::new(),
-        count: req.headers.len(),
-        keep_alive: true,
-    };
+    seen.len = len;
+    seen.method = method;
+    seen.path = span(path.as_bytes());
+    seen.count = req.headers.len();
     let mut hosts = 0;
     for (i, h) in req.headers.iter().enumerate() {
         let name = h.name.as_bytes();
@@ -192,7 +203,7 @@ fn scan(buf: &[u8], max_head: usize) -> Result<Option<Scanned>, ()> {
     if hosts > 1 {
         return Err(());
     }
-    Ok(Some(seen))
+    Ok(true)
 }
 
 /// The request of a head `scan` took, its parts slices of `head`; `None` when the

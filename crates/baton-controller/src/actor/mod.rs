@@ -547,13 +547,7 @@ mod tests {
     fn an_actor_reports_the_recovered_deployment_before_its_boot_step() {
         // A restarted controller's status is read as soon as its actor exists; the boot
         // step (which may wait seconds on a runtime or on Swarm's store) comes later.
-        let (cfg, record, healthy, last) = crate::reconcile::tests::stored_mid_canary();
-        let id = record
-            .deployment
-            .as_ref()
-            .expect("a deployment in progress")
-            .id
-            .clone();
+        let (cfg, record, healthy, last, id) = crate::reconcile::tests::stored_mid_canary();
         let dir = std::env::temp_dir().join(format!("baton-actor-view-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let store = baton_store::Store::open(&dir.join("baton.db")).expect("a new store");

@@ -904,25 +904,27 @@ fn a_restart_resumes_from_the_stored_record() {
 }
 
 /// A canary v1 -> v2 stored mid-way, as a restarted controller finds it: the app's
-/// config, the stored record, its healthy instances and v1's finished deployment.
-pub(crate) fn stored_mid_canary() -> (AppConfig, AppRecord, BTreeSet<String>, HistoryEntry) {
+/// config, the stored record, its healthy instances, v1's finished deployment and the id
+/// of the deployment in progress.
+pub(crate) fn stored_mid_canary() -> (AppConfig, AppRecord, BTreeSet<String>, HistoryEntry, String)
+{
     let mut w = served("canary");
     w.deploy("v2");
     let json = w.stored.clone().expect("the deployment is stored");
     let record: AppRecord = serde_json::from_str(&json).expect("the stored record is resumable");
     let last = w.history.last().cloned().expect("v1's deployment finished");
-    (w.cfg.clone(), record, w.core.healthy.clone(), last)
-}
-
-#[test]
-fn a_recovered_core_reports_the_deployment_in_progress_not_the_last_finished() {
-    let (cfg, record, healthy, last) = stored_mid_canary();
     let id = record
         .deployment
         .as_ref()
         .expect("a deployment in progress")
         .id
         .clone();
+    (w.cfg.clone(), record, w.core.healthy.clone(), last, id)
+}
+
+#[test]
+fn a_recovered_core_reports_the_deployment_in_progress_not_the_last_finished() {
+    let (cfg, record, healthy, last, id) = stored_mid_canary();
     assert_ne!(last.id, id);
     let core = AppCore::new(cfg, record, healthy, Some(last), false, "process");
     let st = core

@@ -548,6 +548,8 @@ mod tests {
         // A restarted controller's status is read as soon as its actor exists; the boot
         // step (which may wait seconds on a runtime or on Swarm's store) comes later.
         let (cfg, record, healthy, last, id) = crate::reconcile::tests::stored_mid_canary();
+        // The fallback a reader must not get: the last finished deployment, another one.
+        assert_ne!(last.id, id);
         let dir = std::env::temp_dir().join(format!("baton-actor-view-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let store = baton_store::Store::open(&dir.join("baton.db")).expect("a new store");

@@ -923,19 +923,6 @@ pub(crate) fn stored_mid_canary() -> (AppConfig, AppRecord, BTreeSet<String>, Hi
 }
 
 #[test]
-fn a_recovered_core_reports_the_deployment_in_progress_not_the_last_finished() {
-    let (cfg, record, healthy, last, id) = stored_mid_canary();
-    assert_ne!(last.id, id);
-    let core = AppCore::new(cfg, record, healthy, Some(last), false, "process");
-    let st = core
-        .view()
-        .status(|_| 0, &crate::sampler::Sampler::default());
-    let d = st.deployment.expect("a deployment is reported");
-    assert_eq!(d.id, id);
-    assert_eq!(d.finished_at, None);
-}
-
-#[test]
 fn a_retired_app_stops_everything_and_keeps_its_sequence() {
     let mut w = served("rolling");
     w.next_ticket += 1;

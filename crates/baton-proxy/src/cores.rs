@@ -44,7 +44,19 @@ pub fn start(count: usize) -> std::io::Result<()> {
             .name(format!("baton-worker-{index}"))
             .spawn(move || {
                 INDEX.with(|i| i.set(index));
-                runtime.block_on(std::future::pending::<()>());
+                let batched = match crate::batch::install() {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::info!(%error, "io_uring refused: client writes are not batched");
+                        false
+                    }
+                };
+                runtime.block_on(async {
+                    if batched {
+                        tokio::spawn(crate::batch::flusher());
+                    }
+                    std::future::pending::<()>().await
+                });
             })?;
     }
     // A second caller racing this one keeps its own threads idle; `start` is called

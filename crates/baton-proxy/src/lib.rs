@@ -40,6 +40,7 @@
 
 mod access_log;
 mod backend;
+mod batch;
 mod body;
 mod compress;
 mod config;

@@ -21,7 +21,7 @@ use crate::h1guard::{ConnState, MAX_HEADERS};
 use crate::h1server::{self, Outcome};
 use crate::h2server;
 use crate::headers::Peer;
-use crate::socket::{self, ClientSocket};
+use crate::socket::{self, Socket};
 use crate::tls::{self, Handshake};
 use crate::{Inner, ProxyConfig};
 use bytes::BytesMut;
@@ -131,10 +131,13 @@ pub(crate) async fn serve(
     stopping.store(true, Release);
     stop.cancel();
     tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
-        .await
-        .is_err()
-    {
+    let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        tracker.wait().await;
+        // The last answers may still be in the workers' batches, or being written out
+        // for connections that closed behind them.
+        crate::batch::settle(cores::workers()).await;
+    });
+    if finished.await.is_err() {
         tracing::warn!(
             connections = tracker.len(),
             "shutdown grace period over; dropping connections"
@@ -425,7 +428,7 @@ fn builder(config: &ProxyConfig) -> http1::Builder {
 async fn serve_conn(
     inner: Arc<Inner>,
     served: Served,
-    stream: ClientSocket,
+    stream: Socket,
     peer: SocketAddr,
     scheme: Scheme,
     stop: Arc<Stop>,
@@ -552,6 +555,7 @@ async fn serve_http<S>(
                     Verdict::SlowHeader if !state.busy() => {
                         tracing::debug!(%peer, "closing client connection: request head too slow (408)");
                         if !https {
+                            crate::batch::flush();
                             let flags = nix::sys::socket::MsgFlags::MSG_NOSIGNAL
                                 | nix::sys::socket::MsgFlags::MSG_DONTWAIT;
                             let _ = nix::sys::socket::send(fd, REQUEST_TIMEOUT, flags);
@@ -877,6 +881,8 @@ fn pending_input(fd: std::os::fd::RawFd) -> bool {
 /// reach a backend either.
 async fn linger_close(fd: std::os::fd::RawFd, peer: SocketAddr) {
     use nix::sys::socket::{recv, shutdown, MsgFlags, Shutdown};
+    // The last answer's bytes, if still in the worker's batch, go before the FIN.
+    crate::batch::flush();
     if shutdown(fd, Shutdown::Write).is_err() {
         return;
     }

@@ -1,4 +1,6 @@
-//! A client's socket, registered with the runtime's reactor only once it has to wait.
+//! A TCP connection a worker serves — a client's, or one to an upstream — registered
+//! with the runtime's reactor only once it has to wait, its small writes batched
+//! (`batch.rs`).
 //!
 //! tokio registers a socket with epoll when it wraps it (`epoll_ctl` ADD, and a
 //! cache-aligned allocation for its readiness, which glibc's thread cache never serves)
@@ -19,30 +21,30 @@
 //! comes at the handshake's last ACK, just before the request, and the read that
 //! finds nothing registers the socket).
 
+use crate::batch::{self, Shared, SharedFd};
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// An accepted client connection (see the module's text).
-pub(crate) struct ClientSocket(Reg);
+/// An accepted client connection, or a connection to an upstream (see the module's
+/// text).
+pub(crate) struct Socket(Reg);
 
 enum Reg {
     /// Not known to the reactor: no call on it has had to wait yet. `drained`: the last
     /// read returned less than it had room for, so the next would find nothing; it
     /// registers without trying (tokio's sockets skip that read the same way).
-    Direct {
-        socket: std::net::TcpStream,
-        drained: bool,
-    },
+    Direct { socket: Arc<Shared>, drained: bool },
     /// Registered with the reactor, for reading and writing. An `AsyncFd` rather than
     /// tokio's `TcpStream`: registering one that fails hands the socket back, so the
     /// descriptor stays open, and its number unused by another connection, for as long
-    /// as the `ClientSocket` lives (`server.rs` keeps the number).
-    Registered(AsyncFd<std::net::TcpStream>),
+    /// as the `Socket` lives (`server.rs` keeps the number).
+    Registered(AsyncFd<SharedFd>),
     /// Only while `registered` moves the socket from one to the other.
     Moving,
 }
@@ -103,7 +105,7 @@ pub(crate) fn listening(
 /// reading), as `accept4` gives it: non-blocking, close-on-exec, not registered.
 pub(crate) async fn accept(
     listener: &AsyncFd<std::net::TcpListener>,
-) -> io::Result<(ClientSocket, SocketAddr)> {
+) -> io::Result<(Socket, SocketAddr)> {
     loop {
         let mut ready = listener.readable().await?;
         let accepted = ready.try_io(|listener| {
@@ -122,14 +124,42 @@ pub(crate) async fn accept(
             )
         })?;
         let socket = Reg::Direct {
-            socket: socket.into(),
+            socket: Shared::new(socket.into()),
             drained: false,
         };
-        return Ok((ClientSocket(socket), peer));
+        return Ok((Socket(socket), peer));
     }
 }
 
-impl ClientSocket {
+impl Socket {
+    /// A connected socket (to an upstream), made non-blocking, not registered.
+    pub(crate) fn connected(socket: std::net::TcpStream) -> io::Result<Socket> {
+        socket.set_nonblocking(true)?;
+        Ok(Socket(Reg::Direct {
+            socket: Shared::new(socket),
+            drained: false,
+        }))
+    }
+
+    /// Whether an idle connection is still open with nothing to read: the peer has not
+    /// closed it and sent nothing unasked-for. A registered socket with no readiness
+    /// event since its last read is answered from the reactor's state, with no call.
+    pub(crate) fn is_quiet(&self) -> bool {
+        let peek = |socket: &std::net::TcpStream| {
+            let mut probe = [std::mem::MaybeUninit::<u8>::uninit()];
+            socket2::SockRef::from(socket).recv_with_flags(&mut probe, nix::libc::MSG_PEEK)
+        };
+        let peeked = match &self.0 {
+            Reg::Direct { socket, .. } => peek(socket.socket()),
+            Reg::Registered(fd) => {
+                fd.try_io(tokio::io::Interest::READABLE, |fd| peek(fd.0.socket()))
+            }
+            Reg::Moving => return false,
+        };
+        matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            && self.shared().is_sound()
+    }
+
     /// Whether the socket has had to wait, and so is known to the reactor.
     #[cfg(test)]
     fn is_registered(&self) -> bool {
@@ -142,9 +172,13 @@ impl ClientSocket {
     }
 
     fn socket(&self) -> &std::net::TcpStream {
+        self.shared().socket()
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
         match &self.0 {
             Reg::Direct { socket, .. } => socket,
-            Reg::Registered(fd) => fd.get_ref(),
+            Reg::Registered(fd) => &fd.get_ref().0,
             Reg::Moving => unreachable!("a client socket is moved only inside `registered`"),
         }
     }
@@ -153,7 +187,7 @@ impl ClientSocket {
     /// registering fails (no room for another epoll entry, the runtime shutting down),
     /// the socket stays as it was and the error is returned.
     #[allow(unsafe_code)]
-    fn registered(&mut self) -> io::Result<&AsyncFd<std::net::TcpStream>> {
+    fn registered(&mut self) -> io::Result<&AsyncFd<SharedFd>> {
         if let Reg::Direct { .. } = self.0 {
             let Reg::Direct { socket, drained } = std::mem::replace(&mut self.0, Reg::Moving)
             else {
@@ -163,10 +197,10 @@ impl ClientSocket {
             // SAFETY: the `AsyncFd` owns the socket, so the descriptor it registers stays
             // open and unchanged until the `AsyncFd` deregisters it when dropped; a
             // failed registration hands the socket back.
-            match unsafe { AsyncFd::register_with_interest(socket, interest) } {
+            match unsafe { AsyncFd::register_with_interest(SharedFd(socket), interest) } {
                 Ok(fd) => self.0 = Reg::Registered(fd),
                 Err(error) => {
-                    let (socket, error) = error.into_parts();
+                    let (SharedFd(socket), error) = error.into_parts();
                     self.0 = Reg::Direct { socket, drained };
                     return Err(error);
                 }
@@ -178,15 +212,63 @@ impl ClientSocket {
         }
     }
 
+    /// A write of `bufs` (`len` bytes): into the worker's batch when it is small enough
+    /// (`batch.rs`), else, after the socket's bytes already batched, by `write_now`.
+    fn write(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.settle(cx))?;
+        if len <= batch::BATCH_MAX {
+            let coop = ready!(tokio::task::coop::poll_proceed(cx));
+            if let batch::Queued::Yes = batch::queue(self.shared(), bufs, len, cx)? {
+                coop.made_progress();
+                return Poll::Ready(Ok(len));
+            }
+        }
+        if self.shared().is_queued() {
+            batch::flush();
+            ready!(self.settle(cx))?;
+        }
+        self.write_now(cx, len, |mut socket| socket.write_vectored(bufs))
+    }
+
+    /// What the batch left this socket: the error a batched send failed with, or the
+    /// bytes it did not take, written now (through the reactor if need be). Ready once
+    /// nothing is left; later writes go behind it.
+    fn settle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((buf, mut offset)) = self.shared().take_left()? {
+            match self.write_now(cx, buf.len() - offset, |mut socket| {
+                socket.write(&buf[offset..])
+            }) {
+                Poll::Ready(Ok(n)) => {
+                    offset += n;
+                    if offset < buf.len() {
+                        self.shared().put_unsent(buf, offset);
+                    }
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => {
+                    self.shared().put_unsent(buf, offset);
+                    return Poll::Pending;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// A write of `len` bytes by `write`: straight to the kernel while the socket is not
     /// registered and the call completes, else through the reactor.
-    fn write(
+    fn write_now(
         &mut self,
         cx: &mut Context<'_>,
         len: usize,
         mut write: impl FnMut(&std::net::TcpStream) -> io::Result<usize>,
     ) -> Poll<io::Result<usize>> {
         if let Reg::Direct { socket, .. } = &self.0 {
+            let socket = socket.socket();
             // A call straight to the kernel counts against the task's budget as a
             // reactor's does: a client that always has bytes waiting would otherwise
             // keep the worker's other connections and timers from running.
@@ -197,7 +279,9 @@ impl ClientSocket {
             }
         }
         match self.registered() {
-            Ok(fd) => through_reactor(fd, cx, len, AsyncFd::poll_write_ready, write),
+            Ok(fd) => through_reactor(fd, cx, len, AsyncFd::poll_write_ready, |fd| {
+                write(fd.0.socket())
+            }),
             Err(error) => Poll::Ready(Err(error)),
         }
     }
@@ -208,14 +292,14 @@ impl ClientSocket {
 /// emptied, the send buffer filled) clears the readiness, so the next call waits for the
 /// kernel's next event instead of finding nothing (as tokio's own sockets do).
 fn through_reactor<'a>(
-    fd: &'a AsyncFd<std::net::TcpStream>,
+    fd: &'a AsyncFd<SharedFd>,
     cx: &mut Context<'_>,
     len: usize,
     poll_ready: impl Fn(
-        &'a AsyncFd<std::net::TcpStream>,
+        &'a AsyncFd<SharedFd>,
         &mut Context<'_>,
-    ) -> Poll<io::Result<AsyncFdReadyGuard<'a, std::net::TcpStream>>>,
-    mut call: impl FnMut(&std::net::TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<AsyncFdReadyGuard<'a, SharedFd>>>,
+    mut call: impl FnMut(&SharedFd) -> io::Result<usize>,
 ) -> Poll<io::Result<usize>> {
     loop {
         let mut ready = ready!(poll_ready(fd, cx))?;
@@ -263,35 +347,62 @@ fn recv(socket: &std::net::TcpStream, buf: &mut ReadBuf<'_>) -> io::Result<usize
     Ok(n)
 }
 
-impl AsRawFd for ClientSocket {
+impl Drop for Socket {
+    /// Bytes a batched send left are still the client's: a connection closed behind them
+    /// (its client half-closed, say) has them written out before the socket closes.
+    fn drop(&mut self) {
+        if !self.shared().has_unsent() {
+            return;
+        }
+        let shared = match std::mem::replace(&mut self.0, Reg::Moving) {
+            Reg::Direct { socket, .. } => socket,
+            Reg::Registered(fd) => fd.into_inner().0,
+            Reg::Moving => return,
+        };
+        batch::finish_later(shared);
+    }
+}
+
+impl AsRawFd for Socket {
     fn as_raw_fd(&self) -> RawFd {
         self.socket().as_raw_fd()
     }
 }
 
-impl AsyncRead for ClientSocket {
+impl std::os::fd::AsFd for Socket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.socket().as_fd()
+    }
+}
+
+impl AsyncRead for Socket {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // A batched write's error ends the connection; its remainder goes out while the
+        // read waits (waking this task when the socket has room).
+        if let Poll::Ready(Err(error)) = this.settle(cx) {
+            return Poll::Ready(Err(error));
+        }
         let room = buf.remaining();
         if let Reg::Direct {
             socket,
             drained: drained @ false,
         } = &mut this.0
         {
-            // Against the task's budget, as in `write`.
+            // Against the task's budget, as in `write_now`.
             let coop = ready!(tokio::task::coop::poll_proceed(cx));
-            if let Some(read) = direct(recv(socket, buf)) {
+            if let Some(read) = direct(recv(socket.socket(), buf)) {
                 coop.made_progress();
                 return Poll::Ready(read.map(|n| *drained = n < room));
             }
         }
         match this.registered() {
-            Ok(fd) => through_reactor(fd, cx, room, AsyncFd::poll_read_ready, |socket| {
-                recv(socket, buf)
+            Ok(fd) => through_reactor(fd, cx, room, AsyncFd::poll_read_ready, |fd| {
+                recv(fd.0.socket(), buf)
             })
             .map_ok(|_| ()),
             Err(error) => Poll::Ready(Err(error)),
@@ -299,14 +410,14 @@ impl AsyncRead for ClientSocket {
     }
 }
 
-impl AsyncWrite for ClientSocket {
+impl AsyncWrite for Socket {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .write(cx, buf.len(), |mut socket| socket.write(buf))
+            .write(cx, &[io::IoSlice::new(buf)], buf.len())
     }
 
     fn poll_write_vectored(
@@ -315,21 +426,30 @@ impl AsyncWrite for ClientSocket {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let len = bufs.iter().map(|b| b.len()).sum();
-        self.get_mut()
-            .write(cx, len, |mut socket| socket.write_vectored(bufs))
+        self.get_mut().write(cx, bufs, len)
     }
 
     fn is_write_vectored(&self) -> bool {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Nothing is buffered above the kernel.
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Bytes in the batch reach the kernel at the end of the pass whatever happens to
+        // the socket (the batch holds it open; the proxy's shutdown waits for them), so
+        // a flush leaves them there: hyper and h2 flush after every response, and their
+        // writes are batched as the fast path's are. What a send did not take is written
+        // before the flush is done.
+        self.get_mut().settle(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.socket().shutdown(std::net::Shutdown::Write))
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The end of the stream goes after every byte written before it.
+        let this = self.get_mut();
+        if this.shared().is_queued() {
+            batch::flush();
+        }
+        ready!(this.settle(cx))?;
+        Poll::Ready(this.socket().shutdown(std::net::Shutdown::Write))
     }
 }
 
@@ -518,6 +638,154 @@ mod tests {
         let mut got = [0u8; 4];
         socket.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"late");
+    }
+
+    /// The calling thread made a worker's batch, its flusher running (as `cores::start`
+    /// does for each worker).
+    async fn batching() {
+        batch::install().expect("io_uring: the worker's batch needs it");
+        tokio::spawn(batch::flusher());
+        // The flusher's first turn, which leaves its waker with the batch.
+        tokio::task::yield_now().await;
+    }
+
+    /// A small write on a worker goes into the batch and the task goes on at once; the
+    /// flusher, once the ready tasks have run, hands it to the kernel.
+    #[tokio::test]
+    async fn a_small_write_waits_in_the_batch_then_arrives() {
+        batching().await;
+        let (listener, addr) = deferred_listener();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"ping").await.unwrap();
+        let (mut socket, _) = accept(&listener).await.unwrap();
+        socket.write_all(b"pong").await.unwrap();
+        assert!(socket.shared().is_queued(), "the write went into the batch");
+        let mut early = [0u8; 4];
+        assert_eq!(
+            client.try_read(&mut early).map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock),
+            "nothing reached the client before the flusher ran"
+        );
+        let mut got = [0u8; 4];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"pong");
+        assert!(!socket.shared().is_queued());
+    }
+
+    /// The writes of every connection answered in one pass of the event loop reach the
+    /// kernel in one submission.
+    #[tokio::test]
+    async fn writes_of_one_pass_are_one_submission() {
+        batching().await;
+        let (listener, addr) = listener().await;
+        let mut clients = Vec::new();
+        let mut sockets = Vec::new();
+        for _ in 0..3 {
+            clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+            sockets.push(accept(&listener).await.unwrap().0);
+        }
+        let before = batch::submissions();
+        for (i, socket) in sockets.iter_mut().enumerate() {
+            socket
+                .write_all(format!("answer {i}").as_bytes())
+                .await
+                .unwrap();
+        }
+        for (i, client) in clients.iter_mut().enumerate() {
+            let mut got = [0u8; 8];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, format!("answer {i}").as_bytes());
+        }
+        assert_eq!(batch::submissions() - before, 1);
+    }
+
+    /// Small writes into a socket whose client does not read: the batched sends find
+    /// the send buffer full and leave the rest with the socket, whose next calls write
+    /// it through the reactor. Every byte arrives, in order, once the client reads; a
+    /// large write after small ones goes behind them.
+    #[tokio::test]
+    async fn batched_writes_into_a_full_socket_all_arrive_in_order() {
+        batching().await;
+        let (listener, addr) = listener().await;
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut socket, _) = accept(&listener).await.unwrap();
+        let sent: Vec<u8> = (0..8 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
+        let expected = sent.clone();
+        let writer = tokio::spawn(async move {
+            let (small, large) = sent.split_at(sent.len() - 1024 * 1024);
+            for chunk in small.chunks(3000) {
+                socket.write_all(chunk).await.unwrap();
+            }
+            socket.write_all(large).await.unwrap();
+            socket.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "the bytes arrived out of order");
+    }
+
+    /// A connection closed with its last answer still in the batch, or with bytes a
+    /// batched send could not take (its client half-closed and reads the answer later):
+    /// the client gets every byte, then the end of the stream.
+    #[tokio::test]
+    async fn a_socket_closed_behind_its_batched_bytes_still_sends_them() {
+        batching().await;
+        let (listener, addr) = listener().await;
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut socket, _) = accept(&listener).await.unwrap();
+        socket.write_all(b"last").await.unwrap();
+        assert!(socket.shared().is_queued());
+        drop(socket);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"last");
+
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut socket, _) = accept(&listener).await.unwrap();
+        let mut expected = Vec::new();
+        for i in 0u32.. {
+            if socket.shared().has_unsent() {
+                break;
+            }
+            let chunk = vec![(i % 251) as u8; 4096];
+            socket.write_all(&chunk).await.unwrap();
+            expected.extend_from_slice(&chunk);
+            batch::flush();
+            assert!(i < 100_000, "the socket's buffers never filled");
+        }
+        drop(socket);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected);
+    }
+
+    /// A batched send to a client that reset the connection fails after the write
+    /// returned: the socket's next call reports it.
+    #[tokio::test]
+    async fn a_batched_send_that_fails_fails_the_next_call() {
+        batching().await;
+        let (listener, addr) = listener().await;
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let (mut socket, _) = accept(&listener).await.unwrap();
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        // On loopback the reset reaches the proxy's socket within the close.
+        drop(client);
+        socket.write_all(b"too late").await.unwrap();
+        batch::flush();
+        let mut rest = [0u8; 8];
+        let error = socket.read(&mut rest).await.unwrap_err();
+        assert!(
+            matches!(
+                error.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ),
+            "{error}"
+        );
     }
 
     /// The peer's close reads as the end of the stream, direct or registered.

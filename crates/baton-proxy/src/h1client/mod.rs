@@ -29,6 +29,7 @@ pub(crate) use parse::Fields;
 use crate::backend::Backend;
 use crate::headers::Forwarding;
 use crate::pool::ConnectError;
+use crate::socket::Socket;
 use bytes::BytesMut;
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
@@ -40,7 +41,6 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 /// Read buffer reserved per read.
@@ -48,7 +48,8 @@ const READ_CHUNK: usize = 8 * 1024;
 
 /// One upstream connection owned by the request using it (or idle in a pool).
 pub(crate) struct Conn {
-    stream: TcpStream,
+    /// Its small writes (request heads) batched on a worker, as a client's (`batch.rs`).
+    stream: Socket,
     /// The socket as its backend follows it: `Backend::abandon` and the drain
     /// deadline (`Backend::close_all`) end an exchange by shutting it down.
     watched: Arc<crate::backend::Watched>,
@@ -69,6 +70,13 @@ impl Conn {
     /// the pool between exchanges), and only a pointer then moves with it.
     pub async fn connect(backend: &Backend, timeout: Duration) -> Result<Box<Conn>, ConnectError> {
         let stream = crate::pool::connect_stream(backend.addr, timeout).await?;
+        let stream = stream
+            .into_std()
+            .and_then(Socket::connected)
+            .map_err(|source| ConnectError::Io {
+                addr: backend.addr,
+                source,
+            })?;
         let watched = backend
             .watch(std::os::fd::AsFd::as_fd(&stream))
             .map_err(|source| ConnectError::Io {
@@ -90,10 +98,7 @@ impl Conn {
         if self.generation != backend.close_generation() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        // Without a readiness event since the last read this is answered from tokio's
-        // state, with no system call.
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        self.stream.is_quiet()
     }
 }
 
@@ -151,7 +156,9 @@ pub(crate) fn send<'a>(
             return Err(SendError::Abandoned);
         }
         // The first write tells a dead pooled connection (reset by the upstream) from a
-        // request that may have been seen: nothing of the head was accepted.
+        // request that may have been seen: nothing of the head was accepted. On a worker
+        // the head goes into the batch and a send that fails tells it at the read below
+        // (`batch::was_not_sent`).
         let written = match deadline.within(conn.stream.write(head)).await? {
             Ok(n) => n,
             Err(e) if reused => return Err(SendError::Unsent(e)),
@@ -197,7 +204,12 @@ pub(crate) fn send<'a>(
                     &mut conn.buf,
                 ))
                 .await?
-                .map_err(|e| drained(e.into()))?;
+                .map_err(|e| match e {
+                    e if reused && received == 0 && crate::batch::was_not_sent(&e) => {
+                        SendError::Unsent(e)
+                    }
+                    e => drained(e.into()),
+                })?;
             if n == 0 {
                 if received == 0 {
                     return Err(drained(SendError::Closed));

@@ -9,6 +9,19 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_closing_idle_connections_early_causes_no_client_error() {
+    a_backend_closing_idle_connections_early_causes_no_client_error_scenario().await;
+}
+
+/// The same with two proxy workers, whose request heads to upstreams are batched
+/// (`batch.rs`): a head sent on a connection the backend had closed fails after the
+/// write returned, and is still known never to have reached the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_closing_idle_connections_early_causes_no_client_error_with_two_workers() {
+    baton_proxy::start_workers(2).unwrap();
+    a_backend_closing_idle_connections_early_causes_no_client_error_scenario().await;
+}
+
+async fn a_backend_closing_idle_connections_early_causes_no_client_error_scenario() {
     // The backend drops keep-alive connections after 100 ms; the proxy's pool would
     // keep them for 15 s. Four clients send one request each per round, GETs and POSTs
     // mixed; between rounds the test waits until the backend has closed every upstream
@@ -57,6 +70,17 @@ async fn a_backend_closing_idle_connections_early_causes_no_client_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_racing_idle_closes_are_retried_only_when_safe() {
+    requests_racing_idle_closes_are_retried_only_when_safe_scenario().await;
+}
+
+/// The same with two proxy workers (batched writes, `batch.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_idle_closes_are_retried_only_when_safe_with_two_workers() {
+    baton_proxy::start_workers(2).unwrap();
+    requests_racing_idle_closes_are_retried_only_when_safe_scenario().await;
+}
+
+async fn requests_racing_idle_closes_are_retried_only_when_safe_scenario() {
     // Pauses straddle the backend's idle timeout, so requests race its close. A GET
     // may always be retried and must never fail; a POST is retried only if it was
     // provably not written, so it may fail with 502 but is never processed twice.

@@ -30,6 +30,11 @@ fi
 
 release_flag=()
 [ "$profile" = release ] && release_flag=(--release)
+# A debug image is for checking the recipe (the tests build one): no debug info (the
+# image strips it anyway) and dependencies unoptimized, so the whole tree builds in
+# a fraction of the time.
+[ "$profile" = debug ] && release_flag=(--config profile.dev.debug=0 \
+  --config 'profile.dev.package."*".opt-level=0')
 # crt-static links glibc into the binary, so the image needs no libc. Same flags as the
 # docker runtime's test images, so both share one build cache.
 RUSTFLAGS="-C target-feature=+crt-static" \

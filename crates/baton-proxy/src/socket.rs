@@ -786,6 +786,8 @@ mod tests {
             ),
             "{error}"
         );
+        // Told apart from a read's own error: an upstream client retries such a head.
+        assert!(batch::was_not_sent(&error), "{error}");
     }
 
     /// The peer's close reads as the end of the stream, direct or registered.

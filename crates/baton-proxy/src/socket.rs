@@ -773,8 +773,17 @@ mod tests {
         socket2::SockRef::from(&client)
             .set_linger(Some(Duration::ZERO))
             .unwrap();
-        // On loopback the reset reaches the proxy's socket within the close.
         drop(client);
+        // Until the reset has reached the proxy's socket (a peek stops finding nothing).
+        let mut probe = [std::mem::MaybeUninit::new(0u8)];
+        for _ in 0..1000 {
+            match socket.sock_ref().peek(&mut probe) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                _ => break,
+            }
+        }
         socket.write_all(b"too late").await.unwrap();
         batch::flush();
         let mut rest = [0u8; 8];

@@ -160,6 +160,12 @@ impl Socket {
             && self.shared().is_sound()
     }
 
+    /// Whether bytes written to the socket still wait in the worker's batch: none of them
+    /// has reached the kernel.
+    pub(crate) fn holds_batched(&self) -> bool {
+        self.shared().is_queued()
+    }
+
     /// Whether the socket has had to wait, and so is known to the reactor.
     #[cfg(test)]
     fn is_registered(&self) -> bool {

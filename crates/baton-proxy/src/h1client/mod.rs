@@ -205,7 +205,12 @@ pub(crate) fn send<'a>(
                 ))
                 .await?
                 .map_err(|e| match e {
-                    e if reused && received == 0 && crate::batch::was_not_sent(&e) => {
+                    // Nothing of the head reached the upstream: its batched send failed,
+                    // or the connection failed while the head still waited in the batch.
+                    e if reused
+                        && received == 0
+                        && (crate::batch::was_not_sent(&e) || conn.stream.holds_batched()) =>
+                    {
                         SendError::Unsent(e)
                     }
                     e => drained(e.into()),

@@ -188,3 +188,49 @@ fn lower_case_names_are_told_apart_a_word_at_a_time_as_byte_by_byte() {
     assert!(!lower_case(b"Content-Length"));
     assert!(!lower_case(b"x-forwarded-fOr"));
 }
+
+/// A request head batched (on a worker) onto a pooled connection its upstream has reset:
+/// the exchange fails before anything of the head reached the kernel, and says so
+/// (`Unsent`, which `forward.rs` retries without counting against the backend), as the
+/// head's own write failing did before writes were batched.
+#[tokio::test]
+async fn a_batched_head_on_a_reset_pooled_connection_is_unsent() {
+    use crate::backend::Backend;
+    use std::sync::Arc;
+    use std::time::Duration;
+    crate::batch::install().expect("io_uring: the worker's batch needs it");
+    tokio::spawn(crate::batch::flusher());
+    tokio::task::yield_now().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let backend = Arc::new(Backend::new(
+        "b1".into(),
+        addr,
+        "app".into(),
+        "v1".into(),
+        8,
+    ));
+    let conn = super::Conn::connect(&backend, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let (upstream, _) = listener.accept().unwrap();
+    socket2::SockRef::from(&upstream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(upstream);
+    let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+    let peer = crate::headers::Peer {
+        ip: http::HeaderValue::from_static("127.0.0.1"),
+        trusted: false,
+        https: false,
+    };
+    let mut map = http::HeaderMap::new();
+    let forwarding = crate::headers::forwarding(&mut map, &peer, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let sent = super::send(conn, true, &parts, &forwarding, backend.clone(), deadline).await;
+    match sent {
+        Err(super::SendError::Unsent(_)) => {}
+        Err(other) => panic!("expected the head to be known unsent, got {other}"),
+        Ok(_) => panic!("a reset connection answered"),
+    }
+}

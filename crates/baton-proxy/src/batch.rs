@@ -31,7 +31,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -47,30 +47,44 @@ const SPARE_BUFFERS: usize = 64;
 const SPARE_CAPACITY: usize = 4 * 1024;
 
 /// A client socket as its owner and the batch share it: the descriptor stays open while
-/// either holds it.
+/// either holds it. The request path takes no lock: where the socket's entry is, and
+/// whether a send left anything, are atomics; only what a send left (rare: a full send
+/// buffer, a failed send) sits behind a lock.
 pub(crate) struct Shared {
     socket: std::net::TcpStream,
-    state: Mutex<State>,
+    /// This socket's entry in the batch being gathered, if it has one: the batch's id
+    /// and the entry's place (`queued_at`), or `NOT_QUEUED`. Written by the worker that
+    /// owns the socket; atomic only so that the type can move between threads.
+    queued: AtomicU64,
+    /// Whether `left` holds anything: read before locking it.
+    has_left: AtomicBool,
+    left: Mutex<Left>,
 }
 
+const NOT_QUEUED: u64 = 0;
+
+/// `Shared::queued` for the entry at `index` of batch `id` (ids start at 1, so never
+/// `NOT_QUEUED`).
+fn queued_at(id: u64, index: usize) -> u64 {
+    (id << 32) | index as u64
+}
+
+/// What batched sends left a socket.
 #[derive(Default)]
-struct State {
-    /// This socket's entry in the batch being gathered, if it has one: the batch's id
-    /// and the entry's place.
-    queued: Option<(u64, usize)>,
-    /// What a batched send left (the send buffer was full), from the offset on.
+struct Left {
+    /// What a batched send did not take (the send buffer was full), from the offset on.
     unsent: Option<(Vec<u8>, usize)>,
     /// What a batched send failed with.
     error: Option<io::Error>,
-    /// The task that wrote last: woken when its send leaves bytes or fails.
-    writer: Option<Waker>,
 }
 
 impl Shared {
     pub(crate) fn new(socket: std::net::TcpStream) -> Arc<Shared> {
         Arc::new(Shared {
             socket,
-            state: Mutex::new(State::default()),
+            queued: AtomicU64::new(NOT_QUEUED),
+            has_left: AtomicBool::new(false),
+            left: Mutex::new(Left::default()),
         })
     }
 
@@ -78,49 +92,86 @@ impl Shared {
         &self.socket
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    /// `left`, locked; `has_left` is brought up to date when the guard goes.
+    fn left(&self) -> LeftGuard<'_> {
         // A panic while the lock was held left nothing half-done that matters here.
-        self.state
+        let guard = self
+            .left
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        LeftGuard {
+            guard,
+            has_left: &self.has_left,
+        }
     }
 
     /// Whether the socket has bytes in the batch being gathered.
     pub(crate) fn is_queued(&self) -> bool {
-        self.state().queued.is_some()
+        self.queued.load(Ordering::Acquire) != NOT_QUEUED
     }
 
     /// What batched sends left: the error one failed with (once), else the bytes one
-    /// did not take, to be written before anything else. One lock: a socket's every
-    /// read and write asks.
+    /// did not take, to be written before anything else. A socket's every read and
+    /// write asks: one atomic load when nothing is left.
     pub(crate) fn take_left(&self) -> Result<Option<(Vec<u8>, usize)>, io::Error> {
-        let mut state = self.state();
-        match state.error.take() {
+        if !self.has_left.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let mut left = self.left();
+        match left.error.take() {
             Some(error) => Err(error),
-            None => Ok(state.unsent.take()),
+            None => Ok(left.unsent.take()),
         }
     }
 
     /// The bytes a batched send did not take, to be written before anything else.
     pub(crate) fn take_unsent(&self) -> Option<(Vec<u8>, usize)> {
-        self.state().unsent.take()
+        if !self.has_left.load(Ordering::Acquire) {
+            return None;
+        }
+        self.left().unsent.take()
     }
 
     /// Puts back what is still unsent after a write of part of it.
     pub(crate) fn put_unsent(&self, buf: Vec<u8>, offset: usize) {
-        self.state().unsent = Some((buf, offset));
+        self.left().unsent = Some((buf, offset));
     }
 
     /// Whether no batched send failed or left bytes: nothing stands between the socket's
     /// next write and the kernel.
     pub(crate) fn is_sound(&self) -> bool {
-        let state = self.state();
-        state.error.is_none() && state.unsent.is_none()
+        !self.has_left.load(Ordering::Acquire)
     }
 
     /// Whether bytes a batched send did not take are waiting.
     pub(crate) fn has_unsent(&self) -> bool {
-        self.state().unsent.is_some()
+        self.has_left.load(Ordering::Acquire) && self.left().unsent.is_some()
+    }
+}
+
+/// `Shared::left` locked: on release, `has_left` says whether anything is left.
+struct LeftGuard<'a> {
+    guard: std::sync::MutexGuard<'a, Left>,
+    has_left: &'a AtomicBool,
+}
+
+impl std::ops::Deref for LeftGuard<'_> {
+    type Target = Left;
+    fn deref(&self) -> &Left {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for LeftGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Left {
+        &mut self.guard
+    }
+}
+
+impl Drop for LeftGuard<'_> {
+    fn drop(&mut self) {
+        let any = self.guard.unsent.is_some() || self.guard.error.is_some();
+        self.has_left.store(any, Ordering::Release);
     }
 }
 
@@ -146,10 +197,12 @@ pub(crate) fn was_not_sent(error: &io::Error) -> bool {
 struct Entry {
     shared: Arc<Shared>,
     buf: Vec<u8>,
+    /// The task that wrote last: woken when the send leaves bytes or fails.
+    writer: Waker,
 }
 
 struct Batch {
-    /// Told apart from the other workers' batches (`State::queued`).
+    /// Told apart from the other workers' batches (`Shared::queued`).
     id: u64,
     /// A submission failed in a way that leaves the kernel's use of the buffers
     /// unknown: nothing more is batched on this worker.
@@ -237,41 +290,44 @@ pub(crate) fn queue(
         let Some(batch) = batch.as_mut().filter(|b| !b.broken) else {
             return Ok(None);
         };
-        let mut state = shared.state();
-        let index = match state.queued {
-            Some((id, _)) if id != batch.id => {
+        let queued = shared.queued.load(Ordering::Acquire);
+        let index = if queued == NOT_QUEUED {
+            if batch.entries.is_empty() {
+                if let Some(flusher) = &batch.flusher {
+                    flusher.wake_by_ref();
+                }
+            }
+            let index = batch.entries.len();
+            shared
+                .queued
+                .store(queued_at(batch.id, index), Ordering::Release);
+            let buf = batch.spare.pop().unwrap_or_default();
+            batch.entries.push(Entry {
+                shared: shared.clone(),
+                buf,
+                writer: cx.waker().clone(),
+            });
+            index
+        } else {
+            let index = (queued & u64::from(u32::MAX)) as usize;
+            if queued >> 32 != batch.id || index >= batch.entries.len() {
                 // A connection lives on the worker that accepted it; bytes of one socket
                 // in two workers' batches could leave out of order.
                 return Err(io::Error::other(
                     "a socket was written from two proxy workers",
                 ));
             }
+            let entry = &mut batch.entries[index];
             // A socket written to over and over in one pass (a streamed body) has its
             // bytes submitted before its entry grows past a bound.
-            Some((_, index)) if batch.entries[index].buf.len() + len > ENTRY_MAX => {
+            if entry.buf.len() + len > ENTRY_MAX {
                 return Ok(None);
             }
-            Some((_, index)) => index,
-            None => {
-                if batch.entries.is_empty() {
-                    if let Some(flusher) = &batch.flusher {
-                        flusher.wake_by_ref();
-                    }
-                }
-                let index = batch.entries.len();
-                state.queued = Some((batch.id, index));
-                let buf = batch.spare.pop().unwrap_or_default();
-                batch.entries.push(Entry {
-                    shared: shared.clone(),
-                    buf,
-                });
-                index
+            if !entry.writer.will_wake(cx.waker()) {
+                entry.writer = cx.waker().clone();
             }
+            index
         };
-        match &state.writer {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => state.writer = Some(cx.waker().clone()),
-        }
         let buf = &mut batch.entries[index].buf;
         for b in bufs {
             buf.extend_from_slice(b);
@@ -358,12 +414,11 @@ impl Batch {
                     tracing::error!(%error, "io_uring submission failed; writes are no longer batched");
                     self.broken = true;
                     for entry in &self.entries {
-                        let mut state = entry.shared.state();
-                        state.queued = None;
-                        state.error = Some(io::Error::other(format!(
+                        entry.shared.queued.store(NOT_QUEUED, Ordering::Release);
+                        entry.shared.left().error = Some(io::Error::other(format!(
                             "a batched write was lost: io_uring failed: {error}"
                         )));
-                        woken.extend(state.writer.take());
+                        woken.push(entry.writer.clone());
                     }
                     std::mem::forget(std::mem::take(&mut self.entries));
                     return woken;
@@ -377,24 +432,22 @@ impl Batch {
                 continue;
             };
             let buf = std::mem::take(&mut entry.buf);
-            let mut state = entry.shared.state();
-            state.queued = None;
+            entry.shared.queued.store(NOT_QUEUED, Ordering::Release);
             let sent = match usize::try_from(result) {
                 Ok(n) => n,
                 Err(_) if -result == nix::libc::EAGAIN => 0,
                 Err(_) => {
                     let error = io::Error::from_raw_os_error(-result);
-                    state.error = Some(io::Error::new(error.kind(), NotSent(error)));
-                    woken.extend(state.writer.take());
+                    entry.shared.left().error = Some(io::Error::new(error.kind(), NotSent(error)));
+                    woken.push(entry.writer.clone());
                     continue;
                 }
             };
             if sent < buf.len() {
-                state.unsent = Some((buf, sent));
-                woken.extend(state.writer.take());
+                entry.shared.left().unsent = Some((buf, sent));
+                woken.push(entry.writer.clone());
                 continue;
             }
-            drop(state);
             if self.spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_CAPACITY {
                 let mut buf = buf;
                 buf.clear();
